@@ -1,0 +1,128 @@
+//! A GGUF file opened by memory map: the parsed directory plus borrowed tensor bytes.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use memmap2::Mmap;
+
+use super::error::{GgufError, Result};
+use super::metadata::Metadata;
+use super::parse::{parse, Directory};
+use super::TensorInfo;
+
+/// An open GGUF file. Tensor data is borrowed from the map; nothing is copied.
+pub struct GgufFile {
+    path: PathBuf,
+    map: Mmap,
+    dir: Directory,
+}
+
+impl GgufFile {
+    pub fn open(path: impl AsRef<Path>) -> Result<GgufFile> {
+        let path = path.as_ref().to_path_buf();
+        let io = |source| GgufError::Io {
+            path: path.clone(),
+            source,
+        };
+        let file = File::open(&path).map_err(io)?;
+        if file.metadata().map_err(io)?.is_dir() {
+            return Err(io(std::io::Error::other("is a directory, not a GGUF file")));
+        }
+        // SAFETY: the map is read-only and private to this process. Another process
+        // truncating or rewriting the file while it is mapped would change the bytes under
+        // us (or fault); like llama.cpp we accept that for model files, which are not
+        // written while in use.
+        let map = unsafe { Mmap::map(&file) }.map_err(io)?;
+        let dir = parse(&map)?;
+        Ok(GgufFile { path, map, dir })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn version(&self) -> u32 {
+        self.dir.version
+    }
+
+    pub fn metadata(&self) -> &Metadata {
+        &self.dir.metadata
+    }
+
+    pub fn tensors(&self) -> &[TensorInfo] {
+        &self.dir.tensors
+    }
+
+    pub fn tensor(&self, name: &str) -> Option<&TensorInfo> {
+        self.dir.tensors.iter().find(|t| t.name == name)
+    }
+
+    pub fn alignment(&self) -> u64 {
+        self.dir.alignment
+    }
+
+    /// Absolute file offset where the tensor data section starts.
+    pub fn data_offset(&self) -> u64 {
+        self.dir.data_offset
+    }
+
+    pub fn file_size(&self) -> u64 {
+        self.map.len() as u64
+    }
+
+    /// The tensor's bytes, borrowed from the map. Bounds were checked when the file was
+    /// opened, for every tensor of the directory.
+    pub fn tensor_data(&self, t: &TensorInfo) -> &[u8] {
+        let start = (self.dir.data_offset + t.offset) as usize;
+        &self.map[start..start + t.n_bytes() as usize]
+    }
+
+    /// The tensor's values as f32. A type loupe cannot decode is an error naming the
+    /// tensor and its type.
+    pub fn dequantize(&self, t: &TensorInfo) -> Result<Vec<f32>> {
+        let mut out = vec![0f32; t.n_elements() as usize];
+        loupe_quant::dequantize_row(t.ty, self.tensor_data(t), &mut out).map_err(|source| {
+            GgufError::Quant {
+                name: t.name.clone(),
+                source,
+            }
+        })?;
+        Ok(out)
+    }
+
+    /// Dequantize the tensor a few whole rows at a time (about `chunk_elems` values per
+    /// call of `f`), so statistics over a large tensor need no tensor-sized buffer.
+    pub fn dequantize_chunked(
+        &self,
+        t: &TensorInfo,
+        chunk_elems: usize,
+        mut f: impl FnMut(&[f32]),
+    ) -> Result<()> {
+        let row_len = t.row_len() as usize;
+        let row_bytes = t.ty.row_bytes(t.row_len()).unwrap_or(0) as usize;
+        let rows_per_chunk = (chunk_elems / row_len).max(1);
+        let mut buf = vec![0f32; rows_per_chunk * row_len];
+        for bytes in self.tensor_data(t).chunks(rows_per_chunk * row_bytes) {
+            let n = bytes.len() / row_bytes * row_len;
+            loupe_quant::dequantize_row(t.ty, bytes, &mut buf[..n]).map_err(|source| {
+                GgufError::Quant {
+                    name: t.name.clone(),
+                    source,
+                }
+            })?;
+            f(&buf[..n]);
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for GgufFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GgufFile")
+            .field("path", &self.path)
+            .field("version", &self.dir.version)
+            .field("tensors", &self.dir.tensors.len())
+            .field("metadata", &self.dir.metadata.len())
+            .finish()
+    }
+}

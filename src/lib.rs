@@ -1,0 +1,8 @@
+//! loupe: run quantized GGUF language models on a CPU, and look at how they pick each
+//! next token. The layers follow one token: `gguf` (the file) → `model` → CLI; the block
+//! formats and kernels live in the `loupe-quant` crate.
+
+pub mod cli;
+pub mod gguf;
+pub mod model;
+pub mod store;
