@@ -126,3 +126,23 @@ fn unsupported_type_fails_on_use_not_on_open() {
     let q4k = f.tensor("ffn.weight").unwrap();
     assert_eq!(f.dequantize(q4k).unwrap().len(), 512);
 }
+
+/// Seeds for the fuzzer (`fuzz/README.md`): small valid files it can mutate from.
+/// Run on purpose: `cargo test --test gguf_roundtrip -- --ignored write_fuzz_seeds`.
+#[test]
+#[ignore = "writes the fuzz seed corpus; run by hand"]
+fn write_fuzz_seeds() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/gguf_parse");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("sample.gguf"), common::sample_file()).unwrap();
+    let mut md = common::every_value_metadata();
+    md.push("general.alignment", Value::U32(64));
+    let mut w = GgufWriter::new(md);
+    w.add_tensor(common::sample_tensors().remove(1));
+    std::fs::write(dir.join("aligned64.gguf"), w.to_bytes().unwrap()).unwrap();
+    std::fs::write(
+        dir.join("empty.gguf"),
+        GgufWriter::default().to_bytes().unwrap(),
+    )
+    .unwrap();
+}

@@ -87,7 +87,7 @@ impl ModelSummary {
             e.bytes += t.n_bytes();
         }
         let mut bytes_by_type: Vec<TypeShare> = by_type.into_values().collect();
-        bytes_by_type.sort_by(|a, b| b.bytes.cmp(&a.bytes));
+        bytes_by_type.sort_by_key(|s| std::cmp::Reverse(s.bytes));
         let parameter_count: u64 = bytes_by_type.iter().map(|s| s.elements).sum();
         let data_bytes: u64 = bytes_by_type.iter().map(|s| s.bytes).sum();
 

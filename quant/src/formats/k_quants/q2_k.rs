@@ -1,0 +1,89 @@
+//! Q2_K: super-blocks of 256 weights in 16 sub-blocks of 16, `x = d * sc * q - dmin * m`
+//! with 2-bit `q`, 4-bit sub-block scale `sc` and min `m`, and f16 `d`, `dmin`. 84 bytes
+//! per 256 weights: 2.625 bits per weight.
+
+use bytemuck::{Pod, Zeroable};
+
+use super::QK_K;
+use crate::formats::exact_mut;
+use crate::{BlockFormat, GgmlType, F16};
+
+/// One Q2_K super-block (ggml `block_q2_K`).
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+#[repr(C)]
+pub struct BlockQ2K {
+    /// Sub-block `i`: scale in the low nibble of `scales[i]`, min in the high nibble.
+    pub scales: [u8; QK_K / 16],
+    /// Quants, four per byte. Each half (128 weights) uses 32 bytes; within it, bits
+    /// `2*s..2*s+2` of byte `l` hold element `32*s + l` (`s` = 0..4, `l` = 0..32).
+    pub qs: [u8; QK_K / 4],
+    /// Super-block scale of the sub-block scales.
+    pub d: F16,
+    /// Super-block scale of the sub-block mins.
+    pub dmin: F16,
+}
+
+const _: () = assert!(std::mem::size_of::<BlockQ2K>() == 84);
+
+impl BlockFormat for BlockQ2K {
+    const TYPE: GgmlType = GgmlType::Q2_K;
+    const ELEMS: usize = QK_K;
+    const VEC_DOT_TYPE: Option<GgmlType> = Some(GgmlType::Q8_K);
+
+    fn dequantize(&self, y: &mut [f32]) {
+        let y: &mut [f32; QK_K] = exact_mut(y, "Q2_K");
+        let d = self.d.to_f32();
+        let min = self.dmin.to_f32();
+        // Sub-blocks in output order: 16 weights each, sub-block `is` in 0..16.
+        for (is, y) in y.chunks_exact_mut(16).enumerate() {
+            let half = is / 8; // which 128-weight half
+            let shift = 2 * ((is % 8) / 2); // which bit pair of the byte
+            let off = 32 * half + 16 * (is % 2); // first byte of this sub-block
+            let sc = self.scales[is];
+            let dl = d * (sc & 0xF) as f32;
+            let ml = min * (sc >> 4) as f32;
+            for (l, y) in y.iter_mut().enumerate() {
+                let q = ((self.qs[off + l] >> shift) & 3) as i8;
+                *y = dl * q as f32 - ml;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hand_built_block() {
+        let mut b = BlockQ2K {
+            scales: [0; 16],
+            qs: [0; 64],
+            d: F16::from_f32(0.5),
+            dmin: F16::from_f32(0.25),
+        };
+        // Element 0: sub-block 0, byte 0 bits 0..2.
+        b.scales[0] = 3 | (2 << 4); // dl = 1.5, ml = 0.5
+        b.qs[0] = 0b11; // q = 3 -> 1.5 * 3 - 0.5
+                        // Element 16 + 5 = 21: sub-block 1, byte 16 + 5, bits 0..2.
+        b.scales[1] = 4; // dl = 2, no min
+        b.qs[21] = 0b10;
+        // Element 32*3 + 7 = 103: sub-block 6, byte 7, bits 6..8.
+        b.scales[6] = 1 | (15 << 4); // dl = 0.5, ml = 3.75
+        b.qs[7] = 0b01 << 6;
+        // Element 128 + 64 + 20 = 212: sub-block 13 (second half), byte 32 + 20, bits 4..6.
+        b.scales[13] = 10;
+        b.qs[52] = 0b11 << 4;
+
+        let mut y = [0.0; 256];
+        b.dequantize(&mut y);
+        assert_eq!(y[0], 1.5 * 3.0 - 0.5);
+        assert_eq!(y[1], -0.5);
+        assert_eq!(y[21], 4.0);
+        assert_eq!(y[103], 0.5 - 3.75);
+        assert_eq!(y[212], 5.0 * 3.0);
+        assert_eq!(y[213], 0.0);
+        // Bits of byte 0 at other shifts belong to elements 32, 64, 96: all zero here.
+        assert_eq!(y[32], 0.0);
+    }
+}
