@@ -3,17 +3,20 @@
 //! Each format lives in its own file under `formats/` with its `#[repr(C)]` block, a size
 //! assert and a scalar reference `dequantize` (and `quantize` where loupe writes the format).
 //! The functions here dispatch a whole row by [`GgmlType`]; bytes become blocks only in
-//! [`cast`].
+//! [`cast`]. Dot products and matmuls over quantized rows, with the SIMD kernels chosen at
+//! run time, are in [`kernels`]: [`quantize_activation`], [`vec_dot`], [`matmul`].
 
 pub mod block;
 pub mod cast;
 pub mod float16;
 pub mod formats;
 pub mod ggml_type;
+pub mod kernels;
 
 pub use block::{BlockFormat, QuantizeBlock};
 pub use float16::{Bf16, F16};
 pub use ggml_type::{GgmlType, ALL_TYPES};
+pub use kernels::{kernels, matmul, quantize_activation, vec_dot, Kernels};
 
 use formats::*;
 
@@ -37,6 +40,14 @@ pub enum QuantError {
     },
     #[error("{ty}: {bytes} bytes is not a whole number of {block}-byte blocks", block = .ty.block_bytes())]
     PartialBlock { ty: GgmlType, bytes: usize },
+    #[error("weight rows {start}..{end} are not within the matrix's {n_rows} rows")]
+    RowsOutOfRange {
+        start: usize,
+        end: usize,
+        n_rows: usize,
+    },
+    #[error("the output needs {expected} values (activation rows x weight rows), got {got}")]
+    WrongOutputLength { expected: usize, got: usize },
 }
 
 /// Decode a row of `dst.len()` elements of type `ty` from `src`, which must be exactly

@@ -36,6 +36,17 @@ impl QuantizeBlock for BlockBf16 {
     }
 }
 
+/// Dot product of two BF16 rows as ggml's portable `ggml_vec_dot_bf16` computes it
+/// without SIMD: each product in f32, accumulated in f64, rounded to f32 once at the end.
+pub fn vec_dot(x: &[BlockBf16], y: &[BlockBf16]) -> f32 {
+    debug_assert_eq!(x.len(), y.len(), "BF16: rows of different lengths");
+    let mut sum = 0.0f64;
+    for (x, y) in x.iter().zip(y) {
+        sum += (x.v.to_f32() * y.v.to_f32()) as f64;
+    }
+    sum as f32
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -46,6 +46,17 @@ impl QuantizeBlock for BlockF32 {
     }
 }
 
+/// Dot product of two F32 rows as ggml's portable `ggml_vec_dot_f32` computes it
+/// without SIMD: each product in f32, accumulated in f64, rounded to f32 once at the end.
+pub fn vec_dot(x: &[BlockF32], y: &[BlockF32]) -> f32 {
+    debug_assert_eq!(x.len(), y.len(), "F32: rows of different lengths");
+    let mut sum = 0.0f64;
+    for (x, y) in x.iter().zip(y) {
+        sum += (x.get() * y.get()) as f64;
+    }
+    sum as f32
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

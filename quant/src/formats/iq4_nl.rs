@@ -4,6 +4,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
+use super::q8_0::BlockQ8_0;
 use super::{exact_mut, QK32};
 use crate::{BlockFormat, GgmlType, F16};
 
@@ -38,6 +39,23 @@ impl BlockFormat for BlockIq4Nl {
             y[j + QK32 / 2] = d * KVALUES_IQ4NL[(q >> 4) as usize] as f32;
         }
     }
+}
+
+/// Dot product of an IQ4_NL row with a Q8_0 row (ggml `ggml_vec_dot_iq4_nl_q8_0`,
+/// generic): per block an integer sum of `level * q8`, then one float multiply.
+pub fn vec_dot(x: &[BlockIq4Nl], y: &[BlockQ8_0]) -> f32 {
+    debug_assert_eq!(x.len(), y.len(), "IQ4_NL x Q8_0: rows of different lengths");
+    let mut sumf = 0.0f32;
+    for (x, y) in x.iter().zip(y) {
+        let d = y.d.to_f32() * x.d.to_f32();
+        let (mut sumi1, mut sumi2) = (0i32, 0i32);
+        for (j, &q) in x.qs.iter().enumerate() {
+            sumi1 += y.qs[j] as i32 * KVALUES_IQ4NL[(q & 0xF) as usize] as i32;
+            sumi2 += y.qs[j + QK32 / 2] as i32 * KVALUES_IQ4NL[(q >> 4) as usize] as i32;
+        }
+        sumf += d * (sumi1 + sumi2) as f32;
+    }
+    sumf
 }
 
 #[cfg(test)]

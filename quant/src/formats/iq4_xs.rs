@@ -4,7 +4,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::k_quants::QK_K;
+use super::k_quants::{BlockQ8K, QK_K};
 use super::{exact_mut, KVALUES_IQ4NL};
 use crate::{BlockFormat, GgmlType, F16};
 
@@ -55,6 +55,27 @@ impl BlockFormat for BlockIq4Xs {
             }
         }
     }
+}
+
+/// Dot product of an IQ4_XS row with a Q8_K row (ggml `ggml_vec_dot_iq4_xs_q8_K`,
+/// generic): per 32-weight sub-block an integer sum of `level * q8`, multiplied by
+/// `d * d8 * (scale - 32)`.
+pub fn vec_dot(x: &[BlockIq4Xs], y: &[BlockQ8K]) -> f32 {
+    debug_assert_eq!(x.len(), y.len(), "IQ4_XS x Q8_K: rows of different lengths");
+    let mut sumf = 0.0f32;
+    for (x, y) in x.iter().zip(y) {
+        let d4d8 = x.d.to_f32() * y.d;
+        for (ib, (qs, q8)) in x.qs.chunks_exact(16).zip(y.qs.chunks_exact(32)).enumerate() {
+            let dl = d4d8 * (x.scale(ib) - 32) as f32;
+            let (mut sumi1, mut sumi2) = (0i32, 0i32);
+            for (j, &q) in qs.iter().enumerate() {
+                sumi1 += q8[j] as i32 * KVALUES_IQ4NL[(q & 0xF) as usize] as i32;
+                sumi2 += q8[j + 16] as i32 * KVALUES_IQ4NL[(q >> 4) as usize] as i32;
+            }
+            sumf += dl * (sumi1 + sumi2) as f32;
+        }
+    }
+    sumf
 }
 
 #[cfg(test)]

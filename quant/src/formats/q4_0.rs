@@ -3,6 +3,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
+use super::q8_0::BlockQ8_0;
 use super::{exact, exact_mut, trunc_to_i8, QK32};
 use crate::{BlockFormat, GgmlType, QuantizeBlock, F16};
 
@@ -67,6 +68,25 @@ impl QuantizeBlock for BlockQ4_0 {
             qs,
         }
     }
+}
+
+/// Dot product of a Q4_0 row with a Q8_0 row (ggml `ggml_vec_dot_q4_0_q8_0`, generic):
+/// per block an integer sum of `(q - 8) * q8`, then one float multiply by both scales.
+/// Rows of different lengths are a caller bug (debug-asserted); the extra blocks of the
+/// longer one are ignored.
+pub fn vec_dot(x: &[BlockQ4_0], y: &[BlockQ8_0]) -> f32 {
+    debug_assert_eq!(x.len(), y.len(), "Q4_0 x Q8_0: rows of different lengths");
+    let mut sumf = 0.0f32;
+    for (x, y) in x.iter().zip(y) {
+        let mut sumi = 0i32;
+        for (j, &q) in x.qs.iter().enumerate() {
+            let v0 = (q & 0x0F) as i32 - 8;
+            let v1 = (q >> 4) as i32 - 8;
+            sumi += v0 * y.qs[j] as i32 + v1 * y.qs[j + QK32 / 2] as i32;
+        }
+        sumf += sumi as f32 * x.d.to_f32() * y.d.to_f32();
+    }
+    sumf
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
+use super::q8_1::BlockQ8_1;
 use super::{exact, exact_mut, trunc_to_i8, QK32};
 use crate::{BlockFormat, GgmlType, QuantizeBlock, F16};
 
@@ -70,6 +71,25 @@ impl QuantizeBlock for BlockQ4_1 {
             qs,
         }
     }
+}
+
+/// Dot product of a Q4_1 row with a Q8_1 row (ggml `ggml_vec_dot_q4_1_q8_1`, generic).
+/// `x = d*q + m` splits into `d*dy * sum(q * q8)` plus `m * sum(dy * q8)`, and the second
+/// sum is the activation block's precomputed `s`: one integer sum and two float terms per
+/// block.
+pub fn vec_dot(x: &[BlockQ4_1], y: &[BlockQ8_1]) -> f32 {
+    debug_assert_eq!(x.len(), y.len(), "Q4_1 x Q8_1: rows of different lengths");
+    let mut sumf = 0.0f32;
+    for (x, y) in x.iter().zip(y) {
+        let mut sumi = 0i32;
+        for (j, &q) in x.qs.iter().enumerate() {
+            let v0 = (q & 0x0F) as i32;
+            let v1 = (q >> 4) as i32;
+            sumi += v0 * y.qs[j] as i32 + v1 * y.qs[j + QK32 / 2] as i32;
+        }
+        sumf += (x.d.to_f32() * y.d.to_f32()) * sumi as f32 + x.m.to_f32() * y.s.to_f32();
+    }
+    sumf
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
+use super::q8_0::BlockQ8_0;
 use super::{exact, exact_mut, trunc_to_i8, QK32};
 use crate::{BlockFormat, GgmlType, QuantizeBlock, F16};
 
@@ -73,6 +74,26 @@ impl QuantizeBlock for BlockQ5_0 {
             qs,
         }
     }
+}
+
+/// Dot product of a Q5_0 row with a Q8_0 row (ggml `ggml_vec_dot_q5_0_q8_0`, generic):
+/// per block an integer sum of `(q - 16) * q8`, then one float multiply by both scales.
+pub fn vec_dot(x: &[BlockQ5_0], y: &[BlockQ8_0]) -> f32 {
+    debug_assert_eq!(x.len(), y.len(), "Q5_0 x Q8_0: rows of different lengths");
+    let mut sumf = 0.0f32;
+    for (x, y) in x.iter().zip(y) {
+        let qh = u32::from_le_bytes(x.qh);
+        let mut sumi = 0i32;
+        for (j, &q) in x.qs.iter().enumerate() {
+            let xh0 = ((qh >> j) << 4) & 0x10;
+            let xh1 = (qh >> (j + 12)) & 0x10;
+            let x0 = ((q as u32 & 0x0F) | xh0) as i32 - 16;
+            let x1 = ((q as u32 >> 4) | xh1) as i32 - 16;
+            sumi += x0 * y.qs[j] as i32 + x1 * y.qs[j + QK32 / 2] as i32;
+        }
+        sumf += (x.d.to_f32() * y.d.to_f32()) * sumi as f32;
+    }
+    sumf
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
+use super::q8_1::BlockQ8_1;
 use super::{exact, exact_mut, trunc_to_u8, QK32};
 use crate::{BlockFormat, GgmlType, QuantizeBlock, F16};
 
@@ -79,6 +80,26 @@ impl QuantizeBlock for BlockQ5_1 {
             qs,
         }
     }
+}
+
+/// Dot product of a Q5_1 row with a Q8_1 row (ggml `ggml_vec_dot_q5_1_q8_1`, generic); the
+/// minimum is applied through the activation block's `s` as in [`super::q4_1::vec_dot`].
+pub fn vec_dot(x: &[BlockQ5_1], y: &[BlockQ8_1]) -> f32 {
+    debug_assert_eq!(x.len(), y.len(), "Q5_1 x Q8_1: rows of different lengths");
+    let mut sumf = 0.0f32;
+    for (x, y) in x.iter().zip(y) {
+        let qh = u32::from_le_bytes(x.qh);
+        let mut sumi = 0i32;
+        for (j, &q) in x.qs.iter().enumerate() {
+            let xh0 = ((qh >> j) << 4) & 0x10;
+            let xh1 = (qh >> (j + 12)) & 0x10;
+            let x0 = ((q as u32 & 0x0F) | xh0) as i32;
+            let x1 = ((q as u32 >> 4) | xh1) as i32;
+            sumi += x0 * y.qs[j] as i32 + x1 * y.qs[j + QK32 / 2] as i32;
+        }
+        sumf += (x.d.to_f32() * y.d.to_f32()) * sumi as f32 + x.m.to_f32() * y.s.to_f32();
+    }
+    sumf
 }
 
 #[cfg(test)]

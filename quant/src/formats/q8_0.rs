@@ -61,6 +61,84 @@ pub(crate) fn quantize_q8_symmetric(x: &[f32; QK32]) -> (f32, [i8; QK32]) {
     (d, qs)
 }
 
+/// Dot product of two Q8_0 rows (ggml `ggml_vec_dot_q8_0_q8_0`, generic): per block an
+/// integer sum of `q * q8`, then one float multiply by the product of the scales.
+pub fn vec_dot(x: &[BlockQ8_0], y: &[BlockQ8_0]) -> f32 {
+    debug_assert_eq!(x.len(), y.len(), "Q8_0 x Q8_0: rows of different lengths");
+    let mut sumf = 0.0f32;
+    for (x, y) in x.iter().zip(y) {
+        let sumi: i32 =
+            x.qs.iter()
+                .zip(&y.qs)
+                .map(|(&a, &b)| a as i32 * b as i32)
+                .sum();
+        sumf += sumi as f32 * (x.d.to_f32() * y.d.to_f32());
+    }
+    sumf
+}
+
+/// Quantize an activation block the way ggml's CPU backend does at run time on x86
+/// (`quantize_row_q8_0` in ggml-cpu's x86 code, the `from_float` llama.cpp runs before
+/// every Q4_0/Q5_0/Q8_0/IQ4_NL matmul). It differs from [`QuantizeBlock::quantize`]
+/// (ggml's `_ref`) in two ways, so the two can disagree by one step on some elements:
+/// the multiplier is `127 / amax` rather than `1 / (amax / 127)`, and halves round to
+/// even rather than away from zero. `d` is the same.
+///
+/// Written step for step after the SIMD code, NaN and out-of-range handling included
+/// (the max reduction order, x86 `maxps` NaN rules, `cvtps2dq`'s 0x8000_0000 for
+/// unrepresentable values, saturating packs), so the AVX2 version in `kernels` is
+/// bit-identical to this one for every input.
+pub fn quantize_activation(x: &[f32]) -> BlockQ8_0 {
+    let x: &[f32; QK32] = exact(x, "Q8_0");
+    let (d, qs, _) = quantize_q8_x86(x);
+    BlockQ8_0 {
+        d: F16::from_f32(d),
+        qs,
+    }
+}
+
+/// The arithmetic of ggml-cpu's x86 `quantize_row_q8_0`/`_q8_1` for one block: the f32
+/// scale, the quants, and the (wrapping) sum of the quants before they are narrowed to
+/// bytes, which Q8_1 stores scaled as `s`.
+pub(crate) fn quantize_q8_x86(x: &[f32; QK32]) -> (f32, [i8; QK32], i32) {
+    // x86 `maxps`: the first operand when it is greater, otherwise the second (so a NaN
+    // in either gives the second).
+    fn max_ps(a: f32, b: f32) -> f32 {
+        if a > b {
+            a
+        } else {
+            b
+        }
+    }
+    // Eight lanes over the four 8-float vectors, then halves folded as the SIMD code does.
+    let mut m: [f32; 8] = std::array::from_fn(|l| x[l].abs());
+    for v in 1..4 {
+        for (l, m) in m.iter_mut().enumerate() {
+            *m = max_ps(*m, x[8 * v + l].abs());
+        }
+    }
+    let q: [f32; 4] = std::array::from_fn(|l| max_ps(m[4 + l], m[l]));
+    let amax = max_ps(max_ps(q[0], q[2]), max_ps(q[1], q[3]));
+
+    let d = amax / 127.0;
+    let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+    let mut qs = [0i8; QK32];
+    let mut sum = 0i32;
+    for (q, &v) in qs.iter_mut().zip(x) {
+        let r = (v * id).round_ties_even();
+        // cvtps2dq: NaN and values outside i32 give the "integer indefinite" i32::MIN.
+        let i = if (-2_147_483_648.0..2_147_483_648.0).contains(&r) {
+            r as i32
+        } else {
+            i32::MIN
+        };
+        sum = sum.wrapping_add(i);
+        // Two saturating packs (i32 -> i16 -> i8) clamp to the i8 range.
+        *q = i.clamp(-128, 127) as i8;
+    }
+    (d, qs, sum)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

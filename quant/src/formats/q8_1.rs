@@ -4,7 +4,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::q8_0::quantize_q8_symmetric;
+use super::q8_0::{quantize_q8_symmetric, quantize_q8_x86};
 use super::{exact, exact_mut, QK32};
 use crate::{BlockFormat, GgmlType, QuantizeBlock, F16};
 
@@ -49,6 +49,20 @@ impl QuantizeBlock for BlockQ8_1 {
             s: F16::from_f32(sum as f32 * d),
             qs,
         }
+    }
+}
+
+/// Quantize an activation block the way ggml's CPU backend does at run time on x86
+/// (ggml-cpu's x86 `quantize_row_q8_1`): the rounding of
+/// [`super::q8_0::quantize_activation`], and `s = d * sum(q)` from the unclamped integer
+/// quants.
+pub fn quantize_activation(x: &[f32]) -> BlockQ8_1 {
+    let x: &[f32; QK32] = exact(x, "Q8_1");
+    let (d, qs, sum) = quantize_q8_x86(x);
+    BlockQ8_1 {
+        d: F16::from_f32(d),
+        s: F16::from_f32(d * sum as f32),
+        qs,
     }
 }
 

@@ -4,7 +4,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::QK_K;
+use super::{lane_sums, BlockQ8K, QK_K};
 use crate::formats::exact_mut;
 use crate::{BlockFormat, GgmlType, F16};
 
@@ -48,6 +48,36 @@ impl BlockFormat for BlockQ2K {
             }
         }
     }
+}
+
+/// Dot product of a Q2_K row with a Q8_K row (ggml `ggml_vec_dot_q2_K_q8_K`, generic):
+/// per block the integers `sum(scale * q * q8)` and `sum(min * bsum)` (4-bit scale and
+/// min per 16 weights), then `d * d8 * isum - dmin * d8 * summs`.
+pub fn vec_dot(x: &[BlockQ2K], y: &[BlockQ8K]) -> f32 {
+    debug_assert_eq!(x.len(), y.len(), "Q2_K x Q8_K: rows of different lengths");
+    let mut sumf = 0.0f32;
+    let mut a = [0i8; QK_K];
+    for (x, y) in x.iter().zip(y) {
+        let summs: i32 = y
+            .bsums
+            .iter()
+            .zip(&x.scales)
+            .map(|(&s, &sc)| s as i32 * (sc >> 4) as i32)
+            .sum();
+        for (is, a) in a.chunks_exact_mut(16).enumerate() {
+            let shift = 2 * ((is % 8) / 2);
+            let off = 32 * (is / 8) + 16 * (is % 2);
+            for (l, a) in a.iter_mut().enumerate() {
+                *a = ((x.qs[off + l] >> shift) & 3) as i8;
+            }
+        }
+        let scales: [i32; 16] = std::array::from_fn(|j| (x.scales[j] & 0xF) as i32);
+        let isum: i32 = lane_sums(&a, &y.qs, &scales).iter().sum();
+        let dall = y.d * x.d.to_f32();
+        let dmin = y.d * x.dmin.to_f32();
+        sumf += dall * isum as f32 - dmin * summs as f32;
+    }
+    sumf
 }
 
 #[cfg(test)]

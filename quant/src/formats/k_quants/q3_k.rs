@@ -5,7 +5,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::QK_K;
+use super::{lane_sums, BlockQ8K, QK_K};
 use crate::formats::exact_mut;
 use crate::{BlockFormat, GgmlType, F16};
 
@@ -61,6 +61,38 @@ impl BlockFormat for BlockQ3K {
             }
         }
     }
+}
+
+/// Dot product of a Q3_K row with a Q8_K row (ggml `ggml_vec_dot_q3_K_q8_K`, generic):
+/// per block the integer `sum(scale * q * q8)` in eight lanes with `q` in -4..=3, times
+/// `d * d8`; the lanes are kept as eight float sums across blocks and added last.
+pub fn vec_dot(x: &[BlockQ3K], y: &[BlockQ8K]) -> f32 {
+    debug_assert_eq!(x.len(), y.len(), "Q3_K x Q8_K: rows of different lengths");
+    let mut sums = [0.0f32; 8];
+    let mut a = [0i8; QK_K];
+    for (x, y) in x.iter().zip(y) {
+        for (is, a) in a.chunks_exact_mut(16).enumerate() {
+            let half = is / 8;
+            let shift = 2 * ((is % 8) / 2);
+            let off = 16 * (is % 2);
+            let m = 1u8 << (4 * half + (is % 8) / 2);
+            for (l, a) in a.iter_mut().enumerate() {
+                let lo = ((x.qs[32 * half + off + l] >> shift) & 3) as i8;
+                *a = lo - if x.hmask[off + l] & m != 0 { 0 } else { 4 };
+            }
+        }
+        let scales: [i32; 16] = x.unpack_scales().map(|s| s as i32);
+        let lanes = lane_sums(&a, &y.qs, &scales);
+        let d = x.d.to_f32() * y.d;
+        for (s, &l) in sums.iter_mut().zip(&lanes) {
+            *s += d * l as f32;
+        }
+    }
+    let mut sumf = 0.0f32;
+    for s in sums {
+        sumf += s;
+    }
+    sumf
 }
 
 #[cfg(test)]

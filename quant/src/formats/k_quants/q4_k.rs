@@ -5,7 +5,7 @@
 use bytemuck::{Pod, Zeroable};
 
 use super::scale_min::scale_min_k4;
-use super::{K_SCALE_SIZE, QK_K};
+use super::{lane_sums, mins_dot, scales_mins_k4, BlockQ8K, K_SCALE_SIZE, QK_K};
 use crate::formats::exact_mut;
 use crate::{BlockFormat, GgmlType, F16};
 
@@ -51,6 +51,39 @@ impl BlockFormat for BlockQ4K {
             }
         }
     }
+}
+
+/// Dot product of a Q4_K row with a Q8_K row (ggml `ggml_vec_dot_q4_K_q8_K`, generic):
+/// per block the integer sums `sum(scale * q * q8)` (in eight lanes) and
+/// `sum(min * bsum)`, then `d * d8` and `dmin * d8` applied once each. As in ggml, the
+/// lanes are kept as eight float sums across blocks and added last.
+pub fn vec_dot(x: &[BlockQ4K], y: &[BlockQ8K]) -> f32 {
+    debug_assert_eq!(x.len(), y.len(), "Q4_K x Q8_K: rows of different lengths");
+    let mut sums = [0.0f32; 8];
+    let mut sumf = 0.0f32;
+    let mut a = [0i8; QK_K];
+    for (x, y) in x.iter().zip(y) {
+        for (a, q) in a.chunks_exact_mut(64).zip(x.qs.chunks_exact(32)) {
+            let (lo, hi) = a.split_at_mut(32);
+            for ((lo, hi), &q) in lo.iter_mut().zip(hi).zip(q) {
+                *lo = (q & 0xF) as i8;
+                *hi = (q >> 4) as i8;
+            }
+        }
+        let (scales, mins) = scales_mins_k4(&x.scales);
+        let lanes = lane_sums(&a, &y.qs, &scales);
+        let summ = mins_dot(&y.bsums, &mins);
+        let d = x.d.to_f32() * y.d;
+        for (s, &l) in sums.iter_mut().zip(&lanes) {
+            *s += d * l as f32;
+        }
+        let dmin = x.dmin.to_f32() * y.d;
+        sumf -= dmin * summ as f32;
+    }
+    for s in sums {
+        sumf += s;
+    }
+    sumf
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 use bytemuck::{Pod, Zeroable};
 
 use super::scale_min::scale_min_k4;
-use super::{K_SCALE_SIZE, QK_K};
+use super::{lane_sums, mins_dot, scales_mins_k4, BlockQ8K, K_SCALE_SIZE, QK_K};
 use crate::formats::exact_mut;
 use crate::{BlockFormat, GgmlType, F16};
 
@@ -56,6 +56,44 @@ impl BlockFormat for BlockQ5K {
             }
         }
     }
+}
+
+/// Dot product of a Q5_K row with a Q8_K row (ggml `ggml_vec_dot_q5_K_q8_K`, generic): as
+/// [`super::q4_k::vec_dot`] with the fifth bit added to each quant.
+pub fn vec_dot(x: &[BlockQ5K], y: &[BlockQ8K]) -> f32 {
+    debug_assert_eq!(x.len(), y.len(), "Q5_K x Q8_K: rows of different lengths");
+    let mut sums = [0.0f32; 8];
+    let mut sumf = 0.0f32;
+    let mut a = [0i8; QK_K];
+    for (x, y) in x.iter().zip(y) {
+        for (c, (a, ql)) in a
+            .chunks_exact_mut(64)
+            .zip(x.qs.chunks_exact(32))
+            .enumerate()
+        {
+            let (u1, u2) = (1u8 << (2 * c), 2u8 << (2 * c));
+            let (lo, hi) = a.split_at_mut(32);
+            for (l, ((lo, hi), &q)) in lo.iter_mut().zip(hi).zip(ql).enumerate() {
+                let h1 = if x.qh[l] & u1 != 0 { 16 } else { 0 };
+                let h2 = if x.qh[l] & u2 != 0 { 16 } else { 0 };
+                *lo = (q & 0xF) as i8 + h1;
+                *hi = (q >> 4) as i8 + h2;
+            }
+        }
+        let (scales, mins) = scales_mins_k4(&x.scales);
+        let lanes = lane_sums(&a, &y.qs, &scales);
+        let summ = mins_dot(&y.bsums, &mins);
+        let d = x.d.to_f32() * y.d;
+        for (s, &l) in sums.iter_mut().zip(&lanes) {
+            *s += d * l as f32;
+        }
+        let dmin = x.dmin.to_f32() * y.d;
+        sumf -= dmin * summ as f32;
+    }
+    for s in sums {
+        sumf += s;
+    }
+    sumf
 }
 
 #[cfg(test)]

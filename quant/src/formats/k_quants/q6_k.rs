@@ -4,7 +4,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::QK_K;
+use super::{lane_sums, BlockQ8K, QK_K};
 use crate::formats::exact_mut;
 use crate::{BlockFormat, GgmlType, F16};
 
@@ -54,6 +54,39 @@ impl BlockFormat for BlockQ6K {
             }
         }
     }
+}
+
+/// Dot product of a Q6_K row with a Q8_K row (ggml `ggml_vec_dot_q6_K_q8_K`, generic):
+/// per block the integer `sum(scale * (q - 32) * q8)` in eight lanes, times `d * d8`; the
+/// lanes are kept as eight float sums across blocks and added last.
+pub fn vec_dot(x: &[BlockQ6K], y: &[BlockQ8K]) -> f32 {
+    debug_assert_eq!(x.len(), y.len(), "Q6_K x Q8_K: rows of different lengths");
+    let mut sums = [0.0f32; 8];
+    let mut a = [0i8; QK_K];
+    for (x, y) in x.iter().zip(y) {
+        for half in 0..2 {
+            let a = &mut a[128 * half..128 * half + 128];
+            let ql = &x.ql[64 * half..64 * half + 64];
+            let qh = &x.qh[32 * half..32 * half + 32];
+            for l in 0..32 {
+                a[l] = ((ql[l] & 0xF) | ((qh[l] & 3) << 4)) as i8 - 32;
+                a[l + 32] = ((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) as i8 - 32;
+                a[l + 64] = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) as i8 - 32;
+                a[l + 96] = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) as i8 - 32;
+            }
+        }
+        let scales: [i32; 16] = std::array::from_fn(|j| x.scales[j] as i32);
+        let lanes = lane_sums(&a, &y.qs, &scales);
+        let d = x.d.to_f32() * y.d;
+        for (s, &l) in sums.iter_mut().zip(&lanes) {
+            *s += d * l as f32;
+        }
+    }
+    let mut sumf = 0.0f32;
+    for s in sums {
+        sumf += s;
+    }
+    sumf
 }
 
 #[cfg(test)]

@@ -1,0 +1,448 @@
+//! Dot products and matmuls of quantized rows, the way ggml computes them on the CPU.
+//!
+//! An activation row is quantized once to the weight format's partner type
+//! ([`crate::vec_dot_type`]: Q8_0, Q8_1, Q8_K, or the float type itself) with
+//! [`Kernels::quantize_activation`], then dotted with each weight row in integer arithmetic
+//! by the format's kernel. The kernels are collected in a [`Kernels`] table of function
+//! pointers: the scalar references from `formats/` (always compiled, on every target), and
+//! on x86_64 an AVX2 + FMA table that overrides the formats it has SIMD code for. The table
+//! is chosen once per process ([`kernels`]); `LOUPE_KERNELS=scalar|avx2|auto` forces a
+//! choice.
+//!
+//! Rows are byte slices as they sit in the memory map or a scratch buffer; they become
+//! blocks in [`crate::cast`], which borrows when the address suits the block's alignment
+//! (at most 4 bytes: a memory-mapped tensor or a `Vec<u32>`-backed buffer) and copies
+//! otherwise.
+
+use std::ops::Range;
+use std::sync::OnceLock;
+
+use crate::formats::*;
+use crate::{cast, BlockFormat, GgmlType, QuantError};
+
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+
+/// A dot product of a weight row (blocks `W`) with an activation row (blocks `A`) of the
+/// same number of elements.
+pub type DotFn<W, A> = fn(&[W], &[A]) -> f32;
+
+/// An activation quantizer: `x` (a whole number of blocks) into `out` (that many blocks).
+pub type QuantizeFn<B> = fn(&[f32], &mut [B]);
+
+/// One implementation of every dot product, and of the Q8_0 activation quantizer.
+#[derive(Clone, Copy, Debug)]
+pub struct Kernels {
+    name: &'static str,
+    pub f32: DotFn<BlockF32, BlockF32>,
+    pub f16: DotFn<BlockF16, BlockF16>,
+    pub bf16: DotFn<BlockBf16, BlockBf16>,
+    pub q4_0: DotFn<BlockQ4_0, BlockQ8_0>,
+    pub q4_1: DotFn<BlockQ4_1, BlockQ8_1>,
+    pub q5_0: DotFn<BlockQ5_0, BlockQ8_0>,
+    pub q5_1: DotFn<BlockQ5_1, BlockQ8_1>,
+    pub q8_0: DotFn<BlockQ8_0, BlockQ8_0>,
+    pub iq4_nl: DotFn<BlockIq4Nl, BlockQ8_0>,
+    pub q2_k: DotFn<BlockQ2K, BlockQ8K>,
+    pub q3_k: DotFn<BlockQ3K, BlockQ8K>,
+    pub q4_k: DotFn<BlockQ4K, BlockQ8K>,
+    pub q5_k: DotFn<BlockQ5K, BlockQ8K>,
+    pub q6_k: DotFn<BlockQ6K, BlockQ8K>,
+    pub iq4_xs: DotFn<BlockIq4Xs, BlockQ8K>,
+    /// Activations to Q8_0 as ggml-cpu does at run time on x86 (see
+    /// [`q8_0::quantize_activation`]). Q8_1 and Q8_K activations are always scalar: one
+    /// per row, cheap next to the dot products.
+    pub quantize_q8_0: QuantizeFn<BlockQ8_0>,
+}
+
+fn quantize_q8_0_scalar(x: &[f32], out: &mut [BlockQ8_0]) {
+    for (b, x) in out.iter_mut().zip(x.chunks_exact(QK32)) {
+        *b = q8_0::quantize_activation(x);
+    }
+}
+
+/// The scalar references, on every target.
+const SCALAR: Kernels = Kernels {
+    name: "scalar",
+    f32: f32::vec_dot,
+    f16: f16::vec_dot,
+    bf16: bf16::vec_dot,
+    q4_0: q4_0::vec_dot,
+    q4_1: q4_1::vec_dot,
+    q5_0: q5_0::vec_dot,
+    q5_1: q5_1::vec_dot,
+    q8_0: q8_0::vec_dot,
+    iq4_nl: iq4_nl::vec_dot,
+    q2_k: k_quants::q2_k::vec_dot,
+    q3_k: k_quants::q3_k::vec_dot,
+    q4_k: k_quants::q4_k::vec_dot,
+    q5_k: k_quants::q5_k::vec_dot,
+    q6_k: k_quants::q6_k::vec_dot,
+    iq4_xs: iq4_xs::vec_dot,
+    quantize_q8_0: quantize_q8_0_scalar,
+};
+static SCALAR_TABLE: Kernels = SCALAR;
+
+/// AVX2 + FMA where written, scalar elsewhere. Never hand this out without detecting
+/// both features (see `avx2.rs`).
+#[cfg(target_arch = "x86_64")]
+static AVX2_TABLE: Kernels = Kernels {
+    name: "avx2",
+    q4_0: avx2::q4_0_q8_0,
+    q5_0: avx2::q5_0_q8_0,
+    q8_0: avx2::q8_0_q8_0,
+    q4_k: avx2::q4_k_q8_k,
+    q6_k: avx2::q6_k_q8_k,
+    quantize_q8_0: avx2::quantize_q8_0,
+    ..SCALAR
+};
+
+/// Whether this CPU runs the AVX2 table.
+pub fn cpu_has_avx2() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// The scalar reference table, on any CPU.
+pub fn scalar() -> &'static Kernels {
+    &SCALAR_TABLE
+}
+
+/// The AVX2 table when this CPU can run it.
+pub fn avx2() -> Option<&'static Kernels> {
+    avx2_if(cpu_has_avx2())
+}
+
+fn avx2_if(available: bool) -> Option<&'static Kernels> {
+    #[cfg(target_arch = "x86_64")]
+    if available {
+        return Some(&AVX2_TABLE);
+    }
+    let _ = available;
+    None
+}
+
+/// The table this process uses, chosen on first call: the fastest the CPU runs, unless
+/// `LOUPE_KERNELS` asks for `scalar` or `avx2`. An unknown value, or `avx2` on a CPU
+/// without it, falls back to the fastest available and prints one warning to stderr
+/// (also kept in [`kernels_note`]).
+pub fn kernels() -> &'static Kernels {
+    selection().0
+}
+
+/// Why the table in use differs from what `LOUPE_KERNELS` asked for, if it does.
+pub fn kernels_note() -> Option<&'static str> {
+    selection().1.as_deref()
+}
+
+fn selection() -> &'static (&'static Kernels, Option<String>) {
+    static SELECTED: OnceLock<(&'static Kernels, Option<String>)> = OnceLock::new();
+    SELECTED.get_or_init(|| {
+        let request = std::env::var("LOUPE_KERNELS").ok();
+        let (k, note) = select(request.as_deref(), avx2());
+        if let Some(note) = &note {
+            eprintln!("loupe: {note}");
+        }
+        (k, note)
+    })
+}
+
+/// The choice [`kernels`] makes for the value of `LOUPE_KERNELS` (`None` when unset),
+/// given the AVX2 table if this CPU can run it: the table, and a warning when the request
+/// could not be honoured.
+fn select(
+    request: Option<&str>,
+    avx2: Option<&'static Kernels>,
+) -> (&'static Kernels, Option<String>) {
+    let best = avx2.unwrap_or(&SCALAR_TABLE);
+    match request.map(str::trim) {
+        None | Some("") | Some("auto") => (best, None),
+        Some("scalar") => (&SCALAR_TABLE, None),
+        Some("avx2") => match avx2 {
+            Some(k) => (k, None),
+            None => (
+                best,
+                Some(format!(
+                    "LOUPE_KERNELS=avx2, but this CPU lacks AVX2/FMA; using {} kernels",
+                    best.name
+                )),
+            ),
+        },
+        Some(other) => (
+            best,
+            Some(format!(
+                "LOUPE_KERNELS={other:?} is not one of auto, scalar, avx2; using {} kernels",
+                best.name
+            )),
+        ),
+    }
+}
+
+/// Run `$body` with `$f` bound to the table's kernel for weight type `$ty` (each arm is
+/// its own instantiation, so `$body` may be generic over the block types).
+macro_rules! with_dot {
+    ($k:expr, $ty:expr, |$f:ident| $body:expr) => {{
+        use GgmlType::*;
+        match $ty {
+            F32 => {
+                let $f = $k.f32;
+                $body
+            }
+            F16 => {
+                let $f = $k.f16;
+                $body
+            }
+            BF16 => {
+                let $f = $k.bf16;
+                $body
+            }
+            Q4_0 => {
+                let $f = $k.q4_0;
+                $body
+            }
+            Q4_1 => {
+                let $f = $k.q4_1;
+                $body
+            }
+            Q5_0 => {
+                let $f = $k.q5_0;
+                $body
+            }
+            Q5_1 => {
+                let $f = $k.q5_1;
+                $body
+            }
+            Q8_0 => {
+                let $f = $k.q8_0;
+                $body
+            }
+            IQ4_NL => {
+                let $f = $k.iq4_nl;
+                $body
+            }
+            Q2_K => {
+                let $f = $k.q2_k;
+                $body
+            }
+            Q3_K => {
+                let $f = $k.q3_k;
+                $body
+            }
+            Q4_K => {
+                let $f = $k.q4_k;
+                $body
+            }
+            Q5_K => {
+                let $f = $k.q5_k;
+                $body
+            }
+            Q6_K => {
+                let $f = $k.q6_k;
+                $body
+            }
+            IQ4_XS => {
+                let $f = $k.iq4_xs;
+                $body
+            }
+            ty => Err(QuantError::Unsupported { ty }),
+        }
+    }};
+}
+
+impl Kernels {
+    /// "scalar" or "avx2".
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// The dot product of one weight row of type `ty` with one activation row already in
+    /// [`crate::vec_dot_type`]`(ty)`, both `n` elements. Errors (never panics) when `ty`
+    /// has no kernel, `n` is not a whole number of blocks, or a row has the wrong length.
+    pub fn vec_dot(
+        &self,
+        ty: GgmlType,
+        n: usize,
+        w_row: &[u8],
+        act_row: &[u8],
+    ) -> Result<f32, QuantError> {
+        let act_ty = dot_partner(ty)?;
+        check_rows(ty, n, 1, w_row.len())?;
+        check_rows(act_ty, n, 1, act_row.len())?;
+        with_dot!(self, ty, |f| dot_bytes(f, w_row, act_row))
+    }
+
+    /// `out[a * rows.len() + (r - rows.start)] = dot(weight row r, activation row a)` for
+    /// every weight row `r` in `rows` and activation row `a` in `0..n_act_rows`.
+    ///
+    /// `w` is the whole weight matrix, `n_rows` rows of `n_cols` elements of type `ty`;
+    /// `act` holds `n_act_rows` rows of `n_cols` elements in `vec_dot_type(ty)`. `out` is
+    /// the tile for `rows`: with `rows = 0..n_rows` it is the full `(n_act_rows, n_rows)`
+    /// result, and with one activation row it is `result[rows]`, so a thread pool hands
+    /// each thread a disjoint `rows` and its own slice. Everything is validated once, up
+    /// front; the loop itself allocates nothing (unless `w` or `act` is misaligned for its
+    /// blocks, see [`crate::cast`]).
+    ///
+    /// The weight row is the outer loop, so each row is read from memory once and reused
+    /// from cache for every activation row.
+    #[allow(clippy::too_many_arguments)] // the shapes are the interface; a struct would only rename them
+    pub fn matmul(
+        &self,
+        ty: GgmlType,
+        w: &[u8],
+        n_rows: usize,
+        n_cols: usize,
+        act: &[u8],
+        n_act_rows: usize,
+        rows: Range<usize>,
+        out: &mut [f32],
+    ) -> Result<(), QuantError> {
+        let act_ty = dot_partner(ty)?;
+        let w_row_bytes = check_rows(ty, n_cols, n_rows, w.len())?;
+        check_rows(act_ty, n_cols, n_act_rows, act.len())?;
+        if rows.start > rows.end || rows.end > n_rows {
+            return Err(QuantError::RowsOutOfRange {
+                start: rows.start,
+                end: rows.end,
+                n_rows,
+            });
+        }
+        let expected = n_act_rows * rows.len();
+        if out.len() != expected {
+            return Err(QuantError::WrongOutputLength {
+                expected,
+                got: out.len(),
+            });
+        }
+        if n_cols == 0 || rows.is_empty() || n_act_rows == 0 {
+            out.fill(0.0);
+            return Ok(());
+        }
+        let w = &w[rows.start * w_row_bytes..rows.end * w_row_bytes];
+        with_dot!(self, ty, |f| matmul_blocks(f, w, n_cols, act, out))
+    }
+
+    /// Quantize one or more activation rows (`x`, a whole number of blocks) to `ty`, the
+    /// partner format of some weight type, into `out` (exactly `ty.row_bytes(x.len())`
+    /// bytes). Q8_0 and Q8_1 follow ggml-cpu's x86 run-time quantizer (not the `_ref` one:
+    /// see [`q8_0::quantize_activation`]); Q8_K, F16, BF16 and F32 are
+    /// [`crate::quantize_row`], which is what ggml-cpu runs for them too.
+    pub fn quantize_activation(
+        &self,
+        ty: GgmlType,
+        x: &[f32],
+        out: &mut [u8],
+    ) -> Result<(), QuantError> {
+        use GgmlType::*;
+        match ty {
+            Q8_0 => {
+                check_rows(ty, x.len(), 1, out.len())?;
+                cast::with_blocks_mut::<BlockQ8_0, _>(out, |b| (self.quantize_q8_0)(x, b))
+            }
+            Q8_1 => {
+                check_rows(ty, x.len(), 1, out.len())?;
+                cast::with_blocks_mut::<BlockQ8_1, _>(out, |blocks| {
+                    for (b, x) in blocks.iter_mut().zip(x.chunks_exact(QK32)) {
+                        *b = q8_1::quantize_activation(x);
+                    }
+                })
+            }
+            Q8_K | F32 | F16 | BF16 => crate::quantize_row(ty, x, out),
+            _ => Err(QuantError::Unsupported { ty }),
+        }
+    }
+}
+
+/// [`Kernels::vec_dot`] with the table [`kernels`] chose.
+pub fn vec_dot(ty: GgmlType, n: usize, w_row: &[u8], act_row: &[u8]) -> Result<f32, QuantError> {
+    kernels().vec_dot(ty, n, w_row, act_row)
+}
+
+/// [`Kernels::matmul`] with the table [`kernels`] chose.
+#[allow(clippy::too_many_arguments)] // see Kernels::matmul
+pub fn matmul(
+    ty: GgmlType,
+    w: &[u8],
+    n_rows: usize,
+    n_cols: usize,
+    act: &[u8],
+    n_act_rows: usize,
+    rows: Range<usize>,
+    out: &mut [f32],
+) -> Result<(), QuantError> {
+    kernels().matmul(ty, w, n_rows, n_cols, act, n_act_rows, rows, out)
+}
+
+/// [`Kernels::quantize_activation`] with the table [`kernels`] chose (every table
+/// produces the same bytes).
+pub fn quantize_activation(ty: GgmlType, x: &[f32], out: &mut [u8]) -> Result<(), QuantError> {
+    kernels().quantize_activation(ty, x, out)
+}
+
+/// The activation type of a weight type that has a dot kernel.
+fn dot_partner(ty: GgmlType) -> Result<GgmlType, QuantError> {
+    match crate::vec_dot_type(ty) {
+        Some(p) if !matches!(ty, GgmlType::Q8_1 | GgmlType::Q8_K) => Ok(p),
+        _ => Err(QuantError::Unsupported { ty }),
+    }
+}
+
+/// `n_rows` rows of `n` elements of `ty` must be whole blocks and exactly `bytes` long;
+/// returns the bytes of one row.
+fn check_rows(ty: GgmlType, n: usize, n_rows: usize, bytes: usize) -> Result<usize, QuantError> {
+    if n % ty.block_elems() != 0 {
+        return Err(QuantError::NotWholeBlocks { ty, elems: n });
+    }
+    let row = n / ty.block_elems() * ty.block_bytes();
+    let elems = n.checked_mul(n_rows);
+    let expected = row.checked_mul(n_rows);
+    match (elems, expected) {
+        (Some(_), Some(e)) if e == bytes => Ok(row),
+        _ => Err(QuantError::WrongByteLength {
+            ty,
+            elems: elems.unwrap_or(usize::MAX),
+            expected: expected.unwrap_or(usize::MAX),
+            got: bytes,
+        }),
+    }
+}
+
+fn dot_bytes<W: BlockFormat, A: BlockFormat>(
+    dot: DotFn<W, A>,
+    w: &[u8],
+    a: &[u8],
+) -> Result<f32, QuantError> {
+    let w = cast::as_blocks::<W>(w)?;
+    let a = cast::as_blocks::<A>(a)?;
+    Ok(dot(&w, &a))
+}
+
+/// The matmul loop over validated, non-empty inputs: `w` holds exactly the rows of the
+/// tile, `act` every activation row, `out` the tile.
+fn matmul_blocks<W: BlockFormat, A: BlockFormat>(
+    dot: DotFn<W, A>,
+    w: &[u8],
+    n_cols: usize,
+    act: &[u8],
+    out: &mut [f32],
+) -> Result<(), QuantError> {
+    let w = cast::as_blocks::<W>(w)?;
+    let act = cast::as_blocks::<A>(act)?;
+    let w_blocks = n_cols / W::ELEMS;
+    let a_blocks = n_cols / A::ELEMS;
+    let n_tile = w.len() / w_blocks;
+    for (r, w_row) in w.chunks_exact(w_blocks).enumerate() {
+        for (a, act_row) in act.chunks_exact(a_blocks).enumerate() {
+            out[a * n_tile + r] = dot(w_row, act_row);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

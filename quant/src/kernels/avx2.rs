@@ -1,0 +1,349 @@
+//! AVX2 + FMA dot products and the Q8_0 activation quantizer (x86_64 only).
+//!
+//! Each kernel follows ggml's AVX2 version: integer products of 8-bit quants with
+//! `maddubs` (unsigned x signed bytes, summed in pairs to i16) and `madd` (i16 pairs to
+//! i32), one float multiply-add per block (per super-block for the K-quants) into eight
+//! f32 lanes, and a horizontal sum at the end. The integer part of every kernel is exact
+//! and equal to the scalar reference's; only the float summation order differs (eight
+//! lanes, fused multiply-add), which the tests bound.
+//!
+//! Preconditions the integer tricks rely on, all met by the activations this crate
+//! produces from finite input:
+//! - activation quants lie in -127..=127 (`sign_epi8` cannot negate -128);
+//! - a Q8_K block's `bsums[j]` is the sum of its quants `16*j..16*j+16` (Q4_K uses them
+//!   for the minimums and Q6_K for the -32 offset, instead of the quants themselves).
+//!
+//! Safety model: the `unsafe fn`s here require AVX2 and FMA. The safe wrappers at the
+//! bottom are `pub(super)`: `kernels.rs` stores them only in the AVX2 table, which it
+//! hands out only after `is_x86_feature_detected!` confirmed both features.
+
+// Intrinsics called inside a `#[target_feature]` function became safe in Rust 1.87; the
+// workspace's minimum Rust (1.85) still needs them in `unsafe` blocks. Each block keeps
+// its SAFETY line for the memory accesses and the CPU-feature requirement.
+#![allow(unused_unsafe)]
+
+use std::arch::x86_64::*;
+
+use crate::formats::{BlockQ4K, BlockQ4_0, BlockQ5_0, BlockQ6K, BlockQ8K, BlockQ8_0, QK32};
+use crate::F16;
+
+/// Sum of the eight lanes, in ggml's order (upper half onto lower, then pairs).
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn hsum_f32x8(x: __m256) -> f32 {
+    // SAFETY: register-only intrinsics; the caller guarantees AVX2.
+    unsafe {
+        let r = _mm_add_ps(_mm256_extractf128_ps(x, 1), _mm256_castps256_ps128(x));
+        hsum_f32x4(r)
+    }
+}
+
+/// Sum of the four lanes, in ggml's order.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn hsum_f32x4(x: __m128) -> f32 {
+    // SAFETY: register-only intrinsics; the caller guarantees AVX2.
+    unsafe {
+        let r = _mm_add_ps(x, _mm_movehl_ps(x, x));
+        let r = _mm_add_ss(r, _mm_movehdup_ps(r));
+        _mm_cvtss_f32(r)
+    }
+}
+
+/// Signed bytes `x * y` summed in groups of four, as eight f32. `y` must not hold -128.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn mul_sum_i8_pairs_float(x: __m256i, y: __m256i) -> __m256 {
+    // SAFETY: register-only intrinsics; the caller guarantees AVX2.
+    unsafe {
+        // maddubs wants unsigned x signed: move x's sign onto y.
+        let ax = _mm256_sign_epi8(x, x);
+        let sy = _mm256_sign_epi8(y, x);
+        let dot = _mm256_maddubs_epi16(ax, sy);
+        _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_set1_epi16(1), dot))
+    }
+}
+
+/// 32 packed nibbles to 32 bytes in 0..=15: the low nibbles (elements 0..16) in the lower
+/// half, the high nibbles (elements 16..32) in the upper half.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn bytes_from_nibbles_32(qs: &[u8; 16]) -> __m256i {
+    // SAFETY: the unaligned 16-byte load reads exactly `qs`; AVX2 per the caller.
+    unsafe {
+        let tmp = _mm_loadu_si128(qs.as_ptr().cast());
+        let bytes = _mm256_set_m128i(_mm_srli_epi16(tmp, 4), tmp);
+        _mm256_and_si256(bytes, _mm256_set1_epi8(0xF))
+    }
+}
+
+/// 32 bits to 32 bytes: 0xFF where the bit is set, 0x00 where it is clear.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn bytes_from_bits_32(bits: &[u8; 4]) -> __m256i {
+    // SAFETY: register-only intrinsics; AVX2 per the caller.
+    unsafe {
+        let x32 = u32::from_le_bytes(*bits) as i32;
+        // Byte k takes byte k / 8 of the word...
+        let shuf = _mm256_set_epi64x(
+            0x0303_0303_0303_0303,
+            0x0202_0202_0202_0202,
+            0x0101_0101_0101_0101,
+            0,
+        );
+        let bytes = _mm256_shuffle_epi8(_mm256_set1_epi32(x32), shuf);
+        // ...and is all ones after OR-ing every bit but bit k % 8 exactly when that bit
+        // was set.
+        let bytes = _mm256_or_si256(bytes, _mm256_set1_epi64x(0x7fbf_dfef_f7fb_fdfe));
+        _mm256_cmpeq_epi8(bytes, _mm256_set1_epi64x(-1))
+    }
+}
+
+#[target_feature(enable = "avx2,fma")]
+unsafe fn q4_0_q8_0_impl(x: &[BlockQ4_0], y: &[BlockQ8_0]) -> f32 {
+    // SAFETY: each load reads one block's `qs` array through a reference to it (unaligned
+    // loads, in bounds); AVX2/FMA per the caller.
+    unsafe {
+        let mut acc = _mm256_setzero_ps();
+        for (x, y) in x.iter().zip(y) {
+            let d = _mm256_set1_ps(x.d.to_f32() * y.d.to_f32());
+            let qx = _mm256_sub_epi8(bytes_from_nibbles_32(&x.qs), _mm256_set1_epi8(8));
+            let qy = _mm256_loadu_si256(y.qs.as_ptr().cast());
+            acc = _mm256_fmadd_ps(d, mul_sum_i8_pairs_float(qx, qy), acc);
+        }
+        hsum_f32x8(acc)
+    }
+}
+
+#[target_feature(enable = "avx2,fma")]
+unsafe fn q5_0_q8_0_impl(x: &[BlockQ5_0], y: &[BlockQ8_0]) -> f32 {
+    // SAFETY: as in q4_0_q8_0_impl: loads only of whole `qs` arrays of borrowed blocks.
+    unsafe {
+        let mut acc = _mm256_setzero_ps();
+        for (x, y) in x.iter().zip(y) {
+            let d = _mm256_set1_ps(x.d.to_f32() * y.d.to_f32());
+            // q - 16 with q = nibble | fifth << 4: the nibble itself where the fifth bit is
+            // set, the nibble with 0xF0 (nibble - 16 as a signed byte) where it is not.
+            let hi = _mm256_andnot_si256(bytes_from_bits_32(&x.qh), _mm256_set1_epi8(0xF0u8 as i8));
+            let qx = _mm256_or_si256(bytes_from_nibbles_32(&x.qs), hi);
+            let qy = _mm256_loadu_si256(y.qs.as_ptr().cast());
+            acc = _mm256_fmadd_ps(d, mul_sum_i8_pairs_float(qx, qy), acc);
+        }
+        hsum_f32x8(acc)
+    }
+}
+
+#[target_feature(enable = "avx2,fma")]
+unsafe fn q8_0_q8_0_impl(x: &[BlockQ8_0], y: &[BlockQ8_0]) -> f32 {
+    // SAFETY: as in q4_0_q8_0_impl: loads only of whole `qs` arrays of borrowed blocks.
+    unsafe {
+        let mut acc = _mm256_setzero_ps();
+        for (x, y) in x.iter().zip(y) {
+            let d = _mm256_set1_ps(x.d.to_f32() * y.d.to_f32());
+            let qx = _mm256_loadu_si256(x.qs.as_ptr().cast());
+            let qy = _mm256_loadu_si256(y.qs.as_ptr().cast());
+            acc = _mm256_fmadd_ps(d, mul_sum_i8_pairs_float(qx, qy), acc);
+        }
+        hsum_f32x8(acc)
+    }
+}
+
+/// Q4_K's twelve packed bytes as four words: bytes 0..8 the eight 6-bit scales, bytes
+/// 8..16 the eight 6-bit mins (the same unpacking as `scale_min_k4`, all at once).
+#[inline]
+fn unpack_scales_mins_k4(packed: &[u8; 12]) -> [u32; 4] {
+    const KMASK1: u32 = 0x3f3f_3f3f;
+    const KMASK2: u32 = 0x0f0f_0f0f;
+    const KMASK3: u32 = 0x0303_0303;
+    let w = |i: usize| u32::from_le_bytes([packed[i], packed[i + 1], packed[i + 2], packed[i + 3]]);
+    let (u0, u1, u2) = (w(0), w(4), w(8));
+    [
+        u0 & KMASK1,
+        (u2 & KMASK2) | (((u0 >> 6) & KMASK3) << 4),
+        u1 & KMASK1,
+        ((u2 >> 4) & KMASK2) | (((u1 >> 6) & KMASK3) << 4),
+    ]
+}
+
+#[target_feature(enable = "avx2,fma")]
+unsafe fn q4_k_q8_k_impl(x: &[BlockQ4K], y: &[BlockQ8K]) -> f32 {
+    // SAFETY: every load reads 32 bytes inside one borrowed block (`qs` halves of 32
+    // bytes, the 32-byte `bsums`); AVX2/FMA per the caller.
+    unsafe {
+        let m4 = _mm256_set1_epi8(0xF);
+        let mut acc = _mm256_setzero_ps();
+        let mut acc_m = _mm_setzero_ps();
+        for (x, y) in x.iter().zip(y) {
+            let d = y.d * x.d.to_f32();
+            let dmin = -y.d * x.dmin.to_f32();
+            let u = unpack_scales_mins_k4(&x.scales);
+            let sc = (((u[1] as u64) << 32) | u[0] as u64).to_le_bytes();
+
+            // Minimums: (bsums of each 32) * min, four i32 lanes, scaled by -dmin * d8.
+            let mins = _mm_cvtepu8_epi16(_mm_set_epi32(0, 0, u[3] as i32, u[2] as i32));
+            let q8sums = _mm256_loadu_si256(y.bsums.as_ptr().cast());
+            let q8s = _mm_hadd_epi16(
+                _mm256_castsi256_si128(q8sums),
+                _mm256_extracti128_si256(q8sums, 1),
+            );
+            let prod = _mm_madd_epi16(mins, q8s);
+            acc_m = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(prod), acc_m);
+
+            // Quants: 64 weights per step, low nibbles then high nibbles of 32 bytes.
+            let mut sumi = _mm256_setzero_si256();
+            for (j, (q4, q8)) in x.qs.chunks_exact(32).zip(y.qs.chunks_exact(64)).enumerate() {
+                let scale_l = _mm256_set1_epi16(sc[2 * j] as i16);
+                let scale_h = _mm256_set1_epi16(sc[2 * j + 1] as i16);
+                let q4bits = _mm256_loadu_si256(q4.as_ptr().cast());
+                let q4l = _mm256_and_si256(q4bits, m4);
+                let q4h = _mm256_and_si256(_mm256_srli_epi16(q4bits, 4), m4);
+                let q8l = _mm256_loadu_si256(q8.as_ptr().cast());
+                let q8h = _mm256_loadu_si256(q8[32..].as_ptr().cast());
+                let p16l = _mm256_madd_epi16(scale_l, _mm256_maddubs_epi16(q4l, q8l));
+                let p16h = _mm256_madd_epi16(scale_h, _mm256_maddubs_epi16(q4h, q8h));
+                sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p16l, p16h));
+            }
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+        }
+        hsum_f32x8(acc) + hsum_f32x4(acc_m)
+    }
+}
+
+#[target_feature(enable = "avx2,fma")]
+unsafe fn q6_k_q8_k_impl(x: &[BlockQ6K], y: &[BlockQ8K]) -> f32 {
+    // SAFETY: every load reads 16 or 32 bytes inside one borrowed block (`ql`/`qh`/`qs`
+    // slices of exactly that length, `scales`, `bsums`); AVX2/FMA per the caller.
+    unsafe {
+        let m3 = _mm256_set1_epi8(3);
+        let m15 = _mm256_set1_epi8(15);
+        let mut acc = _mm256_setzero_ps();
+        for (x, y) in x.iter().zip(y) {
+            let d = y.d * x.d.to_f32();
+            // The quants are used unsigned (0..=63); the -32 offset comes back as
+            // 32 * sum(scale * bsum), subtracted once per block.
+            let q8sums = _mm256_loadu_si256(y.bsums.as_ptr().cast());
+            let scales = _mm_loadu_si128(x.scales.as_ptr().cast());
+            let q8sclsub =
+                _mm256_slli_epi32(_mm256_madd_epi16(q8sums, _mm256_cvtepi8_epi16(scales)), 5);
+
+            let mut sumi = _mm256_setzero_si256();
+            for half in 0..2 {
+                let ql = &x.ql[64 * half..64 * half + 64];
+                let bits1 = _mm256_loadu_si256(ql.as_ptr().cast());
+                let bits2 = _mm256_loadu_si256(ql[32..].as_ptr().cast());
+                let bits_h = _mm256_loadu_si256(x.qh[32 * half..32 * half + 32].as_ptr().cast());
+
+                let h0 = _mm256_slli_epi16(_mm256_and_si256(bits_h, m3), 4);
+                let h1 = _mm256_slli_epi16(_mm256_and_si256(bits_h, _mm256_set1_epi8(12)), 2);
+                let h2 = _mm256_and_si256(bits_h, _mm256_set1_epi8(48));
+                let h3 = _mm256_srli_epi16(_mm256_and_si256(bits_h, _mm256_set1_epi8(-64)), 2);
+                // Groups of 32 weights at offsets 0, 32, 64, 96 of this half.
+                let q = [
+                    _mm256_or_si256(_mm256_and_si256(bits1, m15), h0),
+                    _mm256_or_si256(_mm256_and_si256(bits2, m15), h1),
+                    _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(bits1, 4), m15), h2),
+                    _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(bits2, 4), m15), h3),
+                ];
+                let q8 = &y.qs[128 * half..128 * half + 128];
+                for (k, &q) in q.iter().enumerate() {
+                    let q8k = _mm256_loadu_si256(q8[32 * k..32 * k + 32].as_ptr().cast());
+                    let p16 = _mm256_maddubs_epi16(q, q8k);
+                    // Scale 2i for the first 16 weights of the group, 2i + 1 for the rest.
+                    let i = (4 * half + k) as i64;
+                    let pick = _mm_set_epi64x(
+                        (2 * i + 1) * 0x0101_0101_0101_0101,
+                        2 * i * 0x0101_0101_0101_0101,
+                    );
+                    let sc = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(scales, pick));
+                    sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(sc, p16));
+                }
+            }
+            let sumi = _mm256_sub_epi32(sumi, q8sclsub);
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+        }
+        hsum_f32x8(acc)
+    }
+}
+
+/// ggml-cpu's x86 `quantize_row_q8_0`, bit-identical to
+/// [`crate::formats::q8_0::quantize_activation`].
+#[target_feature(enable = "avx2,fma")]
+unsafe fn quantize_q8_0_impl(x: &[f32], out: &mut [BlockQ8_0]) {
+    // SAFETY: the four 8-float loads read one 32-float chunk of `x`, the store writes one
+    // block's 32-byte `qs`; AVX2 per the caller.
+    unsafe {
+        for (x, b) in x.chunks_exact(QK32).zip(out) {
+            let p = x.as_ptr();
+            let v = [
+                _mm256_loadu_ps(p),
+                _mm256_loadu_ps(p.add(8)),
+                _mm256_loadu_ps(p.add(16)),
+                _mm256_loadu_ps(p.add(24)),
+            ];
+            let sign = _mm256_set1_ps(-0.0);
+            let mut max_abs = _mm256_andnot_ps(sign, v[0]);
+            for &v in &v[1..] {
+                max_abs = _mm256_max_ps(max_abs, _mm256_andnot_ps(sign, v));
+            }
+            let m4 = _mm_max_ps(
+                _mm256_extractf128_ps(max_abs, 1),
+                _mm256_castps256_ps128(max_abs),
+            );
+            let m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+            let m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+            let amax = _mm_cvtss_f32(m4);
+
+            let d = amax / 127.0;
+            let id = _mm256_set1_ps(if amax != 0.0 { 127.0 / amax } else { 0.0 });
+            let i: [__m256i; 4] = std::array::from_fn(|k| {
+                let r = _mm256_round_ps(
+                    _mm256_mul_ps(v[k], id),
+                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC,
+                );
+                _mm256_cvtps_epi32(r)
+            });
+            // i32 -> i16 -> i8 with saturation; the packs interleave 128-bit halves, and
+            // the permute puts the 4-byte groups back in order.
+            let i01 = _mm256_packs_epi32(i[0], i[1]);
+            let i23 = _mm256_packs_epi32(i[2], i[3]);
+            let bytes = _mm256_packs_epi16(i01, i23);
+            let bytes =
+                _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+            _mm256_storeu_si256(b.qs.as_mut_ptr().cast(), bytes);
+            b.d = F16::from_f32(d);
+        }
+    }
+}
+
+// Safe entry points for the AVX2 table. Reachable only through `kernels.rs`, which
+// stores them in a table it returns only when AVX2 and FMA were detected at run time.
+
+pub(super) fn q4_0_q8_0(x: &[BlockQ4_0], y: &[BlockQ8_0]) -> f32 {
+    // SAFETY: only called through the AVX2 table, selected after detecting AVX2 + FMA.
+    unsafe { q4_0_q8_0_impl(x, y) }
+}
+
+pub(super) fn q5_0_q8_0(x: &[BlockQ5_0], y: &[BlockQ8_0]) -> f32 {
+    // SAFETY: only called through the AVX2 table, selected after detecting AVX2 + FMA.
+    unsafe { q5_0_q8_0_impl(x, y) }
+}
+
+pub(super) fn q8_0_q8_0(x: &[BlockQ8_0], y: &[BlockQ8_0]) -> f32 {
+    // SAFETY: only called through the AVX2 table, selected after detecting AVX2 + FMA.
+    unsafe { q8_0_q8_0_impl(x, y) }
+}
+
+pub(super) fn q4_k_q8_k(x: &[BlockQ4K], y: &[BlockQ8K]) -> f32 {
+    // SAFETY: only called through the AVX2 table, selected after detecting AVX2 + FMA.
+    unsafe { q4_k_q8_k_impl(x, y) }
+}
+
+pub(super) fn q6_k_q8_k(x: &[BlockQ6K], y: &[BlockQ8K]) -> f32 {
+    // SAFETY: only called through the AVX2 table, selected after detecting AVX2 + FMA.
+    unsafe { q6_k_q8_k_impl(x, y) }
+}
+
+pub(super) fn quantize_q8_0(x: &[f32], out: &mut [BlockQ8_0]) {
+    // SAFETY: only called through the AVX2 table, selected after detecting AVX2 + FMA.
+    unsafe { quantize_q8_0_impl(x, out) }
+}

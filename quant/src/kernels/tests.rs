@@ -1,0 +1,681 @@
+//! Kernel tests, llm.c style: the scalar references against a plain f64 dot product of the
+//! dequantized rows, every AVX2 kernel against its scalar reference, then the table
+//! selection and the row/matrix API. Each comparison prints its largest difference
+//! (`cargo test -p loupe-quant kernels -- --nocapture`).
+//!
+//! Bounds:
+//! - Integer exactness. With every scale 1 and activation quants small enough that the
+//!   sum of |integer terms| stays below 2^24, every partial sum any kernel forms is an
+//!   integer an f32 holds exactly, whatever the order: scalar, AVX2 and the exact i64-like
+//!   f64 reference must then agree bit for bit. That checks the integer part of each kernel
+//!   exactly (unpacking, offsets, scales, mins, bsums), over the full range of weight bits.
+//! - Float part. With random scales, |avx2 - scalar| <= 1e-5 * T, where T is the sum over
+//!   elements of |activation| * (|scaled quant| + |scaled min|): a few roundings of a
+//!   24-bit mantissa per term group, with room to spare (the largest ratio seen is printed).
+//! - Scalar against dequantized f64: the same 1e-5 * T, plus for Q4_1/Q5_1 the f16
+//!   rounding of the activation's stored `s = d * sum(q)` (half an f16 ulp, 2^-11
+//!   relative, times |m|), which ggml's kernels use by design.
+
+use super::*;
+use crate::{dequantize_row, Bf16, QuantizeBlock, F16 as Half};
+
+struct XorShift(u64);
+
+impl XorShift {
+    fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    /// Uniform in [-1, 1).
+    fn unit(&mut self) -> f32 {
+        (self.next_u64() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+    }
+    /// Uniform integer in -a..=a.
+    fn int(&mut self, a: i32) -> i32 {
+        (self.next_u64() % (2 * a as u64 + 1)) as i32 - a
+    }
+    /// A nonzero scale of varied magnitude and either sign.
+    fn scale(&mut self) -> f32 {
+        let mag = 2f32.powf(-10.0 * (self.unit() + 1.0) / 2.0); // 2^-10 .. 1
+        if self.next_u64() & 1 == 0 {
+            mag
+        } else {
+            -mag
+        }
+    }
+}
+
+/// Every weight type with a dot kernel.
+const DOT_TYPES: [GgmlType; 15] = {
+    use GgmlType::*;
+    [
+        F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_XS,
+    ]
+};
+
+/// The weight types the AVX2 table has its own kernel for.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+const AVX2_TYPES: [GgmlType; 5] = {
+    use GgmlType::*;
+    [Q4_0, Q5_0, Q8_0, Q4_K, Q6_K]
+};
+
+/// Block counts per row: odd small ones, and the row lengths of the test models (896 and
+/// 4864 elements) where whole blocks allow.
+fn block_counts(ty: GgmlType) -> Vec<usize> {
+    let be = ty.block_elems();
+    let mut v = vec![1, 2, 3, 7];
+    for n in [896, 4864] {
+        if n % be == 0 {
+            v.push(n / be);
+        }
+    }
+    v
+}
+
+fn partner(ty: GgmlType) -> GgmlType {
+    crate::vec_dot_type(ty).unwrap()
+}
+
+/// Largest |integer weight component| per element, with the offsets the AVX2 code adds
+/// and removes (Q6_K's unsigned quants and bsum correction), for the exactness bound.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+fn int_weight_bound(ty: GgmlType) -> f64 {
+    use GgmlType::*;
+    match ty {
+        Q4_0 => 8.0,
+        Q4_1 => 16.0,
+        Q5_0 => 16.0,
+        Q5_1 => 32.0,
+        Q8_0 => 128.0,
+        IQ4_NL => 127.0,
+        Q2_K => 60.0,
+        Q3_K => 128.0,
+        Q4_K => 63.0 * 16.0,
+        Q5_K => 63.0 * 32.0,
+        Q6_K => 128.0 * 95.0,
+        IQ4_XS => 32.0 * 127.0,
+        _ => unreachable!("{ty} has no integer kernel"),
+    }
+}
+
+/// A random weight row: random bytes with finite scales (1 with `unit`).
+fn random_weights(ty: GgmlType, nb: usize, rng: &mut XorShift, unit: bool) -> Vec<u8> {
+    use GgmlType::*;
+    let mut bytes: Vec<u8> = (0..nb * ty.block_bytes())
+        .map(|_| rng.next_u64() as u8)
+        .collect();
+    let mut s = || Half::from_f32(if unit { 1.0 } else { rng.scale() });
+    match ty {
+        F32 | F16 | BF16 => {
+            let x: Vec<f32> = (0..nb).map(|_| s().to_f32()).collect();
+            crate::quantize_row(ty, &x, &mut bytes).unwrap();
+        }
+        Q4_0 => set::<BlockQ4_0>(&mut bytes, |b| b.d = s()),
+        Q4_1 => set::<BlockQ4_1>(&mut bytes, |b| (b.d, b.m) = (s(), s())),
+        Q5_0 => set::<BlockQ5_0>(&mut bytes, |b| b.d = s()),
+        Q5_1 => set::<BlockQ5_1>(&mut bytes, |b| (b.d, b.m) = (s(), s())),
+        Q8_0 => set::<BlockQ8_0>(&mut bytes, |b| b.d = s()),
+        IQ4_NL => set::<BlockIq4Nl>(&mut bytes, |b| b.d = s()),
+        Q2_K => set::<BlockQ2K>(&mut bytes, |b| (b.d, b.dmin) = (s(), s())),
+        Q3_K => set::<BlockQ3K>(&mut bytes, |b| b.d = s()),
+        Q4_K => set::<BlockQ4K>(&mut bytes, |b| (b.d, b.dmin) = (s(), s())),
+        Q5_K => set::<BlockQ5K>(&mut bytes, |b| (b.d, b.dmin) = (s(), s())),
+        Q6_K => set::<BlockQ6K>(&mut bytes, |b| b.d = s()),
+        IQ4_XS => set::<BlockIq4Xs>(&mut bytes, |b| b.d = s()),
+        _ => unreachable!(),
+    }
+    bytes
+}
+
+fn set<B: BlockFormat>(bytes: &mut [u8], mut f: impl FnMut(&mut B)) {
+    cast::with_blocks_mut::<B, _>(bytes, |blocks| blocks.iter_mut().for_each(&mut f)).unwrap();
+}
+
+/// A random activation row of `n` elements in `ty` (Q8_0, Q8_1, Q8_K or a float type):
+/// quants in -amax..=amax with consistent `s`/`bsums`, scales 1 with `unit`.
+fn random_acts(ty: GgmlType, n: usize, amax: i32, rng: &mut XorShift, unit: bool) -> Vec<u8> {
+    use GgmlType::*;
+    let mut bytes = vec![0u8; ty.row_bytes(n as u64).unwrap() as usize];
+    match ty {
+        F32 | F16 | BF16 => {
+            let x: Vec<f32> = (0..n).map(|_| rng.unit()).collect();
+            crate::quantize_row(ty, &x, &mut bytes).unwrap();
+        }
+        Q8_0 => set::<BlockQ8_0>(&mut bytes, |b| {
+            b.qs = std::array::from_fn(|_| rng.int(amax) as i8);
+            b.d = Half::from_f32(if unit { 1.0 } else { rng.scale() });
+        }),
+        Q8_1 => set::<BlockQ8_1>(&mut bytes, |b| {
+            b.qs = std::array::from_fn(|_| rng.int(amax) as i8);
+            b.d = Half::from_f32(if unit { 1.0 } else { rng.scale() });
+            let sum: i32 = b.qs.iter().map(|&q| q as i32).sum();
+            b.s = Half::from_f32(b.d.to_f32() * sum as f32);
+        }),
+        Q8_K => set::<BlockQ8K>(&mut bytes, |b| {
+            b.qs = std::array::from_fn(|_| rng.int(amax) as i8);
+            b.d = if unit { 1.0 } else { rng.scale() / 127.0 };
+            for (s, g) in b.bsums.iter_mut().zip(b.qs.chunks_exact(16)) {
+                *s = g.iter().map(|&q| q as i16).sum();
+            }
+        }),
+        _ => unreachable!(),
+    }
+    bytes
+}
+
+fn dequant(ty: GgmlType, bytes: &[u8], n: usize) -> Vec<f64> {
+    let mut y = vec![0f32; n];
+    dequantize_row(ty, bytes, &mut y).unwrap();
+    y.into_iter().map(f64::from).collect()
+}
+
+/// The weight row split into its scaled-quant part and its minimum part (zero for the
+/// formats without a minimum), each dequantized, for the error bound T.
+fn weight_parts(ty: GgmlType, w: &[u8], n: usize) -> (Vec<f64>, Vec<f64>) {
+    use GgmlType::*;
+    let (mut quant, mut min) = (w.to_vec(), w.to_vec());
+    let z = Half::ZERO;
+    match ty {
+        Q4_1 => {
+            set::<BlockQ4_1>(&mut quant, |b| b.m = z);
+            set::<BlockQ4_1>(&mut min, |b| b.d = z);
+        }
+        Q5_1 => {
+            set::<BlockQ5_1>(&mut quant, |b| b.m = z);
+            set::<BlockQ5_1>(&mut min, |b| b.d = z);
+        }
+        Q2_K => {
+            set::<BlockQ2K>(&mut quant, |b| b.dmin = z);
+            set::<BlockQ2K>(&mut min, |b| b.d = z);
+        }
+        Q4_K => {
+            set::<BlockQ4K>(&mut quant, |b| b.dmin = z);
+            set::<BlockQ4K>(&mut min, |b| b.d = z);
+        }
+        Q5_K => {
+            set::<BlockQ5K>(&mut quant, |b| b.dmin = z);
+            set::<BlockQ5K>(&mut min, |b| b.d = z);
+        }
+        _ => return (dequant(ty, w, n), vec![0.0; n]),
+    }
+    (dequant(ty, &quant, n), dequant(ty, &min, n))
+}
+
+/// The error scale T: sum of |a| * (|scaled quant| + |scaled min|).
+fn abs_terms(ty: GgmlType, w: &[u8], a: &[f64]) -> f64 {
+    let (q, m) = weight_parts(ty, w, a.len());
+    a.iter()
+        .zip(q.iter().zip(&m))
+        .map(|(a, (q, m))| a.abs() * (q.abs() + m.abs()))
+        .sum()
+}
+
+#[test]
+fn scalar_dot_matches_dequantized_f64_dot() {
+    let k = scalar();
+    let mut rng = XorShift(0x5eed_0001);
+    for ty in DOT_TYPES {
+        let act_ty = partner(ty);
+        let mut worst = 0.0f64;
+        for nb in block_counts(ty) {
+            for _ in 0..8 {
+                let n = nb * ty.block_elems();
+                let w = random_weights(ty, nb, &mut rng, false);
+                let a = random_acts(act_ty, n, 127, &mut rng, false);
+                let (wd, ad) = (dequant(ty, &w, n), dequant(act_ty, &a, n));
+                let want: f64 = wd.iter().zip(&ad).map(|(w, a)| w * a).sum();
+                let got = k.vec_dot(ty, n, &w, &a).unwrap() as f64;
+                let mut bound = 1e-5 * abs_terms(ty, &w, &ad);
+                if matches!(ty, GgmlType::Q4_1 | GgmlType::Q5_1) {
+                    // |m| * |s| * 2^-11 per block: s is d * sum(q) rounded to f16.
+                    let (_, mins) = weight_parts(ty, &w, n);
+                    let s = cast::as_blocks::<BlockQ8_1>(&a).unwrap();
+                    bound += mins
+                        .chunks_exact(32)
+                        .zip(s.iter())
+                        .map(|(m, s)| (m[0] * s.s.to_f32() as f64).abs() / 2048.0)
+                        .sum::<f64>();
+                }
+                let diff = (got - want).abs();
+                assert!(
+                    diff <= bound + 1e-30,
+                    "{ty} x {act_ty}, {nb} blocks: scalar {got}, dequantized f64 {want}, \
+                     |diff| {diff:e} > bound {bound:e}"
+                );
+                if bound > 0.0 {
+                    worst = worst.max(diff / bound * 1e-5);
+                }
+            }
+        }
+        println!("{ty:>6} scalar vs dequantized: max |diff| / T = {worst:.2e}");
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn avx2_or_skip() -> Option<&'static Kernels> {
+    let k = avx2();
+    if k.is_none() {
+        eprintln!("this CPU lacks AVX2/FMA: AVX2 kernel tests skipped");
+    }
+    k
+}
+
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn avx2_integer_part_is_exact() {
+    let Some(fast) = avx2_or_skip() else { return };
+    let mut rng = XorShift(0x5eed_0002);
+    for ty in AVX2_TYPES {
+        let act_ty = partner(ty);
+        let mut smallest_amax = 127;
+        for nb in block_counts(ty) {
+            let n = nb * ty.block_elems();
+            for _ in 0..16 {
+                let w = random_weights(ty, nb, &mut rng, true);
+                // Largest activation range whose |terms| sum fits in f32's 24 bits.
+                let mut amax = 127;
+                let a = loop {
+                    let a = random_acts(act_ty, n, amax, &mut rng, true);
+                    let sum_abs: f64 = dequant(act_ty, &a, n).iter().map(|a| a.abs()).sum::<f64>();
+                    if sum_abs * int_weight_bound(ty) < (1 << 24) as f64 || amax == 1 {
+                        break a;
+                    }
+                    amax /= 2;
+                };
+                smallest_amax = smallest_amax.min(amax);
+                let (wd, ad) = (dequant(ty, &w, n), dequant(act_ty, &a, n));
+                let exact: f64 = wd.iter().zip(&ad).map(|(w, a)| w * a).sum();
+                let s = scalar().vec_dot(ty, n, &w, &a).unwrap();
+                let v = fast.vec_dot(ty, n, &w, &a).unwrap();
+                assert_eq!(
+                    s as f64, exact,
+                    "{ty}, {nb} blocks, |q8| <= {amax}: scalar is not the exact integer sum"
+                );
+                assert_eq!(
+                    v.to_bits(),
+                    s.to_bits(),
+                    "{ty}, {nb} blocks, |q8| <= {amax}: avx2 {v} != scalar {s}"
+                );
+            }
+        }
+        // Full-range activations (±127) in one window of 8 elements, zero elsewhere: each
+        // integer sum is at most 8 * 127 * bound < 2^24 for every type, so the whole
+        // product of each weight position with extreme activations is checked exactly.
+        let mut windows = 0;
+        for nb in [1, 2] {
+            let n = nb * ty.block_elems();
+            let w = random_weights(ty, nb, &mut rng, true);
+            for start in (0..n).step_by(8) {
+                let a = window_acts(act_ty, n, start..start + 8, &mut rng);
+                let (wd, ad) = (dequant(ty, &w, n), dequant(act_ty, &a, n));
+                let exact: f64 = wd.iter().zip(&ad).map(|(w, a)| w * a).sum();
+                let s = scalar().vec_dot(ty, n, &w, &a).unwrap();
+                let v = fast.vec_dot(ty, n, &w, &a).unwrap();
+                assert_eq!(s as f64, exact, "{ty}, window at {start}: scalar not exact");
+                assert_eq!(
+                    v.to_bits(),
+                    s.to_bits(),
+                    "{ty}, window at {start}: avx2 {v} != {s}"
+                );
+                windows += 1;
+            }
+        }
+        println!(
+            "{ty:>6} avx2 integer part exact: dense rows with activation quants down to \
+             ±{smallest_amax}, {windows} full-range 8-element windows"
+        );
+    }
+}
+
+/// Unit-scale Q8_0/Q8_K activations: quants in -127..=127 inside `window`, zero outside,
+/// with consistent `bsums`.
+#[cfg(target_arch = "x86_64")]
+fn window_acts(ty: GgmlType, n: usize, window: Range<usize>, rng: &mut XorShift) -> Vec<u8> {
+    let q: Vec<i8> = (0..n)
+        .map(|i| {
+            if window.contains(&i) {
+                rng.int(127) as i8
+            } else {
+                0
+            }
+        })
+        .collect();
+    let mut bytes = vec![0u8; ty.row_bytes(n as u64).unwrap() as usize];
+    match ty {
+        GgmlType::Q8_0 => {
+            let mut chunks = q.chunks_exact(32);
+            set::<BlockQ8_0>(&mut bytes, |b| {
+                b.qs.copy_from_slice(chunks.next().unwrap());
+                b.d = Half::from_f32(1.0);
+            });
+        }
+        GgmlType::Q8_K => {
+            let mut chunks = q.chunks_exact(256);
+            set::<BlockQ8K>(&mut bytes, |b| {
+                b.qs.copy_from_slice(chunks.next().unwrap());
+                b.d = 1.0;
+                for (s, g) in b.bsums.iter_mut().zip(b.qs.chunks_exact(16)) {
+                    *s = g.iter().map(|&q| q as i16).sum();
+                }
+            });
+        }
+        _ => unreachable!("{ty} is not an AVX2 kernel's activation type"),
+    }
+    bytes
+}
+
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn avx2_matches_scalar_within_bound() {
+    let Some(fast) = avx2_or_skip() else { return };
+    let mut rng = XorShift(0x5eed_0003);
+    for ty in AVX2_TYPES {
+        let act_ty = partner(ty);
+        let mut worst = 0.0f64;
+        for nb in block_counts(ty) {
+            let n = nb * ty.block_elems();
+            for _ in 0..16 {
+                let w = random_weights(ty, nb, &mut rng, false);
+                let a = random_acts(act_ty, n, 127, &mut rng, false);
+                let s = scalar().vec_dot(ty, n, &w, &a).unwrap() as f64;
+                let v = fast.vec_dot(ty, n, &w, &a).unwrap() as f64;
+                let t = abs_terms(ty, &w, &dequant(act_ty, &a, n));
+                let diff = (v - s).abs();
+                assert!(
+                    diff <= 1e-5 * t,
+                    "{ty}, {nb} blocks: avx2 {v}, scalar {s}, |diff| {diff:e} > 1e-5 * T ({t:e})"
+                );
+                if t > 0.0 {
+                    worst = worst.max(diff / t);
+                }
+            }
+        }
+        println!("{ty:>6} avx2 vs scalar: max |diff| / T = {worst:.2e}");
+    }
+}
+
+/// Rows for the quantizer tests: ordinary values, exact ties after scaling, zeros,
+/// a lone huge value, infinities and NaNs.
+fn quantizer_rows() -> Vec<Vec<f32>> {
+    let mut rng = XorShift(0x5eed_0004);
+    let mut rows = Vec::new();
+    for scale in [1e-3f32, 1.0, 1e3, 3e38] {
+        rows.push((0..256).map(|_| rng.unit() * scale).collect::<Vec<f32>>());
+    }
+    // amax 127 gives a multiplier of exactly 1: k + 0.5 values are exact ties.
+    let mut ties: Vec<f32> = (0..256).map(|i| (i % 64) as f32 - 31.5).collect();
+    for b in ties.chunks_exact_mut(32) {
+        b[0] = 127.0;
+    }
+    rows.push(ties);
+    rows.push(vec![0.0; 256]);
+    let mut special = vec![0.5f32; 256];
+    special[3] = f32::INFINITY;
+    special[40] = f32::NAN;
+    special[70] = -f32::INFINITY;
+    special[100] = f32::from_bits(0x0000_0001); // subnormal
+    special[130] = -0.0;
+    rows.push(special);
+    rows
+}
+
+#[test]
+fn activation_q8_0_rounds_like_ggml_cpu_not_like_ref() {
+    // amax 127 -> multiplier 1: 2.5 is a tie, rounded to even (2) where the _ref
+    // quantizer rounds away from zero (3).
+    let mut x = [0.0f32; 32];
+    x[0] = 127.0;
+    x[1] = 2.5;
+    x[2] = -3.5;
+    let act = q8_0::quantize_activation(&x);
+    let r = BlockQ8_0::quantize(&x);
+    assert_eq!((act.qs[1], act.qs[2]), (2, -4));
+    assert_eq!((r.qs[1], r.qs[2]), (3, -4));
+    assert_eq!(act.d, r.d);
+    let a1 = q8_1::quantize_activation(&x);
+    assert_eq!(a1.qs, act.qs);
+    assert_eq!(a1.s.to_f32(), 127.0 + 2.0 - 4.0);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn avx2_quantize_q8_0_is_bit_identical_to_scalar() {
+    let Some(fast) = avx2_or_skip() else { return };
+    for x in quantizer_rows() {
+        let mut a = vec![0u8; 8 * 34];
+        let mut b = vec![0u8; 8 * 34];
+        scalar()
+            .quantize_activation(GgmlType::Q8_0, &x, &mut a)
+            .unwrap();
+        fast.quantize_activation(GgmlType::Q8_0, &x, &mut b)
+            .unwrap();
+        assert_eq!(a, b, "row starting {:?}", &x[..4]);
+    }
+}
+
+#[test]
+fn quantize_activation_covers_every_partner_type() {
+    let x: Vec<f32> = (0..512).map(|i| (i as f32 * 0.37).sin()).collect();
+    for ty in DOT_TYPES {
+        let p = partner(ty);
+        let mut out = vec![0u8; p.row_bytes(512).unwrap() as usize];
+        quantize_activation(p, &x, &mut out).unwrap();
+        let mut y = vec![0f32; 512];
+        dequantize_row(p, &out, &mut y).unwrap();
+        let err = x
+            .iter()
+            .zip(&y)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f32::max);
+        assert!(err < 1e-2, "{p}: max error {err}");
+    }
+    let mut out = vec![0u8; 18 * 16];
+    assert_eq!(
+        quantize_activation(GgmlType::Q4_0, &x, &mut out),
+        Err(QuantError::Unsupported { ty: GgmlType::Q4_0 })
+    );
+    let mut short = vec![0u8; 33];
+    assert!(matches!(
+        quantize_activation(GgmlType::Q8_0, &x[..32], &mut short),
+        Err(QuantError::WrongByteLength { .. })
+    ));
+}
+
+#[test]
+fn selection_follows_the_request_and_falls_back() {
+    let s = scalar();
+    // Whatever the CPU: no AVX2 table to offer.
+    assert_eq!(select(None, None).0.name(), "scalar");
+    assert_eq!(select(Some("auto"), None), (s, None));
+    assert_eq!(select(Some("scalar"), None), (s, None));
+    let (k, note) = select(Some("avx2"), None);
+    assert_eq!(k.name(), "scalar");
+    assert!(note.unwrap().contains("lacks AVX2"));
+    let (k, note) = select(Some("fast"), None);
+    assert_eq!(k.name(), "scalar");
+    assert!(note.unwrap().contains("\"fast\" is not one of"));
+
+    if let Some(a) = avx2() {
+        assert_eq!(select(None, Some(a)), (a, None));
+        assert_eq!(select(Some(" avx2 "), Some(a)), (a, None));
+        assert_eq!(select(Some("scalar"), Some(a)), (s, None));
+        let (k, note) = select(Some("neon"), Some(a));
+        assert_eq!(k.name(), "avx2");
+        assert!(note.is_some());
+    }
+    // The process-wide choice is one of the two and stays put.
+    assert!(["scalar", "avx2"].contains(&kernels().name()));
+    assert!(std::ptr::eq(kernels(), kernels()));
+}
+
+impl PartialEq for Kernels {
+    fn eq(&self, other: &Self) -> bool {
+        std::ptr::eq(self, other)
+    }
+}
+
+#[test]
+fn vec_dot_rejects_bad_rows_without_panicking() {
+    use GgmlType::*;
+    let w = vec![0u8; 144];
+    let a = vec![0u8; 292];
+    assert_eq!(vec_dot(Q4_K, 256, &w, &a), Ok(0.0));
+    assert_eq!(
+        vec_dot(Q4_K, 256, &w[..143], &a),
+        Err(QuantError::WrongByteLength {
+            ty: Q4_K,
+            elems: 256,
+            expected: 144,
+            got: 143
+        })
+    );
+    assert!(matches!(
+        vec_dot(Q4_K, 256, &w, &a[..291]),
+        Err(QuantError::WrongByteLength { ty: Q8_K, .. })
+    ));
+    assert_eq!(
+        vec_dot(Q4_K, 100, &w, &a),
+        Err(QuantError::NotWholeBlocks {
+            ty: Q4_K,
+            elems: 100
+        })
+    );
+    for ty in [Q8_K, Q8_1, IQ2_XXS, Q1_0] {
+        assert_eq!(
+            vec_dot(ty, 256, &w, &a),
+            Err(QuantError::Unsupported { ty })
+        );
+    }
+}
+
+#[test]
+fn matmul_tiles_equal_row_dots_for_every_table() {
+    let mut rng = XorShift(0x5eed_0005);
+    let tables: Vec<&Kernels> = std::iter::once(scalar()).chain(avx2()).collect();
+    for ty in DOT_TYPES {
+        let act_ty = partner(ty);
+        let (n_rows, n_cols, n_act) = (5, 2 * ty.block_elems().max(32), 3);
+        let nb = n_cols / ty.block_elems();
+        let w: Vec<u8> = (0..n_rows)
+            .flat_map(|_| random_weights(ty, nb, &mut rng, false))
+            .collect();
+        let act: Vec<u8> = (0..n_act)
+            .flat_map(|_| random_acts(act_ty, n_cols, 127, &mut rng, false))
+            .collect();
+        let wr = w.len() / n_rows;
+        let ar = act.len() / n_act;
+        for k in &tables {
+            for rows in [0..n_rows, 1..4, 2..2, 4..5] {
+                let mut out = vec![f32::NAN; n_act * rows.len()];
+                k.matmul(ty, &w, n_rows, n_cols, &act, n_act, rows.clone(), &mut out)
+                    .unwrap();
+                for a in 0..n_act {
+                    for r in rows.clone() {
+                        let want = k
+                            .vec_dot(ty, n_cols, &w[r * wr..][..wr], &act[a * ar..][..ar])
+                            .unwrap();
+                        let got = out[a * rows.len() + r - rows.start];
+                        assert_eq!(got.to_bits(), want.to_bits(), "{ty} {} a{a} r{r}", k.name());
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn matmul_rejects_bad_shapes() {
+    use GgmlType::*;
+    let k = scalar();
+    let w = vec![0u8; 3 * 34];
+    let a = vec![0u8; 2 * 34];
+    let mut out = vec![0f32; 6];
+    assert_eq!(k.matmul(Q8_0, &w, 3, 32, &a, 2, 0..3, &mut out), Ok(()));
+    assert_eq!(
+        k.matmul(Q8_0, &w, 3, 32, &a, 2, 1..4, &mut out),
+        Err(QuantError::RowsOutOfRange {
+            start: 1,
+            end: 4,
+            n_rows: 3
+        })
+    );
+    assert_eq!(
+        k.matmul(Q8_0, &w, 3, 32, &a, 2, 0..2, &mut out),
+        Err(QuantError::WrongOutputLength {
+            expected: 4,
+            got: 6
+        })
+    );
+    assert!(matches!(
+        k.matmul(Q8_0, &w, 4, 32, &a, 2, 0..3, &mut out),
+        Err(QuantError::WrongByteLength { ty: Q8_0, .. })
+    ));
+    assert!(matches!(
+        k.matmul(Q8_0, &w, 3, 32, &a, 3, 0..2, &mut out),
+        Err(QuantError::WrongByteLength { .. })
+    ));
+    assert_eq!(
+        k.matmul(Q8_0, &w, usize::MAX, 32, &a, 2, 0..3, &mut out),
+        Err(QuantError::WrongByteLength {
+            ty: Q8_0,
+            elems: usize::MAX,
+            expected: usize::MAX,
+            got: 102
+        })
+    );
+    // Zero columns: every dot is an empty sum.
+    let mut out = vec![1f32; 6];
+    assert_eq!(k.matmul(Q8_0, &[], 3, 0, &[], 2, 0..3, &mut out), Ok(()));
+    assert_eq!(out, vec![0.0; 6]);
+}
+
+#[test]
+fn misaligned_rows_give_the_same_dot() {
+    let mut rng = XorShift(0x5eed_0006);
+    for ty in [GgmlType::Q4_K, GgmlType::Q8_0, GgmlType::F32] {
+        let act_ty = partner(ty);
+        let n = 512;
+        let w = random_weights(ty, n / ty.block_elems(), &mut rng, false);
+        let a = random_acts(act_ty, n, 127, &mut rng, false);
+        let want = vec_dot(ty, n, &w, &a).unwrap();
+        let mut w1 = vec![0u8; w.len() + 1];
+        w1[1..].copy_from_slice(&w);
+        let mut a1 = vec![0u8; a.len() + 3];
+        a1[3..].copy_from_slice(&a);
+        assert_eq!(
+            vec_dot(ty, n, &w1[1..], &a1[3..]).unwrap().to_bits(),
+            want.to_bits()
+        );
+    }
+}
+
+#[test]
+fn float_dots_are_f64_accumulated() {
+    // 1 + 2^-30 * many: an f32 accumulator would lose every small term.
+    let n = 1024;
+    let mut w = vec![1.0f32; n];
+    w[0] = 1e8;
+    let a = vec![1.0f32; n];
+    let mut wb = vec![0u8; 4 * n];
+    let mut ab = vec![0u8; 4 * n];
+    crate::quantize_row(GgmlType::F32, &w, &mut wb).unwrap();
+    crate::quantize_row(GgmlType::F32, &a, &mut ab).unwrap();
+    let got = vec_dot(GgmlType::F32, n, &wb, &ab).unwrap();
+    assert_eq!(got, (1e8f64 + 1023.0) as f32);
+    // bf16/f16 conversions exercised by the dequantized-dot test; check one value here.
+    let h = [
+        Half::from_f32(1.5).0.to_le_bytes(),
+        Half::from_f32(-2.0).0.to_le_bytes(),
+    ]
+    .concat();
+    let b = [
+        Bf16::from_f32(1.5).0.to_le_bytes(),
+        Bf16::from_f32(-2.0).0.to_le_bytes(),
+    ]
+    .concat();
+    assert_eq!(vec_dot(GgmlType::F16, 2, &h, &h), Ok(6.25));
+    assert_eq!(vec_dot(GgmlType::BF16, 2, &b, &b), Ok(6.25));
+}
