@@ -5,4 +5,8 @@
 pub mod cli;
 pub mod gguf;
 pub mod model;
+pub mod quality;
+pub mod sample;
 pub mod store;
+pub mod synth;
+pub mod tokenizer;

@@ -2,6 +2,8 @@
 
 mod format;
 mod inspect;
+pub mod sampler_args;
+mod tokenize;
 
 use std::io::{self, Write};
 use std::process::ExitCode;
@@ -23,6 +25,8 @@ pub struct Cli {
 pub enum Command {
     /// Show what a GGUF model file holds: architecture, sizes, types, tensors, metadata.
     Inspect(inspect::InspectArgs),
+    /// Show the token ids of a text under a model's vocabulary, each with its piece.
+    Tokenize(tokenize::TokenizeArgs),
 }
 
 /// Parse the arguments, run the subcommand, and turn its outcome into an exit code.
@@ -32,6 +36,7 @@ pub fn main() -> ExitCode {
     let mut out = io::BufWriter::new(stdout.lock());
     let result = match cli.command {
         Command::Inspect(args) => inspect::run(&args, &mut out),
+        Command::Tokenize(args) => tokenize::run(&args, &mut out),
     }
     .and_then(|()| out.flush().map_err(anyhow::Error::from));
     match result {

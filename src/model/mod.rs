@@ -1,4 +1,173 @@
-//! Models: what a GGUF's metadata says about the network it holds.
+//! Models: what a GGUF's metadata says about the network, its weights, and the forward
+//! pass that turns token ids into next-token logits.
 
+pub mod config;
+pub mod forward;
 pub mod ftype;
+pub mod kv_cache;
+pub mod matmul;
+pub mod ops;
 pub mod summary;
+pub mod weights;
+
+use std::path::Path;
+
+use anyhow::{ensure, Context as _, Result};
+
+use crate::gguf::GgufFile;
+use config::Config;
+use forward::{forward, Scratch};
+use kv_cache::{KvCache, KvType};
+use weights::Weights;
+
+/// A model file, opened and checked: config and weight views over the memory map.
+pub struct Model {
+    pub file: GgufFile,
+    pub config: Config,
+    pub weights: Weights,
+}
+
+impl Model {
+    pub fn load(path: impl AsRef<Path>) -> Result<Model> {
+        let path = path.as_ref();
+        let file = GgufFile::open(path)
+            .with_context(|| format!("cannot read model {}", path.display()))?;
+        let config = Config::from_file(&file).with_context(|| format!("{}", path.display()))?;
+        let weights =
+            Weights::load(&file, &config).with_context(|| format!("{}", path.display()))?;
+        Ok(Model {
+            file,
+            config,
+            weights,
+        })
+    }
+
+    /// The context length used when none is asked for: the model's own, at most 4096.
+    pub fn default_ctx(&self) -> usize {
+        self.config.n_ctx_train.clamp(1, 4096)
+    }
+}
+
+/// How to run a model: context length, KV cache type, threads, batch size.
+#[derive(Clone, Copy, Debug)]
+pub struct RunOptions {
+    pub n_ctx: usize,
+    pub kv_type: KvType,
+    pub threads: usize,
+    /// Most tokens evaluated in one forward call; longer inputs go in several.
+    pub batch: usize,
+}
+
+/// Physical cores (compute-bound kernels gain nothing from hyper-threads).
+pub fn default_threads() -> usize {
+    num_cpus::get_physical().max(1)
+}
+
+/// One sequence being evaluated: the KV cache, run buffers and thread pool for a model.
+pub struct Context<'m> {
+    pub model: &'m Model,
+    cache: KvCache,
+    scratch: Scratch,
+    pool: rayon::ThreadPool,
+    n_past: usize,
+}
+
+/// Which logits an evaluation returns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Logits {
+    /// Only the last token's (generation).
+    Last,
+    /// Every token's from this index of the input on (perplexity); the input must then
+    /// fit in one batch.
+    From(usize),
+}
+
+impl<'m> Context<'m> {
+    pub fn new(model: &'m Model, o: RunOptions) -> Result<Context<'m>> {
+        let c = &model.config;
+        ensure!(o.n_ctx > 0, "--ctx must be at least 1");
+        ensure!(o.threads > 0, "--threads must be at least 1");
+        let batch = o.batch.clamp(1, o.n_ctx);
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(o.threads)
+            .thread_name(|i| format!("loupe-{i}"))
+            .build()
+            .context("cannot start the thread pool")?;
+        Ok(Context {
+            model,
+            cache: KvCache::new(o.kv_type, c.n_layer, o.n_ctx, c.kv_dim(), c.kv_dim_v()),
+            scratch: Scratch::new(c, o.n_ctx, batch, o.threads),
+            pool,
+            n_past: 0,
+        })
+    }
+
+    pub fn n_ctx(&self) -> usize {
+        self.cache.n_ctx
+    }
+
+    /// Tokens in the cache.
+    pub fn n_past(&self) -> usize {
+        self.n_past
+    }
+
+    /// Watch intermediate activations (see [`forward::Capture`]); `None` stops.
+    pub fn set_capture(&mut self, capture: Option<forward::Capture>) {
+        self.scratch.capture = capture;
+    }
+
+    /// Forget everything from position `n` on (the cache keeps the rest).
+    pub fn truncate(&mut self, n: usize) {
+        self.n_past = self.n_past.min(n);
+    }
+
+    /// Evaluate `tokens` after what the cache holds and return the logits asked for,
+    /// (rows, vocab).
+    pub fn eval(&mut self, tokens: &[u32], want: Logits) -> Result<&[f32]> {
+        ensure!(!tokens.is_empty(), "nothing to evaluate");
+        ensure!(
+            self.n_past + tokens.len() <= self.cache.n_ctx,
+            "context is full: {} cached + {} new tokens > --ctx {}",
+            self.n_past,
+            tokens.len(),
+            self.cache.n_ctx
+        );
+        let m = self.model;
+        let batch = self.scratch.max_batch;
+        if let Logits::From(i) = want {
+            ensure!(
+                tokens.len() <= batch,
+                "{} tokens with all logits exceed the batch of {batch}",
+                tokens.len()
+            );
+            ensure!(
+                i < tokens.len(),
+                "logits from {i} past {} tokens",
+                tokens.len()
+            );
+        }
+        let (cache, scratch, pool) = (&mut self.cache, &mut self.scratch, &self.pool);
+        let mut pos = self.n_past;
+        let chunks: Vec<&[u32]> = tokens.chunks(batch).collect();
+        let last = chunks.len() - 1;
+        for (ci, chunk) in chunks.into_iter().enumerate() {
+            let from = match want {
+                _ if ci < last => chunk.len(),
+                Logits::Last => chunk.len() - 1,
+                Logits::From(i) => i,
+            };
+            pool.install(|| {
+                forward(
+                    &m.file, &m.config, &m.weights, cache, scratch, chunk, pos, from,
+                )
+            })?;
+            pos += chunk.len();
+        }
+        self.n_past = pos;
+        let rows = match want {
+            Logits::Last => 1,
+            Logits::From(i) => tokens.len() - i,
+        };
+        Ok(self.scratch.logits(rows * m.config.vocab_size))
+    }
+}

@@ -1,0 +1,85 @@
+//! Matrix times a batch of activation rows, the way ggml does it on a CPU: each activation
+//! row is quantized once to the weight format's partner (Q8_0, Q8_K, …), then every weight
+//! row is dotted with it in integer arithmetic by `loupe-quant`'s kernels. Weight rows are
+//! split across the thread pool; each weight row is reused for all activation rows while
+//! it is in cache.
+
+use anyhow::{Context, Result};
+use rayon::prelude::*;
+
+use super::weights::Tensor;
+use crate::gguf::GgufFile;
+
+pub struct Matmul {
+    qact: Vec<u8>, // (B, partner bytes of the widest input row)
+    tmp: Vec<f32>, // (weight rows, activation rows of a group): results before transposing
+}
+
+impl Matmul {
+    /// Buffers for up to `max_batch` rows of at most `max_cols` inputs, into matrices of
+    /// at most `max_rows` rows, plus the output projection of `vocab` rows.
+    pub fn new(max_batch: usize, max_cols: usize, max_rows: usize, vocab: usize) -> Matmul {
+        Matmul {
+            // f32 is the widest partner format: 4 bytes per element.
+            qact: vec![0; max_batch * max_cols * 4],
+            tmp: vec![0.0; (max_rows * max_batch).max(vocab)],
+        }
+    }
+
+    /// out (b, w.rows) = x (b, w.cols) · wᵀ.
+    pub fn run(
+        &mut self,
+        file: &GgufFile,
+        w: &Tensor,
+        x: &[f32],
+        b: usize,
+        out: &mut [f32],
+    ) -> Result<()> {
+        let (cols, rows) = (w.cols, w.rows);
+        let partner = loupe_quant::vec_dot_type(w.ty)
+            .with_context(|| format!("no matmul kernel for {} weights", w.ty))?;
+        let act_bytes = partner
+            .row_bytes(cols as u64)
+            .context("activation row size")? as usize;
+        for (xr, qr) in x[..b * cols]
+            .chunks_exact(cols)
+            .zip(self.qact[..b * act_bytes].chunks_exact_mut(act_bytes))
+        {
+            loupe_quant::quantize_activation(partner, xr, qr)?;
+        }
+        let data = w.data(file);
+        let qact = &self.qact[..b * act_bytes];
+        // Activation rows go through in groups small enough for `tmp` (the output
+        // projection of a long batch is vocab × batch).
+        let group = (self.tmp.len() / rows).clamp(1, b);
+        let threads = rayon::current_num_threads();
+        let chunk_rows = rows.div_ceil(threads * 4).max(1);
+        for a0 in (0..b).step_by(group) {
+            let g = group.min(b - a0);
+            let act = &qact[a0 * act_bytes..(a0 + g) * act_bytes];
+            // Each chunk of weight rows r0..r1 fills its own tile, (g, r1 - r0).
+            let dst: &mut [f32] = if b == 1 {
+                &mut out[..rows]
+            } else {
+                &mut self.tmp[..rows * g]
+            };
+            dst.par_chunks_mut(chunk_rows * g)
+                .enumerate()
+                .try_for_each(|(ci, tile)| {
+                    let r0 = ci * chunk_rows;
+                    let r1 = r0 + tile.len() / g;
+                    loupe_quant::matmul(w.ty, data, rows, cols, act, g, r0..r1, tile)
+                })?;
+            if b > 1 {
+                for (ci, tile) in self.tmp[..rows * g].chunks(chunk_rows * g).enumerate() {
+                    let r0 = ci * chunk_rows;
+                    let n = tile.len() / g;
+                    for (a, part) in tile.chunks_exact(n).enumerate() {
+                        out[(a0 + a) * rows + r0..][..n].copy_from_slice(part);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,205 @@
+//! Weight lookup: every tensor the forward pass uses, found by its GGUF name and checked
+//! against the config's shapes once, at load. Weights stay in the memory map; a
+//! [`Tensor`] is an index into the file's directory.
+
+use anyhow::{bail, ensure, Context, Result};
+use loupe_quant::GgmlType;
+
+use super::config::Config;
+use crate::gguf::GgufFile;
+
+/// A tensor of the model file: its type and shape (innermost first) and where its bytes are.
+#[derive(Clone, Copy, Debug)]
+pub struct Tensor {
+    pub ty: GgmlType,
+    /// Elements per row.
+    pub cols: usize,
+    /// Rows (product of the outer dimensions).
+    pub rows: usize,
+    /// Index in the file's tensor directory.
+    index: usize,
+}
+
+impl Tensor {
+    pub fn data<'f>(&self, file: &'f GgufFile) -> &'f [u8] {
+        file.tensor_data(&file.tensors()[self.index])
+    }
+
+    pub fn row_bytes(&self) -> usize {
+        self.ty.row_bytes(self.cols as u64).unwrap_or(0) as usize
+    }
+}
+
+/// One transformer block's tensors. Optional ones depend on the architecture.
+#[derive(Clone, Debug)]
+pub struct LayerWeights {
+    pub attn_norm: Vec<f32>,              // (dim)
+    pub wq: Tensor,                       // (q_dim, dim)
+    pub wk: Tensor,                       // (kv_dim, dim)
+    pub wv: Tensor,                       // (kv_dim_v, dim)
+    pub bq: Option<Vec<f32>>,             // (q_dim), qwen2
+    pub bk: Option<Vec<f32>>,             // (kv_dim)
+    pub bv: Option<Vec<f32>>,             // (kv_dim_v)
+    pub q_norm: Option<Vec<f32>>,         // (head_dim), qwen3, gemma3
+    pub k_norm: Option<Vec<f32>>,         // (head_dim)
+    pub wo: Tensor,                       // (dim, q_dim)
+    pub bo: Option<Vec<f32>>,             // (dim)
+    pub attn_post_norm: Option<Vec<f32>>, // (dim), gemma
+    pub ffn_norm: Vec<f32>,               // (dim)
+    pub w_gate: Tensor,                   // (hidden, dim)
+    pub w_up: Tensor,                     // (hidden, dim)
+    pub w_down: Tensor,                   // (dim, hidden)
+    pub ffn_post_norm: Option<Vec<f32>>,  // (dim), gemma
+}
+
+#[derive(Clone, Debug)]
+pub struct Weights {
+    pub token_embd: Tensor, // (vocab, dim)
+    pub layers: Vec<LayerWeights>,
+    pub output_norm: Vec<f32>, // (dim)
+    /// The output projection; the token embedding when the model ties them.
+    pub output: Tensor, // (vocab, dim)
+    /// Llama-3 RoPE frequency factors, (n_rot / 2).
+    pub rope_freqs: Option<Vec<f32>>,
+}
+
+struct Finder<'a> {
+    file: &'a GgufFile,
+}
+
+impl Finder<'_> {
+    fn opt(&self, name: &str, shape: &[usize]) -> Result<Option<Tensor>> {
+        let Some((index, t)) = self
+            .file
+            .tensors()
+            .iter()
+            .enumerate()
+            .find(|(_, t)| t.name == name)
+        else {
+            return Ok(None);
+        };
+        let dims: Vec<usize> = t.dims.iter().map(|&d| d as usize).collect();
+        // Trailing 1-sized dimensions are the same shape to ggml.
+        let trim = |d: &[usize]| {
+            let mut v = d.to_vec();
+            while v.len() > 1 && v.last() == Some(&1) {
+                v.pop();
+            }
+            v
+        };
+        ensure!(
+            trim(&dims) == trim(shape),
+            "tensor {name:?} has shape {:?}, expected {:?}",
+            dims,
+            shape
+        );
+        if !t.ty.is_supported() {
+            bail!(
+                "tensor {name:?}: type {} (id {}) is not supported",
+                t.ty,
+                t.ty.id()
+            );
+        }
+        Ok(Some(Tensor {
+            ty: t.ty,
+            cols: dims[0],
+            rows: dims[1..].iter().product(),
+            index,
+        }))
+    }
+
+    fn req(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        self.opt(name, shape)?
+            .with_context(|| format!("the model has no tensor {name:?}"))
+    }
+
+    /// A 1-D f32 vector (norm weights, biases), read into memory: they are small and the
+    /// forward pass wants them as f32.
+    fn vec(&self, name: &str, n: usize) -> Result<Option<Vec<f32>>> {
+        let Some(t) = self.opt(name, &[n])? else {
+            return Ok(None);
+        };
+        ensure!(
+            t.ty == GgmlType::F32,
+            "tensor {name:?} is {}, expected F32",
+            t.ty
+        );
+        Ok(Some(
+            t.data(self.file)
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect(),
+        ))
+    }
+
+    fn req_vec(&self, name: &str, n: usize) -> Result<Vec<f32>> {
+        self.vec(name, n)?
+            .with_context(|| format!("the model has no tensor {name:?}"))
+    }
+}
+
+impl Weights {
+    pub fn load(file: &GgufFile, c: &Config) -> Result<Weights> {
+        let f = Finder { file };
+        let (dim, hidden) = (c.dim, c.hidden_dim);
+        let token_embd = f.req("token_embd.weight", &[dim, c.vocab_size])?;
+        let output = f
+            .opt("output.weight", &[dim, c.vocab_size])?
+            .unwrap_or(token_embd);
+        let mut layers = Vec::with_capacity(c.n_layer);
+        for i in 0..c.n_layer {
+            let n = |s: &str| format!("blk.{i}.{s}");
+            layers.push(LayerWeights {
+                attn_norm: f.req_vec(&n("attn_norm.weight"), dim)?,
+                wq: f.req(&n("attn_q.weight"), &[dim, c.q_dim()])?,
+                wk: f.req(&n("attn_k.weight"), &[dim, c.kv_dim()])?,
+                wv: f.req(&n("attn_v.weight"), &[dim, c.kv_dim_v()])?,
+                bq: f.vec(&n("attn_q.bias"), c.q_dim())?,
+                bk: f.vec(&n("attn_k.bias"), c.kv_dim())?,
+                bv: f.vec(&n("attn_v.bias"), c.kv_dim_v())?,
+                q_norm: f.vec(&n("attn_q_norm.weight"), c.head_dim)?,
+                k_norm: f.vec(&n("attn_k_norm.weight"), c.head_dim)?,
+                wo: f.req(&n("attn_output.weight"), &[c.n_head * c.head_dim_v, dim])?,
+                bo: f.vec(&n("attn_output.bias"), dim)?,
+                attn_post_norm: f.vec(&n("post_attention_norm.weight"), dim)?,
+                ffn_norm: f.req_vec(&n("ffn_norm.weight"), dim)?,
+                w_gate: f.req(&n("ffn_gate.weight"), &[dim, hidden])?,
+                w_up: f.req(&n("ffn_up.weight"), &[dim, hidden])?,
+                w_down: f.req(&n("ffn_down.weight"), &[hidden, dim])?,
+                ffn_post_norm: f.vec(&n("post_ffw_norm.weight"), dim)?,
+            });
+        }
+        let w = Weights {
+            token_embd,
+            layers,
+            output_norm: f.req_vec("output_norm.weight", dim)?,
+            output,
+            rope_freqs: f.vec("rope_freqs.weight", c.n_rot / 2)?,
+        };
+        w.check_arch(c)?;
+        Ok(w)
+    }
+
+    /// The tensors an architecture needs must all be there (gemma's post-norms, qwen3's
+    /// QK-norms), so a wrong file fails at load rather than computing nonsense.
+    fn check_arch(&self, c: &Config) -> Result<()> {
+        use super::config::Arch;
+        let l = &self.layers[0];
+        match c.arch {
+            Arch::Gemma2 | Arch::Gemma3 => ensure!(
+                l.attn_post_norm.is_some() && l.ffn_post_norm.is_some(),
+                "{} needs post-attention and post-FFN norms (post_attention_norm, post_ffw_norm)",
+                c.arch.name()
+            ),
+            _ => {}
+        }
+        if matches!(c.arch, Arch::Qwen3 | Arch::Gemma3) {
+            ensure!(
+                l.q_norm.is_some() && l.k_norm.is_some(),
+                "{} needs Q and K norms (attn_q_norm, attn_k_norm)",
+                c.arch.name()
+            );
+        }
+        Ok(())
+    }
+}
