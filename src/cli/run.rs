@@ -1,0 +1,162 @@
+//! `loupe run MODEL -p TEXT`: continue a text, streaming tokens as they come, then a
+//! timing line on stderr (or one JSON object with `--json`).
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{bail, Result};
+use clap::Args;
+use serde_json::json;
+
+use super::model_args::{read_prompt, ModelArgs};
+use super::sampler_args::SamplerArgs;
+use crate::model::{Context, Logits};
+use crate::sample::Sampler;
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// The prompt; `-` reads it from standard input.
+    #[arg(short = 'p', long, value_name = "TEXT", allow_hyphen_values = true)]
+    pub prompt: Option<String>,
+    /// Read the prompt from FILE.
+    #[arg(short = 'f', long, value_name = "FILE")]
+    pub file: Option<PathBuf>,
+    /// Tokens to generate at most; -1 until the context is full.
+    #[arg(
+        short = 'n',
+        long,
+        value_name = "N",
+        default_value_t = 256,
+        allow_hyphen_values = true
+    )]
+    pub n_predict: i64,
+    /// Recognise special tokens spelled in the prompt (`<|im_start|>`, `<bos>`).
+    #[arg(long)]
+    pub special: bool,
+    #[command(flatten)]
+    pub sampling: SamplerArgs,
+    /// Print the effective sampler chain and model facts to stderr first.
+    #[arg(long)]
+    pub verbose: bool,
+    /// Print one JSON object (text, token ids, timings) instead of streaming.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: &RunArgs, out: &mut impl Write) -> Result<()> {
+    if args.n_predict < -1 {
+        bail!(
+            "-n must be -1 (until the context is full) or at least 0, not {}",
+            args.n_predict
+        );
+    }
+    let prompt = read_prompt(args.prompt.as_deref(), args.file.as_deref())?;
+    let cfg = args.sampling.to_config()?;
+    let loaded = args.model.load()?;
+    let (model, tok) = (&loaded.model, &loaded.tokenizer);
+    let opts = args.model.run_options(model, 1)?;
+    let mut ctx = Context::new(model, opts)?;
+    let mut sampler = Sampler::new(cfg, model.config.vocab_size)?;
+    if args.verbose {
+        eprintln!(
+            "model: {} ({}), ctx {}, {} threads, KV cache {:?}, kernels {}",
+            args.model.model.display(),
+            model.config.arch.name(),
+            opts.n_ctx,
+            opts.threads,
+            opts.kv_type,
+            loupe_quant::kernels().name()
+        );
+        eprintln!("sampler: {}", sampler.describe());
+    }
+
+    let ids = tok.encode(&prompt, true, args.special);
+    if ids.is_empty() {
+        bail!("the prompt is empty after tokenization");
+    }
+    if ids.len() >= opts.n_ctx {
+        bail!(
+            "the prompt is {} tokens, which leaves no room in a context of {} (raise --ctx)",
+            ids.len(),
+            opts.n_ctx
+        );
+    }
+    for &id in &ids {
+        sampler.accept(id);
+    }
+
+    let t_prompt = Instant::now();
+    let mut logits = ctx.eval(&ids, Logits::Last)?.to_vec();
+    let prompt_secs = t_prompt.elapsed().as_secs_f64();
+
+    let limit = if args.n_predict < 0 {
+        usize::MAX
+    } else {
+        args.n_predict as usize
+    };
+    let mut decoder = tok.stream_decoder(false);
+    let (mut generated, mut text) = (Vec::new(), String::new());
+    let t_gen = Instant::now();
+    let stop = loop {
+        if generated.len() >= limit {
+            break "length";
+        }
+        let next = sampler.sample(&logits);
+        if tok.is_eog(next) {
+            break "end of generation";
+        }
+        sampler.accept(next);
+        generated.push(next);
+        let piece = decoder.push(next);
+        if !args.json {
+            out.write_all(piece.as_bytes())?;
+            out.flush()?;
+        }
+        text.push_str(&piece);
+        if ctx.n_past() + 1 > ctx.n_ctx() {
+            break "context full";
+        }
+        if generated.len() >= limit {
+            break "length";
+        }
+        logits.copy_from_slice(ctx.eval(&[next], Logits::Last)?);
+    };
+    let rest = decoder.finish();
+    text.push_str(&rest);
+    let gen_secs = t_gen.elapsed().as_secs_f64();
+    let rate = |n: usize, s: f64| if s > 0.0 { n as f64 / s } else { 0.0 };
+
+    if args.json {
+        let j = json!({
+            "text": text,
+            "tokens": generated,
+            "prompt_tokens": ids.len(),
+            "stop": stop,
+            "timings": {
+                "load_s": loaded.load_time.as_secs_f64(),
+                "prompt_s": prompt_secs,
+                "prompt_tok_per_s": rate(ids.len(), prompt_secs),
+                "generate_s": gen_secs,
+                "generate_tok_per_s": rate(generated.len(), gen_secs),
+            },
+            "sampler": sampler.describe(),
+        });
+        writeln!(out, "{j}")?;
+    } else {
+        out.write_all(rest.as_bytes())?;
+        writeln!(out)?;
+        out.flush()?;
+        eprintln!(
+            "[prompt {} tok, {:.1} tok/s · generated {} tok, {:.1} tok/s · load {:.2} s · stop: {stop}]",
+            ids.len(),
+            rate(ids.len(), prompt_secs),
+            generated.len(),
+            rate(generated.len(), gen_secs),
+            loaded.load_time.as_secs_f64()
+        );
+    }
+    Ok(())
+}
