@@ -121,6 +121,19 @@ impl<'m> Context<'m> {
         self.n_past = self.n_past.min(n);
     }
 
+    /// The KV cache (read-only), e.g. to save positions `0..n_past()`.
+    pub fn kv_cache(&self) -> &KvCache {
+        &self.cache
+    }
+
+    /// Restore positions `0..n` of the cache from `KvCache::to_bytes(n)` and make them the
+    /// cached tokens, as if they had just been evaluated.
+    pub fn restore_cache(&mut self, n: usize, bytes: &[u8]) -> Result<()> {
+        self.cache.load_bytes(n, bytes)?;
+        self.n_past = n;
+        Ok(())
+    }
+
     /// Evaluate `tokens` after what the cache holds and return the logits asked for,
     /// (rows, vocab).
     pub fn eval(&mut self, tokens: &[u32], want: Logits) -> Result<&[f32]> {
@@ -148,9 +161,8 @@ impl<'m> Context<'m> {
         }
         let (cache, scratch, pool) = (&mut self.cache, &mut self.scratch, &self.pool);
         let mut pos = self.n_past;
-        let chunks: Vec<&[u32]> = tokens.chunks(batch).collect();
-        let last = chunks.len() - 1;
-        for (ci, chunk) in chunks.into_iter().enumerate() {
+        let last = (tokens.len() - 1) / batch;
+        for (ci, chunk) in tokens.chunks(batch).enumerate() {
             let from = match want {
                 _ if ci < last => chunk.len(),
                 Logits::Last => chunk.len() - 1,

@@ -1,0 +1,62 @@
+//! The forward pass allocates nothing per token: after the first few tokens (buffers and
+//! the thread pool warm), generating more tokens makes no heap allocation at all.
+//! Its own test binary, so the global allocation counter sees only this test.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use loupe::model::kv_cache::KvType;
+use loupe::model::{Context, Logits, Model, RunOptions};
+use loupe::store::GEMMA3_270M;
+
+struct Counting;
+static ALLOCS: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: forwards to the system allocator unchanged; only counts calls.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: same contract as the caller's.
+        unsafe { System.alloc(l) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        // SAFETY: same contract as the caller's.
+        unsafe { System.dealloc(p, l) }
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: same contract as the caller's.
+        unsafe { System.realloc(p, l, n) }
+    }
+}
+
+#[global_allocator]
+static ALLOC: Counting = Counting;
+
+#[test]
+fn generating_tokens_allocates_nothing() {
+    let path = GEMMA3_270M.path();
+    assert!(
+        path.is_file(),
+        "test model {} is missing: run scripts/fetch-models.sh",
+        path.display()
+    );
+    let model = Model::load(&path).unwrap();
+    let opts = RunOptions {
+        n_ctx: 64,
+        kv_type: KvType::F16,
+        threads: 2,
+        batch: 16,
+    };
+    let mut ctx = Context::new(&model, opts).unwrap();
+    ctx.eval(&[2, 818, 5279, 529], Logits::Last).unwrap();
+    for t in 0..4 {
+        ctx.eval(&[100 + t], Logits::Last).unwrap();
+    }
+    let before = ALLOCS.load(Ordering::Relaxed);
+    for t in 0..8 {
+        ctx.eval(&[200 + t], Logits::Last).unwrap();
+    }
+    let n = ALLOCS.load(Ordering::Relaxed) - before;
+    assert_eq!(n, 0, "8 generated tokens made {n} heap allocations");
+}
