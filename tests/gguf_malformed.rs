@@ -4,30 +4,39 @@
 //! Every case must end in an error (or, for harmless flips, a valid parse) without a
 //! panic, and no parse may allocate more than a small multiple of the input's size.
 //!
-//! One test in its own binary, so the allocation counter sees only this parse.
+//! Allocations are counted per thread, so tests running beside each other do not mix.
 
 mod common;
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::cell::Cell;
 
 use common::{field_map, patch, Field};
 use loupe::gguf::{parse, GgufError};
 
 struct Counting;
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
 
-// SAFETY: forwards to the system allocator unchanged; only counts bytes.
+thread_local! {
+    // Const-initialised cells without destructors: safe to touch from the allocator.
+    static LIVE: Cell<isize> = const { Cell::new(0) };
+    static PEAK: Cell<isize> = const { Cell::new(0) };
+}
+
+// SAFETY: forwards to the system allocator unchanged; only counts bytes per thread.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        let now = LIVE.fetch_add(l.size(), Ordering::Relaxed) + l.size();
-        PEAK.fetch_max(now, Ordering::Relaxed);
+        let now = LIVE.with(|c| {
+            c.set(c.get() + l.size() as isize);
+            c.get()
+        });
+        PEAK.with(|p| p.set(p.get().max(now)));
         // SAFETY: same contract as the caller's.
         unsafe { System.alloc(l) }
     }
     unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        LIVE.fetch_sub(l.size(), Ordering::Relaxed);
+        // Memory freed on another thread than it was allocated on can make a thread's
+        // count negative; only differences within one parse matter.
+        LIVE.with(|c| c.set(c.get() - l.size() as isize));
         // SAFETY: same contract as the caller's.
         unsafe { System.dealloc(p, l) }
     }
@@ -38,10 +47,10 @@ static ALLOC: Counting = Counting;
 
 /// Parse `bytes`, returning the result and the bytes allocated at peak during the parse.
 fn parse_counted(bytes: &[u8]) -> (Result<(), GgufError>, usize) {
-    let base = LIVE.load(Ordering::Relaxed);
-    PEAK.store(base, Ordering::Relaxed);
+    let base = LIVE.with(Cell::get);
+    PEAK.with(|p| p.set(base));
     let r = parse(bytes).map(drop);
-    (r, PEAK.load(Ordering::Relaxed) - base)
+    (r, (PEAK.with(Cell::get) - base).max(0) as usize)
 }
 
 /// Allocation allowed for a parse of `len` bytes: a small multiple plus a constant for
