@@ -127,3 +127,81 @@ impl KvCache {
         );
     }
 }
+
+/// Saving and restoring positions `0..n` (chat sessions resume without evaluating again).
+impl KvCache {
+    /// Bytes `to_bytes(n)` produces: every layer's keys then values of `n` positions.
+    pub fn saved_len(&self, n: usize) -> usize {
+        self.n_layer() * n * (self.kv_dim + self.kv_dim_v) * self.ty.bytes()
+    }
+
+    fn n_layer(&self) -> usize {
+        let len = match &self.k {
+            Store::F16(s) => s.len(),
+            Store::F32(s) => s.len(),
+        };
+        len / (self.n_ctx * self.kv_dim).max(1)
+    }
+
+    /// Positions `0..n` as little-endian bytes: for each layer its keys (n, kv_dim), then
+    /// its values (n, kv_dim_v), in the cache's own element type (no rounding).
+    pub fn to_bytes(&self, n: usize) -> Vec<u8> {
+        assert!(
+            n <= self.n_ctx,
+            "{n} positions in a cache of {}",
+            self.n_ctx
+        );
+        let mut out = Vec::with_capacity(self.saved_len(n));
+        for layer in 0..self.n_layer() {
+            for (store, dim) in [(&self.k, self.kv_dim), (&self.v, self.kv_dim_v)] {
+                let range = layer * self.n_ctx * dim..(layer * self.n_ctx + n) * dim;
+                match store {
+                    Store::F16(s) => s[range].iter().for_each(|h| out.extend(h.to_le_bytes())),
+                    Store::F32(s) => s[range].iter().for_each(|x| out.extend(x.to_le_bytes())),
+                }
+            }
+        }
+        out
+    }
+
+    /// The inverse of `to_bytes(n)`: positions `0..n` from `bytes`, which must have been
+    /// written by a cache of the same type and shape.
+    pub fn load_bytes(&mut self, n: usize, bytes: &[u8]) -> Result<()> {
+        if n > self.n_ctx {
+            bail!(
+                "the saved cache holds {n} positions, more than --ctx {}",
+                self.n_ctx
+            );
+        }
+        if bytes.len() != self.saved_len(n) {
+            bail!(
+                "the saved cache is {} bytes, {} expected for {n} positions",
+                bytes.len(),
+                self.saved_len(n)
+            );
+        }
+        let mut at = 0;
+        let (n_ctx, kv_dim, kv_dim_v) = (self.n_ctx, self.kv_dim, self.kv_dim_v);
+        for layer in 0..self.n_layer() {
+            for (store, dim) in [(&mut self.k, kv_dim), (&mut self.v, kv_dim_v)] {
+                let range = layer * n_ctx * dim..(layer * n_ctx + n) * dim;
+                match store {
+                    Store::F16(s) => {
+                        for d in &mut s[range] {
+                            *d = u16::from_le_bytes([bytes[at], bytes[at + 1]]);
+                            at += 2;
+                        }
+                    }
+                    Store::F32(s) => {
+                        for d in &mut s[range] {
+                            let b = [bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]];
+                            *d = f32::from_le_bytes(b);
+                            at += 4;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,385 @@
+//! A conversation: the messages, the template that renders them, the session that holds
+//! them in the KV cache, and one turn of generation.
+//!
+//! A turn: render every message (plus the assistant header) → tokens → fit them in the
+//! context (the policy may drop old exchanges) → `Session::sync` evaluates only what the
+//! cache lacks → sample until an end-of-generation token, the reply limit, a full context
+//! or an interrupt. The reply, even a partial one, becomes the last message.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use anyhow::{bail, Result};
+
+use super::template::{tokenize_prompt, ChatTemplate, Message};
+use crate::cli::sampler_args::SamplerArgs;
+use crate::sample::{softmax_top, Sampler};
+use crate::session::{ContextPolicy, Session, SyncStats};
+use crate::tokenizer::Tokenizer;
+
+/// How many candidates each reply token keeps for `/zoom N`.
+pub const ZOOM_TOP: usize = 8;
+
+/// One generated token and how likely the model found it.
+#[derive(Clone, Debug)]
+pub struct TokenRecord {
+    pub id: u32,
+    /// Its probability under the model's distribution (softmax of the raw logits).
+    pub p: f32,
+    /// The model's most likely tokens at that step, best first.
+    pub top: Vec<(u32, f32)>,
+}
+
+/// Why a reply ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stop {
+    /// The model wrote an end-of-generation token.
+    Eog,
+    /// `-n` tokens were written.
+    Limit,
+    /// Ctrl-C.
+    Interrupted,
+    /// No room left in the context.
+    ContextFull,
+}
+
+/// What a turn did, for the stats line.
+#[derive(Clone, Copy, Debug)]
+pub struct TurnStats {
+    pub ctx_used: usize,
+    pub n_ctx: usize,
+    pub prompt: SyncStats,
+    pub reply_tokens: usize,
+    pub reply_secs: f64,
+    pub stop: Stop,
+}
+
+impl TurnStats {
+    /// `[ctx 312/4096 · prompt 14 new + 298 cached, 210 tok/s · reply 45 tok, 38 tok/s]`
+    pub fn line(&self) -> String {
+        let rate = if self.reply_secs > 0.0 {
+            self.reply_tokens as f64 / self.reply_secs
+        } else {
+            0.0
+        };
+        format!(
+            "[ctx {}/{} · prompt {} new + {} cached, {:.0} tok/s · reply {} tok, {:.0} tok/s]",
+            self.ctx_used,
+            self.n_ctx,
+            self.prompt.new,
+            self.prompt.cached,
+            self.prompt.tok_per_s(),
+            self.reply_tokens,
+            rate
+        )
+    }
+}
+
+/// Things a turn tells whoever shows it, as they happen.
+pub enum Event<'a> {
+    /// Old exchanges were dropped to make room (`--context-policy shift`).
+    Dropped {
+        exchanges: usize,
+        tokens: usize,
+        first_words: &'a str,
+    },
+    /// The prompt is evaluated; the reply starts.
+    PromptDone(&'a SyncStats),
+    /// A piece of the reply (may be empty while a UTF-8 character is incomplete).
+    Token {
+        text: &'a str,
+        record: &'a TokenRecord,
+    },
+}
+
+/// The chat: settings, messages and the session holding them.
+pub struct Conversation<'m> {
+    pub session: Session<'m>,
+    pub tok: &'m Tokenizer,
+    pub template: ChatTemplate,
+    pub system: Option<String>,
+    /// User and assistant messages, alternating, oldest first (the system prompt apart).
+    pub messages: Vec<Message>,
+    pub sampler_args: SamplerArgs,
+    pub sampler: Sampler,
+    /// Reply limit in tokens; negative: until the model stops or the context is full.
+    pub n_predict: i32,
+    pub policy: ContextPolicy,
+    /// The tokens of the last reply, for `/zoom`.
+    pub last_reply: Vec<TokenRecord>,
+    pub last_stats: Option<TurnStats>,
+}
+
+impl<'m> Conversation<'m> {
+    pub fn new(
+        session: Session<'m>,
+        tok: &'m Tokenizer,
+        template: ChatTemplate,
+        sampler_args: SamplerArgs,
+    ) -> Result<Conversation<'m>> {
+        let sampler = Sampler::new(sampler_args.to_config()?, tok.n_vocab())?;
+        Ok(Conversation {
+            session,
+            tok,
+            template,
+            system: None,
+            messages: Vec::new(),
+            sampler_args,
+            sampler,
+            n_predict: -1,
+            policy: ContextPolicy::Shift,
+            last_reply: Vec::new(),
+            last_stats: None,
+        })
+    }
+
+    /// Rebuild the sampler after its settings changed.
+    pub fn set_sampler(&mut self, args: SamplerArgs) -> Result<()> {
+        self.sampler = Sampler::new(args.to_config()?, self.tok.n_vocab())?;
+        self.sampler_args = args;
+        Ok(())
+    }
+
+    /// Every message the template sees: the system prompt first, if any.
+    pub fn all_messages(&self) -> Vec<Message> {
+        let mut all = Vec::with_capacity(self.messages.len() + 1);
+        if let Some(s) = &self.system {
+            all.push(Message::new("system", s.clone()));
+        }
+        all.extend(self.messages.iter().cloned());
+        all
+    }
+
+    /// Tokens of the conversation as it stands, with the assistant header when `prompt`.
+    pub fn render_tokens(&self, prompt: bool) -> Result<Vec<u32>> {
+        let text = self.template.render(&self.all_messages(), prompt)?;
+        Ok(tokenize_prompt(self.tok, &text))
+    }
+
+    /// Positions to keep free for the reply when fitting the prompt.
+    fn reserve(&self) -> usize {
+        let n_ctx = self.session.n_ctx();
+        if self.n_predict > 0 {
+            (self.n_predict as usize).min(n_ctx / 2)
+        } else {
+            (n_ctx / 4).min(256)
+        }
+    }
+
+    /// Rewind the cache to what the conversation still shares with it (after /undo, /edit,
+    /// /system, /reset), so it holds nothing that was taken back.
+    pub fn rewind(&mut self) -> Result<()> {
+        let tokens = self.render_tokens(false)?;
+        let keep = self.session.common_prefix(&tokens);
+        self.session.truncate(keep);
+        Ok(())
+    }
+
+    /// Forget the messages (the system prompt stays) and the cache.
+    pub fn reset(&mut self) {
+        self.messages.clear();
+        self.last_reply.clear();
+        self.session.reset();
+    }
+
+    /// Drop the last exchange (the last user message and the reply to it).
+    pub fn undo(&mut self) -> Result<usize> {
+        let Some(i) = self.messages.iter().rposition(|m| m.role == "user") else {
+            bail!("nothing to undo");
+        };
+        let n = self.messages.len() - i;
+        self.messages.truncate(i);
+        self.last_reply.clear();
+        self.rewind()?;
+        Ok(n)
+    }
+
+    /// Index in `messages` of the `n`-th user message (1-based).
+    pub fn user_index(&self, n: usize) -> Option<usize> {
+        self.messages
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| m.role == "user")
+            .nth(n.checked_sub(1)?)
+            .map(|(i, _)| i)
+    }
+
+    /// Replace the `n`-th user message and drop everything after it.
+    pub fn edit(&mut self, n: usize, text: &str) -> Result<()> {
+        let count = self.messages.iter().filter(|m| m.role == "user").count();
+        let Some(i) = self.user_index(n) else {
+            bail!("there is no message {n} (you have written {count}; /context lists them)");
+        };
+        self.messages.truncate(i);
+        self.rewind()?;
+        self.messages.push(Message::new("user", text));
+        Ok(())
+    }
+
+    /// Prepare `/regen`: drop the last reply so the last message gets a new one.
+    pub fn drop_last_reply(&mut self) -> Result<()> {
+        match self.messages.last() {
+            Some(m) if m.role == "assistant" => {
+                self.messages.pop();
+                Ok(())
+            }
+            Some(_) => Ok(()),
+            None => bail!("there is no message to answer yet"),
+        }
+    }
+
+    /// Fit the conversation in the context under the policy; the tokens to evaluate.
+    fn fit(&mut self, on: &mut dyn FnMut(Event) -> Result<()>) -> Result<Vec<u32>> {
+        let n_ctx = self.session.n_ctx();
+        let reserve = self.reserve();
+        let (mut dropped, mut dropped_tokens, mut first_words) = (0, 0, String::new());
+        loop {
+            let tokens = self.render_tokens(true)?;
+            if tokens.len() + reserve <= n_ctx {
+                if dropped > 0 {
+                    on(Event::Dropped {
+                        exchanges: dropped,
+                        tokens: dropped_tokens,
+                        first_words: &first_words,
+                    })?;
+                }
+                return Ok(tokens);
+            }
+            let more_than_last = self.messages.len() > 1;
+            match self.policy {
+                ContextPolicy::Stop => bail!(
+                    "the context is full: this turn needs {} tokens plus {reserve} for the reply, \
+                     and --ctx is {n_ctx}. /undo drops the last exchange, /reset starts over \
+                     (or restart with a larger --ctx, or --context-policy shift)",
+                    tokens.len()
+                ),
+                ContextPolicy::Shift if more_than_last => {
+                    // Drop the oldest exchange: a user message and the replies after it.
+                    let end = self.messages[1..]
+                        .iter()
+                        .position(|m| m.role == "user")
+                        .map_or(self.messages.len() - 1, |p| p + 1);
+                    let before = tokens.len();
+                    if dropped == 0 {
+                        first_words = preview(&self.messages[0].content, 40);
+                    }
+                    self.messages.drain(..end);
+                    dropped += 1;
+                    let after = self.render_tokens(true)?.len();
+                    dropped_tokens += before.saturating_sub(after);
+                }
+                ContextPolicy::Shift if tokens.len() < n_ctx => {
+                    // Only the last message is left: let it in with less room to reply.
+                    return Ok(tokens);
+                }
+                ContextPolicy::Shift => bail!(
+                    "this message alone takes {} tokens, more than --ctx {n_ctx}: shorten it or \
+                     restart with a larger --ctx",
+                    tokens.len()
+                ),
+            }
+        }
+    }
+
+    /// Add a user message and answer it.
+    pub fn send(
+        &mut self,
+        text: &str,
+        stop: &AtomicBool,
+        on: &mut dyn FnMut(Event) -> Result<()>,
+    ) -> Result<TurnStats> {
+        self.messages.push(Message::new("user", text));
+        let result = self.respond(stop, on);
+        if result.is_err() && self.messages.last().is_some_and(|m| m.role == "user") {
+            self.messages.pop();
+        }
+        result
+    }
+
+    /// Answer the last message: the reply streams through `on` and becomes the last
+    /// message. `stop` (Ctrl-C) ends it early; the partial reply is kept.
+    pub fn respond(
+        &mut self,
+        stop: &AtomicBool,
+        on: &mut dyn FnMut(Event) -> Result<()>,
+    ) -> Result<TurnStats> {
+        let tokens = self.fit(on)?;
+        let tok = self.tok;
+        let (prompt, mut logits) = self.session.sync(&tokens)?;
+        on(Event::PromptDone(&prompt))?;
+        let mut dec = tok.stream_decoder(false);
+        let mut records = Vec::new();
+        let mut ids = Vec::new();
+        let t0 = Instant::now();
+        let end = loop {
+            if stop.load(Ordering::Relaxed) {
+                break Stop::Interrupted;
+            }
+            if self.n_predict >= 0 && ids.len() >= self.n_predict as usize {
+                break Stop::Limit;
+            }
+            let id = self.sampler.sample(logits);
+            if tok.is_eog(id) {
+                break Stop::Eog;
+            }
+            self.sampler.accept(id);
+            let record = TokenRecord {
+                id,
+                p: prob_of(logits, id),
+                top: softmax_top(logits, ZOOM_TOP),
+            };
+            ids.push(id);
+            let text = dec.push(id);
+            on(Event::Token {
+                text: &text,
+                record: &record,
+            })?;
+            records.push(record);
+            if self.session.room() == 0 {
+                break Stop::ContextFull;
+            }
+            logits = self.session.push(id)?;
+        };
+        let tail = dec.finish();
+        if !tail.is_empty() {
+            if let Some(record) = records.last() {
+                on(Event::Token {
+                    text: &tail,
+                    record,
+                })?;
+            }
+        }
+        let reply_secs = t0.elapsed().as_secs_f64();
+        self.messages
+            .push(Message::new("assistant", tok.decode(&ids, false)));
+        self.last_reply = records;
+        let stats = TurnStats {
+            ctx_used: self.session.len(),
+            n_ctx: self.session.n_ctx(),
+            prompt,
+            reply_tokens: ids.len(),
+            reply_secs,
+            stop: end,
+        };
+        self.last_stats = Some(stats);
+        Ok(stats)
+    }
+}
+
+/// Probability of `id` under the softmax of `logits`.
+pub fn prob_of(logits: &[f32], id: u32) -> f32 {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let sum: f64 = logits.iter().map(|&l| ((l - max) as f64).exp()).sum();
+    (((logits[id as usize] - max) as f64).exp() / sum) as f32
+}
+
+/// The first `n` characters of `s` on one line, with an ellipsis when cut.
+pub fn preview(s: &str, n: usize) -> String {
+    let flat: String = s.split_whitespace().collect::<Vec<_>>().join(" ");
+    if flat.chars().count() <= n {
+        flat
+    } else {
+        let cut: String = flat.chars().take(n).collect();
+        format!("{cut}…")
+    }
+}

@@ -1,0 +1,397 @@
+//! The interactive chat: a line editor (reedline, on crossterm) with history across runs,
+//! replies streamed token by token, Ctrl-C to stop a reply, slash commands.
+
+use std::borrow::Cow;
+use std::io::{self, Write};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::Result;
+use reedline::{
+    default_emacs_keybindings, EditCommand, Emacs, FileBackedHistory, KeyCode, KeyModifiers,
+    Prompt, PromptEditMode, PromptHistorySearch, Reedline, ReedlineEvent, Signal, ValidationResult,
+    Validator,
+};
+
+use super::commands::{self, Command, HELP};
+use super::conversation::{preview, Conversation, Event, Stop};
+use super::ui::Style;
+use super::zoom;
+
+/// Set by SIGINT while a reply is being written (the line editor reads Ctrl-C as a key).
+static INTERRUPT: AtomicBool = AtomicBool::new(false);
+
+/// What the REPL shows about the run in its banner and `/show`.
+pub struct ReplInfo {
+    pub model_path: PathBuf,
+    pub threads: usize,
+}
+
+struct ChatPrompt;
+
+impl Prompt for ChatPrompt {
+    fn render_prompt_left(&self) -> Cow<'_, str> {
+        Cow::Borrowed("")
+    }
+    fn render_prompt_right(&self) -> Cow<'_, str> {
+        Cow::Borrowed("")
+    }
+    fn render_prompt_indicator(&self, _: PromptEditMode) -> Cow<'_, str> {
+        Cow::Borrowed("› ")
+    }
+    fn render_prompt_multiline_indicator(&self) -> Cow<'_, str> {
+        Cow::Borrowed("… ")
+    }
+    fn render_prompt_history_search_indicator(&self, h: PromptHistorySearch) -> Cow<'_, str> {
+        Cow::Owned(format!("(search: {}) ", h.term))
+    }
+}
+
+/// A line that opens a `"""` block is incomplete until a line closes it.
+struct TripleQuotes;
+
+impl Validator for TripleQuotes {
+    fn validate(&self, line: &str) -> ValidationResult {
+        let t = line.trim_start();
+        if t.starts_with("\"\"\"") && (t.len() < 6 || !line.trim_end().ends_with("\"\"\"")) {
+            ValidationResult::Incomplete
+        } else {
+            ValidationResult::Complete
+        }
+    }
+}
+
+/// The text of a `"""` block without its quotes.
+fn unquote(line: &str) -> String {
+    let t = line.trim();
+    match t
+        .strip_prefix("\"\"\"")
+        .and_then(|s| s.strip_suffix("\"\"\""))
+    {
+        Some(inner) => inner.trim_matches('\n').to_string(),
+        None => line.to_string(),
+    }
+}
+
+fn history_path() -> Option<PathBuf> {
+    let dir = dirs::data_dir()?.join("loupe");
+    std::fs::create_dir_all(&dir).ok()?;
+    Some(dir.join("chat_history.txt"))
+}
+
+fn editor() -> Reedline {
+    let mut kb = default_emacs_keybindings();
+    kb.add_binding(
+        KeyModifiers::CONTROL,
+        KeyCode::Char('c'),
+        ReedlineEvent::ExecuteHostCommand("ctrl-c".into()),
+    );
+    let mut ed = Reedline::create()
+        .with_edit_mode(Box::new(Emacs::new(kb)))
+        .with_validator(Box::new(TripleQuotes))
+        .use_bracketed_paste(true);
+    if let Some(h) = history_path().and_then(|p| FileBackedHistory::with_file(2000, p).ok()) {
+        ed = ed.with_history(Box::new(h));
+    }
+    ed
+}
+
+pub fn run(conv: &mut Conversation, info: &ReplInfo) -> Result<()> {
+    let st = Style::detect();
+    // Ctrl-C while a reply streams: stop it, keep what was written.
+    let _ = ctrlc::set_handler(|| INTERRUPT.store(true, Ordering::SeqCst));
+    let mut ed = editor();
+    let mut zoom_on = false;
+    let mut pending_edit: Option<usize> = None;
+    let mut ctrl_c_once = false;
+    println!(
+        "{}",
+        st.dim(&format!(
+            "loupe chat · {} · template {} · ctx {} · /help for commands, Ctrl-D to leave",
+            info.model_path.display(),
+            conv.template.name,
+            conv.session.n_ctx()
+        ))
+    );
+    loop {
+        let sig = ed.read_line(&ChatPrompt)?;
+        let line = match sig {
+            Signal::Success(l) => l,
+            Signal::HostCommand(c) if c == "ctrl-c" => {
+                if !ed.current_buffer_contents().is_empty() {
+                    ed.run_edit_commands(&[EditCommand::Clear]);
+                    ctrl_c_once = false;
+                    continue;
+                }
+                if ctrl_c_once {
+                    println!();
+                    break;
+                }
+                ctrl_c_once = true;
+                println!("\n{}", st.dim("(Ctrl-C again or Ctrl-D to leave)"));
+                continue;
+            }
+            Signal::CtrlD => {
+                println!();
+                break;
+            }
+            _ => continue,
+        };
+        ctrl_c_once = false;
+        let text = unquote(&line);
+        if text.trim().is_empty() {
+            continue;
+        }
+        if let Some(n) = pending_edit.take() {
+            if let Err(e) = conv.edit(n, &text) {
+                println!("{}", st.red(&format!("{e:#}")));
+                continue;
+            }
+            turn(conv, st, zoom_on, false)?;
+            continue;
+        }
+        if !text.starts_with('/') {
+            conv.messages
+                .push(super::template::Message::new("user", text));
+            turn(conv, st, zoom_on, true)?;
+            continue;
+        }
+        let cmd = match commands::parse(&text) {
+            Ok(c) => c,
+            Err(e) => {
+                println!("{}", st.red(&format!("{e:#}")));
+                continue;
+            }
+        };
+        let result = match cmd {
+            Command::Exit => break,
+            Command::Edit(n, None) => match conv.user_index(n) {
+                Some(i) => {
+                    let old = conv.messages[i].content.clone();
+                    ed.run_edit_commands(&[EditCommand::InsertString(old)]);
+                    pending_edit = Some(n);
+                    println!(
+                        "{}",
+                        st.dim(&format!("editing message {n}; Enter sends it"))
+                    );
+                    Ok(())
+                }
+                None => Err(anyhow::anyhow!("there is no message {n} (see /context)")),
+            },
+            Command::Edit(n, Some(t)) => conv
+                .edit(n, &t)
+                .and_then(|()| turn(conv, st, zoom_on, false)),
+            Command::Regen => conv
+                .drop_last_reply()
+                .and_then(|()| turn(conv, st, zoom_on, false)),
+            Command::Zoom(None) => {
+                zoom_on = !zoom_on;
+                println!(
+                    "{}",
+                    st.dim(if zoom_on {
+                        "zoom on: tokens are coloured by the model's confidence (green ≥ 70%, yellow ≥ 30%, red below)"
+                    } else {
+                        "zoom off"
+                    })
+                );
+                Ok(())
+            }
+            Command::Zoom(Some(n)) => {
+                zoom::table(&conv.last_reply, n, conv.tok, st).map(|t| print!("{t}"))
+            }
+            other => command(conv, other, info, st),
+        };
+        if let Err(e) = result {
+            println!("{}", st.red(&format!("{e:#}")));
+        }
+    }
+    Ok(())
+}
+
+/// Answer the last message, streaming the reply, then the stats line. A failed turn
+/// (the context policy refused it) is reported and leaves the conversation as it was.
+fn turn(conv: &mut Conversation, st: Style, zoom_on: bool, pop_on_error: bool) -> Result<()> {
+    INTERRUPT.store(false, Ordering::SeqCst);
+    let stdout = io::stdout();
+    let mut out = stdout.lock();
+    let tok = conv.tok;
+    let mut on = |ev: Event| -> Result<()> {
+        match ev {
+            Event::Dropped {
+                exchanges,
+                tokens,
+                first_words,
+            } => writeln!(
+                out,
+                "{}",
+                st.yellow(&format!(
+                    "[context full: dropped the {exchanges} oldest exchange(s), {tokens} tokens, from \"{first_words}\"]"
+                ))
+            )?,
+            Event::PromptDone(_) => {}
+            Event::Token { text, record } => {
+                if zoom_on {
+                    write!(out, "{}", st.confidence(record.p, text))?;
+                } else {
+                    write!(out, "{text}")?;
+                }
+                out.flush()?;
+            }
+        }
+        Ok(())
+    };
+    let result = conv.respond(&INTERRUPT, &mut on);
+    drop(out);
+    let stats = match result {
+        Ok(s) => s,
+        Err(e) => {
+            if pop_on_error && conv.messages.last().is_some_and(|m| m.role == "user") {
+                conv.messages.pop();
+            }
+            println!("{}", st.red(&format!("{e:#}")));
+            return Ok(());
+        }
+    };
+    println!();
+    match stats.stop {
+        Stop::Interrupted => println!("{}", st.yellow("[stopped: the partial reply is kept]")),
+        Stop::ContextFull => println!(
+            "{}",
+            st.yellow("[the context is full: the reply was cut; /undo or /reset frees room]")
+        ),
+        Stop::Limit => println!(
+            "{}",
+            st.dim(&format!(
+                "[reply limit of {} tokens reached]",
+                conv.n_predict
+            ))
+        ),
+        Stop::Eog => {}
+    }
+    if zoom_on {
+        println!("{}", zoom::summary(&conv.last_reply, tok, st));
+    }
+    println!("{}", st.dim(&stats.line()));
+    Ok(())
+}
+
+fn command(conv: &mut Conversation, cmd: Command, info: &ReplInfo, st: Style) -> Result<()> {
+    match cmd {
+        Command::Help => println!("{HELP}"),
+        Command::System(None) => match &conv.system {
+            Some(s) => println!("system: {s}"),
+            None => println!(
+                "{}",
+                st.dim("no system prompt (the template may add its own)")
+            ),
+        },
+        Command::System(Some(t)) => {
+            conv.system = (t != "-").then_some(t);
+            conv.rewind()?;
+            println!(
+                "{}",
+                st.dim("system prompt set; it applies from the next reply")
+            );
+        }
+        Command::Reset => {
+            conv.reset();
+            println!("{}", st.dim("conversation cleared"));
+        }
+        Command::Undo => {
+            let n = conv.undo()?;
+            println!(
+                "{}",
+                st.dim(&format!(
+                    "dropped the last {n} message(s); ctx {}/{}",
+                    conv.session.len(),
+                    conv.session.n_ctx()
+                ))
+            );
+        }
+        Command::Save(p) => {
+            let bytes = conv.save(&p)?;
+            println!(
+                "{}",
+                st.dim(&format!(
+                    "saved {} messages, {} tokens ({:.1} MB) to {}",
+                    conv.messages.len(),
+                    conv.session.len(),
+                    bytes as f64 / 1e6,
+                    p.display()
+                ))
+            );
+        }
+        Command::Load(p) => {
+            let flags = crate::cli::sampler_args::SamplerArgs::default();
+            conv.load(&p, &flags)?;
+            println!(
+                "{}",
+                st.dim(&format!(
+                    "loaded {} messages, {} tokens in the cache, nothing evaluated",
+                    conv.messages.len(),
+                    conv.session.len()
+                ))
+            );
+        }
+        Command::Set(k, v) => println!("{}", st.dim(&commands::set(conv, &k, &v)?)),
+        Command::Show => show(conv, info),
+        Command::Stats => match &conv.last_stats {
+            Some(s) => println!("{}", s.line()),
+            None => println!("{}", st.dim("no turn yet")),
+        },
+        Command::Context => context(conv),
+        Command::Exit | Command::Edit(..) | Command::Regen | Command::Zoom(_) => {}
+    }
+    Ok(())
+}
+
+fn show(conv: &Conversation, info: &ReplInfo) {
+    let m = conv.session.model();
+    println!("model     {}", info.model_path.display());
+    println!(
+        "          {} · {} layers · vocab {}",
+        m.config.arch.name(),
+        m.config.n_layer,
+        m.config.vocab_size
+    );
+    println!("template  {}", conv.template.name);
+    println!(
+        "context   {} tokens, policy {} · threads {}",
+        conv.session.n_ctx(),
+        conv.policy,
+        info.threads
+    );
+    println!(
+        "reply     {}",
+        if conv.n_predict < 0 {
+            "until the model stops (-n -1)".to_string()
+        } else {
+            format!("at most {} tokens (-n)", conv.n_predict)
+        }
+    );
+    println!("sampler   {}", conv.sampler.describe());
+    for (k, v, from) in conv.sampler_args.sources() {
+        println!("          {k:<18} {v:<10} ({from})");
+    }
+}
+
+fn context(conv: &Conversation) {
+    println!(
+        "{} of {} tokens in the cache · policy {}",
+        conv.session.len(),
+        conv.session.n_ctx(),
+        conv.policy
+    );
+    if let Some(s) = &conv.system {
+        println!("  system: {}", preview(s, 60));
+    }
+    let mut n = 0;
+    for m in &conv.messages {
+        if m.role == "user" {
+            n += 1;
+            println!("  {n:>2} you:   {}", preview(&m.content, 60));
+        } else {
+            println!("     model: {}", preview(&m.content, 60));
+        }
+    }
+}

@@ -1,0 +1,331 @@
+//! Chat templates: a conversation (system, user, assistant messages) to the text the
+//! model was trained to continue.
+//!
+//! The GGUF's own `tokenizer.chat_template` (a Hugging Face Jinja template) is rendered
+//! with minijinja, set up as `transformers` sets up Jinja: `trim_blocks`, `lstrip_blocks`,
+//! `raise_exception`, `strftime_now`, `tojson`, `{% break %}`/`{% continue %}`, the Python
+//! string and dict methods templates call (`.strip()`, `.startswith()`, `.items()`), and
+//! the `bos_token` / `eos_token` / `add_generation_prompt` variables. When the file has no
+//! template, a built-in one is chosen from the vocabulary's control tokens.
+
+use anyhow::{anyhow, bail, Result};
+use minijinja::{context, Environment, Error, ErrorKind, Value};
+
+use crate::gguf::Metadata;
+use crate::tokenizer::Tokenizer;
+
+/// One message of a conversation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Message {
+    /// "system", "user" or "assistant".
+    pub role: String,
+    pub content: String,
+}
+
+impl Message {
+    pub fn new(role: &str, content: impl Into<String>) -> Message {
+        Message {
+            role: role.to_string(),
+            content: content.into(),
+        }
+    }
+}
+
+/// The built-in templates, by the name `--template` takes.
+pub const BUILTIN_NAMES: [&str; 5] = ["chatml", "llama3", "llama2", "gemma", "phi3"];
+
+/// `<|im_start|>role\ncontent<|im_end|>\n` (Qwen, many fine-tunes).
+const CHATML: &str = r#"
+{%- for m in messages -%}
+{{- '<|im_start|>' + m.role + '\n' + m.content + '<|im_end|>\n' -}}
+{%- endfor -%}
+{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\n' -}}{%- endif -%}
+"#;
+
+/// Llama 3: header tokens around the role, `<|eot_id|>` after each message.
+const LLAMA3: &str = r#"
+{{- bos_token -}}
+{%- for m in messages -%}
+{{- '<|start_header_id|>' + m.role + '<|end_header_id|>\n\n' + m.content | trim + '<|eot_id|>' -}}
+{%- endfor -%}
+{%- if add_generation_prompt -%}{{- '<|start_header_id|>assistant<|end_header_id|>\n\n' -}}{%- endif -%}
+"#;
+
+/// Llama 2 / Mistral: `[INST] … [/INST] reply</s>`, the system prompt in `<<SYS>>` inside
+/// the first instruction.
+const LLAMA2: &str = r#"
+{%- set has_system = messages and messages[0].role == 'system' -%}
+{%- set system = messages[0].content if has_system else '' -%}
+{%- set msgs = messages[1:] if has_system else messages -%}
+{%- for m in msgs -%}
+{%- if m.role == 'user' -%}
+{{- bos_token + '[INST] ' -}}
+{%- if loop.first and system -%}{{- '<<SYS>>\n' + system + '\n<</SYS>>\n\n' -}}{%- endif -%}
+{{- m.content | trim + ' [/INST]' -}}
+{%- else -%}
+{{- ' ' + m.content | trim + eos_token -}}
+{%- endif -%}
+{%- endfor -%}
+"#;
+
+/// Gemma: `<start_of_turn>user|model`, no system role (it goes into the first turn).
+const GEMMA: &str = r#"
+{{- bos_token -}}
+{%- set has_system = messages and messages[0].role == 'system' -%}
+{%- set system = messages[0].content if has_system else '' -%}
+{%- set msgs = messages[1:] if has_system else messages -%}
+{%- for m in msgs -%}
+{%- set role = 'model' if m.role == 'assistant' else m.role -%}
+{%- set prefix = system + '\n\n' if loop.first and system else '' -%}
+{{- '<start_of_turn>' + role + '\n' + prefix + m.content | trim + '<end_of_turn>\n' -}}
+{%- endfor -%}
+{%- if add_generation_prompt -%}{{- '<start_of_turn>model\n' -}}{%- endif -%}
+"#;
+
+/// Phi-3: `<|user|>\ncontent<|end|>\n`.
+const PHI3: &str = r#"
+{%- for m in messages -%}
+{{- '<|' + m.role + '|>\n' + m.content + '<|end|>\n' -}}
+{%- endfor -%}
+{%- if add_generation_prompt -%}{{- '<|assistant|>\n' -}}{%- endif -%}
+"#;
+
+/// The source of a built-in template (`mistral` is an alias of `llama2`).
+pub fn builtin(name: &str) -> Option<&'static str> {
+    Some(match name {
+        "chatml" => CHATML,
+        "llama3" => LLAMA3,
+        "llama2" | "mistral" => LLAMA2,
+        "gemma" => GEMMA,
+        "phi3" => PHI3,
+        _ => return None,
+    })
+}
+
+/// The built-in template that fits a vocabulary: by its control tokens, else by the
+/// architecture, else chatml.
+pub fn guess_builtin(tok: &Tokenizer, arch: &str) -> &'static str {
+    let has = |t: &str| tok.token_id(t).is_some();
+    if has("<|im_start|>") {
+        "chatml"
+    } else if has("<|start_header_id|>") {
+        "llama3"
+    } else if has("<start_of_turn>") {
+        "gemma"
+    } else if has("<|assistant|>") && has("<|end|>") {
+        "phi3"
+    } else if arch == "llama" {
+        "llama2"
+    } else {
+        "chatml"
+    }
+}
+
+/// A chat template ready to render.
+pub struct ChatTemplate {
+    /// "gguf" for the file's own, else the built-in's name.
+    pub name: String,
+    env: Environment<'static>,
+    bos: String,
+    eos: String,
+}
+
+impl ChatTemplate {
+    /// The template for a model: `choice` ("gguf" or a built-in name) if given, else the
+    /// GGUF's own, else a built-in guessed from the vocabulary.
+    pub fn for_model(
+        md: &Metadata,
+        tok: &Tokenizer,
+        arch: &str,
+        choice: Option<&str>,
+    ) -> Result<ChatTemplate> {
+        let own = md
+            .get_opt_str("tokenizer.chat_template")
+            .ok()
+            .flatten()
+            .filter(|s| !s.trim().is_empty());
+        let (name, source) = match choice {
+            Some("gguf") => match own {
+                Some(s) => ("gguf".to_string(), s.to_string()),
+                None => bail!("this model has no chat template of its own (tokenizer.chat_template); pick one of --template {}", BUILTIN_NAMES.join(", ")),
+            },
+            Some(n) => match builtin(n) {
+                Some(s) => (n.to_string(), s.to_string()),
+                None => bail!(
+                    "unknown template {n:?}: gguf (the model's own) or one of {}",
+                    BUILTIN_NAMES.join(", ")
+                ),
+            },
+            None => match own {
+                Some(s) => ("gguf".to_string(), s.to_string()),
+                None => {
+                    let n = guess_builtin(tok, arch);
+                    (n.to_string(), builtin(n).unwrap_or(CHATML).to_string())
+                }
+            },
+        };
+        let piece = |id: Option<u32>| {
+            id.and_then(|i| tok.token_text(i))
+                .unwrap_or_default()
+                .to_string()
+        };
+        ChatTemplate::new(&name, &source, &piece(tok.bos()), &piece(tok.eos()))
+    }
+
+    /// Compile `source`; `bos` and `eos` are the texts of the BOS and EOS tokens.
+    pub fn new(name: &str, source: &str, bos: &str, eos: &str) -> Result<ChatTemplate> {
+        let mut env = Environment::new();
+        env.set_trim_blocks(true);
+        env.set_lstrip_blocks(true);
+        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        env.add_function("raise_exception", raise_exception);
+        env.add_function("strftime_now", strftime_now);
+        env.add_template_owned("chat", source.to_string())
+            .map_err(|e| anyhow!("the {name} chat template does not compile: {e:#}"))?;
+        Ok(ChatTemplate {
+            name: name.to_string(),
+            env,
+            bos: bos.to_string(),
+            eos: eos.to_string(),
+        })
+    }
+
+    /// The text of `messages`, ending with the assistant's header when
+    /// `add_generation_prompt` (the model then writes the reply).
+    pub fn render(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String> {
+        let msgs: Vec<Value> = messages
+            .iter()
+            .map(|m| context! { role => m.role, content => m.content })
+            .collect();
+        let tmpl = self.env.get_template("chat")?;
+        tmpl.render(context! {
+            messages => msgs,
+            add_generation_prompt => add_generation_prompt,
+            bos_token => self.bos,
+            eos_token => self.eos,
+        })
+        .map_err(|e| anyhow!("the {} chat template failed: {e:#}", self.name))
+    }
+}
+
+/// `raise_exception(msg)`: a template refusing a conversation (e.g. roles out of order).
+fn raise_exception(msg: String) -> Result<Value, Error> {
+    Err(Error::new(ErrorKind::InvalidOperation, msg))
+}
+
+/// `strftime_now(format)`: the local date and time, as Python's `strftime` formats it.
+fn strftime_now(format: String) -> String {
+    chrono::Local::now().format(&format).to_string()
+}
+
+/// Token ids of a rendered conversation: control tokens in the text (`<|im_start|>`) are
+/// parsed as such, and BOS is added only where the vocabulary wants it and the template
+/// did not already write it.
+pub fn tokenize_prompt(tok: &Tokenizer, text: &str) -> Vec<u32> {
+    let mut ids = tok.encode(text, false, true);
+    if let Some(bos) = tok.bos().filter(|_| tok.add_bos()) {
+        if ids.first() != Some(&bos) {
+            ids.insert(0, bos);
+        }
+    }
+    ids
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn convo() -> Vec<Message> {
+        vec![
+            Message::new("system", "Be brief."),
+            Message::new("user", "Hi"),
+            Message::new("assistant", "Hello!"),
+            Message::new("user", "Bye"),
+        ]
+    }
+
+    fn render(name: &str) -> String {
+        ChatTemplate::new(name, builtin(name).unwrap(), "<s>", "</s>")
+            .unwrap()
+            .render(&convo(), true)
+            .unwrap()
+    }
+
+    #[test]
+    fn chatml() {
+        assert_eq!(
+            render("chatml"),
+            "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n\
+             <|im_start|>assistant\nHello!<|im_end|>\n<|im_start|>user\nBye<|im_end|>\n\
+             <|im_start|>assistant\n"
+        );
+    }
+
+    #[test]
+    fn llama3() {
+        assert_eq!(
+            render("llama3"),
+            "<s><|start_header_id|>system<|end_header_id|>\n\nBe brief.<|eot_id|>\
+             <|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>\
+             <|start_header_id|>assistant<|end_header_id|>\n\nHello!<|eot_id|>\
+             <|start_header_id|>user<|end_header_id|>\n\nBye<|eot_id|>\
+             <|start_header_id|>assistant<|end_header_id|>\n\n"
+        );
+    }
+
+    #[test]
+    fn llama2() {
+        assert_eq!(
+            render("llama2"),
+            "<s>[INST] <<SYS>>\nBe brief.\n<</SYS>>\n\nHi [/INST] Hello!</s><s>[INST] Bye [/INST]"
+        );
+    }
+
+    #[test]
+    fn gemma() {
+        assert_eq!(
+            render("gemma"),
+            "<s><start_of_turn>user\nBe brief.\n\nHi<end_of_turn>\n\
+             <start_of_turn>model\nHello!<end_of_turn>\n\
+             <start_of_turn>user\nBye<end_of_turn>\n<start_of_turn>model\n"
+        );
+    }
+
+    #[test]
+    fn phi3() {
+        assert_eq!(
+            render("phi3"),
+            "<|system|>\nBe brief.<|end|>\n<|user|>\nHi<|end|>\n<|assistant|>\nHello!<|end|>\n\
+             <|user|>\nBye<|end|>\n<|assistant|>\n"
+        );
+    }
+
+    /// The constructs Hugging Face templates use: Python methods, loop controls, tojson,
+    /// raise_exception, strftime_now, namespace.
+    #[test]
+    fn hugging_face_helpers() {
+        let src = r#"{% set ns = namespace(n=0) %}
+{% for m in messages %}
+{% if m.role not in ['system', 'user', 'assistant'] %}{{ raise_exception('bad role') }}{% endif %}
+{% if m.content.strip().startswith('Bye') %}{% break %}{% endif %}
+{% set ns.n = ns.n + 1 %}
+{{ m.role.upper() }}={{ m.content | tojson }};
+{% endfor %}
+{{ ns.n }} {{ strftime_now('%Y') | length }}"#;
+        let t = ChatTemplate::new("test", src, "", "").unwrap();
+        let out = t.render(&convo(), false).unwrap();
+        assert_eq!(
+            out,
+            "SYSTEM=\"Be brief.\";\nUSER=\"Hi\";\nASSISTANT=\"Hello!\";\n3 4"
+        );
+        let bad = vec![Message::new("tool", "x")];
+        let err = t.render(&bad, false).unwrap_err();
+        assert!(format!("{err:#}").contains("bad role"), "{err:#}");
+    }
+
+    #[test]
+    fn unknown_template_name_is_refused() {
+        assert!(builtin("vicuna").is_none());
+        assert_eq!(builtin("mistral"), builtin("llama2"));
+    }
+}

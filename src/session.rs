@@ -1,0 +1,379 @@
+//! A conversation's memory: the token history and the KV cache that holds it, kept across
+//! turns.
+//!
+//! Each turn the chat renders the whole conversation to tokens and calls [`Session::sync`]:
+//! the longest prefix already in the cache is kept, the cache is rewound to it, and only
+//! the tokens after it are evaluated. Positions are baked into the cached keys (RoPE), so
+//! dropping old messages means re-evaluating everything after the first change: the
+//! prefix rule does exactly that, nothing more.
+//!
+//! A session can be written to a file with its KV cache ([`Session::save`]) and restored
+//! without evaluating anything ([`Session::load`]). The file is versioned, checksummed and
+//! bound to the model that made it. No terminal I/O here.
+
+use std::fmt;
+use std::io::{Read, Write};
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Instant;
+
+use anyhow::{ensure, Context as _, Result};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+use crate::model::kv_cache::KvType;
+use crate::model::{Context, Logits, Model};
+
+/// What to do when the next turn would not fit in the context.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ContextPolicy {
+    /// Drop the oldest exchanges after the system prompt, say so, and re-evaluate.
+    #[default]
+    Shift,
+    /// Refuse the turn and say which commands free room.
+    Stop,
+}
+
+impl FromStr for ContextPolicy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "shift" => Ok(ContextPolicy::Shift),
+            "stop" => Ok(ContextPolicy::Stop),
+            _ => Err(format!("{s:?} is not a context policy (shift or stop)")),
+        }
+    }
+}
+
+impl fmt::Display for ContextPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ContextPolicy::Shift => "shift",
+            ContextPolicy::Stop => "stop",
+        })
+    }
+}
+
+/// What one `sync` did: tokens reused from the cache, tokens evaluated, and how long.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct SyncStats {
+    pub cached: usize,
+    pub new: usize,
+    pub secs: f64,
+}
+
+impl SyncStats {
+    pub fn tok_per_s(&self) -> f64 {
+        if self.secs > 0.0 {
+            self.new as f64 / self.secs
+        } else {
+            0.0
+        }
+    }
+}
+
+/// Token history + the KV cache holding it.
+pub struct Session<'m> {
+    ctx: Context<'m>,
+    tokens: Vec<u32>, // (n_past) the ids at cache positions 0..n_past
+}
+
+/// Magic bytes opening a session file, then the format version.
+const MAGIC: &[u8; 8] = b"LOUPESES";
+pub const FILE_VERSION: u32 = 1;
+
+/// Why a session file was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionFileError {
+    #[error("{0} is not a loupe session file")]
+    NotASession(String),
+    #[error("{path} is a session file of version {found}; this loupe reads version {supported}")]
+    Version {
+        path: String,
+        found: u32,
+        supported: u32,
+    },
+    #[error("{path} is damaged: {reason}")]
+    Damaged { path: String, reason: String },
+    #[error("{path} was saved with another model ({saved}); this one is {current}")]
+    OtherModel {
+        path: String,
+        saved: String,
+        current: String,
+    },
+    #[error("{path} was saved with a {saved} KV cache; this run uses {current} (--kv-type)")]
+    KvType {
+        path: String,
+        saved: String,
+        current: String,
+    },
+    #[error("{path} holds {n} tokens, more than --ctx {n_ctx}: run with --ctx {n} or more")]
+    TooLong {
+        path: String,
+        n: usize,
+        n_ctx: usize,
+    },
+}
+
+impl<'m> Session<'m> {
+    pub fn new(ctx: Context<'m>) -> Session<'m> {
+        let mut ctx = ctx;
+        ctx.truncate(0);
+        Session {
+            ctx,
+            tokens: Vec::new(),
+        }
+    }
+
+    pub fn model(&self) -> &'m Model {
+        self.ctx.model
+    }
+
+    pub fn n_ctx(&self) -> usize {
+        self.ctx.n_ctx()
+    }
+
+    /// Tokens in the cache.
+    pub fn len(&self) -> usize {
+        self.tokens.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tokens.is_empty()
+    }
+
+    pub fn tokens(&self) -> &[u32] {
+        &self.tokens
+    }
+
+    /// Positions still free.
+    pub fn room(&self) -> usize {
+        self.n_ctx() - self.tokens.len()
+    }
+
+    /// Forget everything from position `n` on.
+    pub fn truncate(&mut self, n: usize) {
+        self.tokens.truncate(n);
+        self.ctx.truncate(self.tokens.len());
+    }
+
+    pub fn reset(&mut self) {
+        self.truncate(0);
+    }
+
+    /// How many leading tokens of `tokens` the cache already holds.
+    pub fn common_prefix(&self, tokens: &[u32]) -> usize {
+        self.tokens
+            .iter()
+            .zip(tokens)
+            .take_while(|(a, b)| a == b)
+            .count()
+    }
+
+    /// Make the cache hold exactly `tokens`: keep the longest common prefix, evaluate the
+    /// rest, and return the last token's logits. The last token is always evaluated (its
+    /// logits are not kept), so at least one token is new.
+    pub fn sync(&mut self, tokens: &[u32]) -> Result<(SyncStats, &[f32])> {
+        ensure!(!tokens.is_empty(), "nothing to evaluate");
+        ensure!(
+            tokens.len() <= self.n_ctx(),
+            "{} tokens do not fit in --ctx {}",
+            tokens.len(),
+            self.n_ctx()
+        );
+        let keep = self.common_prefix(tokens).min(tokens.len() - 1);
+        self.truncate(keep);
+        let t0 = Instant::now();
+        let new = &tokens[keep..];
+        let logits = self.ctx.eval(new, Logits::Last)?;
+        self.tokens.extend_from_slice(new);
+        let stats = SyncStats {
+            cached: keep,
+            new: new.len(),
+            secs: t0.elapsed().as_secs_f64(),
+        };
+        Ok((stats, logits))
+    }
+
+    /// Evaluate one more token (a generated one) and return its logits.
+    pub fn push(&mut self, token: u32) -> Result<&[f32]> {
+        ensure!(
+            self.room() > 0,
+            "the context is full ({} tokens)",
+            self.n_ctx()
+        );
+        let logits = self.ctx.eval(&[token], Logits::Last)?;
+        self.tokens.push(token);
+        Ok(logits)
+    }
+}
+
+/// A model's identity for session files: its size and a hash of its header (metadata and
+/// tensor directory) and of the first MiB of tensor data.
+pub fn model_fingerprint(model: &Model) -> Result<String> {
+    let f = &model.file;
+    let head = f.data_offset().min(f.file_size());
+    let take = (head + (1 << 20)).min(f.file_size());
+    let mut bytes = Vec::with_capacity(take as usize);
+    std::fs::File::open(f.path())
+        .and_then(|h| h.take(take).read_to_end(&mut bytes))
+        .with_context(|| format!("cannot read {}", f.path().display()))?;
+    let hash = Sha256::digest(&bytes);
+    let hex: String = hash[..12].iter().map(|b| format!("{b:02x}")).collect();
+    Ok(format!("{} bytes, {hex}", f.file_size()))
+}
+
+/// A model's name for messages: `general.name`, else the file name.
+fn model_label(model: &Model) -> String {
+    let md = model.file.metadata();
+    let name = md.get_opt_str("general.name").ok().flatten();
+    let file = model
+        .file
+        .path()
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned());
+    name.map(str::to_string)
+        .or(file)
+        .unwrap_or_else(|| "?".into())
+}
+
+fn kv_name(t: KvType) -> &'static str {
+    match t {
+        KvType::F16 => "f16",
+        KvType::F32 => "f32",
+    }
+}
+
+impl Session<'_> {
+    /// Write the session (token history, KV cache of positions `0..len`, and `extra`: the
+    /// chat's transcript and settings) to `path`, through a temporary file renamed into
+    /// place.
+    ///
+    /// Layout: magic, version (u32 LE), header length (u64 LE), header JSON, cache length
+    /// (u64 LE), cache bytes, SHA-256 of everything before it.
+    pub fn save(&self, path: &Path, extra: &Value) -> Result<u64> {
+        let model = self.model();
+        let cache = self.ctx.kv_cache();
+        let header = json!({
+            "model": model_fingerprint(model)?,
+            "model_name": model_label(model),
+            "kv_type": kv_name(cache.ty),
+            "n_ctx": self.n_ctx(),
+            "tokens": self.tokens,
+            "chat": extra,
+        });
+        let header = serde_json::to_vec(&header)?;
+        let kv = cache.to_bytes(self.tokens.len());
+        let mut buf = Vec::with_capacity(header.len() + kv.len() + 64);
+        buf.extend_from_slice(MAGIC);
+        buf.extend_from_slice(&FILE_VERSION.to_le_bytes());
+        buf.extend_from_slice(&(header.len() as u64).to_le_bytes());
+        buf.extend_from_slice(&header);
+        buf.extend_from_slice(&(kv.len() as u64).to_le_bytes());
+        buf.extend_from_slice(&kv);
+        let sum = Sha256::digest(&buf);
+        buf.extend_from_slice(&sum);
+
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        let mut tmp = tempfile::NamedTempFile::new_in(dir)
+            .with_context(|| format!("cannot create a file in {}", dir.display()))?;
+        tmp.write_all(&buf)
+            .and_then(|()| tmp.as_file().sync_all())
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        tmp.persist(path)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        Ok(buf.len() as u64)
+    }
+
+    /// Restore a session saved by [`Session::save`] into this one (same model, same KV
+    /// type, at least as much context): the cache is filled from the file, nothing is
+    /// evaluated. Returns the `extra` value given to `save`. On error the session is left
+    /// as it was.
+    pub fn load(&mut self, path: &Path) -> Result<Value> {
+        let p = path.display().to_string();
+        let buf = std::fs::read(path).with_context(|| format!("cannot read {p}"))?;
+        let damaged = |reason: &str| SessionFileError::Damaged {
+            path: p.clone(),
+            reason: reason.to_string(),
+        };
+        if buf.len() < 12 || &buf[..8] != MAGIC {
+            return Err(SessionFileError::NotASession(p).into());
+        }
+        let version = u32::from_le_bytes(buf[8..12].try_into().unwrap());
+        if version != FILE_VERSION {
+            return Err(SessionFileError::Version {
+                path: p,
+                found: version,
+                supported: FILE_VERSION,
+            }
+            .into());
+        }
+        if buf.len() < 12 + 8 + 8 + 32 {
+            return Err(damaged("it is cut short").into());
+        }
+        let (body, sum) = buf.split_at(buf.len() - 32);
+        if Sha256::digest(body).as_slice() != sum {
+            return Err(damaged("its checksum does not match (cut short or altered)").into());
+        }
+        let mut at = 12;
+        let mut section = |what: &str| -> Result<&[u8], SessionFileError> {
+            let len = body
+                .get(at..at + 8)
+                .map(|b| u64::from_le_bytes(b.try_into().unwrap()) as usize)
+                .ok_or_else(|| damaged(&format!("no length for its {what}")))?;
+            let bytes = body
+                .get(at + 8..(at + 8).saturating_add(len))
+                .ok_or_else(|| damaged(&format!("its {what} runs past the end")))?;
+            at += 8 + len;
+            Ok(bytes)
+        };
+        let header: Value = serde_json::from_slice(section("header")?)
+            .map_err(|e| damaged(&format!("bad header: {e}")))?;
+        let kv = section("KV cache")?;
+
+        let model = self.model();
+        let current = model_fingerprint(model)?;
+        let saved = header["model"].as_str().unwrap_or("?");
+        if saved != current {
+            let name = header["model_name"].as_str().unwrap_or("?");
+            return Err(SessionFileError::OtherModel {
+                path: p,
+                saved: format!("{name}, {saved}"),
+                current: format!("{}, {current}", model_label(model)),
+            }
+            .into());
+        }
+        let ty = kv_name(self.ctx.kv_cache().ty);
+        let saved_ty = header["kv_type"].as_str().unwrap_or("?");
+        if saved_ty != ty {
+            return Err(SessionFileError::KvType {
+                path: p,
+                saved: saved_ty.into(),
+                current: ty.into(),
+            }
+            .into());
+        }
+        let tokens: Vec<u32> = serde_json::from_value(header["tokens"].clone())
+            .map_err(|e| damaged(&format!("bad token list: {e}")))?;
+        if tokens.len() > self.n_ctx() {
+            return Err(SessionFileError::TooLong {
+                path: p,
+                n: tokens.len(),
+                n_ctx: self.n_ctx(),
+            }
+            .into());
+        }
+        let n_vocab = model.config.vocab_size as u32;
+        if tokens.iter().any(|&t| t >= n_vocab) {
+            return Err(damaged("a token id is outside the vocabulary").into());
+        }
+        self.ctx
+            .restore_cache(tokens.len(), kv)
+            .map_err(|e| damaged(&format!("{e:#}")))?;
+        self.tokens = tokens;
+        Ok(header["chat"].clone())
+    }
+}

@@ -1,0 +1,123 @@
+//! `loupe chat` with stdin not a terminal, on the real instruct model: one message per
+//! line, only the replies on stdout, no escape codes, exit 0; the second turn evaluates
+//! only its new tokens.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+fn model() -> PathBuf {
+    let p = loupe::store::QWEN25_CODER_05B.path();
+    assert!(
+        p.is_file(),
+        "{} is missing: run scripts/fetch-models.sh qwen",
+        p.display()
+    );
+    p
+}
+
+/// Run `loupe chat MODEL args` with `input` piped in; (stdout, stderr).
+fn chat(input: &str, args: &[&str]) -> (String, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_loupe"))
+        .arg("chat")
+        .arg(model())
+        .args(["--temp", "0", "-t", "2", "--stats"])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run loupe");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let (so, se) = (
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    );
+    assert!(out.status.success(), "loupe chat failed\n{so}\n{se}");
+    (so, se)
+}
+
+/// (new, cached) prompt tokens of each stats line.
+fn prompt_counts(stderr: &str) -> Vec<(usize, usize)> {
+    let re = regex::Regex::new(r"prompt (\d+) new \+ (\d+) cached").unwrap();
+    re.captures_iter(stderr)
+        .map(|c| (c[1].parse().unwrap(), c[2].parse().unwrap()))
+        .collect()
+}
+
+#[test]
+fn two_lines_two_replies_and_the_second_reuses_the_cache() {
+    let (out, err) = chat("hi\nwhat did I just say?\n", &["-n", "12"]);
+    assert!(
+        !out.contains('\x1b'),
+        "escape codes in piped output: {out:?}"
+    );
+    let counts = prompt_counts(&err);
+    assert_eq!(counts.len(), 2, "two turns expected:\n{err}");
+    let (new1, cached1) = counts[0];
+    let (new2, cached2) = counts[1];
+    assert_eq!(cached1, 0, "{err}");
+    // Turn 2 reuses turn 1 (system prompt, message, reply) and evaluates only the end of
+    // the reply, its own message and the assistant header.
+    assert!(
+        cached2 >= new1,
+        "turn 2 should reuse turn 1's prompt:\n{err}"
+    );
+    assert!(new2 < 25, "turn 2 evaluated {new2} tokens:\n{err}");
+    assert!(
+        out.lines().filter(|l| !l.trim().is_empty()).count() >= 2,
+        "{out:?}"
+    );
+    assert!(out.starts_with("Hello"), "greedy reply to hi: {out:?}");
+}
+
+#[test]
+fn multiline_blocks_are_one_message_each() {
+    let (_, err) = chat(
+        "Reply with one word.\nSay yes.\n\nNow say no.\n",
+        &["--multiline", "-n", "4"],
+    );
+    assert_eq!(prompt_counts(&err).len(), 2, "{err}");
+}
+
+/// A tiny context: `shift` drops the oldest exchange and says so; `stop` refuses and
+/// names the commands that free room.
+#[test]
+fn tiny_context_under_both_policies() {
+    let input = "hi\nsay yes\nsay no\nsay maybe\n";
+    let (out, err) = chat(input, &["--ctx", "80", "-n", "8"]);
+    assert!(err.contains("dropped the 1 oldest exchange"), "{err}");
+    assert_eq!(prompt_counts(&err).len(), 4, "{out}\n{err}");
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_loupe"))
+        .arg("chat")
+        .arg(model())
+        .args([
+            "--temp", "0", "-t", "2", "--stats", "--ctx", "80", "-n", "8",
+        ])
+        .args(["--context-policy", "stop"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("context is full") && err.contains("/undo") && err.contains("/reset"),
+        "{err}"
+    );
+}
