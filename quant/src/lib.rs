@@ -85,8 +85,12 @@ pub fn dequantize_row(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<(), Q
 }
 
 /// Encode `src` as a row of type `ty` into `dst`, which must be exactly
-/// `ty.row_bytes(src.len())` bytes. Bit-identical to ggml's `quantize_row_*_ref` (and its
-/// f16/bf16 row conversions). Only the types [`can_quantize`] names are accepted.
+/// `ty.row_bytes(src.len())` bytes. Bit-identical to ggml's `ggml_quantize_chunk` without
+/// an importance matrix (what llama.cpp's quantizer runs): the `quantize_row_*_ref`
+/// functions and f16/bf16 row conversions, and for IQ4_NL and IQ4_XS `quantize_iq4_*`
+/// (IQ4_NL's `_ref` differs: it tries no scales). Q8_1 and Q8_K, which the chunk API does
+/// not write, are their `_ref` quantizers. Only the types [`can_quantize`] names are
+/// accepted.
 pub fn quantize_row(ty: GgmlType, src: &[f32], dst: &mut [u8]) -> Result<(), QuantError> {
     use GgmlType::*;
     if !can_quantize(ty) {
@@ -103,7 +107,14 @@ pub fn quantize_row(ty: GgmlType, src: &[f32], dst: &mut [u8]) -> Result<(), Qua
         Q5_1 => quantize_blocks::<BlockQ5_1>(src, dst),
         Q8_0 => quantize_blocks::<BlockQ8_0>(src, dst),
         Q8_1 => quantize_blocks::<BlockQ8_1>(src, dst),
+        Q2_K => quantize_blocks::<BlockQ2K>(src, dst),
+        Q3_K => quantize_blocks::<BlockQ3K>(src, dst),
+        Q4_K => quantize_blocks::<BlockQ4K>(src, dst),
+        Q5_K => quantize_blocks::<BlockQ5K>(src, dst),
+        Q6_K => quantize_blocks::<BlockQ6K>(src, dst),
         Q8_K => quantize_blocks::<BlockQ8K>(src, dst),
+        IQ4_NL => quantize_blocks::<BlockIq4Nl>(src, dst),
+        IQ4_XS => quantize_blocks::<BlockIq4Xs>(src, dst),
         _ => Err(QuantError::Unsupported { ty }),
     }
 }
@@ -113,7 +124,22 @@ pub fn can_quantize(ty: GgmlType) -> bool {
     use GgmlType::*;
     matches!(
         ty,
-        F32 | F16 | BF16 | Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 | Q8_1 | Q8_K
+        F32 | F16
+            | BF16
+            | Q4_0
+            | Q4_1
+            | Q5_0
+            | Q5_1
+            | Q8_0
+            | Q8_1
+            | Q2_K
+            | Q3_K
+            | Q4_K
+            | Q5_K
+            | Q6_K
+            | Q8_K
+            | IQ4_NL
+            | IQ4_XS
     )
 }
 

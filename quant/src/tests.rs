@@ -290,10 +290,10 @@ fn unsupported_types_name_themselves() {
     );
     assert_eq!(err.to_string(), "type IQ2_XXS (id 16) is not supported");
     assert_eq!(
-        quantize_row(GgmlType::Q4_K, &[0.0; 256], &mut [0u8; 144])
+        quantize_row(GgmlType::IQ2_XS, &[0.0; 256], &mut [0u8; 74])
             .unwrap_err()
             .to_string(),
-        "type Q4_K (id 12) is not supported"
+        "type IQ2_XS (id 17) is not supported"
     );
     for ty in [
         GgmlType::TQ1_0,

@@ -4,9 +4,10 @@
 
 use bytemuck::{Pod, Zeroable};
 
+use super::k_quants::make_quants::GROUP_MAX_EPS;
 use super::q8_0::BlockQ8_0;
-use super::{exact_mut, QK32};
-use crate::{BlockFormat, GgmlType, F16};
+use super::{exact, exact_mut, QK32};
+use crate::{BlockFormat, GgmlType, QuantizeBlock, F16};
 
 /// The 16 levels of IQ4_NL and IQ4_XS (ggml `kvalues_iq4nl`): denser near zero, where
 /// trained weights cluster.
@@ -39,6 +40,112 @@ impl BlockFormat for BlockIq4Nl {
             y[j + QK32 / 2] = d * KVALUES_IQ4NL[(q >> 4) as usize] as f32;
         }
     }
+}
+
+impl QuantizeBlock for BlockIq4Nl {
+    /// ggml's `quantize_iq4_nl` without an importance matrix, the path
+    /// `ggml_quantize_chunk` takes (15 trial scales; `quantize_row_iq4_nl_ref` tries none
+    /// and differs).
+    fn quantize(x: &[f32]) -> Self {
+        let x: &[f32; QK32] = exact(x, "IQ4_NL");
+        let scale = iq4_block_scale(x);
+        // The single block's scale is the super-block scale, f16-rounded only when stored;
+        // the indices are chosen again with the unrounded one.
+        let id = if scale != 0.0 { 1.0 / scale } else { 0.0 };
+        let l: [u8; QK32] = std::array::from_fn(|j| best_index_iq4nl(id * x[j]));
+        BlockIq4Nl {
+            d: F16::from_f32(scale),
+            qs: pack_iq4(&l),
+        }
+    }
+}
+
+/// The number of trial inverse scales on each side of the first guess in ggml's IQ4
+/// quantizers (`ntry` as `ggml_quantize_chunk` passes it).
+const IQ4_NTRY: i32 = 7;
+
+/// The scale of one 32-weight block of IQ4_NL or IQ4_XS, as ggml's
+/// `quantize_row_iq4_nl_impl` picks it without an importance matrix: the extreme mapped
+/// to the table's -127 end, then the `x^2`-weighted least-squares scale of the table
+/// indices for that and for 15 nearby inverse scales, the best fit kept. Zero for a block
+/// below [`GROUP_MAX_EPS`].
+pub(crate) fn iq4_block_scale(x: &[f32]) -> f32 {
+    let (mut amax, mut max) = (0.0f32, 0.0f32);
+    for &v in x {
+        let ax = v.abs();
+        if ax > amax {
+            amax = ax;
+            max = v;
+        }
+    }
+    if amax < GROUP_MAX_EPS {
+        return 0.0;
+    }
+    let v0 = KVALUES_IQ4NL[0] as f32;
+    let fit = |id: f32| {
+        let (mut sumqx, mut sumq2) = (0.0f32, 0.0f32);
+        for &v in x {
+            let q = KVALUES_IQ4NL[best_index_iq4nl(id * v) as usize] as f32;
+            let w = v * v;
+            sumqx += w * q * v;
+            sumq2 += w * q * q;
+        }
+        (sumqx, sumq2)
+    };
+    let d = -max / v0;
+    let (sumqx, sumq2) = fit(1.0 / d);
+    let mut d = if sumq2 > 0.0 { sumqx / sumq2 } else { 0.0 };
+    let mut best = d * sumqx;
+    for itry in -IQ4_NTRY..=IQ4_NTRY {
+        let id = (itry + KVALUES_IQ4NL[0] as i32) as f32 / max;
+        let (sumqx, sumq2) = fit(id);
+        if sumq2 > 0.0 && sumqx * sumqx > best * sumq2 {
+            d = sumqx / sumq2;
+            best = d * sumqx;
+        }
+    }
+    d
+}
+
+/// ggml's `best_index_int8` over [`KVALUES_IQ4NL`]: the index of the level nearest `x`
+/// (the upper one on a tie), by bisection; the ends for anything beyond them.
+pub(crate) fn best_index_iq4nl(x: f32) -> u8 {
+    // The levels as floats once (C converts each on comparison; the values are exact).
+    const VAL: [f32; 16] = {
+        let mut v = [0.0f32; 16];
+        let mut i = 0;
+        while i < 16 {
+            v[i] = KVALUES_IQ4NL[i] as f32;
+            i += 1;
+        }
+        v
+    };
+    if x <= VAL[0] {
+        return 0;
+    }
+    if x >= VAL[15] {
+        return 15;
+    }
+    let (mut ml, mut mu) = (0usize, 15usize);
+    while mu - ml > 1 {
+        let mav = (ml + mu) / 2;
+        if x < VAL[mav] {
+            mu = mav;
+        } else {
+            ml = mav;
+        }
+    }
+    if x - VAL[mu - 1] < VAL[mu] - x {
+        (mu - 1) as u8
+    } else {
+        mu as u8
+    }
+}
+
+/// Pack 32 indices as IQ4_NL and each IQ4_XS sub-block store them: element `j` in the low
+/// nibble of byte `j`, element `j + 16` in its high nibble.
+pub(crate) fn pack_iq4(l: &[u8; QK32]) -> [u8; QK32 / 2] {
+    std::array::from_fn(|j| l[j] | (l[j + 16] << 4))
 }
 
 /// Dot product of an IQ4_NL row with a Q8_0 row (ggml `ggml_vec_dot_iq4_nl_q8_0`,

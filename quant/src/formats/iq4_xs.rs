@@ -4,9 +4,10 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::k_quants::{BlockQ8K, QK_K};
-use super::{exact_mut, KVALUES_IQ4NL};
-use crate::{BlockFormat, GgmlType, F16};
+use super::iq4_nl::{best_index_iq4nl, iq4_block_scale, pack_iq4};
+use super::k_quants::{q8_k::nearest_int, BlockQ8K, QK_K};
+use super::{exact, exact_mut, KVALUES_IQ4NL};
+use crate::{BlockFormat, GgmlType, QuantizeBlock, F16};
 
 /// One IQ4_XS super-block (ggml `block_iq4_xs`).
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
@@ -54,6 +55,48 @@ impl BlockFormat for BlockIq4Xs {
                 y[j + 16] = dl * KVALUES_IQ4NL[(q >> 4) as usize] as f32;
             }
         }
+    }
+}
+
+impl QuantizeBlock for BlockIq4Xs {
+    /// ggml's `quantize_iq4_xs` without an importance matrix (what `ggml_quantize_chunk`
+    /// runs): IQ4_NL's scale search per 32 weights, the eight scales rounded to 6 bits
+    /// against the one of largest magnitude (which maps to -32), then the indices chosen
+    /// again with each decoded sub-block scale (before the f16 rounding of `d`).
+    fn quantize(x: &[f32]) -> Self {
+        let x: &[f32; QK_K] = exact(x, "IQ4_XS");
+        let mut scales = [0.0f32; 8];
+        let (mut max_scale, mut amax_scale) = (0.0f32, 0.0f32);
+        for (s, x) in scales.iter_mut().zip(x.chunks_exact(32)) {
+            *s = iq4_block_scale(x);
+            if s.abs() > amax_scale {
+                amax_scale = s.abs();
+                max_scale = *s;
+            }
+        }
+        let d = -max_scale / 32.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        let mut b = BlockIq4Xs {
+            d: F16::from_f32(d),
+            scales_h: 0,
+            scales_l: [0; QK_K / 64],
+            qs: [0; QK_K / 2],
+        };
+        for (ib, (x, qs)) in x
+            .chunks_exact(32)
+            .zip(b.qs.chunks_exact_mut(16))
+            .enumerate()
+        {
+            let l = nearest_int(id * scales[ib]).clamp(-32, 31);
+            let dl = d * l as f32;
+            let idl = if dl != 0.0 { 1.0 / dl } else { 0.0 };
+            let idx: [u8; 32] = std::array::from_fn(|j| best_index_iq4nl(idl * x[j]));
+            qs.copy_from_slice(&pack_iq4(&idx));
+            let ls = (l + 32) as u8;
+            b.scales_l[ib / 2] |= (ls & 0xF) << (4 * (ib % 2));
+            b.scales_h |= ((ls >> 4) as u16) << (2 * ib);
+        }
+        b
     }
 }
 

@@ -2,6 +2,7 @@
 //! each sub-block with its own small integer scale (and minimum) that is itself scaled by
 //! f16 super-block factors. Q8_K is the activation format they are all dotted with.
 
+pub mod make_quants;
 pub mod q2_k;
 pub mod q3_k;
 pub mod q4_k;

@@ -4,9 +4,11 @@
 
 use bytemuck::{Pod, Zeroable};
 
+use super::make_quants::{make_qkx2_quants, pack_2bit, Qkx2Search};
+use super::q8_k::nearest_int;
 use super::{lane_sums, BlockQ8K, QK_K};
-use crate::formats::exact_mut;
-use crate::{BlockFormat, GgmlType, F16};
+use crate::formats::{exact, exact_mut};
+use crate::{BlockFormat, GgmlType, QuantizeBlock, F16};
 
 /// One Q2_K super-block (ggml `block_q2_K`).
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
@@ -46,6 +48,76 @@ impl BlockFormat for BlockQ2K {
                 let q = ((self.qs[off + l] >> shift) & 3) as i8;
                 *y = dl * q as f32 - ml;
             }
+        }
+    }
+}
+
+impl QuantizeBlock for BlockQ2K {
+    /// ggml's `quantize_row_q2_K_ref` (what `ggml_quantize_chunk` runs without an
+    /// importance matrix): a scale and min per 16 weights by `make_qkx2_quants` weighted
+    /// by `|x|`, both rounded to 4 bits against the largest, then every weight re-rounded
+    /// with the scale and min it will actually be decoded with.
+    fn quantize(x: &[f32]) -> Self {
+        let x: &[f32; QK_K] = exact(x, "Q2_K");
+        const Q4SCALE: f32 = 15.0;
+        let search = Qkx2Search {
+            rmin: -0.5,
+            rdelta: 0.1,
+            nstep: 15,
+            use_mad: true,
+        };
+        let mut l = [0u8; QK_K];
+        let mut laux = [0u8; 16];
+        let mut scales = [0.0f32; 16];
+        let mut mins = [0.0f32; 16];
+        let (mut max_scale, mut max_min) = (0.0f32, 0.0f32);
+        for (j, (x, l)) in x.chunks_exact(16).zip(l.chunks_exact_mut(16)).enumerate() {
+            let weights: [f32; 16] = std::array::from_fn(|i| x[i].abs());
+            (scales[j], mins[j]) = make_qkx2_quants(3, x, &weights, l, &mut laux, search);
+            if scales[j] > max_scale {
+                max_scale = scales[j];
+            }
+            if mins[j] > max_min {
+                max_min = mins[j];
+            }
+        }
+
+        let mut sc = [0u8; 16];
+        let d = if max_scale > 0.0 {
+            let iscale = Q4SCALE / max_scale;
+            for (sc, &s) in sc.iter_mut().zip(&scales) {
+                *sc = nearest_int(iscale * s) as u8;
+            }
+            F16::from_f32(max_scale / Q4SCALE)
+        } else {
+            F16::from_f32(0.0)
+        };
+        let dmin = if max_min > 0.0 {
+            let iscale = Q4SCALE / max_min;
+            for (sc, &m) in sc.iter_mut().zip(&mins) {
+                *sc |= (nearest_int(iscale * m) << 4) as u8;
+            }
+            F16::from_f32(max_min / Q4SCALE)
+        } else {
+            F16::from_f32(0.0)
+        };
+
+        for ((x, l), &s) in x.chunks_exact(16).zip(l.chunks_exact_mut(16)).zip(&sc) {
+            let dl = d.to_f32() * (s & 0xF) as f32;
+            if dl == 0.0 {
+                continue;
+            }
+            let ml = dmin.to_f32() * (s >> 4) as f32;
+            for (l, &v) in l.iter_mut().zip(x) {
+                *l = nearest_int((v + ml) / dl).clamp(0, 3) as u8;
+            }
+        }
+
+        BlockQ2K {
+            scales: sc,
+            qs: pack_2bit(&l),
+            d,
+            dmin,
         }
     }
 }

@@ -5,9 +5,11 @@
 
 use bytemuck::{Pod, Zeroable};
 
+use super::make_quants::{make_q3_quants, pack_2bit};
+use super::q8_k::nearest_int;
 use super::{lane_sums, BlockQ8K, QK_K};
-use crate::formats::exact_mut;
-use crate::{BlockFormat, GgmlType, F16};
+use crate::formats::{exact, exact_mut};
+use crate::{BlockFormat, GgmlType, QuantizeBlock, F16};
 
 /// One Q3_K super-block (ggml `block_q3_K`).
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
@@ -60,6 +62,77 @@ impl BlockFormat for BlockQ3K {
                 *y = dl * (lo - sub) as f32;
             }
         }
+    }
+}
+
+impl QuantizeBlock for BlockQ3K {
+    /// ggml's `quantize_row_q3_K_ref` (what `ggml_quantize_chunk` runs without an
+    /// importance matrix): a signed scale per 16 weights by `make_q3_quants`, the scales
+    /// rounded to 6 bits against the one of largest magnitude, then every weight
+    /// re-rounded with its decoded scale.
+    fn quantize(x: &[f32]) -> Self {
+        let x: &[f32; QK_K] = exact(x, "Q3_K");
+        let mut l = [0i8; QK_K];
+        let mut scales = [0.0f32; 16];
+        let (mut max_scale, mut amax) = (0.0f32, 0.0f32);
+        for (j, (x, l)) in x.chunks_exact(16).zip(l.chunks_exact_mut(16)).enumerate() {
+            scales[j] = make_q3_quants(4, x, l);
+            let a = scales[j].abs();
+            if a > amax {
+                amax = a;
+                max_scale = scales[j];
+            }
+        }
+
+        let mut packed = [0u8; 12];
+        let d = if max_scale != 0.0 {
+            let iscale = -32.0 / max_scale;
+            for (j, &s) in scales.iter().enumerate() {
+                // C stores the rounded value in an int8 before clamping.
+                let q = (nearest_int(iscale * s) as i8).clamp(-32, 31) + 32;
+                let q = q as u8;
+                if j < 8 {
+                    packed[j] = q & 0xF;
+                } else {
+                    packed[j - 8] |= (q & 0xF) << 4;
+                }
+                packed[8 + j % 4] |= (q >> 4) << (2 * (j / 4));
+            }
+            F16::from_f32(1.0 / iscale)
+        } else {
+            F16::from_f32(0.0)
+        };
+
+        let mut b = BlockQ3K {
+            hmask: [0; QK_K / 8],
+            qs: [0; QK_K / 4],
+            scales: packed,
+            d,
+        };
+        let sc = b.unpack_scales();
+        for ((x, l), &s) in x.chunks_exact(16).zip(l.chunks_exact_mut(16)).zip(&sc) {
+            let dl = d.to_f32() * s as f32;
+            if dl == 0.0 {
+                continue;
+            }
+            for (l, &v) in l.iter_mut().zip(x) {
+                *l = (nearest_int(v / dl).clamp(-4, 3) + 4) as i8;
+            }
+        }
+
+        // The high bit of element j goes to bit j / 32 of hmask[j % 32]; the low two bits
+        // are packed like Q2_K's.
+        let mut low = [0u8; QK_K];
+        for (j, (&q, low)) in l.iter().zip(low.iter_mut()).enumerate() {
+            let mut q = q as u8;
+            if q > 3 {
+                b.hmask[j % 32] |= 1 << (j / 32);
+                q -= 4;
+            }
+            *low = q;
+        }
+        b.qs = pack_2bit(&low);
+        b
     }
 }
 

@@ -4,10 +4,12 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::scale_min::scale_min_k4;
+use super::make_quants::{make_qkx2_quants, Qkx2Search};
+use super::q8_k::nearest_int;
+use super::scale_min::{pack_scale_min_k4, scale_min_k4};
 use super::{lane_sums, mins_dot, scales_mins_k4, BlockQ8K, K_SCALE_SIZE, QK_K};
-use crate::formats::exact_mut;
-use crate::{BlockFormat, GgmlType, F16};
+use crate::formats::{exact, exact_mut};
+use crate::{BlockFormat, GgmlType, QuantizeBlock, F16};
 
 /// One Q4_K super-block (ggml `block_q4_K`).
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
@@ -51,6 +53,90 @@ impl BlockFormat for BlockQ4K {
             }
         }
     }
+}
+
+impl QuantizeBlock for BlockQ4K {
+    /// ggml's `quantize_row_q4_K_ref`, what `ggml_quantize_chunk` runs without an
+    /// importance matrix.
+    fn quantize(x: &[f32]) -> Self {
+        let x: &[f32; QK_K] = exact(x, "Q4_K");
+        let search = Qkx2Search {
+            rmin: -1.0,
+            rdelta: 0.1,
+            nstep: 20,
+            use_mad: false,
+        };
+        let (l, scales, d, dmin) = quantize_k4_scales(x, 15, search);
+        let mut qs = [0u8; QK_K / 2];
+        for (q, l) in qs.chunks_exact_mut(32).zip(l.chunks_exact(64)) {
+            for (j, q) in q.iter_mut().enumerate() {
+                *q = l[j] | (l[j + 32] << 4);
+            }
+        }
+        BlockQ4K {
+            d,
+            dmin,
+            scales,
+            qs,
+        }
+    }
+}
+
+/// The first half of ggml's `quantize_row_q4_K_ref` and `quantize_row_q5_K_ref`: per 32
+/// weights a scale and min by `make_qkx2_quants` (weights `rms + |x|`), both rounded to 6
+/// bits against the largest, then every weight re-rounded to `0..=nmax` with the scale and
+/// min it will be decoded with. Returns the quants, the packed scales and `d`, `dmin`.
+pub(crate) fn quantize_k4_scales(
+    x: &[f32; QK_K],
+    nmax: i32,
+    search: Qkx2Search,
+) -> ([u8; QK_K], [u8; K_SCALE_SIZE], F16, F16) {
+    let mut l = [0u8; QK_K];
+    let mut laux = [0u8; 32];
+    let mut scales = [0.0f32; 8];
+    let mut mins = [0.0f32; 8];
+    let (mut max_scale, mut max_min) = (0.0f32, 0.0f32);
+    for (j, (x, l)) in x.chunks_exact(32).zip(l.chunks_exact_mut(32)).enumerate() {
+        let mut sum_x2 = 0.0f32;
+        for &v in x {
+            sum_x2 += v * v;
+        }
+        let av_x = (sum_x2 / 32.0).sqrt();
+        let weights: [f32; 32] = std::array::from_fn(|i| av_x + x[i].abs());
+        (scales[j], mins[j]) = make_qkx2_quants(nmax, x, &weights, l, &mut laux, search);
+        if scales[j] > max_scale {
+            max_scale = scales[j];
+        }
+        if mins[j] > max_min {
+            max_min = mins[j];
+        }
+    }
+
+    let inv_scale = if max_scale > 0.0 {
+        63.0 / max_scale
+    } else {
+        0.0
+    };
+    let inv_min = if max_min > 0.0 { 63.0 / max_min } else { 0.0 };
+    // C keeps the rounded values in a uint8 before taking the min with 63.
+    let ls: [u8; 8] = std::array::from_fn(|j| (nearest_int(inv_scale * scales[j]) as u8).min(63));
+    let lm: [u8; 8] = std::array::from_fn(|j| (nearest_int(inv_min * mins[j]) as u8).min(63));
+    let packed = pack_scale_min_k4(ls, lm);
+    let d = F16::from_f32(max_scale / 63.0);
+    let dmin = F16::from_f32(max_min / 63.0);
+
+    for (j, (x, l)) in x.chunks_exact(32).zip(l.chunks_exact_mut(32)).enumerate() {
+        let (sc, m) = scale_min_k4(j, &packed);
+        let dl = d.to_f32() * sc as f32;
+        if dl == 0.0 {
+            continue;
+        }
+        let ml = dmin.to_f32() * m as f32;
+        for (l, &v) in l.iter_mut().zip(x) {
+            *l = nearest_int((v + ml) / dl).clamp(0, nmax) as u8;
+        }
+    }
+    (l, packed, d, dmin)
 }
 
 /// Dot product of a Q4_K row with a Q8_K row (ggml `ggml_vec_dot_q4_K_q8_K`, generic):

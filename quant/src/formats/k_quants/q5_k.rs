@@ -4,10 +4,12 @@
 
 use bytemuck::{Pod, Zeroable};
 
+use super::make_quants::Qkx2Search;
+use super::q4_k::quantize_k4_scales;
 use super::scale_min::scale_min_k4;
 use super::{lane_sums, mins_dot, scales_mins_k4, BlockQ8K, K_SCALE_SIZE, QK_K};
-use crate::formats::exact_mut;
-use crate::{BlockFormat, GgmlType, F16};
+use crate::formats::{exact, exact_mut};
+use crate::{BlockFormat, GgmlType, QuantizeBlock, F16};
 
 /// One Q5_K super-block (ggml `block_q5_K`).
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
@@ -54,6 +56,45 @@ impl BlockFormat for BlockQ5K {
                 *lo = d1 * ((ql[l] & 0xF) as i32 + h1) as f32 - m1;
                 *hi = d2 * ((ql[l] >> 4) as i32 + h2) as f32 - m2;
             }
+        }
+    }
+}
+
+impl QuantizeBlock for BlockQ5K {
+    /// ggml's `quantize_row_q5_K_ref`, what `ggml_quantize_chunk` runs without an
+    /// importance matrix: Q4_K's search with 5-bit quants.
+    fn quantize(x: &[f32]) -> Self {
+        let x: &[f32; QK_K] = exact(x, "Q5_K");
+        let search = Qkx2Search {
+            rmin: -0.5,
+            rdelta: 0.1,
+            nstep: 15,
+            use_mad: false,
+        };
+        let (l, scales, d, dmin) = quantize_k4_scales(x, 31, search);
+        let mut qh = [0u8; QK_K / 8];
+        let mut qs = [0u8; QK_K / 2];
+        for (c, (q, l)) in qs.chunks_exact_mut(32).zip(l.chunks_exact(64)).enumerate() {
+            let (m1, m2) = (1u8 << (2 * c), 2u8 << (2 * c));
+            for (j, q) in q.iter_mut().enumerate() {
+                let (mut l1, mut l2) = (l[j], l[j + 32]);
+                if l1 > 15 {
+                    l1 -= 16;
+                    qh[j] |= m1;
+                }
+                if l2 > 15 {
+                    l2 -= 16;
+                    qh[j] |= m2;
+                }
+                *q = l1 | (l2 << 4);
+            }
+        }
+        BlockQ5K {
+            d,
+            dmin,
+            scales,
+            qh,
+            qs,
         }
     }
 }

@@ -4,9 +4,11 @@
 
 use bytemuck::{Pod, Zeroable};
 
+use super::make_quants::{make_qx_quants, GROUP_MAX_EPS};
+use super::q8_k::nearest_int;
 use super::{lane_sums, BlockQ8K, QK_K};
-use crate::formats::exact_mut;
-use crate::{BlockFormat, GgmlType, F16};
+use crate::formats::{exact, exact_mut};
+use crate::{BlockFormat, GgmlType, QuantizeBlock, F16};
 
 /// One Q6_K super-block (ggml `block_q6_K`).
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
@@ -52,6 +54,69 @@ impl BlockFormat for BlockQ6K {
                 y[l + 64] = d * sc[is + 4] as f32 * q3 as f32;
                 y[l + 96] = d * sc[is + 6] as f32 * q4 as f32;
             }
+        }
+    }
+}
+
+impl QuantizeBlock for BlockQ6K {
+    /// ggml's `quantize_row_q6_K_ref` (what `ggml_quantize_chunk` runs without an
+    /// importance matrix): a signed scale per 16 weights by `make_qx_quants`, the scales
+    /// rounded to i8 against the one of largest magnitude (which maps to -128), then every
+    /// weight re-rounded to -32..=31 with its decoded scale.
+    fn quantize(x: &[f32]) -> Self {
+        let x: &[f32; QK_K] = exact(x, "Q6_K");
+        let mut l = [0i8; QK_K];
+        let mut scales = [0.0f32; 16];
+        let (mut max_scale, mut max_abs_scale) = (0.0f32, 0.0f32);
+        for (j, (x, l)) in x.chunks_exact(16).zip(l.chunks_exact_mut(16)).enumerate() {
+            scales[j] = make_qx_quants(32, x, l);
+            let a = scales[j].abs();
+            if a > max_abs_scale {
+                max_abs_scale = a;
+                max_scale = scales[j];
+            }
+        }
+        if max_abs_scale < GROUP_MAX_EPS {
+            return BlockQ6K {
+                ql: [0; QK_K / 2],
+                qh: [0; QK_K / 4],
+                scales: [0; QK_K / 16],
+                d: F16::from_f32(0.0),
+            };
+        }
+
+        let iscale = -128.0 / max_scale;
+        let d = F16::from_f32(1.0 / iscale);
+        let sc: [i8; 16] = std::array::from_fn(|j| nearest_int(iscale * scales[j]).min(127) as i8);
+        for ((x, l), &s) in x.chunks_exact(16).zip(l.chunks_exact_mut(16)).zip(&sc) {
+            let dl = d.to_f32() * s as f32;
+            if dl == 0.0 {
+                continue;
+            }
+            for (l, &v) in l.iter_mut().zip(x) {
+                *l = (nearest_int(v / dl).clamp(-32, 31) + 32) as i8;
+            }
+        }
+
+        let mut ql = [0u8; QK_K / 2];
+        let mut qh = [0u8; QK_K / 4];
+        for ((ql, qh), l) in ql
+            .chunks_exact_mut(64)
+            .zip(qh.chunks_exact_mut(32))
+            .zip(l.chunks_exact(128))
+        {
+            for j in 0..32 {
+                let q = |k: usize| l[j + 32 * k] as u8;
+                ql[j] = (q(0) & 0xF) | ((q(2) & 0xF) << 4);
+                ql[j + 32] = (q(1) & 0xF) | ((q(3) & 0xF) << 4);
+                qh[j] = (q(0) >> 4) | ((q(1) >> 4) << 2) | ((q(2) >> 4) << 4) | ((q(3) >> 4) << 6);
+            }
+        }
+        BlockQ6K {
+            ql,
+            qh,
+            scales: sc,
+            d,
         }
     }
 }
