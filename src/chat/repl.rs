@@ -269,6 +269,7 @@ fn turn(conv: &mut Conversation, st: Style, zoom_on: bool, pop_on_error: bool) -
         Stop::Eog => {}
     }
     if zoom_on {
+        println!("{}", zoom::probabilities(&conv.last_reply, tok, st));
         println!("{}", zoom::summary(&conv.last_reply, tok, st));
     }
     println!("{}", st.dim(&stats.line()));

@@ -34,6 +34,25 @@ pub fn summary(records: &[TokenRecord], tok: &Tokenizer, st: Style) -> String {
     ))
 }
 
+/// Every token of the last reply with its probability, coloured by confidence, a few to a
+/// line: `1 "In" 45%  2 " Rust" 98% …`.
+pub fn probabilities(records: &[TokenRecord], tok: &Tokenizer, st: Style) -> String {
+    let mut out = String::new();
+    let mut width = 0;
+    for (i, r) in records.iter().enumerate() {
+        let cell = format!("{} {} {:.0}%", i + 1, piece(tok, r.id), r.p * 100.0);
+        let w = cell.chars().count() + 2;
+        if width > 0 && width + w > 96 {
+            out.push('\n');
+            width = 0;
+        }
+        out.push_str(&st.confidence(r.p, &cell));
+        out.push_str("  ");
+        width += w;
+    }
+    out
+}
+
 /// The candidates the model weighed at token `n` (1-based) of the last reply.
 pub fn table(records: &[TokenRecord], n: usize, tok: &Tokenizer, st: Style) -> Result<String> {
     if records.is_empty() {
