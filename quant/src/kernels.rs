@@ -94,6 +94,7 @@ static AVX2_TABLE: Kernels = Kernels {
     q4_k: avx2::q4_k_q8_k,
     q6_k: avx2::q6_k_q8_k,
     quantize_q8_0: avx2::quantize_q8_0,
+    f16: avx2::f16_f16,
     ..SCALAR
 };
 
@@ -101,7 +102,9 @@ static AVX2_TABLE: Kernels = Kernels {
 pub fn cpu_has_avx2() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
+        is_x86_feature_detected!("avx2")
+            && is_x86_feature_detected!("fma")
+            && is_x86_feature_detected!("f16c")
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
