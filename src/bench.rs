@@ -1,0 +1,243 @@
+//! Speed, measured the way llama-bench measures it (and the peer's `bench` measures
+//! llama.cpp), so the two can be put side by side:
+//!
+//! - pp N: a prompt of N tokens (BOS first when the vocabulary adds it, then seeded random
+//!   ids) evaluated on an empty KV cache as one batch, only the last position's logits;
+//! - tg N: N tokens evaluated one at a time from an empty cache.
+//!
+//! One untimed warm-up of each comes first; every repetition starts from an empty cache.
+//! Token ids do not change the amount of work, so they come from a seeded generator.
+//!
+//! Token generation reads every weight once per token, so its ceiling is memory bandwidth
+//! ÷ bytes of weights: [`weight_bytes_per_token`] and [`read_bandwidth`] give both halves.
+
+use std::time::Instant;
+
+use anyhow::{ensure, Context as _, Result};
+
+use crate::model::{Context, Logits, Model};
+
+/// Tokens per second over the repetitions.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Stats {
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
+    /// Every repetition's tokens/s, in run order.
+    pub samples: Vec<f64>,
+}
+
+impl Stats {
+    /// Summary of `samples` (tokens/s); `None` when empty.
+    pub fn from_samples(samples: Vec<f64>) -> Option<Stats> {
+        if samples.is_empty() {
+            return None;
+        }
+        let mut sorted = samples.clone();
+        sorted.sort_by(f64::total_cmp);
+        let n = sorted.len();
+        let median = if n % 2 == 1 {
+            sorted[n / 2]
+        } else {
+            (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
+        };
+        Some(Stats {
+            median,
+            min: sorted[0],
+            max: sorted[n - 1],
+            samples,
+        })
+    }
+
+    /// `{"median": …, "min": …, "max": …}`, the peer's shape.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({ "median": self.median, "min": self.min, "max": self.max })
+    }
+}
+
+/// A seeded source of token ids (splitmix64), so every run evaluates the same tokens.
+struct TokenRng(u64);
+
+impl TokenRng {
+    fn next(&mut self, n_vocab: usize) -> u32 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        (z % n_vocab as u64) as u32
+    }
+}
+
+/// The first token of a run: BOS when the vocabulary adds it (as llama-bench does).
+fn first_token(bos: Option<u32>, n_vocab: usize, rng: &mut TokenRng) -> u32 {
+    bos.unwrap_or_else(|| rng.next(n_vocab))
+}
+
+/// One pp run: seconds to evaluate `n` prompt tokens on an empty cache.
+fn run_pp(ctx: &mut Context<'_>, n: usize, bos: Option<u32>, rng: &mut TokenRng) -> Result<f64> {
+    let n_vocab = ctx.model.config.vocab_size;
+    let mut tokens = Vec::with_capacity(n);
+    tokens.push(first_token(bos, n_vocab, rng));
+    while tokens.len() < n {
+        tokens.push(rng.next(n_vocab));
+    }
+    ctx.truncate(0);
+    let t0 = Instant::now();
+    ctx.eval(&tokens, Logits::Last)?;
+    Ok(t0.elapsed().as_secs_f64())
+}
+
+/// One tg run: seconds to evaluate `n` tokens one at a time on an empty cache.
+fn run_tg(ctx: &mut Context<'_>, n: usize, bos: Option<u32>, rng: &mut TokenRng) -> Result<f64> {
+    let n_vocab = ctx.model.config.vocab_size;
+    ctx.truncate(0);
+    let mut token = first_token(bos, n_vocab, rng);
+    let t0 = Instant::now();
+    for _ in 0..n {
+        ctx.eval(&[token], Logits::Last)?;
+        token = rng.next(n_vocab);
+    }
+    Ok(t0.elapsed().as_secs_f64())
+}
+
+/// pp `n_prompt`: prompt tokens per second. The context needs room and a batch for
+/// `n_prompt` tokens (else the prompt would be split, which llama-bench's pp is not).
+pub fn pp(ctx: &mut Context<'_>, n_prompt: usize, reps: usize, bos: Option<u32>) -> Result<Stats> {
+    ensure!(
+        n_prompt > 0 && reps > 0,
+        "pp needs n_prompt > 0 and reps > 0"
+    );
+    ensure!(
+        n_prompt <= ctx.n_ctx(),
+        "pp{n_prompt} needs a context of at least {n_prompt} (have {})",
+        ctx.n_ctx()
+    );
+    let mut rng = TokenRng(0x5eed_0001);
+    run_pp(ctx, n_prompt, bos, &mut rng)?; // warm-up
+    let mut samples = Vec::with_capacity(reps);
+    for _ in 0..reps {
+        let s = run_pp(ctx, n_prompt, bos, &mut rng)?;
+        samples.push(n_prompt as f64 / s);
+    }
+    Ok(Stats::from_samples(samples).expect("reps > 0"))
+}
+
+/// tg `n_gen`: generated tokens per second.
+pub fn tg(ctx: &mut Context<'_>, n_gen: usize, reps: usize, bos: Option<u32>) -> Result<Stats> {
+    ensure!(n_gen > 0 && reps > 0, "tg needs n_gen > 0 and reps > 0");
+    ensure!(
+        n_gen <= ctx.n_ctx(),
+        "tg{n_gen} needs a context of at least {n_gen} (have {})",
+        ctx.n_ctx()
+    );
+    let mut rng = TokenRng(0x5eed_0002);
+    run_tg(ctx, 1, bos, &mut rng)?; // warm-up
+    let mut samples = Vec::with_capacity(reps);
+    for _ in 0..reps {
+        let s = run_tg(ctx, n_gen, bos, &mut rng)?;
+        samples.push(n_gen as f64 / s);
+    }
+    Ok(Stats::from_samples(samples).expect("reps > 0"))
+}
+
+/// Bytes of weights one generated token reads: every tensor once, except the token
+/// embedding, of which only one row is read — unless it doubles as the output projection.
+pub fn weight_bytes_per_token(model: &Model) -> u64 {
+    let tensors = model.file.tensors();
+    let tied = !tensors.iter().any(|t| t.name == "output.weight");
+    tensors
+        .iter()
+        .filter(|t| tied || t.name != "token_embd.weight")
+        .map(|t| t.n_bytes())
+        .sum()
+}
+
+/// Peak resident memory of this process (`VmHWM`), in bytes; `None` off Linux.
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line
+        .trim_start_matches("VmHWM:")
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib * 1024)
+}
+
+/// Memory read bandwidth in bytes/s: the best of `passes` passes of `threads` threads
+/// summing disjoint parts of a `bytes`-sized buffer (far larger than any cache).
+pub fn read_bandwidth(bytes: usize, passes: usize, threads: usize) -> Result<f64> {
+    ensure!(
+        passes > 0 && threads > 0,
+        "bandwidth needs passes and threads"
+    );
+    let n = (bytes / 8).max(threads * 1024);
+    // Distinct non-zero values, so every page is really allocated and read.
+    let buf: Vec<u64> = (0..n as u64)
+        .map(|i| i.wrapping_mul(0x9E37_79B9) | 1)
+        .collect();
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .context("cannot start the thread pool")?;
+    let part = n.div_ceil(threads);
+    let mut best = f64::INFINITY;
+    for _ in 0..passes {
+        let t0 = Instant::now();
+        let sum = pool.install(|| {
+            use rayon::prelude::*;
+            buf.par_chunks(part)
+                .map(sum_words)
+                .reduce(|| 0, u64::wrapping_add)
+        });
+        std::hint::black_box(sum);
+        best = best.min(t0.elapsed().as_secs_f64());
+    }
+    Ok((n * 8) as f64 / best)
+}
+
+/// Sum with four independent accumulators, so the loop is bound by loads, not adds.
+fn sum_words(xs: &[u64]) -> u64 {
+    let mut acc = [0u64; 4];
+    let mut chunks = xs.chunks_exact(4);
+    for c in &mut chunks {
+        for (a, &x) in acc.iter_mut().zip(c) {
+            *a = a.wrapping_add(x);
+        }
+    }
+    let tail: u64 = chunks.remainder().iter().fold(0, |a, &x| a.wrapping_add(x));
+    acc.iter().fold(tail, |a, &x| a.wrapping_add(x))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stats_median_min_max() {
+        let s = Stats::from_samples(vec![3.0, 1.0, 2.0, 10.0]).unwrap();
+        assert_eq!((s.median, s.min, s.max), (2.5, 1.0, 10.0));
+        assert_eq!(
+            Stats::from_samples(vec![5.0, 1.0, 2.0]).unwrap().median,
+            2.0
+        );
+        assert!(Stats::from_samples(vec![]).is_none());
+    }
+
+    #[test]
+    fn bandwidth_is_positive_and_sum_is_exact() {
+        assert!(read_bandwidth(1 << 20, 2, 2).unwrap() > 0.0);
+        let xs: Vec<u64> = (1..=11).collect();
+        assert_eq!(sum_words(&xs), 66);
+    }
+
+    #[test]
+    fn peak_rss_reads_on_linux() {
+        if cfg!(target_os = "linux") {
+            assert!(peak_rss_bytes().unwrap() > 0);
+        }
+    }
+}

@@ -1,0 +1,168 @@
+//! `loupe bench MODEL`: prompt and generation speed like llama-bench (pp and tg tokens/s,
+//! median and spread), load time and peak memory; `--json` prints one line in the shape of
+//! the peer's `bench`, so one script can put loupe beside llama.cpp.
+//! `loupe bench --bandwidth`: the machine's memory read bandwidth, the ceiling of tg.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{ensure, Context as _, Result};
+use clap::Args;
+
+use crate::bench;
+use crate::model::kv_cache::KvType;
+use crate::model::{default_threads, Context, Model, RunOptions};
+use crate::tokenizer::Tokenizer;
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// The GGUF model file (not needed with --bandwidth).
+    #[arg(required_unless_present = "bandwidth")]
+    pub model: Option<PathBuf>,
+    /// Prompt tokens of the pp test, evaluated as one batch (0 skips it).
+    #[arg(
+        short = 'p',
+        long = "n-prompt",
+        value_name = "N",
+        default_value_t = 512
+    )]
+    pub n_prompt: usize,
+    /// Tokens generated one at a time in the tg test (0 skips it).
+    #[arg(short = 'n', long = "n-gen", value_name = "N", default_value_t = 128)]
+    pub n_gen: usize,
+    /// Threads [default: physical cores].
+    #[arg(short = 't', long, value_name = "N")]
+    pub threads: Option<usize>,
+    /// Timed repetitions of each test, after one untimed warm-up.
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    pub reps: usize,
+    /// Element type of the KV cache: f16 (llama.cpp's default) or f32.
+    #[arg(long, value_name = "TYPE", default_value = "f16")]
+    pub kv_type: String,
+    /// Print one JSON line instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Measure memory read bandwidth instead (a 1 GiB buffer, best of 5 passes).
+    #[arg(long, conflicts_with = "model")]
+    pub bandwidth: bool,
+}
+
+pub fn run(args: &BenchArgs, out: &mut impl Write) -> Result<()> {
+    let threads = args.threads.unwrap_or_else(default_threads);
+    ensure!(threads > 0, "--threads must be at least 1");
+    if args.bandwidth {
+        return bandwidth(args, threads, out);
+    }
+    let path = args.model.as_ref().expect("clap requires the model");
+    ensure!(args.reps > 0, "--reps must be at least 1");
+    ensure!(
+        args.n_prompt > 0 || args.n_gen > 0,
+        "nothing to run: -p 0 and -n 0"
+    );
+    warn_if_busy();
+
+    let t0 = Instant::now();
+    let model = Model::load(path)?;
+    let load_s = t0.elapsed().as_secs_f64();
+    let tokenizer = Tokenizer::from_metadata(model.file.metadata())
+        .with_context(|| format!("cannot build the tokenizer of {}", path.display()))?;
+    let bos = tokenizer.add_bos().then(|| tokenizer.bos()).flatten();
+    let mut ctx = Context::new(
+        &model,
+        RunOptions {
+            n_ctx: args.n_prompt.max(args.n_gen).max(16),
+            kv_type: KvType::parse(&args.kv_type)?,
+            threads,
+            batch: args.n_prompt.max(1),
+        },
+    )?;
+    let pp = (args.n_prompt > 0)
+        .then(|| bench::pp(&mut ctx, args.n_prompt, args.reps, bos))
+        .transpose()?;
+    let tg = (args.n_gen > 0)
+        .then(|| bench::tg(&mut ctx, args.n_gen, args.reps, bos))
+        .transpose()?;
+    let weight_bytes = bench::weight_bytes_per_token(&model);
+    let peak_rss = bench::peak_rss_bytes();
+    let (pp_name, tg_name) = (format!("pp{}", args.n_prompt), format!("tg{}", args.n_gen));
+
+    if args.json {
+        let mut obj = serde_json::Map::new();
+        if let Some(s) = &pp {
+            obj.insert(pp_name, s.to_json());
+        }
+        if let Some(s) = &tg {
+            obj.insert(tg_name, s.to_json());
+        }
+        obj.insert("threads".into(), threads.into());
+        obj.insert("model".into(), path.display().to_string().into());
+        obj.insert("load_s".into(), load_s.into());
+        obj.insert("peak_rss_bytes".into(), peak_rss.into());
+        obj.insert("file_bytes".into(), model.file.file_size().into());
+        obj.insert("weight_bytes_per_token".into(), weight_bytes.into());
+        writeln!(out, "{}", serde_json::Value::Object(obj))?;
+        return Ok(());
+    }
+    let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+    writeln!(
+        out,
+        "{} | {:.2} GiB file | {:.2} GiB weights read per token | {threads} threads | {} reps",
+        path.display(),
+        gib(model.file.file_size()),
+        gib(weight_bytes),
+        args.reps
+    )?;
+    writeln!(
+        out,
+        "{:>8} {:>10} {:>10} {:>10}",
+        "test", "median", "min", "max"
+    )?;
+    for (name, s) in [(pp_name, &pp), (tg_name, &tg)] {
+        if let Some(s) = s {
+            writeln!(
+                out,
+                "{name:>8} {:>10.2} {:>10.2} {:>10.2}  tokens/s",
+                s.median, s.min, s.max
+            )?;
+        }
+    }
+    writeln!(out, "load {load_s:.3} s")?;
+    if let Some(b) = peak_rss {
+        writeln!(
+            out,
+            "peak resident memory {:.1} MiB",
+            b as f64 / (1 << 20) as f64
+        )?;
+    }
+    Ok(())
+}
+
+fn bandwidth(args: &BenchArgs, threads: usize, out: &mut impl Write) -> Result<()> {
+    const BYTES: usize = 1 << 30;
+    let bw = bench::read_bandwidth(BYTES, 5, threads)?;
+    if args.json {
+        let v = serde_json::json!({ "read_bytes_per_s": bw, "threads": threads, "buffer_bytes": BYTES });
+        writeln!(out, "{v}")?;
+    } else {
+        writeln!(
+            out,
+            "memory read bandwidth: {:.2} GB/s ({threads} threads, 1 GiB buffer, best of 5)",
+            bw / 1e9
+        )?;
+    }
+    Ok(())
+}
+
+/// Numbers from a shared machine mislead; say so when the load average shows it.
+fn warn_if_busy() {
+    let load = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<f64>().ok());
+    if let Some(load) = load.filter(|&l| l > 0.5) {
+        eprintln!(
+            "loupe: warning: load average {load:.2} before the benchmark; other processes \
+             share the cores and the numbers will be low and noisy"
+        );
+    }
+}

@@ -1,0 +1,89 @@
+//! `loupe synth --shape NAME --type TYPE OUT`: a GGUF with the tensor layout of a known
+//! model (llama3-8b, llama2-7b, qwen2.5-7b, small test shapes) and seeded random weights,
+//! with a real vocabulary so it tokenizes: for measuring the speed and memory of models
+//! too big to fetch here.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{ensure, Context, Result};
+use clap::Args;
+
+use crate::gguf::GgufFile;
+use crate::synth::{write_shape, Shape, WeightTypes};
+
+#[derive(Args, Debug)]
+pub struct SynthArgs {
+    /// The layout: llama3-8b, llama3.1-8b, llama2-7b, qwen2.5-7b, or the test shapes tiny,
+    /// tiny-qwen2, small.
+    #[arg(long, value_name = "NAME")]
+    pub shape: String,
+    /// A recipe (Q4_0, Q8_0, Q4_K_M, ... mixed per tensor as llama-quantize does) or one
+    /// tensor type for every matrix (Q4_K, Q5_K, ...).
+    #[arg(long = "type", value_name = "TYPE", value_parser = parse_weight_types)]
+    pub ty: WeightTypes,
+    /// Where to write the model (under a temporary name, then renamed).
+    pub out: PathBuf,
+    /// Model whose tokenizer is copied [default: the Qwen2.5-Coder test model].
+    #[arg(long, value_name = "MODEL")]
+    pub vocab_from: Option<PathBuf>,
+    /// Seed of the random weights.
+    #[arg(long, value_name = "S", default_value_t = 1)]
+    pub seed: u64,
+    /// Override the shape's layer count (quick tests of big shapes).
+    #[arg(long, value_name = "N")]
+    pub layers: Option<usize>,
+}
+
+fn parse_weight_types(s: &str) -> Result<WeightTypes, String> {
+    s.parse()
+}
+
+pub fn run(args: &SynthArgs, out: &mut impl Write) -> Result<()> {
+    let mut shape = Shape::named(&args.shape)?;
+    if let Some(n) = args.layers {
+        ensure!(n > 0, "--layers must be at least 1");
+        shape.n_layer = n;
+    }
+    let donor = args
+        .vocab_from
+        .clone()
+        .unwrap_or_else(|| crate::store::QWEN25_CODER_05B.path());
+    let vocab_from = GgufFile::open(&donor).with_context(|| {
+        format!(
+            "cannot read the vocabulary donor {} (give --vocab-from MODEL, or fetch the test \
+             models with scripts/fetch-models.sh)",
+            donor.display()
+        )
+    })?;
+    let t0 = Instant::now();
+    let report = write_shape(&shape, args.ty, args.seed, &vocab_from, &args.out)?;
+    let secs = t0.elapsed().as_secs_f64();
+    if let Some(note) = &report.vocab_note {
+        eprintln!("note: {note}");
+    }
+    for (name, wanted, used) in &report.fallbacks {
+        eprintln!("note: {name}: rows do not fit {wanted}, written as {used}");
+    }
+    let types: Vec<String> = report
+        .types
+        .iter()
+        .map(|(t, n)| format!("{t}×{n}"))
+        .collect();
+    writeln!(
+        out,
+        "wrote {}: shape {} ({} layers, vocabulary {} from {}), {} ({}), {} tensors, {:.2} GiB \
+         in {secs:.1} s",
+        args.out.display(),
+        shape.name,
+        shape.n_layer,
+        report.n_vocab,
+        donor.display(),
+        args.ty,
+        types.join(", "),
+        report.n_tensors,
+        report.file_bytes as f64 / (1u64 << 30) as f64,
+    )?;
+    Ok(())
+}
