@@ -2,8 +2,10 @@
 //! next token. The layers follow one token: `gguf` (the file) → `model` → CLI; the block
 //! formats and kernels live in the `loupe-quant` crate.
 
+pub mod bench;
 pub mod chat;
 pub mod cli;
+pub mod compare;
 pub mod gguf;
 pub mod model;
 pub mod quality;

@@ -167,6 +167,39 @@ impl Agreement {
         self.same_top as f64 / self.count().max(1) as f64
     }
 
+    /// Standard error of the mean KL divergence, as llama.cpp prints it after "±".
+    pub fn kld_err(&self) -> f64 {
+        mean_and_err(self.kld.iter().map(|&v| f64::from(v)), self.count()).1
+    }
+
+    /// Mean of p(correct token) under the model minus under the base.
+    pub fn mean_p_diff(&self) -> f64 {
+        mean_and_err(self.p_diff.iter().map(|&v| f64::from(v)), self.count()).0
+    }
+
+    /// Root mean square of the Δp of the correct token, with its standard error (from
+    /// the spread of Δp², as llama.cpp's "RMS Δp" line).
+    pub fn rms_p_diff(&self) -> (f64, f64) {
+        let (ms, ms_err) = mean_and_err(
+            self.p_diff.iter().map(|&v| f64::from(v) * f64::from(v)),
+            self.count(),
+        );
+        let rms = ms.sqrt();
+        (rms, if rms > 0.0 { 0.5 / rms * ms_err } else { 0.0 })
+    }
+
+    /// Mean of ln(p_base / p_model) of the correct token: ln of the PPL ratio.
+    pub fn ln_ppl_ratio(&self) -> f64 {
+        (self.nll.sum - self.nll_base.sum) / self.count().max(1) as f64
+    }
+
+    /// The KL divergences sorted, for [`percentile`].
+    pub fn kld_sorted(&self) -> Vec<f32> {
+        let mut v = self.kld.clone();
+        v.sort_by(f32::total_cmp);
+        v
+    }
+
     /// The `q`-quantile (0..=1) of the KL divergences.
     pub fn kld_quantile(&self, q: f64) -> f64 {
         let mut v = self.kld.clone();
@@ -176,6 +209,41 @@ impl Agreement {
         }
         let i = ((v.len() - 1) as f64 * q).round() as usize;
         f64::from(v[i])
+    }
+}
+
+/// Mean and its standard error over `n` values (llama.cpp's `mean_and_uncertainty`).
+fn mean_and_err(values: impl Iterator<Item = f64>, n: usize) -> (f64, f64) {
+    let (mut sum, mut sum2) = (0f64, 0f64);
+    for v in values {
+        sum += v;
+        sum2 += v * v;
+    }
+    if n == 0 {
+        return (f64::NAN, f64::NAN);
+    }
+    let mean = sum / n as f64;
+    if n < 2 {
+        return (mean, f64::NAN);
+    }
+    let var = (sum2 / n as f64 - mean * mean).max(0.0);
+    (mean, (var / (n - 1) as f64).sqrt())
+}
+
+/// The `q`-quantile (0..=1) of sorted values, interpolated between neighbours as
+/// llama.cpp's perplexity tool does (so q = 0.5 of an even count is the middle pair's mean).
+pub fn percentile(sorted: &[f32], q: f64) -> f64 {
+    match sorted {
+        [] => f64::NAN,
+        _ if q <= 0.0 => f64::from(sorted[0]),
+        _ if q >= 1.0 => f64::from(sorted[sorted.len() - 1]),
+        _ => {
+            let p = q * (sorted.len() - 1) as f64;
+            let i = p as usize;
+            let f = p - i as f64;
+            let next = sorted[(i + 1).min(sorted.len() - 1)];
+            (1.0 - f) * f64::from(sorted[i]) + f * f64::from(next)
+        }
     }
 }
 
@@ -218,6 +286,15 @@ mod tests {
         assert!(a.mean_kld() > 0.5);
         assert_eq!(a.same_top, 0);
         assert!(a.p_diff[0] < 0.0);
+    }
+
+    #[test]
+    fn percentile_interpolates() {
+        let v = [1.0, 2.0, 3.0, 4.0];
+        assert_eq!(percentile(&v, 0.5), 2.5);
+        assert_eq!(percentile(&v, 1.0), 4.0);
+        assert!((percentile(&v, 0.99) - 3.97).abs() < 1e-9);
+        assert!(percentile(&[], 0.5).is_nan());
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! The command line: clap definitions and one module per subcommand.
 
+mod bench;
 mod chat;
+mod compare;
 mod format;
 mod inspect;
 pub mod model_args;
@@ -9,6 +11,7 @@ mod perplexity;
 mod quantize;
 mod run;
 pub mod sampler_args;
+mod synth;
 mod tokenize;
 
 use std::io::{self, Write};
@@ -29,8 +32,14 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Prompt and generation speed like llama-bench (tokens/s, median and spread), load
+    /// time and peak memory; or the machine's memory read bandwidth.
+    Bench(bench::BenchArgs),
     /// Chat with an instruct model: a REPL in a terminal, one reply per line when piped.
     Chat(chat::ChatArgs),
+    /// Which quantization to run: score models against a base (PPL, KL divergence, same
+    /// top token, speed), or quantize a source to a ladder of types and compare them all.
+    Compare(compare::CompareArgs),
     /// Show what a GGUF model file holds: architecture, sizes, types, tensors, metadata.
     Inspect(inspect::InspectArgs),
     /// Continue a text, streaming the tokens as they come.
@@ -45,6 +54,9 @@ pub enum Command {
     Quantize(quantize::QuantizeArgs),
     /// Show the token ids of a text under a model's vocabulary, each with its piece.
     Tokenize(tokenize::TokenizeArgs),
+    /// Write a model with the tensor layout of a known one (llama3-8b, ...) and random
+    /// weights, for measuring speed and memory.
+    Synth(synth::SynthArgs),
 }
 
 /// Parse the arguments, run the subcommand, and turn its outcome into an exit code.
@@ -54,12 +66,15 @@ pub fn main() -> ExitCode {
     let mut out = io::BufWriter::new(stdout.lock());
     let result = match cli.command {
         Command::Chat(args) => chat::run(&args, &mut out),
+        Command::Compare(args) => compare::run(&args, &mut out),
         Command::Inspect(args) => inspect::run(&args, &mut out),
         Command::Tokenize(args) => tokenize::run(&args, &mut out),
         Command::Run(args) => run::run(&args, &mut out),
         Command::Next(args) => next::run(&args, &mut out),
         Command::Perplexity(args) => perplexity::run(&args, &mut out),
         Command::Quantize(args) => quantize::run(&args, &mut out),
+        Command::Bench(args) => bench::run(&args, &mut out),
+        Command::Synth(args) => synth::run(&args, &mut out),
     }
     .and_then(|()| out.flush().map_err(anyhow::Error::from));
     match result {
