@@ -147,8 +147,8 @@ pub fn forward<'s>(
         }
         captured(&mut s.capture, "attn_norm", l, &s.xb[..n * dim]);
         s.mm.run(file, &lw.wq, &s.xb[..n * dim], n, &mut s.q)?;
-        s.mm.run(file, &lw.wk, &s.xb[..n * dim], n, &mut s.k)?;
-        s.mm.run(file, &lw.wv, &s.xb[..n * dim], n, &mut s.v)?;
+        s.mm.run_same_input(file, &lw.wk, &s.xb[..n * dim], n, &mut s.k)?;
+        s.mm.run_same_input(file, &lw.wv, &s.xb[..n * dim], n, &mut s.v)?;
         add_bias(&mut s.q[..n * c.q_dim()], lw.bq.as_deref());
         add_bias(&mut s.k[..n * c.kv_dim()], lw.bk.as_deref());
         add_bias(&mut s.v[..n * c.kv_dim_v()], lw.bv.as_deref());
@@ -238,7 +238,7 @@ pub fn forward<'s>(
         }
         let hid = c.hidden_dim;
         s.mm.run(file, &lw.w_gate, &s.xb[..n * dim], n, &mut s.hb)?;
-        s.mm.run(file, &lw.w_up, &s.xb[..n * dim], n, &mut s.hb2)?;
+        s.mm.run_same_input(file, &lw.w_up, &s.xb[..n * dim], n, &mut s.hb2)?;
         captured(&mut s.capture, "ffn_norm", l, &s.xb[..n * dim]);
         captured(&mut s.capture, "ffn_gate", l, &s.hb[..n * hid]);
         captured(&mut s.capture, "ffn_up", l, &s.hb2[..n * hid]);

@@ -12,6 +12,9 @@ use crate::gguf::GgufFile;
 
 pub struct Matmul {
     qact: Vec<u8>, // (B, partner bytes of the widest input row)
+    /// What `qact` holds: (partner type, row length, rows), for reuse by
+    /// [`Matmul::run_same_input`].
+    loaded: Option<(loupe_quant::GgmlType, usize, usize)>,
     tmp: Vec<f32>, // (weight rows, activation rows of a group): results before transposing
 }
 
@@ -22,6 +25,7 @@ impl Matmul {
         Matmul {
             // f32 is the widest partner format: 4 bytes per element.
             qact: vec![0; max_batch * max_cols * 4],
+            loaded: None,
             tmp: vec![0.0; (max_rows * max_batch).max(vocab)],
         }
     }
@@ -35,17 +39,35 @@ impl Matmul {
         b: usize,
         out: &mut [f32],
     ) -> Result<()> {
+        self.loaded = None;
+        self.run_same_input(file, w, x, b, out)
+    }
+
+    /// Like [`Matmul::run`] for a matrix fed the same `x` as the previous call (Q, K and V;
+    /// gate and up): the activation rows are quantized once and reused while the partner
+    /// format is the same.
+    pub fn run_same_input(
+        &mut self,
+        file: &GgufFile,
+        w: &Tensor,
+        x: &[f32],
+        b: usize,
+        out: &mut [f32],
+    ) -> Result<()> {
         let (cols, rows) = (w.cols, w.rows);
         let partner = loupe_quant::vec_dot_type(w.ty)
             .with_context(|| format!("no matmul kernel for {} weights", w.ty))?;
         let act_bytes = partner
             .row_bytes(cols as u64)
             .context("activation row size")? as usize;
-        for (xr, qr) in x[..b * cols]
-            .chunks_exact(cols)
-            .zip(self.qact[..b * act_bytes].chunks_exact_mut(act_bytes))
-        {
-            loupe_quant::quantize_activation(partner, xr, qr)?;
+        if self.loaded != Some((partner, cols, b)) {
+            for (xr, qr) in x[..b * cols]
+                .chunks_exact(cols)
+                .zip(self.qact[..b * act_bytes].chunks_exact_mut(act_bytes))
+            {
+                loupe_quant::quantize_activation(partner, xr, qr)?;
+            }
+            self.loaded = Some((partner, cols, b));
         }
         let data = w.data(file);
         let qact = &self.qact[..b * act_bytes];
