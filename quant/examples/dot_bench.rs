@@ -29,6 +29,15 @@ fn main() {
         (GgmlType::Q5_0, [896, 4864]),
         (GgmlType::Q8_0, [896, 4864]),
         (GgmlType::Q4_0, [896, 4864]),
+        (GgmlType::Q4_1, [896, 4864]),
+        (GgmlType::Q5_1, [896, 4864]),
+        (GgmlType::IQ4_NL, [896, 4864]),
+        (GgmlType::Q2_K, [1024, 4864]),
+        (GgmlType::Q3_K, [1024, 4864]),
+        (GgmlType::Q5_K, [1024, 4864]),
+        (GgmlType::IQ4_XS, [1024, 4864]),
+        (GgmlType::F16, [896, 4864]),
+        (GgmlType::BF16, [896, 4864]),
     ] {
         for n in sizes {
             let times: Vec<f64> = tables.iter().map(|k| ns_per_row(k, ty, n)).collect();

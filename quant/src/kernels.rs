@@ -95,6 +95,14 @@ static AVX2_TABLE: Kernels = Kernels {
     q6_k: avx2::q6_k_q8_k,
     quantize_q8_0: avx2::quantize_q8_0,
     f16: avx2::f16_f16,
+    q4_1: avx2::q4_1_q8_1,
+    q5_1: avx2::q5_1_q8_1,
+    iq4_nl: avx2::iq4_nl_q8_0,
+    q2_k: avx2::q2_k_q8_k,
+    q3_k: avx2::q3_k_q8_k,
+    q5_k: avx2::q5_k_q8_k,
+    iq4_xs: avx2::iq4_xs_q8_k,
+    bf16: avx2::bf16_bf16,
     ..SCALAR
 };
 

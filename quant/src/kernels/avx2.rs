@@ -1,4 +1,6 @@
-//! AVX2 + FMA dot products and the Q8_0 activation quantizer (x86_64 only).
+//! AVX2 + FMA dot products and the Q8_0 activation quantizer (x86_64 only): Q4_0, Q5_0,
+//! Q8_0 and IQ4_NL with Q8_0; Q4_1 and Q5_1 with Q8_1; Q2_K, Q3_K, Q4_K, Q5_K, Q6_K and
+//! IQ4_XS with Q8_K; F16 and BF16 with themselves.
 //!
 //! Each kernel follows ggml's AVX2 version: integer products of 8-bit quants with
 //! `maddubs` (unsigned x signed bytes, summed in pairs to i16) and `madd` (i16 pairs to
@@ -10,12 +12,15 @@
 //! Preconditions the integer tricks rely on, all met by the activations this crate
 //! produces from finite input:
 //! - activation quants lie in -127..=127 (`sign_epi8` cannot negate -128);
-//! - a Q8_K block's `bsums[j]` is the sum of its quants `16*j..16*j+16` (Q4_K uses them
-//!   for the minimums and Q6_K for the -32 offset, instead of the quants themselves).
+//! - a Q8_K block's `bsums[j]` is the sum of its quants `16*j..16*j+16` (Q2_K, Q4_K and
+//!   Q5_K use them for the minimums and Q6_K for the -32 offset, instead of the quants
+//!   themselves; Q4_1 and Q5_1 likewise take their minimum's part from Q8_1's `s`, as the
+//!   scalar references do).
 //!
-//! Safety model: the `unsafe fn`s here require AVX2 and FMA. The safe wrappers at the
-//! bottom are `pub(super)`: `kernels.rs` stores them only in the AVX2 table, which it
-//! hands out only after `is_x86_feature_detected!` confirmed both features.
+//! Safety model: the `unsafe fn`s here require AVX2 and FMA, and those that say so F16C.
+//! The safe wrappers at the bottom are `pub(super)`: `kernels.rs` stores them only in the
+//! AVX2 table, which it hands out only after `is_x86_feature_detected!` confirmed all
+//! three features.
 
 // Intrinsics called inside a `#[target_feature]` function became safe in Rust 1.87; the
 // workspace's minimum Rust (1.85) still needs them in `unsafe` blocks. Each block keeps
@@ -25,7 +30,9 @@
 use std::arch::x86_64::*;
 
 use crate::formats::{
-    BlockF16, BlockQ4K, BlockQ4_0, BlockQ5_0, BlockQ6K, BlockQ8K, BlockQ8_0, QK32,
+    BlockBf16, BlockF16, BlockIq4Nl, BlockIq4Xs, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0,
+    BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8K, BlockQ8_0, BlockQ8_1,
+    KVALUES_IQ4NL, QK32,
 };
 use crate::F16;
 
@@ -52,6 +59,70 @@ unsafe fn hsum_f32x4(x: __m128) -> f32 {
     }
 }
 
+/// Sum of the four i32 lanes (exact unless it overflows).
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn hsum_i32x4(x: __m128i) -> i32 {
+    // SAFETY: register-only intrinsics; the caller guarantees AVX2.
+    unsafe {
+        let r = _mm_add_epi32(x, _mm_unpackhi_epi64(x, x));
+        let r = _mm_add_epi32(r, _mm_shuffle_epi32(r, 0b10_11_00_01));
+        _mm_cvtsi128_si32(r)
+    }
+}
+
+/// Four halves widened to f32 by F16C (`vcvtph2ps`): the same bits as [`F16::to_f32`]
+/// for every input, NaNs included (the tests check all 65536), in one instruction instead
+/// of a dozen each. For the 32-weight formats with a minimum, four conversions a block in
+/// software cost about as much as the block's products.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn f16x4_to_f32(h: [F16; 4]) -> __m128 {
+    let bits =
+        h[0].0 as u64 | (h[1].0 as u64) << 16 | (h[2].0 as u64) << 32 | (h[3].0 as u64) << 48;
+    // SAFETY: register-only intrinsics; F16C per the caller.
+    unsafe { _mm_cvtph_ps(_mm_cvtsi64_si128(bits as i64)) }
+}
+
+/// The f32 products `a0 * a2` and `a1 * a3` of four halves: with `[d_w, m_w, d_a, s_a]`,
+/// a block's `d_w * d_a` and `m_w * s_a`, each exactly the scalar f32 product.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn f16_products(h: [F16; 4]) -> (f32, f32) {
+    // SAFETY: register-only intrinsics; F16C per the caller.
+    unsafe {
+        let v = f16x4_to_f32(h);
+        let p = _mm_mul_ps(v, _mm_movehl_ps(v, v));
+        (_mm_cvtss_f32(p), _mm_cvtss_f32(_mm_movehdup_ps(p)))
+    }
+}
+
+/// Signed bytes `x * y` summed in pairs, as sixteen i16. `y` must not hold -128.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn mul_add_i8_pairs(x: __m256i, y: __m256i) -> __m256i {
+    // SAFETY: register-only intrinsics; the caller guarantees AVX2.
+    unsafe {
+        // maddubs wants unsigned x signed: move x's sign onto y.
+        let ax = _mm256_sign_epi8(x, x);
+        let sy = _mm256_sign_epi8(y, x);
+        _mm256_maddubs_epi16(ax, sy)
+    }
+}
+
+/// Unsigned bytes `ax` times signed bytes `sy`, summed in groups of four, as eight f32:
+/// lane `k` holds the products of bytes `4k..4k+4`. Exact while each pair of products fits
+/// an i16 (`maddubs` saturates).
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn mul_sum_us8_pairs_float(ax: __m256i, sy: __m256i) -> __m256 {
+    // SAFETY: register-only intrinsics; the caller guarantees AVX2.
+    unsafe {
+        let dot = _mm256_maddubs_epi16(ax, sy);
+        _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_set1_epi16(1), dot))
+    }
+}
+
 /// Signed bytes `x * y` summed in groups of four, as eight f32. `y` must not hold -128.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
@@ -61,8 +132,7 @@ unsafe fn mul_sum_i8_pairs_float(x: __m256i, y: __m256i) -> __m256 {
         // maddubs wants unsigned x signed: move x's sign onto y.
         let ax = _mm256_sign_epi8(x, x);
         let sy = _mm256_sign_epi8(y, x);
-        let dot = _mm256_maddubs_epi16(ax, sy);
-        _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_set1_epi16(1), dot))
+        mul_sum_us8_pairs_float(ax, sy)
     }
 }
 
@@ -77,6 +147,23 @@ unsafe fn bytes_from_nibbles_32(qs: &[u8; 16]) -> __m256i {
         let bytes = _mm256_set_m128i(_mm_srli_epi16(tmp, 4), tmp);
         _mm256_and_si256(bytes, _mm256_set1_epi8(0xF))
     }
+}
+
+/// [`KVALUES_IQ4NL`] in both 128-bit lanes, for `_mm256_shuffle_epi8` lookups.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn iq4nl_table() -> __m256i {
+    // SAFETY: the 16-byte load reads exactly the 16-entry table; AVX2 per the caller.
+    unsafe { _mm256_broadcastsi128_si256(_mm_loadu_si128(KVALUES_IQ4NL.as_ptr().cast())) }
+}
+
+/// 32 packed IQ4 table indices to their signed levels, laid out as
+/// [`bytes_from_nibbles_32`] lays out the indices (`table` from [`iq4nl_table`]).
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn iq4nl_levels_32(table: __m256i, qs: &[u8; 16]) -> __m256i {
+    // SAFETY: register-only intrinsics and a load of exactly `qs`; AVX2 per the caller.
+    unsafe { _mm256_shuffle_epi8(table, bytes_from_nibbles_32(qs)) }
 }
 
 /// 32 bits to 32 bytes: 0xFF where the bit is set, 0x00 where it is clear.
@@ -150,6 +237,226 @@ unsafe fn q8_0_q8_0_impl(x: &[BlockQ8_0], y: &[BlockQ8_0]) -> f32 {
     }
 }
 
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q4_1_q8_1_impl(x: &[BlockQ4_1], y: &[BlockQ8_1]) -> f32 {
+    // SAFETY: as in q4_0_q8_0_impl: loads only of whole `qs` arrays of borrowed blocks.
+    unsafe {
+        let mut acc = _mm256_setzero_ps();
+        // The minimum's part, m * d8 * sum(q8), through the activation's stored `s`.
+        let mut summs = 0.0f32;
+        for (x, y) in x.iter().zip(y) {
+            let (d, ms) = f16_products([x.d, x.m, y.d, y.s]);
+            summs += ms;
+            let d = _mm256_set1_ps(d);
+            // Quants 0..=15, unsigned as maddubs wants them.
+            let qx = bytes_from_nibbles_32(&x.qs);
+            let qy = _mm256_loadu_si256(y.qs.as_ptr().cast());
+            acc = _mm256_fmadd_ps(d, mul_sum_us8_pairs_float(qx, qy), acc);
+        }
+        hsum_f32x8(acc) + summs
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q5_1_q8_1_impl(x: &[BlockQ5_1], y: &[BlockQ8_1]) -> f32 {
+    // SAFETY: as in q4_0_q8_0_impl: loads only of whole `qs` arrays of borrowed blocks.
+    unsafe {
+        let mut acc = _mm256_setzero_ps();
+        let mut summs = 0.0f32;
+        for (x, y) in x.iter().zip(y) {
+            let (d, ms) = f16_products([x.d, x.m, y.d, y.s]);
+            summs += ms;
+            let d = _mm256_set1_ps(d);
+            // Quants 0..=31: the nibble with 16 added where the fifth bit is set.
+            let hi = _mm256_and_si256(bytes_from_bits_32(&x.qh), _mm256_set1_epi8(0x10));
+            let qx = _mm256_or_si256(bytes_from_nibbles_32(&x.qs), hi);
+            let qy = _mm256_loadu_si256(y.qs.as_ptr().cast());
+            acc = _mm256_fmadd_ps(d, mul_sum_us8_pairs_float(qx, qy), acc);
+        }
+        hsum_f32x8(acc) + summs
+    }
+}
+
+/// One block at a time into one accumulator (ggml's AVX2 version takes two blocks a step
+/// into two): the tiled matmul reproduces this order bit for bit.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn iq4_nl_q8_0_impl(x: &[BlockIq4Nl], y: &[BlockQ8_0]) -> f32 {
+    // SAFETY: as in q4_0_q8_0_impl, plus the 16-byte table load in iq4nl_table.
+    unsafe {
+        let table = iq4nl_table();
+        let mut acc = _mm256_setzero_ps();
+        for (x, y) in x.iter().zip(y) {
+            let (d, _) = f16_products([x.d, F16::ZERO, y.d, F16::ZERO]);
+            let d = _mm256_set1_ps(d);
+            let qx = iq4nl_levels_32(table, &x.qs);
+            let qy = _mm256_loadu_si256(y.qs.as_ptr().cast());
+            acc = _mm256_fmadd_ps(d, mul_sum_i8_pairs_float(qx, qy), acc);
+        }
+        hsum_f32x8(acc)
+    }
+}
+
+/// 32 bytes to 0xFF where bit `s` (0..8) of the byte is set, 0x00 where it is clear.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn bit_mask_32(bits: __m256i, s: usize) -> __m256i {
+    // SAFETY: register-only intrinsics; AVX2 per the caller.
+    unsafe {
+        let bit = _mm256_set1_epi8((1u8 << s) as i8);
+        _mm256_cmpeq_epi8(_mm256_and_si256(bits, bit), bit)
+    }
+}
+
+/// `_mm256_shuffle_epi8` control that spreads i16 number `2k` of each 128-bit lane over
+/// the lower lane and number `2k + 1` over the upper: the scales of the two 16-weight
+/// sub-blocks of a 32-weight group (ggml's `get_scale_shuffle_q3k`).
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn scale_pair_shuffle(k: usize) -> __m256i {
+    let b = 4 * k as i16;
+    // SAFETY: register-only intrinsics; AVX2 per the caller.
+    unsafe {
+        _mm256_set_m128i(
+            _mm_set1_epi16((b + 2) | ((b + 3) << 8)),
+            _mm_set1_epi16(b | ((b + 1) << 8)),
+        )
+    }
+}
+
+/// Sixteen i16 scales as two vectors, scales 0..8 in both lanes of the first and 8..16 in
+/// both lanes of the second, for [`scale_pair_shuffle`].
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn scales_by_half(scales8: __m128i) -> [__m256i; 2] {
+    // SAFETY: register-only intrinsics; AVX2 per the caller.
+    unsafe {
+        let all = _mm256_cvtepi8_epi16(scales8);
+        [
+            _mm256_permute2x128_si256(all, all, 0x00),
+            _mm256_permute2x128_si256(all, all, 0x11),
+        ]
+    }
+}
+
+/// The four 2-bit fields of 32 bytes (bits 0..2, 2..4, 4..6, 6..8), as bytes 0..=3: the
+/// groups of 32 weights at offsets 0, 32, 64, 96 of a Q2_K/Q3_K half.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn crumbs_32x4(bits: __m256i) -> [__m256i; 4] {
+    // SAFETY: register-only intrinsics; AVX2 per the caller.
+    unsafe {
+        let m3 = _mm256_set1_epi8(3);
+        [
+            _mm256_and_si256(bits, m3),
+            _mm256_and_si256(_mm256_srli_epi16(bits, 2), m3),
+            _mm256_and_si256(_mm256_srli_epi16(bits, 4), m3),
+            _mm256_and_si256(_mm256_srli_epi16(bits, 6), m3),
+        ]
+    }
+}
+
+#[target_feature(enable = "avx2,fma")]
+unsafe fn q2_k_q8_k_impl(x: &[BlockQ2K], y: &[BlockQ8K]) -> f32 {
+    // SAFETY: every load reads 16 or 32 bytes inside one borrowed block (`scales`, `qs`
+    // and `q8` slices of exactly 32 bytes, `bsums`); AVX2/FMA per the caller.
+    unsafe {
+        let m4 = _mm_set1_epi8(0xF);
+        let mut acc = _mm256_setzero_ps();
+        for (x, y) in x.iter().zip(y) {
+            let d = y.d * x.d.to_f32();
+            let dmin = -y.d * x.dmin.to_f32();
+
+            // Minimums: min * bsum for the 16 sub-blocks, in pairs to eight i32 lanes,
+            // scaled by -dmin * d8 into the same accumulator.
+            let packed = _mm_loadu_si128(x.scales.as_ptr().cast());
+            let scales8 = _mm_and_si128(packed, m4);
+            let mins8 = _mm_and_si128(_mm_srli_epi16(packed, 4), m4);
+            let q8sums = _mm256_loadu_si256(y.bsums.as_ptr().cast());
+            let prod = _mm256_madd_epi16(_mm256_cvtepi8_epi16(mins8), q8sums);
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(dmin), _mm256_cvtepi32_ps(prod), acc);
+
+            // Quants 0..=3: 128 weights per half, four 2-bit fields of 32 bytes.
+            let scales = scales_by_half(scales8);
+            let mut sumi = _mm256_setzero_si256();
+            for (half, (q2, q8)) in
+                x.qs.chunks_exact(32)
+                    .zip(y.qs.chunks_exact(128))
+                    .enumerate()
+            {
+                let q = crumbs_32x4(_mm256_loadu_si256(q2.as_ptr().cast()));
+                for (k, &q) in q.iter().enumerate() {
+                    let q8k = _mm256_loadu_si256(q8[32 * k..32 * k + 32].as_ptr().cast());
+                    let p16 = _mm256_maddubs_epi16(q, q8k);
+                    let sc = _mm256_shuffle_epi8(scales[half], scale_pair_shuffle(k));
+                    sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(sc, p16));
+                }
+            }
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+        }
+        hsum_f32x8(acc)
+    }
+}
+
+/// Q3_K's twelve packed bytes as four words holding the sixteen 6-bit scales (offset by
+/// 32) one per byte, in order (the same unpacking as [`BlockQ3K::unpack_scales`], all at
+/// once).
+#[inline]
+fn unpack_scales_q3k(packed: &[u8; 12]) -> [u32; 4] {
+    const KMASK1: u32 = 0x0303_0303;
+    const KMASK2: u32 = 0x0f0f_0f0f;
+    let w = |i: usize| u32::from_le_bytes([packed[i], packed[i + 1], packed[i + 2], packed[i + 3]]);
+    let (a0, a1, a2) = (w(0), w(4), w(8));
+    [
+        (a0 & KMASK2) | ((a2 & KMASK1) << 4),
+        (a1 & KMASK2) | (((a2 >> 2) & KMASK1) << 4),
+        ((a0 >> 4) & KMASK2) | (((a2 >> 4) & KMASK1) << 4),
+        ((a1 >> 4) & KMASK2) | (((a2 >> 6) & KMASK1) << 4),
+    ]
+}
+
+#[target_feature(enable = "avx2,fma")]
+unsafe fn q3_k_q8_k_impl(x: &[BlockQ3K], y: &[BlockQ8K]) -> f32 {
+    // SAFETY: every load reads 32 bytes inside one borrowed block (`hmask`, `qs` and `q8`
+    // slices of exactly 32 bytes); AVX2/FMA per the caller.
+    unsafe {
+        let four = _mm256_set1_epi8(4);
+        let mut acc = _mm256_setzero_ps();
+        for (x, y) in x.iter().zip(y) {
+            let d = y.d * x.d.to_f32();
+            let u = unpack_scales_q3k(&x.scales);
+            let scales8 = _mm_sub_epi8(
+                _mm_set_epi32(u[3] as i32, u[2] as i32, u[1] as i32, u[0] as i32),
+                _mm_set1_epi8(32),
+            );
+            let scales = scales_by_half(scales8);
+            let hbits = _mm256_loadu_si256(x.hmask.as_ptr().cast());
+
+            // Quants as (low 2 bits) - (4 where the high bit is clear), each part through
+            // its own unsigned maddubs, subtracted in i16.
+            let mut sumi = _mm256_setzero_si256();
+            for (half, (q3, q8)) in
+                x.qs.chunks_exact(32)
+                    .zip(y.qs.chunks_exact(128))
+                    .enumerate()
+            {
+                let q = crumbs_32x4(_mm256_loadu_si256(q3.as_ptr().cast()));
+                for (k, &q) in q.iter().enumerate() {
+                    let q3h = _mm256_andnot_si256(bit_mask_32(hbits, 4 * half + k), four);
+                    let q8k = _mm256_loadu_si256(q8[32 * k..32 * k + 32].as_ptr().cast());
+                    let p16 = _mm256_sub_epi16(
+                        _mm256_maddubs_epi16(q, q8k),
+                        _mm256_maddubs_epi16(q3h, q8k),
+                    );
+                    let sc = _mm256_shuffle_epi8(scales[half], scale_pair_shuffle(k));
+                    sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(sc, p16));
+                }
+            }
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+        }
+        hsum_f32x8(acc)
+    }
+}
+
 /// Q4_K's twelve packed bytes as four words: bytes 0..8 the eight 6-bit scales, bytes
 /// 8..16 the eight 6-bit mins (the same unpacking as `scale_min_k4`, all at once).
 #[inline]
@@ -212,6 +519,56 @@ unsafe fn q4_k_q8_k_impl(x: &[BlockQ4K], y: &[BlockQ8K]) -> f32 {
 }
 
 #[target_feature(enable = "avx2,fma")]
+unsafe fn q5_k_q8_k_impl(x: &[BlockQ5K], y: &[BlockQ8K]) -> f32 {
+    // SAFETY: every load reads 32 bytes inside one borrowed block (`qh`, `qs` halves of
+    // 32 bytes, the 32-byte `bsums`); AVX2/FMA per the caller.
+    unsafe {
+        let m4 = _mm256_set1_epi8(0xF);
+        let m16 = _mm256_set1_epi8(16);
+        let mut acc = _mm256_setzero_ps();
+        let mut summs = 0.0f32;
+        for (x, y) in x.iter().zip(y) {
+            let d = y.d * x.d.to_f32();
+            let dmin = -y.d * x.dmin.to_f32();
+            let u = unpack_scales_mins_k4(&x.scales);
+            let sc = (((u[1] as u64) << 32) | u[0] as u64).to_le_bytes();
+
+            // Minimums: (bsums of each 32) * min, summed to one integer per block, added
+            // with one rounding (C compilers contract ggml's `summs += dmin * sum` to an
+            // FMA; this matches ggml bit for bit).
+            let mins = _mm_cvtepu8_epi16(_mm_set_epi32(0, 0, u[3] as i32, u[2] as i32));
+            let q8sums = _mm256_loadu_si256(y.bsums.as_ptr().cast());
+            let q8s = _mm_hadd_epi16(
+                _mm256_castsi256_si128(q8sums),
+                _mm256_extracti128_si256(q8sums, 1),
+            );
+            summs = dmin.mul_add(hsum_i32x4(_mm_madd_epi16(mins, q8s)) as f32, summs);
+
+            // Quants 0..=31: the nibbles of Q4_K plus 16 where bit `s` of `qh` is set, for
+            // sub-block `s`; 64 weights per step.
+            let hbits = _mm256_loadu_si256(x.qh.as_ptr().cast());
+            let mut sumi = _mm256_setzero_si256();
+            for (j, (q5, q8)) in x.qs.chunks_exact(32).zip(y.qs.chunks_exact(64)).enumerate() {
+                let scale_l = _mm256_set1_epi16(sc[2 * j] as i16);
+                let scale_h = _mm256_set1_epi16(sc[2 * j + 1] as i16);
+                let q5bits = _mm256_loadu_si256(q5.as_ptr().cast());
+                let h_l = _mm256_and_si256(bit_mask_32(hbits, 2 * j), m16);
+                let h_h = _mm256_and_si256(bit_mask_32(hbits, 2 * j + 1), m16);
+                let q5l = _mm256_or_si256(_mm256_and_si256(q5bits, m4), h_l);
+                let q5h = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q5bits, 4), m4), h_h);
+                let q8l = _mm256_loadu_si256(q8.as_ptr().cast());
+                let q8h = _mm256_loadu_si256(q8[32..].as_ptr().cast());
+                let p16l = _mm256_madd_epi16(scale_l, _mm256_maddubs_epi16(q5l, q8l));
+                let p16h = _mm256_madd_epi16(scale_h, _mm256_maddubs_epi16(q5h, q8h));
+                sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p16l, p16h));
+            }
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+        }
+        hsum_f32x8(acc) + summs
+    }
+}
+
+#[target_feature(enable = "avx2,fma")]
 unsafe fn q6_k_q8_k_impl(x: &[BlockQ6K], y: &[BlockQ8K]) -> f32 {
     // SAFETY: every load reads 16 or 32 bytes inside one borrowed block (`ql`/`qh`/`qs`
     // slices of exactly that length, `scales`, `bsums`); AVX2/FMA per the caller.
@@ -261,6 +618,32 @@ unsafe fn q6_k_q8_k_impl(x: &[BlockQ6K], y: &[BlockQ8K]) -> f32 {
                 }
             }
             let sumi = _mm256_sub_epi32(sumi, q8sclsub);
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+        }
+        hsum_f32x8(acc)
+    }
+}
+
+#[target_feature(enable = "avx2,fma")]
+unsafe fn iq4_xs_q8_k_impl(x: &[BlockIq4Xs], y: &[BlockQ8K]) -> f32 {
+    // SAFETY: every load reads 16 or 32 bytes inside one borrowed block (`qs` chunks of
+    // 16 bytes, `q8` chunks of 32), plus the table load in iq4nl_table; AVX2/FMA per the
+    // caller.
+    unsafe {
+        let table = iq4nl_table();
+        let mut acc = _mm256_setzero_ps();
+        for (x, y) in x.iter().zip(y) {
+            // Per 32-weight sub-block: levels * q8 in i16 pairs, times the sub-block's
+            // scale - 32 into i32.
+            let mut sumi = _mm256_setzero_si256();
+            for (ib, (qs, q8)) in x.qs.chunks_exact(16).zip(y.qs.chunks_exact(32)).enumerate() {
+                let qs: &[u8; 16] = qs.try_into().expect("chunks of 16");
+                let qx = iq4nl_levels_32(table, qs);
+                let qy = _mm256_loadu_si256(q8.as_ptr().cast());
+                let ls = _mm256_set1_epi16((x.scale(ib) - 32) as i16);
+                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(mul_add_i8_pairs(qx, qy), ls));
+            }
+            let d = x.d.to_f32() * y.d;
             acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
         }
         hsum_f32x8(acc)
@@ -359,6 +742,66 @@ unsafe fn f16_f16_impl(x: &[BlockF16], y: &[BlockF16]) -> f32 {
     sum
 }
 
+/// Eight bf16 at `p` widened to f32 (a bf16 is the top half of an f32).
+///
+/// # Safety
+/// `p` must be valid for reading eight u16; the CPU must have AVX2.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn load_bf16x8(p: *const u16) -> __m256 {
+    // SAFETY: the caller guarantees eight readable u16 at `p` (unaligned load) and AVX2.
+    unsafe {
+        let h = _mm_loadu_si128(p as *const __m128i);
+        _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16))
+    }
+}
+
+/// BF16 · BF16 as ggml's AVX2 version: 32 elements a step into four 8-lane f32
+/// accumulators, then the tail's products added to that sum in f64.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn bf16_bf16_impl(x: &[BlockBf16], y: &[BlockBf16]) -> f32 {
+    let n = x.len().min(y.len());
+    // BlockBf16 is a repr(C) wrapper of one u16 (size asserted in formats/bf16.rs).
+    let (xp, yp) = (x.as_ptr() as *const u16, y.as_ptr() as *const u16);
+    let mut acc = [_mm256_setzero_ps(); 4];
+    let mut i = 0;
+    while i + 32 <= n {
+        for (j, a) in acc.iter_mut().enumerate() {
+            // SAFETY: i + 8j + 8 <= n elements of both rows; AVX2/FMA per the caller.
+            unsafe {
+                let vx = load_bf16x8(xp.add(i + 8 * j));
+                let vy = load_bf16x8(yp.add(i + 8 * j));
+                *a = _mm256_fmadd_ps(vx, vy, *a);
+            }
+        }
+        i += 32;
+    }
+    // SAFETY: AVX2 is enabled for this function.
+    let mut sum = unsafe {
+        hsum_f32x8(_mm256_add_ps(
+            _mm256_add_ps(acc[0], acc[2]),
+            _mm256_add_ps(acc[1], acc[3]),
+        ))
+    } as f64;
+    for k in i..n {
+        sum += (x[k].v.to_f32() * y[k].v.to_f32()) as f64;
+    }
+    sum as f32
+}
+
+/// [`f16x4_to_f32`] as an array, for the test against [`F16::to_f32`]; `None` on a CPU
+/// without the AVX2 table's features.
+#[cfg(test)]
+pub(super) fn f16x4_to_f32_checked(h: [F16; 4]) -> Option<[f32; 4]> {
+    if !super::cpu_has_avx2() {
+        return None;
+    }
+    let mut out = [0f32; 4];
+    // SAFETY: AVX2, FMA and F16C were detected just above; the store writes exactly `out`.
+    unsafe { _mm_storeu_ps(out.as_mut_ptr(), f16x4_to_f32(h)) };
+    Some(out)
+}
+
 // Safe entry points for the AVX2 table. Reachable only through `kernels.rs`, which
 // stores them in a table it returns only when AVX2 and FMA were detected at run time.
 
@@ -372,9 +815,37 @@ pub(super) fn q5_0_q8_0(x: &[BlockQ5_0], y: &[BlockQ8_0]) -> f32 {
     unsafe { q5_0_q8_0_impl(x, y) }
 }
 
+pub(super) fn q4_1_q8_1(x: &[BlockQ4_1], y: &[BlockQ8_1]) -> f32 {
+    // SAFETY: only called through the AVX2 table, selected after detecting AVX2, FMA
+    // and F16C.
+    unsafe { q4_1_q8_1_impl(x, y) }
+}
+
+pub(super) fn q5_1_q8_1(x: &[BlockQ5_1], y: &[BlockQ8_1]) -> f32 {
+    // SAFETY: only called through the AVX2 table, selected after detecting AVX2, FMA
+    // and F16C.
+    unsafe { q5_1_q8_1_impl(x, y) }
+}
+
+pub(super) fn iq4_nl_q8_0(x: &[BlockIq4Nl], y: &[BlockQ8_0]) -> f32 {
+    // SAFETY: only called through the AVX2 table, selected after detecting AVX2, FMA
+    // and F16C.
+    unsafe { iq4_nl_q8_0_impl(x, y) }
+}
+
 pub(super) fn q8_0_q8_0(x: &[BlockQ8_0], y: &[BlockQ8_0]) -> f32 {
     // SAFETY: only called through the AVX2 table, selected after detecting AVX2 + FMA.
     unsafe { q8_0_q8_0_impl(x, y) }
+}
+
+pub(super) fn q2_k_q8_k(x: &[BlockQ2K], y: &[BlockQ8K]) -> f32 {
+    // SAFETY: only called through the AVX2 table, selected after detecting AVX2 + FMA.
+    unsafe { q2_k_q8_k_impl(x, y) }
+}
+
+pub(super) fn q3_k_q8_k(x: &[BlockQ3K], y: &[BlockQ8K]) -> f32 {
+    // SAFETY: only called through the AVX2 table, selected after detecting AVX2 + FMA.
+    unsafe { q3_k_q8_k_impl(x, y) }
 }
 
 pub(super) fn q4_k_q8_k(x: &[BlockQ4K], y: &[BlockQ8K]) -> f32 {
@@ -382,15 +853,30 @@ pub(super) fn q4_k_q8_k(x: &[BlockQ4K], y: &[BlockQ8K]) -> f32 {
     unsafe { q4_k_q8_k_impl(x, y) }
 }
 
+pub(super) fn q5_k_q8_k(x: &[BlockQ5K], y: &[BlockQ8K]) -> f32 {
+    // SAFETY: only called through the AVX2 table, selected after detecting AVX2 + FMA.
+    unsafe { q5_k_q8_k_impl(x, y) }
+}
+
 pub(super) fn q6_k_q8_k(x: &[BlockQ6K], y: &[BlockQ8K]) -> f32 {
     // SAFETY: only called through the AVX2 table, selected after detecting AVX2 + FMA.
     unsafe { q6_k_q8_k_impl(x, y) }
+}
+
+pub(super) fn iq4_xs_q8_k(x: &[BlockIq4Xs], y: &[BlockQ8K]) -> f32 {
+    // SAFETY: only called through the AVX2 table, selected after detecting AVX2 + FMA.
+    unsafe { iq4_xs_q8_k_impl(x, y) }
 }
 
 pub(super) fn f16_f16(x: &[BlockF16], y: &[BlockF16]) -> f32 {
     // SAFETY: only called through the AVX2 table, selected after detecting AVX2, FMA
     // and F16C.
     unsafe { f16_f16_impl(x, y) }
+}
+
+pub(super) fn bf16_bf16(x: &[BlockBf16], y: &[BlockBf16]) -> f32 {
+    // SAFETY: only called through the AVX2 table, selected after detecting AVX2 + FMA.
+    unsafe { bf16_bf16_impl(x, y) }
 }
 
 pub(super) fn quantize_q8_0(x: &[f32], out: &mut [BlockQ8_0]) {

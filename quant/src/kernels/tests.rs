@@ -55,11 +55,14 @@ const DOT_TYPES: [GgmlType; 15] = {
     ]
 };
 
-/// The weight types the AVX2 table has its own kernel for.
+/// The weight types with an integer kernel in the AVX2 table (all but the float types;
+/// its F16 and BF16 kernels are checked in `avx2_matches_scalar_within_bound` only).
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
-const AVX2_TYPES: [GgmlType; 5] = {
+const AVX2_TYPES: [GgmlType; 12] = {
     use GgmlType::*;
-    [Q4_0, Q5_0, Q8_0, Q4_K, Q6_K]
+    [
+        Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_XS,
+    ]
 };
 
 /// Block counts per row: odd small ones, and the row lengths of the test models (896 and
@@ -330,8 +333,9 @@ fn avx2_integer_part_is_exact() {
     }
 }
 
-/// Unit-scale Q8_0/Q8_K activations: quants in -127..=127 inside `window`, zero outside,
-/// with consistent `bsums`.
+/// Unit-scale Q8_0/Q8_1/Q8_K activations: quants in -127..=127 inside `window`, zero
+/// outside, with consistent `s` and `bsums` (an 8-element window's sum, at most 1016, is
+/// exact in Q8_1's f16 `s`).
 #[cfg(target_arch = "x86_64")]
 fn window_acts(ty: GgmlType, n: usize, window: Range<usize>, rng: &mut XorShift) -> Vec<u8> {
     let q: Vec<i8> = (0..n)
@@ -352,6 +356,15 @@ fn window_acts(ty: GgmlType, n: usize, window: Range<usize>, rng: &mut XorShift)
                 b.d = Half::from_f32(1.0);
             });
         }
+        GgmlType::Q8_1 => {
+            let mut chunks = q.chunks_exact(32);
+            set::<BlockQ8_1>(&mut bytes, |b| {
+                b.qs.copy_from_slice(chunks.next().unwrap());
+                b.d = Half::from_f32(1.0);
+                let sum: i32 = b.qs.iter().map(|&q| q as i32).sum();
+                b.s = Half::from_f32(sum as f32);
+            });
+        }
         GgmlType::Q8_K => {
             let mut chunks = q.chunks_exact(256);
             set::<BlockQ8K>(&mut bytes, |b| {
@@ -367,13 +380,39 @@ fn window_acts(ty: GgmlType, n: usize, window: Range<usize>, rng: &mut XorShift)
     bytes
 }
 
+/// The AVX2 kernels of the 32-weight formats widen their f16 scales with F16C; that must
+/// give exactly what the scalar references' software conversion gives, for every half.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn avx2_f16c_widening_equals_to_f32_for_every_half() {
+    if avx2_or_skip().is_none() {
+        return;
+    }
+    for base in (0..=u16::MAX).step_by(4) {
+        let h: [Half; 4] = std::array::from_fn(|i| Half(base + i as u16));
+        let got = avx2::f16x4_to_f32_checked(h).unwrap();
+        for (h, g) in h.iter().zip(got) {
+            assert_eq!(
+                g.to_bits(),
+                h.to_f32().to_bits(),
+                "half {:#06x}: F16C {g:e}, to_f32 {:e}",
+                h.0,
+                h.to_f32()
+            );
+        }
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 #[test]
 fn avx2_matches_scalar_within_bound() {
     let Some(fast) = avx2_or_skip() else { return };
     let mut rng = XorShift(0x5eed_0003);
-    // F16 is float all through (no integer part), so it is checked here only.
-    for ty in AVX2_TYPES.into_iter().chain([GgmlType::F16]) {
+    // F16 and BF16 are float all through (no integer part), so they are checked here only.
+    for ty in AVX2_TYPES
+        .into_iter()
+        .chain([GgmlType::F16, GgmlType::BF16])
+    {
         let act_ty = partner(ty);
         let mut worst = 0.0f64;
         for nb in block_counts(ty) {
