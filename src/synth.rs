@@ -605,7 +605,7 @@ pub fn write_shape(
         "a shape needs layers and heads"
     );
     ensure!(
-        shape.n_head % shape.n_kv_head == 0,
+        shape.n_head.is_multiple_of(shape.n_kv_head),
         "{} query heads do not share {} KV heads evenly",
         shape.n_head,
         shape.n_kv_head

@@ -60,7 +60,7 @@ fn assert_well_formed(svg: &str) {
             continue;
         }
         assert!(
-            tag.matches('"').count() % 2 == 0,
+            tag.matches('"').count().is_multiple_of(2),
             "unbalanced quotes in <{tag}>"
         );
         if let Some(name) = tag.strip_prefix('/') {

@@ -53,7 +53,7 @@ pub fn with_blocks_mut<B: BlockFormat, R>(
 }
 
 fn check_whole<B: BlockFormat>(len: usize) -> Result<(), QuantError> {
-    if len % B::BYTES == 0 {
+    if len.is_multiple_of(B::BYTES) {
         Ok(())
     } else {
         Err(QuantError::PartialBlock {

@@ -100,7 +100,7 @@ impl GgmlType {
     /// blocks or the size overflows.
     pub fn row_bytes(self, n: u64) -> Option<u64> {
         let elems = self.block_elems() as u64;
-        if n % elems != 0 {
+        if !n.is_multiple_of(elems) {
             return None;
         }
         (n / elems).checked_mul(self.block_bytes() as u64)

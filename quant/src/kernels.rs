@@ -22,6 +22,12 @@ use crate::{cast, BlockFormat, GgmlType, QuantError};
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod tiled;
+#[cfg(target_arch = "x86_64")]
+mod tiled_k;
+#[cfg(target_arch = "x86_64")]
+pub use tiled::TiledIsa;
 
 /// A dot product of a weight row (blocks `W`) with an activation row (blocks `A`) of the
 /// same number of elements.
@@ -53,6 +59,10 @@ pub struct Kernels {
     /// [`q8_0::quantize_activation`]). Q8_1 and Q8_K activations are always scalar: one
     /// per row, cheap next to the dot products.
     pub quantize_q8_0: QuantizeFn<BlockQ8_0>,
+    /// The tiled matmul for batches of activation rows (`tiled.rs`), where this table has
+    /// one: it gives the same bits as `vec_dot` row by row, only faster.
+    #[cfg(target_arch = "x86_64")]
+    tiled: Option<TiledIsa>,
 }
 
 fn quantize_q8_0_scalar(x: &[f32], out: &mut [BlockQ8_0]) {
@@ -80,6 +90,8 @@ const SCALAR: Kernels = Kernels {
     q6_k: k_quants::q6_k::vec_dot,
     iq4_xs: iq4_xs::vec_dot,
     quantize_q8_0: quantize_q8_0_scalar,
+    #[cfg(target_arch = "x86_64")]
+    tiled: None,
 };
 static SCALAR_TABLE: Kernels = SCALAR;
 
@@ -89,21 +101,32 @@ static SCALAR_TABLE: Kernels = SCALAR;
 static AVX2_TABLE: Kernels = Kernels {
     name: "avx2",
     q4_0: avx2::q4_0_q8_0,
-    q5_0: avx2::q5_0_q8_0,
-    q8_0: avx2::q8_0_q8_0,
-    q4_k: avx2::q4_k_q8_k,
-    q6_k: avx2::q6_k_q8_k,
-    quantize_q8_0: avx2::quantize_q8_0,
-    f16: avx2::f16_f16,
     q4_1: avx2::q4_1_q8_1,
+    q5_0: avx2::q5_0_q8_0,
     q5_1: avx2::q5_1_q8_1,
+    q8_0: avx2::q8_0_q8_0,
     iq4_nl: avx2::iq4_nl_q8_0,
     q2_k: avx2::q2_k_q8_k,
     q3_k: avx2::q3_k_q8_k,
+    q4_k: avx2::q4_k_q8_k,
     q5_k: avx2::q5_k_q8_k,
+    q6_k: avx2::q6_k_q8_k,
     iq4_xs: avx2::iq4_xs_q8_k,
+    quantize_q8_0: avx2::quantize_q8_0,
+    f16: avx2::f16_f16,
     bf16: avx2::bf16_bf16,
+    tiled: Some(TiledIsa::Avx2),
     ..SCALAR
+};
+
+/// The AVX2 dot products, with the tiled matmul on AVX-512 VL + VNNI (`dpbusd`, 32
+/// vector registers). Never hand this out without detecting every feature (see
+/// [`cpu_has_avx512`]).
+#[cfg(target_arch = "x86_64")]
+static AVX512_TABLE: Kernels = Kernels {
+    name: "avx512",
+    tiled: Some(TiledIsa::Avx512Vnni),
+    ..AVX2_TABLE
 };
 
 /// Whether this CPU runs the AVX2 table.
@@ -120,6 +143,23 @@ pub fn cpu_has_avx2() -> bool {
     }
 }
 
+/// Whether this CPU runs the AVX-512 table: the AVX2 table's features plus AVX-512 F,
+/// BW, VL and VNNI.
+pub fn cpu_has_avx512() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        cpu_has_avx2()
+            && is_x86_feature_detected!("avx512f")
+            && is_x86_feature_detected!("avx512bw")
+            && is_x86_feature_detected!("avx512vl")
+            && is_x86_feature_detected!("avx512vnni")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 /// The scalar reference table, on any CPU.
 pub fn scalar() -> &'static Kernels {
     &SCALAR_TABLE
@@ -127,22 +167,37 @@ pub fn scalar() -> &'static Kernels {
 
 /// The AVX2 table when this CPU can run it.
 pub fn avx2() -> Option<&'static Kernels> {
-    avx2_if(cpu_has_avx2())
-}
-
-fn avx2_if(available: bool) -> Option<&'static Kernels> {
     #[cfg(target_arch = "x86_64")]
-    if available {
+    if cpu_has_avx2() {
         return Some(&AVX2_TABLE);
     }
-    let _ = available;
     None
 }
 
+/// The AVX-512 table when this CPU can run it.
+pub fn avx512() -> Option<&'static Kernels> {
+    #[cfg(target_arch = "x86_64")]
+    if cpu_has_avx512() {
+        return Some(&AVX512_TABLE);
+    }
+    None
+}
+
+/// Every table this CPU runs, slowest first: scalar, then avx2 and avx512 where present.
+pub fn available() -> Vec<&'static Kernels> {
+    std::iter::once(scalar())
+        .chain(avx2())
+        .chain(avx512())
+        .collect()
+}
+
+/// The names `LOUPE_KERNELS` accepts besides `auto`.
+const TABLE_NAMES: [&str; 3] = ["scalar", "avx2", "avx512"];
+
 /// The table this process uses, chosen on first call: the fastest the CPU runs, unless
-/// `LOUPE_KERNELS` asks for `scalar` or `avx2`. An unknown value, or `avx2` on a CPU
-/// without it, falls back to the fastest available and prints one warning to stderr
-/// (also kept in [`kernels_note`]).
+/// `LOUPE_KERNELS` asks for `scalar`, `avx2` or `avx512`. An unknown value, or a table
+/// this CPU cannot run, falls back to the fastest available and prints one warning to
+/// stderr (also kept in [`kernels_note`]).
 pub fn kernels() -> &'static Kernels {
     selection().0
 }
@@ -156,7 +211,7 @@ fn selection() -> &'static (&'static Kernels, Option<String>) {
     static SELECTED: OnceLock<(&'static Kernels, Option<String>)> = OnceLock::new();
     SELECTED.get_or_init(|| {
         let request = std::env::var("LOUPE_KERNELS").ok();
-        let (k, note) = select(request.as_deref(), avx2());
+        let (k, note) = select(request.as_deref(), &available());
         if let Some(note) = &note {
             eprintln!("loupe: {note}");
         }
@@ -165,33 +220,33 @@ fn selection() -> &'static (&'static Kernels, Option<String>) {
 }
 
 /// The choice [`kernels`] makes for the value of `LOUPE_KERNELS` (`None` when unset),
-/// given the AVX2 table if this CPU can run it: the table, and a warning when the request
-/// could not be honoured.
+/// given the tables this CPU runs (slowest first, never empty): the table, and a warning
+/// when the request could not be honoured.
 fn select(
     request: Option<&str>,
-    avx2: Option<&'static Kernels>,
+    available: &[&'static Kernels],
 ) -> (&'static Kernels, Option<String>) {
-    let best = avx2.unwrap_or(&SCALAR_TABLE);
+    let best = available.last().copied().unwrap_or(&SCALAR_TABLE);
     match request.map(str::trim) {
         None | Some("") | Some("auto") => (best, None),
-        Some("scalar") => (&SCALAR_TABLE, None),
-        Some("avx2") => match avx2 {
+        Some(name) => match available.iter().find(|k| k.name == name) {
             Some(k) => (k, None),
+            None if TABLE_NAMES.contains(&name) => (
+                best,
+                Some(format!(
+                    "LOUPE_KERNELS={name}, but this CPU lacks the features it needs; using {} kernels",
+                    best.name
+                )),
+            ),
             None => (
                 best,
                 Some(format!(
-                    "LOUPE_KERNELS=avx2, but this CPU lacks AVX2/FMA; using {} kernels",
+                    "LOUPE_KERNELS={name:?} is not one of auto, {}; using {} kernels",
+                    TABLE_NAMES.join(", "),
                     best.name
                 )),
             ),
         },
-        Some(other) => (
-            best,
-            Some(format!(
-                "LOUPE_KERNELS={other:?} is not one of auto, scalar, avx2; using {} kernels",
-                best.name
-            )),
-        ),
     }
 }
 
@@ -335,6 +390,25 @@ impl Kernels {
             return Ok(());
         }
         let w = &w[rows.start * w_row_bytes..rows.end * w_row_bytes];
+        #[cfg(target_arch = "x86_64")]
+        if let (Some(isa), true) = (self.tiled, n_act_rows >= MIN_TILED_ACT_ROWS) {
+            use GgmlType::*;
+            type TiledFn = fn(TiledIsa, &[u8], usize, &[u8], &mut [f32]) -> Result<(), QuantError>;
+            let tiled: Option<TiledFn> = match ty {
+                Q4_0 => Some(tiled::matmul::<BlockQ4_0, BlockQ8_0>),
+                Q5_0 => Some(tiled::matmul::<BlockQ5_0, BlockQ8_0>),
+                Q8_0 => Some(tiled::matmul::<BlockQ8_0, BlockQ8_0>),
+                Q4_1 => Some(tiled::matmul::<BlockQ4_1, BlockQ8_1>),
+                Q5_1 => Some(tiled::matmul::<BlockQ5_1, BlockQ8_1>),
+                IQ4_NL => Some(tiled::matmul::<BlockIq4Nl, BlockQ8_0>),
+                Q4_K => Some(tiled_k::matmul::<BlockQ4K>),
+                Q6_K => Some(tiled_k::matmul::<BlockQ6K>),
+                _ => None,
+            };
+            if let Some(tiled) = tiled {
+                return tiled(isa, w, n_cols, act, out);
+            }
+        }
         with_dot!(self, ty, |f| matmul_blocks(f, w, n_cols, act, out))
     }
 
@@ -368,6 +442,11 @@ impl Kernels {
         }
     }
 }
+
+/// The smallest batch that takes the tiled matmul: with one activation row there is
+/// nothing to share a decoded weight block with.
+#[cfg(target_arch = "x86_64")]
+const MIN_TILED_ACT_ROWS: usize = 2;
 
 /// [`Kernels::vec_dot`] with the table [`kernels`] chose.
 pub fn vec_dot(ty: GgmlType, n: usize, w_row: &[u8], act_row: &[u8]) -> Result<f32, QuantError> {
@@ -406,7 +485,7 @@ fn dot_partner(ty: GgmlType) -> Result<GgmlType, QuantError> {
 /// `n_rows` rows of `n` elements of `ty` must be whole blocks and exactly `bytes` long;
 /// returns the bytes of one row.
 fn check_rows(ty: GgmlType, n: usize, n_rows: usize, bytes: usize) -> Result<usize, QuantError> {
-    if n % ty.block_elems() != 0 {
+    if !n.is_multiple_of(ty.block_elems()) {
         return Err(QuantError::NotWholeBlocks { ty, elems: n });
     }
     let row = n / ty.block_elems() * ty.block_bytes();

@@ -172,7 +172,7 @@ pub fn vec_dot_type(ty: GgmlType) -> Option<GgmlType> {
 
 /// A row of `elems` elements of `ty` must be whole blocks and take exactly `bytes` bytes.
 fn check_row(ty: GgmlType, elems: usize, bytes: usize) -> Result<(), QuantError> {
-    if elems % ty.block_elems() != 0 {
+    if !elems.is_multiple_of(ty.block_elems()) {
         return Err(QuantError::NotWholeBlocks { ty, elems });
     }
     let expected = elems / ty.block_elems() * ty.block_bytes();

@@ -53,7 +53,7 @@ fn random_row(n: usize, seed: u64) -> Vec<f32> {
         };
         for _ in 0..32 {
             let mut v = rng.unit() * scale;
-            if rng.next_u64() % 17 == 0 {
+            if rng.next_u64().is_multiple_of(17) {
                 v *= 4.0;
             }
             x.push(v);

@@ -274,7 +274,7 @@ impl<'a> Recipe<'a> {
         if cat == Category::Output || (self.has_tied_embeddings && cat == Category::TokenEmbd) {
             if let Some(o) = self.over.output {
                 ty = o;
-            } else if falcon || t.dims[0] % ty.block_elems() as u64 != 0 {
+            } else if falcon || !t.dims[0].is_multiple_of(ty.block_elems() as u64) {
                 ty = Q8_0;
             } else if ty != Q8_0 {
                 ty = Q6_K;
@@ -406,7 +406,7 @@ impl<'a> Recipe<'a> {
     fn fallback(&mut self, t: &TensorInfo, ty: GgmlType) -> Result<GgmlType, String> {
         use GgmlType::*;
         let ncols = t.dims[0];
-        if ncols % ty.block_elems() as u64 == 0 {
+        if ncols.is_multiple_of(ty.block_elems() as u64) {
             return Ok(ty);
         }
         let mut to = match ty {
@@ -418,7 +418,7 @@ impl<'a> Recipe<'a> {
             _ if ty.block_elems() <= 32 => ty,
             _ => return Err(format!("no fallback type is defined for {ty}")),
         };
-        if ncols % to.block_elems() as u64 != 0 {
+        if !ncols.is_multiple_of(to.block_elems() as u64) {
             to = F16;
         }
         self.fallbacks.push((t.name.clone(), ty, to));

@@ -22,9 +22,9 @@
 //! AVX2 table, which it hands out only after `is_x86_feature_detected!` confirmed all
 //! three features.
 
-// Intrinsics called inside a `#[target_feature]` function became safe in Rust 1.87; the
-// workspace's minimum Rust (1.85) still needs them in `unsafe` blocks. Each block keeps
-// its SAFETY line for the memory accesses and the CPU-feature requirement.
+// Intrinsics called inside a `#[target_feature]` function are safe calls (Rust 1.87+), so
+// some `unsafe` blocks hold nothing unsafe; they are kept, each with its SAFETY line, to
+// mark the loads and the CPU-feature requirement in one place.
 #![allow(unused_unsafe)]
 
 use std::arch::x86_64::*;

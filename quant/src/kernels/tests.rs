@@ -527,27 +527,35 @@ fn quantize_activation_covers_every_partner_type() {
 #[test]
 fn selection_follows_the_request_and_falls_back() {
     let s = scalar();
-    // Whatever the CPU: no AVX2 table to offer.
-    assert_eq!(select(None, None).0.name(), "scalar");
-    assert_eq!(select(Some("auto"), None), (s, None));
-    assert_eq!(select(Some("scalar"), None), (s, None));
-    let (k, note) = select(Some("avx2"), None);
-    assert_eq!(k.name(), "scalar");
-    assert!(note.unwrap().contains("lacks AVX2"));
-    let (k, note) = select(Some("fast"), None);
-    assert_eq!(k.name(), "scalar");
-    assert!(note.unwrap().contains("\"fast\" is not one of"));
-
-    if let Some(a) = avx2() {
-        assert_eq!(select(None, Some(a)), (a, None));
-        assert_eq!(select(Some(" avx2 "), Some(a)), (a, None));
-        assert_eq!(select(Some("scalar"), Some(a)), (s, None));
-        let (k, note) = select(Some("neon"), Some(a));
-        assert_eq!(k.name(), "avx2");
-        assert!(note.is_some());
+    // Only the scalar table to offer.
+    assert_eq!(select(None, &[s]).0.name(), "scalar");
+    assert_eq!(select(Some("auto"), &[s]), (s, None));
+    assert_eq!(select(Some("scalar"), &[s]), (s, None));
+    for name in ["avx2", "avx512"] {
+        let (k, note) = select(Some(name), &[s]);
+        assert_eq!(k.name(), "scalar");
+        assert!(note.unwrap().contains("lacks the features"));
     }
-    // The process-wide choice is one of the two and stays put.
-    assert!(["scalar", "avx2"].contains(&kernels().name()));
+    let (k, note) = select(Some("fast"), &[s]);
+    assert_eq!(k.name(), "scalar");
+    assert!(note
+        .unwrap()
+        .contains("\"fast\" is not one of auto, scalar, avx2, avx512"));
+
+    let all = available();
+    let best = *all.last().unwrap();
+    assert_eq!(select(None, &all), (best, None));
+    for &k in &all {
+        assert_eq!(select(Some(&format!(" {} ", k.name())), &all), (k, None));
+    }
+    let (k, note) = select(Some("neon"), &all);
+    assert_eq!(k, best);
+    assert!(note.is_some());
+    if let Some(a) = avx2() {
+        assert_eq!(select(Some("avx2"), &all), (a, None));
+    }
+    // The process-wide choice is one of them and stays put.
+    assert!(TABLE_NAMES.contains(&kernels().name()));
     assert!(std::ptr::eq(kernels(), kernels()));
 }
 
@@ -594,7 +602,7 @@ fn vec_dot_rejects_bad_rows_without_panicking() {
 #[test]
 fn matmul_tiles_equal_row_dots_for_every_table() {
     let mut rng = XorShift(0x5eed_0005);
-    let tables: Vec<&Kernels> = std::iter::once(scalar()).chain(avx2()).collect();
+    let tables = available();
     for ty in DOT_TYPES {
         let act_ty = partner(ty);
         let (n_rows, n_cols, n_act) = (5, 2 * ty.block_elems().max(32), 3);
@@ -718,4 +726,44 @@ fn float_dots_are_f64_accumulated() {
     .concat();
     assert_eq!(vec_dot(GgmlType::F16, 2, &h, &h), Ok(6.25));
     assert_eq!(vec_dot(GgmlType::BF16, 2, &b, &b), Ok(6.25));
+}
+
+#[test]
+fn batched_matmul_equals_row_dots_over_tile_edges() {
+    // Batches of 2+ rows take the tiled path on SIMD tables (4 weight rows x up to 4
+    // activation rows per step): every remainder of both must give vec_dot's bits.
+    let mut rng = XorShift(0x5eed_0007);
+    for k in available() {
+        for ty in DOT_TYPES {
+            let act_ty = partner(ty);
+            let n_cols = 7 * ty.block_elems().max(32);
+            let nb = n_cols / ty.block_elems();
+            for (n_rows, n_act) in [(1, 2), (3, 5), (4, 4), (5, 7), (9, 3), (8, 9)] {
+                let w: Vec<u8> = (0..n_rows)
+                    .flat_map(|_| random_weights(ty, nb, &mut rng, false))
+                    .collect();
+                let act: Vec<u8> = (0..n_act)
+                    .flat_map(|_| random_acts(act_ty, n_cols, 127, &mut rng, false))
+                    .collect();
+                let (wr, ar) = (w.len() / n_rows, act.len() / n_act);
+                let mut out = vec![f32::NAN; n_act * n_rows];
+                k.matmul(ty, &w, n_rows, n_cols, &act, n_act, 0..n_rows, &mut out)
+                    .unwrap();
+                for a in 0..n_act {
+                    for r in 0..n_rows {
+                        let want = k
+                            .vec_dot(ty, n_cols, &w[r * wr..][..wr], &act[a * ar..][..ar])
+                            .unwrap();
+                        let got = out[a * n_rows + r];
+                        assert_eq!(
+                            got.to_bits(),
+                            want.to_bits(),
+                            "{ty} {} {n_rows}x{n_act}: a{a} r{r}",
+                            k.name()
+                        );
+                    }
+                }
+            }
+        }
+    }
 }

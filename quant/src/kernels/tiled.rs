@@ -1,0 +1,409 @@
+//! A batch of activation rows times a weight matrix in tiles, for the formats whose
+//! activation partner is Q8_0 or Q8_1 (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL).
+//!
+//! Row by row ([`super::Kernels::matmul`]'s plain loop) every dot decodes its weight
+//! blocks again — for Q5_0 the decoding costs more than the products. Here a tile of
+//! [`TILE_ROWS`] weight rows is decoded once into signed bytes plus f32 scales (the
+//! "packed" tile), then dotted with every activation row, several weight rows and several
+//! activation rows at a time so each loaded vector feeds more than one product.
+//!
+//! Every product is computed exactly as the table's own row kernel computes it, so the
+//! result is bit for bit that of `vec_dot`: per 32-element block the eight i32 lanes of
+//! four-product sums (AVX2 `maddubs` + `madd`, or VNNI `dpbusd`, the same integers),
+//! converted to f32, one `fma` by the f32 product `d_w * d_a` into eight f32 lanes in block
+//! order, and ggml's horizontal sum at the end; for Q4_1/Q5_1 plus the scalar sum of
+//! `m_w * s_a` in block order.
+
+#![allow(unused_unsafe)] // see avx2.rs: intrinsics are safe calls inside target_feature fns
+
+use std::arch::x86_64::*;
+use std::cell::RefCell;
+
+use crate::formats::*;
+use crate::{cast, BlockFormat, QuantError};
+
+/// Weight rows decoded together.
+pub(super) const TILE_ROWS: usize = 4;
+
+/// Which instructions the micro-kernels use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TiledIsa {
+    /// AVX2 + FMA, 16 vector registers: 2 weight rows x 4 activation rows per step.
+    Avx2,
+    /// AVX-512 VL + VNNI on 256-bit vectors, 32 registers: 4 x 4 per step, `dpbusd`.
+    Avx512Vnni,
+}
+
+/// A weight block decoded to 32 signed bytes, its scale and (Q4_1, Q5_1) its minimum.
+pub(super) trait Unpack: BlockFormat {
+    /// Whether the format has a minimum (and the partner is Q8_1).
+    const HAS_MIN: bool;
+    /// The quants as the row kernel multiplies them, and (d, m) as f32.
+    fn unpack(&self, q: &mut [i8; QK32]) -> (f32, f32);
+}
+
+impl Unpack for BlockQ4_0 {
+    const HAS_MIN: bool = false;
+    fn unpack(&self, q: &mut [i8; QK32]) -> (f32, f32) {
+        for (j, &b) in self.qs.iter().enumerate() {
+            q[j] = (b & 0xF) as i8 - 8;
+            q[j + 16] = (b >> 4) as i8 - 8;
+        }
+        (self.d.to_f32(), 0.0)
+    }
+}
+
+impl Unpack for BlockQ5_0 {
+    const HAS_MIN: bool = false;
+    fn unpack(&self, q: &mut [i8; QK32]) -> (f32, f32) {
+        let qh = u32::from_le_bytes(self.qh);
+        for (j, &b) in self.qs.iter().enumerate() {
+            let h0 = ((qh >> j) & 1) << 4;
+            let h1 = ((qh >> (j + 16)) & 1) << 4;
+            q[j] = ((b as u32 & 0xF) | h0) as i8 - 16;
+            q[j + 16] = ((b as u32 >> 4) | h1) as i8 - 16;
+        }
+        (self.d.to_f32(), 0.0)
+    }
+}
+
+impl Unpack for BlockQ8_0 {
+    const HAS_MIN: bool = false;
+    fn unpack(&self, q: &mut [i8; QK32]) -> (f32, f32) {
+        *q = self.qs;
+        (self.d.to_f32(), 0.0)
+    }
+}
+
+impl Unpack for BlockIq4Nl {
+    const HAS_MIN: bool = false;
+    fn unpack(&self, q: &mut [i8; QK32]) -> (f32, f32) {
+        for (j, &b) in self.qs.iter().enumerate() {
+            q[j] = iq4_nl::KVALUES_IQ4NL[(b & 0xF) as usize];
+            q[j + 16] = iq4_nl::KVALUES_IQ4NL[(b >> 4) as usize];
+        }
+        (self.d.to_f32(), 0.0)
+    }
+}
+
+impl Unpack for BlockQ4_1 {
+    const HAS_MIN: bool = true;
+    fn unpack(&self, q: &mut [i8; QK32]) -> (f32, f32) {
+        for (j, &b) in self.qs.iter().enumerate() {
+            q[j] = (b & 0xF) as i8;
+            q[j + 16] = (b >> 4) as i8;
+        }
+        (self.d.to_f32(), self.m.to_f32())
+    }
+}
+
+impl Unpack for BlockQ5_1 {
+    const HAS_MIN: bool = true;
+    fn unpack(&self, q: &mut [i8; QK32]) -> (f32, f32) {
+        let qh = u32::from_le_bytes(self.qh);
+        for (j, &b) in self.qs.iter().enumerate() {
+            let h0 = ((qh >> j) & 1) << 4;
+            let h1 = ((qh >> (j + 16)) & 1) << 4;
+            q[j] = ((b as u32 & 0xF) | h0) as i8;
+            q[j + 16] = ((b as u32 >> 4) | h1) as i8;
+        }
+        (self.d.to_f32(), self.m.to_f32())
+    }
+}
+
+/// An activation block of the Q8 family: its quants and (d, s) as f32.
+pub(super) trait Q8Act: BlockFormat {
+    fn qs(&self) -> &[i8; QK32];
+    fn d_s(&self) -> (f32, f32);
+}
+
+impl Q8Act for BlockQ8_0 {
+    fn qs(&self) -> &[i8; QK32] {
+        &self.qs
+    }
+    fn d_s(&self) -> (f32, f32) {
+        (self.d.to_f32(), 0.0)
+    }
+}
+
+impl Q8Act for BlockQ8_1 {
+    fn qs(&self) -> &[i8; QK32] {
+        &self.qs
+    }
+    fn d_s(&self) -> (f32, f32) {
+        (self.d.to_f32(), self.s.to_f32())
+    }
+}
+
+/// Per-thread buffers, grown once and reused: a matmul on the token path allocates
+/// nothing after the first call of its shape.
+#[derive(Default)]
+struct Scratch {
+    /// The packed tile: TILE_ROWS rows of K blocks of 32 quants.
+    q: Vec<[i8; QK32]>,
+    /// Their (d, m), same order.
+    dm: Vec<(f32, f32)>,
+    /// (d, s) of every activation block, row-major.
+    act_ds: Vec<(f32, f32)>,
+    /// VNNI only: `-128 *` the sums of each four activation quants, per block (see
+    /// [`vnni_tile`]).
+    act_corr: Vec<[i32; 8]>,
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+}
+
+/// `out[a * n_tile + r] = dot(w row r, act row a)` for the `n_tile` rows in `w` (whole
+/// rows of `n_cols` elements) and every activation row. Inputs already validated by
+/// [`super::Kernels::matmul`]; `isa` must be supported by this CPU (the caller holds a
+/// table that was handed out only after detection).
+pub(super) fn matmul<W: Unpack, A: Q8Act>(
+    isa: TiledIsa,
+    w: &[u8],
+    n_cols: usize,
+    act: &[u8],
+    out: &mut [f32],
+) -> Result<(), QuantError> {
+    let w = cast::as_blocks::<W>(w)?;
+    let act = cast::as_blocks::<A>(act)?;
+    let k = n_cols / QK32;
+    let n_tile = w.len() / k;
+    let n_act = act.len() / k;
+    SCRATCH.with(|s| {
+        let mut s = s.borrow_mut();
+        let s = &mut *s;
+        s.q.resize(TILE_ROWS * k, [0; QK32]);
+        s.dm.resize(TILE_ROWS * k, (0.0, 0.0));
+        s.act_ds.clear();
+        s.act_ds.extend(act.iter().map(Q8Act::d_s));
+        let vnni = isa == TiledIsa::Avx512Vnni;
+        s.act_corr.clear();
+        if vnni {
+            s.act_corr.extend(act.iter().map(|b| {
+                std::array::from_fn(|l| {
+                    -128 * b.qs()[4 * l..4 * l + 4]
+                        .iter()
+                        .map(|&q| q as i32)
+                        .sum::<i32>()
+                })
+            }));
+        }
+        for r0 in (0..n_tile).step_by(TILE_ROWS) {
+            let rows = TILE_ROWS.min(n_tile - r0);
+            for (i, (q, dm)) in
+                s.q.chunks_exact_mut(k)
+                    .zip(s.dm.chunks_exact_mut(k))
+                    .enumerate()
+            {
+                if i < rows {
+                    let row = &w[(r0 + i) * k..][..k];
+                    for ((q, dm), b) in q.iter_mut().zip(dm.iter_mut()).zip(row) {
+                        *dm = b.unpack(q);
+                        if vnni {
+                            // Stored as unsigned w + 128 for dpbusd; see vnni_tile.
+                            q.iter_mut().for_each(|v| *v ^= i8::MIN);
+                        }
+                    }
+                } else {
+                    // Padding rows: zero quants and scales, results discarded.
+                    q.fill([0; QK32]);
+                    dm.fill((0.0, 0.0));
+                }
+            }
+            let tile = Tile {
+                q: &s.q,
+                dm: &s.dm,
+                k,
+            };
+            let mut sums = [[0f32; TILE_ROWS]; ACT_STEP];
+            for a0 in (0..n_act).step_by(ACT_STEP) {
+                let acts = ACT_STEP.min(n_act - a0);
+                let ar = ActRows {
+                    blocks: &act[a0 * k..(a0 + acts) * k],
+                    ds: &s.act_ds[a0 * k..(a0 + acts) * k],
+                    corr: if vnni {
+                        &s.act_corr[a0 * k..(a0 + acts) * k]
+                    } else {
+                        &[]
+                    },
+                    k,
+                };
+                // SAFETY: the caller guarantees the CPU runs `isa`.
+                unsafe {
+                    match (isa, W::HAS_MIN) {
+                        (TiledIsa::Avx2, false) => avx2_tile::<A, false>(&tile, &ar, &mut sums),
+                        (TiledIsa::Avx2, true) => avx2_tile::<A, true>(&tile, &ar, &mut sums),
+                        (TiledIsa::Avx512Vnni, false) => {
+                            vnni_tile::<A, false>(&tile, &ar, &mut sums)
+                        }
+                        (TiledIsa::Avx512Vnni, true) => vnni_tile::<A, true>(&tile, &ar, &mut sums),
+                    }
+                }
+                for (a, s) in sums.iter().enumerate().take(acts) {
+                    for (i, &v) in s.iter().enumerate().take(rows) {
+                        out[(a0 + a) * n_tile + r0 + i] = v;
+                    }
+                }
+            }
+        }
+    });
+    Ok(())
+}
+
+/// Activation rows handled per step.
+const ACT_STEP: usize = 4;
+
+/// A packed tile of TILE_ROWS weight rows.
+struct Tile<'a> {
+    q: &'a [[i8; QK32]],
+    dm: &'a [(f32, f32)],
+    k: usize,
+}
+
+/// Up to ACT_STEP activation rows.
+struct ActRows<'a, A> {
+    blocks: &'a [A],
+    ds: &'a [(f32, f32)],
+    /// VNNI only, else empty.
+    corr: &'a [[i32; 8]],
+    k: usize,
+}
+
+impl<A> ActRows<'_, A> {
+    fn len(&self) -> usize {
+        self.blocks.len() / self.k
+    }
+}
+
+/// Sum of the eight lanes in ggml's order (the same as the row kernels').
+#[inline(always)]
+unsafe fn hsum(x: __m256) -> f32 {
+    // SAFETY: register-only intrinsics; only reached from functions that enable AVX2.
+    unsafe {
+        let r = _mm_add_ps(_mm256_extractf128_ps(x, 1), _mm256_castps256_ps128(x));
+        let r = _mm_add_ps(r, _mm_movehl_ps(r, r));
+        let r = _mm_add_ss(r, _mm_movehdup_ps(r));
+        _mm_cvtss_f32(r)
+    }
+}
+
+/// The body shared by both instruction sets: weight rows `R0..R0 + R` of the tile against
+/// `C` activation rows. `$lanes(w, a, c)` gives the eight i32 four-product sums of weight
+/// block `w` (as packed) with activation block `a`, `c` being that activation block's
+/// correction (`act.corr`, VNNI only: zero when `$vnni` is false).
+macro_rules! tile_step {
+    ($tile:expr, $act:expr, $sums:expr, $R0:expr, $R:expr, $C:expr, $min:expr, $vnni:expr, $lanes:expr) => {{
+        let (tile, act, k) = ($tile, $act, $tile.k);
+        // Rows as slices of exactly k blocks, so indexing by b < k needs no checks.
+        let wq: [&[[i8; QK32]]; $R] = std::array::from_fn(|i| &tile.q[($R0 + i) * k..][..k]);
+        let wdm: [&[(f32, f32)]; $R] = std::array::from_fn(|i| &tile.dm[($R0 + i) * k..][..k]);
+        let ab: [&[_]; $C] = std::array::from_fn(|j| &act.blocks[j * k..][..k]);
+        let ads: [&[(f32, f32)]; $C] = std::array::from_fn(|j| &act.ds[j * k..][..k]);
+        let acr: [&[[i32; 8]]; $C] = std::array::from_fn(|j| {
+            if $vnni {
+                &act.corr[j * k..][..k]
+            } else {
+                &[][..]
+            }
+        });
+        let mut acc = [[_mm256_setzero_ps(); $R]; $C];
+        let mut summs = [[0f32; $R]; $C];
+        for b in 0..k {
+            let mut w = [_mm256_setzero_si256(); $R];
+            for i in 0..$R {
+                // SAFETY: one 32-byte array of the tile.
+                w[i] = unsafe { _mm256_loadu_si256(wq[i][b].as_ptr().cast()) };
+            }
+            for j in 0..$C {
+                // SAFETY: one 32-byte array of a borrowed activation block.
+                let a = unsafe { _mm256_loadu_si256(ab[j][b].qs().as_ptr().cast()) };
+                let c = if $vnni {
+                    // SAFETY: one [i32; 8] of the corrections.
+                    unsafe { _mm256_loadu_si256(acr[j][b].as_ptr().cast()) }
+                } else {
+                    _mm256_setzero_si256()
+                };
+                let (da, sa) = &ads[j][b];
+                for i in 0..$R {
+                    let (dw, mw) = &wdm[i][b];
+                    let lanes: __m256i = $lanes(w[i], a, c);
+                    // The f32 product d_w * d_a, as the row kernels form it.
+                    let d = _mm256_mul_ps(_mm256_broadcast_ss(dw), _mm256_broadcast_ss(da));
+                    acc[j][i] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(lanes), acc[j][i]);
+                    if $min {
+                        summs[j][i] += mw * sa;
+                    }
+                }
+            }
+        }
+        for j in 0..$C {
+            for i in 0..$R {
+                $sums[j][$R0 + i] = hsum(acc[j][i]) + if $min { summs[j][i] } else { 0.0 };
+            }
+        }
+    }};
+}
+
+/// Dispatch on the number of activation rows (1..=4) to a fully unrolled step.
+macro_rules! by_act_rows {
+    ($n:expr, |$C:ident| $body:expr) => {
+        match $n {
+            4 => {
+                const $C: usize = 4;
+                $body
+            }
+            3 => {
+                const $C: usize = 3;
+                $body
+            }
+            2 => {
+                const $C: usize = 2;
+                $body
+            }
+            _ => {
+                const $C: usize = 1;
+                $body
+            }
+        }
+    };
+}
+
+#[target_feature(enable = "avx2,fma")]
+unsafe fn avx2_tile<A: Q8Act, const MIN: bool>(
+    tile: &Tile,
+    act: &ActRows<A>,
+    sums: &mut [[f32; TILE_ROWS]; ACT_STEP],
+) {
+    // SAFETY: AVX2/FMA per the caller; loads inside tile_step carry their own reasons.
+    unsafe {
+        // maddubs wants unsigned x signed: |w| times a with w's sign.
+        let lanes = |w: __m256i, a: __m256i, _c: __m256i| {
+            let p16 = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(a, w));
+            _mm256_madd_epi16(_mm256_set1_epi16(1), p16)
+        };
+        // 16 registers: two weight rows at a time.
+        by_act_rows!(act.len(), |C| {
+            tile_step!(tile, act, sums, 0, 2, C, MIN, false, lanes);
+            tile_step!(tile, act, sums, 2, 2, C, MIN, false, lanes);
+        })
+    }
+}
+
+#[target_feature(enable = "avx2,fma,avx512f,avx512vl,avx512bw,avx512vnni")]
+unsafe fn vnni_tile<A: Q8Act, const MIN: bool>(
+    tile: &Tile,
+    act: &ActRows<A>,
+    sums: &mut [[f32; TILE_ROWS]; ACT_STEP],
+) {
+    // SAFETY: AVX-512 VL/VNNI per the caller; loads inside tile_step carry their reasons.
+    unsafe {
+        // The weights are packed as w + 128 (unsigned); dpbusd sums (w + 128) * a, and
+        // starting from -128 * (sums of a) leaves exactly the signed four-product sums.
+        let lanes = |w: __m256i, a: __m256i, c: __m256i| _mm256_dpbusd_epi32(c, w, a);
+        // 32 registers: the whole tile at once.
+        by_act_rows!(act.len(), |C| tile_step!(
+            tile, act, sums, 0, TILE_ROWS, C, MIN, true, lanes
+        ))
+    }
+}

@@ -1,0 +1,303 @@
+//! The tiled matmul of [`super::tiled`] for Q4_K and Q6_K weights against Q8_K
+//! activations.
+//!
+//! Decoding a K-quant super-block (nibbles and high bits apart, six-bit scales out of their
+//! packing) costs as much as its products; row by row it is redone for every activation
+//! row. Here each super-block of a tile of weight rows is decoded once into 256 unsigned
+//! quants, the eight groups' i16 scale vectors and the few per-block numbers, then reused
+//! for every activation row.
+//!
+//! As in `tiled.rs`, the result is that of the AVX2 row kernels bit for bit: per
+//! super-block the same eight exact i32 lanes (`maddubs` of the unsigned quants with the
+//! activation, then `madd` by the scales — or VNNI's `dpwssd`, the same integers), the
+//! same f32 products of scales, the same `fma` sequence and horizontal sums.
+
+#![allow(unused_unsafe)] // see avx2.rs: intrinsics are safe calls inside target_feature fns
+
+use std::arch::x86_64::*;
+use std::cell::RefCell;
+
+use super::tiled::{TiledIsa, TILE_ROWS};
+use crate::formats::k_quants::scale_min::scale_min_k4;
+use crate::formats::*;
+use crate::{cast, BlockFormat, QuantError};
+
+/// Groups of 32 weights in a super-block.
+const GROUPS: usize = QK_K / 32;
+
+/// One decoded super-block.
+#[derive(Clone, Copy)]
+#[repr(C, align(32))]
+pub(super) struct Decoded {
+    /// The quants as the row kernels multiply them (unsigned), in element order.
+    q: [[u8; 32]; GROUPS],
+    /// Per group the i16 multiplier of each pair lane of `maddubs` (Q4_K: the group's
+    /// scale 16 times; Q6_K: the two 16-weight scales, 8 times each).
+    sc: [[i16; 16]; GROUPS],
+    /// Q4_K: the eight mins; Q6_K: unused.
+    mins: [i16; 8],
+    /// Q6_K: the sixteen scales, for the -32 offset; Q4_K: unused.
+    sc16: [i16; 16],
+    d: f32,
+    dmin: f32,
+}
+
+impl Default for Decoded {
+    fn default() -> Decoded {
+        Decoded {
+            q: [[0; 32]; GROUPS],
+            sc: [[0; 16]; GROUPS],
+            mins: [0; 8],
+            sc16: [0; 16],
+            d: 0.0,
+            dmin: 0.0,
+        }
+    }
+}
+
+/// A K-quant format the tile decodes.
+pub(super) trait DecodeK: BlockFormat {
+    /// Which per-block finish the row kernel applies.
+    const KIND: Kind;
+    fn decode(&self, out: &mut Decoded);
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Kind {
+    /// `acc += (d8 * d) * sumi`, `acc_m += (-d8 * dmin) * (mins · group sums)` in four
+    /// lanes; result `hsum8(acc) + hsum4(acc_m)`.
+    Q4K,
+    /// `sumi -= 32 * (scales · bsums)`, `acc += (d8 * d) * sumi`; result `hsum8(acc)`.
+    Q6K,
+}
+
+impl DecodeK for BlockQ4K {
+    const KIND: Kind = Kind::Q4K;
+    fn decode(&self, out: &mut Decoded) {
+        for c in 0..GROUPS / 2 {
+            let qs = &self.qs[32 * c..32 * c + 32];
+            for (e, &b) in qs.iter().enumerate() {
+                out.q[2 * c][e] = b & 0xF;
+                out.q[2 * c + 1][e] = b >> 4;
+            }
+        }
+        for g in 0..GROUPS {
+            let (sc, m) = scale_min_k4(g, &self.scales);
+            out.sc[g] = [sc as i16; 16];
+            out.mins[g] = m as i16;
+        }
+        out.d = self.d.to_f32();
+        out.dmin = self.dmin.to_f32();
+    }
+}
+
+impl DecodeK for BlockQ6K {
+    const KIND: Kind = Kind::Q6K;
+    fn decode(&self, out: &mut Decoded) {
+        for half in 0..2 {
+            let ql = &self.ql[64 * half..64 * half + 64];
+            let qh = &self.qh[32 * half..32 * half + 32];
+            for l in 0..32 {
+                let g = 4 * half;
+                out.q[g][l] = (ql[l] & 0xF) | ((qh[l] & 3) << 4);
+                out.q[g + 1][l] = (ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4);
+                out.q[g + 2][l] = (ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4);
+                out.q[g + 3][l] = (ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4);
+            }
+        }
+        for g in 0..GROUPS {
+            let (lo, hi) = (self.scales[2 * g] as i16, self.scales[2 * g + 1] as i16);
+            out.sc[g] = std::array::from_fn(|i| if i < 8 { lo } else { hi });
+        }
+        out.sc16 = self.scales.map(|s| s as i16);
+        out.d = self.d.to_f32();
+    }
+}
+
+thread_local! {
+    static TILE: RefCell<Vec<Decoded>> = const { RefCell::new(Vec::new()) };
+}
+
+/// `out[a * n_tile + r] = dot(w row r, act row a)`, as [`super::tiled::matmul`].
+pub(super) fn matmul<W: DecodeK>(
+    isa: TiledIsa,
+    w: &[u8],
+    n_cols: usize,
+    act: &[u8],
+    out: &mut [f32],
+) -> Result<(), QuantError> {
+    let w = cast::as_blocks::<W>(w)?;
+    let act = cast::as_blocks::<BlockQ8K>(act)?;
+    let k = n_cols / QK_K;
+    let n_tile = w.len() / k;
+    let n_act = act.len() / k;
+    TILE.with(|t| {
+        let mut tile = t.borrow_mut();
+        tile.resize(TILE_ROWS * k, Decoded::default());
+        for r0 in (0..n_tile).step_by(TILE_ROWS) {
+            let rows = TILE_ROWS.min(n_tile - r0);
+            for (i, dec) in tile.chunks_exact_mut(k).enumerate() {
+                if i < rows {
+                    for (dec, b) in dec.iter_mut().zip(&w[(r0 + i) * k..][..k]) {
+                        b.decode(dec);
+                    }
+                }
+            }
+            for a0 in (0..n_act).step_by(ACT_STEP) {
+                let acts = ACT_STEP.min(n_act - a0);
+                let mut sums = [[0f32; TILE_ROWS]; ACT_STEP];
+                let y = &act[a0 * k..(a0 + acts) * k];
+                // SAFETY: the caller guarantees the CPU runs `isa`.
+                unsafe {
+                    match (isa, acts) {
+                        (TiledIsa::Avx2, 1) => avx2_step::<1>(W::KIND, &tile, k, y, &mut sums),
+                        (TiledIsa::Avx2, _) => avx2_step::<2>(W::KIND, &tile, k, y, &mut sums),
+                        (TiledIsa::Avx512Vnni, 1) => {
+                            vnni_step::<1>(W::KIND, &tile, k, y, &mut sums)
+                        }
+                        (TiledIsa::Avx512Vnni, _) => {
+                            vnni_step::<2>(W::KIND, &tile, k, y, &mut sums)
+                        }
+                    }
+                }
+                for (a, s) in sums.iter().enumerate().take(acts) {
+                    out[(a0 + a) * n_tile + r0..][..rows].copy_from_slice(&s[..rows]);
+                }
+            }
+        }
+    });
+    Ok(())
+}
+
+/// Activation rows per step.
+const ACT_STEP: usize = 2;
+
+/// Sum of eight lanes in ggml's order (the row kernels' `hsum_f32x8`).
+#[inline(always)]
+unsafe fn hsum8(x: __m256) -> f32 {
+    // SAFETY: register-only intrinsics, reached only from AVX2 functions.
+    unsafe {
+        hsum4(_mm_add_ps(
+            _mm256_extractf128_ps(x, 1),
+            _mm256_castps256_ps128(x),
+        ))
+    }
+}
+
+/// Sum of four lanes in ggml's order.
+#[inline(always)]
+unsafe fn hsum4(x: __m128) -> f32 {
+    // SAFETY: register-only intrinsics, reached only from AVX2 functions.
+    unsafe {
+        let r = _mm_add_ps(x, _mm_movehl_ps(x, x));
+        let r = _mm_add_ss(r, _mm_movehdup_ps(r));
+        _mm_cvtss_f32(r)
+    }
+}
+
+/// The tile's TILE_ROWS rows against `C` activation rows (`y`: C rows of `k` blocks);
+/// `$scaled(sumi, maddubs_result, scales)` adds the scaled pair sums to `sumi`.
+macro_rules! k_step {
+    ($kind:expr, $tile:expr, $k:expr, $y:expr, $sums:expr, $C:expr, $scaled:expr) => {{
+        let (kind, tile, k, y) = ($kind, $tile, $k, $y);
+        // Rows as slices of exactly k blocks, so indexing by b < k needs no checks.
+        let ys: [&[BlockQ8K]; $C] = std::array::from_fn(|j| &y[j * k..][..k]);
+        let ts: [&[Decoded]; TILE_ROWS] = std::array::from_fn(|i| &tile[i * k..][..k]);
+        let mut acc = [[_mm256_setzero_ps(); TILE_ROWS]; $C];
+        let mut acc_m = [[_mm_setzero_ps(); TILE_ROWS]; $C];
+        for b in 0..k {
+            let mut sumi = [[_mm256_setzero_si256(); TILE_ROWS]; $C];
+            for g in 0..GROUPS {
+                for j in 0..$C {
+                    let qa = &ys[j][b].qs[32 * g..32 * g + 32];
+                    // SAFETY: a 32-byte slice of a borrowed activation block.
+                    let a = unsafe { _mm256_loadu_si256(qa.as_ptr().cast()) };
+                    for i in 0..TILE_ROWS {
+                        let dec: &Decoded = &ts[i][b];
+                        // SAFETY: 32-byte arrays of a borrowed, 32-byte aligned decoded block.
+                        let (q, sc) = unsafe {
+                            (
+                                _mm256_load_si256(dec.q[g].as_ptr().cast()),
+                                _mm256_load_si256(dec.sc[g].as_ptr().cast()),
+                            )
+                        };
+                        sumi[j][i] = $scaled(sumi[j][i], _mm256_maddubs_epi16(q, a), sc);
+                    }
+                }
+            }
+            for j in 0..$C {
+                let yb: &BlockQ8K = &ys[j][b];
+                // SAFETY: the 32-byte `bsums` of a borrowed activation block.
+                let bsums = unsafe { _mm256_loadu_si256(yb.bsums.as_ptr().cast()) };
+                let group_sums = _mm_hadd_epi16(
+                    _mm256_castsi256_si128(bsums),
+                    _mm256_extracti128_si256(bsums, 1),
+                );
+                for i in 0..TILE_ROWS {
+                    let dec: &Decoded = &ts[i][b];
+                    let mut s = sumi[j][i];
+                    if kind == Kind::Q6K {
+                        // SAFETY: the 32-byte `sc16` of a borrowed decoded block.
+                        let sc16 = unsafe { _mm256_loadu_si256(dec.sc16.as_ptr().cast()) };
+                        s = _mm256_sub_epi32(
+                            s,
+                            _mm256_slli_epi32(_mm256_madd_epi16(bsums, sc16), 5),
+                        );
+                    }
+                    let d = yb.d * dec.d;
+                    acc[j][i] =
+                        _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(s), acc[j][i]);
+                    if kind == Kind::Q4K {
+                        // SAFETY: the 16-byte `mins` of a borrowed decoded block.
+                        let mins = unsafe { _mm_loadu_si128(dec.mins.as_ptr().cast()) };
+                        let prod = _mm_madd_epi16(mins, group_sums);
+                        let dmin = -yb.d * dec.dmin;
+                        acc_m[j][i] =
+                            _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(prod), acc_m[j][i]);
+                    }
+                }
+            }
+        }
+        for j in 0..$C {
+            for i in 0..TILE_ROWS {
+                $sums[j][i] = if kind == Kind::Q4K {
+                    hsum8(acc[j][i]) + hsum4(acc_m[j][i])
+                } else {
+                    hsum8(acc[j][i])
+                };
+            }
+        }
+    }};
+}
+
+#[target_feature(enable = "avx2,fma")]
+unsafe fn avx2_step<const C: usize>(
+    kind: Kind,
+    tile: &[Decoded],
+    k: usize,
+    y: &[BlockQ8K],
+    sums: &mut [[f32; TILE_ROWS]; ACT_STEP],
+) {
+    // SAFETY: AVX2/FMA per the caller; the loads in k_step carry their own reasons.
+    unsafe {
+        let scaled = |sumi: __m256i, p16: __m256i, sc: __m256i| {
+            _mm256_add_epi32(sumi, _mm256_madd_epi16(sc, p16))
+        };
+        k_step!(kind, tile, k, y, sums, C, scaled)
+    }
+}
+
+#[target_feature(enable = "avx2,fma,avx512f,avx512vl,avx512bw,avx512vnni")]
+unsafe fn vnni_step<const C: usize>(
+    kind: Kind,
+    tile: &[Decoded],
+    k: usize,
+    y: &[BlockQ8K],
+    sums: &mut [[f32; TILE_ROWS]; ACT_STEP],
+) {
+    // SAFETY: AVX-512 VL/VNNI per the caller; the loads in k_step carry their reasons.
+    unsafe {
+        let scaled = |sumi: __m256i, p16: __m256i, sc: __m256i| _mm256_dpwssd_epi32(sumi, p16, sc);
+        k_step!(kind, tile, k, y, sums, C, scaled)
+    }
+}
