@@ -188,14 +188,14 @@ unsafe fn bytes_from_bits_32(bits: &[u8; 4]) -> __m256i {
     }
 }
 
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn q4_0_q8_0_impl(x: &[BlockQ4_0], y: &[BlockQ8_0]) -> f32 {
     // SAFETY: each load reads one block's `qs` array through a reference to it (unaligned
     // loads, in bounds); AVX2/FMA per the caller.
     unsafe {
         let mut acc = _mm256_setzero_ps();
         for (x, y) in x.iter().zip(y) {
-            let d = _mm256_set1_ps(x.d.to_f32() * y.d.to_f32());
+            let d = _mm256_set1_ps(f16_products([x.d, F16::ZERO, y.d, F16::ZERO]).0);
             let qx = _mm256_sub_epi8(bytes_from_nibbles_32(&x.qs), _mm256_set1_epi8(8));
             let qy = _mm256_loadu_si256(y.qs.as_ptr().cast());
             acc = _mm256_fmadd_ps(d, mul_sum_i8_pairs_float(qx, qy), acc);
@@ -204,13 +204,13 @@ unsafe fn q4_0_q8_0_impl(x: &[BlockQ4_0], y: &[BlockQ8_0]) -> f32 {
     }
 }
 
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn q5_0_q8_0_impl(x: &[BlockQ5_0], y: &[BlockQ8_0]) -> f32 {
     // SAFETY: as in q4_0_q8_0_impl: loads only of whole `qs` arrays of borrowed blocks.
     unsafe {
         let mut acc = _mm256_setzero_ps();
         for (x, y) in x.iter().zip(y) {
-            let d = _mm256_set1_ps(x.d.to_f32() * y.d.to_f32());
+            let d = _mm256_set1_ps(f16_products([x.d, F16::ZERO, y.d, F16::ZERO]).0);
             // q - 16 with q = nibble | fifth << 4: the nibble itself where the fifth bit is
             // set, the nibble with 0xF0 (nibble - 16 as a signed byte) where it is not.
             let hi = _mm256_andnot_si256(bytes_from_bits_32(&x.qh), _mm256_set1_epi8(0xF0u8 as i8));
@@ -222,13 +222,13 @@ unsafe fn q5_0_q8_0_impl(x: &[BlockQ5_0], y: &[BlockQ8_0]) -> f32 {
     }
 }
 
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn q8_0_q8_0_impl(x: &[BlockQ8_0], y: &[BlockQ8_0]) -> f32 {
     // SAFETY: as in q4_0_q8_0_impl: loads only of whole `qs` arrays of borrowed blocks.
     unsafe {
         let mut acc = _mm256_setzero_ps();
         for (x, y) in x.iter().zip(y) {
-            let d = _mm256_set1_ps(x.d.to_f32() * y.d.to_f32());
+            let d = _mm256_set1_ps(f16_products([x.d, F16::ZERO, y.d, F16::ZERO]).0);
             let qx = _mm256_loadu_si256(x.qs.as_ptr().cast());
             let qy = _mm256_loadu_si256(y.qs.as_ptr().cast());
             acc = _mm256_fmadd_ps(d, mul_sum_i8_pairs_float(qx, qy), acc);
@@ -806,12 +806,14 @@ pub(super) fn f16x4_to_f32_checked(h: [F16; 4]) -> Option<[f32; 4]> {
 // stores them in a table it returns only when AVX2 and FMA were detected at run time.
 
 pub(super) fn q4_0_q8_0(x: &[BlockQ4_0], y: &[BlockQ8_0]) -> f32 {
-    // SAFETY: only called through the AVX2 table, selected after detecting AVX2 + FMA.
+    // SAFETY: only called through the AVX2 table, selected after detecting AVX2, FMA
+    // and F16C.
     unsafe { q4_0_q8_0_impl(x, y) }
 }
 
 pub(super) fn q5_0_q8_0(x: &[BlockQ5_0], y: &[BlockQ8_0]) -> f32 {
-    // SAFETY: only called through the AVX2 table, selected after detecting AVX2 + FMA.
+    // SAFETY: only called through the AVX2 table, selected after detecting AVX2, FMA
+    // and F16C.
     unsafe { q5_0_q8_0_impl(x, y) }
 }
 
@@ -834,7 +836,8 @@ pub(super) fn iq4_nl_q8_0(x: &[BlockIq4Nl], y: &[BlockQ8_0]) -> f32 {
 }
 
 pub(super) fn q8_0_q8_0(x: &[BlockQ8_0], y: &[BlockQ8_0]) -> f32 {
-    // SAFETY: only called through the AVX2 table, selected after detecting AVX2 + FMA.
+    // SAFETY: only called through the AVX2 table, selected after detecting AVX2, FMA
+    // and F16C.
     unsafe { q8_0_q8_0_impl(x, y) }
 }
 
