@@ -12,6 +12,7 @@ pub mod float16;
 pub mod formats;
 pub mod ggml_type;
 pub mod kernels;
+pub mod vec_f32;
 
 pub use block::{BlockFormat, QuantizeBlock};
 pub use float16::{Bf16, F16};

@@ -33,6 +33,7 @@ pub struct Scratch {
     rope: Vec<f32>,    // (B, n_rot) cos/sin per pair, per token
     keys: Vec<f32>,    // (n_ctx, kv_dim) one layer's cached keys as f32
     vals: Vec<f32>,    // (n_ctx, kv_dim_v) one layer's cached values as f32
+    keys_t: Vec<f32>,  // (n_kv_head, n_ctx / 8, head_dim, 8) keys by 8 positions, batches
     scores: Vec<f32>,  // (n_threads, n_ctx) attention weights, one row per worker
     logits: Vec<f32>,  // (rows wanted, vocab)
     mm: Matmul,
@@ -67,6 +68,7 @@ impl Scratch {
             rope: vec![0.0; b * c.n_rot],
             keys: vec![0.0; n_ctx * c.kv_dim()],
             vals: vec![0.0; n_ctx * c.kv_dim_v()],
+            keys_t: Vec::new(),
             scores: vec![0.0; n_threads.max(1) * n_ctx],
             logits: Vec::new(),
             capture: None,
@@ -313,11 +315,16 @@ fn attention(c: &Config, layer: usize, pos: usize, n: usize, s: &mut Scratch) {
     let scale_q_first = matches!(c.arch, Arch::Gemma2 | Arch::Gemma3);
     let tiled = n >= FA_TILE_Q;
     let n_ctx = s.keys.len() / kv_dim.max(1);
+    let n_kv = pos + n;
+    let key_blocks = n_kv.div_ceil(KEY_LANES);
+    if tiled {
+        transpose_keys(&s.keys, n_kv, c.n_kv_head, hd, &mut s.keys_t);
+    }
 
     let tasks = n * c.n_head;
     let workers = s.scores.len() / n_ctx.max(1);
     let per = tasks.div_ceil(workers.max(1)).max(1);
-    let (keys, vals, q) = (&s.keys, &s.vals, &s.q);
+    let (keys, keys_t, vals, q) = (&s.keys, &s.keys_t, &s.vals, &s.q);
     s.att_out[..tasks * hdv]
         .par_chunks_mut(per * hdv)
         .zip(s.scores.par_chunks_mut(n_ctx.max(1)))
@@ -343,36 +350,75 @@ fn attention(c: &Config, layer: usize, pos: usize, n: usize, s: &mut Scratch) {
                 }
                 let first = window.map_or(0, |win| (p + 1).saturating_sub(win));
                 let sc = &mut scores[..p + 1 - first];
-                for (j, sj) in (first..=p).zip(sc.iter_mut()) {
-                    let kj = &keys[j * kv_dim + kvh * hd..][..hd];
-                    let mut dot = 0f32;
-                    for (a, b) in qh.iter().zip(kj) {
-                        dot += a * b;
-                    }
-                    let mut v = if scale_q_first {
+                let finish = |dot: f32| {
+                    let v = if scale_q_first {
                         dot
                     } else {
                         dot * c.attn_scale
                     };
-                    if let Some(cap) = c.attn_softcap {
-                        v = softcap(v, cap);
+                    c.attn_softcap.map_or(v, |cap| softcap(v, cap))
+                };
+                if tiled {
+                    // Eight keys at a time, each dot still summed in order over the
+                    // head dimension: the same bits as one key at a time, in vectors.
+                    let head_t = &keys_t[kvh * key_blocks * hd * KEY_LANES..];
+                    for kb in first / KEY_LANES..=p / KEY_LANES {
+                        let kt = &head_t[kb * hd * KEY_LANES..][..hd * KEY_LANES];
+                        let mut dots = [0f32; KEY_LANES];
+                        loupe_quant::vec_f32::dots_by_lanes(qh, kt, &mut dots);
+                        for (l, &dot) in dots.iter().enumerate() {
+                            let j = kb * KEY_LANES + l;
+                            if (first..=p).contains(&j) {
+                                sc[j - first] = finish(dot);
+                            }
+                        }
                     }
-                    *sj = v;
+                } else {
+                    for (j, sj) in (first..=p).zip(sc.iter_mut()) {
+                        let kj = &keys[j * kv_dim + kvh * hd..][..hd];
+                        let mut dot = 0f32;
+                        for (a, b) in qh.iter().zip(kj) {
+                            dot += a * b;
+                        }
+                        *sj = finish(dot);
+                    }
                 }
                 let vrow = |j: usize| &vals[j * kv_dim_v + kvh * hdv..][..hdv];
                 if tiled {
                     super::ops::softmax(sc);
                     o.fill(0.0);
                     for (j, &pj) in (first..=p).zip(sc.iter()) {
-                        for (a, &b) in o.iter_mut().zip(vrow(j)) {
-                            *a += pj * b;
-                        }
+                        loupe_quant::vec_f32::axpy(o, pj, vrow(j));
                     }
                 } else {
                     online_softmax_f16(sc, first, &vrow, &mut acc16[..hdv], o);
                 }
             }
         });
+}
+
+/// Keys scored together in the batched path.
+const KEY_LANES: usize = loupe_quant::vec_f32::LANES;
+
+/// `keys` (n_kv positions of all heads) regrouped per head into blocks of eight positions,
+/// each block `head_dim` rows of eight values, zero-padded past `n_kv`: the dots of one
+/// query with eight keys then run side by side.
+fn transpose_keys(keys: &[f32], n_kv: usize, n_kv_head: usize, hd: usize, out: &mut Vec<f32>) {
+    let kv_dim = n_kv_head * hd;
+    let blocks = n_kv.div_ceil(KEY_LANES);
+    out.clear();
+    // Grows to the longest batch's context once; batches are not the per-token path.
+    out.resize(n_kv_head * blocks * hd * KEY_LANES, 0.0);
+    for (h, head) in out.chunks_exact_mut(blocks * hd * KEY_LANES).enumerate() {
+        for (b, block) in head.chunks_exact_mut(hd * KEY_LANES).enumerate() {
+            for l in 0..KEY_LANES.min(n_kv - b * KEY_LANES) {
+                let key = &keys[(b * KEY_LANES + l) * kv_dim + h * hd..][..hd];
+                for (d, &k) in key.iter().enumerate() {
+                    block[d * KEY_LANES + l] = k;
+                }
+            }
+        }
+    }
 }
 
 /// llama.cpp's one-query flash attention: an online softmax whose value accumulator is
