@@ -75,7 +75,14 @@ impl Matmul {
         // projection of a long batch is vocab × batch).
         let group = (self.tmp.len() / rows).clamp(1, b);
         let threads = rayon::current_num_threads();
-        let chunk_rows = rows.div_ceil(threads * 4).max(1);
+        // One token: small chunks balance the threads. A batch: one chunk per thread, a
+        // whole number of the tiled kernels' 4-row tiles, since each chunk prepares the
+        // activation rows again.
+        let chunk_rows = if b == 1 {
+            rows.div_ceil(threads * 4).max(1)
+        } else {
+            rows.div_ceil(threads).next_multiple_of(4)
+        };
         for a0 in (0..b).step_by(group) {
             let g = group.min(b - a0);
             let act = &qact[a0 * act_bytes..(a0 + g) * act_bytes];

@@ -20,7 +20,7 @@ use std::arch::x86_64::*;
 use std::cell::RefCell;
 
 use crate::formats::*;
-use crate::{cast, BlockFormat, QuantError};
+use crate::{cast, BlockFormat, QuantError, F16};
 
 /// Weight rows decoded together.
 pub(super) const TILE_ROWS: usize = 4;
@@ -30,7 +30,7 @@ pub(super) const TILE_ROWS: usize = 4;
 pub enum TiledIsa {
     /// AVX2 + FMA, 16 vector registers: 2 weight rows x 4 activation rows per step.
     Avx2,
-    /// AVX-512 VL + VNNI on 256-bit vectors, 32 registers: 4 x 4 per step, `dpbusd`.
+    /// AVX-512 VNNI, 32 registers of 512 bits: 4 x 4 per step, `dpbusd`.
     Avx512Vnni,
 }
 
@@ -114,15 +114,16 @@ impl Unpack for BlockQ5_1 {
 /// An activation block of the Q8 family: its quants and (d, s) as f32.
 pub(super) trait Q8Act: BlockFormat {
     fn qs(&self) -> &[i8; QK32];
-    fn d_s(&self) -> (f32, f32);
+    /// d and s (zero for Q8_0) as stored.
+    fn d_s(&self) -> [F16; 2];
 }
 
 impl Q8Act for BlockQ8_0 {
     fn qs(&self) -> &[i8; QK32] {
         &self.qs
     }
-    fn d_s(&self) -> (f32, f32) {
-        (self.d.to_f32(), 0.0)
+    fn d_s(&self) -> [F16; 2] {
+        [self.d, F16::ZERO]
     }
 }
 
@@ -130,8 +131,8 @@ impl Q8Act for BlockQ8_1 {
     fn qs(&self) -> &[i8; QK32] {
         &self.qs
     }
-    fn d_s(&self) -> (f32, f32) {
-        (self.d.to_f32(), self.s.to_f32())
+    fn d_s(&self) -> [F16; 2] {
+        [self.d, self.s]
     }
 }
 
@@ -146,7 +147,7 @@ struct Scratch {
     /// (d, s) of every activation block, row-major.
     act_ds: Vec<(f32, f32)>,
     /// VNNI only: `-128 *` the sums of each four activation quants, per block (see
-    /// [`vnni_tile`]).
+    /// [`vnni512_tile`]).
     act_corr: Vec<[i32; 8]>,
 }
 
@@ -175,19 +176,15 @@ pub(super) fn matmul<W: Unpack, A: Q8Act>(
         let s = &mut *s;
         s.q.resize(TILE_ROWS * k, [0; QK32]);
         s.dm.resize(TILE_ROWS * k, (0.0, 0.0));
-        s.act_ds.clear();
-        s.act_ds.extend(act.iter().map(Q8Act::d_s));
         let vnni = isa == TiledIsa::Avx512Vnni;
-        s.act_corr.clear();
-        if vnni {
-            s.act_corr.extend(act.iter().map(|b| {
-                std::array::from_fn(|l| {
-                    -128 * b.qs()[4 * l..4 * l + 4]
-                        .iter()
-                        .map(|&q| q as i32)
-                        .sum::<i32>()
-                })
-            }));
+        s.act_ds.resize(act.len(), (0.0, 0.0));
+        s.act_corr.resize(if vnni { act.len() } else { 0 }, [0; 8]);
+        // SAFETY: the caller guarantees the CPU runs `isa` (F16C comes with both tables).
+        unsafe {
+            match isa {
+                TiledIsa::Avx2 => prepare_avx2(&act, &mut s.act_ds),
+                TiledIsa::Avx512Vnni => prepare_vnni(&act, &mut s.act_ds, &mut s.act_corr),
+            }
         }
         for r0 in (0..n_tile).step_by(TILE_ROWS) {
             let rows = TILE_ROWS.min(n_tile - r0);
@@ -201,7 +198,7 @@ pub(super) fn matmul<W: Unpack, A: Q8Act>(
                     for ((q, dm), b) in q.iter_mut().zip(dm.iter_mut()).zip(row) {
                         *dm = b.unpack(q);
                         if vnni {
-                            // Stored as unsigned w + 128 for dpbusd; see vnni_tile.
+                            // Stored as unsigned w + 128 for dpbusd; see vnni512_tile.
                             q.iter_mut().for_each(|v| *v ^= i8::MIN);
                         }
                     }
@@ -235,9 +232,11 @@ pub(super) fn matmul<W: Unpack, A: Q8Act>(
                         (TiledIsa::Avx2, false) => avx2_tile::<A, false>(&tile, &ar, &mut sums),
                         (TiledIsa::Avx2, true) => avx2_tile::<A, true>(&tile, &ar, &mut sums),
                         (TiledIsa::Avx512Vnni, false) => {
-                            vnni_tile::<A, false>(&tile, &ar, &mut sums)
+                            vnni512_tile::<A, false>(&tile, &ar, &mut sums)
                         }
-                        (TiledIsa::Avx512Vnni, true) => vnni_tile::<A, true>(&tile, &ar, &mut sums),
+                        (TiledIsa::Avx512Vnni, true) => {
+                            vnni512_tile::<A, true>(&tile, &ar, &mut sums)
+                        }
                     }
                 }
                 for (a, s) in sums.iter().enumerate().take(acts) {
@@ -249,6 +248,41 @@ pub(super) fn matmul<W: Unpack, A: Q8Act>(
         }
     });
     Ok(())
+}
+
+/// Widen each activation block's (d, s) to f32 with F16C.
+#[inline(always)]
+unsafe fn widen_d_s<A: Q8Act>(b: &A) -> (f32, f32) {
+    let [d, s] = b.d_s();
+    // SAFETY: register-only F16C conversion, reached only from functions enabling it.
+    let v = unsafe { _mm_cvtph_ps(_mm_cvtsi32_si128((d.0 as u32 | (s.0 as u32) << 16) as i32)) };
+    // The same values F16::to_f32 gives (F16C widening is exact; tested in avx2.rs).
+    // SAFETY: register-only SSE3.
+    unsafe { (_mm_cvtss_f32(v), _mm_cvtss_f32(_mm_movehdup_ps(v))) }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn prepare_avx2<A: Q8Act>(act: &[A], ds: &mut [(f32, f32)]) {
+    for (b, ds) in act.iter().zip(ds) {
+        // SAFETY: F16C per the caller.
+        *ds = unsafe { widen_d_s(b) };
+    }
+}
+
+/// (d, s) as f32, and for `dpbusd` the corrections `-128 * (sum of each four quants)`.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")]
+unsafe fn prepare_vnni<A: Q8Act>(act: &[A], ds: &mut [(f32, f32)], corr: &mut [[i32; 8]]) {
+    for ((b, ds), c) in act.iter().zip(ds).zip(corr) {
+        // SAFETY: F16C per the caller; the load reads one block's 32 quants, the store
+        // writes exactly one [i32; 8].
+        unsafe {
+            *ds = widen_d_s(b);
+            let q = _mm256_loadu_si256(b.qs().as_ptr().cast());
+            let sums = _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_set1_epi8(1), q);
+            let neg = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(sums, 7));
+            _mm256_storeu_si256(c.as_mut_ptr().cast(), neg);
+        }
+    }
 }
 
 /// Activation rows handled per step.
@@ -390,20 +424,80 @@ unsafe fn avx2_tile<A: Q8Act, const MIN: bool>(
     }
 }
 
-#[target_feature(enable = "avx2,fma,avx512f,avx512vl,avx512bw,avx512vnni")]
-unsafe fn vnni_tile<A: Q8Act, const MIN: bool>(
+/// The tile on AVX-512 VNNI: four weight rows by up to four activation rows, two
+/// activation rows sharing each 512-bit instruction (row `2p` in the lower 256 bits, `2p +
+/// 1` in the upper, each weight block broadcast to both halves). Each 256-bit half does
+/// exactly what [`avx2_tile`] does for its pair, with one difference that changes no
+/// bits: the weights are packed as w + 128 (unsigned) and `dpbusd` sums (w + 128) * a
+/// starting from the activation's correction -128 * (sums of a), which leaves exactly
+/// the signed four-product sums that `maddubs` + `madd` give. The halves never mix until
+/// each is summed alone.
+#[target_feature(enable = "avx2,fma,avx512f,avx512vl,avx512bw,avx512vnni,avx512dq")]
+unsafe fn vnni512_tile<A: Q8Act, const MIN: bool>(
     tile: &Tile,
     act: &ActRows<A>,
     sums: &mut [[f32; TILE_ROWS]; ACT_STEP],
 ) {
-    // SAFETY: AVX-512 VL/VNNI per the caller; loads inside tile_step carry their reasons.
+    const PAIRS: usize = ACT_STEP / 2;
+    let k = tile.k;
+    let n = act.len();
+    // A missing second row of a pair repeats the first; its results are dropped.
+    let rows: [usize; ACT_STEP] = std::array::from_fn(|j| j.min(n - 1));
+    let wq: [&[[i8; QK32]]; TILE_ROWS] = std::array::from_fn(|i| &tile.q[i * k..][..k]);
+    let wdm: [&[(f32, f32)]; TILE_ROWS] = std::array::from_fn(|i| &tile.dm[i * k..][..k]);
+    let ab: [&[A]; ACT_STEP] = std::array::from_fn(|j| &act.blocks[rows[j] * k..][..k]);
+    let ads: [&[(f32, f32)]; ACT_STEP] = std::array::from_fn(|j| &act.ds[rows[j] * k..][..k]);
+    let acr: [&[[i32; 8]]; ACT_STEP] = std::array::from_fn(|j| &act.corr[rows[j] * k..][..k]);
+    let pairs = n.div_ceil(2);
+    // SAFETY: AVX-512 F/BW/VL/DQ/VNNI per the caller; every load reads one 32-byte array
+    // of the tile or of a borrowed activation block, or one f32 of them.
     unsafe {
-        // The weights are packed as w + 128 (unsigned); dpbusd sums (w + 128) * a, and
-        // starting from -128 * (sums of a) leaves exactly the signed four-product sums.
-        let lanes = |w: __m256i, a: __m256i, c: __m256i| _mm256_dpbusd_epi32(c, w, a);
-        // 32 registers: the whole tile at once.
-        by_act_rows!(act.len(), |C| tile_step!(
-            tile, act, sums, 0, TILE_ROWS, C, MIN, true, lanes
-        ))
+        let mut acc = [[_mm512_setzero_ps(); TILE_ROWS]; PAIRS];
+        let mut summs = [[0f32; TILE_ROWS]; ACT_STEP];
+        for b in 0..k {
+            let mut w = [_mm512_setzero_si512(); TILE_ROWS];
+            let mut dw = [_mm512_setzero_ps(); TILE_ROWS];
+            for i in 0..TILE_ROWS {
+                w[i] = _mm512_broadcast_i64x4(_mm256_loadu_si256(wq[i][b].as_ptr().cast()));
+                dw[i] = _mm512_set1_ps(wdm[i][b].0);
+            }
+            for (p, acc) in acc.iter_mut().enumerate().take(pairs) {
+                let (j0, j1) = (2 * p, 2 * p + 1);
+                let both = |lo: __m256i, hi: __m256i| {
+                    _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1)
+                };
+                let a = both(
+                    _mm256_loadu_si256(ab[j0][b].qs().as_ptr().cast()),
+                    _mm256_loadu_si256(ab[j1][b].qs().as_ptr().cast()),
+                );
+                let c = both(
+                    _mm256_loadu_si256(acr[j0][b].as_ptr().cast()),
+                    _mm256_loadu_si256(acr[j1][b].as_ptr().cast()),
+                );
+                let da = _mm512_insertf32x8(
+                    _mm512_castps256_ps512(_mm256_set1_ps(ads[j0][b].0)),
+                    _mm256_set1_ps(ads[j1][b].0),
+                    1,
+                );
+                for i in 0..TILE_ROWS {
+                    let lanes = _mm512_dpbusd_epi32(c, w[i], a);
+                    let d = _mm512_mul_ps(dw[i], da);
+                    acc[i] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(lanes), acc[i]);
+                    if MIN {
+                        let mw = wdm[i][b].1;
+                        summs[j0][i] += mw * ads[j0][b].1;
+                        summs[j1][i] += mw * ads[j1][b].1;
+                    }
+                }
+            }
+        }
+        for p in 0..pairs {
+            for i in 0..TILE_ROWS {
+                let lo = _mm512_castps512_ps256(acc[p][i]);
+                let hi = _mm512_extractf32x8_ps(acc[p][i], 1);
+                sums[2 * p][i] = hsum(lo) + if MIN { summs[2 * p][i] } else { 0.0 };
+                sums[2 * p + 1][i] = hsum(hi) + if MIN { summs[2 * p + 1][i] } else { 0.0 };
+            }
+        }
     }
 }
