@@ -5,9 +5,11 @@
 //! [`Kernels::quantize_activation`], then dotted with each weight row in integer arithmetic
 //! by the format's kernel. The kernels are collected in a [`Kernels`] table of function
 //! pointers: the scalar references from `formats/` (always compiled, on every target), and
-//! on x86_64 an AVX2 + FMA table that overrides the formats it has SIMD code for. The table
-//! is chosen once per process ([`kernels`]); `LOUPE_KERNELS=scalar|avx2|auto` forces a
-//! choice.
+//! on x86_64 an AVX2 + FMA (+ F16C) table with SIMD code for every format, and an AVX-512
+//! table that adds VNNI to the tiled kernels. A batch of two or more activation rows takes
+//! the tiled kernels (`tiled.rs`, `tiled_k.rs`) where the table has them; they give the
+//! row kernels' bits. The table is chosen once per process ([`kernels`]);
+//! `LOUPE_KERNELS=scalar|avx2|avx512|auto` forces a choice.
 //!
 //! Rows are byte slices as they sit in the memory map or a scratch buffer; they become
 //! blocks in [`crate::cast`], which borrows when the address suits the block's alignment
