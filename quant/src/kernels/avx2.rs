@@ -39,7 +39,7 @@ use crate::F16;
 /// Sum of the eight lanes, in ggml's order (upper half onto lower, then pairs).
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn hsum_f32x8(x: __m256) -> f32 {
+pub(super) unsafe fn hsum_f32x8(x: __m256) -> f32 {
     // SAFETY: register-only intrinsics; the caller guarantees AVX2.
     unsafe {
         let r = _mm_add_ps(_mm256_extractf128_ps(x, 1), _mm256_castps256_ps128(x));
@@ -50,7 +50,7 @@ unsafe fn hsum_f32x8(x: __m256) -> f32 {
 /// Sum of the four lanes, in ggml's order.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn hsum_f32x4(x: __m128) -> f32 {
+pub(super) unsafe fn hsum_f32x4(x: __m128) -> f32 {
     // SAFETY: register-only intrinsics; the caller guarantees AVX2.
     unsafe {
         let r = _mm_add_ps(x, _mm_movehl_ps(x, x));

@@ -19,6 +19,7 @@
 use std::arch::x86_64::*;
 use std::cell::RefCell;
 
+use super::avx2::hsum_f32x8;
 use crate::formats::*;
 use crate::{cast, BlockFormat, QuantError, F16};
 
@@ -310,18 +311,6 @@ impl<A> ActRows<'_, A> {
     }
 }
 
-/// Sum of the eight lanes in ggml's order (the same as the row kernels').
-#[inline(always)]
-unsafe fn hsum(x: __m256) -> f32 {
-    // SAFETY: register-only intrinsics; only reached from functions that enable AVX2.
-    unsafe {
-        let r = _mm_add_ps(_mm256_extractf128_ps(x, 1), _mm256_castps256_ps128(x));
-        let r = _mm_add_ps(r, _mm_movehl_ps(r, r));
-        let r = _mm_add_ss(r, _mm_movehdup_ps(r));
-        _mm_cvtss_f32(r)
-    }
-}
-
 /// The body shared by both instruction sets: weight rows `R0..R0 + R` of the tile against
 /// `C` activation rows. `$lanes(w, a, c)` gives the eight i32 four-product sums of weight
 /// block `w` (as packed) with activation block `a`, `c` being that activation block's
@@ -373,7 +362,7 @@ macro_rules! tile_step {
         }
         for j in 0..$C {
             for i in 0..$R {
-                $sums[j][$R0 + i] = hsum(acc[j][i]) + if $min { summs[j][i] } else { 0.0 };
+                $sums[j][$R0 + i] = hsum_f32x8(acc[j][i]) + if $min { summs[j][i] } else { 0.0 };
             }
         }
     }};
@@ -495,8 +484,8 @@ unsafe fn vnni512_tile<A: Q8Act, const MIN: bool>(
             for i in 0..TILE_ROWS {
                 let lo = _mm512_castps512_ps256(acc[p][i]);
                 let hi = _mm512_extractf32x8_ps(acc[p][i], 1);
-                sums[2 * p][i] = hsum(lo) + if MIN { summs[2 * p][i] } else { 0.0 };
-                sums[2 * p + 1][i] = hsum(hi) + if MIN { summs[2 * p + 1][i] } else { 0.0 };
+                sums[2 * p][i] = hsum_f32x8(lo) + if MIN { summs[2 * p][i] } else { 0.0 };
+                sums[2 * p + 1][i] = hsum_f32x8(hi) + if MIN { summs[2 * p + 1][i] } else { 0.0 };
             }
         }
     }

@@ -17,6 +17,7 @@
 use std::arch::x86_64::*;
 use std::cell::RefCell;
 
+use super::avx2::{hsum_f32x4, hsum_f32x8};
 use super::tiled::{TiledIsa, TILE_ROWS};
 use crate::formats::k_quants::scale_min::scale_min_k4;
 use crate::formats::*;
@@ -65,9 +66,9 @@ pub(super) trait DecodeK: BlockFormat {
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(super) enum Kind {
     /// `acc += (d8 * d) * sumi`, `acc_m += (-d8 * dmin) * (mins · group sums)` in four
-    /// lanes; result `hsum8(acc) + hsum4(acc_m)`.
+    /// lanes; result `hsum_f32x8(acc) + hsum_f32x4(acc_m)`.
     Q4K,
-    /// `sumi -= 32 * (scales · bsums)`, `acc += (d8 * d) * sumi`; result `hsum8(acc)`.
+    /// `sumi -= 32 * (scales · bsums)`, `acc += (d8 * d) * sumi`; result `hsum_f32x8(acc)`.
     Q6K,
 }
 
@@ -172,29 +173,6 @@ pub(super) fn matmul<W: DecodeK>(
 /// Activation rows per step.
 const ACT_STEP: usize = 2;
 
-/// Sum of eight lanes in ggml's order (the row kernels' `hsum_f32x8`).
-#[inline(always)]
-unsafe fn hsum8(x: __m256) -> f32 {
-    // SAFETY: register-only intrinsics, reached only from AVX2 functions.
-    unsafe {
-        hsum4(_mm_add_ps(
-            _mm256_extractf128_ps(x, 1),
-            _mm256_castps256_ps128(x),
-        ))
-    }
-}
-
-/// Sum of four lanes in ggml's order.
-#[inline(always)]
-unsafe fn hsum4(x: __m128) -> f32 {
-    // SAFETY: register-only intrinsics, reached only from AVX2 functions.
-    unsafe {
-        let r = _mm_add_ps(x, _mm_movehl_ps(x, x));
-        let r = _mm_add_ss(r, _mm_movehdup_ps(r));
-        _mm_cvtss_f32(r)
-    }
-}
-
 /// The tile's TILE_ROWS rows against `C` activation rows (`y`: C rows of `k` blocks);
 /// `$scaled(sumi, maddubs_result, scales)` adds the scaled pair sums to `sumi`.
 macro_rules! k_step {
@@ -261,9 +239,9 @@ macro_rules! k_step {
         for j in 0..$C {
             for i in 0..TILE_ROWS {
                 $sums[j][i] = if kind == Kind::Q4K {
-                    hsum8(acc[j][i]) + hsum4(acc_m[j][i])
+                    hsum_f32x8(acc[j][i]) + hsum_f32x4(acc_m[j][i])
                 } else {
-                    hsum8(acc[j][i])
+                    hsum_f32x8(acc[j][i])
                 };
             }
         }
