@@ -2,7 +2,8 @@
 //! in (llama.cpp's tokenizer, so this tests the forward pass alone), then
 //! - next-token distributions over English prose at ctx 512, scored as llama.cpp's
 //!   perplexity tool scores them: perplexity, mean KL divergence and top-1 agreement;
-//! - greedy 64-token continuations of 10 prompts, diverging only at near ties.
+//! - greedy 64-token continuations of 10 prompts, diverging only at near ties or where
+//!   llama.cpp's own plain attention path parts from its flash path at the same step.
 //!
 //! The bound is the engine issue's: loupe must be at least as close to llama.cpp (its
 //! default, flash attention) as llama.cpp's own plain attention path is, measured here on
@@ -263,7 +264,9 @@ fn greedy(file: &str) {
             }
             next = argmax(ctx.eval(&[next as u32], Logits::Last).unwrap()) as i32;
         }
-        if let Some((step, gap)) = first_divergence(&mut llama, &toks, &want, &other) {
+        let plain_div = first_divergence(&mut llama, &toks, &want, &other);
+        let plain_step = plain_div.map(|d| d.0);
+        if let Some((step, gap)) = plain_div {
             plain_diverge += 1;
             eprintln!("{file}: {prompt:?}: llama.cpp plain attention parts from flash at step {step} (gap {gap:.4})");
         }
@@ -273,7 +276,7 @@ fn greedy(file: &str) {
                 want.get(step),
                 got.get(step)
             );
-            ours_diverge.push((prompt, step, gap));
+            ours_diverge.push((prompt, step, gap, plain_step));
         }
     }
     eprintln!(
@@ -283,10 +286,18 @@ fn greedy(file: &str) {
         PROMPTS.len() - plain_diverge,
         PROMPTS.len()
     );
-    for (prompt, step, gap) in &ours_diverge {
+    for (prompt, step, gap, plain_step) in &ours_diverge {
+        // Past a near tie only where llama.cpp's own plain path has already parted from
+        // its flash path on the same prompt (at this step or before): there llama.cpp
+        // itself shows the continuation turning on rounding.
+        let shown_by_llama = plain_step.is_some_and(|p| p <= *step);
         assert!(
-            *gap < NEAR_TIE,
-            "{file}: {prompt:?} diverges at step {step}, where llama.cpp's margin is {gap:.4} (not a near tie)"
+            *gap < NEAR_TIE || shown_by_llama,
+            "{file}: {prompt:?} diverges at step {step}, where llama.cpp's margin is {gap:.4} (not a near tie, and llama.cpp's plain path {})",
+            match plain_step {
+                Some(p) => format!("parts only at step {p}"),
+                None => "does not part".to_string(),
+            }
         );
     }
     // Few exceptions: no more than llama.cpp's own other path shows, plus two.
