@@ -150,6 +150,30 @@ struct Scratch {
     /// VNNI only: `-128 *` the sums of each four activation quants, per block (see
     /// [`vnni512_tile`]).
     act_corr: Vec<[i32; 8]>,
+    /// VNNI only: activation rows 2p and 2p + 1 side by side, per block (see
+    /// [`PairBlock`]), row-major by pair.
+    act_pairs: Vec<PairBlock>,
+}
+
+/// One block of two activation rows as the 512-bit tile loads them: quants, corrections
+/// and scales of row 2p in the lower half, of row 2p + 1 (or 2p again, past the last
+/// row) in the upper half.
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct PairBlock {
+    q: [i8; 64],
+    corr: [i32; 16],
+    d: [f32; 16],
+}
+
+impl Default for PairBlock {
+    fn default() -> PairBlock {
+        PairBlock {
+            q: [0; 64],
+            corr: [0; 16],
+            d: [0.0; 16],
+        }
+    }
 }
 
 thread_local! {
@@ -187,6 +211,20 @@ pub(super) fn matmul<W: Unpack, A: Q8Act>(
                 TiledIsa::Avx512Vnni => prepare_vnni(&act, &mut s.act_ds, &mut s.act_corr),
             }
         }
+        if vnni {
+            s.act_pairs
+                .resize(n_act.div_ceil(2) * k, PairBlock::default());
+            for (p, pair) in s.act_pairs.chunks_exact_mut(k).enumerate() {
+                let rows = [2 * p, (2 * p + 1).min(n_act - 1)];
+                for (b, pb) in pair.iter_mut().enumerate() {
+                    for (h, &r) in rows.iter().enumerate() {
+                        pb.q[32 * h..32 * h + 32].copy_from_slice(act[r * k + b].qs());
+                        pb.corr[8 * h..8 * h + 8].copy_from_slice(&s.act_corr[r * k + b]);
+                        pb.d[8 * h..8 * h + 8].fill(s.act_ds[r * k + b].0);
+                    }
+                }
+            }
+        }
         for r0 in (0..n_tile).step_by(TILE_ROWS) {
             let rows = TILE_ROWS.min(n_tile - r0);
             for (i, (q, dm)) in
@@ -220,6 +258,11 @@ pub(super) fn matmul<W: Unpack, A: Q8Act>(
                 let ar = ActRows {
                     blocks: &act[a0 * k..(a0 + acts) * k],
                     ds: &s.act_ds[a0 * k..(a0 + acts) * k],
+                    pairs: if vnni {
+                        &s.act_pairs[a0 / 2 * k..(a0 + acts).div_ceil(2) * k]
+                    } else {
+                        &[]
+                    },
                     corr: if vnni {
                         &s.act_corr[a0 * k..(a0 + acts) * k]
                     } else {
@@ -302,6 +345,8 @@ struct ActRows<'a, A> {
     ds: &'a [(f32, f32)],
     /// VNNI only, else empty.
     corr: &'a [[i32; 8]],
+    /// VNNI only, else empty: the pairs of these rows (`a0` is even).
+    pairs: &'a [PairBlock],
     k: usize,
 }
 
@@ -434,10 +479,10 @@ unsafe fn vnni512_tile<A: Q8Act, const MIN: bool>(
     let rows: [usize; ACT_STEP] = std::array::from_fn(|j| j.min(n - 1));
     let wq: [&[[i8; QK32]]; TILE_ROWS] = std::array::from_fn(|i| &tile.q[i * k..][..k]);
     let wdm: [&[(f32, f32)]; TILE_ROWS] = std::array::from_fn(|i| &tile.dm[i * k..][..k]);
-    let ab: [&[A]; ACT_STEP] = std::array::from_fn(|j| &act.blocks[rows[j] * k..][..k]);
     let ads: [&[(f32, f32)]; ACT_STEP] = std::array::from_fn(|j| &act.ds[rows[j] * k..][..k]);
-    let acr: [&[[i32; 8]]; ACT_STEP] = std::array::from_fn(|j| &act.corr[rows[j] * k..][..k]);
     let pairs = n.div_ceil(2);
+    let pb: [&[PairBlock]; PAIRS] =
+        std::array::from_fn(|p| &act.pairs[p.min(pairs - 1) * k..][..k]);
     // SAFETY: AVX-512 F/BW/VL/DQ/VNNI per the caller; every load reads one 32-byte array
     // of the tile or of a borrowed activation block, or one f32 of them.
     unsafe {
@@ -452,22 +497,10 @@ unsafe fn vnni512_tile<A: Q8Act, const MIN: bool>(
             }
             for (p, acc) in acc.iter_mut().enumerate().take(pairs) {
                 let (j0, j1) = (2 * p, 2 * p + 1);
-                let both = |lo: __m256i, hi: __m256i| {
-                    _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1)
-                };
-                let a = both(
-                    _mm256_loadu_si256(ab[j0][b].qs().as_ptr().cast()),
-                    _mm256_loadu_si256(ab[j1][b].qs().as_ptr().cast()),
-                );
-                let c = both(
-                    _mm256_loadu_si256(acr[j0][b].as_ptr().cast()),
-                    _mm256_loadu_si256(acr[j1][b].as_ptr().cast()),
-                );
-                let da = _mm512_insertf32x8(
-                    _mm512_castps256_ps512(_mm256_set1_ps(ads[j0][b].0)),
-                    _mm256_set1_ps(ads[j1][b].0),
-                    1,
-                );
+                let blk = &pb[p][b];
+                let a = _mm512_load_si512(blk.q.as_ptr().cast());
+                let c = _mm512_load_si512(blk.corr.as_ptr().cast());
+                let da = _mm512_load_ps(blk.d.as_ptr());
                 for i in 0..TILE_ROWS {
                     let lanes = _mm512_dpbusd_epi32(c, w[i], a);
                     let d = _mm512_mul_ps(dw[i], da);
