@@ -329,6 +329,19 @@ unsafe fn prepare_vnni<A: Q8Act>(act: &[A], ds: &mut [(f32, f32)], corr: &mut [[
     }
 }
 
+/// Rows `first..first + N` of a row-major slice of `k`-element rows, row indices capped at
+/// `last` (a step past the end repeats the last row). Not a closure inside the kernels: a
+/// closure there carries their target features and then `from_fn` cannot inline it.
+#[inline(always)]
+pub(super) fn rows_of<T, const N: usize>(
+    s: &[T],
+    k: usize,
+    first: usize,
+    last: usize,
+) -> [&[T]; N] {
+    std::array::from_fn(|i| &s[(first + i).min(last) * k..][..k])
+}
+
 /// Activation rows handled per step.
 const ACT_STEP: usize = 4;
 
@@ -364,17 +377,15 @@ macro_rules! tile_step {
     ($tile:expr, $act:expr, $sums:expr, $R0:expr, $R:expr, $C:expr, $min:expr, $vnni:expr, $lanes:expr) => {{
         let (tile, act, k) = ($tile, $act, $tile.k);
         // Rows as slices of exactly k blocks, so indexing by b < k needs no checks.
-        let wq: [&[[i8; QK32]]; $R] = std::array::from_fn(|i| &tile.q[($R0 + i) * k..][..k]);
-        let wdm: [&[(f32, f32)]; $R] = std::array::from_fn(|i| &tile.dm[($R0 + i) * k..][..k]);
-        let ab: [&[_]; $C] = std::array::from_fn(|j| &act.blocks[j * k..][..k]);
-        let ads: [&[(f32, f32)]; $C] = std::array::from_fn(|j| &act.ds[j * k..][..k]);
-        let acr: [&[[i32; 8]]; $C] = std::array::from_fn(|j| {
-            if $vnni {
-                &act.corr[j * k..][..k]
-            } else {
-                &[][..]
-            }
-        });
+        let wq: [&[[i8; QK32]]; $R] = rows_of(tile.q, k, $R0, usize::MAX);
+        let wdm: [&[(f32, f32)]; $R] = rows_of(tile.dm, k, $R0, usize::MAX);
+        let ab: [&[_]; $C] = rows_of(act.blocks, k, 0, usize::MAX);
+        let ads: [&[(f32, f32)]; $C] = rows_of(act.ds, k, 0, usize::MAX);
+        let acr: [&[[i32; 8]]; $C] = if $vnni {
+            rows_of(act.corr, k, 0, usize::MAX)
+        } else {
+            [&[][..]; $C]
+        };
         let mut acc = [[_mm256_setzero_ps(); $R]; $C];
         let mut summs = [[0f32; $R]; $C];
         for b in 0..k {
@@ -476,13 +487,11 @@ unsafe fn vnni512_tile<A: Q8Act, const MIN: bool>(
     let k = tile.k;
     let n = act.len();
     // A missing second row of a pair repeats the first; its results are dropped.
-    let rows: [usize; ACT_STEP] = std::array::from_fn(|j| j.min(n - 1));
-    let wq: [&[[i8; QK32]]; TILE_ROWS] = std::array::from_fn(|i| &tile.q[i * k..][..k]);
-    let wdm: [&[(f32, f32)]; TILE_ROWS] = std::array::from_fn(|i| &tile.dm[i * k..][..k]);
-    let ads: [&[(f32, f32)]; ACT_STEP] = std::array::from_fn(|j| &act.ds[rows[j] * k..][..k]);
+    let wq: [&[[i8; QK32]]; TILE_ROWS] = rows_of(tile.q, k, 0, usize::MAX);
+    let wdm: [&[(f32, f32)]; TILE_ROWS] = rows_of(tile.dm, k, 0, usize::MAX);
+    let ads: [&[(f32, f32)]; ACT_STEP] = rows_of(act.ds, k, 0, n - 1);
     let pairs = n.div_ceil(2);
-    let pb: [&[PairBlock]; PAIRS] =
-        std::array::from_fn(|p| &act.pairs[p.min(pairs - 1) * k..][..k]);
+    let pb: [&[PairBlock]; PAIRS] = rows_of(act.pairs, k, 0, pairs - 1);
     // SAFETY: AVX-512 F/BW/VL/DQ/VNNI per the caller; every load reads one 32-byte array
     // of the tile or of a borrowed activation block, or one f32 of them.
     unsafe {

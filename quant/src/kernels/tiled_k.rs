@@ -18,7 +18,7 @@ use std::arch::x86_64::*;
 use std::cell::RefCell;
 
 use super::avx2::{hsum_f32x4, hsum_f32x8};
-use super::tiled::{TiledIsa, TILE_ROWS};
+use super::tiled::{rows_of, TiledIsa, TILE_ROWS};
 use crate::formats::k_quants::scale_min::scale_min_k4;
 use crate::formats::*;
 use crate::{cast, BlockFormat, QuantError};
@@ -179,8 +179,8 @@ macro_rules! k_step {
     ($kind:expr, $tile:expr, $k:expr, $y:expr, $sums:expr, $C:expr, $scaled:expr) => {{
         let (kind, tile, k, y) = ($kind, $tile, $k, $y);
         // Rows as slices of exactly k blocks, so indexing by b < k needs no checks.
-        let ys: [&[BlockQ8K]; $C] = std::array::from_fn(|j| &y[j * k..][..k]);
-        let ts: [&[Decoded]; TILE_ROWS] = std::array::from_fn(|i| &tile[i * k..][..k]);
+        let ys: [&[BlockQ8K]; $C] = rows_of(y, k, 0, usize::MAX);
+        let ts: [&[Decoded]; TILE_ROWS] = rows_of(tile, k, 0, usize::MAX);
         let mut acc = [[_mm256_setzero_ps(); TILE_ROWS]; $C];
         let mut acc_m = [[_mm_setzero_ps(); TILE_ROWS]; $C];
         for b in 0..k {
