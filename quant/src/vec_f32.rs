@@ -35,6 +35,62 @@ pub fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
     axpy_body(y, a, x)
 }
 
+/// `out[d] = 0 + w[0] * rows[d] + w[1] * rows[stride + d] + …`, summed in order of the
+/// rows: the same bits as zeroing `out` and calling [`axpy`] once per row, with `out`
+/// kept in registers across the rows. `rows` must hold `w.len()` rows of `out.len()`
+/// values, `stride` apart.
+pub fn weighted_sum(out: &mut [f32], w: &[f32], rows: &[f32], stride: usize) {
+    if let Some(n) = w.len().checked_sub(1) {
+        assert!(
+            rows.len() >= n * stride + out.len(),
+            "weighted_sum: rows too short"
+        );
+    }
+    #[cfg(target_arch = "x86_64")]
+    if use_avx2() {
+        // SAFETY: use_avx2() confirmed AVX2 on this CPU.
+        return unsafe { weighted_sum_avx2(out, w, rows, stride) };
+    }
+    weighted_sum_body(out, w, rows, stride)
+}
+
+/// Output values summed together, in registers.
+const SUM_CHUNK: usize = 64;
+
+#[inline(always)]
+fn weighted_sum_body(out: &mut [f32], w: &[f32], rows: &[f32], stride: usize) {
+    let full = out.len() / SUM_CHUNK * SUM_CHUNK;
+    let (head, tail) = out.split_at_mut(full);
+    for (c, o) in head.chunks_exact_mut(SUM_CHUNK).enumerate() {
+        // A fixed-size accumulator, so it stays in registers across the rows.
+        let mut acc = [0f32; SUM_CHUNK];
+        for (j, &wj) in w.iter().enumerate() {
+            let r: &[f32; SUM_CHUNK] = rows[j * stride + c * SUM_CHUNK..][..SUM_CHUNK]
+                .try_into()
+                .expect("a whole chunk");
+            for (a, &x) in acc.iter_mut().zip(r) {
+                *a += wj * x;
+            }
+        }
+        o.copy_from_slice(&acc);
+    }
+    if !tail.is_empty() {
+        tail.fill(0.0);
+        for (j, &wj) in w.iter().enumerate() {
+            let r = &rows[j * stride + full..][..tail.len()];
+            for (a, &x) in tail.iter_mut().zip(r) {
+                *a += wj * x;
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn weighted_sum_avx2(out: &mut [f32], w: &[f32], rows: &[f32], stride: usize) {
+    weighted_sum_body(out, w, rows, stride)
+}
+
 #[inline(always)]
 fn dots_by_lanes_body(q: &[f32], kt: &[f32], out: &mut [f32; LANES]) {
     let mut acc = [0f32; LANES];
@@ -98,6 +154,19 @@ mod tests {
                 }
                 assert_eq!(s.to_bits(), a[l].to_bits());
             }
+
+            // weighted_sum = zero, then one axpy per row.
+            let rows = values(5 * (n + 3), 5);
+            let w = values(5, 6);
+            let mut want = vec![0f32; n];
+            for (j, &wj) in w.iter().enumerate() {
+                axpy_body(&mut want, wj, &rows[j * (n + 3)..][..n]);
+            }
+            let mut got = vec![f32::NAN; n];
+            weighted_sum(&mut got, &w, &rows, n + 3);
+            assert_eq!(got, want);
+            weighted_sum_body(&mut got, &w, &rows, n + 3);
+            assert_eq!(got, want);
 
             let x = values(n, 3);
             let (mut y1, mut y2) = (values(n, 4), values(n, 4));

@@ -386,10 +386,9 @@ fn attention(c: &Config, layer: usize, pos: usize, n: usize, s: &mut Scratch) {
                 let vrow = |j: usize| &vals[j * kv_dim_v + kvh * hdv..][..hdv];
                 if tiled {
                     super::ops::softmax(sc);
-                    o.fill(0.0);
-                    for (j, &pj) in (first..=p).zip(sc.iter()) {
-                        loupe_quant::vec_f32::axpy(o, pj, vrow(j));
-                    }
+                    // The values of positions first..=p, kv_dim_v apart.
+                    let v0 = first * kv_dim_v + kvh * hdv;
+                    loupe_quant::vec_f32::weighted_sum(o, sc, &vals[v0..], kv_dim_v);
                 } else {
                     online_softmax_f16(sc, first, &vrow, &mut acc16[..hdv], o);
                 }
