@@ -144,9 +144,9 @@ pub fn forward<'s>(
     for (l, lw) in w.layers.iter().enumerate() {
         // ---- attention: norm, Q/K/V projections (+ biases) ----
         s.xb[..n * dim].copy_from_slice(&s.x[..n * dim]);
-        for row in s.xb[..n * dim].chunks_exact_mut(dim) {
-            rmsnorm(row, &lw.attn_norm, c.norm_eps);
-        }
+        each_row(&mut s.xb[..n * dim], dim, |row| {
+            rmsnorm(row, &lw.attn_norm, c.norm_eps)
+        });
         captured(&mut s.capture, "attn_norm", l, &s.xb[..n * dim]);
         s.mm.run(file, &lw.wq, &s.xb[..n * dim], n, &mut s.q)?;
         s.mm.run_same_input(file, &lw.wk, &s.xb[..n * dim], n, &mut s.k)?;
@@ -158,36 +158,52 @@ pub fn forward<'s>(
         captured(&mut s.capture, "Vcur", l, &s.v[..n * c.kv_dim_v()]);
         // ---- per-head QK-norm (qwen3, gemma3), then RoPE ----
         if let Some(qn) = &lw.q_norm {
-            for h in s.q[..n * c.q_dim()].chunks_exact_mut(c.head_dim) {
-                rmsnorm(h, qn, c.norm_eps);
-            }
+            each_row(&mut s.q[..n * c.q_dim()], c.head_dim, |h| {
+                rmsnorm(h, qn, c.norm_eps)
+            });
         }
         if let Some(kn) = &lw.k_norm {
-            for h in s.k[..n * c.kv_dim()].chunks_exact_mut(c.head_dim) {
-                rmsnorm(h, kn, c.norm_eps);
-            }
+            each_row(&mut s.k[..n * c.kv_dim()], c.head_dim, |h| {
+                rmsnorm(h, kn, c.norm_eps)
+            });
         }
         let (base, fscale) = if c.is_swa[l] {
             (c.rope_base_local, c.rope_freq_scale_local)
         } else {
             (c.rope_base, c.rope_freq_scale)
         };
-        for t in 0..n {
-            let cache_t = &mut s.rope[t * c.n_rot..][..c.n_rot];
-            rope_cache(
-                pos + t,
-                c.n_rot,
-                base,
-                fscale,
-                w.rope_freqs.as_deref(),
-                cache_t,
-            );
-            for h in s.q[t * c.q_dim()..][..c.q_dim()].chunks_exact_mut(c.head_dim) {
-                rope_apply(h, c.n_rot, c.rope_style, cache_t);
-            }
-            for h in s.k[t * c.kv_dim()..][..c.kv_dim()].chunks_exact_mut(c.head_dim) {
-                rope_apply(h, c.n_rot, c.rope_style, cache_t);
-            }
+        let rope_token =
+            |t: usize, (cache_t, (q_t, k_t)): (&mut [f32], (&mut [f32], &mut [f32]))| {
+                rope_cache(
+                    pos + t,
+                    c.n_rot,
+                    base,
+                    fscale,
+                    w.rope_freqs.as_deref(),
+                    cache_t,
+                );
+                for h in q_t.chunks_exact_mut(c.head_dim) {
+                    rope_apply(h, c.n_rot, c.rope_style, cache_t);
+                }
+                for h in k_t.chunks_exact_mut(c.head_dim) {
+                    rope_apply(h, c.n_rot, c.rope_style, cache_t);
+                }
+            };
+        let (rope, q, k) = (
+            &mut s.rope[..n * c.n_rot],
+            &mut s.q[..n * c.q_dim()],
+            &mut s.k[..n * c.kv_dim()],
+        );
+        if n == 1 {
+            rope_token(0, (rope, (q, k)));
+        } else {
+            rope.par_chunks_exact_mut(c.n_rot)
+                .zip(
+                    q.par_chunks_exact_mut(c.q_dim())
+                        .zip(k.par_chunks_exact_mut(c.kv_dim())),
+                )
+                .enumerate()
+                .for_each(|(t, parts)| rope_token(t, parts));
         }
 
         captured(&mut s.capture, "Qcur", l, &s.q[..n * c.q_dim()]);
@@ -224,9 +240,9 @@ pub fn forward<'s>(
         )?;
         add_bias(&mut s.xb2[..n * dim], lw.bo.as_deref());
         if let Some(pn) = &lw.attn_post_norm {
-            for row in s.xb2[..n * dim].chunks_exact_mut(dim) {
-                rmsnorm(row, pn, c.norm_eps);
-            }
+            each_row(&mut s.xb2[..n * dim], dim, |row| {
+                rmsnorm(row, pn, c.norm_eps)
+            });
         }
         add_into(&mut s.x[..n * dim], &s.xb2[..n * dim]);
         // (llama.cpp calls this sa_out in gemma and ffn_inp elsewhere)
@@ -235,9 +251,9 @@ pub fn forward<'s>(
 
         // ---- feed-forward: norm, gate and up, activation, down, post-norm, residual ----
         s.xb[..n * dim].copy_from_slice(&s.x[..n * dim]);
-        for row in s.xb[..n * dim].chunks_exact_mut(dim) {
-            rmsnorm(row, &lw.ffn_norm, c.norm_eps);
-        }
+        each_row(&mut s.xb[..n * dim], dim, |row| {
+            rmsnorm(row, &lw.ffn_norm, c.norm_eps)
+        });
         let hid = c.hidden_dim;
         s.mm.run(file, &lw.w_gate, &s.xb[..n * dim], n, &mut s.hb)?;
         s.mm.run_same_input(file, &lw.w_up, &s.xb[..n * dim], n, &mut s.hb2)?;
@@ -257,9 +273,9 @@ pub fn forward<'s>(
         s.mm.run(file, &lw.w_down, &s.hb[..n * hid], n, &mut s.xb2)?;
         captured(&mut s.capture, "ffn_out", l, &s.xb2[..n * dim]);
         if let Some(pn) = &lw.ffn_post_norm {
-            for row in s.xb2[..n * dim].chunks_exact_mut(dim) {
-                rmsnorm(row, pn, c.norm_eps);
-            }
+            each_row(&mut s.xb2[..n * dim], dim, |row| {
+                rmsnorm(row, pn, c.norm_eps)
+            });
         }
         add_into(&mut s.x[..n * dim], &s.xb2[..n * dim]);
         captured(&mut s.capture, "l_out", l, &s.x[..n * dim]);
@@ -271,9 +287,7 @@ pub fn forward<'s>(
         return Ok(&s.logits[..0]);
     }
     let xs = &mut s.x[logits_from * dim..n * dim];
-    for row in xs.chunks_exact_mut(dim) {
-        rmsnorm(row, &w.output_norm, c.norm_eps);
-    }
+    each_row(xs, dim, |row| rmsnorm(row, &w.output_norm, c.norm_eps));
     let need = rows * c.vocab_size;
     if s.logits.len() < need {
         // Grows once to the largest request (a perplexity chunk), then stays.
@@ -394,6 +408,16 @@ fn attention(c: &Config, layer: usize, pos: usize, n: usize, s: &mut Scratch) {
                 }
             }
         });
+}
+
+/// `f` on each `width`-long row of `x`: over the thread pool for a batch, in place for one
+/// token (where waking the pool costs more than the row).
+fn each_row(x: &mut [f32], width: usize, f: impl Fn(&mut [f32]) + Sync + Send) {
+    if x.len() > width {
+        x.par_chunks_exact_mut(width).for_each(f);
+    } else {
+        x.chunks_exact_mut(width).for_each(f);
+    }
 }
 
 /// Keys scored together in the batched path.

@@ -61,11 +61,13 @@ impl Matmul {
             .row_bytes(cols as u64)
             .context("activation row size")? as usize;
         if self.loaded != Some((partner, cols, b)) {
-            for (xr, qr) in x[..b * cols]
-                .chunks_exact(cols)
-                .zip(self.qact[..b * act_bytes].chunks_exact_mut(act_bytes))
-            {
-                loupe_quant::quantize_activation(partner, xr, qr)?;
+            let (x, qact) = (&x[..b * cols], &mut self.qact[..b * act_bytes]);
+            if b == 1 {
+                loupe_quant::quantize_activation(partner, x, qact)?;
+            } else {
+                x.par_chunks_exact(cols)
+                    .zip(qact.par_chunks_exact_mut(act_bytes))
+                    .try_for_each(|(xr, qr)| loupe_quant::quantize_activation(partner, xr, qr))?;
             }
             self.loaded = Some((partner, cols, b));
         }
