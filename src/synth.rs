@@ -28,26 +28,6 @@ use crate::model::config::Arch;
 use crate::quantize::recipe::{llama_order, ModelFacts, Overrides, Recipe};
 use crate::quantize::{parse_tensor_type, FileType, QUANTIZATION_VERSION};
 
-/// The shape of a synthetic model with one weight type (the form the peer's tests use).
-#[derive(Clone, Debug)]
-pub struct SynthSpec {
-    pub arch: Arch,
-    pub dim: usize,
-    pub n_layer: usize,
-    pub n_head: usize,
-    pub n_kv_head: usize,
-    pub head_dim: usize,
-    pub hidden_dim: usize,
-    pub n_ctx_train: usize,
-    /// Type of the 2-D weight matrices (norms stay F32).
-    pub weight_type: GgmlType,
-    /// Write a separate output projection (else the embedding is tied).
-    pub untied_output: bool,
-    /// Llama-3 style RoPE frequency factors (`rope_freqs.weight`).
-    pub rope_freqs: bool,
-    pub seed: u64,
-}
-
 /// The tensor layout of a model: sizes and the architecture switches that add tensors.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Shape {
@@ -227,35 +207,6 @@ pub struct SynthReport {
     pub types: Vec<(GgmlType, usize)>,
     /// Tensors whose rows did not fit the recipe's type: (name, wanted, used).
     pub fallbacks: Vec<(String, GgmlType, GgmlType)>,
-}
-
-/// Write the synthetic model to `out`, with the tokenizer (`tokenizer.*` keys) of `vocab_from`.
-pub fn write_synthetic(spec: &SynthSpec, vocab_from: &GgufFile, out: &Path) -> Result<()> {
-    let shape = Shape {
-        name: "synthetic",
-        arch: spec.arch,
-        dim: spec.dim,
-        n_layer: spec.n_layer,
-        n_head: spec.n_head,
-        n_kv_head: spec.n_kv_head,
-        head_dim: spec.head_dim,
-        hidden_dim: spec.hidden_dim,
-        vocab: None,
-        n_ctx_train: spec.n_ctx_train,
-        rope_base: 10000.0,
-        norm_eps: 1e-6,
-        qkv_bias: false,
-        untied_output: spec.untied_output,
-        rope_freqs: spec.rope_freqs,
-    };
-    write_shape(
-        &shape,
-        WeightTypes::Pure(spec.weight_type),
-        spec.seed,
-        vocab_from,
-        out,
-    )?;
-    Ok(())
 }
 
 /// How a tensor's values are made.

@@ -13,7 +13,7 @@ use loupe::model::config::Arch;
 use loupe::model::kv_cache::KvType;
 use loupe::model::{Context, Logits, Model, RunOptions};
 use loupe::quality::Agreement;
-use loupe::synth::{write_synthetic, SynthSpec};
+use loupe::synth::{write_shape, Shape, WeightTypes};
 use loupe_quant::GgmlType;
 use peer::llama::{Llama, Params};
 
@@ -27,7 +27,8 @@ fn check(arch: Arch, vocab_model: &str, weight_type: GgmlType, untied: bool, rop
     let vocab_from = GgufFile::open(common::model_path(vocab_model)).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join(format!("{}.gguf", arch.name()));
-    let spec = SynthSpec {
+    let shape = Shape {
+        name: "synthetic",
         arch,
         dim: 256,
         n_layer: 3,
@@ -35,13 +36,23 @@ fn check(arch: Arch, vocab_model: &str, weight_type: GgmlType, untied: bool, rop
         n_kv_head: 2,
         head_dim: 64,
         hidden_dim: 512,
+        vocab: None,
         n_ctx_train: 2048,
-        weight_type,
+        rope_base: 10000.0,
+        norm_eps: 1e-6,
+        qkv_bias: false,
         untied_output: untied,
         rope_freqs,
-        seed: 7 + arch as u64,
     };
-    write_synthetic(&spec, &vocab_from, &path).unwrap();
+    let seed = 7 + arch as u64;
+    write_shape(
+        &shape,
+        WeightTypes::Pure(weight_type),
+        seed,
+        &vocab_from,
+        &path,
+    )
+    .unwrap();
     drop(vocab_from);
 
     let mut llama = Llama::load(

@@ -120,28 +120,10 @@ pub fn quantize_row(ty: GgmlType, src: &[f32], dst: &mut [u8]) -> Result<(), Qua
     }
 }
 
-/// Whether [`quantize_row`] can write type `ty`.
+/// Whether [`quantize_row`] can write type `ty`: every type loupe reads, it also writes
+/// (a test holds `quantize_row` to this).
 pub fn can_quantize(ty: GgmlType) -> bool {
-    use GgmlType::*;
-    matches!(
-        ty,
-        F32 | F16
-            | BF16
-            | Q4_0
-            | Q4_1
-            | Q5_0
-            | Q5_1
-            | Q8_0
-            | Q8_1
-            | Q2_K
-            | Q3_K
-            | Q4_K
-            | Q5_K
-            | Q6_K
-            | Q8_K
-            | IQ4_NL
-            | IQ4_XS
-    )
+    ty.is_supported()
 }
 
 /// The format the activation side of a dot product with `ty` weights is quantized to

@@ -24,21 +24,10 @@ pub fn dots_by_lanes(q: &[f32], kt: &[f32], out: &mut [f32; LANES]) {
     dots_by_lanes_body(q, kt, out)
 }
 
-/// `y[i] += a * x[i]` (a product, then a sum, rounded each).
-pub fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
-    assert_eq!(y.len(), x.len(), "axpy of different lengths");
-    #[cfg(target_arch = "x86_64")]
-    if use_avx2() {
-        // SAFETY: use_avx2() confirmed AVX2 on this CPU.
-        return unsafe { axpy_avx2(y, a, x) };
-    }
-    axpy_body(y, a, x)
-}
-
 /// `out[d] = 0 + w[0] * rows[d] + w[1] * rows[stride + d] + …`, summed in order of the
-/// rows: the same bits as zeroing `out` and calling [`axpy`] once per row, with `out`
-/// kept in registers across the rows. `rows` must hold `w.len()` rows of `out.len()`
-/// values, `stride` apart.
+/// rows: the same bits as zeroing `out` and adding `w[j] * row j` into it row by row,
+/// with `out` kept in registers across the rows. `rows` must hold `w.len()` rows of
+/// `out.len()` values, `stride` apart.
 pub fn weighted_sum(out: &mut [f32], w: &[f32], rows: &[f32], stride: usize) {
     if let Some(n) = w.len().checked_sub(1) {
         assert!(
@@ -102,23 +91,10 @@ fn dots_by_lanes_body(q: &[f32], kt: &[f32], out: &mut [f32; LANES]) {
     *out = acc;
 }
 
-#[inline(always)]
-fn axpy_body(y: &mut [f32], a: f32, x: &[f32]) {
-    for (y, &x) in y.iter_mut().zip(x) {
-        *y += a * x;
-    }
-}
-
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn dots_by_lanes_avx2(q: &[f32], kt: &[f32], out: &mut [f32; LANES]) {
     dots_by_lanes_body(q, kt, out)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn axpy_avx2(y: &mut [f32], a: f32, x: &[f32]) {
-    axpy_body(y, a, x)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -155,24 +131,20 @@ mod tests {
                 assert_eq!(s.to_bits(), a[l].to_bits());
             }
 
-            // weighted_sum = zero, then one axpy per row.
+            // weighted_sum = zero, then each row's product added in, row by row.
             let rows = values(5 * (n + 3), 5);
             let w = values(5, 6);
             let mut want = vec![0f32; n];
             for (j, &wj) in w.iter().enumerate() {
-                axpy_body(&mut want, wj, &rows[j * (n + 3)..][..n]);
+                for (y, &x) in want.iter_mut().zip(&rows[j * (n + 3)..][..n]) {
+                    *y += wj * x;
+                }
             }
             let mut got = vec![f32::NAN; n];
             weighted_sum(&mut got, &w, &rows, n + 3);
             assert_eq!(got, want);
             weighted_sum_body(&mut got, &w, &rows, n + 3);
             assert_eq!(got, want);
-
-            let x = values(n, 3);
-            let (mut y1, mut y2) = (values(n, 4), values(n, 4));
-            axpy(&mut y1, 0.37, &x);
-            axpy_body(&mut y2, 0.37, &x);
-            assert_eq!(y1, y2);
         }
     }
 }

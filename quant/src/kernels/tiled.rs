@@ -147,9 +147,6 @@ struct Scratch {
     dm: Vec<(f32, f32)>,
     /// (d, s) of every activation block, row-major.
     act_ds: Vec<(f32, f32)>,
-    /// VNNI only: `-128 *` the sums of each four activation quants, per block (see
-    /// [`vnni512_tile`]).
-    act_corr: Vec<[i32; 8]>,
     /// VNNI only: activation rows 2p and 2p + 1 side by side, per block (see
     /// [`PairBlock`]), row-major by pair.
     act_pairs: Vec<PairBlock>,
@@ -203,26 +200,15 @@ pub(super) fn matmul<W: Unpack, A: Q8Act>(
         s.dm.resize(TILE_ROWS * k, (0.0, 0.0));
         let vnni = isa == TiledIsa::Avx512Vnni;
         s.act_ds.resize(act.len(), (0.0, 0.0));
-        s.act_corr.resize(if vnni { act.len() } else { 0 }, [0; 8]);
+        s.act_pairs.resize(
+            if vnni { n_act.div_ceil(2) * k } else { 0 },
+            PairBlock::default(),
+        );
         // SAFETY: the caller guarantees the CPU runs `isa` (F16C comes with both tables).
         unsafe {
-            match isa {
-                TiledIsa::Avx2 => prepare_avx2(&act, &mut s.act_ds),
-                TiledIsa::Avx512Vnni => prepare_vnni(&act, &mut s.act_ds, &mut s.act_corr),
-            }
-        }
-        if vnni {
-            s.act_pairs
-                .resize(n_act.div_ceil(2) * k, PairBlock::default());
-            for (p, pair) in s.act_pairs.chunks_exact_mut(k).enumerate() {
-                let rows = [2 * p, (2 * p + 1).min(n_act - 1)];
-                for (b, pb) in pair.iter_mut().enumerate() {
-                    for (h, &r) in rows.iter().enumerate() {
-                        pb.q[32 * h..32 * h + 32].copy_from_slice(act[r * k + b].qs());
-                        pb.corr[8 * h..8 * h + 8].copy_from_slice(&s.act_corr[r * k + b]);
-                        pb.d[8 * h..8 * h + 8].fill(s.act_ds[r * k + b].0);
-                    }
-                }
+            prepare_ds(&act, &mut s.act_ds);
+            if vnni {
+                prepare_pairs(&act, k, &s.act_ds, &mut s.act_pairs);
             }
         }
         for r0 in (0..n_tile).step_by(TILE_ROWS) {
@@ -263,11 +249,6 @@ pub(super) fn matmul<W: Unpack, A: Q8Act>(
                     } else {
                         &[]
                     },
-                    corr: if vnni {
-                        &s.act_corr[a0 * k..(a0 + acts) * k]
-                    } else {
-                        &[]
-                    },
                     k,
                 };
                 // SAFETY: the caller guarantees the CPU runs `isa`.
@@ -305,26 +286,35 @@ unsafe fn widen_d_s<A: Q8Act>(b: &A) -> (f32, f32) {
     unsafe { (_mm_cvtss_f32(v), _mm_cvtss_f32(_mm_movehdup_ps(v))) }
 }
 
+/// Each activation block's (d, s) as f32.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn prepare_avx2<A: Q8Act>(act: &[A], ds: &mut [(f32, f32)]) {
+unsafe fn prepare_ds<A: Q8Act>(act: &[A], ds: &mut [(f32, f32)]) {
     for (b, ds) in act.iter().zip(ds) {
         // SAFETY: F16C per the caller.
         *ds = unsafe { widen_d_s(b) };
     }
 }
 
-/// (d, s) as f32, and for `dpbusd` the corrections `-128 * (sum of each four quants)`.
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")]
-unsafe fn prepare_vnni<A: Q8Act>(act: &[A], ds: &mut [(f32, f32)], corr: &mut [[i32; 8]]) {
-    for ((b, ds), c) in act.iter().zip(ds).zip(corr) {
-        // SAFETY: F16C per the caller; the load reads one block's 32 quants, the store
-        // writes exactly one [i32; 8].
-        unsafe {
-            *ds = widen_d_s(b);
-            let q = _mm256_loadu_si256(b.qs().as_ptr().cast());
-            let sums = _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_set1_epi8(1), q);
-            let neg = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(sums, 7));
-            _mm256_storeu_si256(c.as_mut_ptr().cast(), neg);
+/// The activation rows (`k` blocks each) in pairs for [`vnni512_tile`]: quants, the
+/// `dpbusd` corrections `-128 * (sum of each four quants)` and the scales `ds`.
+#[target_feature(enable = "avx2,fma,avx512f,avx512vl,avx512bw,avx512vnni")]
+unsafe fn prepare_pairs<A: Q8Act>(act: &[A], k: usize, ds: &[(f32, f32)], pairs: &mut [PairBlock]) {
+    let last = act.len() / k - 1;
+    for (p, pair) in pairs.chunks_exact_mut(k).enumerate() {
+        for (b, pb) in pair.iter_mut().enumerate() {
+            for (h, r) in [2 * p, (2 * p + 1).min(last)].into_iter().enumerate() {
+                let qs = act[r * k + b].qs();
+                pb.q[32 * h..32 * h + 32].copy_from_slice(qs);
+                pb.d[8 * h..8 * h + 8].fill(ds[r * k + b].0);
+                // SAFETY: the load reads the block's 32 quants, the store writes 8 of the
+                // 16 i32 of `corr`; AVX-512 VNNI per the caller.
+                unsafe {
+                    let q = _mm256_loadu_si256(qs.as_ptr().cast());
+                    let sums = _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_set1_epi8(1), q);
+                    let neg = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(sums, 7));
+                    _mm256_storeu_si256(pb.corr[8 * h..8 * h + 8].as_mut_ptr().cast(), neg);
+                }
+            }
         }
     }
 }
@@ -356,8 +346,6 @@ struct Tile<'a> {
 struct ActRows<'a, A> {
     blocks: &'a [A],
     ds: &'a [(f32, f32)],
-    /// VNNI only, else empty.
-    corr: &'a [[i32; 8]],
     /// VNNI only, else empty: the pairs of these rows (`a0` is even).
     pairs: &'a [PairBlock],
     k: usize,
@@ -369,23 +357,17 @@ impl<A> ActRows<'_, A> {
     }
 }
 
-/// The body shared by both instruction sets: weight rows `R0..R0 + R` of the tile against
-/// `C` activation rows. `$lanes(w, a, c)` gives the eight i32 four-product sums of weight
-/// block `w` (as packed) with activation block `a`, `c` being that activation block's
-/// correction (`act.corr`, VNNI only: zero when `$vnni` is false).
+/// Weight rows `R0..R0 + R` of the tile against `C` activation rows, on AVX2: per block
+/// the eight i32 four-product sums (`maddubs` wants unsigned x signed: |w| times a with
+/// w's sign, then `madd` by ones), one `fma` by the f32 product `d_w * d_a`.
 macro_rules! tile_step {
-    ($tile:expr, $act:expr, $sums:expr, $R0:expr, $R:expr, $C:expr, $min:expr, $vnni:expr, $lanes:expr) => {{
+    ($tile:expr, $act:expr, $sums:expr, $R0:expr, $R:expr, $C:expr, $min:expr) => {{
         let (tile, act, k) = ($tile, $act, $tile.k);
         // Rows as slices of exactly k blocks, so indexing by b < k needs no checks.
         let wq: [&[[i8; QK32]]; $R] = rows_of(tile.q, k, $R0, usize::MAX);
         let wdm: [&[(f32, f32)]; $R] = rows_of(tile.dm, k, $R0, usize::MAX);
         let ab: [&[_]; $C] = rows_of(act.blocks, k, 0, usize::MAX);
         let ads: [&[(f32, f32)]; $C] = rows_of(act.ds, k, 0, usize::MAX);
-        let acr: [&[[i32; 8]]; $C] = if $vnni {
-            rows_of(act.corr, k, 0, usize::MAX)
-        } else {
-            [&[][..]; $C]
-        };
         let mut acc = [[_mm256_setzero_ps(); $R]; $C];
         let mut summs = [[0f32; $R]; $C];
         for b in 0..k {
@@ -397,16 +379,14 @@ macro_rules! tile_step {
             for j in 0..$C {
                 // SAFETY: one 32-byte array of a borrowed activation block.
                 let a = unsafe { _mm256_loadu_si256(ab[j][b].qs().as_ptr().cast()) };
-                let c = if $vnni {
-                    // SAFETY: one [i32; 8] of the corrections.
-                    unsafe { _mm256_loadu_si256(acr[j][b].as_ptr().cast()) }
-                } else {
-                    _mm256_setzero_si256()
-                };
                 let (da, sa) = &ads[j][b];
                 for i in 0..$R {
                     let (dw, mw) = &wdm[i][b];
-                    let lanes: __m256i = $lanes(w[i], a, c);
+                    let p16 = _mm256_maddubs_epi16(
+                        _mm256_sign_epi8(w[i], w[i]),
+                        _mm256_sign_epi8(a, w[i]),
+                    );
+                    let lanes = _mm256_madd_epi16(_mm256_set1_epi16(1), p16);
                     // The f32 product d_w * d_a, as the row kernels form it.
                     let d = _mm256_mul_ps(_mm256_broadcast_ss(dw), _mm256_broadcast_ss(da));
                     acc[j][i] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(lanes), acc[j][i]);
@@ -456,15 +436,10 @@ unsafe fn avx2_tile<A: Q8Act, const MIN: bool>(
 ) {
     // SAFETY: AVX2/FMA per the caller; loads inside tile_step carry their own reasons.
     unsafe {
-        // maddubs wants unsigned x signed: |w| times a with w's sign.
-        let lanes = |w: __m256i, a: __m256i, _c: __m256i| {
-            let p16 = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(a, w));
-            _mm256_madd_epi16(_mm256_set1_epi16(1), p16)
-        };
         // 16 registers: two weight rows at a time.
         by_act_rows!(act.len(), |C| {
-            tile_step!(tile, act, sums, 0, 2, C, MIN, false, lanes);
-            tile_step!(tile, act, sums, 2, 2, C, MIN, false, lanes);
+            tile_step!(tile, act, sums, 0, 2, C, MIN);
+            tile_step!(tile, act, sums, 2, 2, C, MIN);
         })
     }
 }
