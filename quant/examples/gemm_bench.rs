@@ -1,11 +1,13 @@
 //! Batched matmul throughput of each kernel table: a weight matrix of random blocks times
-//! a batch of activation rows, as prompt processing runs it (one thread).
+//! a batch of activation rows, as prompt processing runs it (the weight rows split evenly
+//! over THREADS threads, as the model's matmul splits them).
 //!
-//!     cargo run -p loupe-quant --release --example gemm_bench [ROWS COLS BATCH]
+//!     cargo run -p loupe-quant --release --example gemm_bench [ROWS COLS BATCH [THREADS]]
 //!
 //! Prints, per weight type and table, the time of one matmul and the multiply-adds per
-//! nanosecond. Defaults: 4864 x 896 (qwen2.5 0.5B's up projection) times 512 rows; a
-//! column count that is not a multiple of 256 skips the K-quants.
+//! nanosecond. Defaults: 4864 x 896 (qwen2.5 0.5B's up projection) times 512 rows, one
+//! thread; a column count that is not a multiple of 256 skips the K-quants.
+//! `GEMM_TYPES=Q4_0,Q4_K` limits the weight types.
 
 use std::time::Instant;
 
@@ -16,10 +18,14 @@ fn main() {
         .skip(1)
         .map(|a| a.parse().expect("ROWS COLS BATCH as numbers"))
         .collect();
-    let (rows, cols, batch) = match args[..] {
-        [r, c, b] => (r, c, b),
-        _ => (4864, 896, 512),
+    let (rows, cols, batch, threads) = match args[..] {
+        [r, c, b] => (r, c, b, 1),
+        [r, c, b, t] => (r, c, b, t.max(1)),
+        _ => (4864, 896, 512, 1),
     };
+    let only: Option<Vec<String>> = std::env::var("GEMM_TYPES")
+        .ok()
+        .map(|s| s.split(',').map(str::to_owned).collect());
     let mut seed = 0x1234_5678_9abc_def0u64;
     let mut unit = move || {
         seed ^= seed << 13;
@@ -31,7 +37,10 @@ fn main() {
     for ty in [
         Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_XS,
     ] {
-        if cols % ty.block_elems() != 0 {
+        let wanted = only
+            .as_ref()
+            .is_none_or(|o| o.iter().any(|t| t.eq_ignore_ascii_case(ty.name())));
+        if cols % ty.block_elems() != 0 || !wanted {
             continue;
         }
         let w_row = ty.row_bytes(cols as u64).unwrap() as usize;
@@ -55,8 +64,19 @@ fn main() {
             let mut best = f64::MAX;
             for _ in 0..3 {
                 let t = Instant::now();
-                k.matmul(ty, &w, rows, cols, &act, batch, 0..rows, &mut out)
-                    .unwrap();
+                // Each thread a whole number of 4-row tiles, its own slice of `out`.
+                let chunk = rows.div_ceil(threads).next_multiple_of(4);
+                std::thread::scope(|s| {
+                    for (ci, part) in out.chunks_mut(chunk * batch).enumerate() {
+                        let (w, act) = (&w, &act);
+                        s.spawn(move || {
+                            let r0 = ci * chunk;
+                            let r1 = r0 + part.len() / batch;
+                            k.matmul(ty, w, rows, cols, act, batch, r0..r1, part)
+                                .unwrap();
+                        });
+                    }
+                });
                 best = best.min(t.elapsed().as_secs_f64());
             }
             let macs = (rows * cols * batch) as f64;

@@ -731,7 +731,8 @@ fn float_dots_are_f64_accumulated() {
 #[test]
 fn batched_matmul_equals_row_dots_over_tile_edges() {
     // Batches of 2+ rows take the tiled path on SIMD tables (4 weight rows x up to 4
-    // activation rows per step): every remainder of both must give vec_dot's bits.
+    // activation rows per step, activation rows in blocks): every remainder of both must
+    // give vec_dot's bits.
     let mut rng = XorShift(0x5eed_0007);
     for k in available() {
         for ty in DOT_TYPES {
@@ -747,8 +748,20 @@ fn batched_matmul_equals_row_dots_over_tile_edges() {
                     .collect();
                 let (wr, ar) = (w.len() / n_rows, act.len() / n_act);
                 let mut out = vec![f32::NAN; n_act * n_rows];
-                k.matmul(ty, &w, n_rows, n_cols, &act, n_act, 0..n_rows, &mut out)
-                    .unwrap();
+                // Blocks of activation rows: all in one, and the fewest rows (4) per block.
+                let block_bytes = [usize::MAX, 1][n_act % 2];
+                k.matmul_in_blocks(
+                    ty,
+                    &w,
+                    n_rows,
+                    n_cols,
+                    &act,
+                    n_act,
+                    0..n_rows,
+                    &mut out,
+                    block_bytes,
+                )
+                .unwrap();
                 for a in 0..n_act {
                     for r in 0..n_rows {
                         let want = k

@@ -178,7 +178,8 @@ thread_local! {
 }
 
 /// `out[a * n_tile + r] = dot(w row r, act row a)` for the `n_tile` rows in `w` (whole
-/// rows of `n_cols` elements) and every activation row. Inputs already validated by
+/// rows of `n_cols` elements) and every activation row, the activation rows taken in
+/// blocks of at most `block_bytes` prepared bytes. Inputs already validated by
 /// [`super::Kernels::matmul`]; `isa` must be supported by this CPU (the caller holds a
 /// table that was handed out only after detection).
 pub(super) fn matmul<W: Unpack, A: Q8Act>(
@@ -187,6 +188,7 @@ pub(super) fn matmul<W: Unpack, A: Q8Act>(
     n_cols: usize,
     act: &[u8],
     out: &mut [f32],
+    block_bytes: usize,
 ) -> Result<(), QuantError> {
     let w = cast::as_blocks::<W>(w)?;
     let act = cast::as_blocks::<A>(act)?;
@@ -211,62 +213,69 @@ pub(super) fn matmul<W: Unpack, A: Q8Act>(
                 prepare_pairs(&act, k, &s.act_ds, &mut s.act_pairs);
             }
         }
-        for r0 in (0..n_tile).step_by(TILE_ROWS) {
-            let rows = TILE_ROWS.min(n_tile - r0);
-            for (i, (q, dm)) in
-                s.q.chunks_exact_mut(k)
-                    .zip(s.dm.chunks_exact_mut(k))
-                    .enumerate()
-            {
-                if i < rows {
-                    let row = &w[(r0 + i) * k..][..k];
-                    for ((q, dm), b) in q.iter_mut().zip(dm.iter_mut()).zip(row) {
-                        *dm = b.unpack(q);
-                        if vnni {
-                            // Stored as unsigned w + 128 for dpbusd; see vnni512_tile.
-                            q.iter_mut().for_each(|v| *v ^= i8::MIN);
+        // Activation rows in blocks whose layout stays in cache while every tile of weight
+        // rows passes over it; each tile is decoded again per block. (A 14336-wide row
+        // takes 43 KB laid out in pairs: 512 of them would not stay in L3.)
+        let block = act_block_rows(block_bytes, k * std::mem::size_of::<PairBlock>() / 2);
+        for ab in (0..n_act).step_by(block) {
+            let ab_end = (ab + block).min(n_act);
+            for r0 in (0..n_tile).step_by(TILE_ROWS) {
+                let rows = TILE_ROWS.min(n_tile - r0);
+                for (i, (q, dm)) in
+                    s.q.chunks_exact_mut(k)
+                        .zip(s.dm.chunks_exact_mut(k))
+                        .enumerate()
+                {
+                    if i < rows {
+                        let row = &w[(r0 + i) * k..][..k];
+                        for ((q, dm), b) in q.iter_mut().zip(dm.iter_mut()).zip(row) {
+                            *dm = b.unpack(q);
+                            if vnni {
+                                // Stored as unsigned w + 128 for dpbusd; see vnni512_tile.
+                                q.iter_mut().for_each(|v| *v ^= i8::MIN);
+                            }
                         }
-                    }
-                } else {
-                    // Padding rows: zero quants and scales, results discarded.
-                    q.fill([0; QK32]);
-                    dm.fill((0.0, 0.0));
-                }
-            }
-            let tile = Tile {
-                q: &s.q,
-                dm: &s.dm,
-                k,
-            };
-            let mut sums = [[0f32; TILE_ROWS]; ACT_STEP];
-            for a0 in (0..n_act).step_by(ACT_STEP) {
-                let acts = ACT_STEP.min(n_act - a0);
-                let ar = ActRows {
-                    blocks: &act[a0 * k..(a0 + acts) * k],
-                    ds: &s.act_ds[a0 * k..(a0 + acts) * k],
-                    pairs: if vnni {
-                        &s.act_pairs[a0 / 2 * k..(a0 + acts).div_ceil(2) * k]
                     } else {
-                        &[]
-                    },
+                        // Padding rows: zero quants and scales, results discarded.
+                        q.fill([0; QK32]);
+                        dm.fill((0.0, 0.0));
+                    }
+                }
+                let tile = Tile {
+                    q: &s.q,
+                    dm: &s.dm,
                     k,
                 };
-                // SAFETY: the caller guarantees the CPU runs `isa`.
-                unsafe {
-                    match (isa, W::HAS_MIN) {
-                        (TiledIsa::Avx2, false) => avx2_tile::<A, false>(&tile, &ar, &mut sums),
-                        (TiledIsa::Avx2, true) => avx2_tile::<A, true>(&tile, &ar, &mut sums),
-                        (TiledIsa::Avx512Vnni, false) => {
-                            vnni512_tile::<A, false>(&tile, &ar, &mut sums)
-                        }
-                        (TiledIsa::Avx512Vnni, true) => {
-                            vnni512_tile::<A, true>(&tile, &ar, &mut sums)
+                let mut sums = [[0f32; TILE_ROWS]; ACT_STEP];
+                for a0 in (ab..ab_end).step_by(ACT_STEP) {
+                    let acts = ACT_STEP.min(ab_end - a0);
+                    let ar = ActRows {
+                        blocks: &act[a0 * k..(a0 + acts) * k],
+                        ds: &s.act_ds[a0 * k..(a0 + acts) * k],
+                        pairs: if vnni {
+                            &s.act_pairs[a0 / 2 * k..(a0 + acts).div_ceil(2) * k]
+                        } else {
+                            &[]
+                        },
+                        k,
+                    };
+                    // SAFETY: the caller guarantees the CPU runs `isa`.
+                    unsafe {
+                        match (isa, W::HAS_MIN) {
+                            (TiledIsa::Avx2, false) => avx2_tile::<A, false>(&tile, &ar, &mut sums),
+                            (TiledIsa::Avx2, true) => avx2_tile::<A, true>(&tile, &ar, &mut sums),
+                            (TiledIsa::Avx512Vnni, false) => {
+                                vnni512_tile::<A, false>(&tile, &ar, &mut sums)
+                            }
+                            (TiledIsa::Avx512Vnni, true) => {
+                                vnni512_tile::<A, true>(&tile, &ar, &mut sums)
+                            }
                         }
                     }
-                }
-                for (a, s) in sums.iter().enumerate().take(acts) {
-                    for (i, &v) in s.iter().enumerate().take(rows) {
-                        out[(a0 + a) * n_tile + r0 + i] = v;
+                    for (a, s) in sums.iter().enumerate().take(acts) {
+                        for (i, &v) in s.iter().enumerate().take(rows) {
+                            out[(a0 + a) * n_tile + r0 + i] = v;
+                        }
                     }
                 }
             }
@@ -334,6 +343,12 @@ pub(super) fn rows_of<T, const N: usize>(
 
 /// Activation rows handled per step.
 const ACT_STEP: usize = 4;
+
+/// Activation rows per block of at most `block_bytes` for rows of `row_bytes` prepared
+/// bytes: a whole number of 4-row steps (so pairs never straddle blocks), at least one.
+pub(super) fn act_block_rows(block_bytes: usize, row_bytes: usize) -> usize {
+    (block_bytes / row_bytes.max(1)).max(4) / 4 * 4
+}
 
 /// A packed tile of TILE_ROWS weight rows.
 struct Tile<'a> {

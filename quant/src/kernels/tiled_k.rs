@@ -18,7 +18,7 @@ use std::arch::x86_64::*;
 use std::cell::RefCell;
 
 use super::avx2::{hsum_f32x4, hsum_f32x8};
-use super::tiled::{rows_of, TiledIsa, TILE_ROWS};
+use super::tiled::{act_block_rows, rows_of, TiledIsa, TILE_ROWS};
 use crate::formats::k_quants::scale_min::scale_min_k4;
 use crate::formats::*;
 use crate::{cast, BlockFormat, QuantError};
@@ -126,6 +126,7 @@ pub(super) fn matmul<W: DecodeK>(
     n_cols: usize,
     act: &[u8],
     out: &mut [f32],
+    block_bytes: usize,
 ) -> Result<(), QuantError> {
     let w = cast::as_blocks::<W>(w)?;
     let act = cast::as_blocks::<BlockQ8K>(act)?;
@@ -135,34 +136,39 @@ pub(super) fn matmul<W: DecodeK>(
     TILE.with(|t| {
         let mut tile = t.borrow_mut();
         tile.resize(TILE_ROWS * k, Decoded::default());
-        for r0 in (0..n_tile).step_by(TILE_ROWS) {
-            let rows = TILE_ROWS.min(n_tile - r0);
-            for (i, dec) in tile.chunks_exact_mut(k).enumerate() {
-                if i < rows {
-                    for (dec, b) in dec.iter_mut().zip(&w[(r0 + i) * k..][..k]) {
-                        b.decode(dec);
-                    }
-                }
-            }
-            for a0 in (0..n_act).step_by(ACT_STEP) {
-                let acts = ACT_STEP.min(n_act - a0);
-                let mut sums = [[0f32; TILE_ROWS]; ACT_STEP];
-                let y = &act[a0 * k..(a0 + acts) * k];
-                // SAFETY: the caller guarantees the CPU runs `isa`.
-                unsafe {
-                    match (isa, acts) {
-                        (TiledIsa::Avx2, 1) => avx2_step::<1>(W::KIND, &tile, k, y, &mut sums),
-                        (TiledIsa::Avx2, _) => avx2_step::<2>(W::KIND, &tile, k, y, &mut sums),
-                        (TiledIsa::Avx512Vnni, 1) => {
-                            vnni_step::<1>(W::KIND, &tile, k, y, &mut sums)
-                        }
-                        (TiledIsa::Avx512Vnni, _) => {
-                            vnni_step::<2>(W::KIND, &tile, k, y, &mut sums)
+        // Activation rows in cache-sized blocks, as in tiled.rs.
+        let block = act_block_rows(block_bytes, std::mem::size_of_val(&act[..k]));
+        for ab in (0..n_act).step_by(block) {
+            let ab_end = (ab + block).min(n_act);
+            for r0 in (0..n_tile).step_by(TILE_ROWS) {
+                let rows = TILE_ROWS.min(n_tile - r0);
+                for (i, dec) in tile.chunks_exact_mut(k).enumerate() {
+                    if i < rows {
+                        for (dec, b) in dec.iter_mut().zip(&w[(r0 + i) * k..][..k]) {
+                            b.decode(dec);
                         }
                     }
                 }
-                for (a, s) in sums.iter().enumerate().take(acts) {
-                    out[(a0 + a) * n_tile + r0..][..rows].copy_from_slice(&s[..rows]);
+                for a0 in (ab..ab_end).step_by(ACT_STEP) {
+                    let acts = ACT_STEP.min(ab_end - a0);
+                    let mut sums = [[0f32; TILE_ROWS]; ACT_STEP];
+                    let y = &act[a0 * k..(a0 + acts) * k];
+                    // SAFETY: the caller guarantees the CPU runs `isa`.
+                    unsafe {
+                        match (isa, acts) {
+                            (TiledIsa::Avx2, 1) => avx2_step::<1>(W::KIND, &tile, k, y, &mut sums),
+                            (TiledIsa::Avx2, _) => avx2_step::<2>(W::KIND, &tile, k, y, &mut sums),
+                            (TiledIsa::Avx512Vnni, 1) => {
+                                vnni_step::<1>(W::KIND, &tile, k, y, &mut sums)
+                            }
+                            (TiledIsa::Avx512Vnni, _) => {
+                                vnni_step::<2>(W::KIND, &tile, k, y, &mut sums)
+                            }
+                        }
+                    }
+                    for (a, s) in sums.iter().enumerate().take(acts) {
+                        out[(a0 + a) * n_tile + r0..][..rows].copy_from_slice(&s[..rows]);
+                    }
                 }
             }
         }
