@@ -64,8 +64,10 @@ fn main() {
             let mut best = f64::MAX;
             for _ in 0..3 {
                 let t = Instant::now();
-                // Each thread a whole number of 4-row tiles, its own slice of `out`.
-                let chunk = rows.div_ceil(threads).next_multiple_of(4);
+                // Each thread a whole number of tiles, its own slice of `out`.
+                let chunk = rows
+                    .div_ceil(threads)
+                    .next_multiple_of(loupe_quant::BATCH_TILE_ROWS);
                 std::thread::scope(|s| {
                     for (ci, part) in out.chunks_mut(chunk * batch).enumerate() {
                         let (w, act) = (&w, &act);

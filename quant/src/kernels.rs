@@ -25,6 +25,8 @@ use crate::{cast, BlockFormat, GgmlType, QuantError};
 #[cfg(target_arch = "x86_64")]
 mod avx2;
 #[cfg(target_arch = "x86_64")]
+mod interleaved;
+#[cfg(target_arch = "x86_64")]
 mod tiled;
 #[cfg(target_arch = "x86_64")]
 mod tiled_k;
@@ -480,6 +482,11 @@ impl Kernels {
 /// nothing to share a decoded weight block with.
 #[cfg(target_arch = "x86_64")]
 const MIN_TILED_ACT_ROWS: usize = 2;
+
+/// Weight rows the batch kernels decode together (one per i32 lane of the AVX-512
+/// kernel): a thread's share of a batched matmul should be a whole number of them, or
+/// its last tile is partly padding.
+pub const BATCH_TILE_ROWS: usize = 16;
 
 /// Prepared activation bytes the tiled kernels hold in one block while every weight tile
 /// passes over it: about one core's share of an L3 cache. At 2 MB a 4096 x 14336 Q8_0

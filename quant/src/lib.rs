@@ -17,7 +17,7 @@ pub mod vec_f32;
 pub use block::{BlockFormat, QuantizeBlock};
 pub use float16::{Bf16, F16};
 pub use ggml_type::{GgmlType, ALL_TYPES};
-pub use kernels::{kernels, matmul, quantize_activation, vec_dot, Kernels};
+pub use kernels::{kernels, matmul, quantize_activation, vec_dot, Kernels, BATCH_TILE_ROWS};
 
 use formats::*;
 

@@ -34,7 +34,7 @@ pub struct Scratch {
     keys: Vec<f32>,    // (n_ctx, kv_dim) one layer's cached keys as f32
     vals: Vec<f32>,    // (n_ctx, kv_dim_v) one layer's cached values as f32
     keys_t: Vec<f32>,  // (n_kv_head, n_ctx / 8, head_dim, 8) keys by 8 positions, batches
-    scores: Vec<f32>,  // (n_threads, n_ctx) attention weights, one row per worker
+    scores: Vec<f32>,  // (n_threads * ATT_SPLITS, n_ctx) attention weights, a row per job
     logits: Vec<f32>,  // (rows wanted, vocab)
     mm: Matmul,
     /// Sees intermediate activations by llama.cpp's names ("attn_norm", "Qcur", "kqv_out",
@@ -69,7 +69,7 @@ impl Scratch {
             keys: vec![0.0; n_ctx * c.kv_dim()],
             vals: vec![0.0; n_ctx * c.kv_dim_v()],
             keys_t: Vec::new(),
-            scores: vec![0.0; n_threads.max(1) * n_ctx],
+            scores: vec![0.0; n_threads.max(1) * ATT_SPLITS * n_ctx],
             logits: Vec::new(),
             capture: None,
             mm: Matmul::new(
@@ -308,6 +308,9 @@ pub fn forward<'s>(
     Ok(&s.logits[..need])
 }
 
+/// Attention jobs per thread for a batch (each with its own row of scores).
+const ATT_SPLITS: usize = 8;
+
 /// llama.cpp's CPU flash attention takes its tiled f32 path for batches of at least this
 /// many queries, and its one-query-at-a-time path (f16 query, f16 output accumulator)
 /// below it. loupe follows the same split so its rounding matches.
@@ -336,8 +339,14 @@ fn attention(c: &Config, layer: usize, pos: usize, n: usize, s: &mut Scratch) {
     }
 
     let tasks = n * c.n_head;
-    let workers = s.scores.len() / n_ctx.max(1);
-    let per = tasks.div_ceil(workers.max(1)).max(1);
+    // A batch's later tokens attend to more positions: many jobs per thread, so the pool
+    // balances them (one job per thread left the last thread three quarters of the work).
+    let jobs = if n > 1 {
+        s.scores.len() / n_ctx.max(1)
+    } else {
+        rayon::current_num_threads()
+    };
+    let per = tasks.div_ceil(jobs.max(1)).max(1);
     let (keys, keys_t, vals, q) = (&s.keys, &s.keys_t, &s.vals, &s.q);
     s.att_out[..tasks * hdv]
         .par_chunks_mut(per * hdv)
@@ -489,6 +498,14 @@ fn add_bias(x: &mut [f32], bias: Option<&[f32]>) {
 }
 
 fn add_into(x: &mut [f32], y: &[f32]) {
+    // A batch's residual is large enough to split; one token's is not.
+    const SPLIT: usize = 1 << 14;
+    if x.len() > SPLIT {
+        x.par_chunks_mut(SPLIT)
+            .zip(y.par_chunks(SPLIT))
+            .for_each(|(x, y)| add_into(x, y));
+        return;
+    }
     for (a, &b) in x.iter_mut().zip(y) {
         *a += b;
     }

@@ -78,12 +78,13 @@ impl Matmul {
         let group = (self.tmp.len() / rows).clamp(1, b);
         let threads = rayon::current_num_threads();
         // One token: small chunks balance the threads. A batch: one chunk per thread, a
-        // whole number of the tiled kernels' 4-row tiles, since each chunk prepares the
+        // whole number of the batch kernels' tiles, since each chunk prepares the
         // activation rows again.
         let chunk_rows = if b == 1 {
             rows.div_ceil(threads * 4).max(1)
         } else {
-            rows.div_ceil(threads).next_multiple_of(4)
+            rows.div_ceil(threads)
+                .next_multiple_of(loupe_quant::BATCH_TILE_ROWS)
         };
         for a0 in (0..b).step_by(group) {
             let g = group.min(b - a0);
@@ -102,13 +103,18 @@ impl Matmul {
                     loupe_quant::matmul(w.ty, data, rows, cols, act, g, r0..r1, tile)
                 })?;
             if b > 1 {
-                for (ci, tile) in self.tmp[..rows * g].chunks(chunk_rows * g).enumerate() {
-                    let r0 = ci * chunk_rows;
-                    let n = tile.len() / g;
-                    for (a, part) in tile.chunks_exact(n).enumerate() {
-                        out[(a0 + a) * rows + r0..][..n].copy_from_slice(part);
-                    }
-                }
+                // Each output row gathers its part from every chunk's tile, rows in
+                // parallel (a serial copy here was 5% of a prompt on two threads).
+                let tmp = &self.tmp[..rows * g];
+                out[a0 * rows..(a0 + g) * rows]
+                    .par_chunks_exact_mut(rows)
+                    .enumerate()
+                    .for_each(|(a, orow)| {
+                        for (ci, tile) in tmp.chunks(chunk_rows * g).enumerate() {
+                            let n = tile.len() / g;
+                            orow[ci * chunk_rows..][..n].copy_from_slice(&tile[a * n..][..n]);
+                        }
+                    });
             }
         }
         Ok(())

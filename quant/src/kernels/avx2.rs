@@ -140,7 +140,7 @@ unsafe fn mul_sum_i8_pairs_float(x: __m256i, y: __m256i) -> __m256 {
 /// half, the high nibbles (elements 16..32) in the upper half.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn bytes_from_nibbles_32(qs: &[u8; 16]) -> __m256i {
+pub(super) unsafe fn bytes_from_nibbles_32(qs: &[u8; 16]) -> __m256i {
     // SAFETY: the unaligned 16-byte load reads exactly `qs`; AVX2 per the caller.
     unsafe {
         let tmp = _mm_loadu_si128(qs.as_ptr().cast());
@@ -152,7 +152,7 @@ unsafe fn bytes_from_nibbles_32(qs: &[u8; 16]) -> __m256i {
 /// [`KVALUES_IQ4NL`] in both 128-bit lanes, for `_mm256_shuffle_epi8` lookups.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn iq4nl_table() -> __m256i {
+pub(super) unsafe fn iq4nl_table() -> __m256i {
     // SAFETY: the 16-byte load reads exactly the 16-entry table; AVX2 per the caller.
     unsafe { _mm256_broadcastsi128_si256(_mm_loadu_si128(KVALUES_IQ4NL.as_ptr().cast())) }
 }
@@ -161,7 +161,7 @@ unsafe fn iq4nl_table() -> __m256i {
 /// [`bytes_from_nibbles_32`] lays out the indices (`table` from [`iq4nl_table`]).
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn iq4nl_levels_32(table: __m256i, qs: &[u8; 16]) -> __m256i {
+pub(super) unsafe fn iq4nl_levels_32(table: __m256i, qs: &[u8; 16]) -> __m256i {
     // SAFETY: register-only intrinsics and a load of exactly `qs`; AVX2 per the caller.
     unsafe { _mm256_shuffle_epi8(table, bytes_from_nibbles_32(qs)) }
 }
@@ -169,7 +169,7 @@ unsafe fn iq4nl_levels_32(table: __m256i, qs: &[u8; 16]) -> __m256i {
 /// 32 bits to 32 bytes: 0xFF where the bit is set, 0x00 where it is clear.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn bytes_from_bits_32(bits: &[u8; 4]) -> __m256i {
+pub(super) unsafe fn bytes_from_bits_32(bits: &[u8; 4]) -> __m256i {
     // SAFETY: register-only intrinsics; AVX2 per the caller.
     unsafe {
         let x32 = u32::from_le_bytes(*bits) as i32;

@@ -39,12 +39,16 @@ pub enum TiledIsa {
 pub(super) trait Unpack: BlockFormat {
     /// Whether the format has a minimum (and the partner is Q8_1).
     const HAS_MIN: bool;
+    /// Whether the scalar reference scales a block's sum as `(sumi * d_w) * d_a` (Q4_0)
+    /// rather than `sumi * (d_w * d_a)`; the interleaved kernel follows it.
+    const SCALE_W_FIRST: bool = false;
     /// The quants as the row kernel multiplies them, and (d, m) as f32.
     fn unpack(&self, q: &mut [i8; QK32]) -> (f32, f32);
 }
 
 impl Unpack for BlockQ4_0 {
     const HAS_MIN: bool = false;
+    const SCALE_W_FIRST: bool = true;
     fn unpack(&self, q: &mut [i8; QK32]) -> (f32, f32) {
         for (j, &b) in self.qs.iter().enumerate() {
             q[j] = (b & 0xF) as i8 - 8;
@@ -147,30 +151,6 @@ struct Scratch {
     dm: Vec<(f32, f32)>,
     /// (d, s) of every activation block, row-major.
     act_ds: Vec<(f32, f32)>,
-    /// VNNI only: activation rows 2p and 2p + 1 side by side, per block (see
-    /// [`PairBlock`]), row-major by pair.
-    act_pairs: Vec<PairBlock>,
-}
-
-/// One block of two activation rows as the 512-bit tile loads them: quants, corrections
-/// and scales of row 2p in the lower half, of row 2p + 1 (or 2p again, past the last
-/// row) in the upper half.
-#[derive(Clone, Copy)]
-#[repr(C, align(64))]
-struct PairBlock {
-    q: [i8; 64],
-    corr: [i32; 16],
-    d: [f32; 16],
-}
-
-impl Default for PairBlock {
-    fn default() -> PairBlock {
-        PairBlock {
-            q: [0; 64],
-            corr: [0; 16],
-            d: [0.0; 16],
-        }
-    }
 }
 
 thread_local! {
@@ -182,7 +162,7 @@ thread_local! {
 /// blocks of at most `block_bytes` prepared bytes. Inputs already validated by
 /// [`super::Kernels::matmul`]; `isa` must be supported by this CPU (the caller holds a
 /// table that was handed out only after detection).
-pub(super) fn matmul<W: Unpack, A: Q8Act>(
+pub(super) fn matmul<W: super::interleaved::UnpackU8, A: Q8Act>(
     isa: TiledIsa,
     w: &[u8],
     n_cols: usize,
@@ -190,6 +170,9 @@ pub(super) fn matmul<W: Unpack, A: Q8Act>(
     out: &mut [f32],
     block_bytes: usize,
 ) -> Result<(), QuantError> {
+    if isa == TiledIsa::Avx512Vnni {
+        return super::interleaved::matmul::<W, A>(w, n_cols, act, out, block_bytes);
+    }
     let w = cast::as_blocks::<W>(w)?;
     let act = cast::as_blocks::<A>(act)?;
     let k = n_cols / QK32;
@@ -200,23 +183,12 @@ pub(super) fn matmul<W: Unpack, A: Q8Act>(
         let s = &mut *s;
         s.q.resize(TILE_ROWS * k, [0; QK32]);
         s.dm.resize(TILE_ROWS * k, (0.0, 0.0));
-        let vnni = isa == TiledIsa::Avx512Vnni;
         s.act_ds.resize(act.len(), (0.0, 0.0));
-        s.act_pairs.resize(
-            if vnni { n_act.div_ceil(2) * k } else { 0 },
-            PairBlock::default(),
-        );
-        // SAFETY: the caller guarantees the CPU runs `isa` (F16C comes with both tables).
-        unsafe {
-            prepare_ds(&act, &mut s.act_ds);
-            if vnni {
-                prepare_pairs(&act, k, &s.act_ds, &mut s.act_pairs);
-            }
-        }
+        // SAFETY: the caller guarantees the CPU runs AVX2 (F16C comes with that table).
+        unsafe { prepare_ds(&act, &mut s.act_ds) };
         // Activation rows in blocks whose layout stays in cache while every tile of weight
-        // rows passes over it; each tile is decoded again per block. (A 14336-wide row
-        // takes 43 KB laid out in pairs: 512 of them would not stay in L3.)
-        let block = act_block_rows(block_bytes, k * std::mem::size_of::<PairBlock>() / 2);
+        // rows passes over it; each tile is decoded again per block.
+        let block = act_block_rows(block_bytes, k * (std::mem::size_of::<A>() + 8));
         for ab in (0..n_act).step_by(block) {
             let ab_end = (ab + block).min(n_act);
             for r0 in (0..n_tile).step_by(TILE_ROWS) {
@@ -230,10 +202,6 @@ pub(super) fn matmul<W: Unpack, A: Q8Act>(
                         let row = &w[(r0 + i) * k..][..k];
                         for ((q, dm), b) in q.iter_mut().zip(dm.iter_mut()).zip(row) {
                             *dm = b.unpack(q);
-                            if vnni {
-                                // Stored as unsigned w + 128 for dpbusd; see vnni512_tile.
-                                q.iter_mut().for_each(|v| *v ^= i8::MIN);
-                            }
                         }
                     } else {
                         // Padding rows: zero quants and scales, results discarded.
@@ -252,24 +220,14 @@ pub(super) fn matmul<W: Unpack, A: Q8Act>(
                     let ar = ActRows {
                         blocks: &act[a0 * k..(a0 + acts) * k],
                         ds: &s.act_ds[a0 * k..(a0 + acts) * k],
-                        pairs: if vnni {
-                            &s.act_pairs[a0 / 2 * k..(a0 + acts).div_ceil(2) * k]
-                        } else {
-                            &[]
-                        },
                         k,
                     };
-                    // SAFETY: the caller guarantees the CPU runs `isa`.
+                    // SAFETY: the caller guarantees the CPU runs AVX2.
                     unsafe {
-                        match (isa, W::HAS_MIN) {
-                            (TiledIsa::Avx2, false) => avx2_tile::<A, false>(&tile, &ar, &mut sums),
-                            (TiledIsa::Avx2, true) => avx2_tile::<A, true>(&tile, &ar, &mut sums),
-                            (TiledIsa::Avx512Vnni, false) => {
-                                vnni512_tile::<A, false>(&tile, &ar, &mut sums)
-                            }
-                            (TiledIsa::Avx512Vnni, true) => {
-                                vnni512_tile::<A, true>(&tile, &ar, &mut sums)
-                            }
+                        if W::HAS_MIN {
+                            avx2_tile::<A, true>(&tile, &ar, &mut sums)
+                        } else {
+                            avx2_tile::<A, false>(&tile, &ar, &mut sums)
                         }
                     }
                     for (a, s) in sums.iter().enumerate().take(acts) {
@@ -301,30 +259,6 @@ unsafe fn prepare_ds<A: Q8Act>(act: &[A], ds: &mut [(f32, f32)]) {
     for (b, ds) in act.iter().zip(ds) {
         // SAFETY: F16C per the caller.
         *ds = unsafe { widen_d_s(b) };
-    }
-}
-
-/// The activation rows (`k` blocks each) in pairs for [`vnni512_tile`]: quants, the
-/// `dpbusd` corrections `-128 * (sum of each four quants)` and the scales `ds`.
-#[target_feature(enable = "avx2,fma,avx512f,avx512vl,avx512bw,avx512vnni")]
-unsafe fn prepare_pairs<A: Q8Act>(act: &[A], k: usize, ds: &[(f32, f32)], pairs: &mut [PairBlock]) {
-    let last = act.len() / k - 1;
-    for (p, pair) in pairs.chunks_exact_mut(k).enumerate() {
-        for (b, pb) in pair.iter_mut().enumerate() {
-            for (h, r) in [2 * p, (2 * p + 1).min(last)].into_iter().enumerate() {
-                let qs = act[r * k + b].qs();
-                pb.q[32 * h..32 * h + 32].copy_from_slice(qs);
-                pb.d[8 * h..8 * h + 8].fill(ds[r * k + b].0);
-                // SAFETY: the load reads the block's 32 quants, the store writes 8 of the
-                // 16 i32 of `corr`; AVX-512 VNNI per the caller.
-                unsafe {
-                    let q = _mm256_loadu_si256(qs.as_ptr().cast());
-                    let sums = _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_set1_epi8(1), q);
-                    let neg = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(sums, 7));
-                    _mm256_storeu_si256(pb.corr[8 * h..8 * h + 8].as_mut_ptr().cast(), neg);
-                }
-            }
-        }
     }
 }
 
@@ -361,8 +295,6 @@ struct Tile<'a> {
 struct ActRows<'a, A> {
     blocks: &'a [A],
     ds: &'a [(f32, f32)],
-    /// VNNI only, else empty: the pairs of these rows (`a0` is even).
-    pairs: &'a [PairBlock],
     k: usize,
 }
 
@@ -456,69 +388,5 @@ unsafe fn avx2_tile<A: Q8Act, const MIN: bool>(
             tile_step!(tile, act, sums, 0, 2, C, MIN);
             tile_step!(tile, act, sums, 2, 2, C, MIN);
         })
-    }
-}
-
-/// The tile on AVX-512 VNNI: four weight rows by up to four activation rows, two
-/// activation rows sharing each 512-bit instruction (row `2p` in the lower 256 bits, `2p +
-/// 1` in the upper, each weight block broadcast to both halves). Each 256-bit half does
-/// exactly what [`avx2_tile`] does for its pair, with one difference that changes no
-/// bits: the weights are packed as w + 128 (unsigned) and `dpbusd` sums (w + 128) * a
-/// starting from the activation's correction -128 * (sums of a), which leaves exactly
-/// the signed four-product sums that `maddubs` + `madd` give. The halves never mix until
-/// each is summed alone.
-#[target_feature(enable = "avx2,fma,avx512f,avx512vl,avx512bw,avx512vnni,avx512dq")]
-unsafe fn vnni512_tile<A: Q8Act, const MIN: bool>(
-    tile: &Tile,
-    act: &ActRows<A>,
-    sums: &mut [[f32; TILE_ROWS]; ACT_STEP],
-) {
-    const PAIRS: usize = ACT_STEP / 2;
-    let k = tile.k;
-    let n = act.len();
-    // A missing second row of a pair repeats the first; its results are dropped.
-    let wq: [&[[i8; QK32]]; TILE_ROWS] = rows_of(tile.q, k, 0, usize::MAX);
-    let wdm: [&[(f32, f32)]; TILE_ROWS] = rows_of(tile.dm, k, 0, usize::MAX);
-    let ads: [&[(f32, f32)]; ACT_STEP] = rows_of(act.ds, k, 0, n - 1);
-    let pairs = n.div_ceil(2);
-    let pb: [&[PairBlock]; PAIRS] = rows_of(act.pairs, k, 0, pairs - 1);
-    // SAFETY: AVX-512 F/BW/VL/DQ/VNNI per the caller; every load reads one 32-byte array
-    // of the tile or of a borrowed activation block, or one f32 of them.
-    unsafe {
-        let mut acc = [[_mm512_setzero_ps(); TILE_ROWS]; PAIRS];
-        let mut summs = [[0f32; TILE_ROWS]; ACT_STEP];
-        for b in 0..k {
-            let mut w = [_mm512_setzero_si512(); TILE_ROWS];
-            let mut dw = [_mm512_setzero_ps(); TILE_ROWS];
-            for i in 0..TILE_ROWS {
-                w[i] = _mm512_broadcast_i64x4(_mm256_loadu_si256(wq[i][b].as_ptr().cast()));
-                dw[i] = _mm512_set1_ps(wdm[i][b].0);
-            }
-            for (p, acc) in acc.iter_mut().enumerate().take(pairs) {
-                let (j0, j1) = (2 * p, 2 * p + 1);
-                let blk = &pb[p][b];
-                let a = _mm512_load_si512(blk.q.as_ptr().cast());
-                let c = _mm512_load_si512(blk.corr.as_ptr().cast());
-                let da = _mm512_load_ps(blk.d.as_ptr());
-                for i in 0..TILE_ROWS {
-                    let lanes = _mm512_dpbusd_epi32(c, w[i], a);
-                    let d = _mm512_mul_ps(dw[i], da);
-                    acc[i] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(lanes), acc[i]);
-                    if MIN {
-                        let mw = wdm[i][b].1;
-                        summs[j0][i] += mw * ads[j0][b].1;
-                        summs[j1][i] += mw * ads[j1][b].1;
-                    }
-                }
-            }
-        }
-        for p in 0..pairs {
-            for i in 0..TILE_ROWS {
-                let lo = _mm512_castps512_ps256(acc[p][i]);
-                let hi = _mm512_extractf32x8_ps(acc[p][i], 1);
-                sums[2 * p][i] = hsum_f32x8(lo) + if MIN { summs[2 * p][i] } else { 0.0 };
-                sums[2 * p + 1][i] = hsum_f32x8(hi) + if MIN { summs[2 * p + 1][i] } else { 0.0 };
-            }
-        }
     }
 }
