@@ -41,6 +41,36 @@ fn every_value_type_and_tensor_round_trips() {
 }
 
 #[test]
+fn released_tensor_pages_read_back_the_same() {
+    // A tensor spanning several pages, between two others.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("big.gguf");
+    let mut w = GgufWriter::new(common::every_value_metadata());
+    let sizes = [100usize, 5 * 4096 + 123, 300];
+    for (i, n) in sizes.into_iter().enumerate() {
+        let data: Vec<u8> = (0..n * 4).map(|b| (b * 7 + i) as u8).collect();
+        w.add_tensor(TensorToWrite {
+            name: format!("t{i}"),
+            ty: GgmlType::F32,
+            dims: vec![n as u64],
+            data: Cow::Owned(data),
+        });
+    }
+    w.write(&path).unwrap();
+    let f = GgufFile::open(&path).unwrap();
+    let before: Vec<Vec<u8>> = f
+        .tensors()
+        .iter()
+        .map(|t| f.tensor_data(t).to_vec())
+        .collect();
+    f.release(f.tensor_data(&f.tensors()[1]));
+    f.release(&before[0]); // not from the map: ignored
+    for (t, want) in f.tensors().iter().zip(&before) {
+        assert_eq!(f.tensor_data(t), &want[..], "{}", t.name);
+    }
+}
+
+#[test]
 fn custom_alignment_is_honoured_both_ways() {
     let mut md = common::every_value_metadata();
     md.push("general.alignment", Value::U32(256));

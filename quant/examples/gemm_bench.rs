@@ -89,5 +89,35 @@ fn main() {
                 macs / best / 1e9
             );
         }
+        // Q4_0 repacked at load (packed.rs), on the table that runs it.
+        if ty == Q4_0 && kernels::kernels().runs_packed() {
+            let k = kernels::kernels();
+            let packed = loupe_quant::packed::PackedRows::q4_0(&w, rows, cols).unwrap();
+            let mut best = f64::MAX;
+            for _ in 0..3 {
+                let t = Instant::now();
+                let chunk = rows
+                    .div_ceil(threads)
+                    .next_multiple_of(loupe_quant::BATCH_TILE_ROWS);
+                std::thread::scope(|s| {
+                    for (ci, part) in out.chunks_mut(chunk * batch).enumerate() {
+                        let (packed, act) = (&packed, &act);
+                        s.spawn(move || {
+                            let r0 = ci * chunk;
+                            let r1 = r0 + part.len() / batch;
+                            k.matmul_packed(packed, act, batch, r0..r1, part).unwrap();
+                        });
+                    }
+                });
+                best = best.min(t.elapsed().as_secs_f64());
+            }
+            let macs = (rows * cols * batch) as f64;
+            println!(
+                "{ty:>7} {:>7}  {:8.1} ms  {:6.1} MAC/ns  (packed)",
+                k.name(),
+                best * 1e3,
+                macs / best / 1e9
+            );
+        }
     }
 }

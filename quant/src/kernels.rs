@@ -20,6 +20,7 @@ use std::ops::Range;
 use std::sync::OnceLock;
 
 use crate::formats::*;
+use crate::packed::{PackedRows, PACKED_ROWS};
 use crate::{cast, BlockFormat, GgmlType, QuantError};
 
 #[cfg(target_arch = "x86_64")]
@@ -63,8 +64,9 @@ pub struct Kernels {
     /// [`q8_0::quantize_activation`]). Q8_1 and Q8_K activations are always scalar: one
     /// per row, cheap next to the dot products.
     pub quantize_q8_0: QuantizeFn<BlockQ8_0>,
-    /// The tiled matmul for batches of activation rows (`tiled.rs`), where this table has
-    /// one: it gives the same bits as `vec_dot` row by row, only faster.
+    /// The matmul for batches of activation rows (`tiled.rs`, `tiled_k.rs`,
+    /// `interleaved.rs`), where this table has one: it gives the same bits as `vec_dot`
+    /// row by row, only faster.
     #[cfg(target_arch = "x86_64")]
     tiled: Option<TiledIsa>,
 }
@@ -123,9 +125,11 @@ static AVX2_TABLE: Kernels = Kernels {
     ..SCALAR
 };
 
-/// The AVX2 dot products, with the tiled matmul on AVX-512 VL + VNNI (`dpbusd`, 32
-/// vector registers). Never hand this out without detecting every feature (see
-/// [`cpu_has_avx512`]).
+/// The AVX2 row kernels, with the batch kernels on AVX-512 VNNI (`dpbusd`, 32 vector
+/// registers) giving the same bits. (A 512-bit row kernel, two blocks per register, ran
+/// no faster than AVX2: a lone row is bound by its per-block scale work, which only
+/// repacking removes, see `packed.rs`.) Never hand this out without detecting every
+/// feature (see [`cpu_has_avx512`]).
 #[cfg(target_arch = "x86_64")]
 static AVX512_TABLE: Kernels = Kernels {
     name: "avx512",
@@ -148,7 +152,7 @@ pub fn cpu_has_avx2() -> bool {
 }
 
 /// Whether this CPU runs the AVX-512 table: the AVX2 table's features plus AVX-512 F,
-/// BW, VL and VNNI.
+/// BW, VL, DQ and VNNI.
 pub fn cpu_has_avx512() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
@@ -156,6 +160,7 @@ pub fn cpu_has_avx512() -> bool {
             && is_x86_feature_detected!("avx512f")
             && is_x86_feature_detected!("avx512bw")
             && is_x86_feature_detected!("avx512vl")
+            && is_x86_feature_detected!("avx512dq")
             && is_x86_feature_detected!("avx512vnni")
     }
     #[cfg(not(target_arch = "x86_64"))]
@@ -326,7 +331,77 @@ macro_rules! with_dot {
 }
 
 impl Kernels {
-    /// "scalar" or "avx2".
+    /// Whether [`Kernels::matmul_packed`] runs on this table (AVX-512 VNNI): loaders
+    /// repack Q4_0 matrices into [`PackedRows`] only then.
+    pub fn runs_packed(&self) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        {
+            self.tiled == Some(TiledIsa::Avx512Vnni)
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            false
+        }
+    }
+
+    /// out (n_act_rows, rows.len()) = act · wᵀ for rows `rows` of a Q4_0 matrix repacked
+    /// at load, against Q8_0 activation rows: one token or a batch. `rows` starts on a
+    /// [`PACKED_ROWS`] boundary. Every dot is bit for bit this table's `vec_dot` of the
+    /// row before repacking: repacking changes where the bytes are, not the results.
+    pub fn matmul_packed(
+        &self,
+        w: &PackedRows,
+        act: &[u8],
+        n_act_rows: usize,
+        rows: Range<usize>,
+        out: &mut [f32],
+    ) -> Result<(), QuantError> {
+        let (n_rows, n_cols) = (w.rows(), w.cols());
+        check_rows(GgmlType::Q8_0, n_cols, n_act_rows, act.len())?;
+        if rows.start > rows.end || rows.end > n_rows {
+            return Err(QuantError::RowsOutOfRange {
+                start: rows.start,
+                end: rows.end,
+                n_rows,
+            });
+        }
+        if !rows.start.is_multiple_of(PACKED_ROWS) {
+            return Err(QuantError::PackedRowsUnaligned {
+                start: rows.start,
+                end: rows.end,
+                tile: PACKED_ROWS,
+            });
+        }
+        let expected = n_act_rows * rows.len();
+        if out.len() != expected {
+            return Err(QuantError::WrongOutputLength {
+                expected,
+                got: out.len(),
+            });
+        }
+        if !self.runs_packed() {
+            return Err(QuantError::NoPackedKernel { table: self.name });
+        }
+        if n_cols == 0 || rows.is_empty() || n_act_rows == 0 {
+            out.fill(0.0);
+            return Ok(());
+        }
+        #[cfg(target_arch = "x86_64")]
+        {
+            let act = cast::as_blocks::<BlockQ8_0>(act)?;
+            interleaved::matmul_q4_0x16(
+                w.tiles(rows.clone()),
+                n_cols / QK32,
+                rows.len(),
+                &act,
+                out,
+                ACT_BLOCK_BYTES,
+            );
+        }
+        Ok(())
+    }
+
+    /// "scalar", "avx2" or "avx512".
     pub fn name(&self) -> &'static str {
         self.name
     }
@@ -487,6 +562,7 @@ const MIN_TILED_ACT_ROWS: usize = 2;
 /// kernel): a thread's share of a batched matmul should be a whole number of them, or
 /// its last tile is partly padding.
 pub const BATCH_TILE_ROWS: usize = 16;
+const _: () = assert!(BATCH_TILE_ROWS.is_multiple_of(PACKED_ROWS));
 
 /// Prepared activation bytes the tiled kernels hold in one block while every weight tile
 /// passes over it: about one core's share of an L3 cache. At 2 MB a 4096 x 14336 Q8_0

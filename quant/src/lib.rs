@@ -12,6 +12,7 @@ pub mod float16;
 pub mod formats;
 pub mod ggml_type;
 pub mod kernels;
+pub mod packed;
 pub mod vec_f32;
 
 pub use block::{BlockFormat, QuantizeBlock};
@@ -49,6 +50,14 @@ pub enum QuantError {
     },
     #[error("the output needs {expected} values (activation rows x weight rows), got {got}")]
     WrongOutputLength { expected: usize, got: usize },
+    #[error("packed weight rows {start}..{end} do not start on a {tile}-row tile")]
+    PackedRowsUnaligned {
+        start: usize,
+        end: usize,
+        tile: usize,
+    },
+    #[error("the {table} kernel table has no kernel for packed weights")]
+    NoPackedKernel { table: &'static str },
 }
 
 /// Decode a row of `dst.len()` elements of type `ty` from `src`, which must be exactly

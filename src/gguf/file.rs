@@ -70,6 +70,38 @@ impl GgufFile {
         self.map.len() as u64
     }
 
+    /// Hand the whole pages inside `data` (bytes borrowed from this map) back to the
+    /// kernel: they leave this process's resident memory and are read from the page cache
+    /// again if touched. For tensors copied elsewhere at load (repacked weights), so the
+    /// model is not resident twice. Best effort: a failure only leaves the pages resident.
+    pub fn release(&self, data: &[u8]) {
+        let base = self.map.as_ptr() as usize;
+        let start = data.as_ptr() as usize;
+        if start < base || start + data.len() > base + self.map.len() {
+            return; // not ours
+        }
+        let page = 4096;
+        let first = (start - base).next_multiple_of(page);
+        let end = (start - base + data.len()) / page * page;
+        if end <= first {
+            return;
+        }
+        #[cfg(unix)]
+        {
+            // SAFETY: the map is read-only, so none of its pages holds a private change:
+            // MADV_DONTNEED only drops this process's page-table entries, and a later read
+            // of the range (a borrow may still exist) faults the same file bytes back in.
+            // The range is whole pages inside the map.
+            let _ = unsafe {
+                self.map.unchecked_advise_range(
+                    memmap2::UncheckedAdvice::DontNeed,
+                    first,
+                    end - first,
+                )
+            };
+        }
+    }
+
     /// The tensor's bytes, borrowed from the map. Bounds were checked when the file was
     /// opened, for every tensor of the directory.
     pub fn tensor_data(&self, t: &TensorInfo) -> &[u8] {

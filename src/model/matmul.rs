@@ -80,8 +80,14 @@ impl Matmul {
         // One token: small chunks balance the threads. A batch: one chunk per thread, a
         // whole number of the batch kernels' tiles, since each chunk prepares the
         // activation rows again.
+        // Packed weights: every chunk starts on a packed tile.
         let chunk_rows = if b == 1 {
-            rows.div_ceil(threads * 4).max(1)
+            let n = rows.div_ceil(threads * 4).max(1);
+            if w.packed.is_some() {
+                n.next_multiple_of(loupe_quant::packed::PACKED_ROWS)
+            } else {
+                n
+            }
         } else {
             rows.div_ceil(threads)
                 .next_multiple_of(loupe_quant::BATCH_TILE_ROWS)
@@ -100,7 +106,10 @@ impl Matmul {
                 .try_for_each(|(ci, tile)| {
                     let r0 = ci * chunk_rows;
                     let r1 = r0 + tile.len() / g;
-                    loupe_quant::matmul(w.ty, data, rows, cols, act, g, r0..r1, tile)
+                    match &w.packed {
+                        Some(p) => loupe_quant::kernels().matmul_packed(p, act, g, r0..r1, tile),
+                        None => loupe_quant::matmul(w.ty, data, rows, cols, act, g, r0..r1, tile),
+                    }
                 })?;
             if b > 1 {
                 // Each output row gathers its part from every chunk's tile, rows in

@@ -1,15 +1,21 @@
 //! Weight lookup: every tensor the forward pass uses, found by its GGUF name and checked
 //! against the config's shapes once, at load. Weights stay in the memory map; a
-//! [`Tensor`] is an index into the file's directory.
+//! [`Tensor`] is an index into the file's directory. On CPUs with the AVX-512 kernels,
+//! Q4_0 matrices are repacked at load into sixteen-row tiles ([`PackedRows`]) and their
+//! pages of the map released, so they take the same memory once.
+
+use std::sync::Arc;
 
 use anyhow::{bail, ensure, Context, Result};
+use loupe_quant::packed::PackedRows;
 use loupe_quant::GgmlType;
+use rayon::prelude::*;
 
 use super::config::Config;
 use crate::gguf::GgufFile;
 
 /// A tensor of the model file: its type and shape (innermost first) and where its bytes are.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Tensor {
     pub ty: GgmlType,
     /// Elements per row.
@@ -18,6 +24,8 @@ pub struct Tensor {
     pub rows: usize,
     /// Index in the file's tensor directory.
     index: usize,
+    /// The rows repacked for the matmul kernels, when they were (see [`Weights::load`]).
+    pub packed: Option<Arc<PackedRows>>,
 }
 
 impl Tensor {
@@ -105,6 +113,7 @@ impl Finder<'_> {
             cols: dims[0],
             rows: dims[1..].iter().product(),
             index,
+            packed: None,
         }))
     }
 
@@ -145,7 +154,7 @@ impl Weights {
         let token_embd = f.req("token_embd.weight", &[dim, c.vocab_size])?;
         let output = f
             .opt("output.weight", &[dim, c.vocab_size])?
-            .unwrap_or(token_embd);
+            .unwrap_or_else(|| token_embd.clone());
         let mut layers = Vec::with_capacity(c.n_layer);
         for i in 0..c.n_layer {
             let n = |s: &str| format!("blk.{i}.{s}");
@@ -169,7 +178,7 @@ impl Weights {
                 ffn_post_norm: f.vec(&n("post_ffw_norm.weight"), dim)?,
             });
         }
-        let w = Weights {
+        let mut w = Weights {
             token_embd,
             layers,
             output_norm: f.req_vec("output_norm.weight", dim)?,
@@ -177,7 +186,44 @@ impl Weights {
             rope_freqs: f.vec("rope_freqs.weight", c.n_rot / 2)?,
         };
         w.check_arch(c)?;
+        if loupe_quant::kernels().runs_packed() && std::env::var_os("LOUPE_NO_REPACK").is_none() {
+            w.repack(file)?;
+        }
         Ok(w)
+    }
+
+    /// Repack every Q4_0 matrix the forward pass multiplies by (not the token embedding,
+    /// which is read a row at a time, nor an output projection tied to it) into
+    /// [`PackedRows`], over the thread pool, then release its pages of the map: the
+    /// kernels read the packed copy in one sequential pass per token, sixteen rows at a
+    /// time. `LOUPE_NO_REPACK=1` keeps the map's rows (for comparisons).
+    fn repack(&mut self, file: &GgufFile) -> Result<()> {
+        let embd = self.token_embd.index;
+        let mut todo: Vec<&mut Tensor> = self
+            .layers
+            .iter_mut()
+            .flat_map(|l| {
+                [
+                    &mut l.wq,
+                    &mut l.wk,
+                    &mut l.wv,
+                    &mut l.wo,
+                    &mut l.w_gate,
+                    &mut l.w_up,
+                    &mut l.w_down,
+                ]
+            })
+            .chain(std::iter::once(&mut self.output))
+            .filter(|t| t.ty == GgmlType::Q4_0 && t.index != embd)
+            .collect();
+        todo.par_iter_mut().try_for_each(|t| -> Result<()> {
+            let data = t.data(file);
+            let packed = PackedRows::q4_0(data, t.rows, t.cols)
+                .with_context(|| format!("repacking tensor {}", file.tensors()[t.index].name))?;
+            file.release(data);
+            t.packed = Some(Arc::new(packed));
+            Ok(())
+        })
     }
 
     /// The tensors an architecture needs must all be there (gemma's post-norms, qwen3's

@@ -1,26 +1,25 @@
 //! The AVX-512 VNNI batch kernel for the Q8-family formats (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0,
-//! IQ4_NL): sixteen weight rows interleaved so that each i32 lane of a 512-bit register
-//! holds one row's whole block dot.
+//! IQ4_NL): sixteen weight rows interleaved, one row per i32 lane of a 512-bit register.
 //!
-//! [`super::tiled`]'s tile keeps the row kernels' eight lanes per dot, so every block of
-//! every (weight row, activation row) pair costs one `dpbusd` and three f32 instructions
-//! (convert, scale product, `fma`): the float work, not the integer work, bounds it. Here
-//! a tile of [`LANES`] weight rows is decoded per block into eight vectors, vector `c`
-//! holding quants `4c..4c + 4` of row `l` in lane `l`; eight `dpbusd` against the
-//! activation's eight four-byte groups (each broadcast to every lane) leave each lane the
-//! exact integer block sum of its row, and one convert and two or three f32 instructions
-//! then finish sixteen dots at once.
+//! The AVX2 row kernel keeps, per dot, eight f32 lanes: lane `c` accumulates, block by
+//! block, `d_w * d_a` times the four-product sum of the block's quants `4c..4c + 4`; a
+//! horizontal sum finishes it. [`super::tiled`]'s 4x4 tile does the same with each
+//! (weight row, activation row) pair in a register of its own, so a register's lanes are
+//! one dot's eight groups. Here the tile is transposed: a tile of [`LANES`] weight rows is
+//! decoded per block into eight vectors, vector `c` holding quants `4c..4c + 4` of row `l`
+//! in lane `l`, and the f32 accumulator of group `c` holds that group for sixteen rows. One
+//! `dpbusd` (against the activation's four-byte group `c`, broadcast), one convert and one
+//! `fma` then advance sixteen dots where the tile advanced one, and the scale product is
+//! formed once per block and activation row for all sixteen. The eight accumulators are
+//! added at the end in the order of the row kernel's horizontal sum.
 //!
-//! Per block each lane computes exactly what the scalar reference (`formats::*::vec_dot`)
-//! computes: the integer sum, converted to f32, scaled in the reference's order (Q4_0:
-//! `(sumi * d_w) * d_a`; the others: `sumi * (d_w * d_a)`, plus `m_w * s_a` for Q4_1 and
-//! Q5_1), added to the running sum in block order. So a batch on this kernel gives the
-//! scalar table's bits, not the AVX2 row kernels' (those keep ggml's AVX2 lane order); both
-//! are ggml's own results for the same data, by different paths.
+//! So every lane computes exactly what the AVX2 row kernel computes for its row: the same
+//! integers, the same f32 products, the same `fma` chain, the same final additions — a
+//! batch gives the bits of `vec_dot`.
 //!
 //! `dpbusd` multiplies unsigned by signed bytes: signed weights are stored as `w ^ 0x80`
-//! (= w + 128) and each activation block's sum starts from `-128 * sum(a)`, which leaves
-//! exactly `sum(w * a)`; Q4_1 and Q5_1 quants are already unsigned.
+//! (= w + 128) and each group's sum starts from `-128 * (its four activation quants'
+//! sum)`, which leaves exactly the signed sum; Q4_1 and Q5_1 quants are already unsigned.
 
 #![allow(unused_unsafe)] // see avx2.rs: intrinsics are safe calls inside target_feature fns
 
@@ -30,13 +29,18 @@ use std::cell::RefCell;
 use super::avx2;
 use super::tiled::{act_block_rows, rows_of, Q8Act, Unpack};
 use crate::formats::*;
+use crate::packed::BlockQ4_0x16;
 use crate::{cast, QuantError, F16};
 
 /// Weight rows per tile: one per i32 lane.
 pub(super) const LANES: usize = 16;
 
-/// Activation rows per step: each loaded weight vector feeds this many `dpbusd`.
-const ACT_STEP: usize = 4;
+/// Activation rows per step: each loaded weight vector feeds this many `dpbusd`
+/// (eight accumulators per row: two rows fill half the 32 registers).
+const ACT_STEP: usize = 2;
+
+/// Packed blocks between the one computed and the one prefetched.
+const PREFETCH: usize = 8;
 
 /// Four-byte groups in a block of 32 quants.
 const GROUPS: usize = QK32 / 4;
@@ -65,8 +69,9 @@ impl Default for TileBlock {
 /// What the kernel needs of one activation block besides its quants.
 #[derive(Clone, Copy, Default)]
 struct ActBlock {
-    /// The integer sum's starting value: `-128 * sum(a)` for signed weights, else 0.
-    corr: i32,
+    /// Each four-quant group's integer sum's starting value: `-bias * (the group's sum)`
+    /// for weights stored as w + bias.
+    corr: [i32; GROUPS],
     d: f32,
     s: f32,
 }
@@ -100,16 +105,7 @@ pub(super) fn matmul<W: UnpackU8, A: Q8Act>(
         let mut s = s.borrow_mut();
         let s = &mut *s;
         s.tile.resize(k, TileBlock::default());
-        s.act.resize(act.len(), ActBlock::default());
-        for (a, info) in act.iter().zip(s.act.iter_mut()) {
-            let [d, sa] = a.d_s();
-            let sum: i32 = a.qs().iter().map(|&v| v as i32).sum();
-            *info = ActBlock {
-                corr: if W::HAS_MIN { 0 } else { -128 * sum },
-                d: d.to_f32(),
-                s: sa.to_f32(),
-            };
-        }
+        prepare_acts(&act, if W::HAS_MIN { 0 } else { 128 }, &mut s.act);
         // Activation rows in cache-sized blocks, as in tiled.rs.
         let row_bytes = k * (std::mem::size_of::<A>() + std::mem::size_of::<ActBlock>());
         let block = act_block_rows(block_bytes, row_bytes);
@@ -125,11 +121,10 @@ pub(super) fn matmul<W: UnpackU8, A: Q8Act>(
                     let mut sums = [[0f32; LANES]; ACT_STEP];
                     // SAFETY: AVX-512 F/VNNI per the caller.
                     unsafe {
-                        match acts {
-                            4 => step::<W, A, 4>(&s.tile, y, info, k, &mut sums),
-                            3 => step::<W, A, 3>(&s.tile, y, info, k, &mut sums),
-                            2 => step::<W, A, 2>(&s.tile, y, info, k, &mut sums),
-                            _ => step::<W, A, 1>(&s.tile, y, info, k, &mut sums),
+                        if acts == 2 {
+                            step::<W, A, 2>(&s.tile, y, info, k, &mut sums)
+                        } else {
+                            step::<W, A, 1>(&s.tile, y, info, k, &mut sums)
                         }
                     }
                     for (a, s) in sums.iter().enumerate().take(acts) {
@@ -238,6 +233,153 @@ impl UnpackU8 for BlockIq4Nl {
     }
 }
 
+/// Each activation block's [`ActBlock`], for weights stored as w + `bias`.
+fn prepare_acts<A: Q8Act>(act: &[A], bias: i32, out: &mut Vec<ActBlock>) {
+    out.resize(act.len(), ActBlock::default());
+    for (a, info) in act.iter().zip(out.iter_mut()) {
+        let [d, s] = a.d_s();
+        let mut corr = [0i32; GROUPS];
+        for (c, four) in corr.iter_mut().zip(a.qs().chunks_exact(4)) {
+            *c = -bias * four.iter().map(|&v| v as i32).sum::<i32>();
+        }
+        *info = ActBlock {
+            corr,
+            d: d.to_f32(),
+            s: s.to_f32(),
+        };
+    }
+}
+
+/// `out[a * n + r] = dot(row rows.start + r, act row a)` for weights repacked as
+/// [`BlockQ4_0x16`] (`tiles`: those covering `rows`, `k` blocks each) and Q8_0
+/// activations, on AVX-512 VNNI: the nibbles are the unsigned quants w + 8, so each
+/// activation block's sum starts from `-8 * sum(a)`; then as [`step`], with Q4_0's scale
+/// order. The caller holds a table handed out only after detecting AVX-512.
+pub(super) fn matmul_q4_0x16(
+    tiles: &[BlockQ4_0x16],
+    k: usize,
+    n_rows: usize,
+    act: &[BlockQ8_0],
+    out: &mut [f32],
+    block_bytes: usize,
+) {
+    let n_act = act.len() / k;
+    SCRATCH.with(|s| {
+        let mut s = s.borrow_mut();
+        prepare_acts(act, 8, &mut s.act);
+        let row_bytes = k * (std::mem::size_of::<BlockQ8_0>() + std::mem::size_of::<ActBlock>());
+        let block = act_block_rows(block_bytes, row_bytes);
+        for ab in (0..n_act).step_by(block) {
+            let ab_end = (ab + block).min(n_act);
+            for (t, tile) in tiles.chunks_exact(k).enumerate() {
+                let r0 = t * LANES;
+                let rows = LANES.min(n_rows - r0);
+                for a0 in (ab..ab_end).step_by(ACT_STEP) {
+                    let acts = ACT_STEP.min(ab_end - a0);
+                    let (y, info) = (&act[a0 * k..(a0 + acts) * k], &s.act[a0 * k..]);
+                    let mut sums = [[0f32; LANES]; ACT_STEP];
+                    // SAFETY: AVX-512 F/BW/VNNI, AVX2, F16C per the caller.
+                    unsafe {
+                        if acts == 2 {
+                            packed_step::<2>(tile, y, info, k, &mut sums)
+                        } else {
+                            packed_step::<1>(tile, y, info, k, &mut sums)
+                        }
+                    }
+                    for (a, s) in sums.iter().enumerate().take(acts) {
+                        out[(a0 + a) * n_rows + r0..][..rows].copy_from_slice(&s[..rows]);
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// [`step`] for a packed Q4_0 tile: the eight four-quant vectors come from four loads, a
+/// mask and a shift (the nibbles are w + 8).
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vnni")]
+unsafe fn packed_step<const C: usize>(
+    tile: &[BlockQ4_0x16],
+    y: &[BlockQ8_0],
+    info: &[ActBlock],
+    k: usize,
+    sums: &mut [[f32; LANES]; ACT_STEP],
+) {
+    let ys: [&[BlockQ8_0]; C] = rows_of(y, k, 0, usize::MAX);
+    let infos: [&[ActBlock]; C] = rows_of(info, k, 0, usize::MAX);
+    let tile = &tile[..k];
+    // SAFETY: AVX-512 F/BW/VNNI and F16C per the caller; each load reads one array of a
+    // borrowed packed block.
+    unsafe {
+        let nib = _mm512_set1_epi8(0x0F);
+        let mut acc = [[_mm512_setzero_ps(); GROUPS]; C];
+        for (b, t) in tile.iter().enumerate() {
+            // One token reads the matrix once, from DRAM: ask for the block PREFETCH
+            // blocks ahead (288 bytes, five cache lines) while this one is computed.
+            let ahead = tile.as_ptr().wrapping_add(b + PREFETCH).cast::<i8>();
+            for line in 0..5 {
+                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * line));
+            }
+            let dw = _mm512_cvtph_ps(_mm256_loadu_si256(t.d.as_ptr().cast()));
+            let mut d = [_mm512_setzero_ps(); C];
+            for j in 0..C {
+                d[j] = _mm512_mul_ps(dw, _mm512_set1_ps(infos[j][b].d));
+            }
+            for c in 0..GROUPS / 2 {
+                let p = _mm512_loadu_si512(t.qs[c].as_ptr().cast());
+                let lo = _mm512_and_si512(p, nib);
+                let hi = _mm512_and_si512(_mm512_srli_epi16(p, 4), nib);
+                for j in 0..C {
+                    group_fma(&mut acc[j][c], lo, &ys[j][b], &infos[j][b], c, d[j]);
+                    let c4 = c + GROUPS / 2;
+                    group_fma(&mut acc[j][c4], hi, &ys[j][b], &infos[j][b], c4, d[j]);
+                }
+            }
+        }
+        for j in 0..C {
+            _mm512_storeu_ps(sums[j].as_mut_ptr(), hsum_groups(&acc[j]));
+        }
+    }
+}
+
+/// `acc += d * f32(four-product sums of group c)` for sixteen rows (`w`: their unsigned
+/// quants of group `c`): one lane of the row kernel's accumulator, for each row.
+#[inline(always)]
+unsafe fn group_fma<A: Q8Act>(
+    acc: &mut __m512,
+    w: __m512i,
+    a: &A,
+    info: &ActBlock,
+    c: usize,
+    d: __m512,
+) {
+    let f = &a.qs()[4 * c..4 * c + 4];
+    let four = i32::from_le_bytes([f[0] as u8, f[1] as u8, f[2] as u8, f[3] as u8]);
+    // SAFETY: register-only AVX-512 F/VNNI, enabled by every caller.
+    unsafe {
+        let sumi = _mm512_dpbusd_epi32(_mm512_set1_epi32(info.corr[c]), w, _mm512_set1_epi32(four));
+        *acc = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(sumi), *acc);
+    }
+}
+
+/// The eight group accumulators summed as the row kernel's horizontal sum adds its eight
+/// lanes: `((g0 + g4) + (g2 + g6)) + ((g1 + g5) + (g3 + g7))`.
+#[inline(always)]
+unsafe fn hsum_groups(g: &[__m512; GROUPS]) -> __m512 {
+    // SAFETY: register-only AVX-512 F, enabled by every caller.
+    unsafe {
+        let t: [__m512; 4] = [
+            _mm512_add_ps(g[4], g[0]),
+            _mm512_add_ps(g[5], g[1]),
+            _mm512_add_ps(g[6], g[2]),
+            _mm512_add_ps(g[7], g[3]),
+        ];
+        let u0 = _mm512_add_ps(t[0], t[2]);
+        let u1 = _mm512_add_ps(t[1], t[3]);
+        _mm512_add_ps(u0, u1)
+    }
+}
+
 /// Decode `w` (up to [`LANES`] rows of `k` blocks) into the interleaved tile; missing
 /// rows get zero quants and scales (their lanes are computed and dropped).
 #[target_feature(enable = "avx2,fma,f16c,avx512f")]
@@ -308,7 +450,7 @@ unsafe fn transpose_into(rows: &[__m256i; LANES], q: &mut [[u32; LANES]; GROUPS]
 
 /// The tile against `C` activation rows (`y`: C rows of `k` blocks, `info` their
 /// [`ActBlock`]s from the first); `sums[j][l]` gets the dot of row `l` with row `j`.
-#[target_feature(enable = "avx512f,avx512vnni")]
+#[target_feature(enable = "avx2,fma,avx512f,avx512vnni")]
 unsafe fn step<W: UnpackU8, A: Q8Act, const C: usize>(
     tile: &[TileBlock],
     y: &[A],
@@ -323,40 +465,35 @@ unsafe fn step<W: UnpackU8, A: Q8Act, const C: usize>(
     // SAFETY: AVX-512 F/VNNI per the caller; each load reads one 64-byte array of a
     // borrowed, 64-byte aligned tile block.
     unsafe {
-        let mut acc = [_mm512_setzero_ps(); C];
+        let mut acc = [[_mm512_setzero_ps(); GROUPS]; C];
+        // Q4_1/Q5_1: the minimum's part, m_w * s_a, summed in block order as the row
+        // kernel sums it (a plain f32 product and add, per row).
+        let mut summs = [_mm512_setzero_ps(); C];
         for (b, t) in tile.iter().enumerate() {
-            // Plain loops, no closures: a closure here would not inline (see rows_of).
-            let mut sumi = [_mm512_setzero_si512(); C];
-            for j in 0..C {
-                sumi[j] = _mm512_set1_epi32(infos[j][b].corr);
-            }
-            for c in 0..GROUPS {
-                let w = _mm512_load_si512(t.q[c].as_ptr().cast());
-                for j in 0..C {
-                    let f = &ys[j][b].qs()[4 * c..4 * c + 4];
-                    let a = i32::from_le_bytes([f[0] as u8, f[1] as u8, f[2] as u8, f[3] as u8]);
-                    sumi[j] = _mm512_dpbusd_epi32(sumi[j], w, _mm512_set1_epi32(a));
-                }
-            }
             let dw = _mm512_load_ps(t.d.as_ptr());
+            // Plain loops, no closures: a closure here would not inline (see rows_of).
+            let mut d = [_mm512_setzero_ps(); C];
             for j in 0..C {
-                let f = _mm512_cvtepi32_ps(sumi[j]);
-                let da = _mm512_set1_ps(infos[j][b].d);
-                let mut term = if W::SCALE_W_FIRST {
-                    _mm512_mul_ps(_mm512_mul_ps(f, dw), da)
-                } else {
-                    _mm512_mul_ps(f, _mm512_mul_ps(dw, da))
-                };
+                d[j] = _mm512_mul_ps(dw, _mm512_set1_ps(infos[j][b].d));
                 if W::HAS_MIN {
                     let ms =
                         _mm512_mul_ps(_mm512_load_ps(t.m.as_ptr()), _mm512_set1_ps(infos[j][b].s));
-                    term = _mm512_add_ps(term, ms);
+                    summs[j] = _mm512_add_ps(summs[j], ms);
                 }
-                acc[j] = _mm512_add_ps(acc[j], term);
+            }
+            for (c, q) in t.q.iter().enumerate() {
+                let w = _mm512_load_si512(q.as_ptr().cast());
+                for j in 0..C {
+                    group_fma(&mut acc[j][c], w, &ys[j][b], &infos[j][b], c, d[j]);
+                }
             }
         }
         for j in 0..C {
-            _mm512_storeu_ps(sums[j].as_mut_ptr(), acc[j]);
+            let mut total = hsum_groups(&acc[j]);
+            if W::HAS_MIN {
+                total = _mm512_add_ps(total, summs[j]);
+            }
+            _mm512_storeu_ps(sums[j].as_mut_ptr(), total);
         }
     }
 }

@@ -266,10 +266,22 @@ fn avx2_or_skip() -> Option<&'static Kernels> {
     k
 }
 
+/// The SIMD tables this CPU runs (AVX2, AVX-512).
+#[cfg(target_arch = "x86_64")]
+fn simd_tables() -> Vec<&'static Kernels> {
+    avx2_or_skip().into_iter().chain(avx512()).collect()
+}
+
 #[cfg(target_arch = "x86_64")]
 #[test]
-fn avx2_integer_part_is_exact() {
-    let Some(fast) = avx2_or_skip() else { return };
+fn simd_integer_part_is_exact() {
+    for fast in simd_tables() {
+        integer_part_is_exact(fast);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn integer_part_is_exact(fast: &'static Kernels) {
     let mut rng = XorShift(0x5eed_0002);
     for ty in AVX2_TYPES {
         let act_ty = partner(ty);
@@ -300,7 +312,8 @@ fn avx2_integer_part_is_exact() {
                 assert_eq!(
                     v.to_bits(),
                     s.to_bits(),
-                    "{ty}, {nb} blocks, |q8| <= {amax}: avx2 {v} != scalar {s}"
+                    "{ty}, {nb} blocks, |q8| <= {amax}: {} {v} != scalar {s}",
+                    fast.name()
                 );
             }
         }
@@ -321,14 +334,16 @@ fn avx2_integer_part_is_exact() {
                 assert_eq!(
                     v.to_bits(),
                     s.to_bits(),
-                    "{ty}, window at {start}: avx2 {v} != {s}"
+                    "{ty}, window at {start}: {} {v} != {s}",
+                    fast.name()
                 );
                 windows += 1;
             }
         }
         println!(
-            "{ty:>6} avx2 integer part exact: dense rows with activation quants down to \
-             ±{smallest_amax}, {windows} full-range 8-element windows"
+            "{ty:>6} {} integer part exact: dense rows with activation quants down to \
+             ±{smallest_amax}, {windows} full-range 8-element windows",
+            fast.name()
         );
     }
 }
@@ -405,8 +420,14 @@ fn avx2_f16c_widening_equals_to_f32_for_every_half() {
 
 #[cfg(target_arch = "x86_64")]
 #[test]
-fn avx2_matches_scalar_within_bound() {
-    let Some(fast) = avx2_or_skip() else { return };
+fn simd_matches_scalar_within_bound() {
+    for fast in simd_tables() {
+        matches_scalar_within_bound(fast);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn matches_scalar_within_bound(fast: &'static Kernels) {
     let mut rng = XorShift(0x5eed_0003);
     // F16 and BF16 are float all through (no integer part), so they are checked here only.
     for ty in AVX2_TYPES
@@ -426,14 +447,18 @@ fn avx2_matches_scalar_within_bound() {
                 let diff = (v - s).abs();
                 assert!(
                     diff <= 1e-5 * t,
-                    "{ty}, {nb} blocks: avx2 {v}, scalar {s}, |diff| {diff:e} > 1e-5 * T ({t:e})"
+                    "{ty}, {nb} blocks: {} {v}, scalar {s}, |diff| {diff:e} > 1e-5 * T ({t:e})",
+                    fast.name()
                 );
                 if t > 0.0 {
                     worst = worst.max(diff / t);
                 }
             }
         }
-        println!("{ty:>6} avx2 vs scalar: max |diff| / T = {worst:.2e}");
+        println!(
+            "{ty:>6} {} vs scalar: max |diff| / T = {worst:.2e}",
+            fast.name()
+        );
     }
 }
 
@@ -599,17 +624,6 @@ fn vec_dot_rejects_bad_rows_without_panicking() {
     }
 }
 
-/// The table whose `vec_dot` a batched matmul on `k` equals bit for bit: the AVX-512
-/// table's Q8-family kernel (interleaved.rs) computes as the scalar reference does, every
-/// other batch path as its own table's row kernel.
-fn batch_reference(k: &'static Kernels, ty: GgmlType) -> &'static Kernels {
-    use GgmlType::*;
-    match (k.tiled, ty) {
-        (Some(TiledIsa::Avx512Vnni), Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 | IQ4_NL) => scalar(),
-        _ => k,
-    }
-}
-
 #[test]
 fn matmul_tiles_equal_row_dots_for_every_table() {
     let mut rng = XorShift(0x5eed_0005);
@@ -626,15 +640,14 @@ fn matmul_tiles_equal_row_dots_for_every_table() {
             .collect();
         let wr = w.len() / n_rows;
         let ar = act.len() / n_act;
-        for &k in &tables {
-            let reference = batch_reference(k, ty);
+        for k in &tables {
             for rows in [0..n_rows, 1..4, 2..2, 4..5] {
                 let mut out = vec![f32::NAN; n_act * rows.len()];
                 k.matmul(ty, &w, n_rows, n_cols, &act, n_act, rows.clone(), &mut out)
                     .unwrap();
                 for a in 0..n_act {
                     for r in rows.clone() {
-                        let want = reference
+                        let want = k
                             .vec_dot(ty, n_cols, &w[r * wr..][..wr], &act[a * ar..][..ar])
                             .unwrap();
                         let got = out[a * rows.len() + r - rows.start];
@@ -751,7 +764,6 @@ fn batched_matmul_equals_row_dots_over_tile_edges() {
             let act_ty = partner(ty);
             let n_cols = 7 * ty.block_elems().max(32);
             let nb = n_cols / ty.block_elems();
-            let reference = batch_reference(k, ty);
             let shapes = [
                 (1, 2),
                 (3, 5),
@@ -788,20 +800,90 @@ fn batched_matmul_equals_row_dots_over_tile_edges() {
                 .unwrap();
                 for a in 0..n_act {
                     for r in 0..n_rows {
-                        let want = reference
+                        let want = k
                             .vec_dot(ty, n_cols, &w[r * wr..][..wr], &act[a * ar..][..ar])
                             .unwrap();
                         let got = out[a * n_rows + r];
                         assert_eq!(
                             got.to_bits(),
                             want.to_bits(),
-                            "{ty} {} {n_rows}x{n_act}: a{a} r{r} (against {})",
-                            k.name(),
-                            reference.name()
+                            "{ty} {} {n_rows}x{n_act}: a{a} r{r}",
+                            k.name()
                         );
                     }
                 }
             }
         }
     }
+}
+
+#[test]
+fn packed_q4_0_matmul_equals_row_dots() {
+    use crate::packed::{PackedRows, PACKED_ROWS};
+    let ty = GgmlType::Q4_0;
+    let mut rng = XorShift(0x5eed_0009);
+    for (n_rows, nb) in [(1, 3), (15, 7), (16, 1), (17, 4), (35, 7), (48, 2)] {
+        let n_cols = nb * 32;
+        let w: Vec<u8> = (0..n_rows)
+            .flat_map(|_| random_weights(ty, nb, &mut rng, false))
+            .collect();
+        let packed = PackedRows::q4_0(&w, n_rows, n_cols).unwrap();
+        let wr = w.len() / n_rows;
+        for r in 0..n_rows {
+            let back: Vec<u8> = bytemuck::cast_slice(&packed.row(r)).to_vec();
+            assert_eq!(
+                back,
+                w[r * wr..][..wr],
+                "{n_rows}x{n_cols}: row {r} repacked"
+            );
+        }
+        for n_act in [1, 2, 3, 4, 5, 9] {
+            let act: Vec<u8> = (0..n_act)
+                .flat_map(|_| random_acts(GgmlType::Q8_0, n_cols, 127, &mut rng, false))
+                .collect();
+            let ar = act.len() / n_act;
+            for k in available() {
+                let starts = (0..n_rows).step_by(PACKED_ROWS);
+                for rows in starts
+                    .map(|s| s..n_rows)
+                    .chain([0..n_rows.min(PACKED_ROWS)])
+                {
+                    let mut out = vec![f32::NAN; n_act * rows.len()];
+                    let res = k.matmul_packed(&packed, &act, n_act, rows.clone(), &mut out);
+                    if !k.runs_packed() {
+                        assert!(matches!(res, Err(QuantError::NoPackedKernel { .. })));
+                        continue;
+                    }
+                    res.unwrap();
+                    for a in 0..n_act {
+                        for r in rows.clone() {
+                            let want = k
+                                .vec_dot(ty, n_cols, &w[r * wr..][..wr], &act[a * ar..][..ar])
+                                .unwrap();
+                            let got = out[a * rows.len() + r - rows.start];
+                            assert_eq!(
+                                got.to_bits(),
+                                want.to_bits(),
+                                "{} {n_rows}x{n_cols}, {n_act} act rows, rows {rows:?}: a{a} r{r}",
+                                k.name()
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        // A range must start on a tile.
+        if let (Some(k), true) = (avx512(), n_rows > 1) {
+            let act = random_acts(GgmlType::Q8_0, n_cols, 127, &mut rng, false);
+            let mut out = vec![0.0; n_rows - 1];
+            let err = k.matmul_packed(&packed, &act, 1, 1..n_rows, &mut out);
+            assert!(matches!(
+                err,
+                Err(QuantError::PackedRowsUnaligned { start: 1, .. })
+            ));
+        }
+    }
+    // Wrong sizes are errors, not panics.
+    assert!(PackedRows::q4_0(&[0; 17], 1, 32).is_err());
+    assert!(PackedRows::q4_0(&[0; 18], 1, 33).is_err());
 }

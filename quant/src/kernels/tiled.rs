@@ -39,16 +39,12 @@ pub enum TiledIsa {
 pub(super) trait Unpack: BlockFormat {
     /// Whether the format has a minimum (and the partner is Q8_1).
     const HAS_MIN: bool;
-    /// Whether the scalar reference scales a block's sum as `(sumi * d_w) * d_a` (Q4_0)
-    /// rather than `sumi * (d_w * d_a)`; the interleaved kernel follows it.
-    const SCALE_W_FIRST: bool = false;
     /// The quants as the row kernel multiplies them, and (d, m) as f32.
     fn unpack(&self, q: &mut [i8; QK32]) -> (f32, f32);
 }
 
 impl Unpack for BlockQ4_0 {
     const HAS_MIN: bool = false;
-    const SCALE_W_FIRST: bool = true;
     fn unpack(&self, q: &mut [i8; QK32]) -> (f32, f32) {
         for (j, &b) in self.qs.iter().enumerate() {
             q[j] = (b & 0xF) as i8 - 8;
