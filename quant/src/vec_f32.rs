@@ -7,13 +7,15 @@
 /// Lanes of the interleaved layout [`dots_by_lanes`] reads.
 pub const LANES: usize = 8;
 
-/// `out[l] = sum over d of q[d] * kt[d * LANES + l]`, each sum taken in order of `d`:
-/// the dot products of `q` with eight vectors stored interleaved (`kt.len()` must be
-/// `q.len() * LANES`).
-pub fn dots_by_lanes(q: &[f32], kt: &[f32], out: &mut [f32; LANES]) {
+/// `out[b][l] = sum over d of q[d] * kt[(b * q.len() + d) * LANES + l]`, each sum taken
+/// in order of `d`: the dot products of `q` with `out.len()` blocks of eight vectors
+/// stored interleaved (`kt.len()` must be `out.len() * q.len() * LANES`). Four blocks go
+/// side by side: each sum is a chain of dependent adds, so one block alone waits on the
+/// adder's latency at every `d`.
+pub fn dots_by_lanes(q: &[f32], kt: &[f32], out: &mut [[f32; LANES]]) {
     assert_eq!(
         kt.len(),
-        q.len() * LANES,
+        out.len() * q.len() * LANES,
         "interleaved vectors of the wrong length"
     );
     #[cfg(target_arch = "x86_64")]
@@ -80,20 +82,43 @@ unsafe fn weighted_sum_avx2(out: &mut [f32], w: &[f32], rows: &[f32], stride: us
     weighted_sum_body(out, w, rows, stride)
 }
 
+/// Blocks scored side by side.
+const BLOCKS: usize = 4;
+
 #[inline(always)]
-fn dots_by_lanes_body(q: &[f32], kt: &[f32], out: &mut [f32; LANES]) {
-    let mut acc = [0f32; LANES];
-    for (&qd, kd) in q.iter().zip(kt.chunks_exact(LANES)) {
-        for (a, &k) in acc.iter_mut().zip(kd) {
-            *a += qd * k;
+fn dots_by_lanes_body(q: &[f32], kt: &[f32], out: &mut [[f32; LANES]]) {
+    let block = q.len() * LANES;
+    let done = out.len() / BLOCKS * BLOCKS;
+    let mut groups = out.chunks_exact_mut(BLOCKS);
+    for (g, o) in (&mut groups).enumerate() {
+        let kts: [&[f32]; BLOCKS] =
+            std::array::from_fn(|b| &kt[(g * BLOCKS + b) * block..][..block]);
+        let mut acc = [[0f32; LANES]; BLOCKS];
+        for (d, &qd) in q.iter().enumerate() {
+            for (a, k) in acc.iter_mut().zip(kts) {
+                let k: &[f32; LANES] = k[d * LANES..][..LANES].try_into().expect("8 lanes");
+                for (a, &k) in a.iter_mut().zip(k) {
+                    *a += qd * k;
+                }
+            }
         }
+        o.copy_from_slice(&acc);
     }
-    *out = acc;
+    for (b, o) in groups.into_remainder().iter_mut().enumerate() {
+        let k = &kt[(done + b) * block..][..block];
+        let mut acc = [0f32; LANES];
+        for (&qd, kd) in q.iter().zip(k.chunks_exact(LANES)) {
+            for (a, &k) in acc.iter_mut().zip(kd) {
+                *a += qd * k;
+            }
+        }
+        *o = acc;
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn dots_by_lanes_avx2(q: &[f32], kt: &[f32], out: &mut [f32; LANES]) {
+unsafe fn dots_by_lanes_avx2(q: &[f32], kt: &[f32], out: &mut [[f32; LANES]]) {
     dots_by_lanes_body(q, kt, out)
 }
 
@@ -118,17 +143,22 @@ mod tests {
     fn simd_and_baseline_give_the_same_bits() {
         for n in [1, 7, 64, 129, 256] {
             let q = values(n, 1);
-            let kt = values(n * LANES, 2);
-            let (mut a, mut b) = ([0f32; LANES], [0f32; LANES]);
-            dots_by_lanes(&q, &kt, &mut a);
-            dots_by_lanes_body(&q, &kt, &mut b);
-            assert_eq!(a.map(f32::to_bits), b.map(f32::to_bits), "n = {n}");
-            for l in 0..LANES {
-                let mut s = 0f32;
-                for d in 0..n {
-                    s += q[d] * kt[d * LANES + l];
+            // 1..=9 blocks: whole groups of four and every remainder.
+            for nb in 1..=9 {
+                let kt = values(nb * n * LANES, 2 + nb as u32);
+                let (mut a, mut b) = (vec![[0f32; LANES]; nb], vec![[0f32; LANES]; nb]);
+                dots_by_lanes(&q, &kt, &mut a);
+                dots_by_lanes_body(&q, &kt, &mut b);
+                assert_eq!(a, b, "n = {n}, {nb} blocks");
+                for (blk, got) in a.iter().enumerate() {
+                    for l in 0..LANES {
+                        let mut s = 0f32;
+                        for d in 0..n {
+                            s += q[d] * kt[(blk * n + d) * LANES + l];
+                        }
+                        assert_eq!(s.to_bits(), got[l].to_bits(), "n {n}, block {blk}");
+                    }
                 }
-                assert_eq!(s.to_bits(), a[l].to_bits());
             }
 
             // weighted_sum = zero, then each row's product added in, row by row.

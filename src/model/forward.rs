@@ -385,14 +385,20 @@ fn attention(c: &Config, layer: usize, pos: usize, n: usize, s: &mut Scratch) {
                     // Eight keys at a time, each dot still summed in order over the
                     // head dimension: the same bits as one key at a time, in vectors.
                     let head_t = &keys_t[kvh * key_blocks * hd * KEY_LANES..];
-                    for kb in first / KEY_LANES..=p / KEY_LANES {
-                        let kt = &head_t[kb * hd * KEY_LANES..][..hd * KEY_LANES];
-                        let mut dots = [0f32; KEY_LANES];
-                        loupe_quant::vec_f32::dots_by_lanes(qh, kt, &mut dots);
-                        for (l, &dot) in dots.iter().enumerate() {
-                            let j = kb * KEY_LANES + l;
-                            if (first..=p).contains(&j) {
-                                sc[j - first] = finish(dot);
+                    let (kb0, kb1) = (first / KEY_LANES, p / KEY_LANES + 1);
+                    let block = hd * KEY_LANES;
+                    // Up to DOT_GROUP blocks per call: their sums run side by side.
+                    for g0 in (kb0..kb1).step_by(DOT_GROUP) {
+                        let nb = DOT_GROUP.min(kb1 - g0);
+                        let kt = &head_t[g0 * block..][..nb * block];
+                        let mut dots = [[0f32; KEY_LANES]; DOT_GROUP];
+                        loupe_quant::vec_f32::dots_by_lanes(qh, kt, &mut dots[..nb]);
+                        for (b, blk) in dots[..nb].iter().enumerate() {
+                            for (l, &dot) in blk.iter().enumerate() {
+                                let j = (g0 + b) * KEY_LANES + l;
+                                if (first..=p).contains(&j) {
+                                    sc[j - first] = finish(dot);
+                                }
                             }
                         }
                     }
@@ -431,6 +437,9 @@ fn each_row(x: &mut [f32], width: usize, f: impl Fn(&mut [f32]) + Sync + Send) {
 
 /// Keys scored together in the batched path.
 const KEY_LANES: usize = loupe_quant::vec_f32::LANES;
+
+/// Blocks of KEY_LANES keys handed to one `dots_by_lanes` call.
+const DOT_GROUP: usize = 8;
 
 /// `keys` (n_kv positions of all heads) regrouped per head into blocks of eight positions,
 /// each block `head_dim` rows of eight values, zero-padded past `n_kv`: the dots of one
