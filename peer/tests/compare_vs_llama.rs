@@ -27,9 +27,19 @@ use peer::llama::{Llama, Params};
 
 const THREADS: usize = 2;
 const CTX: usize = 256;
+/// The text scored: `LOUPE_COMPARE_TEXT=prose` takes the ~110 KB of licence prose the
+/// engine's agreement test reads (so many more positions), anything else (or nothing) the
+/// built-in text of `loupe compare`.
+fn compare_text() -> String {
+    match std::env::var("LOUPE_COMPARE_TEXT").as_deref() {
+        Ok("prose") => common::english_prose(),
+        _ => text::BUILT_IN.to_string(),
+    }
+}
+
 /// The quantization types compared, best first: `LOUPE_COMPARE_TYPES` (comma-separated
 /// recipe names) or the Q8_0, Q4_K_M, Q2_K; and the chunks: `LOUPE_COMPARE_CHUNKS`
-/// or all the built-in text holds (5 of 256).
+/// or all the text holds (5 of 256 of the built-in text).
 fn types_and_chunks() -> (Vec<String>, Option<usize>) {
     let types = std::env::var("LOUPE_COMPARE_TYPES").unwrap_or_else(|_| "Q8_0,Q4_K_M,Q2_K".into());
     let chunks = std::env::var("LOUPE_COMPARE_CHUNKS")
@@ -166,7 +176,8 @@ fn compare_agrees_with_llama_perplexity_kld_mode() {
     // loupe compare's engine.
     let base = Model::load(&f16).unwrap();
     let tok = Tokenizer::from_metadata(base.file.metadata()).unwrap();
-    let tokens = tok.encode(text::BUILT_IN, true, false);
+    let text = compare_text();
+    let tokens = tok.encode(&text, true, false);
     let chunking = Chunking::new(tokens.len(), CTX, chunks).unwrap();
     let bos = if tok.add_bos() { tok.bos() } else { None };
     let models: Vec<Model> = paths.iter().map(|p| Model::load(p).unwrap()).collect();
@@ -205,7 +216,7 @@ fn compare_agrees_with_llama_perplexity_kld_mode() {
     };
     let t = std::time::Instant::now();
     let mut llama_base = Llama::load(&f16, params).unwrap();
-    let llama_tokens = llama_base.tokenize(text::BUILT_IN, true, false).unwrap();
+    let llama_tokens = llama_base.tokenize(&text, true, false).unwrap();
     let tokens_i: Vec<i32> = tokens.iter().map(|&t| t as i32).collect();
     assert_eq!(
         llama_tokens, tokens_i,

@@ -21,23 +21,6 @@ use peer::llama::{Llama, Params};
 const THREADS: usize = 2;
 const CTX: usize = 512;
 
-/// ~110 KB of English prose every Debian system has: the licence texts of base-files.
-fn english_prose() -> String {
-    let dir = std::path::Path::new("/usr/share/common-licenses");
-    let mut text = String::new();
-    for f in ["GPL-3", "GFDL-1.3", "Apache-2.0", "MPL-2.0", "LGPL-2.1"] {
-        let p = dir.join(f);
-        text += &std::fs::read_to_string(&p).unwrap_or_else(|e| {
-            panic!(
-                "{}: {e} (the test text comes from Debian's base-files)",
-                p.display()
-            )
-        });
-        text.push('\n');
-    }
-    text
-}
-
 /// Chunks of 512 tokens to score: 6 by default (≈1500 positions, a few minutes on two
 /// cores); LOUPE_AGREEMENT_CHUNKS overrides, 0 = all that the ~110 KB text holds.
 fn max_chunks() -> Option<usize> {
@@ -91,7 +74,7 @@ fn agreement(file: &str, issue: IssueFigures) {
     let model = Model::load(&path).unwrap();
     let mut ctx = Context::new(&model, run_options(CTX)).unwrap();
 
-    let text = english_prose();
+    let text = common::english_prose();
     let tokens: Vec<i32> = llama.tokenize(&text, true, false).unwrap();
     let chunking = Chunking::new(tokens.len(), CTX, max_chunks()).unwrap();
     let bos = llama.add_bos().then(|| llama.bos() as u32);

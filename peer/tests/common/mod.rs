@@ -12,6 +12,23 @@ pub const MODELS: [&str; 2] = [GEMMA, QWEN];
 
 /// `${LOUPE_MODELS:-$HOME/.cache/loupe/models}/<file>`; a missing model fails the test
 /// (it is not skipped), naming the file and how to fetch it.
+/// ~110 KB of English prose every Debian system has: the licence texts of base-files.
+pub fn english_prose() -> String {
+    let dir = std::path::Path::new("/usr/share/common-licenses");
+    let mut text = String::new();
+    for f in ["GPL-3", "GFDL-1.3", "Apache-2.0", "MPL-2.0", "LGPL-2.1"] {
+        let p = dir.join(f);
+        text += &std::fs::read_to_string(&p).unwrap_or_else(|e| {
+            panic!(
+                "{}: {e} (the test text comes from Debian's base-files)",
+                p.display()
+            )
+        });
+        text.push('\n');
+    }
+    text
+}
+
 pub fn model_path(file: &str) -> PathBuf {
     let dir = match std::env::var_os("LOUPE_MODELS") {
         Some(d) => PathBuf::from(d),
