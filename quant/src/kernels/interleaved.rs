@@ -365,7 +365,7 @@ unsafe fn group_fma<A: Q8Act>(
 /// The eight group accumulators summed as the row kernel's horizontal sum adds its eight
 /// lanes: `((g0 + g4) + (g2 + g6)) + ((g1 + g5) + (g3 + g7))`.
 #[inline(always)]
-unsafe fn hsum_groups(g: &[__m512; GROUPS]) -> __m512 {
+pub(super) unsafe fn hsum_groups(g: &[__m512; GROUPS]) -> __m512 {
     // SAFETY: register-only AVX-512 F, enabled by every caller.
     unsafe {
         let t: [__m512; 4] = [

@@ -9,8 +9,9 @@
 //!
 //! As in `tiled.rs`, the result is that of the AVX2 row kernels bit for bit: per
 //! super-block the same eight exact i32 lanes (`maddubs` of the unsigned quants with the
-//! activation, then `madd` by the scales — or VNNI's `dpwssd`, the same integers), the
-//! same f32 products of scales, the same `fma` sequence and horizontal sums.
+//! activation, then `madd` by the scales), the same f32 products of scales, the same
+//! `fma` sequence and horizontal sums. This is the AVX2 table's kernel; the AVX-512 table
+//! runs `interleaved_k.rs`, which computes the same lanes for sixteen rows at once.
 
 #![allow(unused_unsafe)] // see avx2.rs: intrinsics are safe calls inside target_feature fns
 
@@ -31,16 +32,16 @@ const GROUPS: usize = QK_K / 32;
 #[repr(C, align(32))]
 pub(super) struct Decoded {
     /// The quants as the row kernels multiply them (unsigned), in element order.
-    q: [[u8; 32]; GROUPS],
+    pub(super) q: [[u8; 32]; GROUPS],
     /// Per group the i16 multiplier of each pair lane of `maddubs` (Q4_K: the group's
     /// scale 16 times; Q6_K: the two 16-weight scales, 8 times each).
-    sc: [[i16; 16]; GROUPS],
+    pub(super) sc: [[i16; 16]; GROUPS],
     /// Q4_K: the eight mins; Q6_K: unused.
-    mins: [i16; 8],
+    pub(super) mins: [i16; 8],
     /// Q6_K: the sixteen scales, for the -32 offset; Q4_K: unused.
-    sc16: [i16; 16],
-    d: f32,
-    dmin: f32,
+    pub(super) sc16: [i16; 16],
+    pub(super) d: f32,
+    pub(super) dmin: f32,
 }
 
 impl Default for Decoded {
@@ -128,6 +129,9 @@ pub(super) fn matmul<W: DecodeK>(
     out: &mut [f32],
     block_bytes: usize,
 ) -> Result<(), QuantError> {
+    if isa == TiledIsa::Avx512Vnni {
+        return super::interleaved_k::matmul::<W>(w, n_cols, act, out, block_bytes);
+    }
     let w = cast::as_blocks::<W>(w)?;
     let act = cast::as_blocks::<BlockQ8K>(act)?;
     let k = n_cols / QK_K;
@@ -153,17 +157,12 @@ pub(super) fn matmul<W: DecodeK>(
                     let acts = ACT_STEP.min(ab_end - a0);
                     let mut sums = [[0f32; TILE_ROWS]; ACT_STEP];
                     let y = &act[a0 * k..(a0 + acts) * k];
-                    // SAFETY: the caller guarantees the CPU runs `isa`.
+                    // SAFETY: the caller guarantees the CPU runs AVX2.
                     unsafe {
-                        match (isa, acts) {
-                            (TiledIsa::Avx2, 1) => avx2_step::<1>(W::KIND, &tile, k, y, &mut sums),
-                            (TiledIsa::Avx2, _) => avx2_step::<2>(W::KIND, &tile, k, y, &mut sums),
-                            (TiledIsa::Avx512Vnni, 1) => {
-                                vnni_step::<1>(W::KIND, &tile, k, y, &mut sums)
-                            }
-                            (TiledIsa::Avx512Vnni, _) => {
-                                vnni_step::<2>(W::KIND, &tile, k, y, &mut sums)
-                            }
+                        if acts == 1 {
+                            avx2_step::<1>(W::KIND, &tile, k, y, &mut sums)
+                        } else {
+                            avx2_step::<2>(W::KIND, &tile, k, y, &mut sums)
                         }
                     }
                     for (a, s) in sums.iter().enumerate().take(acts) {
@@ -267,21 +266,6 @@ unsafe fn avx2_step<const C: usize>(
         let scaled = |sumi: __m256i, p16: __m256i, sc: __m256i| {
             _mm256_add_epi32(sumi, _mm256_madd_epi16(sc, p16))
         };
-        k_step!(kind, tile, k, y, sums, C, scaled)
-    }
-}
-
-#[target_feature(enable = "avx2,fma,avx512f,avx512vl,avx512bw,avx512vnni")]
-unsafe fn vnni_step<const C: usize>(
-    kind: Kind,
-    tile: &[Decoded],
-    k: usize,
-    y: &[BlockQ8K],
-    sums: &mut [[f32; TILE_ROWS]; ACT_STEP],
-) {
-    // SAFETY: AVX-512 VL/VNNI per the caller; the loads in k_step carry their reasons.
-    unsafe {
-        let scaled = |sumi: __m256i, p16: __m256i, sc: __m256i| _mm256_dpwssd_epi32(sumi, p16, sc);
         k_step!(kind, tile, k, y, sums, C, scaled)
     }
 }

@@ -1,0 +1,225 @@
+//! The AVX-512 VNNI batch kernel for Q4_K and Q6_K against Q8_K activations: sixteen
+//! weight rows interleaved, one row per i32 lane, as [`super::interleaved`] does for the
+//! Q8-family formats.
+//!
+//! The AVX2 row kernel keeps eight i32 lanes per super-block (lane `c`: over the eight
+//! groups, the group's scale times the four-product sum of quants `4c..4c + 4`; for Q6_K
+//! less 32 times the scaled activation sums of group `c`), converts them, `fma`s them by
+//! `d_a * d_w` into eight f32 lanes, and for Q4_K keeps four more lanes of
+//! `mins · group sums` `fma`'d by `-d_a * dmin`. [`super::tiled_k`] keeps exactly those
+//! lanes per (weight row, activation row) in 256-bit registers. Here the registers are
+//! transposed: the tile holds, per group `g` and four-quant group `c`, one vector of the
+//! sixteen rows' four unsigned quants, and lane `c`'s accumulators hold lane `c` of the
+//! row kernel for sixteen rows at once. `maddubs` then `dpwssd` by the rows' scales adds a
+//! whole (group, lane) step for sixteen rows — two instructions where the tile needed two
+//! per row. The same integers, the same f32 products and `fma` chains, the same final
+//! additions: bit for bit `vec_dot`.
+
+#![allow(unused_unsafe)] // see avx2.rs: intrinsics are safe calls inside target_feature fns
+
+use std::arch::x86_64::*;
+use std::cell::RefCell;
+
+use super::interleaved::{hsum_groups, LANES};
+use super::tiled::{act_block_rows, rows_of};
+use super::tiled_k::{DecodeK, Decoded, Kind};
+use crate::formats::*;
+use crate::{cast, QuantError};
+
+/// Groups of 32 quants in a super-block; also the row kernel's eight lanes.
+const GROUPS: usize = QK_K / 32;
+
+/// Activation rows per step (eight i32 and eight f32 accumulators each).
+const ACT_STEP: usize = 2;
+
+/// One super-block of the tile's sixteen rows.
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct TileK {
+    /// `q[g][c][l]`: row `l`'s unsigned quants `32g + 4c .. 32g + 4c + 4`.
+    q: [[[u32; LANES]; GROUPS]; GROUPS],
+    /// `sc[g][h][l]`: row `l`'s multiplier of group `g` for lanes `4h..4h + 4` (Q6_K's
+    /// two 16-weight scales; Q4_K's one scale twice), in both i16 halves.
+    sc: [[[u32; LANES]; 2]; GROUPS],
+    /// Q6_K: `sc16[c][l]` = row `l`'s scales `2c`, `2c + 1` as two i16.
+    sc16: [[u32; LANES]; GROUPS],
+    /// Q4_K: `mins[m][l]` = row `l`'s mins `2m`, `2m + 1` as two i16.
+    mins: [[u32; LANES]; 4],
+    d: [f32; LANES],
+    dmin: [f32; LANES],
+}
+
+impl Default for TileK {
+    fn default() -> TileK {
+        TileK {
+            q: [[[0; LANES]; GROUPS]; GROUPS],
+            sc: [[[0; LANES]; 2]; GROUPS],
+            sc16: [[0; LANES]; GROUPS],
+            mins: [[0; LANES]; 4],
+            d: [0.0; LANES],
+            dmin: [0.0; LANES],
+        }
+    }
+}
+
+fn pair(lo: i16, hi: i16) -> u32 {
+    lo as u16 as u32 | (hi as u16 as u32) << 16
+}
+
+thread_local! {
+    static TILE: RefCell<(Vec<TileK>, Decoded)> = RefCell::new((Vec::new(), Decoded::default()));
+}
+
+/// `out[a * n_tile + r] = dot(w row r, act row a)`, as [`super::tiled_k::matmul`], on
+/// AVX-512 VNNI. The caller holds a table handed out only after detecting it.
+pub(super) fn matmul<W: DecodeK>(
+    w: &[u8],
+    n_cols: usize,
+    act: &[u8],
+    out: &mut [f32],
+    block_bytes: usize,
+) -> Result<(), QuantError> {
+    let w = cast::as_blocks::<W>(w)?;
+    let act = cast::as_blocks::<BlockQ8K>(act)?;
+    let k = n_cols / QK_K;
+    let n_tile = w.len() / k;
+    let n_act = act.len() / k;
+    TILE.with(|t| {
+        let mut t = t.borrow_mut();
+        let (tile, dec) = &mut *t;
+        tile.resize(k, TileK::default());
+        let block = act_block_rows(block_bytes, std::mem::size_of_val(&act[..k]));
+        for ab in (0..n_act).step_by(block) {
+            let ab_end = (ab + block).min(n_act);
+            for r0 in (0..n_tile).step_by(LANES) {
+                let rows = LANES.min(n_tile - r0);
+                decode(&w[r0 * k..(r0 + rows) * k], k, tile, dec);
+                for a0 in (ab..ab_end).step_by(ACT_STEP) {
+                    let acts = ACT_STEP.min(ab_end - a0);
+                    let y = &act[a0 * k..(a0 + acts) * k];
+                    let mut sums = [[0f32; LANES]; ACT_STEP];
+                    // SAFETY: AVX-512 F/BW/VNNI per the caller.
+                    unsafe {
+                        if acts == 2 {
+                            step::<2>(W::KIND, tile, y, k, &mut sums)
+                        } else {
+                            step::<1>(W::KIND, tile, y, k, &mut sums)
+                        }
+                    }
+                    for (a, s) in sums.iter().enumerate().take(acts) {
+                        out[(a0 + a) * n_tile + r0..][..rows].copy_from_slice(&s[..rows]);
+                    }
+                }
+            }
+        }
+    });
+    Ok(())
+}
+
+/// Decode up to [`LANES`] rows of `k` super-blocks into the interleaved tile; missing
+/// rows get zeros (their lanes are computed and dropped).
+fn decode<W: DecodeK>(w: &[W], k: usize, tile: &mut [TileK], dec: &mut Decoded) {
+    let n = w.len() / k;
+    for (b, t) in tile.iter_mut().enumerate().take(k) {
+        for l in 0..LANES {
+            if l < n {
+                w[l * k + b].decode(dec);
+            } else {
+                *dec = Decoded::default();
+            }
+            for g in 0..GROUPS {
+                for c in 0..GROUPS {
+                    t.q[g][c][l] =
+                        u32::from_le_bytes(dec.q[g][4 * c..4 * c + 4].try_into().expect("4"));
+                }
+                t.sc[g][0][l] = pair(dec.sc[g][0], dec.sc[g][0]);
+                t.sc[g][1][l] = pair(dec.sc[g][8], dec.sc[g][8]);
+            }
+            for c in 0..GROUPS {
+                t.sc16[c][l] = pair(dec.sc16[2 * c], dec.sc16[2 * c + 1]);
+            }
+            for m in 0..4 {
+                t.mins[m][l] = pair(dec.mins[2 * m], dec.mins[2 * m + 1]);
+            }
+            t.d[l] = dec.d;
+            t.dmin[l] = dec.dmin;
+        }
+    }
+}
+
+/// The tile against `C` activation rows (`y`: C rows of `k` super-blocks); `sums[j][l]`
+/// gets the dot of row `l` with activation row `j`.
+#[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vnni")]
+unsafe fn step<const C: usize>(
+    kind: Kind,
+    tile: &[TileK],
+    y: &[BlockQ8K],
+    k: usize,
+    sums: &mut [[f32; LANES]; ACT_STEP],
+) {
+    let ys: [&[BlockQ8K]; C] = rows_of(y, k, 0, usize::MAX);
+    let tile = &tile[..k];
+    // SAFETY: AVX-512 F/BW/VNNI per the caller; each load reads one 64-byte array of a
+    // borrowed, 64-byte aligned tile block.
+    unsafe {
+        let mut acc = [[_mm512_setzero_ps(); GROUPS]; C];
+        let mut acc_m = [[_mm512_setzero_ps(); 4]; C];
+        for (b, t) in tile.iter().enumerate() {
+            let mut sumi = [[_mm512_setzero_si512(); GROUPS]; C];
+            for g in 0..GROUPS {
+                let sc = [
+                    _mm512_load_si512(t.sc[g][0].as_ptr().cast()),
+                    _mm512_load_si512(t.sc[g][1].as_ptr().cast()),
+                ];
+                for c in 0..GROUPS {
+                    let w = _mm512_load_si512(t.q[g][c].as_ptr().cast());
+                    for j in 0..C {
+                        let f = &ys[j][b].qs[32 * g + 4 * c..][..4];
+                        let a =
+                            i32::from_le_bytes([f[0] as u8, f[1] as u8, f[2] as u8, f[3] as u8]);
+                        let p16 = _mm512_maddubs_epi16(w, _mm512_set1_epi32(a));
+                        sumi[j][c] = _mm512_dpwssd_epi32(sumi[j][c], p16, sc[c / 4]);
+                    }
+                }
+            }
+            let dw = _mm512_load_ps(t.d.as_ptr());
+            for j in 0..C {
+                let yb = &ys[j][b];
+                let d = _mm512_mul_ps(_mm512_set1_ps(yb.d), dw);
+                let bs = &yb.bsums;
+                for c in 0..GROUPS {
+                    let mut s = sumi[j][c];
+                    if kind == Kind::Q6K {
+                        let sc16 = _mm512_load_si512(t.sc16[c].as_ptr().cast());
+                        let bp = _mm512_set1_epi32(pair(bs[2 * c], bs[2 * c + 1]) as i32);
+                        s = _mm512_sub_epi32(s, _mm512_slli_epi32(_mm512_madd_epi16(sc16, bp), 5));
+                    }
+                    acc[j][c] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(s), acc[j][c]);
+                }
+                if kind == Kind::Q4K {
+                    let dmin =
+                        _mm512_mul_ps(_mm512_set1_ps(-yb.d), _mm512_load_ps(t.dmin.as_ptr()));
+                    for m in 0..4 {
+                        // Group sums 2m and 2m + 1 (each two 16-quant sums; exact in i16).
+                        let gs0 = bs[4 * m].wrapping_add(bs[4 * m + 1]);
+                        let gs1 = bs[4 * m + 2].wrapping_add(bs[4 * m + 3]);
+                        let mins = _mm512_load_si512(t.mins[m].as_ptr().cast());
+                        let prod =
+                            _mm512_madd_epi16(mins, _mm512_set1_epi32(pair(gs0, gs1) as i32));
+                        acc_m[j][m] = _mm512_fmadd_ps(dmin, _mm512_cvtepi32_ps(prod), acc_m[j][m]);
+                    }
+                }
+            }
+        }
+        for j in 0..C {
+            let mut total = hsum_groups(&acc[j]);
+            if kind == Kind::Q4K {
+                // hsum_f32x4's order: (m0 + m2) + (m1 + m3).
+                let m = &acc_m[j];
+                let mins = _mm512_add_ps(_mm512_add_ps(m[0], m[2]), _mm512_add_ps(m[1], m[3]));
+                total = _mm512_add_ps(total, mins);
+            }
+            _mm512_storeu_ps(sums[j].as_mut_ptr(), total);
+        }
+    }
+}
