@@ -9,6 +9,7 @@
 //! thread; a column count that is not a multiple of 256 skips the K-quants.
 //! `GEMM_TYPES=Q4_0,Q4_K` limits the weight types.
 
+use std::ops::Range;
 use std::time::Instant;
 
 use loupe_quant::{kernels, quantize_row, vec_dot_type, GgmlType};
@@ -57,67 +58,71 @@ fn main() {
             kernels::quantize_activation(act_ty, &x, r).unwrap();
         }
         let mut out = vec![0f32; rows * batch];
+        let shape = Shape {
+            rows,
+            cols,
+            batch,
+            threads,
+        };
         for k in kernels::available() {
             if k.name() == "scalar" {
                 continue;
             }
-            let mut best = f64::MAX;
-            for _ in 0..3 {
-                let t = Instant::now();
-                // Each thread a whole number of tiles, its own slice of `out`.
-                let chunk = rows
-                    .div_ceil(threads)
-                    .next_multiple_of(loupe_quant::BATCH_TILE_ROWS);
-                std::thread::scope(|s| {
-                    for (ci, part) in out.chunks_mut(chunk * batch).enumerate() {
-                        let (w, act) = (&w, &act);
-                        s.spawn(move || {
-                            let r0 = ci * chunk;
-                            let r1 = r0 + part.len() / batch;
-                            k.matmul(ty, w, rows, cols, act, batch, r0..r1, part)
-                                .unwrap();
-                        });
-                    }
-                });
-                best = best.min(t.elapsed().as_secs_f64());
-            }
-            let macs = (rows * cols * batch) as f64;
-            println!(
-                "{ty:>7} {:>7}  {:8.1} ms  {:6.1} MAC/ns",
-                k.name(),
-                best * 1e3,
-                macs / best / 1e9
-            );
+            let best = shape.best_of_3(&mut out, |part, r| {
+                k.matmul(ty, &w, rows, cols, &act, batch, r, part).unwrap()
+            });
+            shape.report(ty, k.name(), best, "");
         }
         // Q4_0 repacked at load (packed.rs), on the table that runs it.
         if ty == Q4_0 && kernels::kernels().runs_packed() {
             let k = kernels::kernels();
             let packed = loupe_quant::packed::PackedRows::q4_0(&w, rows, cols).unwrap();
-            let mut best = f64::MAX;
-            for _ in 0..3 {
-                let t = Instant::now();
-                let chunk = rows
-                    .div_ceil(threads)
-                    .next_multiple_of(loupe_quant::BATCH_TILE_ROWS);
-                std::thread::scope(|s| {
-                    for (ci, part) in out.chunks_mut(chunk * batch).enumerate() {
-                        let (packed, act) = (&packed, &act);
-                        s.spawn(move || {
-                            let r0 = ci * chunk;
-                            let r1 = r0 + part.len() / batch;
-                            k.matmul_packed(packed, act, batch, r0..r1, part).unwrap();
-                        });
-                    }
-                });
-                best = best.min(t.elapsed().as_secs_f64());
-            }
-            let macs = (rows * cols * batch) as f64;
-            println!(
-                "{ty:>7} {:>7}  {:8.1} ms  {:6.1} MAC/ns  (packed)",
-                k.name(),
-                best * 1e3,
-                macs / best / 1e9
-            );
+            let best = shape.best_of_3(&mut out, |part, r| {
+                k.matmul_packed(&packed, &act, batch, r, part).unwrap()
+            });
+            shape.report(ty, k.name(), best, "  (packed)");
         }
+    }
+}
+
+struct Shape {
+    rows: usize,
+    cols: usize,
+    batch: usize,
+    threads: usize,
+}
+
+impl Shape {
+    /// Best of three runs of `f` over the weight rows split into one share per thread
+    /// (whole tiles, each its own slice of `out`), in seconds.
+    fn best_of_3(&self, out: &mut [f32], f: impl Fn(&mut [f32], Range<usize>) + Sync) -> f64 {
+        let chunk = self
+            .rows
+            .div_ceil(self.threads)
+            .next_multiple_of(loupe_quant::BATCH_TILE_ROWS);
+        let mut best = f64::MAX;
+        for _ in 0..3 {
+            let t = Instant::now();
+            std::thread::scope(|s| {
+                for (ci, part) in out.chunks_mut(chunk * self.batch).enumerate() {
+                    let f = &f;
+                    s.spawn(move || {
+                        let r0 = ci * chunk;
+                        f(part, r0..r0 + part.len() / self.batch)
+                    });
+                }
+            });
+            best = best.min(t.elapsed().as_secs_f64());
+        }
+        best
+    }
+
+    fn report(&self, ty: GgmlType, table: &str, secs: f64, what: &str) {
+        let macs = (self.rows * self.cols * self.batch) as f64;
+        println!(
+            "{ty:>7} {table:>7}  {:8.1} ms  {:6.1} MAC/ns{what}",
+            secs * 1e3,
+            macs / secs / 1e9
+        );
     }
 }

@@ -360,25 +360,12 @@ impl Kernels {
     ) -> Result<(), QuantError> {
         let (n_rows, n_cols) = (w.rows(), w.cols());
         check_rows(GgmlType::Q8_0, n_cols, n_act_rows, act.len())?;
-        if rows.start > rows.end || rows.end > n_rows {
-            return Err(QuantError::RowsOutOfRange {
-                start: rows.start,
-                end: rows.end,
-                n_rows,
-            });
-        }
+        check_rows_and_out(&rows, n_rows, n_act_rows, out.len())?;
         if !rows.start.is_multiple_of(PACKED_ROWS) {
             return Err(QuantError::PackedRowsUnaligned {
                 start: rows.start,
                 end: rows.end,
                 tile: PACKED_ROWS,
-            });
-        }
-        let expected = n_act_rows * rows.len();
-        if out.len() != expected {
-            return Err(QuantError::WrongOutputLength {
-                expected,
-                got: out.len(),
             });
         }
         if !self.runs_packed() {
@@ -482,20 +469,7 @@ impl Kernels {
         let act_ty = dot_partner(ty)?;
         let w_row_bytes = check_rows(ty, n_cols, n_rows, w.len())?;
         check_rows(act_ty, n_cols, n_act_rows, act.len())?;
-        if rows.start > rows.end || rows.end > n_rows {
-            return Err(QuantError::RowsOutOfRange {
-                start: rows.start,
-                end: rows.end,
-                n_rows,
-            });
-        }
-        let expected = n_act_rows * rows.len();
-        if out.len() != expected {
-            return Err(QuantError::WrongOutputLength {
-                expected,
-                got: out.len(),
-            });
-        }
+        check_rows_and_out(&rows, n_rows, n_act_rows, out.len())?;
         if n_cols == 0 || rows.is_empty() || n_act_rows == 0 {
             out.fill(0.0);
             return Ok(());
@@ -608,6 +582,31 @@ fn dot_partner(ty: GgmlType) -> Result<GgmlType, QuantError> {
 
 /// `n_rows` rows of `n` elements of `ty` must be whole blocks and exactly `bytes` long;
 /// returns the bytes of one row.
+/// `rows` lies within a matrix of `n_rows` rows, and the output holds exactly one value
+/// per (activation row, weight row).
+fn check_rows_and_out(
+    rows: &Range<usize>,
+    n_rows: usize,
+    n_act_rows: usize,
+    out_len: usize,
+) -> Result<(), QuantError> {
+    if rows.start > rows.end || rows.end > n_rows {
+        return Err(QuantError::RowsOutOfRange {
+            start: rows.start,
+            end: rows.end,
+            n_rows,
+        });
+    }
+    let expected = n_act_rows * rows.len();
+    if out_len != expected {
+        return Err(QuantError::WrongOutputLength {
+            expected,
+            got: out_len,
+        });
+    }
+    Ok(())
+}
+
 fn check_rows(ty: GgmlType, n: usize, n_rows: usize, bytes: usize) -> Result<usize, QuantError> {
     if !n.is_multiple_of(ty.block_elems()) {
         return Err(QuantError::NotWholeBlocks { ty, elems: n });

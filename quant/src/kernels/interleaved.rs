@@ -27,7 +27,7 @@ use std::arch::x86_64::*;
 use std::cell::RefCell;
 
 use super::avx2;
-use super::tiled::{act_block_rows, rows_of, Q8Act, Unpack};
+use super::tiled::{act_block_rows, rows_of, store, BatchShape, Q8Act, Unpack, Visit};
 use crate::formats::*;
 use crate::packed::BlockQ4_0x16;
 use crate::{cast, QuantError, F16};
@@ -108,31 +108,32 @@ pub(super) fn matmul<W: UnpackU8, A: Q8Act>(
         prepare_acts(&act, if W::HAS_MIN { 0 } else { 128 }, &mut s.act);
         // Activation rows in cache-sized blocks, as in tiled.rs.
         let row_bytes = k * (std::mem::size_of::<A>() + std::mem::size_of::<ActBlock>());
-        let block = act_block_rows(block_bytes, row_bytes);
-        for ab in (0..n_act).step_by(block) {
-            let ab_end = (ab + block).min(n_act);
-            for r0 in (0..n_tile).step_by(LANES) {
-                let rows = LANES.min(n_tile - r0);
-                // SAFETY: AVX-512 F (with AVX2, F16C) per the caller.
-                unsafe { decode(&w[r0 * k..(r0 + rows) * k], k, &mut s.tile) };
-                for a0 in (ab..ab_end).step_by(ACT_STEP) {
-                    let acts = ACT_STEP.min(ab_end - a0);
-                    let (y, info) = (&act[a0 * k..(a0 + acts) * k], &s.act[a0 * k..]);
-                    let mut sums = [[0f32; LANES]; ACT_STEP];
-                    // SAFETY: AVX-512 F/VNNI per the caller.
-                    unsafe {
-                        if acts == 2 {
-                            step::<W, A, 2>(&s.tile, y, info, k, &mut sums)
-                        } else {
-                            step::<W, A, 1>(&s.tile, y, info, k, &mut sums)
-                        }
-                    }
-                    for (a, s) in sums.iter().enumerate().take(acts) {
-                        out[(a0 + a) * n_tile + r0..][..rows].copy_from_slice(&s[..rows]);
+        let shape = BatchShape {
+            n_act,
+            n_tile,
+            tile_rows: LANES,
+            act_step: ACT_STEP,
+            block: act_block_rows(block_bytes, row_bytes),
+        };
+        shape.visit(|v| match v {
+            // SAFETY: AVX-512 F (with AVX2, F16C) per the caller.
+            Visit::Tile { r0, rows } => unsafe {
+                decode(&w[r0 * k..(r0 + rows) * k], k, &mut s.tile)
+            },
+            Visit::Acts { a0, acts, r0, rows } => {
+                let (y, info) = (&act[a0 * k..(a0 + acts) * k], &s.act[a0 * k..]);
+                let mut sums = [[0f32; LANES]; ACT_STEP];
+                // SAFETY: AVX-512 F/VNNI per the caller.
+                unsafe {
+                    if acts == 2 {
+                        step::<W, A, 2>(&s.tile, y, info, k, &mut sums)
+                    } else {
+                        step::<W, A, 1>(&s.tile, y, info, k, &mut sums)
                     }
                 }
+                store(out, n_tile, a0, r0, rows, &sums[..acts]);
             }
-        }
+        });
     });
     Ok(())
 }
@@ -268,30 +269,30 @@ pub(super) fn matmul_q4_0x16(
         let mut s = s.borrow_mut();
         prepare_acts(act, 8, &mut s.act);
         let row_bytes = k * (std::mem::size_of::<BlockQ8_0>() + std::mem::size_of::<ActBlock>());
-        let block = act_block_rows(block_bytes, row_bytes);
-        for ab in (0..n_act).step_by(block) {
-            let ab_end = (ab + block).min(n_act);
-            for (t, tile) in tiles.chunks_exact(k).enumerate() {
-                let r0 = t * LANES;
-                let rows = LANES.min(n_rows - r0);
-                for a0 in (ab..ab_end).step_by(ACT_STEP) {
-                    let acts = ACT_STEP.min(ab_end - a0);
-                    let (y, info) = (&act[a0 * k..(a0 + acts) * k], &s.act[a0 * k..]);
-                    let mut sums = [[0f32; LANES]; ACT_STEP];
-                    // SAFETY: AVX-512 F/BW/VNNI, AVX2, F16C per the caller.
-                    unsafe {
-                        if acts == 2 {
-                            packed_step::<2>(tile, y, info, k, &mut sums)
-                        } else {
-                            packed_step::<1>(tile, y, info, k, &mut sums)
-                        }
-                    }
-                    for (a, s) in sums.iter().enumerate().take(acts) {
-                        out[(a0 + a) * n_rows + r0..][..rows].copy_from_slice(&s[..rows]);
+        let shape = BatchShape {
+            n_act,
+            n_tile: n_rows,
+            tile_rows: LANES,
+            act_step: ACT_STEP,
+            block: act_block_rows(block_bytes, row_bytes),
+        };
+        // The tiles were packed at load: nothing to decode.
+        shape.visit(|v| {
+            if let Visit::Acts { a0, acts, r0, rows } = v {
+                let tile = &tiles[r0 / LANES * k..][..k];
+                let (y, info) = (&act[a0 * k..(a0 + acts) * k], &s.act[a0 * k..]);
+                let mut sums = [[0f32; LANES]; ACT_STEP];
+                // SAFETY: AVX-512 F/BW/VNNI, AVX2, F16C per the caller.
+                unsafe {
+                    if acts == 2 {
+                        packed_step::<2>(tile, y, info, k, &mut sums)
+                    } else {
+                        packed_step::<1>(tile, y, info, k, &mut sums)
                     }
                 }
+                store(out, n_rows, a0, r0, rows, &sums[..acts]);
             }
-        }
+        });
     });
 }
 

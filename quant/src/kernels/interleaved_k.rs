@@ -21,7 +21,7 @@ use std::arch::x86_64::*;
 use std::cell::RefCell;
 
 use super::interleaved::{hsum_groups, LANES};
-use super::tiled::{act_block_rows, rows_of};
+use super::tiled::{act_block_rows, rows_of, store, BatchShape, Visit};
 use super::tiled_k::{DecodeK, Decoded, Kind};
 use crate::formats::*;
 use crate::{cast, QuantError};
@@ -88,30 +88,29 @@ pub(super) fn matmul<W: DecodeK>(
         let mut t = t.borrow_mut();
         let (tile, dec) = &mut *t;
         tile.resize(k, TileK::default());
-        let block = act_block_rows(block_bytes, std::mem::size_of_val(&act[..k]));
-        for ab in (0..n_act).step_by(block) {
-            let ab_end = (ab + block).min(n_act);
-            for r0 in (0..n_tile).step_by(LANES) {
-                let rows = LANES.min(n_tile - r0);
-                decode(&w[r0 * k..(r0 + rows) * k], k, tile, dec);
-                for a0 in (ab..ab_end).step_by(ACT_STEP) {
-                    let acts = ACT_STEP.min(ab_end - a0);
-                    let y = &act[a0 * k..(a0 + acts) * k];
-                    let mut sums = [[0f32; LANES]; ACT_STEP];
-                    // SAFETY: AVX-512 F/BW/VNNI per the caller.
-                    unsafe {
-                        if acts == 2 {
-                            step::<2>(W::KIND, tile, y, k, &mut sums)
-                        } else {
-                            step::<1>(W::KIND, tile, y, k, &mut sums)
-                        }
-                    }
-                    for (a, s) in sums.iter().enumerate().take(acts) {
-                        out[(a0 + a) * n_tile + r0..][..rows].copy_from_slice(&s[..rows]);
+        let shape = BatchShape {
+            n_act,
+            n_tile,
+            tile_rows: LANES,
+            act_step: ACT_STEP,
+            block: act_block_rows(block_bytes, std::mem::size_of_val(&act[..k])),
+        };
+        shape.visit(|v| match v {
+            Visit::Tile { r0, rows } => decode(&w[r0 * k..(r0 + rows) * k], k, tile, dec),
+            Visit::Acts { a0, acts, r0, rows } => {
+                let y = &act[a0 * k..(a0 + acts) * k];
+                let mut sums = [[0f32; LANES]; ACT_STEP];
+                // SAFETY: AVX-512 F/BW/VNNI per the caller.
+                unsafe {
+                    if acts == 2 {
+                        step::<2>(W::KIND, tile, y, k, &mut sums)
+                    } else {
+                        step::<1>(W::KIND, tile, y, k, &mut sums)
                     }
                 }
+                store(out, n_tile, a0, r0, rows, &sums[..acts]);
             }
-        }
+        });
     });
     Ok(())
 }

@@ -185,10 +185,15 @@ pub(super) fn matmul<W: super::interleaved::UnpackU8, A: Q8Act>(
         // Activation rows in blocks whose layout stays in cache while every tile of weight
         // rows passes over it; each tile is decoded again per block.
         let block = act_block_rows(block_bytes, k * (std::mem::size_of::<A>() + 8));
-        for ab in (0..n_act).step_by(block) {
-            let ab_end = (ab + block).min(n_act);
-            for r0 in (0..n_tile).step_by(TILE_ROWS) {
-                let rows = TILE_ROWS.min(n_tile - r0);
+        let shape = BatchShape {
+            n_act,
+            n_tile,
+            tile_rows: TILE_ROWS,
+            act_step: ACT_STEP,
+            block,
+        };
+        shape.visit(|v| match v {
+            Visit::Tile { r0, rows } => {
                 for (i, (q, dm)) in
                     s.q.chunks_exact_mut(k)
                         .zip(s.dm.chunks_exact_mut(k))
@@ -205,35 +210,30 @@ pub(super) fn matmul<W: super::interleaved::UnpackU8, A: Q8Act>(
                         dm.fill((0.0, 0.0));
                     }
                 }
+            }
+            Visit::Acts { a0, acts, r0, rows } => {
                 let tile = Tile {
                     q: &s.q,
                     dm: &s.dm,
                     k,
                 };
+                let ar = ActRows {
+                    blocks: &act[a0 * k..(a0 + acts) * k],
+                    ds: &s.act_ds[a0 * k..(a0 + acts) * k],
+                    k,
+                };
                 let mut sums = [[0f32; TILE_ROWS]; ACT_STEP];
-                for a0 in (ab..ab_end).step_by(ACT_STEP) {
-                    let acts = ACT_STEP.min(ab_end - a0);
-                    let ar = ActRows {
-                        blocks: &act[a0 * k..(a0 + acts) * k],
-                        ds: &s.act_ds[a0 * k..(a0 + acts) * k],
-                        k,
-                    };
-                    // SAFETY: the caller guarantees the CPU runs AVX2.
-                    unsafe {
-                        if W::HAS_MIN {
-                            avx2_tile::<A, true>(&tile, &ar, &mut sums)
-                        } else {
-                            avx2_tile::<A, false>(&tile, &ar, &mut sums)
-                        }
-                    }
-                    for (a, s) in sums.iter().enumerate().take(acts) {
-                        for (i, &v) in s.iter().enumerate().take(rows) {
-                            out[(a0 + a) * n_tile + r0 + i] = v;
-                        }
+                // SAFETY: the caller guarantees the CPU runs AVX2.
+                unsafe {
+                    if W::HAS_MIN {
+                        avx2_tile::<A, true>(&tile, &ar, &mut sums)
+                    } else {
+                        avx2_tile::<A, false>(&tile, &ar, &mut sums)
                     }
                 }
+                store(out, n_tile, a0, r0, rows, &sums[..acts]);
             }
-        }
+        });
     });
     Ok(())
 }
@@ -273,6 +273,64 @@ pub(super) fn rows_of<T, const N: usize>(
 
 /// Activation rows handled per step.
 const ACT_STEP: usize = 4;
+
+/// The shape of a batched matmul as every batch kernel walks it: activation rows in
+/// blocks of `block` (a multiple of `act_step`); within a block every tile of `tile_rows`
+/// weight rows, decoded again per block; within a tile the block's activation rows
+/// `act_step` at a time.
+pub(super) struct BatchShape {
+    pub n_act: usize,
+    pub n_tile: usize,
+    pub tile_rows: usize,
+    pub act_step: usize,
+    pub block: usize,
+}
+
+/// One step of [`BatchShape::visit`].
+pub(super) enum Visit {
+    /// Decode weight rows `r0..r0 + rows` into the kernel's tile.
+    Tile { r0: usize, rows: usize },
+    /// Dot the tile (rows `r0..r0 + rows`) with activation rows `a0..a0 + acts`.
+    Acts {
+        a0: usize,
+        acts: usize,
+        r0: usize,
+        rows: usize,
+    },
+}
+
+impl BatchShape {
+    /// Call `f` for each step, in order (one closure, so a kernel's steps can both fill
+    /// and read its tile).
+    pub(super) fn visit(&self, mut f: impl FnMut(Visit)) {
+        for ab in (0..self.n_act).step_by(self.block.max(1)) {
+            let ab_end = (ab + self.block).min(self.n_act);
+            for r0 in (0..self.n_tile).step_by(self.tile_rows) {
+                let rows = self.tile_rows.min(self.n_tile - r0);
+                f(Visit::Tile { r0, rows });
+                for a0 in (ab..ab_end).step_by(self.act_step) {
+                    let acts = self.act_step.min(ab_end - a0);
+                    f(Visit::Acts { a0, acts, r0, rows });
+                }
+            }
+        }
+    }
+}
+
+/// `out[(a0 + a) * n_tile + r0 + i] = sums[a][i]` for the step's activation rows and the
+/// tile's `rows` weight rows.
+pub(super) fn store<const N: usize>(
+    out: &mut [f32],
+    n_tile: usize,
+    a0: usize,
+    r0: usize,
+    rows: usize,
+    sums: &[[f32; N]],
+) {
+    for (a, s) in sums.iter().enumerate() {
+        out[(a0 + a) * n_tile + r0..][..rows].copy_from_slice(&s[..rows]);
+    }
+}
 
 /// Activation rows per block of at most `block_bytes` for rows of `row_bytes` prepared
 /// bytes: a whole number of 4-row steps (so pairs never straddle blocks), at least one.

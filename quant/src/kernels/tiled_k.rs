@@ -19,7 +19,7 @@ use std::arch::x86_64::*;
 use std::cell::RefCell;
 
 use super::avx2::{hsum_f32x4, hsum_f32x8};
-use super::tiled::{act_block_rows, rows_of, TiledIsa, TILE_ROWS};
+use super::tiled::{act_block_rows, rows_of, store, BatchShape, TiledIsa, Visit, TILE_ROWS};
 use crate::formats::k_quants::scale_min::scale_min_k4;
 use crate::formats::*;
 use crate::{cast, BlockFormat, QuantError};
@@ -141,36 +141,35 @@ pub(super) fn matmul<W: DecodeK>(
         let mut tile = t.borrow_mut();
         tile.resize(TILE_ROWS * k, Decoded::default());
         // Activation rows in cache-sized blocks, as in tiled.rs.
-        let block = act_block_rows(block_bytes, std::mem::size_of_val(&act[..k]));
-        for ab in (0..n_act).step_by(block) {
-            let ab_end = (ab + block).min(n_act);
-            for r0 in (0..n_tile).step_by(TILE_ROWS) {
-                let rows = TILE_ROWS.min(n_tile - r0);
-                for (i, dec) in tile.chunks_exact_mut(k).enumerate() {
-                    if i < rows {
-                        for (dec, b) in dec.iter_mut().zip(&w[(r0 + i) * k..][..k]) {
-                            b.decode(dec);
-                        }
-                    }
-                }
-                for a0 in (ab..ab_end).step_by(ACT_STEP) {
-                    let acts = ACT_STEP.min(ab_end - a0);
-                    let mut sums = [[0f32; TILE_ROWS]; ACT_STEP];
-                    let y = &act[a0 * k..(a0 + acts) * k];
-                    // SAFETY: the caller guarantees the CPU runs AVX2.
-                    unsafe {
-                        if acts == 1 {
-                            avx2_step::<1>(W::KIND, &tile, k, y, &mut sums)
-                        } else {
-                            avx2_step::<2>(W::KIND, &tile, k, y, &mut sums)
-                        }
-                    }
-                    for (a, s) in sums.iter().enumerate().take(acts) {
-                        out[(a0 + a) * n_tile + r0..][..rows].copy_from_slice(&s[..rows]);
+        let shape = BatchShape {
+            n_act,
+            n_tile,
+            tile_rows: TILE_ROWS,
+            act_step: ACT_STEP,
+            block: act_block_rows(block_bytes, std::mem::size_of_val(&act[..k])),
+        };
+        shape.visit(|v| match v {
+            Visit::Tile { r0, rows } => {
+                for (i, dec) in tile.chunks_exact_mut(k).enumerate().take(rows) {
+                    for (dec, b) in dec.iter_mut().zip(&w[(r0 + i) * k..][..k]) {
+                        b.decode(dec);
                     }
                 }
             }
-        }
+            Visit::Acts { a0, acts, r0, rows } => {
+                let mut sums = [[0f32; TILE_ROWS]; ACT_STEP];
+                let y = &act[a0 * k..(a0 + acts) * k];
+                // SAFETY: the caller guarantees the CPU runs AVX2.
+                unsafe {
+                    if acts == 1 {
+                        avx2_step::<1>(W::KIND, &tile, k, y, &mut sums)
+                    } else {
+                        avx2_step::<2>(W::KIND, &tile, k, y, &mut sums)
+                    }
+                }
+                store(out, n_tile, a0, r0, rows, &sums[..acts]);
+            }
+        });
     });
     Ok(())
 }
