@@ -1,16 +1,18 @@
 //! `loupe compare`'s figures against llama.cpp's: the qwen2.5 0.5B test model made F16
 //! (`quantize … F16 --allow-requantize`), quantized to Q8_0, Q4_K_M and Q2_K by loupe
 //! (bit-identical to llama-quantize, checked in quantize_vs_llama.rs), then
-//! - loupe: `loupe::compare::compare`, the engine of `loupe compare`, on the built-in text;
+//! - loupe: `loupe::compare::compare`, the engine of `loupe compare`, on the licence
+//!   prose of Debian's base-files (the engine agreement test's text);
 //! - llama.cpp: the same tokens and chunks decoded by llama.cpp for the base and each
 //!   model, scored as llama-perplexity does in KL-divergence mode — the base's
 //!   log-probabilities stored as 16-bit steps above max − 16 (what `--kl-divergence-base`
 //!   writes), then PPL(Q), PPL(base), KLD and same top computed from them.
 //!
-//! PPL and same top must agree within 1% relative, mean KLD within 3% (see below), over
-//! the whole built-in text in chunks of 256 (635 positions, about 90 s on two cores).
-//! `LOUPE_COMPARE_TYPES=Q8_0,Q4_K_M,Q5_K_M,Q2_K` and `LOUPE_COMPARE_CHUNKS=N` change the
-//! types and the chunks.
+//! PPL, mean KLD and same top must agree within 1% relative, over 20 chunks of 256
+//! (2540 positions; loupe ~3 min, llama.cpp ~5 min on two cores).
+//! `LOUPE_COMPARE_TYPES=Q8_0,Q4_K_M,Q5_K_M,Q2_K`, `LOUPE_COMPARE_CHUNKS=N` and
+//! `LOUPE_COMPARE_TEXT=builtin` (`loupe compare`'s own short text) change the types, the
+//! chunks and the text.
 
 mod common;
 
@@ -27,24 +29,29 @@ use peer::llama::{Llama, Params};
 
 const THREADS: usize = 2;
 const CTX: usize = 256;
-/// The text scored: `LOUPE_COMPARE_TEXT=prose` takes the ~110 KB of licence prose the
-/// engine's agreement test reads (so many more positions), anything else (or nothing) the
-/// built-in text of `loupe compare`.
+/// The text scored: the ~110 KB of licence prose the engine's agreement test reads, or
+/// with `LOUPE_COMPARE_TEXT=builtin` the short built-in text of `loupe compare` (635
+/// positions: too few for 1% on Q4_K_M's KLD, whose engine-to-engine noise it does not
+/// average away — 2.18% apart there, 0.33% over 2540 positions of the prose).
 fn compare_text() -> String {
     match std::env::var("LOUPE_COMPARE_TEXT").as_deref() {
-        Ok("prose") => common::english_prose(),
-        _ => text::BUILT_IN.to_string(),
+        Ok("builtin") => text::BUILT_IN.to_string(),
+        _ => common::english_prose(),
     }
 }
 
+/// Chunks of CTX scored unless `LOUPE_COMPARE_CHUNKS` says otherwise.
+const DEFAULT_CHUNKS: usize = 20;
+
 /// The quantization types compared, best first: `LOUPE_COMPARE_TYPES` (comma-separated
 /// recipe names) or the issue's Q8_0, Q4_K_M, Q2_K; and the chunks: `LOUPE_COMPARE_CHUNKS`
-/// or all the text holds (5 of 256 of the built-in text).
+/// or [`DEFAULT_CHUNKS`] (at most what the text holds).
 fn types_and_chunks() -> (Vec<String>, Option<usize>) {
     let types = std::env::var("LOUPE_COMPARE_TYPES").unwrap_or_else(|_| "Q8_0,Q4_K_M,Q2_K".into());
     let chunks = std::env::var("LOUPE_COMPARE_CHUNKS")
         .ok()
-        .map(|c| c.parse().expect("LOUPE_COMPARE_CHUNKS: a number"));
+        .map(|c| c.parse().expect("LOUPE_COMPARE_CHUNKS: a number"))
+        .or(Some(DEFAULT_CHUNKS));
     (
         types.split(',').map(|t| t.trim().to_string()).collect(),
         chunks,
@@ -279,15 +286,10 @@ fn compare_agrees_with_llama_perplexity_kld_mode() {
             ("mean KLD", f.kld_mean, kld),
             ("same top", f.same_top, same),
         ] {
-            // Measured (5 × 256, 635 positions, qwen F16 vs Q8_0 / Q4_K_M / Q2_K): PPL
-            // 0.13 / 0.07 / 0.17%, same top 0.16 / 0.00 / 0.39%, mean KLD 0.14 / 2.18 /
-            // 0.67% apart. The issue asks 1% for all; mean KLD of Q4_K_M is not there: its
-            // 0.0051 is within 0.00011 of llama.cpp's, half a standard error (± 0.00022),
-            // engine-to-engine noise of the base and quantized runs that 635 positions do
-            // not average away. KLD therefore gets 3% here (and the shortfall is on record
-            // in issue 5); PPL and same top keep 1%.
-            let tol = if what == "mean KLD" { 0.03 } else { 0.01 };
-            if rel(a, b) > tol {
+            // Measured (20 × 256 of the prose, 2540 positions, qwen F16 vs Q8_0 / Q4_K_M
+            // / Q2_K): PPL 0.11 / 0.16 / 0.06%, mean KLD 0.22 / 0.33 / 0.41%, same top
+            // 0.49 / 0.59 / 0.15% apart. The issue's bound: 1%.
+            if rel(a, b) > 0.01 {
                 failures.push(format!(
                     "{ty} {what}: loupe {a:.6}, llama.cpp {b:.6} ({:.2}% apart)",
                     100.0 * rel(a, b)
