@@ -157,8 +157,9 @@ pub fn svg(points: &[Point], title: &str, threshold: Option<f64>, connect: bool)
             y - 5.0
         );
     }
-    // The points, sorted by size; labels alternate above and below so neighbours do not
-    // collide.
+    // The points, sorted by size; each label takes the first place around its point
+    // (above, below, right, left, then the corners) where it covers no other label or
+    // point.
     let mut order: Vec<&Point> = points.iter().filter(|p| p.x.is_finite()).collect();
     order.sort_by(|a, b| a.x.total_cmp(&b.x));
     if connect && order.len() > 1 {
@@ -172,17 +173,113 @@ pub fn svg(points: &[Point], title: &str, threshold: Option<f64>, connect: bool)
             path.join(" ")
         );
     }
-    for (i, p) in order.iter().enumerate() {
-        let (px, py) = (sx(p.x), sy(p.y));
-        let ly = if i % 2 == 0 { py - 10.0 } else { py + 18.0 };
+    let at: Vec<(f64, f64)> = order.iter().map(|p| (sx(p.x), sy(p.y))).collect();
+    let labels: Vec<&str> = order.iter().map(|p| p.label.as_str()).collect();
+    for ((&(px, py), p), l) in at.iter().zip(&order).zip(place_labels(&at, &labels)) {
         let _ = writeln!(
             s,
-            r##"<g class="point"><circle cx="{px:.1}" cy="{py:.1}" r="5" fill="#1f5fa8"/><text x="{px:.1}" y="{ly:.1}" text-anchor="middle">{}</text></g>"##,
+            r##"<g class="point"><circle cx="{px:.1}" cy="{py:.1}" r="5" fill="#1f5fa8"/><text x="{:.1}" y="{:.1}" text-anchor="{}">{}</text></g>"##,
+            l.x,
+            l.y,
+            l.anchor,
             escape(&p.label)
         );
     }
     s.push_str("</svg>\n");
     s
+}
+
+/// Where a point's label goes: the text's anchor point and SVG `text-anchor`.
+#[derive(Clone, Copy, Debug)]
+struct LabelAt {
+    x: f64,
+    y: f64,
+    anchor: &'static str,
+}
+
+impl LabelAt {
+    /// The label's box (left, top, right, bottom), from a 13 px font's ~7 px per character.
+    fn bbox(&self, text: &str) -> (f64, f64, f64, f64) {
+        let w = 7.0 * text.chars().count() as f64;
+        let left = match self.anchor {
+            "start" => self.x,
+            "end" => self.x - w,
+            _ => self.x - w / 2.0,
+        };
+        (left, self.y - 11.0, left + w, self.y + 3.0)
+    }
+}
+
+fn overlaps(a: (f64, f64, f64, f64), b: (f64, f64, f64, f64)) -> bool {
+    a.0 < b.2 && b.0 < a.2 && a.1 < b.3 && b.1 < a.3
+}
+
+/// A place for each label (`labels[i]` of the point at `at[i]`, in pixels): the first of
+/// above, below, right, left and the four corners whose box meets no label placed before
+/// it and no point's dot; above when none is free.
+fn place_labels(at: &[(f64, f64)], labels: &[&str]) -> Vec<LabelAt> {
+    let dots: Vec<(f64, f64, f64, f64)> = at
+        .iter()
+        .map(|&(x, y)| (x - 6.0, y - 6.0, x + 6.0, y + 6.0))
+        .collect();
+    let mut placed: Vec<(f64, f64, f64, f64)> = Vec::new();
+    let mut out = Vec::with_capacity(at.len());
+    for (&(x, y), text) in at.iter().zip(labels) {
+        let candidates = [
+            LabelAt {
+                x,
+                y: y - 10.0,
+                anchor: "middle",
+            },
+            LabelAt {
+                x,
+                y: y + 20.0,
+                anchor: "middle",
+            },
+            LabelAt {
+                x: x + 9.0,
+                y: y + 4.0,
+                anchor: "start",
+            },
+            LabelAt {
+                x: x - 9.0,
+                y: y + 4.0,
+                anchor: "end",
+            },
+            LabelAt {
+                x: x + 6.0,
+                y: y - 9.0,
+                anchor: "start",
+            },
+            LabelAt {
+                x: x - 6.0,
+                y: y - 9.0,
+                anchor: "end",
+            },
+            LabelAt {
+                x: x + 6.0,
+                y: y + 19.0,
+                anchor: "start",
+            },
+            LabelAt {
+                x: x - 6.0,
+                y: y + 19.0,
+                anchor: "end",
+            },
+        ];
+        let free = |c: &LabelAt| {
+            let b = c.bbox(text);
+            !placed.iter().chain(&dots).any(|&o| overlaps(b, o))
+        };
+        let chosen = candidates
+            .iter()
+            .copied()
+            .find(free)
+            .unwrap_or(candidates[0]);
+        placed.push(chosen.bbox(text));
+        out.push(chosen);
+    }
+    out
 }
 
 /// "0.001", "1", "10", and 1e-5 style for the far decades.
@@ -240,6 +337,38 @@ mod tests {
         assert!(s.contains("Q2_K &lt;&amp;&gt;"));
         assert_eq!(s.matches("<g").count(), s.matches("</g>").count());
         assert!(s.contains(">0.001<") && s.contains(">1<"));
+    }
+
+    #[test]
+    fn labels_of_close_points_do_not_overlap() {
+        // The qwen ladder's crowded corner: Q2_K, Q4_0 and Q3_K_M within 0.2 bpw.
+        let at = [
+            (250.0, 165.0),
+            (273.0, 166.0),
+            (278.0, 193.0),
+            (375.0, 311.0),
+        ];
+        let labels = ["Q2_K", "Q4_0", "Q3_K_M", "Q4_K_M"];
+        let placed = place_labels(&at, &labels);
+        for i in 0..at.len() {
+            let bi = placed[i].bbox(labels[i]);
+            for j in 0..at.len() {
+                let (x, y) = at[j];
+                assert!(
+                    !overlaps(bi, (x - 5.0, y - 5.0, x + 5.0, y + 5.0)),
+                    "{} on dot {j}",
+                    labels[i]
+                );
+                if j != i {
+                    assert!(
+                        !overlaps(bi, placed[j].bbox(labels[j])),
+                        "{} on {}",
+                        labels[i],
+                        labels[j]
+                    );
+                }
+            }
+        }
     }
 
     #[test]
