@@ -27,10 +27,12 @@ use std::arch::x86_64::*;
 use std::cell::RefCell;
 
 use super::avx2;
-use super::tiled::{act_block_rows, rows_of, store, BatchShape, Q8Act, Unpack, Visit};
+use super::tiled::{
+    act_block_rows, operands, rows_of, store, BatchShape, Operands, Q8Act, Unpack, Visit,
+};
 use crate::formats::*;
 use crate::packed::BlockQ4_0x16;
-use crate::{cast, QuantError, F16};
+use crate::{QuantError, F16};
 
 /// Weight rows per tile: one per i32 lane.
 pub(super) const LANES: usize = 16;
@@ -96,11 +98,13 @@ pub(super) fn matmul<W: UnpackU8, A: Q8Act>(
     out: &mut [f32],
     block_bytes: usize,
 ) -> Result<(), QuantError> {
-    let w = cast::as_blocks::<W>(w)?;
-    let act = cast::as_blocks::<A>(act)?;
-    let k = n_cols / QK32;
-    let n_tile = w.len() / k;
-    let n_act = act.len() / k;
+    let Operands {
+        w,
+        act,
+        k,
+        n_tile,
+        n_act,
+    } = operands::<W, A>(w, act, n_cols)?;
     SCRATCH.with(|s| {
         let mut s = s.borrow_mut();
         let s = &mut *s;

@@ -21,10 +21,10 @@ use std::arch::x86_64::*;
 use std::cell::RefCell;
 
 use super::interleaved::{hsum_groups, LANES};
-use super::tiled::{act_block_rows, rows_of, store, BatchShape, Visit};
+use super::tiled::{act_block_rows, operands, rows_of, store, BatchShape, Operands, Visit};
 use super::tiled_k::{DecodeK, Decoded, Kind};
 use crate::formats::*;
-use crate::{cast, QuantError};
+use crate::QuantError;
 
 /// Groups of 32 quants in a super-block; also the row kernel's eight lanes.
 const GROUPS: usize = QK_K / 32;
@@ -79,11 +79,13 @@ pub(super) fn matmul<W: DecodeK>(
     out: &mut [f32],
     block_bytes: usize,
 ) -> Result<(), QuantError> {
-    let w = cast::as_blocks::<W>(w)?;
-    let act = cast::as_blocks::<BlockQ8K>(act)?;
-    let k = n_cols / QK_K;
-    let n_tile = w.len() / k;
-    let n_act = act.len() / k;
+    let Operands {
+        w,
+        act,
+        k,
+        n_tile,
+        n_act,
+    } = operands::<W, BlockQ8K>(w, act, n_cols)?;
     TILE.with(|t| {
         let mut t = t.borrow_mut();
         let (tile, dec) = &mut *t;

@@ -169,11 +169,13 @@ pub(super) fn matmul<W: super::interleaved::UnpackU8, A: Q8Act>(
     if isa == TiledIsa::Avx512Vnni {
         return super::interleaved::matmul::<W, A>(w, n_cols, act, out, block_bytes);
     }
-    let w = cast::as_blocks::<W>(w)?;
-    let act = cast::as_blocks::<A>(act)?;
-    let k = n_cols / QK32;
-    let n_tile = w.len() / k;
-    let n_act = act.len() / k;
+    let Operands {
+        w,
+        act,
+        k,
+        n_tile,
+        n_act,
+    } = operands::<W, A>(w, act, n_cols)?;
     SCRATCH.with(|s| {
         let mut s = s.borrow_mut();
         let s = &mut *s;
@@ -315,6 +317,34 @@ impl BatchShape {
             }
         }
     }
+}
+
+/// A batched matmul's operands as blocks: the weight rows (`n_tile` of `k` blocks) and the
+/// activation rows (`n_act` of `k` blocks), with no copy unless misaligned.
+pub(super) struct Operands<'a, W: Clone, A: Clone> {
+    pub w: std::borrow::Cow<'a, [W]>,
+    pub act: std::borrow::Cow<'a, [A]>,
+    pub k: usize,
+    pub n_tile: usize,
+    pub n_act: usize,
+}
+
+/// [`Operands`] of rows of `n_cols` elements (validated by the caller).
+pub(super) fn operands<'a, W: BlockFormat, A: BlockFormat>(
+    w: &'a [u8],
+    act: &'a [u8],
+    n_cols: usize,
+) -> Result<Operands<'a, W, A>, QuantError> {
+    let (w, act) = (cast::as_blocks::<W>(w)?, cast::as_blocks::<A>(act)?);
+    let k = n_cols / W::ELEMS;
+    let (n_tile, n_act) = (w.len() / k, act.len() / k);
+    Ok(Operands {
+        w,
+        act,
+        k,
+        n_tile,
+        n_act,
+    })
 }
 
 /// `out[(a0 + a) * n_tile + r0 + i] = sums[a][i]` for the step's activation rows and the

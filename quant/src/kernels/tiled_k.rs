@@ -19,10 +19,12 @@ use std::arch::x86_64::*;
 use std::cell::RefCell;
 
 use super::avx2::{hsum_f32x4, hsum_f32x8};
-use super::tiled::{act_block_rows, rows_of, store, BatchShape, TiledIsa, Visit, TILE_ROWS};
+use super::tiled::{
+    act_block_rows, operands, rows_of, store, BatchShape, Operands, TiledIsa, Visit, TILE_ROWS,
+};
 use crate::formats::k_quants::scale_min::scale_min_k4;
 use crate::formats::*;
-use crate::{cast, BlockFormat, QuantError};
+use crate::{BlockFormat, QuantError};
 
 /// Groups of 32 weights in a super-block.
 const GROUPS: usize = QK_K / 32;
@@ -132,11 +134,13 @@ pub(super) fn matmul<W: DecodeK>(
     if isa == TiledIsa::Avx512Vnni {
         return super::interleaved_k::matmul::<W>(w, n_cols, act, out, block_bytes);
     }
-    let w = cast::as_blocks::<W>(w)?;
-    let act = cast::as_blocks::<BlockQ8K>(act)?;
-    let k = n_cols / QK_K;
-    let n_tile = w.len() / k;
-    let n_act = act.len() / k;
+    let Operands {
+        w,
+        act,
+        k,
+        n_tile,
+        n_act,
+    } = operands::<W, BlockQ8K>(w, act, n_cols)?;
     TILE.with(|t| {
         let mut tile = t.borrow_mut();
         tile.resize(TILE_ROWS * k, Decoded::default());
