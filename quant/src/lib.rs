@@ -56,6 +56,8 @@ pub enum QuantError {
         end: usize,
         tile: usize,
     },
+    #[error("cannot map {bytes} bytes for repacked weights: {reason}")]
+    PackedMemory { bytes: usize, reason: String },
     #[error("the {table} kernel table has no kernel for packed weights")]
     NoPackedKernel { table: &'static str },
 }

@@ -19,8 +19,6 @@ use crate::{cast, BlockFormat, GgmlType, QuantError, F16};
 pub const PACKED_ROWS: usize = 16;
 
 /// Block `b` of sixteen Q4_0 rows (see the module docs).
-// Natural alignment (4): a larger one would make the allocator zero the whole matrix by
-// hand (touching every page twice) instead of taking fresh zero pages.
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
 #[repr(C)]
 pub struct BlockQ4_0x16 {
@@ -32,51 +30,148 @@ pub struct BlockQ4_0x16 {
 
 const _: () = assert!(std::mem::size_of::<BlockQ4_0x16>() == PACKED_ROWS * 18);
 
-/// A weight matrix repacked into tiles of [`PACKED_ROWS`] rows; the last tile's missing
-/// rows are zero (scale 0) and their results are never written.
+/// Memory for repacked matrices: one anonymous map for all of a model's, asked to be
+/// backed by 2 MiB pages. Written once at load by [`PackedArena::slots_mut`], then shared
+/// read-only by the [`PackedRows`] views. Huge pages are why it is a map and not a `Vec`:
+/// the kernel zeroes and maps 2 MiB per page fault instead of 4 KiB (an 8B model's
+/// repacked copy was a million first-touch faults, most of load time), and a token's
+/// sequential pass over the weights takes a TLB miss per 2 MiB, not per 4 KiB. One map
+/// for all matrices, so at most one huge page is partly used.
 #[derive(Debug)]
+pub struct PackedArena {
+    map: memmap2::MmapMut,
+    /// Matrix `i`: its (rows, cols) and its tiles' range in the map, in tiles.
+    parts: Vec<(usize, usize, std::ops::Range<usize>)>,
+}
+
+impl PackedArena {
+    /// Room for Q4_0 matrices of these (rows, cols), tile-major one after another.
+    /// Columns must be whole blocks. Fails only when the memory cannot be mapped.
+    pub fn q4_0(shapes: &[(usize, usize)]) -> Result<PackedArena, QuantError> {
+        let mut parts = Vec::with_capacity(shapes.len());
+        let mut at = 0;
+        for &(rows, cols) in shapes {
+            if !cols.is_multiple_of(QK32) {
+                return Err(QuantError::NotWholeBlocks {
+                    ty: GgmlType::Q4_0,
+                    elems: cols,
+                });
+            }
+            let n = rows.div_ceil(PACKED_ROWS) * (cols / QK32);
+            parts.push((rows, cols, at..at + n));
+            at += n;
+        }
+        let bytes = at * std::mem::size_of::<BlockQ4_0x16>();
+        // Fresh anonymous pages read as zero: the last tile's missing rows need no writes.
+        let map =
+            memmap2::MmapMut::map_anon(bytes.max(1)).map_err(|e| QuantError::PackedMemory {
+                bytes,
+                reason: e.to_string(),
+            })?;
+        // Only advice: where the kernel has no transparent huge pages the map works the same.
+        #[cfg(target_os = "linux")]
+        let _ = map.advise(memmap2::Advice::HugePage);
+        Ok(PackedArena { map, parts })
+    }
+
+    /// The matrices' tile slices, in the order of the shapes, to fill (in parallel) with
+    /// [`fill_q4_0`].
+    pub fn slots_mut(&mut self) -> Vec<&mut [BlockQ4_0x16]> {
+        let n = self.parts.last().map_or(0, |p| p.2.end);
+        let mut rest: &mut [BlockQ4_0x16] =
+            bytemuck::cast_slice_mut(&mut self.map[..n * std::mem::size_of::<BlockQ4_0x16>()]);
+        let mut slots = Vec::with_capacity(self.parts.len());
+        for (_, _, range) in &self.parts {
+            let (slot, tail) = std::mem::take(&mut rest).split_at_mut(range.len());
+            slots.push(slot);
+            rest = tail;
+        }
+        slots
+    }
+
+    /// Matrix `i` of the arena, once filled.
+    pub fn rows(self: &std::sync::Arc<Self>, i: usize) -> PackedRows {
+        let (rows, cols, ref range) = self.parts[i];
+        PackedRows {
+            rows,
+            cols,
+            arena: self.clone(),
+            tiles: range.clone(),
+        }
+    }
+
+    fn tiles(&self) -> &[BlockQ4_0x16] {
+        let n = self.parts.last().map_or(0, |p| p.2.end);
+        bytemuck::cast_slice(&self.map[..n * std::mem::size_of::<BlockQ4_0x16>()])
+    }
+}
+
+/// Repack `data`, `rows` Q4_0 rows of `cols` elements each, into `dst` (a slot of
+/// [`PackedArena::slots_mut`] for that shape, still zero).
+pub fn fill_q4_0(
+    data: &[u8],
+    rows: usize,
+    cols: usize,
+    dst: &mut [BlockQ4_0x16],
+) -> Result<(), QuantError> {
+    let ty = GgmlType::Q4_0;
+    let elems = rows * cols;
+    if !cols.is_multiple_of(QK32) {
+        return Err(QuantError::NotWholeBlocks { ty, elems: cols });
+    }
+    let expected = elems / QK32 * ty.block_bytes();
+    if data.len() != expected {
+        return Err(QuantError::WrongByteLength {
+            ty,
+            elems,
+            expected,
+            got: data.len(),
+        });
+    }
+    let k = cols / QK32;
+    let n_tiles = rows.div_ceil(PACKED_ROWS);
+    if dst.len() != n_tiles * k {
+        return Err(QuantError::WrongOutputLength {
+            expected: n_tiles * k,
+            got: dst.len(),
+        });
+    }
+    let blocks = cast::as_blocks::<BlockQ4_0>(data)?;
+    for (t, tile) in dst.chunks_exact_mut(k.max(1)).enumerate().take(n_tiles) {
+        for l in 0..PACKED_ROWS.min(rows - t * PACKED_ROWS) {
+            let row = &blocks[(t * PACKED_ROWS + l) * k..][..k];
+            for (dst, src) in tile.iter_mut().zip(row) {
+                let groups: [u32; 4] = bytemuck::cast(src.qs);
+                for (c, g) in groups.into_iter().enumerate() {
+                    dst.qs[c][l] = g;
+                }
+                dst.d[l] = src.d;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A weight matrix repacked into tiles of [`PACKED_ROWS`] rows (a view of its
+/// [`PackedArena`]); the last tile's missing rows are zero (scale 0) and their results
+/// are never written.
+#[derive(Clone, Debug)]
 pub struct PackedRows {
     rows: usize,
     cols: usize,
-    /// Tile-major: tile `t`, block `b` at `t * cols / 32 + b`.
-    tiles: Vec<BlockQ4_0x16>,
+    arena: std::sync::Arc<PackedArena>,
+    /// Tile-major within the range: tile `t`, block `b` at `t * cols / 32 + b`.
+    tiles: std::ops::Range<usize>,
 }
 
 impl PackedRows {
-    /// Repack `data`, `rows` Q4_0 rows of `cols` elements each.
+    /// Repack one matrix into an arena of its own (tests and benchmarks; a model packs
+    /// all its matrices into one [`PackedArena`]).
     pub fn q4_0(data: &[u8], rows: usize, cols: usize) -> Result<PackedRows, QuantError> {
-        let ty = GgmlType::Q4_0;
-        let elems = rows * cols;
-        if !cols.is_multiple_of(QK32) {
-            return Err(QuantError::NotWholeBlocks { ty, elems: cols });
-        }
-        let expected = elems / QK32 * ty.block_bytes();
-        if data.len() != expected {
-            return Err(QuantError::WrongByteLength {
-                ty,
-                elems,
-                expected,
-                got: data.len(),
-            });
-        }
-        let k = cols / QK32;
-        let blocks = cast::as_blocks::<BlockQ4_0>(data)?;
-        let n_tiles = rows.div_ceil(PACKED_ROWS);
-        // Zeroed by the allocator (fresh pages), written once below.
-        let mut tiles: Vec<BlockQ4_0x16> = bytemuck::zeroed_vec(n_tiles * k);
-        for (t, tile) in tiles.chunks_exact_mut(k.max(1)).enumerate().take(n_tiles) {
-            for l in 0..PACKED_ROWS.min(rows - t * PACKED_ROWS) {
-                let row = &blocks[(t * PACKED_ROWS + l) * k..][..k];
-                for (dst, src) in tile.iter_mut().zip(row) {
-                    let groups: [u32; 4] = bytemuck::cast(src.qs);
-                    for (c, g) in groups.into_iter().enumerate() {
-                        dst.qs[c][l] = g;
-                    }
-                    dst.d[l] = src.d;
-                }
-            }
-        }
-        Ok(PackedRows { rows, cols, tiles })
+        let mut arena = PackedArena::q4_0(&[(rows, cols)])?;
+        let slot = arena.slots_mut().pop().expect("one shape, one slot");
+        fill_q4_0(data, rows, cols, slot)?;
+        Ok(std::sync::Arc::new(arena).rows(0))
     }
 
     pub fn rows(&self) -> usize {
@@ -87,19 +182,23 @@ impl PackedRows {
         self.cols
     }
 
+    fn all_tiles(&self) -> &[BlockQ4_0x16] {
+        &self.arena.tiles()[self.tiles.clone()]
+    }
+
     /// The packed tiles covering rows `rows` (which start on a tile boundary).
     pub(crate) fn tiles(&self, rows: std::ops::Range<usize>) -> &[BlockQ4_0x16] {
         let k = self.cols / BlockQ4_0::ELEMS;
         let t0 = rows.start / PACKED_ROWS;
         let t1 = rows.end.div_ceil(PACKED_ROWS);
-        &self.tiles[t0 * k..t1 * k]
+        &self.all_tiles()[t0 * k..t1 * k]
     }
 
     /// Row `r` back as Q4_0 blocks (the reference the kernels are tested against).
     pub fn row(&self, r: usize) -> Vec<BlockQ4_0> {
         let k = self.cols / QK32;
         let (t, l) = (r / PACKED_ROWS, r % PACKED_ROWS);
-        self.tiles[t * k..(t + 1) * k]
+        self.all_tiles()[t * k..(t + 1) * k]
             .iter()
             .map(|b| {
                 let groups: [u32; 4] = std::array::from_fn(|c| b.qs[c][l]);

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use anyhow::{bail, ensure, Context, Result};
-use loupe_quant::packed::PackedRows;
+use loupe_quant::packed::{self, PackedArena, PackedRows};
 use loupe_quant::GgmlType;
 use rayon::prelude::*;
 
@@ -25,7 +25,7 @@ pub struct Tensor {
     /// Index in the file's tensor directory.
     index: usize,
     /// The rows repacked for the matmul kernels, when they were (see [`Weights::load`]).
-    pub packed: Option<Arc<PackedRows>>,
+    pub packed: Option<PackedRows>,
 }
 
 impl Tensor {
@@ -199,7 +199,7 @@ impl Weights {
     /// time. `LOUPE_NO_REPACK=1` keeps the map's rows (for comparisons).
     fn repack(&mut self, file: &GgufFile) -> Result<()> {
         let embd = self.token_embd.index;
-        let mut todo: Vec<&mut Tensor> = self
+        let todo: Vec<&mut Tensor> = self
             .layers
             .iter_mut()
             .flat_map(|l| {
@@ -216,14 +216,23 @@ impl Weights {
             .chain(std::iter::once(&mut self.output))
             .filter(|t| t.ty == GgmlType::Q4_0 && t.index != embd)
             .collect();
-        todo.par_iter_mut().try_for_each(|t| -> Result<()> {
-            let data = t.data(file);
-            let packed = PackedRows::q4_0(data, t.rows, t.cols)
-                .with_context(|| format!("repacking tensor {}", file.tensors()[t.index].name))?;
-            file.release(data);
-            t.packed = Some(Arc::new(packed));
-            Ok(())
-        })
+        let shapes: Vec<(usize, usize)> = todo.iter().map(|t| (t.rows, t.cols)).collect();
+        let mut arena = PackedArena::q4_0(&shapes).context("repacking the Q4_0 weights")?;
+        todo.par_iter()
+            .zip(arena.slots_mut())
+            .try_for_each(|(t, slot)| -> Result<()> {
+                let data = t.data(file);
+                packed::fill_q4_0(data, t.rows, t.cols, slot).with_context(|| {
+                    format!("repacking tensor {}", file.tensors()[t.index].name)
+                })?;
+                file.release(data);
+                Ok(())
+            })?;
+        let arena = Arc::new(arena);
+        for (i, t) in todo.into_iter().enumerate() {
+            t.packed = Some(arena.rows(i));
+        }
+        Ok(())
     }
 
     /// The tensors an architecture needs must all be there (gemma's post-norms, qwen3's

@@ -886,3 +886,55 @@ fn packed_q4_0_matmul_equals_row_dots() {
     assert!(PackedRows::q4_0(&[0; 17], 1, 32).is_err());
     assert!(PackedRows::q4_0(&[0; 18], 1, 33).is_err());
 }
+
+#[test]
+fn packed_arena_holds_each_matrix_in_its_own_slot() {
+    use crate::packed::{fill_q4_0, PackedArena};
+    let ty = GgmlType::Q4_0;
+    let mut rng = XorShift(0x5eed_000a);
+    let shapes = [(17, 64), (3, 32), (32, 96)];
+    let data: Vec<Vec<u8>> = shapes
+        .iter()
+        .map(|&(rows, cols)| {
+            (0..rows)
+                .flat_map(|_| random_weights(ty, cols / 32, &mut rng, false))
+                .collect()
+        })
+        .collect();
+    let mut arena = PackedArena::q4_0(&shapes).unwrap();
+    let slots = arena.slots_mut();
+    assert_eq!(
+        slots.iter().map(|s| s.len()).collect::<Vec<_>>(),
+        [2 * 2, 1, 2 * 3]
+    );
+    // Filled out of order, as a thread pool would.
+    let mut slots: Vec<_> = slots.into_iter().enumerate().collect();
+    slots.reverse();
+    for (i, slot) in slots {
+        let (rows, cols) = shapes[i];
+        fill_q4_0(&data[i], rows, cols, slot).unwrap();
+    }
+    let arena = std::sync::Arc::new(arena);
+    for (i, &(rows, cols)) in shapes.iter().enumerate() {
+        let m = arena.rows(i);
+        assert_eq!((m.rows(), m.cols()), (rows, cols));
+        let wr = data[i].len() / rows;
+        for r in 0..rows {
+            let back: Vec<u8> = bytemuck::cast_slice(&m.row(r)).to_vec();
+            assert_eq!(back, data[i][r * wr..][..wr], "matrix {i} row {r}");
+        }
+    }
+    // A slot of the wrong size and columns that are not whole blocks are errors.
+    let mut arena = PackedArena::q4_0(&[(16, 32)]).unwrap();
+    let slot = arena.slots_mut().pop().unwrap();
+    assert!(matches!(
+        fill_q4_0(&data[0], 17, 64, slot),
+        Err(QuantError::WrongOutputLength { .. })
+    ));
+    assert!(matches!(
+        PackedArena::q4_0(&[(1, 32), (1, 33)]),
+        Err(QuantError::NotWholeBlocks { .. })
+    ));
+    // An empty arena is valid.
+    assert!(PackedArena::q4_0(&[]).unwrap().slots_mut().is_empty());
+}
