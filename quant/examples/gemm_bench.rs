@@ -73,10 +73,10 @@ fn main() {
             });
             shape.report(ty, k.name(), best, "");
         }
-        // Q4_0 repacked at load (packed.rs), on the table that runs it.
-        if ty == Q4_0 && kernels::kernels().runs_packed() {
+        // Q4_0 and Q4_K repacked at load (packed.rs), on the table that runs them.
+        if loupe_quant::packed::packs(ty) && kernels::kernels().runs_packed() {
             let k = kernels::kernels();
-            let packed = loupe_quant::packed::PackedRows::q4_0(&w, rows, cols).unwrap();
+            let packed = loupe_quant::packed::PackedRows::new(ty, &w, rows, cols).unwrap();
             let best = shape.best_of_3(&mut out, |part, r| {
                 k.matmul_packed(&packed, &act, batch, r, part).unwrap()
             });

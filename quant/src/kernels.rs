@@ -334,7 +334,7 @@ macro_rules! with_dot {
 
 impl Kernels {
     /// Whether [`Kernels::matmul_packed`] runs on this table (AVX-512 VNNI): loaders
-    /// repack Q4_0 matrices into [`PackedRows`] only then.
+    /// repack matrices into [`PackedRows`] only then.
     pub fn runs_packed(&self) -> bool {
         #[cfg(target_arch = "x86_64")]
         {
@@ -346,10 +346,11 @@ impl Kernels {
         }
     }
 
-    /// out (n_act_rows, rows.len()) = act · wᵀ for rows `rows` of a Q4_0 matrix repacked
-    /// at load, against Q8_0 activation rows: one token or a batch. `rows` starts on a
-    /// [`PACKED_ROWS`] boundary. Every dot is bit for bit this table's `vec_dot` of the
-    /// row before repacking: repacking changes where the bytes are, not the results.
+    /// out (n_act_rows, rows.len()) = act · wᵀ for rows `rows` of a matrix repacked at
+    /// load (Q4_0 or Q4_K), against activation rows in its partner type (Q8_0, Q8_K): one
+    /// token or a batch. `rows` starts on a [`PACKED_ROWS`] boundary. Every dot is bit for
+    /// bit this table's `vec_dot` of the row before repacking: repacking changes where the
+    /// bytes are, not the results.
     pub fn matmul_packed(
         &self,
         w: &PackedRows,
@@ -358,8 +359,9 @@ impl Kernels {
         rows: Range<usize>,
         out: &mut [f32],
     ) -> Result<(), QuantError> {
-        let (n_rows, n_cols) = (w.rows(), w.cols());
-        check_rows(GgmlType::Q8_0, n_cols, n_act_rows, act.len())?;
+        let (n_rows, n_cols, ty) = (w.rows(), w.cols(), w.ty());
+        let partner = crate::vec_dot_type(ty).ok_or(QuantError::Unsupported { ty })?;
+        check_rows(partner, n_cols, n_act_rows, act.len())?;
         check_rows_and_out(&rows, n_rows, n_act_rows, out.len())?;
         if !rows.start.is_multiple_of(PACKED_ROWS) {
             return Err(QuantError::PackedRowsUnaligned {
@@ -377,15 +379,17 @@ impl Kernels {
         }
         #[cfg(target_arch = "x86_64")]
         {
-            let act = cast::as_blocks::<BlockQ8_0>(act)?;
-            interleaved::matmul_q4_0x16(
-                w.tiles(rows.clone()),
-                n_cols / QK32,
-                rows.len(),
-                &act,
-                out,
-                ACT_BLOCK_BYTES,
-            );
+            let k = n_cols / ty.block_elems();
+            let n = rows.len();
+            if ty == GgmlType::Q4_K {
+                let act = cast::as_blocks::<BlockQ8K>(act)?;
+                let tiles = w.tiles(rows);
+                interleaved_k::matmul_q4_kx16(tiles, k, n, &act, out, ACT_BLOCK_BYTES);
+            } else {
+                let act = cast::as_blocks::<BlockQ8_0>(act)?;
+                let tiles = w.tiles(rows);
+                interleaved::matmul_q4_0x16(tiles, k, n, &act, out, ACT_BLOCK_BYTES);
+            }
         }
         Ok(())
     }

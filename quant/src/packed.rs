@@ -1,19 +1,31 @@
-//! Weight rows repacked at load for the AVX-512 kernels: sixteen Q4_0 rows interleaved so
-//! one 512-bit register holds a four-quant group of every row (what llama.cpp's
-//! `repack.cpp` does for its own kernels, in loupe's own layout).
+//! Weight rows repacked at load for the AVX-512 kernels: sixteen rows interleaved so one
+//! 512-bit register holds a four-quant group of every row (what llama.cpp's `repack.cpp`
+//! does for its own kernels, in loupe's own layout). Q4_0 and Q4_K are repacked: their
+//! row kernels cannot keep up with memory on a token (the per-block scale work), the
+//! interleaved kernels can.
 //!
 //! A [`BlockQ4_0x16`] holds block `b` of sixteen consecutive rows: the same 288 bytes as
 //! the sixteen Q4_0 blocks, only moved. `qs[c]` is four bytes per row, row `l` at bytes
 //! `4l..4l + 4`: that row's `qs[4c..4c + 4]`, whose low nibbles are elements `4c..4c + 4`
 //! and high nibbles elements `16 + 4c..16 + 4c + 4`. A mask and a shift then give the
-//! kernel two vectors of sixteen rows' four-quant groups, with no decoding. Row-major
-//! Q4_0 streams one row at a time; this streams sixteen at once from one place, so a token
+//! kernel two vectors of sixteen rows' four-quant groups, with no decoding.
+//!
+//! A [`BlockQ4Kx16`] holds super-block `b` of sixteen rows the same way (`qs[p][c]`: each
+//! row's `qs[32p + 4c..][..4]`, low nibbles group `2p`, high nibbles group `2p + 1`), with
+//! the 6-bit scales and mins unpacked to bytes: 2368 bytes for the 2304 of sixteen Q4_K
+//! super-blocks.
+//!
+//! Row-major rows stream one at a time; a tile streams sixteen from one place, so a token
 //! reads the matrix in one sequential pass while every load feeds sixteen dots.
+
+use std::ops::Range;
+use std::sync::Arc;
 
 use bytemuck::{Pod, Zeroable};
 
-use crate::formats::{BlockQ4_0, QK32};
-use crate::{cast, BlockFormat, GgmlType, QuantError, F16};
+use crate::formats::k_quants::scale_min::{pack_scale_min_k4, scale_min_k4};
+use crate::formats::{BlockQ4K, BlockQ4_0};
+use crate::{cast, GgmlType, QuantError, F16};
 
 /// Rows per packed tile.
 pub const PACKED_ROWS: usize = 16;
@@ -30,96 +42,134 @@ pub struct BlockQ4_0x16 {
 
 const _: () = assert!(std::mem::size_of::<BlockQ4_0x16>() == PACKED_ROWS * 18);
 
+/// Super-block `b` of sixteen Q4_K rows (see the module docs).
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+#[repr(C)]
+pub struct BlockQ4Kx16 {
+    // Scales first: the kernel reads a block front to back.
+    /// `scales[g][l]`: row `l`'s scale of group `g` (0..=63).
+    pub scales: [[u8; PACKED_ROWS]; 8],
+    /// `mins[m][l]`: row `l`'s mins of groups `2m` and `2m + 1`.
+    pub mins: [[[u8; 2]; PACKED_ROWS]; 4],
+    pub d: [F16; PACKED_ROWS],
+    pub dmin: [F16; PACKED_ROWS],
+    /// `qs[p][c][l]` = row `l`'s `qs[32p + 4c..32p + 4c + 4]`.
+    pub qs: [[[u32; PACKED_ROWS]; 8]; 4],
+}
+
+const _: () = assert!(std::mem::size_of::<BlockQ4Kx16>() == 2368);
+
+/// Whether weights of type `ty` can be repacked.
+pub fn packs(ty: GgmlType) -> bool {
+    matches!(ty, GgmlType::Q4_0 | GgmlType::Q4_K)
+}
+
+/// Bytes of one packed block (sixteen rows' block `b`) of a packable type.
+fn tile_block_bytes(ty: GgmlType) -> usize {
+    match ty {
+        GgmlType::Q4_K => std::mem::size_of::<BlockQ4Kx16>(),
+        _ => std::mem::size_of::<BlockQ4_0x16>(),
+    }
+}
+
+/// One matrix in an arena.
+#[derive(Clone, Debug)]
+struct Part {
+    ty: GgmlType,
+    rows: usize,
+    cols: usize,
+    bytes: Range<usize>,
+}
+
 /// Memory for repacked matrices: one anonymous map for all of a model's, asked to be
-/// backed by 2 MiB pages. Written once at load by [`PackedArena::slots_mut`], then shared
-/// read-only by the [`PackedRows`] views. Huge pages are why it is a map and not a `Vec`:
-/// the kernel zeroes and maps 2 MiB per page fault instead of 4 KiB (an 8B model's
+/// backed by 2 MiB pages. Written once at load through [`PackedArena::slots_mut`], then
+/// shared read-only by the [`PackedRows`] views. Huge pages are why it is a map and not a
+/// `Vec`: the kernel zeroes and maps 2 MiB per page fault instead of 4 KiB (an 8B model's
 /// repacked copy was a million first-touch faults, most of load time), and a token's
 /// sequential pass over the weights takes a TLB miss per 2 MiB, not per 4 KiB. One map
 /// for all matrices, so at most one huge page is partly used.
 #[derive(Debug)]
 pub struct PackedArena {
     map: memmap2::MmapMut,
-    /// Matrix `i`: its (rows, cols) and its tiles' range in the map, in tiles.
-    parts: Vec<(usize, usize, std::ops::Range<usize>)>,
+    parts: Vec<Part>,
 }
 
 impl PackedArena {
-    /// Room for Q4_0 matrices of these (rows, cols), tile-major one after another.
-    /// Columns must be whole blocks. Fails only when the memory cannot be mapped.
-    pub fn q4_0(shapes: &[(usize, usize)]) -> Result<PackedArena, QuantError> {
+    /// Room for matrices of these (type, rows, cols), one after another, each on a cache
+    /// line. Types must be [`packs`]; columns whole blocks. Fails only on those or when
+    /// the memory cannot be mapped.
+    pub fn new(shapes: &[(GgmlType, usize, usize)]) -> Result<PackedArena, QuantError> {
         let mut parts = Vec::with_capacity(shapes.len());
         let mut at = 0;
-        for &(rows, cols) in shapes {
-            if !cols.is_multiple_of(QK32) {
-                return Err(QuantError::NotWholeBlocks {
-                    ty: GgmlType::Q4_0,
-                    elems: cols,
-                });
+        for &(ty, rows, cols) in shapes {
+            if !packs(ty) {
+                return Err(QuantError::Unsupported { ty });
             }
-            let n = rows.div_ceil(PACKED_ROWS) * (cols / QK32);
-            parts.push((rows, cols, at..at + n));
-            at += n;
+            if !cols.is_multiple_of(ty.block_elems()) {
+                return Err(QuantError::NotWholeBlocks { ty, elems: cols });
+            }
+            let n = rows.div_ceil(PACKED_ROWS) * (cols / ty.block_elems()) * tile_block_bytes(ty);
+            parts.push(Part {
+                ty,
+                rows,
+                cols,
+                bytes: at..at + n,
+            });
+            at = (at + n).next_multiple_of(64);
         }
-        let bytes = at * std::mem::size_of::<BlockQ4_0x16>();
         // Fresh anonymous pages read as zero: the last tile's missing rows need no writes.
-        let map =
-            memmap2::MmapMut::map_anon(bytes.max(1)).map_err(|e| QuantError::PackedMemory {
-                bytes,
-                reason: e.to_string(),
-            })?;
+        let map = memmap2::MmapMut::map_anon(at.max(1)).map_err(|e| QuantError::PackedMemory {
+            bytes: at,
+            reason: e.to_string(),
+        })?;
         // Only advice: where the kernel has no transparent huge pages the map works the same.
         #[cfg(target_os = "linux")]
         let _ = map.advise(memmap2::Advice::HugePage);
         Ok(PackedArena { map, parts })
     }
 
-    /// The matrices' tile slices, in the order of the shapes, to fill (in parallel) with
-    /// [`fill_q4_0`].
-    pub fn slots_mut(&mut self) -> Vec<&mut [BlockQ4_0x16]> {
-        let n = self.parts.last().map_or(0, |p| p.2.end);
-        let mut rest: &mut [BlockQ4_0x16] =
-            bytemuck::cast_slice_mut(&mut self.map[..n * std::mem::size_of::<BlockQ4_0x16>()]);
+    /// Each matrix's bytes, in the order of the shapes, to fill (in parallel) with
+    /// [`fill`].
+    pub fn slots_mut(&mut self) -> Vec<&mut [u8]> {
+        let mut rest: &mut [u8] = &mut self.map;
         let mut slots = Vec::with_capacity(self.parts.len());
-        for (_, _, range) in &self.parts {
-            let (slot, tail) = std::mem::take(&mut rest).split_at_mut(range.len());
+        let mut at = 0;
+        for part in &self.parts {
+            let (_, tail) = std::mem::take(&mut rest).split_at_mut(part.bytes.start - at);
+            let (slot, tail) = tail.split_at_mut(part.bytes.len());
             slots.push(slot);
             rest = tail;
+            at = part.bytes.end;
         }
         slots
     }
 
     /// Matrix `i` of the arena, once filled.
-    pub fn rows(self: &std::sync::Arc<Self>, i: usize) -> PackedRows {
-        let (rows, cols, ref range) = self.parts[i];
+    pub fn rows(self: &Arc<Self>, i: usize) -> PackedRows {
         PackedRows {
-            rows,
-            cols,
             arena: self.clone(),
-            tiles: range.clone(),
+            part: self.parts[i].clone(),
         }
-    }
-
-    fn tiles(&self) -> &[BlockQ4_0x16] {
-        let n = self.parts.last().map_or(0, |p| p.2.end);
-        bytemuck::cast_slice(&self.map[..n * std::mem::size_of::<BlockQ4_0x16>()])
     }
 }
 
-/// Repack `data`, `rows` Q4_0 rows of `cols` elements each, into `dst` (a slot of
+/// Repack `data`, `rows` rows of `cols` elements of type `ty`, into `dst` (the slot of
 /// [`PackedArena::slots_mut`] for that shape, still zero).
-pub fn fill_q4_0(
+pub fn fill(
+    ty: GgmlType,
     data: &[u8],
     rows: usize,
     cols: usize,
-    dst: &mut [BlockQ4_0x16],
+    dst: &mut [u8],
 ) -> Result<(), QuantError> {
-    let ty = GgmlType::Q4_0;
+    if !packs(ty) {
+        return Err(QuantError::Unsupported { ty });
+    }
     let elems = rows * cols;
-    if !cols.is_multiple_of(QK32) {
+    if !cols.is_multiple_of(ty.block_elems()) {
         return Err(QuantError::NotWholeBlocks { ty, elems: cols });
     }
-    let expected = elems / QK32 * ty.block_bytes();
+    let expected = elems / ty.block_elems() * ty.block_bytes();
     if data.len() != expected {
         return Err(QuantError::WrongByteLength {
             ty,
@@ -128,28 +178,81 @@ pub fn fill_q4_0(
             got: data.len(),
         });
     }
-    let k = cols / QK32;
+    let k = cols / ty.block_elems();
     let n_tiles = rows.div_ceil(PACKED_ROWS);
-    if dst.len() != n_tiles * k {
+    let want = n_tiles * k * tile_block_bytes(ty);
+    if dst.len() != want {
         return Err(QuantError::WrongOutputLength {
-            expected: n_tiles * k,
+            expected: want,
             got: dst.len(),
         });
     }
-    let blocks = cast::as_blocks::<BlockQ4_0>(data)?;
-    for (t, tile) in dst.chunks_exact_mut(k.max(1)).enumerate().take(n_tiles) {
+    match ty {
+        GgmlType::Q4_K => fill_tiles(
+            cast::as_blocks::<BlockQ4K>(data)?.as_ref(),
+            k,
+            rows,
+            cast_mut(dst)?,
+            put_q4_k,
+        ),
+        _ => fill_tiles(
+            cast::as_blocks::<BlockQ4_0>(data)?.as_ref(),
+            k,
+            rows,
+            cast_mut(dst)?,
+            put_q4_0,
+        ),
+    }
+    Ok(())
+}
+
+/// A slot of the arena as packed blocks (its start is 64-byte aligned).
+fn cast_mut<T: Pod>(dst: &mut [u8]) -> Result<&mut [T], QuantError> {
+    let got = dst.len();
+    bytemuck::try_cast_slice_mut(dst).map_err(|_| QuantError::WrongOutputLength {
+        expected: got.next_multiple_of(std::mem::size_of::<T>()),
+        got,
+    })
+}
+
+/// Put each row's block into lane `l` of its tile block.
+fn fill_tiles<B, T>(
+    blocks: &[B],
+    k: usize,
+    rows: usize,
+    dst: &mut [T],
+    put: fn(&B, usize, &mut T),
+) {
+    for (t, tile) in dst.chunks_exact_mut(k.max(1)).enumerate() {
         for l in 0..PACKED_ROWS.min(rows - t * PACKED_ROWS) {
             let row = &blocks[(t * PACKED_ROWS + l) * k..][..k];
             for (dst, src) in tile.iter_mut().zip(row) {
-                let groups: [u32; 4] = bytemuck::cast(src.qs);
-                for (c, g) in groups.into_iter().enumerate() {
-                    dst.qs[c][l] = g;
-                }
-                dst.d[l] = src.d;
+                put(src, l, dst);
             }
         }
     }
-    Ok(())
+}
+
+fn put_q4_0(src: &BlockQ4_0, l: usize, dst: &mut BlockQ4_0x16) {
+    let groups: [u32; 4] = bytemuck::cast(src.qs);
+    for (c, g) in groups.into_iter().enumerate() {
+        dst.qs[c][l] = g;
+    }
+    dst.d[l] = src.d;
+}
+
+fn put_q4_k(src: &BlockQ4K, l: usize, dst: &mut BlockQ4Kx16) {
+    let groups: [u32; 32] = bytemuck::cast(src.qs);
+    for (i, g) in groups.into_iter().enumerate() {
+        dst.qs[i / 8][i % 8][l] = g;
+    }
+    for g in 0..8 {
+        let (sc, m) = scale_min_k4(g, &src.scales);
+        dst.scales[g][l] = sc;
+        dst.mins[g / 2][l][g % 2] = m;
+    }
+    dst.d[l] = src.d;
+    dst.dmin[l] = src.dmin;
 }
 
 /// A weight matrix repacked into tiles of [`PACKED_ROWS`] rows (a view of its
@@ -157,56 +260,82 @@ pub fn fill_q4_0(
 /// are never written.
 #[derive(Clone, Debug)]
 pub struct PackedRows {
-    rows: usize,
-    cols: usize,
-    arena: std::sync::Arc<PackedArena>,
-    /// Tile-major within the range: tile `t`, block `b` at `t * cols / 32 + b`.
-    tiles: std::ops::Range<usize>,
+    arena: Arc<PackedArena>,
+    part: Part,
 }
 
 impl PackedRows {
     /// Repack one matrix into an arena of its own (tests and benchmarks; a model packs
     /// all its matrices into one [`PackedArena`]).
-    pub fn q4_0(data: &[u8], rows: usize, cols: usize) -> Result<PackedRows, QuantError> {
-        let mut arena = PackedArena::q4_0(&[(rows, cols)])?;
+    pub fn new(ty: GgmlType, data: &[u8], rows: usize, cols: usize) -> Result<Self, QuantError> {
+        let mut arena = PackedArena::new(&[(ty, rows, cols)])?;
         let slot = arena.slots_mut().pop().expect("one shape, one slot");
-        fill_q4_0(data, rows, cols, slot)?;
-        Ok(std::sync::Arc::new(arena).rows(0))
+        fill(ty, data, rows, cols, slot)?;
+        Ok(Arc::new(arena).rows(0))
+    }
+
+    /// The type the rows had before repacking.
+    pub fn ty(&self) -> GgmlType {
+        self.part.ty
     }
 
     pub fn rows(&self) -> usize {
-        self.rows
+        self.part.rows
     }
 
     pub fn cols(&self) -> usize {
-        self.cols
+        self.part.cols
     }
 
-    fn all_tiles(&self) -> &[BlockQ4_0x16] {
-        &self.arena.tiles()[self.tiles.clone()]
+    fn all_tiles<T: Pod>(&self) -> &[T] {
+        // Slots start on a cache line and hold whole packed blocks (checked by `new`).
+        bytemuck::cast_slice(&self.arena.map[self.part.bytes.clone()])
     }
 
-    /// The packed tiles covering rows `rows` (which start on a tile boundary).
-    pub(crate) fn tiles(&self, rows: std::ops::Range<usize>) -> &[BlockQ4_0x16] {
-        let k = self.cols / BlockQ4_0::ELEMS;
+    /// The packed blocks (of type `T`, which matches [`Self::ty`]) covering rows `rows`,
+    /// which start on a tile boundary.
+    pub(crate) fn tiles<T: Pod>(&self, rows: Range<usize>) -> &[T] {
+        let k = self.cols() / self.part.ty.block_elems();
         let t0 = rows.start / PACKED_ROWS;
         let t1 = rows.end.div_ceil(PACKED_ROWS);
         &self.all_tiles()[t0 * k..t1 * k]
     }
 
-    /// Row `r` back as Q4_0 blocks (the reference the kernels are tested against).
-    pub fn row(&self, r: usize) -> Vec<BlockQ4_0> {
-        let k = self.cols / QK32;
+    /// Row `r` back in its original bytes (the reference the kernels are tested against).
+    pub fn row(&self, r: usize) -> Vec<u8> {
+        let k = self.cols() / self.part.ty.block_elems();
         let (t, l) = (r / PACKED_ROWS, r % PACKED_ROWS);
-        self.all_tiles()[t * k..(t + 1) * k]
-            .iter()
-            .map(|b| {
-                let groups: [u32; 4] = std::array::from_fn(|c| b.qs[c][l]);
-                BlockQ4_0 {
-                    d: b.d[l],
-                    qs: bytemuck::cast(groups),
-                }
-            })
-            .collect()
+        let blocks = t * k..(t + 1) * k;
+        match self.part.ty {
+            GgmlType::Q4_K => {
+                let tiles: &[BlockQ4Kx16] = &self.all_tiles()[blocks];
+                let back: Vec<BlockQ4K> = tiles.iter().map(|b| take_q4_k(b, l)).collect();
+                bytemuck::cast_slice(&back).to_vec()
+            }
+            _ => {
+                let tiles: &[BlockQ4_0x16] = &self.all_tiles()[blocks];
+                let back: Vec<BlockQ4_0> = tiles
+                    .iter()
+                    .map(|b| BlockQ4_0 {
+                        d: b.d[l],
+                        qs: bytemuck::cast(std::array::from_fn::<u32, 4, _>(|c| b.qs[c][l])),
+                    })
+                    .collect();
+                bytemuck::cast_slice(&back).to_vec()
+            }
+        }
+    }
+}
+
+fn take_q4_k(b: &BlockQ4Kx16, l: usize) -> BlockQ4K {
+    let groups: [u32; 32] = std::array::from_fn(|i| b.qs[i / 8][i % 8][l]);
+    BlockQ4K {
+        d: b.d[l],
+        dmin: b.dmin[l],
+        scales: pack_scale_min_k4(
+            std::array::from_fn(|g| b.scales[g][l]),
+            std::array::from_fn(|g| b.mins[g / 2][l][g % 2]),
+        ),
+        qs: bytemuck::cast(groups),
     }
 }

@@ -24,6 +24,7 @@ use super::interleaved::{hsum_groups, LANES};
 use super::tiled::{act_block_rows, operands, rows_of, store, BatchShape, Operands, Visit};
 use super::tiled_k::{DecodeK, Decoded, Kind};
 use crate::formats::*;
+use crate::packed::BlockQ4Kx16;
 use crate::QuantError;
 
 /// Groups of 32 quants in a super-block; also the row kernel's eight lanes.
@@ -220,6 +221,114 @@ unsafe fn step<const C: usize>(
                 let mins = _mm512_add_ps(_mm512_add_ps(m[0], m[2]), _mm512_add_ps(m[1], m[3]));
                 total = _mm512_add_ps(total, mins);
             }
+            _mm512_storeu_ps(sums[j].as_mut_ptr(), total);
+        }
+    }
+}
+
+/// `out[a * n_rows + r]` = dot(row `r` of the packed Q4_K tiles, act row `a`) for rows
+/// repacked at load ([`BlockQ4Kx16`]): [`step`]'s arithmetic with nothing to decode but
+/// a mask, a shift and the byte scales' widening. The tiles cover `n_rows` rows from a
+/// tile boundary.
+pub(super) fn matmul_q4_kx16(
+    tiles: &[BlockQ4Kx16],
+    k: usize,
+    n_rows: usize,
+    act: &[BlockQ8K],
+    out: &mut [f32],
+    block_bytes: usize,
+) {
+    let shape = BatchShape {
+        n_act: act.len() / k,
+        n_tile: n_rows,
+        tile_rows: LANES,
+        act_step: ACT_STEP,
+        block: act_block_rows(block_bytes, std::mem::size_of_val(&act[..k])),
+    };
+    shape.visit(|v| {
+        if let Visit::Acts { a0, acts, r0, rows } = v {
+            let tile = &tiles[r0 / LANES * k..][..k];
+            let y = &act[a0 * k..(a0 + acts) * k];
+            let mut sums = [[0f32; LANES]; ACT_STEP];
+            // SAFETY: AVX-512 F/BW/VNNI, AVX2, F16C per the caller.
+            unsafe {
+                if acts == 2 {
+                    packed_step::<2>(tile, y, k, &mut sums)
+                } else {
+                    packed_step::<1>(tile, y, k, &mut sums)
+                }
+            }
+            store(out, n_rows, a0, r0, rows, &sums[..acts]);
+        }
+    });
+}
+
+/// [`step`] for Q4_K on a packed tile.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vnni")]
+unsafe fn packed_step<const C: usize>(
+    tile: &[BlockQ4Kx16],
+    y: &[BlockQ8K],
+    k: usize,
+    sums: &mut [[f32; LANES]; ACT_STEP],
+) {
+    let ys: [&[BlockQ8K]; C] = rows_of(y, k, 0, usize::MAX);
+    let tile = &tile[..k];
+    // SAFETY: AVX-512 F/BW/VNNI and F16C per the caller; each load reads one array of a
+    // borrowed packed block (unaligned loads); prefetches never fault.
+    unsafe {
+        let nib = _mm512_set1_epi8(0x0F);
+        let mut acc = [[_mm512_setzero_ps(); GROUPS]; C];
+        let mut acc_m = [[_mm512_setzero_ps(); 4]; C];
+        for (b, t) in tile.iter().enumerate() {
+            let mut sumi = [[_mm512_setzero_si512(); GROUPS]; C];
+            // Each group's scale in both i16 halves of its row's lane.
+            let scales: [__m512i; GROUPS] = std::array::from_fn(|g| {
+                let s = _mm512_cvtepu8_epi32(_mm_loadu_si128(t.scales[g].as_ptr().cast()));
+                _mm512_or_si512(s, _mm512_slli_epi32(s, 16))
+            });
+            for p in 0..GROUPS / 2 {
+                let sc = [scales[2 * p], scales[2 * p + 1]];
+                for (c, q) in t.qs[p].iter().enumerate() {
+                    let v = _mm512_loadu_si512(q.as_ptr().cast());
+                    let w = [
+                        _mm512_and_si512(v, nib),
+                        _mm512_and_si512(_mm512_srli_epi16(v, 4), nib),
+                    ];
+                    for j in 0..C {
+                        for h in 0..2 {
+                            let f = &ys[j][b].qs[32 * (2 * p + h) + 4 * c..][..4];
+                            let a = i32::from_le_bytes([
+                                f[0] as u8, f[1] as u8, f[2] as u8, f[3] as u8,
+                            ]);
+                            let p16 = _mm512_maddubs_epi16(w[h], _mm512_set1_epi32(a));
+                            sumi[j][c] = _mm512_dpwssd_epi32(sumi[j][c], p16, sc[h]);
+                        }
+                    }
+                }
+            }
+            let dw = _mm512_cvtph_ps(_mm256_loadu_si256(t.d.as_ptr().cast()));
+            let dmw = _mm512_cvtph_ps(_mm256_loadu_si256(t.dmin.as_ptr().cast()));
+            for j in 0..C {
+                let yb = &ys[j][b];
+                let d = _mm512_mul_ps(_mm512_set1_ps(yb.d), dw);
+                for c in 0..GROUPS {
+                    acc[j][c] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(sumi[j][c]), acc[j][c]);
+                }
+                let dmin = _mm512_mul_ps(_mm512_set1_ps(-yb.d), dmw);
+                let bs = &yb.bsums;
+                for m in 0..4 {
+                    let gs0 = bs[4 * m].wrapping_add(bs[4 * m + 1]);
+                    let gs1 = bs[4 * m + 2].wrapping_add(bs[4 * m + 3]);
+                    let mins = _mm512_cvtepu8_epi16(_mm256_loadu_si256(t.mins[m].as_ptr().cast()));
+                    let prod = _mm512_madd_epi16(mins, _mm512_set1_epi32(pair(gs0, gs1) as i32));
+                    acc_m[j][m] = _mm512_fmadd_ps(dmin, _mm512_cvtepi32_ps(prod), acc_m[j][m]);
+                }
+            }
+        }
+        for j in 0..C {
+            let m = &acc_m[j];
+            let mins = _mm512_add_ps(_mm512_add_ps(m[0], m[2]), _mm512_add_ps(m[1], m[3]));
+            let total = _mm512_add_ps(hsum_groups(&acc[j]), mins);
             _mm512_storeu_ps(sums[j].as_mut_ptr(), total);
         }
     }

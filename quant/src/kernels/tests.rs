@@ -818,123 +818,148 @@ fn batched_matmul_equals_row_dots_over_tile_edges() {
 }
 
 #[test]
-fn packed_q4_0_matmul_equals_row_dots() {
+fn packed_matmul_equals_row_dots() {
     use crate::packed::{PackedRows, PACKED_ROWS};
-    let ty = GgmlType::Q4_0;
     let mut rng = XorShift(0x5eed_0009);
-    for (n_rows, nb) in [(1, 3), (15, 7), (16, 1), (17, 4), (35, 7), (48, 2)] {
-        let n_cols = nb * 32;
-        let w: Vec<u8> = (0..n_rows)
-            .flat_map(|_| random_weights(ty, nb, &mut rng, false))
-            .collect();
-        let packed = PackedRows::q4_0(&w, n_rows, n_cols).unwrap();
-        let wr = w.len() / n_rows;
-        for r in 0..n_rows {
-            let back: Vec<u8> = bytemuck::cast_slice(&packed.row(r)).to_vec();
-            assert_eq!(
-                back,
-                w[r * wr..][..wr],
-                "{n_rows}x{n_cols}: row {r} repacked"
-            );
-        }
-        for n_act in [1, 2, 3, 4, 5, 9] {
-            let act: Vec<u8> = (0..n_act)
-                .flat_map(|_| random_acts(GgmlType::Q8_0, n_cols, 127, &mut rng, false))
+    for ty in [GgmlType::Q4_0, GgmlType::Q4_K] {
+        let partner = crate::vec_dot_type(ty).unwrap();
+        for (n_rows, nb) in [(1, 3), (15, 7), (16, 1), (17, 4), (35, 2), (48, 2)] {
+            let n_cols = nb * ty.block_elems();
+            let w: Vec<u8> = (0..n_rows)
+                .flat_map(|_| random_weights(ty, nb, &mut rng, false))
                 .collect();
-            let ar = act.len() / n_act;
-            for k in available() {
-                // Every tile start to the end, and the first tile alone.
-                let first_tile = 0..n_rows.min(PACKED_ROWS);
-                let starts = (0..n_rows).step_by(PACKED_ROWS);
-                for rows in starts.map(|s| s..n_rows).chain(std::iter::once(first_tile)) {
-                    let mut out = vec![f32::NAN; n_act * rows.len()];
-                    let res = k.matmul_packed(&packed, &act, n_act, rows.clone(), &mut out);
-                    if !k.runs_packed() {
-                        assert!(matches!(res, Err(QuantError::NoPackedKernel { .. })));
-                        continue;
-                    }
-                    res.unwrap();
-                    for a in 0..n_act {
-                        for r in rows.clone() {
-                            let want = k
-                                .vec_dot(ty, n_cols, &w[r * wr..][..wr], &act[a * ar..][..ar])
-                                .unwrap();
-                            let got = out[a * rows.len() + r - rows.start];
-                            assert_eq!(
-                                got.to_bits(),
-                                want.to_bits(),
-                                "{} {n_rows}x{n_cols}, {n_act} act rows, rows {rows:?}: a{a} r{r}",
-                                k.name()
-                            );
+            let packed = PackedRows::new(ty, &w, n_rows, n_cols).unwrap();
+            assert_eq!(packed.ty(), ty);
+            let wr = w.len() / n_rows;
+            for r in 0..n_rows {
+                assert_eq!(
+                    packed.row(r),
+                    w[r * wr..][..wr],
+                    "{ty} {n_rows}x{n_cols}: row {r}"
+                );
+            }
+            for n_act in [1, 2, 3, 4, 5, 9] {
+                let act: Vec<u8> = (0..n_act)
+                    .flat_map(|_| random_acts(partner, n_cols, 127, &mut rng, false))
+                    .collect();
+                let ar = act.len() / n_act;
+                for k in available() {
+                    // Every tile start to the end, and the first tile alone.
+                    let first_tile = 0..n_rows.min(PACKED_ROWS);
+                    let starts = (0..n_rows).step_by(PACKED_ROWS);
+                    for rows in starts.map(|s| s..n_rows).chain(std::iter::once(first_tile)) {
+                        let mut out = vec![f32::NAN; n_act * rows.len()];
+                        let res = k.matmul_packed(&packed, &act, n_act, rows.clone(), &mut out);
+                        if !k.runs_packed() {
+                            assert!(matches!(res, Err(QuantError::NoPackedKernel { .. })));
+                            continue;
+                        }
+                        res.unwrap();
+                        for a in 0..n_act {
+                            for r in rows.clone() {
+                                let want = k
+                                    .vec_dot(ty, n_cols, &w[r * wr..][..wr], &act[a * ar..][..ar])
+                                    .unwrap();
+                                let got = out[a * rows.len() + r - rows.start];
+                                assert_eq!(
+                                    got.to_bits(),
+                                    want.to_bits(),
+                                    "{ty} {} {n_rows}x{n_cols}, {n_act} act rows, rows {rows:?}: a{a} r{r}",
+                                    k.name()
+                                );
+                            }
                         }
                     }
                 }
             }
-        }
-        // A range must start on a tile.
-        if let (Some(k), true) = (avx512(), n_rows > 1) {
-            let act = random_acts(GgmlType::Q8_0, n_cols, 127, &mut rng, false);
-            let mut out = vec![0.0; n_rows - 1];
-            let err = k.matmul_packed(&packed, &act, 1, 1..n_rows, &mut out);
-            assert!(matches!(
-                err,
-                Err(QuantError::PackedRowsUnaligned { start: 1, .. })
-            ));
+            // A range must start on a tile; the activations must be the partner's size.
+            if let (Some(k), true) = (avx512(), n_rows > 1) {
+                let act = random_acts(partner, n_cols, 127, &mut rng, false);
+                let mut out = vec![0.0; n_rows - 1];
+                let err = k.matmul_packed(&packed, &act, 1, 1..n_rows, &mut out);
+                assert!(matches!(
+                    err,
+                    Err(QuantError::PackedRowsUnaligned { start: 1, .. })
+                ));
+                let mut out = vec![0.0; n_rows];
+                let err = k.matmul_packed(&packed, &act[1..], 1, 0..n_rows, &mut out);
+                assert!(err.is_err());
+            }
         }
     }
-    // Wrong sizes are errors, not panics.
-    assert!(PackedRows::q4_0(&[0; 17], 1, 32).is_err());
-    assert!(PackedRows::q4_0(&[0; 18], 1, 33).is_err());
+    // Wrong sizes and types are errors, not panics.
+    assert!(PackedRows::new(GgmlType::Q4_0, &[0; 17], 1, 32).is_err());
+    assert!(PackedRows::new(GgmlType::Q4_0, &[0; 18], 1, 33).is_err());
+    assert!(PackedRows::new(GgmlType::Q4_K, &[0; 144], 1, 128).is_err());
+    assert!(matches!(
+        PackedRows::new(GgmlType::Q8_0, &[0; 34], 1, 32),
+        Err(QuantError::Unsupported { .. })
+    ));
 }
 
 #[test]
 fn packed_arena_holds_each_matrix_in_its_own_slot() {
-    use crate::packed::{fill_q4_0, PackedArena};
-    let ty = GgmlType::Q4_0;
+    use crate::packed::{fill, PackedArena};
+    use GgmlType::{Q4_0, Q4_K};
     let mut rng = XorShift(0x5eed_000a);
-    let shapes = [(17, 64), (3, 32), (32, 96)];
+    let shapes = [
+        (Q4_0, 17, 64),
+        (Q4_K, 3, 256),
+        (Q4_0, 32, 96),
+        (Q4_K, 20, 512),
+    ];
     let data: Vec<Vec<u8>> = shapes
         .iter()
-        .map(|&(rows, cols)| {
+        .map(|&(ty, rows, cols)| {
             (0..rows)
-                .flat_map(|_| random_weights(ty, cols / 32, &mut rng, false))
+                .flat_map(|_| random_weights(ty, cols / ty.block_elems(), &mut rng, false))
                 .collect()
         })
         .collect();
-    let mut arena = PackedArena::q4_0(&shapes).unwrap();
+    let mut arena = PackedArena::new(&shapes).unwrap();
     let slots = arena.slots_mut();
     assert_eq!(
         slots.iter().map(|s| s.len()).collect::<Vec<_>>(),
-        [2 * 2, 1, 2 * 3]
+        [2 * 2 * 288, 2368, 2 * 3 * 288, 2 * 2 * 2368]
     );
+    assert!(slots
+        .iter()
+        .all(|s| (s.as_ptr() as usize).is_multiple_of(64)));
     // Filled out of order, as a thread pool would.
     let mut slots: Vec<_> = slots.into_iter().enumerate().collect();
     slots.reverse();
     for (i, slot) in slots {
-        let (rows, cols) = shapes[i];
-        fill_q4_0(&data[i], rows, cols, slot).unwrap();
+        let (ty, rows, cols) = shapes[i];
+        fill(ty, &data[i], rows, cols, slot).unwrap();
     }
     let arena = std::sync::Arc::new(arena);
-    for (i, &(rows, cols)) in shapes.iter().enumerate() {
+    for (i, &(ty, rows, cols)) in shapes.iter().enumerate() {
         let m = arena.rows(i);
-        assert_eq!((m.rows(), m.cols()), (rows, cols));
+        assert_eq!((m.ty(), m.rows(), m.cols()), (ty, rows, cols));
         let wr = data[i].len() / rows;
         for r in 0..rows {
-            let back: Vec<u8> = bytemuck::cast_slice(&m.row(r)).to_vec();
-            assert_eq!(back, data[i][r * wr..][..wr], "matrix {i} row {r}");
+            assert_eq!(m.row(r), data[i][r * wr..][..wr], "matrix {i} row {r}");
         }
     }
-    // A slot of the wrong size and columns that are not whole blocks are errors.
-    let mut arena = PackedArena::q4_0(&[(16, 32)]).unwrap();
+    // A slot of the wrong size, the wrong type and columns not whole blocks are errors.
+    let mut arena = PackedArena::new(&[(Q4_0, 16, 32)]).unwrap();
     let slot = arena.slots_mut().pop().unwrap();
     assert!(matches!(
-        fill_q4_0(&data[0], 17, 64, slot),
+        fill(Q4_0, &data[0], 17, 64, slot),
         Err(QuantError::WrongOutputLength { .. })
     ));
     assert!(matches!(
-        PackedArena::q4_0(&[(1, 32), (1, 33)]),
+        fill(GgmlType::Q6_K, &[0; 210], 1, 256, slot),
+        Err(QuantError::Unsupported { .. })
+    ));
+    assert!(matches!(
+        PackedArena::new(&[(Q4_0, 1, 32), (Q4_0, 1, 33)]),
+        Err(QuantError::NotWholeBlocks { .. })
+    ));
+    assert!(matches!(
+        PackedArena::new(&[(Q4_K, 1, 128)]),
         Err(QuantError::NotWholeBlocks { .. })
     ));
     // An empty arena is valid.
-    assert!(PackedArena::q4_0(&[]).unwrap().slots_mut().is_empty());
+    assert!(PackedArena::new(&[]).unwrap().slots_mut().is_empty());
 }
