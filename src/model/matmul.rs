@@ -72,6 +72,8 @@ impl Matmul {
             self.loaded = Some((partner, cols, b));
         }
         let data = w.data(file);
+        // Read once: the background repack may publish between two reads.
+        let packed = w.packed();
         let qact = &self.qact[..b * act_bytes];
         // Activation rows go through in groups small enough for `tmp` (the output
         // projection of a long batch is vocab × batch).
@@ -83,7 +85,7 @@ impl Matmul {
         // Packed weights: every chunk starts on a packed tile.
         let chunk_rows = if b == 1 {
             let n = rows.div_ceil(threads * 4).max(1);
-            if w.packed.is_some() {
+            if packed.is_some() {
                 n.next_multiple_of(loupe_quant::packed::PACKED_ROWS)
             } else {
                 n
@@ -106,7 +108,7 @@ impl Matmul {
                 .try_for_each(|(ci, tile)| {
                     let r0 = ci * chunk_rows;
                     let r1 = r0 + tile.len() / g;
-                    match &w.packed {
+                    match packed {
                         Some(p) => loupe_quant::kernels().matmul_packed(p, act, g, r0..r1, tile),
                         None => loupe_quant::matmul(w.ty, data, rows, cols, act, g, r0..r1, tile),
                     }

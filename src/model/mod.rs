@@ -7,10 +7,12 @@ pub mod ftype;
 pub mod kv_cache;
 pub mod matmul;
 pub mod ops;
+pub mod repack;
 pub mod summary;
 pub mod weights;
 
 use std::path::Path;
+use std::sync::Arc;
 
 use anyhow::{ensure, Context as _, Result};
 
@@ -22,9 +24,11 @@ use weights::Weights;
 
 /// A model file, opened and checked: config and weight views over the memory map.
 pub struct Model {
-    pub file: GgufFile,
+    pub file: Arc<GgufFile>,
     pub config: Config,
     pub weights: Weights,
+    /// Weights being repacked for the kernels in the background, if any.
+    repack: Option<repack::Repack>,
 }
 
 impl Model {
@@ -33,12 +37,24 @@ impl Model {
         let file = GgufFile::open(path)
             .with_context(|| format!("cannot read model {}", path.display()))?;
         let config = Config::from_file(&file).with_context(|| format!("{}", path.display()))?;
-        let weights =
+        let mut weights =
             Weights::load(&file, &config).with_context(|| format!("{}", path.display()))?;
+        let file = Arc::new(file);
+        let repack = weights.start_repack(&file)?;
         Ok(Model {
             file,
             config,
             weights,
+            repack,
+        })
+    }
+
+    /// Wait for the background repack of the weights, if one runs (benchmarks time the
+    /// model as it runs once loaded). Returns whether packed weights are in use.
+    pub fn wait_repacked(&self) -> bool {
+        self.repack.as_ref().is_some_and(|r| {
+            r.wait();
+            r.is_ready()
         })
     }
 

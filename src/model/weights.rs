@@ -1,17 +1,18 @@
 //! Weight lookup: every tensor the forward pass uses, found by its GGUF name and checked
 //! against the config's shapes once, at load. Weights stay in the memory map; a
 //! [`Tensor`] is an index into the file's directory. On CPUs with the AVX-512 kernels,
-//! Q4_0 matrices are repacked at load into sixteen-row tiles ([`PackedRows`]) and their
-//! pages of the map released, so they take the same memory once.
+//! Q4_0 and Q4_K matrices are repacked after load into sixteen-row tiles ([`PackedRows`],
+//! [`super::repack`]) and their pages of the map released, so they take the same memory
+//! once.
 
 use std::sync::Arc;
 
 use anyhow::{bail, ensure, Context, Result};
-use loupe_quant::packed::{self, PackedArena, PackedRows};
+use loupe_quant::packed::{self, PackedRows};
 use loupe_quant::GgmlType;
-use rayon::prelude::*;
 
 use super::config::Config;
+use super::repack::{Job, PackSlot, Repack};
 use crate::gguf::GgufFile;
 
 /// A tensor of the model file: its type and shape (innermost first) and where its bytes are.
@@ -24,13 +25,18 @@ pub struct Tensor {
     pub rows: usize,
     /// Index in the file's tensor directory.
     index: usize,
-    /// The rows repacked for the matmul kernels, when they were (see [`Weights::load`]).
-    pub packed: Option<PackedRows>,
+    /// Where the rows repacked for the matmul kernels will be (see [`super::repack`]).
+    pub pack: Option<PackSlot>,
 }
 
 impl Tensor {
     pub fn data<'f>(&self, file: &'f GgufFile) -> &'f [u8] {
         file.tensor_data(&file.tensors()[self.index])
+    }
+
+    /// The repacked rows, once ready; until then the map's rows serve.
+    pub fn packed(&self) -> Option<&PackedRows> {
+        self.pack.as_ref().and_then(|p| p.get())
     }
 
     pub fn row_bytes(&self) -> usize {
@@ -113,7 +119,7 @@ impl Finder<'_> {
             cols: dims[0],
             rows: dims[1..].iter().product(),
             index,
-            packed: None,
+            pack: None,
         }))
     }
 
@@ -178,7 +184,7 @@ impl Weights {
                 ffn_post_norm: f.vec(&n("post_ffw_norm.weight"), dim)?,
             });
         }
-        let mut w = Weights {
+        let w = Weights {
             token_embd,
             layers,
             output_norm: f.req_vec("output_norm.weight", dim)?,
@@ -186,18 +192,20 @@ impl Weights {
             rope_freqs: f.vec("rope_freqs.weight", c.n_rot / 2)?,
         };
         w.check_arch(c)?;
-        if loupe_quant::kernels().runs_packed() && std::env::var_os("LOUPE_NO_REPACK").is_none() {
-            w.repack(file)?;
-        }
         Ok(w)
     }
 
-    /// Repack every Q4_0 matrix the forward pass multiplies by (not the token embedding,
-    /// which is read a row at a time, nor an output projection tied to it) into
-    /// [`PackedRows`], over the thread pool, then release its pages of the map: the
-    /// kernels read the packed copy in one sequential pass per token, sixteen rows at a
-    /// time. `LOUPE_NO_REPACK=1` keeps the map's rows (for comparisons).
-    fn repack(&mut self, file: &GgufFile) -> Result<()> {
+    /// Start repacking, in the background ([`Repack`]), every Q4_0 and Q4_K matrix the
+    /// forward pass multiplies by (not the token embedding, which is read a row at a
+    /// time, nor an output projection tied to it), where the kernels run packed weights
+    /// (AVX-512 VNNI) and `LOUPE_NO_REPACK` is not set to something other than `0`: the
+    /// kernels then read each matrix in one sequential pass per token, sixteen rows at a
+    /// time. `None` when nothing is repacked.
+    pub fn start_repack(&mut self, file: &Arc<GgufFile>) -> Result<Option<Repack>> {
+        let off = std::env::var("LOUPE_NO_REPACK").is_ok_and(|v| !v.is_empty() && v != "0");
+        if off || !loupe_quant::kernels().runs_packed() {
+            return Ok(None);
+        }
         let embd = self.token_embd.index;
         let todo: Vec<&mut Tensor> = self
             .layers
@@ -214,25 +222,25 @@ impl Weights {
                 ]
             })
             .chain(std::iter::once(&mut self.output))
-            .filter(|t| t.ty == GgmlType::Q4_0 && t.index != embd)
+            .filter(|t| packed::packs(t.ty) && t.index != embd)
             .collect();
-        let shapes: Vec<(usize, usize)> = todo.iter().map(|t| (t.rows, t.cols)).collect();
-        let mut arena = PackedArena::q4_0(&shapes).context("repacking the Q4_0 weights")?;
-        todo.par_iter()
-            .zip(arena.slots_mut())
-            .try_for_each(|(t, slot)| -> Result<()> {
-                let data = t.data(file);
-                packed::fill_q4_0(data, t.rows, t.cols, slot).with_context(|| {
-                    format!("repacking tensor {}", file.tensors()[t.index].name)
-                })?;
-                file.release(data);
-                Ok(())
-            })?;
-        let arena = Arc::new(arena);
-        for (i, t) in todo.into_iter().enumerate() {
-            t.packed = Some(arena.rows(i));
+        if todo.is_empty() {
+            return Ok(None);
         }
-        Ok(())
+        let jobs = todo
+            .iter()
+            .map(|t| Job {
+                tensor: t.index,
+                ty: t.ty,
+                rows: t.rows,
+                cols: t.cols,
+            })
+            .collect();
+        let (repack, slots) = Repack::start(file.clone(), jobs)?;
+        for (t, slot) in todo.into_iter().zip(slots) {
+            t.pack = Some(slot);
+        }
+        Ok(Some(repack))
     }
 
     /// The tensors an architecture needs must all be there (gemma's post-norms, qwen3's
