@@ -42,6 +42,8 @@ fn generating_tokens_allocates_nothing() {
         path.display()
     );
     let model = Model::load(&path).unwrap();
+    // The background repack allocates (on its own thread, off the token path): let it end.
+    model.wait_repacked();
     let opts = RunOptions {
         n_ctx: 64,
         kv_type: KvType::F16,

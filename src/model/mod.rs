@@ -32,15 +32,29 @@ pub struct Model {
 }
 
 impl Model {
+    /// Open a model; where the kernels run packed weights, repacking starts in the
+    /// background ([`repack`]).
     pub fn load(path: impl AsRef<Path>) -> Result<Model> {
-        let path = path.as_ref();
+        Model::open(path.as_ref(), true)
+    }
+
+    /// Open a model whose matmuls always read the map's rows (comparisons, tests).
+    pub fn load_without_repacking(path: impl AsRef<Path>) -> Result<Model> {
+        Model::open(path.as_ref(), false)
+    }
+
+    fn open(path: &Path, repack: bool) -> Result<Model> {
         let file = GgufFile::open(path)
             .with_context(|| format!("cannot read model {}", path.display()))?;
         let config = Config::from_file(&file).with_context(|| format!("{}", path.display()))?;
         let mut weights =
             Weights::load(&file, &config).with_context(|| format!("{}", path.display()))?;
         let file = Arc::new(file);
-        let repack = weights.start_repack(&file)?;
+        let repack = if repack {
+            weights.start_repack(&file)?
+        } else {
+            None
+        };
         Ok(Model {
             file,
             config,

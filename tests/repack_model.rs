@@ -1,0 +1,59 @@
+//! Weights repacked in the background give the same logits, bit for bit, as the map's
+//! rows: before, during and after the switch a generation computes the same numbers.
+
+use loupe::model::kv_cache::KvType;
+use loupe::model::{Context, Logits, Model, RunOptions};
+use loupe::store::{GEMMA3_270M, QWEN25_CODER_05B};
+
+fn logits(model: &Model, tokens: &[u32]) -> Vec<f32> {
+    let opts = RunOptions {
+        n_ctx: 64,
+        kv_type: KvType::F16,
+        threads: 2,
+        batch: 8,
+    };
+    let mut ctx = Context::new(model, opts).unwrap();
+    // A batch (the batch kernels) and then single tokens (the token path).
+    let mut all = ctx.eval(&tokens[..8], Logits::From(0)).unwrap().to_vec();
+    for &t in &tokens[8..] {
+        all.extend_from_slice(ctx.eval(&[t], Logits::Last).unwrap());
+    }
+    all
+}
+
+#[test]
+fn repacked_weights_give_the_map_rows_bits() {
+    let tokens: Vec<u32> = (0..14).map(|i| 100 + 37 * i).collect();
+    for known in [GEMMA3_270M, QWEN25_CODER_05B] {
+        let path = known.path();
+        assert!(
+            path.is_file(),
+            "test model {} is missing: run scripts/fetch-models.sh",
+            path.display()
+        );
+        let packed = Model::load(&path).unwrap();
+        let packs = packed.wait_repacked();
+        let has_packable = packed.weights.layers.iter().any(|l| {
+            [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down]
+                .iter()
+                .any(|t| loupe_quant::packed::packs(t.ty))
+        });
+        let env_off = std::env::var("LOUPE_NO_REPACK").is_ok_and(|v| !v.is_empty() && v != "0");
+        assert_eq!(
+            packs,
+            loupe_quant::kernels().runs_packed() && has_packable && !env_off,
+            "{}: repacked",
+            path.display()
+        );
+        let plain = Model::load_without_repacking(&path).unwrap();
+        assert!(!plain.wait_repacked());
+        let (a, b) = (logits(&packed, &tokens), logits(&plain, &tokens));
+        assert_eq!(a.len(), b.len());
+        let differ = a
+            .iter()
+            .zip(&b)
+            .filter(|(x, y)| x.to_bits() != y.to_bits())
+            .count();
+        assert_eq!(differ, 0, "{}: {differ} logits differ", path.display());
+    }
+}
