@@ -347,7 +347,7 @@ impl Kernels {
     }
 
     /// out (n_act_rows, rows.len()) = act · wᵀ for rows `rows` of a matrix repacked at
-    /// load (Q4_0 or Q4_K), against activation rows in its partner type (Q8_0, Q8_K): one
+    /// load (Q4_0, Q5_0 or Q4_K), against activation rows in its partner type (Q8_0, Q8_K): one
     /// token or a batch. `rows` starts on a [`PACKED_ROWS`] boundary. Every dot is bit for
     /// bit this table's `vec_dot` of the row before repacking: repacking changes where the
     /// bytes are, not the results.
@@ -387,8 +387,13 @@ impl Kernels {
                 interleaved_k::matmul_q4_kx16(tiles, k, n, &act, out, ACT_BLOCK_BYTES);
             } else {
                 let act = cast::as_blocks::<BlockQ8_0>(act)?;
-                let tiles = w.tiles(rows);
-                interleaved::matmul_q4_0x16(tiles, k, n, &act, out, ACT_BLOCK_BYTES);
+                if ty == GgmlType::Q5_0 {
+                    let tiles: &[crate::packed::BlockQ5_0x16] = w.tiles(rows);
+                    interleaved::matmul_x16(tiles, k, n, &act, out, ACT_BLOCK_BYTES);
+                } else {
+                    let tiles: &[crate::packed::BlockQ4_0x16] = w.tiles(rows);
+                    interleaved::matmul_x16(tiles, k, n, &act, out, ACT_BLOCK_BYTES);
+                }
             }
         }
         Ok(())

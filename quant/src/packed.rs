@@ -1,8 +1,8 @@
 //! Weight rows repacked at load for the AVX-512 kernels: sixteen rows interleaved so one
 //! 512-bit register holds a four-quant group of every row (what llama.cpp's `repack.cpp`
-//! does for its own kernels, in loupe's own layout). Q4_0 and Q4_K are repacked: their
-//! row kernels cannot keep up with memory on a token (the per-block scale work), the
-//! interleaved kernels can.
+//! does for its own kernels, in loupe's own layout). Q4_0, Q5_0 and Q4_K are repacked:
+//! their row kernels cannot keep up with memory on a token (the per-block unpacking and
+//! scale work), the interleaved kernels can.
 //!
 //! A [`BlockQ4_0x16`] holds block `b` of sixteen consecutive rows: the same 288 bytes as
 //! the sixteen Q4_0 blocks, only moved. `qs[c]` is four bytes per row, row `l` at bytes
@@ -15,6 +15,9 @@
 //! the 6-bit scales and mins unpacked to bytes: 2368 bytes for the 2304 of sixteen Q4_K
 //! super-blocks.
 //!
+//! A [`BlockQ5_0x16`] adds the fifth bits as a byte mask per vector (the same 352 bytes
+//! as sixteen Q5_0 blocks): one masked add makes the quants.
+//!
 //! Row-major rows stream one at a time; a tile streams sixteen from one place, so a token
 //! reads the matrix in one sequential pass while every load feeds sixteen dots.
 
@@ -24,7 +27,7 @@ use std::sync::Arc;
 use bytemuck::{Pod, Zeroable};
 
 use crate::formats::k_quants::scale_min::{pack_scale_min_k4, scale_min_k4};
-use crate::formats::{BlockQ4K, BlockQ4_0};
+use crate::formats::{BlockQ4K, BlockQ4_0, BlockQ5_0};
 use crate::{cast, GgmlType, QuantError, F16};
 
 /// Rows per packed tile.
@@ -41,6 +44,19 @@ pub struct BlockQ4_0x16 {
 }
 
 const _: () = assert!(std::mem::size_of::<BlockQ4_0x16>() == PACKED_ROWS * 18);
+
+/// Block `b` of sixteen Q5_0 rows: the nibbles as [`BlockQ4_0x16`] holds them, and the
+/// fifth bits as one byte mask per four-quant vector: bit `4l + i` of `qh[c]` is the fifth
+/// bit of row `l`'s element `4c + i` (`c < 4`) or `16 + 4(c - 4) + i`.
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+#[repr(C)]
+pub struct BlockQ5_0x16 {
+    pub qs: [[u32; PACKED_ROWS]; 4],
+    pub qh: [u64; 8],
+    pub d: [F16; PACKED_ROWS],
+}
+
+const _: () = assert!(std::mem::size_of::<BlockQ5_0x16>() == PACKED_ROWS * 22);
 
 /// Super-block `b` of sixteen Q4_K rows (see the module docs).
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
@@ -61,13 +77,14 @@ const _: () = assert!(std::mem::size_of::<BlockQ4Kx16>() == 2368);
 
 /// Whether weights of type `ty` can be repacked.
 pub fn packs(ty: GgmlType) -> bool {
-    matches!(ty, GgmlType::Q4_0 | GgmlType::Q4_K)
+    matches!(ty, GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q4_K)
 }
 
 /// Bytes of one packed block (sixteen rows' block `b`) of a packable type.
 fn tile_block_bytes(ty: GgmlType) -> usize {
     match ty {
         GgmlType::Q4_K => std::mem::size_of::<BlockQ4Kx16>(),
+        GgmlType::Q5_0 => std::mem::size_of::<BlockQ5_0x16>(),
         _ => std::mem::size_of::<BlockQ4_0x16>(),
     }
 }
@@ -195,6 +212,13 @@ pub fn fill(
             cast_mut(dst)?,
             put_q4_k,
         ),
+        GgmlType::Q5_0 => fill_tiles(
+            cast::as_blocks::<BlockQ5_0>(data)?.as_ref(),
+            k,
+            rows,
+            cast_mut(dst)?,
+            put_q5_0,
+        ),
         _ => fill_tiles(
             cast::as_blocks::<BlockQ4_0>(data)?.as_ref(),
             k,
@@ -237,6 +261,19 @@ fn put_q4_0(src: &BlockQ4_0, l: usize, dst: &mut BlockQ4_0x16) {
     let groups: [u32; 4] = bytemuck::cast(src.qs);
     for (c, g) in groups.into_iter().enumerate() {
         dst.qs[c][l] = g;
+    }
+    dst.d[l] = src.d;
+}
+
+fn put_q5_0(src: &BlockQ5_0, l: usize, dst: &mut BlockQ5_0x16) {
+    let groups: [u32; 4] = bytemuck::cast(src.qs);
+    for (c, g) in groups.into_iter().enumerate() {
+        dst.qs[c][l] = g;
+    }
+    let qh = u32::from_le_bytes(src.qh);
+    for (c, mask) in dst.qh.iter_mut().enumerate() {
+        let first = if c < 4 { 4 * c } else { 16 + 4 * (c - 4) };
+        *mask |= u64::from((qh >> first) & 0xF) << (4 * l);
     }
     dst.d[l] = src.d;
 }
@@ -310,6 +347,25 @@ impl PackedRows {
             GgmlType::Q4_K => {
                 let tiles: &[BlockQ4Kx16] = &self.all_tiles()[blocks];
                 let back: Vec<BlockQ4K> = tiles.iter().map(|b| take_q4_k(b, l)).collect();
+                bytemuck::cast_slice(&back).to_vec()
+            }
+            GgmlType::Q5_0 => {
+                let tiles: &[BlockQ5_0x16] = &self.all_tiles()[blocks];
+                let back: Vec<BlockQ5_0> = tiles
+                    .iter()
+                    .map(|b| {
+                        let mut qh = 0u32;
+                        for (c, mask) in b.qh.iter().enumerate() {
+                            let first = if c < 4 { 4 * c } else { 16 + 4 * (c - 4) };
+                            qh |= (((mask >> (4 * l)) & 0xF) as u32) << first;
+                        }
+                        BlockQ5_0 {
+                            d: b.d[l],
+                            qh: qh.to_le_bytes(),
+                            qs: bytemuck::cast(std::array::from_fn::<u32, 4, _>(|c| b.qs[c][l])),
+                        }
+                    })
+                    .collect();
                 bytemuck::cast_slice(&back).to_vec()
             }
             _ => {

@@ -31,7 +31,7 @@ use super::tiled::{
     act_block_rows, operands, rows_of, store, BatchShape, Operands, Q8Act, Unpack, Visit,
 };
 use crate::formats::*;
-use crate::packed::BlockQ4_0x16;
+use crate::packed::{BlockQ4_0x16, BlockQ5_0x16};
 use crate::{QuantError, F16};
 
 /// Weight rows per tile: one per i32 lane.
@@ -255,13 +255,74 @@ fn prepare_acts<A: Q8Act>(act: &[A], bias: i32, out: &mut Vec<ActBlock>) {
     }
 }
 
-/// `out[a * n + r] = dot(row rows.start + r, act row a)` for weights repacked as
-/// [`BlockQ4_0x16`] (`tiles`: those covering `rows`, `k` blocks each) and Q8_0
-/// activations, on AVX-512 VNNI: the nibbles are the unsigned quants w + 8, so each
-/// activation block's sum starts from `-8 * sum(a)`; then as [`step`], with Q4_0's scale
-/// order. The caller holds a table handed out only after detecting AVX-512.
-pub(super) fn matmul_q4_0x16(
-    tiles: &[BlockQ4_0x16],
+/// A packed block of sixteen rows ([`crate::packed`]) as [`packed_step`] reads it.
+pub(super) trait PackedBlock: Copy {
+    /// What the stored quants exceed the signed ones by (each activation group's sum
+    /// starts from `-BIAS * sum(a)`).
+    const BIAS: i32;
+    /// Cache lines of one block, for the prefetch.
+    const LINES: usize = std::mem::size_of::<Self>().div_ceil(64);
+    /// The eight four-quant vectors, group `c` in vector `c`, unsigned.
+    ///
+    /// # Safety
+    /// AVX-512 F/BW must be available; inlined into callers that enable it.
+    unsafe fn groups(&self) -> [__m512i; GROUPS];
+    fn scales(&self) -> &[F16; LANES];
+}
+
+/// The nibble vectors of a Q4_0-style packed block: low nibbles groups 0..4, high 4..8.
+#[inline(always)]
+unsafe fn nibble_groups(qs: &[[u32; LANES]; 4]) -> [__m512i; GROUPS] {
+    // SAFETY: AVX-512 F/BW per the caller; each load reads one array of the block.
+    unsafe {
+        let nib = _mm512_set1_epi8(0x0F);
+        let p: [__m512i; 4] = std::array::from_fn(|c| _mm512_loadu_si512(qs[c].as_ptr().cast()));
+        std::array::from_fn(|c| {
+            if c < 4 {
+                _mm512_and_si512(p[c], nib)
+            } else {
+                _mm512_and_si512(_mm512_srli_epi16(p[c - 4], 4), nib)
+            }
+        })
+    }
+}
+
+impl PackedBlock for BlockQ4_0x16 {
+    const BIAS: i32 = 8;
+    #[inline(always)]
+    unsafe fn groups(&self) -> [__m512i; GROUPS] {
+        // SAFETY: AVX-512 per the caller.
+        unsafe { nibble_groups(&self.qs) }
+    }
+    fn scales(&self) -> &[F16; LANES] {
+        &self.d
+    }
+}
+
+impl PackedBlock for BlockQ5_0x16 {
+    const BIAS: i32 = 16;
+    #[inline(always)]
+    unsafe fn groups(&self) -> [__m512i; GROUPS] {
+        // SAFETY: AVX-512 F/BW per the caller. Each group's fifth bits are a byte mask:
+        // a masked add of 16 makes the nibbles q = w + 16.
+        unsafe {
+            let sixteen = _mm512_set1_epi8(16);
+            let v = nibble_groups(&self.qs);
+            std::array::from_fn(|c| _mm512_mask_add_epi8(v[c], self.qh[c], v[c], sixteen))
+        }
+    }
+    fn scales(&self) -> &[F16; LANES] {
+        &self.d
+    }
+}
+
+/// `out[a * n + r] = dot(row rows.start + r, act row a)` for weights repacked at load
+/// (`tiles`: those covering `rows`, `k` blocks each) and Q8_0 activations, on AVX-512
+/// VNNI: the stored quants are w + BIAS, so each activation group's sum starts from
+/// `-BIAS * sum(a)`; then as [`step`]. The caller holds a table handed out only after
+/// detecting AVX-512.
+pub(super) fn matmul_x16<T: PackedBlock>(
+    tiles: &[T],
     k: usize,
     n_rows: usize,
     act: &[BlockQ8_0],
@@ -271,7 +332,7 @@ pub(super) fn matmul_q4_0x16(
     let n_act = act.len() / k;
     SCRATCH.with(|s| {
         let mut s = s.borrow_mut();
-        prepare_acts(act, 8, &mut s.act);
+        prepare_acts(act, T::BIAS, &mut s.act);
         let row_bytes = k * (std::mem::size_of::<BlockQ8_0>() + std::mem::size_of::<ActBlock>());
         let shape = BatchShape {
             n_act,
@@ -289,9 +350,9 @@ pub(super) fn matmul_q4_0x16(
                 // SAFETY: AVX-512 F/BW/VNNI, AVX2, F16C per the caller.
                 unsafe {
                     if acts == 2 {
-                        packed_step::<2>(tile, y, info, k, &mut sums)
+                        packed_step::<T, 2>(tile, y, info, k, &mut sums)
                     } else {
-                        packed_step::<1>(tile, y, info, k, &mut sums)
+                        packed_step::<T, 1>(tile, y, info, k, &mut sums)
                     }
                 }
                 store(out, n_rows, a0, r0, rows, &sums[..acts]);
@@ -300,11 +361,10 @@ pub(super) fn matmul_q4_0x16(
     });
 }
 
-/// [`step`] for a packed Q4_0 tile: the eight four-quant vectors come from four loads, a
-/// mask and a shift (the nibbles are w + 8).
+/// [`step`] for a packed tile: the eight four-quant vectors come straight from the block.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vnni")]
-unsafe fn packed_step<const C: usize>(
-    tile: &[BlockQ4_0x16],
+unsafe fn packed_step<T: PackedBlock, const C: usize>(
+    tile: &[T],
     y: &[BlockQ8_0],
     info: &[ActBlock],
     k: usize,
@@ -314,30 +374,24 @@ unsafe fn packed_step<const C: usize>(
     let infos: [&[ActBlock]; C] = rows_of(info, k, 0, usize::MAX);
     let tile = &tile[..k];
     // SAFETY: AVX-512 F/BW/VNNI and F16C per the caller; each load reads one array of a
-    // borrowed packed block.
+    // borrowed packed block; prefetches never fault.
     unsafe {
-        let nib = _mm512_set1_epi8(0x0F);
         let mut acc = [[_mm512_setzero_ps(); GROUPS]; C];
         for (b, t) in tile.iter().enumerate() {
             // One token reads the matrix once, from DRAM: ask for the block PREFETCH
-            // blocks ahead (288 bytes, five cache lines) while this one is computed.
+            // blocks ahead while this one is computed.
             let ahead = tile.as_ptr().wrapping_add(b + PREFETCH).cast::<i8>();
-            for line in 0..5 {
+            for line in 0..T::LINES {
                 _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * line));
             }
-            let dw = _mm512_cvtph_ps(_mm256_loadu_si256(t.d.as_ptr().cast()));
+            let dw = _mm512_cvtph_ps(_mm256_loadu_si256(t.scales().as_ptr().cast()));
             let mut d = [_mm512_setzero_ps(); C];
             for j in 0..C {
                 d[j] = _mm512_mul_ps(dw, _mm512_set1_ps(infos[j][b].d));
             }
-            for c in 0..GROUPS / 2 {
-                let p = _mm512_loadu_si512(t.qs[c].as_ptr().cast());
-                let lo = _mm512_and_si512(p, nib);
-                let hi = _mm512_and_si512(_mm512_srli_epi16(p, 4), nib);
+            for (c, w) in t.groups().into_iter().enumerate() {
                 for j in 0..C {
-                    group_fma(&mut acc[j][c], lo, &ys[j][b], &infos[j][b], c, d[j]);
-                    let c4 = c + GROUPS / 2;
-                    group_fma(&mut acc[j][c4], hi, &ys[j][b], &infos[j][b], c4, d[j]);
+                    group_fma(&mut acc[j][c], w, &ys[j][b], &infos[j][b], c, d[j]);
                 }
             }
         }

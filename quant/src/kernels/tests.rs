@@ -821,7 +821,7 @@ fn batched_matmul_equals_row_dots_over_tile_edges() {
 fn packed_matmul_equals_row_dots() {
     use crate::packed::{PackedRows, PACKED_ROWS};
     let mut rng = XorShift(0x5eed_0009);
-    for ty in [GgmlType::Q4_0, GgmlType::Q4_K] {
+    for ty in [GgmlType::Q4_0, GgmlType::Q5_0, GgmlType::Q4_K] {
         let partner = crate::vec_dot_type(ty).unwrap();
         for (n_rows, nb) in [(1, 3), (15, 7), (16, 1), (17, 4), (35, 2), (48, 2)] {
             let n_cols = nb * ty.block_elems();
@@ -900,11 +900,12 @@ fn packed_matmul_equals_row_dots() {
 #[test]
 fn packed_arena_holds_each_matrix_in_its_own_slot() {
     use crate::packed::{fill, PackedArena};
-    use GgmlType::{Q4_0, Q4_K};
+    use GgmlType::{Q4_0, Q4_K, Q5_0};
     let mut rng = XorShift(0x5eed_000a);
     let shapes = [
         (Q4_0, 17, 64),
         (Q4_K, 3, 256),
+        (Q5_0, 5, 64),
         (Q4_0, 32, 96),
         (Q4_K, 20, 512),
     ];
@@ -920,7 +921,7 @@ fn packed_arena_holds_each_matrix_in_its_own_slot() {
     let slots = arena.slots_mut();
     assert_eq!(
         slots.iter().map(|s| s.len()).collect::<Vec<_>>(),
-        [2 * 2 * 288, 2368, 2 * 3 * 288, 2 * 2 * 2368]
+        [2 * 2 * 288, 2368, 2 * 352, 2 * 3 * 288, 2 * 2 * 2368]
     );
     assert!(slots
         .iter()
