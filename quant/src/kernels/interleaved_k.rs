@@ -201,29 +201,51 @@ unsafe fn step<const C: usize>(
                 if kind == Kind::Q4K {
                     let dmin =
                         _mm512_mul_ps(_mm512_set1_ps(-yb.d), _mm512_load_ps(t.dmin.as_ptr()));
-                    for m in 0..4 {
-                        // Group sums 2m and 2m + 1 (each two 16-quant sums; exact in i16).
-                        let gs0 = bs[4 * m].wrapping_add(bs[4 * m + 1]);
-                        let gs1 = bs[4 * m + 2].wrapping_add(bs[4 * m + 3]);
-                        let mins = _mm512_load_si512(t.mins[m].as_ptr().cast());
-                        let prod =
-                            _mm512_madd_epi16(mins, _mm512_set1_epi32(pair(gs0, gs1) as i32));
-                        acc_m[j][m] = _mm512_fmadd_ps(dmin, _mm512_cvtepi32_ps(prod), acc_m[j][m]);
+                    let mut mins = [_mm512_setzero_si512(); 4];
+                    for (v, m) in mins.iter_mut().zip(&t.mins) {
+                        *v = _mm512_load_si512(m.as_ptr().cast());
                     }
+                    mins_fma(&mut acc_m[j], dmin, bs, &mins);
                 }
             }
         }
         for j in 0..C {
             let mut total = hsum_groups(&acc[j]);
             if kind == Kind::Q4K {
-                // hsum_f32x4's order: (m0 + m2) + (m1 + m3).
-                let m = &acc_m[j];
-                let mins = _mm512_add_ps(_mm512_add_ps(m[0], m[2]), _mm512_add_ps(m[1], m[3]));
-                total = _mm512_add_ps(total, mins);
+                total = _mm512_add_ps(total, mins_total(&acc_m[j]));
             }
             _mm512_storeu_ps(sums[j].as_mut_ptr(), total);
         }
     }
+}
+
+/// Q4_K's mins for one super-block of sixteen rows: `acc_m[m] += dmin * (row's mins
+/// 2m, 2m + 1 · group sums 2m, 2m + 1)`, the row kernel's four mins lanes. `mins[m]` holds
+/// each row's two mins as i16 in its lane.
+#[inline(always)]
+unsafe fn mins_fma(
+    acc_m: &mut [__m512; 4],
+    dmin: __m512,
+    bs: &[i16; QK_K / 16],
+    mins: &[__m512i; 4],
+) {
+    // SAFETY: register-only AVX-512 F/BW, enabled by every caller.
+    unsafe {
+        for m in 0..4 {
+            // Group sums 2m and 2m + 1 (each two 16-quant sums; exact in i16).
+            let gs0 = bs[4 * m].wrapping_add(bs[4 * m + 1]);
+            let gs1 = bs[4 * m + 2].wrapping_add(bs[4 * m + 3]);
+            let prod = _mm512_madd_epi16(mins[m], _mm512_set1_epi32(pair(gs0, gs1) as i32));
+            acc_m[m] = _mm512_fmadd_ps(dmin, _mm512_cvtepi32_ps(prod), acc_m[m]);
+        }
+    }
+}
+
+/// The four mins lanes summed in `hsum_f32x4`'s order: (m0 + m2) + (m1 + m3).
+#[inline(always)]
+unsafe fn mins_total(m: &[__m512; 4]) -> __m512 {
+    // SAFETY: register-only AVX-512 F, enabled by every caller.
+    unsafe { _mm512_add_ps(_mm512_add_ps(m[0], m[2]), _mm512_add_ps(m[1], m[3])) }
 }
 
 /// `out[a * n_rows + r]` = dot(row `r` of the packed Q4_K tiles, act row `a`) for rows
@@ -308,6 +330,10 @@ unsafe fn packed_step<const C: usize>(
             }
             let dw = _mm512_cvtph_ps(_mm256_loadu_si256(t.d.as_ptr().cast()));
             let dmw = _mm512_cvtph_ps(_mm256_loadu_si256(t.dmin.as_ptr().cast()));
+            let mut mins = [_mm512_setzero_si512(); 4];
+            for (v, m) in mins.iter_mut().zip(&t.mins) {
+                *v = _mm512_cvtepu8_epi16(_mm256_loadu_si256(m.as_ptr().cast()));
+            }
             for j in 0..C {
                 let yb = &ys[j][b];
                 let d = _mm512_mul_ps(_mm512_set1_ps(yb.d), dw);
@@ -315,20 +341,11 @@ unsafe fn packed_step<const C: usize>(
                     acc[j][c] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(sumi[j][c]), acc[j][c]);
                 }
                 let dmin = _mm512_mul_ps(_mm512_set1_ps(-yb.d), dmw);
-                let bs = &yb.bsums;
-                for m in 0..4 {
-                    let gs0 = bs[4 * m].wrapping_add(bs[4 * m + 1]);
-                    let gs1 = bs[4 * m + 2].wrapping_add(bs[4 * m + 3]);
-                    let mins = _mm512_cvtepu8_epi16(_mm256_loadu_si256(t.mins[m].as_ptr().cast()));
-                    let prod = _mm512_madd_epi16(mins, _mm512_set1_epi32(pair(gs0, gs1) as i32));
-                    acc_m[j][m] = _mm512_fmadd_ps(dmin, _mm512_cvtepi32_ps(prod), acc_m[j][m]);
-                }
+                mins_fma(&mut acc_m[j], dmin, &yb.bsums, &mins);
             }
         }
         for j in 0..C {
-            let m = &acc_m[j];
-            let mins = _mm512_add_ps(_mm512_add_ps(m[0], m[2]), _mm512_add_ps(m[1], m[3]));
-            let total = _mm512_add_ps(hsum_groups(&acc[j]), mins);
+            let total = _mm512_add_ps(hsum_groups(&acc[j]), mins_total(&acc_m[j]));
             _mm512_storeu_ps(sums[j].as_mut_ptr(), total);
         }
     }

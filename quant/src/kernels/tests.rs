@@ -645,15 +645,8 @@ fn matmul_tiles_equal_row_dots_for_every_table() {
                 let mut out = vec![f32::NAN; n_act * rows.len()];
                 k.matmul(ty, &w, n_rows, n_cols, &act, n_act, rows.clone(), &mut out)
                     .unwrap();
-                for a in 0..n_act {
-                    for r in rows.clone() {
-                        let want = k
-                            .vec_dot(ty, n_cols, &w[r * wr..][..wr], &act[a * ar..][..ar])
-                            .unwrap();
-                        let got = out[a * rows.len() + r - rows.start];
-                        assert_eq!(got.to_bits(), want.to_bits(), "{ty} {} a{a} r{r}", k.name());
-                    }
-                }
+                let what = format!("{ty} {}", k.name());
+                assert_row_dots(k, ty, n_cols, (&w, wr), (&act, ar), rows, &out, &what);
             }
         }
     }
@@ -817,6 +810,35 @@ fn batched_matmul_equals_row_dots_over_tile_edges() {
     }
 }
 
+/// Every output of a matmul over weight rows `rows` equals the table's own `vec_dot` of
+/// that (weight row, activation row) pair, bit for bit. `w` and `act` come with their
+/// row sizes in bytes.
+#[allow(clippy::too_many_arguments)]
+fn assert_row_dots(
+    k: &Kernels,
+    ty: GgmlType,
+    n_cols: usize,
+    (w, wr): (&[u8], usize),
+    (act, ar): (&[u8], usize),
+    rows: std::ops::Range<usize>,
+    out: &[f32],
+    what: &str,
+) {
+    for a in 0..act.len() / ar {
+        for r in rows.clone() {
+            let want = k
+                .vec_dot(ty, n_cols, &w[r * wr..][..wr], &act[a * ar..][..ar])
+                .unwrap();
+            let got = out[a * rows.len() + r - rows.start];
+            assert_eq!(
+                got.to_bits(),
+                want.to_bits(),
+                "{what}, rows {rows:?}: a{a} r{r}"
+            );
+        }
+    }
+}
+
 #[test]
 fn packed_matmul_equals_row_dots() {
     use crate::packed::{PackedRows, PACKED_ROWS};
@@ -855,20 +877,8 @@ fn packed_matmul_equals_row_dots() {
                             continue;
                         }
                         res.unwrap();
-                        for a in 0..n_act {
-                            for r in rows.clone() {
-                                let want = k
-                                    .vec_dot(ty, n_cols, &w[r * wr..][..wr], &act[a * ar..][..ar])
-                                    .unwrap();
-                                let got = out[a * rows.len() + r - rows.start];
-                                assert_eq!(
-                                    got.to_bits(),
-                                    want.to_bits(),
-                                    "{ty} {} {n_rows}x{n_cols}, {n_act} act rows, rows {rows:?}: a{a} r{r}",
-                                    k.name()
-                                );
-                            }
-                        }
+                        let what = format!("{ty} {} {n_rows}x{n_cols}, {n_act} act rows", k.name());
+                        assert_row_dots(k, ty, n_cols, (&w, wr), (&act, ar), rows, &out, &what);
                     }
                 }
             }
