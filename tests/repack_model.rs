@@ -38,7 +38,7 @@ fn repacked_weights_give_the_map_rows_bits() {
                 .iter()
                 .any(|t| loupe_quant::packed::packs(t.ty))
         });
-        let env_off = std::env::var("LOUPE_NO_REPACK").is_ok_and(|v| !v.is_empty() && v != "0");
+        let env_off = loupe::model::repack::disabled_by_env();
         assert_eq!(
             packs,
             loupe_quant::kernels().runs_packed() && has_packable && !env_off,

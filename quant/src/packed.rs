@@ -265,6 +265,16 @@ fn put_q4_0(src: &BlockQ4_0, l: usize, dst: &mut BlockQ4_0x16) {
     dst.d[l] = src.d;
 }
 
+/// The first of the four elements whose fifth bits mask `qh[c]` of a [`BlockQ5_0x16`]
+/// holds: vectors 0..4 are the low nibbles (elements `4c..`), 4..8 the high (`16 + ..`).
+fn q5_first_element(c: usize) -> usize {
+    if c < 4 {
+        4 * c
+    } else {
+        16 + 4 * (c - 4)
+    }
+}
+
 fn put_q5_0(src: &BlockQ5_0, l: usize, dst: &mut BlockQ5_0x16) {
     let groups: [u32; 4] = bytemuck::cast(src.qs);
     for (c, g) in groups.into_iter().enumerate() {
@@ -272,7 +282,7 @@ fn put_q5_0(src: &BlockQ5_0, l: usize, dst: &mut BlockQ5_0x16) {
     }
     let qh = u32::from_le_bytes(src.qh);
     for (c, mask) in dst.qh.iter_mut().enumerate() {
-        let first = if c < 4 { 4 * c } else { 16 + 4 * (c - 4) };
+        let first = q5_first_element(c);
         *mask |= u64::from((qh >> first) & 0xF) << (4 * l);
     }
     dst.d[l] = src.d;
@@ -356,7 +366,7 @@ impl PackedRows {
                     .map(|b| {
                         let mut qh = 0u32;
                         for (c, mask) in b.qh.iter().enumerate() {
-                            let first = if c < 4 { 4 * c } else { 16 + 4 * (c - 4) };
+                            let first = q5_first_element(c);
                             qh |= (((mask >> (4 * l)) & 0xF) as u32) << first;
                         }
                         BlockQ5_0 {

@@ -16,6 +16,11 @@ use loupe_quant::GgmlType;
 
 use crate::gguf::GgufFile;
 
+/// Whether `LOUPE_NO_REPACK` turns repacking off (set to anything but empty or `0`).
+pub fn disabled_by_env() -> bool {
+    std::env::var("LOUPE_NO_REPACK").is_ok_and(|v| !v.is_empty() && v != "0")
+}
+
 /// The repacked matrices of one model, published all at once.
 #[derive(Debug, Default)]
 pub struct PackTable {

@@ -202,8 +202,7 @@ impl Weights {
     /// kernels then read each matrix in one sequential pass per token, sixteen rows at a
     /// time. `None` when nothing is repacked.
     pub fn start_repack(&mut self, file: &Arc<GgufFile>) -> Result<Option<Repack>> {
-        let off = std::env::var("LOUPE_NO_REPACK").is_ok_and(|v| !v.is_empty() && v != "0");
-        if off || !loupe_quant::kernels().runs_packed() {
+        if super::repack::disabled_by_env() || !loupe_quant::kernels().runs_packed() {
             return Ok(None);
         }
         let embd = self.token_embd.index;
