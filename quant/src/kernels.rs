@@ -347,7 +347,7 @@ impl Kernels {
     }
 
     /// out (n_act_rows, rows.len()) = act · wᵀ for rows `rows` of a matrix repacked at
-    /// load (Q4_0, Q5_0 or Q4_K), against activation rows in its partner type (Q8_0, Q8_K): one
+    /// load (Q4_0, Q5_0, Q4_K or Q6_K), against activation rows in its partner type (Q8_0, Q8_K): one
     /// token or a batch. `rows` starts on a [`PACKED_ROWS`] boundary. Every dot is bit for
     /// bit this table's `vec_dot` of the row before repacking: repacking changes where the
     /// bytes are, not the results.
@@ -381,10 +381,29 @@ impl Kernels {
         {
             let k = n_cols / ty.block_elems();
             let n = rows.len();
+            if n_act_rows >= decode_packed_from(ty) {
+                let w = tiled::Weights::Packed {
+                    w,
+                    from: rows.start,
+                    n,
+                };
+                let b = ACT_BLOCK_BYTES;
+                return match ty {
+                    GgmlType::Q5_0 => {
+                        interleaved::matmul::<BlockQ5_0, BlockQ8_0>(w, n_cols, act, out, b)
+                    }
+                    GgmlType::Q6_K => interleaved_k::matmul::<BlockQ6K>(w, n_cols, act, out, b),
+                    _ => Err(QuantError::Unsupported { ty }),
+                };
+            }
             if ty == GgmlType::Q4_K {
                 let act = cast::as_blocks::<BlockQ8K>(act)?;
-                let tiles = w.tiles(rows);
-                interleaved_k::matmul_q4_kx16(tiles, k, n, &act, out, ACT_BLOCK_BYTES);
+                let tiles: &[crate::packed::BlockQ4Kx16] = w.tiles(rows);
+                interleaved_k::matmul_kx16(tiles, k, n, &act, out, ACT_BLOCK_BYTES);
+            } else if ty == GgmlType::Q6_K {
+                let act = cast::as_blocks::<BlockQ8K>(act)?;
+                let tiles: &[crate::packed::BlockQ6Kx16] = w.tiles(rows);
+                interleaved_k::matmul_kx16(tiles, k, n, &act, out, ACT_BLOCK_BYTES);
             } else {
                 let act = cast::as_blocks::<BlockQ8_0>(act)?;
                 if ty == GgmlType::Q5_0 {
@@ -668,3 +687,18 @@ fn matmul_blocks<W: BlockFormat, A: BlockFormat>(
 
 #[cfg(test)]
 mod tests;
+
+/// From how many activation rows a matmul by packed weights of type `ty` runs the batch
+/// kernel on its tiles put back and decoded, rather than the packed kernel: decoding
+/// once per tile beats the packed kernel's unpacking per pair of activation rows once
+/// enough rows share it. `gemm_bench 4096 4096 BATCH`, one thread, packed vs put back
+/// (MAC/ns): Q5_0 at 32 rows 66 vs 60, 64: 66 vs 74, 512: 68 vs 93; Q6_K at 64 rows 66 vs
+/// 48, 128: 67 vs 68, 512: 66 vs 81; Q4_K never gains (512: 80 vs 82), Q4_0 has nothing
+/// to decode.
+fn decode_packed_from(ty: GgmlType) -> usize {
+    match ty {
+        GgmlType::Q5_0 => 64,
+        GgmlType::Q6_K => 128,
+        _ => usize::MAX,
+    }
+}

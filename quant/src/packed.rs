@@ -1,8 +1,9 @@
 //! Weight rows repacked at load for the AVX-512 kernels: sixteen rows interleaved so one
 //! 512-bit register holds a four-quant group of every row (what llama.cpp's `repack.cpp`
-//! does for its own kernels, in loupe's own layout). Q4_0, Q5_0 and Q4_K are repacked:
-//! their row kernels cannot keep up with memory on a token (the per-block unpacking and
-//! scale work), the interleaved kernels can.
+//! does for its own kernels, in loupe's own layout). Q4_0, Q5_0, Q4_K and Q6_K are
+//! repacked: their row kernels cannot keep up with memory on a token (the per-block
+//! unpacking and scale work), or keep up only with the weights spread over many 4 KiB
+//! pages; the interleaved kernels stream one huge-page-backed tile after another.
 //!
 //! A [`BlockQ4_0x16`] holds block `b` of sixteen consecutive rows: the same 288 bytes as
 //! the sixteen Q4_0 blocks, only moved. `qs[c]` is four bytes per row, row `l` at bytes
@@ -14,6 +15,9 @@
 //! row's `qs[32p + 4c..][..4]`, low nibbles group `2p`, high nibbles group `2p + 1`), with
 //! the 6-bit scales and mins unpacked to bytes: 2368 bytes for the 2304 of sixteen Q4_K
 //! super-blocks.
+//!
+//! A [`BlockQ6Kx16`] moves sixteen Q6_K super-blocks' bytes the same way, nibbles and
+//! high bits apart as the format keeps them: 3360 bytes, no more than the rows'.
 //!
 //! A [`BlockQ5_0x16`] adds the fifth bits as a byte mask per vector (the same 352 bytes
 //! as sixteen Q5_0 blocks): one masked add makes the quants.
@@ -27,8 +31,8 @@ use std::sync::Arc;
 use bytemuck::{Pod, Zeroable};
 
 use crate::formats::k_quants::scale_min::{pack_scale_min_k4, scale_min_k4};
-use crate::formats::{BlockQ4K, BlockQ4_0, BlockQ5_0};
-use crate::{cast, GgmlType, QuantError, F16};
+use crate::formats::{BlockQ4K, BlockQ4_0, BlockQ5_0, BlockQ6K};
+use crate::{cast, BlockFormat, GgmlType, QuantError, F16};
 
 /// Rows per packed tile.
 pub const PACKED_ROWS: usize = 16;
@@ -75,15 +79,37 @@ pub struct BlockQ4Kx16 {
 
 const _: () = assert!(std::mem::size_of::<BlockQ4Kx16>() == 2368);
 
+/// Super-block `b` of sixteen Q6_K rows, each row's bytes moved, none changed, in the
+/// order the kernel reads them.
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+#[repr(C)]
+pub struct BlockQ6Kx16 {
+    /// `scales[j][l]`: row `l`'s scale of weights `16j..16j + 16`.
+    pub scales: [[i8; PACKED_ROWS]; 16],
+    pub d: [F16; PACKED_ROWS],
+    /// For quants `4c..4c + 4` of groups `4n..4n + 4`, row `l` in lane `l`:
+    /// `q[c][n][h]` (h < 2) = row `l`'s `ql[64n + 32h + 4c..][..4]`, whose low nibbles
+    /// belong to group `4n + h` and high nibbles to group `4n + h + 2`;
+    /// `q[c][n][2]` = row `l`'s `qh[32n + 4c..][..4]`, bits `2s..2s + 2` of each byte the
+    /// high bits of group `4n + s`.
+    pub q: [[[[u32; PACKED_ROWS]; 3]; 2]; 8],
+}
+
+const _: () = assert!(std::mem::size_of::<BlockQ6Kx16>() == PACKED_ROWS * 210);
+
 /// Whether weights of type `ty` can be repacked.
 pub fn packs(ty: GgmlType) -> bool {
-    matches!(ty, GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q4_K)
+    matches!(
+        ty,
+        GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q4_K | GgmlType::Q6_K
+    )
 }
 
 /// Bytes of one packed block (sixteen rows' block `b`) of a packable type.
 fn tile_block_bytes(ty: GgmlType) -> usize {
     match ty {
         GgmlType::Q4_K => std::mem::size_of::<BlockQ4Kx16>(),
+        GgmlType::Q6_K => std::mem::size_of::<BlockQ6Kx16>(),
         GgmlType::Q5_0 => std::mem::size_of::<BlockQ5_0x16>(),
         _ => std::mem::size_of::<BlockQ4_0x16>(),
     }
@@ -205,27 +231,39 @@ pub fn fill(
         });
     }
     match ty {
-        GgmlType::Q4_K => fill_tiles(
-            cast::as_blocks::<BlockQ4K>(data)?.as_ref(),
-            k,
-            rows,
-            cast_mut(dst)?,
-            put_q4_k,
-        ),
-        GgmlType::Q5_0 => fill_tiles(
-            cast::as_blocks::<BlockQ5_0>(data)?.as_ref(),
-            k,
-            rows,
-            cast_mut(dst)?,
-            put_q5_0,
-        ),
-        _ => fill_tiles(
-            cast::as_blocks::<BlockQ4_0>(data)?.as_ref(),
-            k,
-            rows,
-            cast_mut(dst)?,
-            put_q4_0,
-        ),
+        GgmlType::Q4_K => fill_as::<BlockQ4K>(data, k, rows, dst),
+        GgmlType::Q6_K => fill_as::<BlockQ6K>(data, k, rows, dst),
+        GgmlType::Q5_0 => fill_as::<BlockQ5_0>(data, k, rows, dst),
+        _ => fill_as::<BlockQ4_0>(data, k, rows, dst),
+    }
+}
+
+/// A block format that can be repacked: its block of sixteen rows and the moves in and
+/// out of it.
+trait Packable: BlockFormat {
+    type X16: Pod;
+    /// Put this block into lane `l` of a packed block.
+    fn put(&self, l: usize, dst: &mut Self::X16);
+    /// Lane `l` of a packed block, back as it was.
+    fn take(x: &Self::X16, l: usize) -> Self;
+}
+
+/// Put each row's block into lane `l` of its tile block.
+fn fill_as<B: Packable>(
+    data: &[u8],
+    k: usize,
+    rows: usize,
+    dst: &mut [u8],
+) -> Result<(), QuantError> {
+    let blocks = cast::as_blocks::<B>(data)?;
+    let dst: &mut [B::X16] = cast_mut(dst)?;
+    for (t, tile) in dst.chunks_exact_mut(k.max(1)).enumerate() {
+        for l in 0..PACKED_ROWS.min(rows - t * PACKED_ROWS) {
+            let row = &blocks[(t * PACKED_ROWS + l) * k..][..k];
+            for (dst, src) in tile.iter_mut().zip(row) {
+                src.put(l, dst);
+            }
+        }
     }
     Ok(())
 }
@@ -239,30 +277,21 @@ fn cast_mut<T: Pod>(dst: &mut [u8]) -> Result<&mut [T], QuantError> {
     })
 }
 
-/// Put each row's block into lane `l` of its tile block.
-fn fill_tiles<B, T>(
-    blocks: &[B],
-    k: usize,
-    rows: usize,
-    dst: &mut [T],
-    put: fn(&B, usize, &mut T),
-) {
-    for (t, tile) in dst.chunks_exact_mut(k.max(1)).enumerate() {
-        for l in 0..PACKED_ROWS.min(rows - t * PACKED_ROWS) {
-            let row = &blocks[(t * PACKED_ROWS + l) * k..][..k];
-            for (dst, src) in tile.iter_mut().zip(row) {
-                put(src, l, dst);
-            }
+impl Packable for BlockQ4_0 {
+    type X16 = BlockQ4_0x16;
+    fn put(&self, l: usize, dst: &mut BlockQ4_0x16) {
+        let groups: [u32; 4] = bytemuck::cast(self.qs);
+        for (c, g) in groups.into_iter().enumerate() {
+            dst.qs[c][l] = g;
+        }
+        dst.d[l] = self.d;
+    }
+    fn take(x: &BlockQ4_0x16, l: usize) -> BlockQ4_0 {
+        BlockQ4_0 {
+            d: x.d[l],
+            qs: bytemuck::cast(std::array::from_fn::<u32, 4, _>(|c| x.qs[c][l])),
         }
     }
-}
-
-fn put_q4_0(src: &BlockQ4_0, l: usize, dst: &mut BlockQ4_0x16) {
-    let groups: [u32; 4] = bytemuck::cast(src.qs);
-    for (c, g) in groups.into_iter().enumerate() {
-        dst.qs[c][l] = g;
-    }
-    dst.d[l] = src.d;
 }
 
 /// The first of the four elements whose fifth bits mask `qh[c]` of a [`BlockQ5_0x16`]
@@ -275,31 +304,91 @@ fn q5_first_element(c: usize) -> usize {
     }
 }
 
-fn put_q5_0(src: &BlockQ5_0, l: usize, dst: &mut BlockQ5_0x16) {
-    let groups: [u32; 4] = bytemuck::cast(src.qs);
-    for (c, g) in groups.into_iter().enumerate() {
-        dst.qs[c][l] = g;
+impl Packable for BlockQ5_0 {
+    type X16 = BlockQ5_0x16;
+    fn put(&self, l: usize, dst: &mut BlockQ5_0x16) {
+        let groups: [u32; 4] = bytemuck::cast(self.qs);
+        for (c, g) in groups.into_iter().enumerate() {
+            dst.qs[c][l] = g;
+        }
+        let qh = u32::from_le_bytes(self.qh);
+        for (c, mask) in dst.qh.iter_mut().enumerate() {
+            let first = q5_first_element(c);
+            *mask |= u64::from((qh >> first) & 0xF) << (4 * l);
+        }
+        dst.d[l] = self.d;
     }
-    let qh = u32::from_le_bytes(src.qh);
-    for (c, mask) in dst.qh.iter_mut().enumerate() {
-        let first = q5_first_element(c);
-        *mask |= u64::from((qh >> first) & 0xF) << (4 * l);
+    fn take(x: &BlockQ5_0x16, l: usize) -> BlockQ5_0 {
+        let mut qh = 0u32;
+        for (c, mask) in x.qh.iter().enumerate() {
+            let first = q5_first_element(c);
+            qh |= (((mask >> (4 * l)) & 0xF) as u32) << first;
+        }
+        BlockQ5_0 {
+            d: x.d[l],
+            qh: qh.to_le_bytes(),
+            qs: bytemuck::cast(std::array::from_fn::<u32, 4, _>(|c| x.qs[c][l])),
+        }
     }
-    dst.d[l] = src.d;
 }
 
-fn put_q4_k(src: &BlockQ4K, l: usize, dst: &mut BlockQ4Kx16) {
-    let groups: [u32; 32] = bytemuck::cast(src.qs);
-    for (i, g) in groups.into_iter().enumerate() {
-        dst.qs[i / 8][i % 8][l] = g;
+impl Packable for BlockQ4K {
+    type X16 = BlockQ4Kx16;
+    fn put(&self, l: usize, dst: &mut BlockQ4Kx16) {
+        let groups: [u32; 32] = bytemuck::cast(self.qs);
+        for (i, g) in groups.into_iter().enumerate() {
+            dst.qs[i / 8][i % 8][l] = g;
+        }
+        for g in 0..8 {
+            let (sc, m) = scale_min_k4(g, &self.scales);
+            dst.scales[g][l] = sc;
+            dst.mins[g / 2][l][g % 2] = m;
+        }
+        dst.d[l] = self.d;
+        dst.dmin[l] = self.dmin;
     }
-    for g in 0..8 {
-        let (sc, m) = scale_min_k4(g, &src.scales);
-        dst.scales[g][l] = sc;
-        dst.mins[g / 2][l][g % 2] = m;
+    fn take(x: &BlockQ4Kx16, l: usize) -> BlockQ4K {
+        let groups: [u32; 32] = std::array::from_fn(|i| x.qs[i / 8][i % 8][l]);
+        BlockQ4K {
+            d: x.d[l],
+            dmin: x.dmin[l],
+            scales: pack_scale_min_k4(
+                std::array::from_fn(|g| x.scales[g][l]),
+                std::array::from_fn(|g| x.mins[g / 2][l][g % 2]),
+            ),
+            qs: bytemuck::cast(groups),
+        }
     }
-    dst.d[l] = src.d;
-    dst.dmin[l] = src.dmin;
+}
+
+impl Packable for BlockQ6K {
+    type X16 = BlockQ6Kx16;
+    fn put(&self, l: usize, dst: &mut BlockQ6Kx16) {
+        let ql: [u32; 32] = bytemuck::cast(self.ql);
+        let qh: [u32; 16] = bytemuck::cast(self.qh);
+        for (c, q) in dst.q.iter_mut().enumerate() {
+            for (n, q) in q.iter_mut().enumerate() {
+                q[0][l] = ql[16 * n + c];
+                q[1][l] = ql[16 * n + 8 + c];
+                q[2][l] = qh[8 * n + c];
+            }
+        }
+        for (j, s) in self.scales.into_iter().enumerate() {
+            dst.scales[j][l] = s;
+        }
+        dst.d[l] = self.d;
+    }
+    fn take(x: &BlockQ6Kx16, l: usize) -> BlockQ6K {
+        // Word i of ql is (n, h, c) = (i / 16, i / 8 % 2, i % 8); of qh, (n, c) = (i / 8, i % 8).
+        let ql: [u32; 32] = std::array::from_fn(|i| x.q[i % 8][i / 16][i / 8 % 2][l]);
+        let qh: [u32; 16] = std::array::from_fn(|i| x.q[i % 8][i / 8][2][l]);
+        BlockQ6K {
+            ql: bytemuck::cast(ql),
+            qh: bytemuck::cast(qh),
+            scales: std::array::from_fn(|j| x.scales[j][l]),
+            d: x.d[l],
+        }
+    }
 }
 
 /// A weight matrix repacked into tiles of [`PACKED_ROWS`] rows (a view of its
@@ -350,58 +439,52 @@ impl PackedRows {
 
     /// Row `r` back in its original bytes (the reference the kernels are tested against).
     pub fn row(&self, r: usize) -> Vec<u8> {
-        let k = self.cols() / self.part.ty.block_elems();
-        let (t, l) = (r / PACKED_ROWS, r % PACKED_ROWS);
-        let blocks = t * k..(t + 1) * k;
-        match self.part.ty {
-            GgmlType::Q4_K => {
-                let tiles: &[BlockQ4Kx16] = &self.all_tiles()[blocks];
-                let back: Vec<BlockQ4K> = tiles.iter().map(|b| take_q4_k(b, l)).collect();
-                bytemuck::cast_slice(&back).to_vec()
-            }
-            GgmlType::Q5_0 => {
-                let tiles: &[BlockQ5_0x16] = &self.all_tiles()[blocks];
-                let back: Vec<BlockQ5_0> = tiles
-                    .iter()
-                    .map(|b| {
-                        let mut qh = 0u32;
-                        for (c, mask) in b.qh.iter().enumerate() {
-                            let first = q5_first_element(c);
-                            qh |= (((mask >> (4 * l)) & 0xF) as u32) << first;
-                        }
-                        BlockQ5_0 {
-                            d: b.d[l],
-                            qh: qh.to_le_bytes(),
-                            qs: bytemuck::cast(std::array::from_fn::<u32, 4, _>(|c| b.qs[c][l])),
-                        }
-                    })
-                    .collect();
-                bytemuck::cast_slice(&back).to_vec()
-            }
-            _ => {
-                let tiles: &[BlockQ4_0x16] = &self.all_tiles()[blocks];
-                let back: Vec<BlockQ4_0> = tiles
-                    .iter()
-                    .map(|b| BlockQ4_0 {
-                        d: b.d[l],
-                        qs: bytemuck::cast(std::array::from_fn::<u32, 4, _>(|c| b.qs[c][l])),
-                    })
-                    .collect();
-                bytemuck::cast_slice(&back).to_vec()
-            }
+        let ty = self.part.ty;
+        let mut out = vec![0; self.cols() / ty.block_elems() * ty.block_bytes()];
+        self.unpack(r..r + 1, &mut out)
+            .expect("one row's bytes for a row of the matrix");
+        out
+    }
+
+    /// Rows `rows` back in their original bytes, one after another, into `dst` (their
+    /// size exactly): the batch kernels decode a tile from these. Errors when a row is
+    /// past the matrix or `dst` has another size.
+    pub fn unpack(&self, rows: Range<usize>, dst: &mut [u8]) -> Result<(), QuantError> {
+        let ty = self.part.ty;
+        let row_bytes = self.cols() / ty.block_elems() * ty.block_bytes();
+        if rows.end > self.rows() || rows.start > rows.end {
+            return Err(QuantError::RowsOutOfRange {
+                start: rows.start,
+                end: rows.end,
+                n_rows: self.rows(),
+            });
+        }
+        if dst.len() != rows.len() * row_bytes {
+            return Err(QuantError::WrongOutputLength {
+                expected: rows.len() * row_bytes,
+                got: dst.len(),
+            });
+        }
+        match ty {
+            GgmlType::Q4_K => self.unpack_as::<BlockQ4K>(rows, dst),
+            GgmlType::Q6_K => self.unpack_as::<BlockQ6K>(rows, dst),
+            GgmlType::Q5_0 => self.unpack_as::<BlockQ5_0>(rows, dst),
+            _ => self.unpack_as::<BlockQ4_0>(rows, dst),
         }
     }
-}
 
-fn take_q4_k(b: &BlockQ4Kx16, l: usize) -> BlockQ4K {
-    let groups: [u32; 32] = std::array::from_fn(|i| b.qs[i / 8][i % 8][l]);
-    BlockQ4K {
-        d: b.d[l],
-        dmin: b.dmin[l],
-        scales: pack_scale_min_k4(
-            std::array::from_fn(|g| b.scales[g][l]),
-            std::array::from_fn(|g| b.mins[g / 2][l][g % 2]),
-        ),
-        qs: bytemuck::cast(groups),
+    fn unpack_as<B: Packable>(&self, rows: Range<usize>, dst: &mut [u8]) -> Result<(), QuantError> {
+        let k = self.cols() / B::ELEMS;
+        let tiles: &[B::X16] = self.all_tiles();
+        for (r, out) in rows.zip(dst.chunks_exact_mut(k * B::BYTES)) {
+            let (t, l) = (r / PACKED_ROWS, r % PACKED_ROWS);
+            for (x, out) in tiles[t * k..][..k]
+                .iter()
+                .zip(out.chunks_exact_mut(B::BYTES))
+            {
+                out.copy_from_slice(bytemuck::bytes_of(&B::take(x, l)));
+            }
+        }
+        Ok(())
     }
 }

@@ -1,9 +1,9 @@
 //! Weight lookup: every tensor the forward pass uses, found by its GGUF name and checked
 //! against the config's shapes once, at load. Weights stay in the memory map; a
 //! [`Tensor`] is an index into the file's directory. On CPUs with the AVX-512 kernels,
-//! Q4_0, Q5_0 and Q4_K matrices are repacked after load into sixteen-row tiles ([`PackedRows`],
-//! [`super::repack`]) and their pages of the map released, so they take the same memory
-//! once.
+//! Q4_0, Q5_0, Q4_K and Q6_K matrices are repacked after load into sixteen-row tiles
+//! ([`PackedRows`], [`super::repack`]) and their pages of the map released, so they take
+//! the same memory once.
 
 use std::sync::Arc;
 
@@ -195,9 +195,9 @@ impl Weights {
         Ok(w)
     }
 
-    /// Start repacking, in the background ([`Repack`]), every Q4_0, Q5_0 and Q4_K matrix the
-    /// forward pass multiplies by (not the token embedding, which is read a row at a
-    /// time, nor an output projection tied to it), where the kernels run packed weights
+    /// Start repacking, in the background ([`Repack`]), every Q4_0, Q5_0, Q4_K and Q6_K
+    /// matrix the forward pass multiplies by (not the token embedding, which is read a row
+    /// at a time, nor an output projection tied to it), where the kernels run packed weights
     /// (AVX-512 VNNI) and `LOUPE_NO_REPACK` is not set to something other than `0`: the
     /// kernels then read each matrix in one sequential pass per token, sixteen rows at a
     /// time. `None` when nothing is repacked.

@@ -28,7 +28,7 @@ use std::cell::RefCell;
 
 use super::avx2;
 use super::tiled::{
-    act_block_rows, operands, rows_of, store, BatchShape, Operands, Q8Act, Unpack, Visit,
+    act_block_rows, operands, rows_of, store, BatchShape, Operands, Q8Act, Unpack, Visit, Weights,
 };
 use crate::formats::*;
 use crate::packed::{BlockQ4_0x16, BlockQ5_0x16};
@@ -82,6 +82,8 @@ struct ActBlock {
 #[derive(Default)]
 struct Scratch {
     tile: Vec<TileBlock>,
+    /// Packed weight rows put back for decoding.
+    rows: Vec<u64>,
     act: Vec<ActBlock>,
 }
 
@@ -92,7 +94,7 @@ thread_local! {
 /// `out[a * n_tile + r] = dot(w row r, act row a)`, as [`super::tiled::matmul`], on
 /// AVX-512 VNNI. The caller holds a table handed out only after detecting it.
 pub(super) fn matmul<W: UnpackU8, A: Q8Act>(
-    w: &[u8],
+    w: Weights,
     n_cols: usize,
     act: &[u8],
     out: &mut [f32],
@@ -122,7 +124,7 @@ pub(super) fn matmul<W: UnpackU8, A: Q8Act>(
         shape.visit(|v| match v {
             // SAFETY: AVX-512 F (with AVX2, F16C) per the caller.
             Visit::Tile { r0, rows } => unsafe {
-                decode(&w[r0 * k..(r0 + rows) * k], k, &mut s.tile)
+                decode(w.tile(r0, rows, k, &mut s.rows), k, &mut s.tile)
             },
             Visit::Acts { a0, acts, r0, rows } => {
                 let (y, info) = (&act[a0 * k..(a0 + acts) * k], &s.act[a0 * k..]);

@@ -21,10 +21,12 @@ use std::arch::x86_64::*;
 use std::cell::RefCell;
 
 use super::interleaved::{hsum_groups, LANES};
-use super::tiled::{act_block_rows, operands, rows_of, store, BatchShape, Operands, Visit};
+use super::tiled::{
+    act_block_rows, operands, rows_of, store, BatchShape, Operands, Visit, Weights,
+};
 use super::tiled_k::{DecodeK, Decoded, Kind};
 use crate::formats::*;
-use crate::packed::BlockQ4Kx16;
+use crate::packed::{BlockQ4Kx16, BlockQ6Kx16};
 use crate::QuantError;
 
 /// Groups of 32 quants in a super-block; also the row kernel's eight lanes.
@@ -68,13 +70,14 @@ fn pair(lo: i16, hi: i16) -> u32 {
 }
 
 thread_local! {
-    static TILE: RefCell<(Vec<TileK>, Decoded)> = RefCell::new((Vec::new(), Decoded::default()));
+    static TILE: RefCell<(Vec<TileK>, Decoded, Vec<u64>)> =
+        RefCell::new((Vec::new(), Decoded::default(), Vec::new()));
 }
 
 /// `out[a * n_tile + r] = dot(w row r, act row a)`, as [`super::tiled_k::matmul`], on
 /// AVX-512 VNNI. The caller holds a table handed out only after detecting it.
 pub(super) fn matmul<W: DecodeK>(
-    w: &[u8],
+    w: Weights,
     n_cols: usize,
     act: &[u8],
     out: &mut [f32],
@@ -89,7 +92,7 @@ pub(super) fn matmul<W: DecodeK>(
     } = operands::<W, BlockQ8K>(w, act, n_cols)?;
     TILE.with(|t| {
         let mut t = t.borrow_mut();
-        let (tile, dec) = &mut *t;
+        let (tile, dec, rows_buf) = &mut *t;
         tile.resize(k, TileK::default());
         let shape = BatchShape {
             n_act,
@@ -99,7 +102,7 @@ pub(super) fn matmul<W: DecodeK>(
             block: act_block_rows(block_bytes, std::mem::size_of_val(&act[..k])),
         };
         shape.visit(|v| match v {
-            Visit::Tile { r0, rows } => decode(&w[r0 * k..(r0 + rows) * k], k, tile, dec),
+            Visit::Tile { r0, rows } => decode(w.tile(r0, rows, k, rows_buf), k, tile, dec),
             Visit::Acts { a0, acts, r0, rows } => {
                 let y = &act[a0 * k..(a0 + acts) * k];
                 let mut sums = [[0f32; LANES]; ACT_STEP];
@@ -248,12 +251,51 @@ unsafe fn mins_total(m: &[__m512; 4]) -> __m512 {
     unsafe { _mm512_add_ps(_mm512_add_ps(m[0], m[2]), _mm512_add_ps(m[1], m[3])) }
 }
 
-/// `out[a * n_rows + r]` = dot(row `r` of the packed Q4_K tiles, act row `a`) for rows
-/// repacked at load ([`BlockQ4Kx16`]): [`step`]'s arithmetic with nothing to decode but
-/// a mask, a shift and the byte scales' widening. The tiles cover `n_rows` rows from a
-/// tile boundary.
-pub(super) fn matmul_q4_kx16(
-    tiles: &[BlockQ4Kx16],
+/// A K-quant super-block of sixteen rows repacked at load ([`BlockQ4Kx16`],
+/// [`BlockQ6Kx16`]), with [`step`]'s arithmetic for its format.
+pub(super) trait PackedK: Sized {
+    /// [`step`] on a packed tile of `k` super-blocks.
+    ///
+    /// # Safety
+    /// The CPU has AVX2, FMA, F16C and AVX-512 F/BW/VNNI.
+    unsafe fn step<const C: usize>(
+        tile: &[Self],
+        y: &[BlockQ8K],
+        k: usize,
+        sums: &mut [[f32; LANES]; ACT_STEP],
+    );
+}
+
+impl PackedK for BlockQ4Kx16 {
+    unsafe fn step<const C: usize>(
+        tile: &[Self],
+        y: &[BlockQ8K],
+        k: usize,
+        sums: &mut [[f32; LANES]; ACT_STEP],
+    ) {
+        // SAFETY: the features, per this function's contract.
+        unsafe { packed_step::<C>(tile, y, k, sums) }
+    }
+}
+
+impl PackedK for BlockQ6Kx16 {
+    unsafe fn step<const C: usize>(
+        tile: &[Self],
+        y: &[BlockQ8K],
+        k: usize,
+        sums: &mut [[f32; LANES]; ACT_STEP],
+    ) {
+        // SAFETY: the features, per this function's contract.
+        unsafe { packed_step_q6::<C>(tile, y, k, sums) }
+    }
+}
+
+/// `out[a * n_rows + r]` = dot(row `r` of the packed tiles, act row `a`) for rows
+/// repacked at load: [`step`]'s arithmetic with nothing to decode but masks, shifts and
+/// the byte scales' widening. The tiles cover `n_rows` rows from a tile boundary. The
+/// caller holds a table handed out only after detecting AVX-512 F/BW/VNNI, AVX2, F16C.
+pub(super) fn matmul_kx16<B: PackedK>(
+    tiles: &[B],
     k: usize,
     n_rows: usize,
     act: &[BlockQ8K],
@@ -275,9 +317,9 @@ pub(super) fn matmul_q4_kx16(
             // SAFETY: AVX-512 F/BW/VNNI, AVX2, F16C per the caller.
             unsafe {
                 if acts == 2 {
-                    packed_step::<2>(tile, y, k, &mut sums)
+                    B::step::<2>(tile, y, k, &mut sums)
                 } else {
-                    packed_step::<1>(tile, y, k, &mut sums)
+                    B::step::<1>(tile, y, k, &mut sums)
                 }
             }
             store(out, n_rows, a0, r0, rows, &sums[..acts]);
@@ -347,6 +389,92 @@ unsafe fn packed_step<const C: usize>(
         for j in 0..C {
             let total = _mm512_add_ps(hsum_groups(&acc[j]), mins_total(&acc_m[j]));
             _mm512_storeu_ps(sums[j].as_mut_ptr(), total);
+        }
+    }
+}
+
+/// [`step`] for Q6_K on a packed tile: each group's six-bit quants are a nibble and two
+/// high bits put together (a shift and one ternary-logic instruction), the scales
+/// sign-extended from bytes. Lane by lane (`c`), so only one half's scales and one
+/// lane's sums are live at a time, and the tile is read front to back.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vnni")]
+unsafe fn packed_step_q6<const C: usize>(
+    tile: &[BlockQ6Kx16],
+    y: &[BlockQ8K],
+    k: usize,
+    sums: &mut [[f32; LANES]; ACT_STEP],
+) {
+    let ys: [&[BlockQ8K]; C] = rows_of(y, k, 0, usize::MAX);
+    let tile = &tile[..k];
+    // SAFETY: AVX-512 F/BW/VNNI and F16C per the caller; each load reads one array of a
+    // borrowed packed block (unaligned loads).
+    unsafe {
+        let nib = _mm512_set1_epi8(0x0F);
+        let high = _mm512_set1_epi8(0x30);
+        let low16 = _mm512_set1_epi32(0xFFFF);
+        // (a & b) | c: a = the high bits shifted into place, b = their mask, c = the nibble.
+        const AND_OR: i32 = 0xEA;
+        // Row scale `j`, sign-extended into its i32 lane.
+        let scale = |t: &BlockQ6Kx16, j: usize| {
+            _mm512_cvtepi8_epi32(_mm_loadu_si128(t.scales[j].as_ptr().cast()))
+        };
+        let mut acc = [[_mm512_setzero_ps(); GROUPS]; C];
+        for (b, t) in tile.iter().enumerate() {
+            let dw = _mm512_cvtph_ps(_mm256_loadu_si256(t.d.as_ptr().cast()));
+            let d: [__m512; C] =
+                std::array::from_fn(|j| _mm512_mul_ps(_mm512_set1_ps(ys[j][b].d), dw));
+            for half in 0..2 {
+                // Lanes c < 4 take each group's first scale (2g), lanes c >= 4 its second;
+                // in both i16 halves of the row's lane.
+                let sc: [__m512i; GROUPS] = std::array::from_fn(|g| {
+                    let v = scale(t, 2 * g + half);
+                    _mm512_or_si512(_mm512_and_si512(v, low16), _mm512_slli_epi32(v, 16))
+                });
+                for c in 4 * half..4 * half + 4 {
+                    let mut sumi = [_mm512_setzero_si512(); C];
+                    for (n, q) in t.q[c].iter().enumerate() {
+                        let v0 = _mm512_loadu_si512(q[0].as_ptr().cast());
+                        let v1 = _mm512_loadu_si512(q[1].as_ptr().cast());
+                        let hb = _mm512_loadu_si512(q[2].as_ptr().cast());
+                        let lo0 = _mm512_and_si512(v0, nib);
+                        let lo1 = _mm512_and_si512(v1, nib);
+                        let hi0 = _mm512_and_si512(_mm512_srli_epi16(v0, 4), nib);
+                        let hi1 = _mm512_and_si512(_mm512_srli_epi16(v1, 4), nib);
+                        let w = [
+                            _mm512_ternarylogic_epi32(_mm512_slli_epi16(hb, 4), high, lo0, AND_OR),
+                            _mm512_ternarylogic_epi32(_mm512_slli_epi16(hb, 2), high, lo1, AND_OR),
+                            _mm512_ternarylogic_epi32(hb, high, hi0, AND_OR),
+                            _mm512_ternarylogic_epi32(_mm512_srli_epi16(hb, 2), high, hi1, AND_OR),
+                        ];
+                        for j in 0..C {
+                            for (i, wi) in w.iter().enumerate() {
+                                let g = 4 * n + i;
+                                let f = &ys[j][b].qs[32 * g + 4 * c..][..4];
+                                let a = i32::from_le_bytes([
+                                    f[0] as u8, f[1] as u8, f[2] as u8, f[3] as u8,
+                                ]);
+                                let p16 = _mm512_maddubs_epi16(*wi, _mm512_set1_epi32(a));
+                                sumi[j] = _mm512_dpwssd_epi32(sumi[j], p16, sc[g]);
+                            }
+                        }
+                    }
+                    // Less 32 times scales 2c, 2c + 1 · the activation's sums over them.
+                    let sc16 = _mm512_or_si512(
+                        _mm512_and_si512(scale(t, 2 * c), low16),
+                        _mm512_slli_epi32(scale(t, 2 * c + 1), 16),
+                    );
+                    for j in 0..C {
+                        let bs = &ys[j][b].bsums;
+                        let bp = _mm512_set1_epi32(pair(bs[2 * c], bs[2 * c + 1]) as i32);
+                        let corr = _mm512_slli_epi32(_mm512_madd_epi16(sc16, bp), 5);
+                        let s = _mm512_sub_epi32(sumi[j], corr);
+                        acc[j][c] = _mm512_fmadd_ps(d[j], _mm512_cvtepi32_ps(s), acc[j][c]);
+                    }
+                }
+            }
+        }
+        for j in 0..C {
+            _mm512_storeu_ps(sums[j].as_mut_ptr(), hsum_groups(&acc[j]));
         }
     }
 }

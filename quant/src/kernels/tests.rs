@@ -843,7 +843,12 @@ fn assert_row_dots(
 fn packed_matmul_equals_row_dots() {
     use crate::packed::{PackedRows, PACKED_ROWS};
     let mut rng = XorShift(0x5eed_0009);
-    for ty in [GgmlType::Q4_0, GgmlType::Q5_0, GgmlType::Q4_K] {
+    for ty in [
+        GgmlType::Q4_0,
+        GgmlType::Q5_0,
+        GgmlType::Q4_K,
+        GgmlType::Q6_K,
+    ] {
         let partner = crate::vec_dot_type(ty).unwrap();
         for (n_rows, nb) in [(1, 3), (15, 7), (16, 1), (17, 4), (35, 2), (48, 2)] {
             let n_cols = nb * ty.block_elems();
@@ -860,7 +865,8 @@ fn packed_matmul_equals_row_dots() {
                     "{ty} {n_rows}x{n_cols}: row {r}"
                 );
             }
-            for n_act in [1, 2, 3, 4, 5, 9] {
+            // 130 rows: Q5_0 and Q6_K put the tiles back and run the batch kernel.
+            for n_act in [1, 2, 3, 4, 5, 9, 130] {
                 let act: Vec<u8> = (0..n_act)
                     .flat_map(|_| random_acts(partner, n_cols, 127, &mut rng, false))
                     .collect();
@@ -910,7 +916,7 @@ fn packed_matmul_equals_row_dots() {
 #[test]
 fn packed_arena_holds_each_matrix_in_its_own_slot() {
     use crate::packed::{fill, PackedArena};
-    use GgmlType::{Q4_0, Q4_K, Q5_0};
+    use GgmlType::{Q4_0, Q4_K, Q5_0, Q6_K};
     let mut rng = XorShift(0x5eed_000a);
     let shapes = [
         (Q4_0, 17, 64),
@@ -918,6 +924,7 @@ fn packed_arena_holds_each_matrix_in_its_own_slot() {
         (Q5_0, 5, 64),
         (Q4_0, 32, 96),
         (Q4_K, 20, 512),
+        (Q6_K, 18, 256),
     ];
     let data: Vec<Vec<u8>> = shapes
         .iter()
@@ -931,7 +938,14 @@ fn packed_arena_holds_each_matrix_in_its_own_slot() {
     let slots = arena.slots_mut();
     assert_eq!(
         slots.iter().map(|s| s.len()).collect::<Vec<_>>(),
-        [2 * 2 * 288, 2368, 2 * 352, 2 * 3 * 288, 2 * 2 * 2368]
+        [
+            2 * 2 * 288,
+            2368,
+            2 * 352,
+            2 * 3 * 288,
+            2 * 2 * 2368,
+            2 * 3360
+        ]
     );
     assert!(slots
         .iter()
@@ -960,7 +974,7 @@ fn packed_arena_holds_each_matrix_in_its_own_slot() {
         Err(QuantError::WrongOutputLength { .. })
     ));
     assert!(matches!(
-        fill(GgmlType::Q6_K, &[0; 210], 1, 256, slot),
+        fill(GgmlType::Q8_0, &[0; 34], 1, 32, slot),
         Err(QuantError::Unsupported { .. })
     ));
     assert!(matches!(

@@ -21,6 +21,7 @@ use std::cell::RefCell;
 
 use super::avx2::hsum_f32x8;
 use crate::formats::*;
+use crate::packed::PackedRows;
 use crate::{cast, BlockFormat, QuantError, F16};
 
 /// Weight rows decoded together.
@@ -167,7 +168,7 @@ pub(super) fn matmul<W: super::interleaved::UnpackU8, A: Q8Act>(
     block_bytes: usize,
 ) -> Result<(), QuantError> {
     if isa == TiledIsa::Avx512Vnni {
-        return super::interleaved::matmul::<W, A>(w, n_cols, act, out, block_bytes);
+        return super::interleaved::matmul::<W, A>(Weights::Rows(w), n_cols, act, out, block_bytes);
     }
     let Operands {
         w,
@@ -175,7 +176,8 @@ pub(super) fn matmul<W: super::interleaved::UnpackU8, A: Q8Act>(
         k,
         n_tile,
         n_act,
-    } = operands::<W, A>(w, act, n_cols)?;
+    } = operands::<W, A>(Weights::Rows(w), act, n_cols)?;
+    let mut unused = Vec::new();
     SCRATCH.with(|s| {
         let mut s = s.borrow_mut();
         let s = &mut *s;
@@ -202,7 +204,7 @@ pub(super) fn matmul<W: super::interleaved::UnpackU8, A: Q8Act>(
                         .enumerate()
                 {
                     if i < rows {
-                        let row = &w[(r0 + i) * k..][..k];
+                        let row = &w.tile(r0 + i, 1, k, &mut unused)[..k];
                         for ((q, dm), b) in q.iter_mut().zip(dm.iter_mut()).zip(row) {
                             *dm = b.unpack(q);
                         }
@@ -319,10 +321,54 @@ impl BatchShape {
     }
 }
 
+/// A batch kernel's weight rows.
+#[derive(Clone, Copy)]
+pub(crate) enum Weights<'a> {
+    /// Row after row, as the file stores them.
+    Rows(&'a [u8]),
+    /// Rows `from..from + n` of a matrix repacked at load: a tile's rows are put back
+    /// into their blocks before the kernel decodes them.
+    Packed {
+        w: &'a PackedRows,
+        from: usize,
+        n: usize,
+    },
+}
+
+/// [`Weights`] as blocks of type `W`.
+pub(super) enum WeightBlocks<'a, W: Clone> {
+    Rows(std::borrow::Cow<'a, [W]>),
+    Packed { w: &'a PackedRows, from: usize },
+}
+
+impl<W: BlockFormat> WeightBlocks<'_, W> {
+    /// The `k` blocks of each of rows `r0..r0 + rows` (counted from the matmul's first),
+    /// put back into `scratch` from packed rows.
+    pub(super) fn tile<'s>(
+        &'s self,
+        r0: usize,
+        rows: usize,
+        k: usize,
+        scratch: &'s mut Vec<u64>,
+    ) -> &'s [W] {
+        match self {
+            WeightBlocks::Rows(w) => &w[r0 * k..(r0 + rows) * k],
+            WeightBlocks::Packed { w, from } => {
+                let bytes = rows * k * W::BYTES;
+                scratch.resize(bytes.div_ceil(8), 0);
+                let buf = &mut bytemuck::cast_slice_mut::<u64, u8>(scratch)[..bytes];
+                w.unpack(from + r0..from + r0 + rows, buf)
+                    .expect("rows and type checked by matmul_packed");
+                bytemuck::cast_slice(buf)
+            }
+        }
+    }
+}
+
 /// A batched matmul's operands as blocks: the weight rows (`n_tile` of `k` blocks) and the
 /// activation rows (`n_act` of `k` blocks), with no copy unless misaligned.
 pub(super) struct Operands<'a, W: Clone, A: Clone> {
-    pub w: std::borrow::Cow<'a, [W]>,
+    pub w: WeightBlocks<'a, W>,
     pub act: std::borrow::Cow<'a, [A]>,
     pub k: usize,
     pub n_tile: usize,
@@ -331,13 +377,21 @@ pub(super) struct Operands<'a, W: Clone, A: Clone> {
 
 /// [`Operands`] of rows of `n_cols` elements (validated by the caller).
 pub(super) fn operands<'a, W: BlockFormat, A: BlockFormat>(
-    w: &'a [u8],
+    w: Weights<'a>,
     act: &'a [u8],
     n_cols: usize,
 ) -> Result<Operands<'a, W, A>, QuantError> {
-    let (w, act) = (cast::as_blocks::<W>(w)?, cast::as_blocks::<A>(act)?);
+    let act = cast::as_blocks::<A>(act)?;
     let k = n_cols / W::ELEMS;
-    let (n_tile, n_act) = (w.len() / k, act.len() / k);
+    let (w, n_tile) = match w {
+        Weights::Rows(w) => {
+            let w = cast::as_blocks::<W>(w)?;
+            let n = w.len() / k;
+            (WeightBlocks::Rows(w), n)
+        }
+        Weights::Packed { w, from, n } => (WeightBlocks::Packed { w, from }, n),
+    };
+    let n_act = act.len() / k;
     Ok(Operands {
         w,
         act,

@@ -20,7 +20,8 @@ use std::cell::RefCell;
 
 use super::avx2::{hsum_f32x4, hsum_f32x8};
 use super::tiled::{
-    act_block_rows, operands, rows_of, store, BatchShape, Operands, TiledIsa, Visit, TILE_ROWS,
+    act_block_rows, operands, rows_of, store, BatchShape, Operands, TiledIsa, Visit, Weights,
+    TILE_ROWS,
 };
 use crate::formats::k_quants::scale_min::scale_min_k4;
 use crate::formats::*;
@@ -132,7 +133,7 @@ pub(super) fn matmul<W: DecodeK>(
     block_bytes: usize,
 ) -> Result<(), QuantError> {
     if isa == TiledIsa::Avx512Vnni {
-        return super::interleaved_k::matmul::<W>(w, n_cols, act, out, block_bytes);
+        return super::interleaved_k::matmul::<W>(Weights::Rows(w), n_cols, act, out, block_bytes);
     }
     let Operands {
         w,
@@ -140,7 +141,8 @@ pub(super) fn matmul<W: DecodeK>(
         k,
         n_tile,
         n_act,
-    } = operands::<W, BlockQ8K>(w, act, n_cols)?;
+    } = operands::<W, BlockQ8K>(Weights::Rows(w), act, n_cols)?;
+    let mut unused = Vec::new();
     TILE.with(|t| {
         let mut tile = t.borrow_mut();
         tile.resize(TILE_ROWS * k, Decoded::default());
@@ -155,7 +157,7 @@ pub(super) fn matmul<W: DecodeK>(
         shape.visit(|v| match v {
             Visit::Tile { r0, rows } => {
                 for (i, dec) in tile.chunks_exact_mut(k).enumerate().take(rows) {
-                    for (dec, b) in dec.iter_mut().zip(&w[(r0 + i) * k..][..k]) {
+                    for (dec, b) in dec.iter_mut().zip(w.tile(r0 + i, 1, k, &mut unused)) {
                         b.decode(dec);
                     }
                 }
