@@ -5,17 +5,24 @@ use loupe::model::kv_cache::KvType;
 use loupe::model::{Context, Logits, Model, RunOptions};
 use loupe::store::{GEMMA3_270M, QWEN25_CODER_05B};
 
+/// Past the activation row count from which packed Q5_0 and Q6_K weights are decoded
+/// for the batch kernels.
+const BATCH: usize = 130;
+
 fn logits(model: &Model, tokens: &[u32]) -> Vec<f32> {
     let opts = RunOptions {
-        n_ctx: 64,
+        n_ctx: 192,
         kv_type: KvType::F16,
         threads: 2,
-        batch: 8,
+        batch: BATCH,
     };
     let mut ctx = Context::new(model, opts).unwrap();
-    // A batch (the batch kernels) and then single tokens (the token path).
+    // A small batch (the packed kernels), a big one (packed Q5_0 and Q6_K tiles put back
+    // for the batch kernels) and then single tokens (the token path).
     let mut all = ctx.eval(&tokens[..8], Logits::From(0)).unwrap().to_vec();
-    for &t in &tokens[8..] {
+    let big = &tokens[8..8 + BATCH];
+    all.extend_from_slice(ctx.eval(big, Logits::From(BATCH - 4)).unwrap());
+    for &t in &tokens[8 + BATCH..] {
         all.extend_from_slice(ctx.eval(&[t], Logits::Last).unwrap());
     }
     all
@@ -23,7 +30,7 @@ fn logits(model: &Model, tokens: &[u32]) -> Vec<f32> {
 
 #[test]
 fn repacked_weights_give_the_map_rows_bits() {
-    let tokens: Vec<u32> = (0..14).map(|i| 100 + 37 * i).collect();
+    let tokens: Vec<u32> = (0..8 + BATCH as u32 + 6).map(|i| 100 + 37 * i).collect();
     for known in [GEMMA3_270M, QWEN25_CODER_05B] {
         let path = known.path();
         assert!(

@@ -115,6 +115,13 @@ fn tile_block_bytes(ty: GgmlType) -> usize {
     }
 }
 
+/// Bytes of `rows` rows of `cols` elements of a packable type, repacked (the last tile
+/// whole). Rows in whole tiles take their own bytes of a slot, so a matrix can be filled
+/// a band of tiles at a time.
+pub fn packed_bytes(ty: GgmlType, rows: usize, cols: usize) -> usize {
+    rows.div_ceil(PACKED_ROWS) * (cols / ty.block_elems()) * tile_block_bytes(ty)
+}
+
 /// One matrix in an arena.
 #[derive(Clone, Debug)]
 struct Part {
@@ -151,7 +158,7 @@ impl PackedArena {
             if !cols.is_multiple_of(ty.block_elems()) {
                 return Err(QuantError::NotWholeBlocks { ty, elems: cols });
             }
-            let n = rows.div_ceil(PACKED_ROWS) * (cols / ty.block_elems()) * tile_block_bytes(ty);
+            let n = packed_bytes(ty, rows, cols);
             parts.push(Part {
                 ty,
                 rows,

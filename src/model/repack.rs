@@ -107,6 +107,11 @@ impl Drop for Repack {
     }
 }
 
+/// Bytes of a tensor repacked between releases of their pages of the map (whole tiles of
+/// rows, at least one): what may be resident twice. Each release costs a TLB flush, so
+/// not too few (1024-row bands made an 8B repack 2 s slower).
+const BAND_BYTES: usize = 64 << 20;
+
 /// Pack every job into one arena, publish it, then hand the map's pages of those tensors
 /// back (the packed copy replaces them; a matmul still reading the map faults the same
 /// bytes back in from the page cache). Releasing is best effort and never changes bytes.
@@ -119,11 +124,21 @@ fn run(file: &GgufFile, jobs: &[Job], table: &PackTable) -> Result<()> {
         }
         let t = &file.tensors()[job.tensor];
         let data = file.tensor_data(t);
-        packed::fill(job.ty, data, job.rows, job.cols, slot)
-            .with_context(|| format!("repacking tensor {}", t.name))?;
-        // Not needed until a matmul reads it again: while nothing runs the model (a
-        // benchmark waiting, a chat waiting for its user) the copy replaces the rows.
-        file.release(data);
+        // A band of rows at a time, each band's map pages released once packed: a large
+        // matrix (an 8B model's output projection, 0.4 GB) is never resident twice whole.
+        let row_bytes = data.len() / job.rows.max(1);
+        let tile = packed::PACKED_ROWS;
+        let band = (BAND_BYTES / (tile * row_bytes).max(1)).max(1) * tile;
+        let band_bytes = packed::packed_bytes(job.ty, band, job.cols);
+        for (i, dst) in slot.chunks_mut(band_bytes.max(1)).enumerate() {
+            let rows = i * band..((i + 1) * band).min(job.rows);
+            let src = &data[rows.start * row_bytes..rows.end * row_bytes];
+            packed::fill(job.ty, src, rows.len(), job.cols, dst)
+                .with_context(|| format!("repacking tensor {} rows {rows:?}", t.name))?;
+            // Not needed until a matmul reads it again: while nothing runs the model (a
+            // benchmark waiting, a chat waiting for its user) the copy replaces the rows.
+            file.release(src);
+        }
     }
     let arena = Arc::new(arena);
     let rows = (0..jobs.len()).map(|i| arena.rows(i)).collect();
