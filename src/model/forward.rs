@@ -148,9 +148,14 @@ pub fn forward<'s>(
             rmsnorm(row, &lw.attn_norm, c.norm_eps)
         });
         captured(&mut s.capture, "attn_norm", l, &s.xb[..n * dim]);
-        s.mm.run(file, &lw.wq, &s.xb[..n * dim], n, &mut s.q)?;
-        s.mm.run_same_input(file, &lw.wk, &s.xb[..n * dim], n, &mut s.k)?;
-        s.mm.run_same_input(file, &lw.wv, &s.xb[..n * dim], n, &mut s.v)?;
+        if n == 1 && s.capture.is_none() {
+            let outs = [&mut s.q[..], &mut s.k[..], &mut s.v[..]];
+            s.mm.token_qkv(file, [&lw.wq, &lw.wk, &lw.wv], &s.xb[..dim], outs)?;
+        } else {
+            s.mm.run(file, &lw.wq, &s.xb[..n * dim], n, &mut s.q)?;
+            s.mm.run_same_input(file, &lw.wk, &s.xb[..n * dim], n, &mut s.k)?;
+            s.mm.run_same_input(file, &lw.wv, &s.xb[..n * dim], n, &mut s.v)?;
+        }
         add_bias(&mut s.q[..n * c.q_dim()], lw.bq.as_deref());
         add_bias(&mut s.k[..n * c.kv_dim()], lw.bk.as_deref());
         add_bias(&mut s.v[..n * c.kv_dim_v()], lw.bv.as_deref());
@@ -255,19 +260,24 @@ pub fn forward<'s>(
             rmsnorm(row, &lw.ffn_norm, c.norm_eps)
         });
         let hid = c.hidden_dim;
-        s.mm.run(file, &lw.w_gate, &s.xb[..n * dim], n, &mut s.hb)?;
-        s.mm.run_same_input(file, &lw.w_up, &s.xb[..n * dim], n, &mut s.hb2)?;
-        captured(&mut s.capture, "ffn_norm", l, &s.xb[..n * dim]);
-        captured(&mut s.capture, "ffn_gate", l, &s.hb[..n * hid]);
-        captured(&mut s.capture, "ffn_up", l, &s.hb2[..n * hid]);
         let act: fn(f32) -> f32 = match c.activation {
             Activation::Silu => silu,
             Activation::GeluTanh => gelu,
         };
-        s.hb[..n * hid]
-            .par_iter_mut()
-            .zip(&s.hb2[..n * hid])
-            .for_each(|(g, &u)| *g = act(*g) * u);
+        if n == 1 && s.capture.is_none() {
+            let gate_up = [&lw.w_gate, &lw.w_up];
+            s.mm.token_gated(file, gate_up, &s.xb[..dim], &mut s.hb, &mut s.hb2, act)?;
+        } else {
+            s.mm.run(file, &lw.w_gate, &s.xb[..n * dim], n, &mut s.hb)?;
+            s.mm.run_same_input(file, &lw.w_up, &s.xb[..n * dim], n, &mut s.hb2)?;
+            captured(&mut s.capture, "ffn_norm", l, &s.xb[..n * dim]);
+            captured(&mut s.capture, "ffn_gate", l, &s.hb[..n * hid]);
+            captured(&mut s.capture, "ffn_up", l, &s.hb2[..n * hid]);
+            s.hb[..n * hid]
+                .par_iter_mut()
+                .zip(&s.hb2[..n * hid])
+                .for_each(|(g, &u)| *g = act(*g) * u);
+        }
         captured(&mut s.capture, "ffn_geglu", l, &s.hb[..n * hid]);
         captured(&mut s.capture, "ffn_swiglu", l, &s.hb[..n * hid]);
         s.mm.run(file, &lw.w_down, &s.hb[..n * hid], n, &mut s.xb2)?;

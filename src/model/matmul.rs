@@ -16,6 +16,8 @@ pub struct Matmul {
     /// [`Matmul::run_same_input`].
     loaded: Option<(loupe_quant::GgmlType, usize, usize)>,
     tmp: Vec<f32>, // (weight rows, activation rows of a group): results before transposing
+    /// One token's input quantized for up to three matrices ([`Matmul::token_qkv`]).
+    token: Vec<u8>,
 }
 
 impl Matmul {
@@ -27,6 +29,7 @@ impl Matmul {
             qact: vec![0; max_batch * max_cols * 4],
             loaded: None,
             tmp: vec![0.0; (max_rows * max_batch).max(vocab)],
+            token: vec![0; 3 * max_cols * 4],
         }
     }
 
@@ -71,9 +74,7 @@ impl Matmul {
             }
             self.loaded = Some((partner, cols, b));
         }
-        let data = w.data(file);
-        // Read once: the background repack may publish between two reads.
-        let packed = w.packed();
+        let m = Rows::of(file, w);
         let qact = &self.qact[..b * act_bytes];
         // Activation rows go through in groups small enough for `tmp` (the output
         // projection of a long batch is vocab × batch).
@@ -82,14 +83,8 @@ impl Matmul {
         // One token: small chunks balance the threads. A batch: one chunk per thread, a
         // whole number of the batch kernels' tiles, since each chunk prepares the
         // activation rows again.
-        // Packed weights: every chunk starts on a packed tile.
         let chunk_rows = if b == 1 {
-            let n = rows.div_ceil(threads * 4).max(1);
-            if packed.is_some() {
-                n.next_multiple_of(loupe_quant::packed::PACKED_ROWS)
-            } else {
-                n
-            }
+            m.token_chunk(threads)
         } else {
             rows.div_ceil(threads)
                 .next_multiple_of(loupe_quant::BATCH_TILE_ROWS)
@@ -107,11 +102,7 @@ impl Matmul {
                 .enumerate()
                 .try_for_each(|(ci, tile)| {
                     let r0 = ci * chunk_rows;
-                    let r1 = r0 + tile.len() / g;
-                    match packed {
-                        Some(p) => loupe_quant::kernels().matmul_packed(p, act, g, r0..r1, tile),
-                        None => loupe_quant::matmul(w.ty, data, rows, cols, act, g, r0..r1, tile),
-                    }
+                    m.dot(act, g, r0..r0 + tile.len() / g, tile)
                 })?;
             if b > 1 {
                 // Each output row gathers its part from every chunk's tile, rows in
@@ -129,5 +120,162 @@ impl Matmul {
             }
         }
         Ok(())
+    }
+}
+
+impl Matmul {
+    /// One token through Q, K and V (fed the same `x`) in one parallel region, where
+    /// three regions made the threads meet three times. Each output gets `ws[i].rows`
+    /// values; the same bits as three [`Matmul::run`]s.
+    pub fn token_qkv(
+        &mut self,
+        file: &GgufFile,
+        ws: [&Tensor; 3],
+        x: &[f32],
+        outs: [&mut [f32]; 3],
+    ) -> Result<()> {
+        let acts = self.quantize_token(x, ws)?;
+        let m = ws.map(|w| Rows::of(file, w));
+        let threads = rayon::current_num_threads();
+        let c = m.each_ref().map(|m| m.token_chunk(threads));
+        let [o0, o1, o2] = outs;
+        o0[..ws[0].rows]
+            .par_chunks_mut(c[0])
+            .enumerate()
+            .map(|(i, t)| (0, i * c[0], t))
+            .chain(
+                o1[..ws[1].rows]
+                    .par_chunks_mut(c[1])
+                    .enumerate()
+                    .map(|(i, t)| (1, i * c[1], t)),
+            )
+            .chain(
+                o2[..ws[2].rows]
+                    .par_chunks_mut(c[2])
+                    .enumerate()
+                    .map(|(i, t)| (2, i * c[2], t)),
+            )
+            .try_for_each(|(j, r0, t)| m[j].dot(acts[j], 1, r0..r0 + t.len(), t))?;
+        Ok(())
+    }
+
+    /// One token through the gate and up projections (fed the same `x`, the same rows)
+    /// and the gated activation, in one parallel region: each task computes rows
+    /// `r0..r1` of both and leaves `act(gate) * up` in `out` (`up_out` holds the up rows).
+    /// The same bits as two [`Matmul::run`]s and the activation after.
+    pub fn token_gated(
+        &mut self,
+        file: &GgufFile,
+        [gate, up]: [&Tensor; 2],
+        x: &[f32],
+        out: &mut [f32],
+        up_out: &mut [f32],
+        act: fn(f32) -> f32,
+    ) -> Result<()> {
+        anyhow::ensure!(
+            gate.rows == up.rows && gate.cols == up.cols,
+            "gate ({} x {}) and up ({} x {}) projections differ in shape",
+            gate.rows,
+            gate.cols,
+            up.rows,
+            up.cols
+        );
+        let [ag, au, _] = self.quantize_token(x, [gate, up, up])?;
+        let (mg, mu) = (Rows::of(file, gate), Rows::of(file, up));
+        let threads = rayon::current_num_threads();
+        let c = mg.token_chunk(threads).max(mu.token_chunk(threads));
+        let rows = gate.rows;
+        out[..rows]
+            .par_chunks_mut(c)
+            .zip(up_out[..rows].par_chunks_mut(c))
+            .enumerate()
+            .try_for_each(|(i, (g, u))| {
+                let r = i * c..i * c + g.len();
+                mg.dot(ag, 1, r.clone(), g)?;
+                mu.dot(au, 1, r, u)?;
+                for (g, &u) in g.iter_mut().zip(u.iter()) {
+                    *g = act(*g) * u;
+                }
+                Ok::<_, loupe_quant::QuantError>(())
+            })?;
+        Ok(())
+    }
+
+    /// `x` (one row) quantized to each matrix's partner format, once per format.
+    fn quantize_token(&mut self, x: &[f32], ws: [&Tensor; 3]) -> Result<[&[u8]; 3]> {
+        self.loaded = None;
+        let cols = ws[0].cols;
+        anyhow::ensure!(
+            ws.iter().all(|w| w.cols == cols) && x.len() >= cols,
+            "matrices fed one input must have its width ({cols})"
+        );
+        let mut spans = [(0, 0); 3];
+        let mut at = 0;
+        for (i, w) in ws.iter().enumerate() {
+            let partner = loupe_quant::vec_dot_type(w.ty)
+                .with_context(|| format!("no matmul kernel for {} weights", w.ty))?;
+            let same = (0..i).find(|&j| loupe_quant::vec_dot_type(ws[j].ty) == Some(partner));
+            spans[i] = match same {
+                Some(j) => spans[j],
+                None => {
+                    let n = partner
+                        .row_bytes(cols as u64)
+                        .context("activation row size")? as usize;
+                    loupe_quant::quantize_activation(
+                        partner,
+                        &x[..cols],
+                        &mut self.token[at..at + n],
+                    )?;
+                    at += n;
+                    (at - n, at)
+                }
+            };
+        }
+        Ok(spans.map(|(a, b)| &self.token[a..b]))
+    }
+}
+
+/// One matmul's view of a matrix: the map's rows and, once repacked, the packed copy
+/// (read once: the background repack may publish between two reads, and a matmul's
+/// chunks must agree on where their rows are).
+struct Rows<'a> {
+    w: &'a Tensor,
+    data: &'a [u8],
+    packed: Option<&'a loupe_quant::packed::PackedRows>,
+}
+
+impl<'a> Rows<'a> {
+    fn of(file: &'a GgufFile, w: &'a Tensor) -> Rows<'a> {
+        Rows {
+            w,
+            data: w.data(file),
+            packed: w.packed(),
+        }
+    }
+
+    /// Rows `rows` times `g` activation rows `act` into `tile` (g, rows.len()).
+    fn dot(
+        &self,
+        act: &[u8],
+        g: usize,
+        rows: std::ops::Range<usize>,
+        tile: &mut [f32],
+    ) -> Result<(), loupe_quant::QuantError> {
+        let w = self.w;
+        match self.packed {
+            Some(p) => loupe_quant::kernels().matmul_packed(p, act, g, rows, tile),
+            None => loupe_quant::matmul(w.ty, self.data, w.rows, w.cols, act, g, rows, tile),
+        }
+    }
+
+    /// Rows per chunk of one token's work: four chunks per thread so the threads stay
+    /// balanced; packed, whole tiles.
+    fn token_chunk(&self, threads: usize) -> usize {
+        let n = self.w.rows.div_ceil(threads * 4).max(1);
+        if self.packed.is_some() {
+            n.next_multiple_of(loupe_quant::packed::PACKED_ROWS)
+        } else {
+            n
+        }
     }
 }
