@@ -516,6 +516,7 @@ impl Kernels {
                 Q5_1 => Some(tiled::matmul::<BlockQ5_1, BlockQ8_1>),
                 IQ4_NL => Some(tiled::matmul::<BlockIq4Nl, BlockQ8_0>),
                 Q4_K => Some(tiled_k::matmul::<BlockQ4K>),
+                Q5_K => Some(tiled_k::matmul::<BlockQ5K>),
                 Q6_K => Some(tiled_k::matmul::<BlockQ6K>),
                 _ => None,
             };

@@ -62,7 +62,7 @@ pub(super) unsafe fn hsum_f32x4(x: __m128) -> f32 {
 /// Sum of the four i32 lanes (exact unless it overflows).
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn hsum_i32x4(x: __m128i) -> i32 {
+pub(super) unsafe fn hsum_i32x4(x: __m128i) -> i32 {
     // SAFETY: register-only intrinsics; the caller guarantees AVX2.
     unsafe {
         let r = _mm_add_epi32(x, _mm_unpackhi_epi64(x, x));

@@ -1,4 +1,4 @@
-//! The AVX-512 VNNI batch kernel for Q4_K and Q6_K against Q8_K activations: sixteen
+//! The AVX-512 VNNI batch kernel for Q4_K, Q5_K and Q6_K against Q8_K activations: sixteen
 //! weight rows interleaved, one row per i32 lane, as [`super::interleaved`] does for the
 //! Q8-family formats.
 //!
@@ -169,6 +169,7 @@ unsafe fn step<const C: usize>(
     unsafe {
         let mut acc = [[_mm512_setzero_ps(); GROUPS]; C];
         let mut acc_m = [[_mm512_setzero_ps(); 4]; C];
+        let mut summs = [_mm512_setzero_ps(); C];
         for (b, t) in tile.iter().enumerate() {
             let mut sumi = [[_mm512_setzero_si512(); GROUPS]; C];
             for g in 0..GROUPS {
@@ -210,13 +211,27 @@ unsafe fn step<const C: usize>(
                     }
                     mins_fma(&mut acc_m[j], dmin, bs, &mins);
                 }
+                if kind == Kind::Q5K {
+                    // The row's mins · group sums as one integer, then one fma.
+                    let dmin =
+                        _mm512_mul_ps(_mm512_set1_ps(-yb.d), _mm512_load_ps(t.dmin.as_ptr()));
+                    let mut total = _mm512_setzero_si512();
+                    for (m, mins) in t.mins.iter().enumerate() {
+                        let gs = group_sum_pair(bs, m);
+                        let mins = _mm512_load_si512(mins.as_ptr().cast());
+                        total = _mm512_add_epi32(total, _mm512_madd_epi16(mins, gs));
+                    }
+                    summs[j] = _mm512_fmadd_ps(dmin, _mm512_cvtepi32_ps(total), summs[j]);
+                }
             }
         }
         for j in 0..C {
-            let mut total = hsum_groups(&acc[j]);
-            if kind == Kind::Q4K {
-                total = _mm512_add_ps(total, mins_total(&acc_m[j]));
-            }
+            let total = hsum_groups(&acc[j]);
+            let total = match kind {
+                Kind::Q4K => _mm512_add_ps(total, mins_total(&acc_m[j])),
+                Kind::Q5K => _mm512_add_ps(total, summs[j]),
+                Kind::Q6K => total,
+            };
             _mm512_storeu_ps(sums[j].as_mut_ptr(), total);
         }
     }
@@ -235,13 +250,20 @@ unsafe fn mins_fma(
     // SAFETY: register-only AVX-512 F/BW, enabled by every caller.
     unsafe {
         for m in 0..4 {
-            // Group sums 2m and 2m + 1 (each two 16-quant sums; exact in i16).
-            let gs0 = bs[4 * m].wrapping_add(bs[4 * m + 1]);
-            let gs1 = bs[4 * m + 2].wrapping_add(bs[4 * m + 3]);
-            let prod = _mm512_madd_epi16(mins[m], _mm512_set1_epi32(pair(gs0, gs1) as i32));
+            let prod = _mm512_madd_epi16(mins[m], group_sum_pair(bs, m));
             acc_m[m] = _mm512_fmadd_ps(dmin, _mm512_cvtepi32_ps(prod), acc_m[m]);
         }
     }
+}
+
+/// Group sums `2m` and `2m + 1` of an activation block (each two 16-quant sums, added
+/// in i16 as the row kernel's `hadd` does) as the two i16 of every lane.
+#[inline(always)]
+unsafe fn group_sum_pair(bs: &[i16; QK_K / 16], m: usize) -> __m512i {
+    let gs0 = bs[4 * m].wrapping_add(bs[4 * m + 1]);
+    let gs1 = bs[4 * m + 2].wrapping_add(bs[4 * m + 3]);
+    // SAFETY: a register-only AVX-512 F broadcast, enabled by every caller.
+    unsafe { _mm512_set1_epi32(pair(gs0, gs1) as i32) }
 }
 
 /// The four mins lanes summed in `hsum_f32x4`'s order: (m0 + m2) + (m1 + m3).

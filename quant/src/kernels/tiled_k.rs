@@ -1,4 +1,4 @@
-//! The tiled matmul of [`super::tiled`] for Q4_K and Q6_K weights against Q8_K
+//! The tiled matmul of [`super::tiled`] for Q4_K, Q5_K and Q6_K weights against Q8_K
 //! activations.
 //!
 //! Decoding a K-quant super-block (nibbles and high bits apart, six-bit scales out of their
@@ -18,7 +18,7 @@
 use std::arch::x86_64::*;
 use std::cell::RefCell;
 
-use super::avx2::{hsum_f32x4, hsum_f32x8};
+use super::avx2::{hsum_f32x4, hsum_f32x8, hsum_i32x4};
 use super::tiled::{
     act_block_rows, operands, rows_of, store, BatchShape, Operands, TiledIsa, Visit, Weights,
     TILE_ROWS,
@@ -74,6 +74,9 @@ pub(super) enum Kind {
     Q4K,
     /// `sumi -= 32 * (scales · bsums)`, `acc += (d8 * d) * sumi`; result `hsum_f32x8(acc)`.
     Q6K,
+    /// As Q4K but the mins go into one f32 per row: `summs = fma(-d8 * dmin, (mins ·
+    /// group sums) as one integer, summs)`; result `hsum_f32x8(acc) + summs`.
+    Q5K,
 }
 
 impl DecodeK for BlockQ4K {
@@ -84,6 +87,27 @@ impl DecodeK for BlockQ4K {
             for (e, &b) in qs.iter().enumerate() {
                 out.q[2 * c][e] = b & 0xF;
                 out.q[2 * c + 1][e] = b >> 4;
+            }
+        }
+        for g in 0..GROUPS {
+            let (sc, m) = scale_min_k4(g, &self.scales);
+            out.sc[g] = [sc as i16; 16];
+            out.mins[g] = m as i16;
+        }
+        out.d = self.d.to_f32();
+        out.dmin = self.dmin.to_f32();
+    }
+}
+
+impl DecodeK for BlockQ5K {
+    const KIND: Kind = Kind::Q5K;
+    fn decode(&self, out: &mut Decoded) {
+        // Q4_K's nibbles plus 16 where bit g of qh[e] is set, for element e of group g.
+        for c in 0..GROUPS / 2 {
+            let qs = &self.qs[32 * c..32 * c + 32];
+            for (e, (&b, &h)) in qs.iter().zip(&self.qh).enumerate() {
+                out.q[2 * c][e] = (b & 0xF) | (((h >> (2 * c)) & 1) << 4);
+                out.q[2 * c + 1][e] = (b >> 4) | (((h >> (2 * c + 1)) & 1) << 4);
             }
         }
         for g in 0..GROUPS {
@@ -193,6 +217,7 @@ macro_rules! k_step {
         let ts: [&[Decoded]; TILE_ROWS] = rows_of(tile, k, 0, usize::MAX);
         let mut acc = [[_mm256_setzero_ps(); TILE_ROWS]; $C];
         let mut acc_m = [[_mm_setzero_ps(); TILE_ROWS]; $C];
+        let mut summs = [[0f32; TILE_ROWS]; $C];
         for b in 0..k {
             let mut sumi = [[_mm256_setzero_si256(); TILE_ROWS]; $C];
             for g in 0..GROUPS {
@@ -243,15 +268,25 @@ macro_rules! k_step {
                         acc_m[j][i] =
                             _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(prod), acc_m[j][i]);
                     }
+                    if kind == Kind::Q5K {
+                        // SAFETY: the 16-byte `mins` of a borrowed decoded block; AVX2
+                        // per the caller.
+                        let total = unsafe {
+                            let mins = _mm_loadu_si128(dec.mins.as_ptr().cast());
+                            hsum_i32x4(_mm_madd_epi16(mins, group_sums))
+                        };
+                        let dmin = -yb.d * dec.dmin;
+                        summs[j][i] = dmin.mul_add(total as f32, summs[j][i]);
+                    }
                 }
             }
         }
         for j in 0..$C {
             for i in 0..TILE_ROWS {
-                $sums[j][i] = if kind == Kind::Q4K {
-                    hsum_f32x8(acc[j][i]) + hsum_f32x4(acc_m[j][i])
-                } else {
-                    hsum_f32x8(acc[j][i])
+                $sums[j][i] = match kind {
+                    Kind::Q4K => hsum_f32x8(acc[j][i]) + hsum_f32x4(acc_m[j][i]),
+                    Kind::Q5K => hsum_f32x8(acc[j][i]) + summs[j][i],
+                    Kind::Q6K => hsum_f32x8(acc[j][i]),
                 };
             }
         }
