@@ -24,8 +24,9 @@ use super::tiled::{
     TILE_ROWS,
 };
 use crate::formats::k_quants::scale_min::scale_min_k4;
+use crate::formats::k_quants::K_SCALE_SIZE;
 use crate::formats::*;
-use crate::{BlockFormat, QuantError};
+use crate::{BlockFormat, QuantError, F16};
 
 /// Groups of 32 weights in a super-block.
 const GROUPS: usize = QK_K / 32;
@@ -89,14 +90,19 @@ impl DecodeK for BlockQ4K {
                 out.q[2 * c + 1][e] = b >> 4;
             }
         }
-        for g in 0..GROUPS {
-            let (sc, m) = scale_min_k4(g, &self.scales);
-            out.sc[g] = [sc as i16; 16];
-            out.mins[g] = m as i16;
-        }
-        out.d = self.d.to_f32();
-        out.dmin = self.dmin.to_f32();
+        decode_scales_mins(&self.scales, self.d, self.dmin, out);
     }
+}
+
+/// Q4_K's and Q5_K's eight 6-bit scales and mins and their two super-block scales.
+fn decode_scales_mins(scales: &[u8; K_SCALE_SIZE], d: F16, dmin: F16, out: &mut Decoded) {
+    for g in 0..GROUPS {
+        let (sc, m) = scale_min_k4(g, scales);
+        out.sc[g] = [sc as i16; 16];
+        out.mins[g] = m as i16;
+    }
+    out.d = d.to_f32();
+    out.dmin = dmin.to_f32();
 }
 
 impl DecodeK for BlockQ5K {
@@ -110,13 +116,7 @@ impl DecodeK for BlockQ5K {
                 out.q[2 * c + 1][e] = (b >> 4) | (((h >> (2 * c + 1)) & 1) << 4);
             }
         }
-        for g in 0..GROUPS {
-            let (sc, m) = scale_min_k4(g, &self.scales);
-            out.sc[g] = [sc as i16; 16];
-            out.mins[g] = m as i16;
-        }
-        out.d = self.d.to_f32();
-        out.dmin = self.dmin.to_f32();
+        decode_scales_mins(&self.scales, self.d, self.dmin, out);
     }
 }
 
