@@ -347,8 +347,8 @@ impl Kernels {
     }
 
     /// out (n_act_rows, rows.len()) = act · wᵀ for rows `rows` of a matrix repacked at
-    /// load (Q4_0, Q5_0, Q4_K or Q6_K), against activation rows in its partner type (Q8_0, Q8_K): one
-    /// token or a batch. `rows` starts on a [`PACKED_ROWS`] boundary. Every dot is bit for
+    /// load (Q4_0, Q5_0, Q4_K or Q6_K), against activation rows in its partner type (Q8_0,
+    /// Q8_K): one token or a batch. `rows` starts on a [`PACKED_ROWS`] boundary. Every dot is bit for
     /// bit this table's `vec_dot` of the row before repacking: repacking changes where the
     /// bytes are, not the results.
     pub fn matmul_packed(
@@ -379,15 +379,13 @@ impl Kernels {
         }
         #[cfg(target_arch = "x86_64")]
         {
-            let k = n_cols / ty.block_elems();
-            let n = rows.len();
+            let (k, n, b) = (n_cols / ty.block_elems(), rows.len(), ACT_BLOCK_BYTES);
             if n_act_rows >= decode_packed_from(ty) {
                 let w = tiled::Weights::Packed {
                     w,
                     from: rows.start,
                     n,
                 };
-                let b = ACT_BLOCK_BYTES;
                 return match ty {
                     GgmlType::Q5_0 => {
                         interleaved::matmul::<BlockQ5_0, BlockQ8_0>(w, n_cols, act, out, b)
@@ -396,22 +394,25 @@ impl Kernels {
                     _ => Err(QuantError::Unsupported { ty }),
                 };
             }
-            if ty == GgmlType::Q4_K {
-                let act = cast::as_blocks::<BlockQ8K>(act)?;
-                let tiles: &[crate::packed::BlockQ4Kx16] = w.tiles(rows);
-                interleaved_k::matmul_kx16(tiles, k, n, &act, out, ACT_BLOCK_BYTES);
-            } else if ty == GgmlType::Q6_K {
-                let act = cast::as_blocks::<BlockQ8K>(act)?;
-                let tiles: &[crate::packed::BlockQ6Kx16] = w.tiles(rows);
-                interleaved_k::matmul_kx16(tiles, k, n, &act, out, ACT_BLOCK_BYTES);
-            } else {
-                let act = cast::as_blocks::<BlockQ8_0>(act)?;
-                if ty == GgmlType::Q5_0 {
-                    let tiles: &[crate::packed::BlockQ5_0x16] = w.tiles(rows);
-                    interleaved::matmul_x16(tiles, k, n, &act, out, ACT_BLOCK_BYTES);
-                } else {
-                    let tiles: &[crate::packed::BlockQ4_0x16] = w.tiles(rows);
-                    interleaved::matmul_x16(tiles, k, n, &act, out, ACT_BLOCK_BYTES);
+            use crate::packed::{BlockQ4Kx16, BlockQ4_0x16, BlockQ5_0x16, BlockQ6Kx16};
+            let q8k = || cast::as_blocks::<BlockQ8K>(act);
+            let q8_0 = || cast::as_blocks::<BlockQ8_0>(act);
+            match ty {
+                GgmlType::Q4_K => {
+                    let tiles: &[BlockQ4Kx16] = w.tiles(rows);
+                    interleaved_k::matmul_kx16(tiles, k, n, &q8k()?, out, b)
+                }
+                GgmlType::Q6_K => {
+                    let tiles: &[BlockQ6Kx16] = w.tiles(rows);
+                    interleaved_k::matmul_kx16(tiles, k, n, &q8k()?, out, b)
+                }
+                GgmlType::Q5_0 => {
+                    let tiles: &[BlockQ5_0x16] = w.tiles(rows);
+                    interleaved::matmul_x16(tiles, k, n, &q8_0()?, out, b)
+                }
+                _ => {
+                    let tiles: &[BlockQ4_0x16] = w.tiles(rows);
+                    interleaved::matmul_x16(tiles, k, n, &q8_0()?, out, b)
                 }
             }
         }

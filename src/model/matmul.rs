@@ -58,11 +58,7 @@ impl Matmul {
         out: &mut [f32],
     ) -> Result<()> {
         let (cols, rows) = (w.cols, w.rows);
-        let partner = loupe_quant::vec_dot_type(w.ty)
-            .with_context(|| format!("no matmul kernel for {} weights", w.ty))?;
-        let act_bytes = partner
-            .row_bytes(cols as u64)
-            .context("activation row size")? as usize;
+        let (partner, act_bytes) = partner(w)?;
         if self.loaded != Some((partner, cols, b)) {
             let (x, qact) = (&x[..b * cols], &mut self.qact[..b * act_bytes]);
             if b == 1 {
@@ -180,7 +176,7 @@ impl Matmul {
             up.rows,
             up.cols
         );
-        let [ag, au, _] = self.quantize_token(x, [gate, up, up])?;
+        let [ag, au] = self.quantize_token(x, [gate, up])?;
         let (mg, mu) = (Rows::of(file, gate), Rows::of(file, up));
         let threads = rayon::current_num_threads();
         let c = mg.token_chunk(threads).max(mu.token_chunk(threads));
@@ -202,30 +198,28 @@ impl Matmul {
     }
 
     /// `x` (one row) quantized to each matrix's partner format, once per format.
-    fn quantize_token(&mut self, x: &[f32], ws: [&Tensor; 3]) -> Result<[&[u8]; 3]> {
+    fn quantize_token<const N: usize>(
+        &mut self,
+        x: &[f32],
+        ws: [&Tensor; N],
+    ) -> Result<[&[u8]; N]> {
         self.loaded = None;
         let cols = ws[0].cols;
         anyhow::ensure!(
             ws.iter().all(|w| w.cols == cols) && x.len() >= cols,
             "matrices fed one input must have its width ({cols})"
         );
-        let mut spans = [(0, 0); 3];
+        let mut partners = [(loupe_quant::GgmlType::F32, 0); N];
+        let mut spans = [(0, 0); N];
         let mut at = 0;
         for (i, w) in ws.iter().enumerate() {
-            let partner = loupe_quant::vec_dot_type(w.ty)
-                .with_context(|| format!("no matmul kernel for {} weights", w.ty))?;
-            let same = (0..i).find(|&j| loupe_quant::vec_dot_type(ws[j].ty) == Some(partner));
-            spans[i] = match same {
+            partners[i] = partner(w)?;
+            let (ty, n) = partners[i];
+            spans[i] = match (0..i).find(|&j| partners[j].0 == ty) {
                 Some(j) => spans[j],
                 None => {
-                    let n = partner
-                        .row_bytes(cols as u64)
-                        .context("activation row size")? as usize;
-                    loupe_quant::quantize_activation(
-                        partner,
-                        &x[..cols],
-                        &mut self.token[at..at + n],
-                    )?;
+                    let dst = &mut self.token[at..at + n];
+                    loupe_quant::quantize_activation(ty, &x[..cols], dst)?;
                     at += n;
                     (at - n, at)
                 }
@@ -233,6 +227,16 @@ impl Matmul {
         }
         Ok(spans.map(|(a, b)| &self.token[a..b]))
     }
+}
+
+/// The format `w`'s activation rows are quantized to, and the bytes of one such row.
+fn partner(w: &Tensor) -> Result<(loupe_quant::GgmlType, usize)> {
+    let partner = loupe_quant::vec_dot_type(w.ty)
+        .with_context(|| format!("no matmul kernel for {} weights", w.ty))?;
+    let bytes = partner
+        .row_bytes(w.cols as u64)
+        .context("activation row size")? as usize;
+    Ok((partner, bytes))
 }
 
 /// One matmul's view of a matrix: the map's rows and, once repacked, the packed copy
