@@ -104,6 +104,9 @@ fn turns_reuse_the_cache_undo_edit_and_ctrl_c() {
 
     // Ctrl-C in the middle of a long reply: stopped, kept, and the next turn works.
     p.send_line("/set n 400").unwrap();
+    // Its answer first: the editor's redraw of the typed line also shows a prompt, and a
+    // line sent before the editor is back in raw mode can be lost.
+    expect(&mut p, "reply limit = 400");
     prompt(&mut p);
     p.send_line("Write a long story about a lighthouse keeper.")
         .unwrap();
@@ -118,6 +121,7 @@ fn turns_reuse_the_cache_undo_edit_and_ctrl_c() {
     assert!(n_reply > 0 && n_reply < 400, "{m}");
     prompt(&mut p);
     p.send_line("/set n 8").unwrap();
+    expect(&mut p, "reply limit = 8");
     prompt(&mut p);
     let (n6, c6, _) = say(&mut p, "thanks");
     assert!(c6 > 0 && n6 < 25, "after Ctrl-C: {n6} new + {c6} cached");
