@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use anyhow::{ensure, Context as _, Result};
 
-use crate::model::{Context, Logits, Model};
+use loupe_engine::model::{Context, Logits, Model};
 
 /// Tokens per second over the repetitions.
 #[derive(Clone, Debug, PartialEq)]

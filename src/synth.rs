@@ -20,13 +20,13 @@ use anyhow::{bail, ensure, Context, Result};
 use loupe_quant::GgmlType;
 use rayon::prelude::*;
 
-use crate::gguf::{
+use crate::quantize::recipe::{llama_order, ModelFacts, Overrides, Recipe};
+use crate::quantize::{parse_tensor_type, FileType, QUANTIZATION_VERSION};
+use loupe_engine::model::config::Arch;
+use loupe_gguf::{
     align_up, Array, GgufFile, GgufWriter, Metadata, TensorInfo, Value, ALIGNMENT_KEY,
     DEFAULT_ALIGNMENT,
 };
-use crate::model::config::Arch;
-use crate::quantize::recipe::{llama_order, ModelFacts, Overrides, Recipe};
-use crate::quantize::{parse_tensor_type, FileType, QUANTIZATION_VERSION};
 
 /// The tensor layout of a model: sizes and the architecture switches that add tensors.
 #[derive(Clone, Debug, PartialEq)]

@@ -5,12 +5,12 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use loupe::gguf::GgufFile;
-use loupe::model::kv_cache::KvType;
-use loupe::model::{Context, Logits, Model, RunOptions};
 use loupe::quantize::FileType;
 use loupe::store::QWEN25_CODER_05B;
 use loupe::synth::{write_shape, Shape, WeightTypes};
+use loupe_engine::model::kv_cache::KvType;
+use loupe_engine::model::{Context, Logits, Model, RunOptions};
+use loupe_gguf::GgufFile;
 use loupe_quant::GgmlType;
 
 fn donor() -> GgufFile {
@@ -135,7 +135,7 @@ fn a_mix_follows_llama_cpp_recipe() {
     assert_eq!(ty("blk.4.attn_q.weight"), GgmlType::Q4_K);
     assert_eq!(
         model.file.metadata().get("general.file_type"),
-        Some(&loupe::gguf::Value::U32(FileType::Q4_K_M.id()))
+        Some(&loupe_gguf::Value::U32(FileType::Q4_K_M.id()))
     );
 }
 
@@ -173,7 +173,7 @@ fn big_shape_vocabulary_is_fitted_and_layers_override() {
         vec![4096, 11008]
     );
     assert!(f.tensor("blk.1.ffn_up.weight").is_none());
-    let tok = loupe::tokenizer::Tokenizer::from_metadata(md).unwrap();
+    let tok = loupe_engine::tokenizer::Tokenizer::from_metadata(md).unwrap();
     assert!(!tok.encode("hello world", false, false).is_empty());
 }
 

@@ -1,6 +1,7 @@
 //! `loupe inspect` as a user runs it: on the real test models, on a small file with known
 //! values, and on damaged files (an error exit with a message, never a panic).
 
+#[path = "../gguf/tests/common/mod.rs"]
 mod common;
 
 use std::path::{Path, PathBuf};

@@ -5,9 +5,9 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use loupe::model::kv_cache::KvType;
-use loupe::model::{Context, Logits, Model, RunOptions};
 use loupe::store::GEMMA3_270M;
+use loupe_engine::model::kv_cache::KvType;
+use loupe_engine::model::{Context, Logits, Model, RunOptions};
 
 struct Counting;
 static ALLOCS: AtomicUsize = AtomicUsize::new(0);

@@ -2,10 +2,10 @@
 //! activation in another) give the bits of the separate matmuls they replace, on every
 //! layer of both test models, packed (after the background repack) and not.
 
-use loupe::model::matmul::Matmul;
-use loupe::model::ops::silu;
-use loupe::model::Model;
 use loupe::store::{GEMMA3_270M, QWEN25_CODER_05B};
+use loupe_engine::model::matmul::Matmul;
+use loupe_engine::model::ops::silu;
+use loupe_engine::model::Model;
 
 fn bits(x: &[f32]) -> Vec<u32> {
     x.iter().map(|v| v.to_bits()).collect()

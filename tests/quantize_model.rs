@@ -8,8 +8,8 @@ use std::borrow::Cow;
 use std::path::Path;
 use std::process::Command;
 
-use loupe::gguf::{GgufFile, GgufWriter, Metadata, TensorToWrite, Value};
 use loupe::quantize::{quantize_model, FileType, QuantizeError, QuantizeOptions};
+use loupe_gguf::{GgufFile, GgufWriter, Metadata, TensorToWrite, Value};
 use loupe_quant::GgmlType;
 
 const DIM: u64 = 256;
@@ -73,7 +73,6 @@ fn write_model(path: &Path, embd_type: GgmlType) {
 fn opts(ft: FileType) -> QuantizeOptions {
     QuantizeOptions {
         threads: 2,
-        quiet: true,
         ..QuantizeOptions::new(ft)
     }
 }
@@ -84,7 +83,7 @@ fn q4_k_m_mixes_types_as_llama_cpp_does() {
     let (src, dst) = (dir.path().join("f32.gguf"), dir.path().join("q4km.gguf"));
     write_model(&src, GgmlType::F32);
     let input = GgufFile::open(&src).unwrap();
-    let report = quantize_model(&input, &dst, &opts(FileType::Q4_K_M)).unwrap();
+    let report = quantize_model(&input, &dst, &opts(FileType::Q4_K_M), &mut |_| {}).unwrap();
     let out = GgufFile::open(&dst).unwrap();
     let ty = |n: &str| out.tensor(n).unwrap().ty;
     use GgmlType::*;
@@ -166,7 +165,7 @@ fn pure_and_overrides() {
         token_embedding_type: Some(GgmlType::Q8_0),
         ..opts(FileType::Q3_K_M)
     };
-    quantize_model(&input, &dst, &o).unwrap();
+    quantize_model(&input, &dst, &o, &mut |_| {}).unwrap();
     let out = GgufFile::open(&dst).unwrap();
     let ty = |n: &str| out.tensor(n).unwrap().ty;
     use GgmlType::*;
@@ -183,7 +182,7 @@ fn requantizing_needs_the_flag() {
     let (src, dst) = (dir.path().join("q.gguf"), dir.path().join("out.gguf"));
     write_model(&src, GgmlType::Q8_0);
     let input = GgufFile::open(&src).unwrap();
-    let err = quantize_model(&input, &dst, &opts(FileType::Q4_0)).unwrap_err();
+    let err = quantize_model(&input, &dst, &opts(FileType::Q4_0), &mut |_| {}).unwrap_err();
     assert!(matches!(err, QuantizeError::Requantize { .. }), "{err}");
     assert!(err.to_string().contains("--allow-requantize"), "{err}");
     assert!(!dst.exists());
@@ -191,7 +190,7 @@ fn requantizing_needs_the_flag() {
         allow_requantize: true,
         ..opts(FileType::F16)
     };
-    let report = quantize_model(&input, &dst, &o).unwrap();
+    let report = quantize_model(&input, &dst, &o, &mut |_| {}).unwrap();
     assert_eq!(report.requantized, 1);
     let out = GgufFile::open(&dst).unwrap();
     assert_eq!(out.tensor("token_embd.weight").unwrap().ty, GgmlType::F16);

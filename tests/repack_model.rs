@@ -1,9 +1,9 @@
 //! Weights repacked in the background give the same logits, bit for bit, as the map's
 //! rows: before, during and after the switch a generation computes the same numbers.
 
-use loupe::model::kv_cache::KvType;
-use loupe::model::{Context, Logits, Model, RunOptions};
 use loupe::store::{GEMMA3_270M, QWEN25_CODER_05B};
+use loupe_engine::model::kv_cache::KvType;
+use loupe_engine::model::{Context, Logits, Model, RunOptions};
 
 /// Past the activation row count from which packed Q5_0 and Q6_K weights are decoded
 /// for the batch kernels.
@@ -45,7 +45,7 @@ fn repacked_weights_give_the_map_rows_bits() {
                 .iter()
                 .any(|t| loupe_quant::packed::packs(t.ty))
         });
-        let env_off = loupe::model::repack::disabled_by_env();
+        let env_off = loupe_engine::model::repack::disabled_by_env();
         assert_eq!(
             packs,
             loupe_quant::kernels().runs_packed() && has_packable && !env_off,

@@ -5,9 +5,11 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
 use clap::{CommandFactory, Parser};
-use loupe::sample::{softmax_top, Sampler, SamplerConfig, SamplerError, StageView, DEFAULT_SEED};
+use loupe_engine::sample::{
+    softmax_top, Sampler, SamplerConfig, SamplerError, SamplerSettings, StageView, DEFAULT_SEED,
+};
 
-use loupe::cli::sampler_args::SamplerArgs;
+use loupe::cli::sampler_args::{resolve, SamplerArgs};
 
 // ---------------------------------------------------------------------------------------
 // An allocator that counts this thread's allocations, to hold `sample` to "allocates nothing".
@@ -632,10 +634,20 @@ struct Cmd {
     sampling: SamplerArgs,
 }
 
-fn parse(args: &[&str]) -> SamplerArgs {
+/// The flags as the engine's settings (converted once, as a command does).
+fn parse(args: &[&str]) -> SamplerSettings {
     Cmd::try_parse_from(std::iter::once("loupe").chain(args.iter().copied()))
         .unwrap()
         .sampling
+        .settings()
+}
+
+/// Each setting as (name, value, source name), as a run's header shows it.
+fn sources(s: &SamplerSettings) -> Vec<(&'static str, String, &'static str)> {
+    s.sources()
+        .into_iter()
+        .map(|(k, v, from)| (k, v, from.name()))
+        .collect()
 }
 
 #[test]
@@ -646,7 +658,7 @@ fn flags_definition_is_consistent() {
 #[test]
 fn no_flags_gives_the_defaults_and_a_random_seed_reported_once() {
     let a = parse(&[]);
-    let cfg = a.to_config().unwrap();
+    let cfg = resolve(&a).unwrap();
     assert_eq!(
         cfg,
         SamplerConfig {
@@ -654,10 +666,10 @@ fn no_flags_gives_the_defaults_and_a_random_seed_reported_once() {
             ..SamplerConfig::default()
         }
     );
-    // The picked seed is stable: to_config, seed() and sources() agree.
-    assert_eq!(a.to_config().unwrap().seed, cfg.seed);
+    // The picked seed is stable: resolve, seed() and sources() agree.
+    assert_eq!(resolve(&a).unwrap().seed, cfg.seed);
     assert_eq!(a.seed(), cfg.seed);
-    let src = a.sources();
+    let src = sources(&a);
     assert_eq!(src.len(), 9);
     assert!(
         src[..8].iter().all(|(_, _, from)| *from == "default"),
@@ -694,7 +706,7 @@ fn flags_override_and_are_reported_as_flags() {
         "--seed",
         "9",
     ]);
-    let cfg = a.to_config().unwrap();
+    let cfg = resolve(&a).unwrap();
     assert_eq!(
         cfg,
         SamplerConfig {
@@ -709,11 +721,11 @@ fn flags_override_and_are_reported_as_flags() {
             seed: 9,
         }
     );
-    let src = a.sources();
+    let src = sources(&a);
     assert!(src.iter().all(|(_, _, from)| *from == "flag"), "{src:?}");
     assert_eq!(src[0], ("temp", "0.5".to_string(), "flag"));
     assert_eq!(src[8], ("seed", "9".to_string(), "flag"));
-    let mixed = parse(&["--top-k", "5"]).sources();
+    let mixed = sources(&parse(&["--top-k", "5"]));
     assert_eq!(mixed[1], ("top-k", "5".to_string(), "flag"));
     assert_eq!(mixed[2], ("top-p", "0.95".to_string(), "default"));
 }
@@ -728,14 +740,14 @@ fn bad_flag_values_are_errors_naming_the_flag() {
         (&["--repeat-last-n", "-1"][..], "--repeat-last-n", "-1"),
         (&["--temp", "inf"][..], "--temp", "inf"),
     ] {
-        let msg = format!("{:#}", parse(args).to_config().unwrap_err());
+        let msg = format!("{:#}", resolve(&parse(args)).unwrap_err());
         assert!(msg.contains(flag) && msg.contains(value), "{args:?}: {msg}");
     }
 }
 
 #[test]
 fn temp_zero_from_the_flags_is_greedy() {
-    let cfg = parse(&["--temp", "0"]).to_config().unwrap();
+    let cfg = resolve(&parse(&["--temp", "0"])).unwrap();
     assert!(cfg.is_greedy());
     assert_eq!(Sampler::new(cfg, 3).unwrap().describe(), "greedy");
 }

@@ -5,9 +5,9 @@
 
 use std::time::Instant;
 
-use loupe::gguf::GgufFile;
 use loupe::store::{KnownModel, GEMMA3_270M, QWEN25_CODER_05B};
-use loupe::tokenizer::{Tokenizer, TokenizerKind};
+use loupe_engine::tokenizer::{Tokenizer, TokenizerKind};
+use loupe_gguf::GgufFile;
 
 fn load(m: KnownModel) -> Tokenizer {
     let path = m.path();

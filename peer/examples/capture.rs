@@ -7,8 +7,8 @@ use std::ffi::{c_void, CStr, CString};
 use std::sync::{Arc, Mutex};
 
 use llama_cpp_sys_2 as sys;
-use loupe::model::kv_cache::KvType;
-use loupe::model::{Context, Logits, Model, RunOptions};
+use loupe_engine::model::kv_cache::KvType;
+use loupe_engine::model::{Context, Logits, Model, RunOptions};
 
 /// (name, shape, values) of each tensor llama.cpp computed.
 type Captured = (String, Vec<i64>, Vec<f32>);

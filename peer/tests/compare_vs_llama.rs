@@ -19,12 +19,12 @@ mod common;
 use std::path::Path;
 
 use loupe::compare::{compare, text, Figures};
-use loupe::gguf::GgufFile;
-use loupe::model::kv_cache::KvType;
-use loupe::model::{Model, RunOptions};
-use loupe::quality::Chunking;
+use loupe_gguf::GgufFile;
+use loupe_engine::model::kv_cache::KvType;
+use loupe_engine::model::{Model, RunOptions};
+use loupe_engine::quality::Chunking;
 use loupe::quantize::{quantize_model, FileType, QuantizeOptions};
-use loupe::tokenizer::Tokenizer;
+use loupe_engine::tokenizer::Tokenizer;
 use peer::llama::{Llama, Params};
 
 const THREADS: usize = 2;
@@ -62,11 +62,10 @@ fn quantize(src: &Path, out: &Path, ty: &str) {
     let input = GgufFile::open(src).unwrap();
     let opts = QuantizeOptions {
         allow_requantize: true,
-        quiet: true,
         threads: THREADS,
         ..QuantizeOptions::new(ty.parse::<FileType>().unwrap())
     };
-    quantize_model(&input, out, &opts).unwrap();
+    quantize_model(&input, out, &opts, &mut |_| {}).unwrap();
 }
 
 /// llama-perplexity's running sums in KL-divergence mode.

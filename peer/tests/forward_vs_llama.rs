@@ -13,9 +13,9 @@
 
 mod common;
 
-use loupe::model::kv_cache::KvType;
-use loupe::model::{Context, Logits, Model, RunOptions};
-use loupe::quality::{argmax, Agreement, Chunking};
+use loupe_engine::model::kv_cache::KvType;
+use loupe_engine::model::{Context, Logits, Model, RunOptions};
+use loupe_engine::quality::{argmax, Agreement, Chunking};
 use peer::llama::{Llama, Params};
 
 const THREADS: usize = 2;

@@ -8,7 +8,7 @@ mod common;
 use std::time::Instant;
 
 use common::{describe_mismatch, first_mismatch, model_path};
-use loupe::gguf::{GgufFile, TensorInfo};
+use loupe_gguf::{GgufFile, TensorInfo};
 use peer::ggml_rows;
 
 /// Elements per comparison chunk (whole rows; at least one row).

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::Rng;
-use loupe::gguf::GgufFile;
+use loupe_gguf::GgufFile;
 use loupe::quantize::{quantize_model, FileType, QuantizeOptions};
 use loupe_quant::GgmlType;
 use peer::ggml_rows;
@@ -231,10 +231,9 @@ fn qwen_model_matches_llama_quantize() {
     let opts = QuantizeOptions {
         allow_requantize: true,
         threads: 2,
-        quiet: true,
         ..QuantizeOptions::new(FileType::F16)
     };
-    quantize_model(&src, &f16, &opts).expect("loupe quantize to F16");
+    quantize_model(&src, &f16, &opts, &mut |_| {}).expect("loupe quantize to F16");
     drop(src);
 
     // llama.cpp's F16 from the same source must be the same file content too.
@@ -258,10 +257,9 @@ fn qwen_model_matches_llama_quantize() {
         let t0 = std::time::Instant::now();
         let opts = QuantizeOptions {
             threads: 2,
-            quiet: true,
-            ..QuantizeOptions::new(ft)
+                ..QuantizeOptions::new(ft)
         };
-        quantize_model(&source, &ours, &opts).expect("loupe quantize");
+        quantize_model(&source, &ours, &opts, &mut |_| {}).expect("loupe quantize");
         let t_loupe = t0.elapsed().as_secs_f64();
         let t0 = std::time::Instant::now();
         llama_quantize(&f16, &theirs, ft.name(), false);

@@ -8,11 +8,11 @@
 
 mod common;
 
-use loupe::gguf::GgufFile;
-use loupe::model::config::Arch;
-use loupe::model::kv_cache::KvType;
-use loupe::model::{Context, Logits, Model, RunOptions};
-use loupe::quality::Agreement;
+use loupe_gguf::GgufFile;
+use loupe_engine::model::config::Arch;
+use loupe_engine::model::kv_cache::KvType;
+use loupe_engine::model::{Context, Logits, Model, RunOptions};
+use loupe_engine::quality::Agreement;
 use loupe::synth::{write_shape, Shape, WeightTypes};
 use loupe_quant::GgmlType;
 use peer::llama::{Llama, Params};

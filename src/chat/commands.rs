@@ -107,7 +107,7 @@ pub fn set(conv: &mut Conversation, key: &str, value: &str) -> Result<String> {
             .map_err(|_| anyhow!("{v:?} is not a valid value for {key}"))
     }
     let key = key.trim_start_matches("--");
-    let mut a = conv.sampler_args.clone();
+    let mut a = conv.sampler_settings.clone();
     match key {
         "temp" | "temperature" => a.temp = Some(num(key, value)?),
         "top-k" | "top_k" => a.top_k = Some(num(key, value)?),

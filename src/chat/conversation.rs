@@ -6,16 +6,15 @@
 //! cache lacks → sample until an end-of-generation token, the reply limit, a full context
 //! or an interrupt. The reply, even a partial one, becomes the last message.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::sync::atomic::AtomicBool;
 
 use anyhow::{bail, Result};
 
 use super::template::{tokenize_prompt, ChatTemplate, Message};
-use crate::cli::sampler_args::SamplerArgs;
-use crate::sample::{softmax_top, Sampler};
-use crate::session::{ContextPolicy, Session, SyncStats};
-use crate::tokenizer::Tokenizer;
+use loupe_engine::generate::{GenerateOptions, Generator, StopReason};
+use loupe_engine::sample::{Sampler, SamplerSettings};
+use loupe_engine::session::{ContextPolicy, Session, SyncStats};
+use loupe_engine::tokenizer::Tokenizer;
 
 /// How many candidates each reply token keeps for `/zoom N`.
 pub const ZOOM_TOP: usize = 8;
@@ -30,19 +29,6 @@ pub struct TokenRecord {
     pub top: Vec<(u32, f32)>,
 }
 
-/// Why a reply ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Stop {
-    /// The model wrote an end-of-generation token.
-    Eog,
-    /// `-n` tokens were written.
-    Limit,
-    /// Ctrl-C.
-    Interrupted,
-    /// No room left in the context.
-    ContextFull,
-}
-
 /// What a turn did, for the stats line.
 #[derive(Clone, Copy, Debug)]
 pub struct TurnStats {
@@ -51,7 +37,7 @@ pub struct TurnStats {
     pub prompt: SyncStats,
     pub reply_tokens: usize,
     pub reply_secs: f64,
-    pub stop: Stop,
+    pub stop: StopReason,
 }
 
 impl TurnStats {
@@ -100,7 +86,8 @@ pub struct Conversation<'m> {
     pub system: Option<String>,
     /// User and assistant messages, alternating, oldest first (the system prompt apart).
     pub messages: Vec<Message>,
-    pub sampler_args: SamplerArgs,
+    /// The sampler settings as given (flags, `/set`, a loaded session).
+    pub sampler_settings: SamplerSettings,
     pub sampler: Sampler,
     /// Reply limit in tokens; negative: until the model stops or the context is full.
     pub n_predict: i32,
@@ -115,16 +102,16 @@ impl<'m> Conversation<'m> {
         session: Session<'m>,
         tok: &'m Tokenizer,
         template: ChatTemplate,
-        sampler_args: SamplerArgs,
+        sampler_settings: SamplerSettings,
     ) -> Result<Conversation<'m>> {
-        let sampler = Sampler::new(sampler_args.to_config()?, tok.n_vocab())?;
+        let sampler = Sampler::new(sampler_settings.resolve()?, tok.n_vocab())?;
         Ok(Conversation {
             session,
             tok,
             template,
             system: None,
             messages: Vec::new(),
-            sampler_args,
+            sampler_settings,
             sampler,
             n_predict: -1,
             policy: ContextPolicy::Shift,
@@ -134,9 +121,9 @@ impl<'m> Conversation<'m> {
     }
 
     /// Rebuild the sampler after its settings changed.
-    pub fn set_sampler(&mut self, args: SamplerArgs) -> Result<()> {
-        self.sampler = Sampler::new(args.to_config()?, self.tok.n_vocab())?;
-        self.sampler_args = args;
+    pub fn set_sampler(&mut self, settings: SamplerSettings) -> Result<()> {
+        self.sampler = Sampler::new(settings.resolve()?, self.tok.n_vocab())?;
+        self.sampler_settings = settings;
         Ok(())
     }
 
@@ -304,73 +291,54 @@ impl<'m> Conversation<'m> {
         on: &mut dyn FnMut(Event) -> Result<()>,
     ) -> Result<TurnStats> {
         let tokens = self.fit(on)?;
+        let opts = GenerateOptions {
+            max_tokens: usize::try_from(self.n_predict).ok(),
+            top: Some(ZOOM_TOP),
+        };
         let tok = self.tok;
-        let (prompt, mut logits) = self.session.sync(&tokens)?;
-        on(Event::PromptDone(&prompt))?;
-        let mut dec = tok.stream_decoder(false);
+        let gen = Generator::start(
+            &mut self.session,
+            tok,
+            &mut self.sampler,
+            &tokens,
+            opts,
+            Some(stop),
+        )?;
+        on(Event::PromptDone(gen.prompt_stats()))?;
         let mut records = Vec::new();
-        let mut ids = Vec::new();
-        let t0 = Instant::now();
-        let end = loop {
-            if stop.load(Ordering::Relaxed) {
-                break Stop::Interrupted;
-            }
-            if self.n_predict >= 0 && ids.len() >= self.n_predict as usize {
-                break Stop::Limit;
-            }
-            let id = self.sampler.sample(logits);
-            if tok.is_eog(id) {
-                break Stop::Eog;
-            }
-            self.sampler.accept(id);
+        let done = gen.run(&mut |t| {
             let record = TokenRecord {
-                id,
-                p: prob_of(logits, id),
-                top: softmax_top(logits, ZOOM_TOP),
+                id: t.id,
+                p: t.p.unwrap_or(0.0),
+                top: t.top.clone(),
             };
-            ids.push(id);
-            let text = dec.push(id);
             on(Event::Token {
-                text: &text,
+                text: &t.text,
                 record: &record,
             })?;
             records.push(record);
-            if self.session.room() == 0 {
-                break Stop::ContextFull;
-            }
-            logits = self.session.push(id)?;
-        };
-        let tail = dec.finish();
-        if !tail.is_empty() {
-            if let Some(record) = records.last() {
-                on(Event::Token {
-                    text: &tail,
-                    record,
-                })?;
-            }
+            Ok(())
+        })?;
+        if let (false, Some(record)) = (done.tail.is_empty(), records.last()) {
+            on(Event::Token {
+                text: &done.tail,
+                record,
+            })?;
         }
-        let reply_secs = t0.elapsed().as_secs_f64();
         self.messages
-            .push(Message::new("assistant", tok.decode(&ids, false)));
+            .push(Message::new("assistant", tok.decode(&done.tokens, false)));
         self.last_reply = records;
         let stats = TurnStats {
             ctx_used: self.session.len(),
             n_ctx: self.session.n_ctx(),
-            prompt,
-            reply_tokens: ids.len(),
-            reply_secs,
-            stop: end,
+            prompt: done.prompt,
+            reply_tokens: done.tokens.len(),
+            reply_secs: done.secs,
+            stop: done.stop,
         };
         self.last_stats = Some(stats);
         Ok(stats)
     }
-}
-
-/// Probability of `id` under the softmax of `logits`.
-pub fn prob_of(logits: &[f32], id: u32) -> f32 {
-    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let sum: f64 = logits.iter().map(|&l| ((l - max) as f64).exp()).sum();
-    (((logits[id as usize] - max) as f64).exp() / sum) as f32
 }
 
 /// The first `n` characters of `s` on one line, with an ellipsis when cut.

@@ -1,4 +1,4 @@
-//! Chat: conversations rendered through chat templates, kept in a [`crate::session`]
+//! Chat: conversations rendered through chat templates, kept in a [`loupe_engine::session`]
 //! across turns, and the two ways to drive one: the interactive REPL (a terminal) and
 //! the piped mode (anything else).
 
@@ -11,5 +11,5 @@ pub mod template;
 pub mod ui;
 pub mod zoom;
 
-pub use conversation::{Conversation, Event, Stop, TokenRecord, TurnStats};
+pub use conversation::{Conversation, Event, TokenRecord, TurnStats};
 pub use template::{ChatTemplate, Message};

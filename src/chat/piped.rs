@@ -7,7 +7,8 @@ use std::sync::atomic::AtomicBool;
 
 use anyhow::Result;
 
-use super::conversation::{Conversation, Event, Stop};
+use super::conversation::{Conversation, Event};
+use loupe_engine::generate::StopReason;
 
 pub struct PipedOptions {
     /// Messages are blocks separated by blank lines, not single lines.
@@ -77,7 +78,7 @@ pub fn run(
         if opts.stats {
             writeln!(err, "{}", stats.line())?;
         }
-        if stats.stop == Stop::ContextFull {
+        if stats.stop == StopReason::ContextFull {
             writeln!(err, "loupe: the reply filled the context and was cut")?;
         }
     }

@@ -14,9 +14,11 @@ use reedline::{
 };
 
 use super::commands::{self, Command, HELP};
-use super::conversation::{preview, Conversation, Event, Stop};
+use super::conversation::{preview, Conversation, Event};
 use super::ui::Style;
 use super::zoom;
+use loupe_engine::generate::StopReason;
+use loupe_engine::sample::SamplerSettings;
 
 /// Set by SIGINT while a reply is being written (the line editor reads Ctrl-C as a key).
 static INTERRUPT: AtomicBool = AtomicBool::new(false);
@@ -254,19 +256,19 @@ fn turn(conv: &mut Conversation, st: Style, zoom_on: bool, pop_on_error: bool) -
     };
     println!();
     match stats.stop {
-        Stop::Interrupted => println!("{}", st.yellow("[stopped: the partial reply is kept]")),
-        Stop::ContextFull => println!(
+        StopReason::Cancelled => println!("{}", st.yellow("[stopped: the partial reply is kept]")),
+        StopReason::ContextFull => println!(
             "{}",
             st.yellow("[the context is full: the reply was cut; /undo or /reset frees room]")
         ),
-        Stop::Limit => println!(
+        StopReason::Length => println!(
             "{}",
             st.dim(&format!(
                 "[reply limit of {} tokens reached]",
                 conv.n_predict
             ))
         ),
-        Stop::Eog => {}
+        StopReason::Eog => {}
     }
     if zoom_on {
         println!("{}", zoom::probabilities(&conv.last_reply, tok, st));
@@ -323,8 +325,7 @@ fn command(conv: &mut Conversation, cmd: Command, info: &ReplInfo, st: Style) ->
             );
         }
         Command::Load(p) => {
-            let flags = crate::cli::sampler_args::SamplerArgs::default();
-            conv.load(&p, &flags)?;
+            conv.load(&p, &SamplerSettings::default())?;
             println!(
                 "{}",
                 st.dim(&format!(
@@ -371,8 +372,8 @@ fn show(conv: &Conversation, info: &ReplInfo) {
         }
     );
     println!("sampler   {}", conv.sampler.describe());
-    for (k, v, from) in conv.sampler_args.sources() {
-        println!("          {k:<18} {v:<10} ({from})");
+    for (k, v, from) in conv.sampler_settings.sources() {
+        println!("          {k:<18} {v:<10} ({})", from.name());
     }
 }
 

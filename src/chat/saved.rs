@@ -8,12 +8,12 @@ use serde_json::json;
 
 use super::conversation::Conversation;
 use super::template::Message;
-use crate::cli::sampler_args::SamplerArgs;
+use loupe_engine::sample::SamplerSettings;
 
 impl Conversation<'_> {
     /// Write the conversation and its cache to `path`; the file's size.
     pub fn save(&self, path: &Path) -> Result<u64> {
-        let a = &self.sampler_args;
+        let a = &self.sampler_settings;
         let c = self.sampler.config();
         let extra = json!({
             "template": self.template.name,
@@ -40,7 +40,7 @@ impl Conversation<'_> {
     /// (`flags`) win over the saved ones. The template in use stays (it must be the one
     /// the file was saved with for the cache to be reused; a different one still works,
     /// it just re-evaluates).
-    pub fn load(&mut self, path: &Path, flags: &SamplerArgs) -> Result<()> {
+    pub fn load(&mut self, path: &Path, flags: &SamplerSettings) -> Result<()> {
         let extra = self.session.load(path)?;
         let messages = extra["messages"]
             .as_array()
@@ -67,16 +67,19 @@ impl Conversation<'_> {
         let s = &extra["sampler"];
         let f32_of = |k: &str| s[k].as_f64().map(|x| x as f32);
         let i32_of = |k: &str| s[k].as_i64().map(|x| x as i32);
-        let mut args = flags.clone();
-        args.temp = args.temp.or(f32_of("temp"));
-        args.top_k = args.top_k.or(i32_of("top_k"));
-        args.top_p = args.top_p.or(f32_of("top_p"));
-        args.min_p = args.min_p.or(f32_of("min_p"));
-        args.repeat_penalty = args.repeat_penalty.or(f32_of("repeat_penalty"));
-        args.repeat_last_n = args.repeat_last_n.or(i32_of("repeat_last_n"));
-        args.frequency_penalty = args.frequency_penalty.or(f32_of("frequency_penalty"));
-        args.presence_penalty = args.presence_penalty.or(f32_of("presence_penalty"));
-        args.seed = args.seed.or(s["seed"].as_u64());
+        let saved = SamplerSettings {
+            temp: f32_of("temp"),
+            top_k: i32_of("top_k"),
+            top_p: f32_of("top_p"),
+            min_p: f32_of("min_p"),
+            repeat_penalty: f32_of("repeat_penalty"),
+            repeat_last_n: i32_of("repeat_last_n"),
+            frequency_penalty: f32_of("frequency_penalty"),
+            presence_penalty: f32_of("presence_penalty"),
+            seed: s["seed"].as_u64(),
+            ..Default::default()
+        };
+        let args = flags.clone().or(&saved);
         self.set_sampler(args)
     }
 }

@@ -11,8 +11,8 @@
 use anyhow::{anyhow, bail, Result};
 use minijinja::{context, Environment, Error, ErrorKind, Value};
 
-use crate::gguf::Metadata;
-use crate::tokenizer::Tokenizer;
+use loupe_engine::tokenizer::Tokenizer;
+use loupe_gguf::Metadata;
 
 /// One message of a conversation.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -5,7 +5,7 @@ use anyhow::{bail, Result};
 
 use super::conversation::TokenRecord;
 use super::ui::Style;
-use crate::tokenizer::Tokenizer;
+use loupe_engine::tokenizer::Tokenizer;
 
 /// A token's text for display: control characters escaped, quoted.
 pub fn piece(tok: &Tokenizer, id: u32) -> String {

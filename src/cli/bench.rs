@@ -11,9 +11,9 @@ use anyhow::{ensure, Context as _, Result};
 use clap::Args;
 
 use crate::bench;
-use crate::model::kv_cache::KvType;
-use crate::model::{default_threads, Context, Model, RunOptions};
-use crate::tokenizer::Tokenizer;
+use loupe_engine::model::kv_cache::KvType;
+use loupe_engine::model::{default_threads, Context, Model, RunOptions};
+use loupe_engine::tokenizer::Tokenizer;
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {

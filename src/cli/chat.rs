@@ -11,11 +11,11 @@ use crate::chat::piped::{self, PipedOptions};
 use crate::chat::repl::{self, ReplInfo};
 use crate::chat::{ChatTemplate, Conversation};
 use crate::cli::sampler_args::SamplerArgs;
-use crate::model::kv_cache::{KvCache, KvType};
-use crate::model::{default_threads, Context, Model, RunOptions};
-use crate::session::{ContextPolicy, Session};
 use crate::store::{KnownModel, QWEN25_CODER_05B};
-use crate::tokenizer::Tokenizer;
+use loupe_engine::model::kv_cache::{KvCache, KvType};
+use loupe_engine::model::{default_threads, Context, Model, RunOptions};
+use loupe_engine::session::{ContextPolicy, Session};
+use loupe_engine::tokenizer::Tokenizer;
 
 #[derive(Args, Debug)]
 pub struct ChatArgs {
@@ -67,6 +67,7 @@ pub struct ChatArgs {
 }
 
 pub fn run(args: &ChatArgs, out: &mut impl Write) -> Result<()> {
+    let sampling = args.sampling.settings();
     let path = match &args.model {
         Some(p) => p.clone(),
         None => default_model()?,
@@ -93,11 +94,11 @@ pub fn run(args: &ChatArgs, out: &mut impl Write) -> Result<()> {
     let arch = model.config.arch.name();
     let template =
         ChatTemplate::for_model(model.file.metadata(), &tok, arch, args.template.as_deref())?;
-    let mut conv = Conversation::new(Session::new(ctx), &tok, template, args.sampling.clone())?;
+    let mut conv = Conversation::new(Session::new(ctx), &tok, template, sampling.clone())?;
     conv.n_predict = args.n_predict;
     conv.policy = args.context_policy;
     if let Some(file) = &args.resume {
-        conv.load(file, &args.sampling)?;
+        conv.load(file, &sampling)?;
         // Flags on the command line win over the saved settings.
         if args.n_predict != -1 {
             conv.n_predict = args.n_predict;

@@ -3,7 +3,7 @@
 //! divergence, Δp, same top token, as llama.cpp's perplexity tool in KL-divergence mode),
 //! timed, and shown in one table; `--plot` draws quality against size.
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -11,14 +11,15 @@ use anyhow::{bail, ensure, Context as _, Result};
 use clap::Args;
 use serde_json::{json, Value};
 
+use super::format::ProgressLine;
 use crate::compare::plot::{self, Point};
 use crate::compare::{self as cmp, Comparison, Figures, FileFacts, Progress, Speed};
-use crate::gguf::GgufFile;
-use crate::model::kv_cache::KvType;
-use crate::model::{default_threads, Model, RunOptions};
-use crate::quality::Chunking;
 use crate::quantize::{quantize_model, FileType, QuantizeOptions};
-use crate::tokenizer::Tokenizer;
+use loupe_engine::model::kv_cache::KvType;
+use loupe_engine::model::{default_threads, Model, RunOptions};
+use loupe_engine::quality::Chunking;
+use loupe_engine::tokenizer::Tokenizer;
+use loupe_gguf::GgufFile;
 
 const DEFAULT_CTX: usize = 512;
 
@@ -126,7 +127,7 @@ pub fn run(args: &CompareArgs, out: &mut impl Write) -> Result<()> {
                 let models = quantize_ladder(args, source, &dir)?;
                 let src = GgufFile::open(source)
                     .with_context(|| format!("cannot read model {}", source.display()))?;
-                let label = crate::model::summary::ModelSummary::of(&src)
+                let label = loupe_engine::model::summary::ModelSummary::of(&src)
                     .file_type
                     .and_then(|(_, n)| n)
                     .map_or_else(|| FileFacts::stem(source), str::to_string);
@@ -209,7 +210,7 @@ pub fn run(args: &CompareArgs, out: &mut impl Write) -> Result<()> {
     };
 
     let t0 = Instant::now();
-    let tty = std::io::stderr().is_terminal();
+    let mut line = ProgressLine::new();
     let refs: Vec<(&Model, String)> = others.iter().map(|o| (&o.model, o.label.clone())).collect();
     let comparison = cmp::compare(
         (&base.model, &base.label),
@@ -219,11 +220,9 @@ pub fn run(args: &CompareArgs, out: &mut impl Write) -> Result<()> {
         chunking,
         run,
         !args.no_speed,
-        |p| progress(p, t0, tty),
+        |p| line.show(&progress(p, t0)),
     )?;
-    if tty {
-        eprintln!();
-    }
+    line.finish();
     let secs = t0.elapsed().as_secs_f64();
 
     let ladder = args.ladder.is_some();
@@ -285,10 +284,9 @@ fn quantize_ladder(
         let opts = QuantizeOptions {
             threads: args.threads.unwrap_or(0),
             allow_requantize: args.allow_requantize,
-            quiet: true,
             ..QuantizeOptions::new(ftype)
         };
-        let report = quantize_model(&input, &path, &opts)
+        let report = quantize_model(&input, &path, &opts, &mut |_| {})
             .with_context(|| format!("cannot quantize {} to {name}", source.display()))?;
         eprintln!(
             "{:.1} MiB in {:.1} s",
@@ -302,8 +300,8 @@ fn quantize_ladder(
 
 const MIB: f64 = 1024.0 * 1024.0;
 
-fn progress(p: &Progress<'_>, t0: Instant, tty: bool) {
-    let line = if p.speed {
+fn progress(p: &Progress<'_>, t0: Instant) -> String {
+    if p.speed {
         format!(
             "[speed {}/{}] timing pp and tg of {}",
             p.done + 1,
@@ -321,11 +319,6 @@ fn progress(p: &Progress<'_>, t0: Instant, tty: bool) {
             p.n_chunks,
             p.label
         )
-    };
-    if tty {
-        eprint!("\r\x1b[2K{line}");
-    } else {
-        eprintln!("{line}");
     }
 }
 

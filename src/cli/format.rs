@@ -1,4 +1,56 @@
-//! Number formatting for people: sizes, counts.
+//! Output for people: sizes, counts, and a progress line.
+
+use std::io::{IsTerminal, Write};
+
+/// One status line on stderr for long work: redrawn in place on a terminal; elsewhere
+/// (a log file, a pipe) each update is a line of its own, or nothing when made with
+/// [`ProgressLine::terminal_only`].
+pub struct ProgressLine {
+    tty: bool,
+    off_tty: bool,
+    drawn: bool,
+}
+
+impl ProgressLine {
+    pub fn new() -> ProgressLine {
+        ProgressLine {
+            tty: std::io::stderr().is_terminal(),
+            off_tty: true,
+            drawn: false,
+        }
+    }
+
+    /// A line shown only on a terminal (updates too frequent for a log).
+    pub fn terminal_only() -> ProgressLine {
+        ProgressLine {
+            off_tty: false,
+            ..ProgressLine::new()
+        }
+    }
+
+    pub fn show(&mut self, line: &str) {
+        if self.tty {
+            eprint!("\r\x1b[2K{line}");
+            let _ = std::io::stderr().flush();
+            self.drawn = true;
+        } else if self.off_tty {
+            eprintln!("{line}");
+        }
+    }
+
+    /// End the line drawn in place, so what follows starts on a line of its own.
+    pub fn finish(&mut self) {
+        if std::mem::take(&mut self.drawn) {
+            eprintln!();
+        }
+    }
+}
+
+impl Default for ProgressLine {
+    fn default() -> Self {
+        ProgressLine::new()
+    }
+}
 
 /// 253113024 → "241.4 MiB".
 pub fn bytes(n: u64) -> String {

@@ -9,8 +9,8 @@ use clap::Args;
 use serde_json::{json, Map, Value as Json};
 
 use super::format;
-use crate::gguf::{Array, GgufFile, TensorInfo, Value};
-use crate::model::summary::ModelSummary;
+use loupe_engine::model::summary::ModelSummary;
+use loupe_gguf::{Array, GgufFile, TensorInfo, Value};
 
 #[derive(Args, Debug)]
 pub struct InspectArgs {
@@ -368,10 +368,10 @@ fn file_json(file: &GgufFile, s: &ModelSummary, full: bool) -> Json {
         .iter()
         .map(|t| json!({"type": t.ty.to_string(), "tensors": t.tensors, "elements": t.elements, "bytes": t.bytes}))
         .collect();
-    let head = |h: &Option<crate::model::summary::HeadCount>| match h {
+    let head = |h: &Option<loupe_engine::model::summary::HeadCount>| match h {
         None => Json::Null,
-        Some(crate::model::summary::HeadCount::Same(n)) => json!(n),
-        Some(crate::model::summary::HeadCount::PerLayer(v)) => json!(v),
+        Some(loupe_engine::model::summary::HeadCount::Same(n)) => json!(n),
+        Some(loupe_engine::model::summary::HeadCount::PerLayer(v)) => json!(v),
     };
     json!({
         "file": file.path().display().to_string(),

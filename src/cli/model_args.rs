@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result};
 use clap::Args;
 
-use crate::model::kv_cache::KvType;
-use crate::model::{default_threads, Model, RunOptions};
-use crate::tokenizer::Tokenizer;
+use loupe_engine::model::kv_cache::KvType;
+use loupe_engine::model::{default_threads, Model, RunOptions};
+use loupe_engine::tokenizer::Tokenizer;
 
 #[derive(Args, Debug, Clone)]
 pub struct ModelArgs {

@@ -9,11 +9,13 @@ use clap::Args;
 use serde_json::json;
 
 use super::model_args::ModelArgs;
-use super::sampler_args::SamplerArgs;
+use super::sampler_args::{resolve, SamplerArgs};
 use super::tokenize::escape_piece;
-use crate::model::{Context, Logits};
-use crate::sample::{Sampler, StageView};
-use crate::tokenizer::Tokenizer;
+use loupe_engine::generate::{GenerateOptions, Generator};
+use loupe_engine::model::Context;
+use loupe_engine::sample::{Sampler, StageView};
+use loupe_engine::session::Session;
+use loupe_engine::tokenizer::Tokenizer;
 
 #[derive(Args, Debug)]
 pub struct NextArgs {
@@ -42,9 +44,10 @@ pub fn run(args: &NextArgs, out: &mut impl Write) -> Result<()> {
         bail!("--top must be at least 1");
     }
     let text = super::model_args::read_prompt(Some(&args.text), None)?;
-    let cfg = args.sampling.to_config()?;
+    let settings = args.sampling.settings();
+    let cfg = resolve(&settings)?;
     // Stages are shown only when some sampler option was given.
-    let staged = args.sampling.sources().iter().any(|s| s.2 == "flag");
+    let staged = settings.any_given();
     let loaded = args.model.load()?;
     let (model, tok) = (&loaded.model, &loaded.tokenizer);
     let ids = tok.encode(&text, true, args.special);
@@ -53,13 +56,14 @@ pub fn run(args: &NextArgs, out: &mut impl Write) -> Result<()> {
     }
     let mut opts = args.model.run_options(model, 1)?;
     opts.n_ctx = opts.n_ctx.max(ids.len());
-    let mut ctx = Context::new(model, opts)?;
-    let logits = ctx.eval(&ids, Logits::Last)?.to_vec();
+    let mut session = Session::new(Context::new(model, opts)?);
     let mut sampler = Sampler::new(cfg, model.config.vocab_size)?;
     for &id in &ids {
         sampler.accept(id);
     }
-    let trace = sampler.trace(&logits, args.top);
+    let gen_opts = GenerateOptions::default();
+    let trace =
+        Generator::start(&mut session, tok, &mut sampler, &ids, gen_opts, None)?.trace(args.top)?;
 
     if args.json {
         let view = |v: &StageView| {
@@ -110,7 +114,7 @@ pub fn run(args: &NextArgs, out: &mut impl Write) -> Result<()> {
         writeln!(
             out,
             "\nthe draw (seed {}) picks {:?} (id {}, p {:.1}% of what was left)",
-            args.sampling.seed(),
+            settings.seed(),
             escape_piece(tok.token_piece(trace.chosen, true)),
             trace.chosen,
             trace.chosen_p * 100.0

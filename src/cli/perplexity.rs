@@ -11,9 +11,10 @@ use anyhow::{Context as _, Result};
 use clap::Args;
 use serde_json::json;
 
+use super::format::ProgressLine;
 use super::model_args::ModelArgs;
-use crate::model::Context;
-use crate::quality::{perplexity, Chunking};
+use loupe_engine::model::Context;
+use loupe_engine::quality::{perplexity, Chunking};
 
 #[derive(Args, Debug)]
 pub struct PerplexityArgs {
@@ -67,7 +68,7 @@ pub fn run(args: &PerplexityArgs, out: &mut impl Write) -> Result<()> {
     let bos = if tok.add_bos() { tok.bos() } else { None };
 
     let t0 = Instant::now();
-    let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let mut progress = ProgressLine::new();
     let stats = perplexity(&mut ctx, &tokens, chunking, bos, |c, s| {
         let done = c + 1;
         let eta = t0.elapsed().as_secs_f64() / done as f64 * (chunking.n_chunks - done) as f64;
@@ -77,15 +78,9 @@ pub fn run(args: &PerplexityArgs, out: &mut impl Write) -> Result<()> {
             s.ppl(),
             eta
         );
-        if tty {
-            eprint!("\r{line}   ");
-        } else {
-            eprintln!("{line}");
-        }
+        progress.show(&line);
     })?;
-    if tty {
-        eprintln!();
-    }
+    progress.finish();
     let secs = t0.elapsed().as_secs_f64();
     if args.json {
         writeln!(

@@ -8,8 +8,11 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use loupe_quant::GgmlType;
 
-use crate::gguf::GgufFile;
-use crate::quantize::{parse_tensor_type, quantize_model, FileType, QuantizeOptions};
+use super::format::ProgressLine;
+use crate::quantize::{
+    parse_tensor_type, quantize_model, FileType, QuantizeEvent, QuantizeOptions,
+};
+use loupe_gguf::GgufFile;
 
 #[derive(Args, Debug)]
 pub struct QuantizeArgs {
@@ -58,10 +61,34 @@ pub fn run(args: &QuantizeArgs, out: &mut impl Write) -> Result<()> {
         output_tensor_type: args.output_tensor_type,
         token_embedding_type: args.token_embedding_type,
         allow_requantize: args.allow_requantize,
-        quiet: false,
     };
-    let report = quantize_model(&input, &args.output, &opts)
-        .with_context(|| format!("cannot quantize {}", args.input.display()))?;
+    let mut line = ProgressLine::terminal_only();
+    let report = quantize_model(&input, &args.output, &opts, &mut |ev| match ev {
+        QuantizeEvent::Requantizing { tensors } => eprintln!(
+            "warning: requantizing {tensors} already-quantized tensors: they are decoded and \
+             quantized again, so their quality is lost twice (an F32/F16/BF16 source is better)"
+        ),
+        QuantizeEvent::Fallback {
+            tensor,
+            wanted,
+            used,
+        } => eprintln!("note: {tensor}: row length does not fit {wanted}, using {used}"),
+        QuantizeEvent::Progress {
+            index,
+            count,
+            tensor,
+            done_elems,
+            total_elems,
+            secs,
+        } => {
+            let pct = 100.0 * done_elems as f64 / total_elems.max(1) as f64;
+            line.show(&format!(
+                "[{index:>4}/{count}] {pct:5.1}% {secs:6.1} s  {tensor}"
+            ));
+        }
+    });
+    line.finish();
+    let report = report.with_context(|| format!("cannot quantize {}", args.input.display()))?;
     let mut counts: Vec<(GgmlType, usize)> = Vec::new();
     for (_, _, ty) in &report.tensors {
         match counts.iter_mut().find(|(t, _)| t == ty) {

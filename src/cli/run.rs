@@ -3,16 +3,17 @@
 
 use std::io::Write;
 use std::path::PathBuf;
-use std::time::Instant;
 
 use anyhow::{bail, Result};
 use clap::Args;
 use serde_json::json;
 
 use super::model_args::{read_prompt, ModelArgs};
-use super::sampler_args::SamplerArgs;
-use crate::model::{Context, Logits};
-use crate::sample::Sampler;
+use super::sampler_args::{resolve, SamplerArgs};
+use loupe_engine::generate::{GenerateOptions, Generator, StopReason};
+use loupe_engine::model::Context;
+use loupe_engine::sample::Sampler;
+use loupe_engine::session::Session;
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
@@ -54,11 +55,11 @@ pub fn run(args: &RunArgs, out: &mut impl Write) -> Result<()> {
         );
     }
     let prompt = read_prompt(args.prompt.as_deref(), args.file.as_deref())?;
-    let cfg = args.sampling.to_config()?;
+    let cfg = resolve(&args.sampling.settings())?;
     let loaded = args.model.load()?;
     let (model, tok) = (&loaded.model, &loaded.tokenizer);
     let opts = args.model.run_options(model, 1)?;
-    let mut ctx = Context::new(model, opts)?;
+    let mut session = Session::new(Context::new(model, opts)?);
     let mut sampler = Sampler::new(cfg, model.config.vocab_size)?;
     if args.verbose {
         eprintln!(
@@ -84,55 +85,39 @@ pub fn run(args: &RunArgs, out: &mut impl Write) -> Result<()> {
             opts.n_ctx
         );
     }
+    // The prompt counts for the repetition penalties, as in llama.cpp's CLI.
     for &id in &ids {
         sampler.accept(id);
     }
 
-    let t_prompt = Instant::now();
-    let mut logits = ctx.eval(&ids, Logits::Last)?.to_vec();
-    let prompt_secs = t_prompt.elapsed().as_secs_f64();
-
-    let limit = if args.n_predict < 0 {
-        usize::MAX
-    } else {
-        args.n_predict as usize
+    let gen_opts = GenerateOptions {
+        max_tokens: usize::try_from(args.n_predict).ok(),
+        top: None,
     };
-    let mut decoder = tok.stream_decoder(false);
-    let (mut generated, mut text) = (Vec::new(), String::new());
-    let t_gen = Instant::now();
-    let stop = loop {
-        if generated.len() >= limit {
-            break "length";
-        }
-        let next = sampler.sample(&logits);
-        if tok.is_eog(next) {
-            break "end of generation";
-        }
-        sampler.accept(next);
-        generated.push(next);
-        let piece = decoder.push(next);
+    let gen = Generator::start(&mut session, tok, &mut sampler, &ids, gen_opts, None)?;
+    let mut text = String::new();
+    let done = gen.run(&mut |t| {
         if !args.json {
-            out.write_all(piece.as_bytes())?;
+            out.write_all(t.text.as_bytes())?;
             out.flush()?;
         }
-        text.push_str(&piece);
-        if ctx.n_past() + 1 > ctx.n_ctx() {
-            break "context full";
-        }
-        if generated.len() >= limit {
-            break "length";
-        }
-        logits.copy_from_slice(ctx.eval(&[next], Logits::Last)?);
+        text.push_str(&t.text);
+        Ok(())
+    })?;
+    text.push_str(&done.tail);
+    let stop = match done.stop {
+        StopReason::Eog => "end of generation",
+        StopReason::Length => "length",
+        StopReason::ContextFull => "context full",
+        StopReason::Cancelled => "cancelled",
     };
-    let rest = decoder.finish();
-    text.push_str(&rest);
-    let gen_secs = t_gen.elapsed().as_secs_f64();
+    let (prompt_secs, gen_secs) = (done.prompt.secs, done.secs);
     let rate = |n: usize, s: f64| if s > 0.0 { n as f64 / s } else { 0.0 };
 
     if args.json {
         let j = json!({
             "text": text,
-            "tokens": generated,
+            "tokens": done.tokens,
             "prompt_tokens": ids.len(),
             "stop": stop,
             "timings": {
@@ -140,21 +125,21 @@ pub fn run(args: &RunArgs, out: &mut impl Write) -> Result<()> {
                 "prompt_s": prompt_secs,
                 "prompt_tok_per_s": rate(ids.len(), prompt_secs),
                 "generate_s": gen_secs,
-                "generate_tok_per_s": rate(generated.len(), gen_secs),
+                "generate_tok_per_s": rate(done.tokens.len(), gen_secs),
             },
             "sampler": sampler.describe(),
         });
         writeln!(out, "{j}")?;
     } else {
-        out.write_all(rest.as_bytes())?;
+        out.write_all(done.tail.as_bytes())?;
         writeln!(out)?;
         out.flush()?;
         eprintln!(
             "[prompt {} tok, {:.1} tok/s · generated {} tok, {:.1} tok/s · load {:.2} s · stop: {stop}]",
             ids.len(),
             rate(ids.len(), prompt_secs),
-            generated.len(),
-            rate(generated.len(), gen_secs),
+            done.tokens.len(),
+            rate(done.tokens.len(), gen_secs),
             loaded.load_time.as_secs_f64()
         );
     }

@@ -10,8 +10,8 @@ use std::time::Instant;
 use anyhow::{ensure, Context, Result};
 use clap::Args;
 
-use crate::gguf::GgufFile;
 use crate::synth::{write_shape, Shape, WeightTypes};
+use loupe_gguf::GgufFile;
 
 #[derive(Args, Debug)]
 pub struct SynthArgs {

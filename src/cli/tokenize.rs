@@ -8,8 +8,8 @@ use anyhow::{Context, Result};
 use clap::Args;
 use serde_json::json;
 
-use crate::gguf::GgufFile;
-use crate::tokenizer::Tokenizer;
+use loupe_engine::tokenizer::Tokenizer;
+use loupe_gguf::GgufFile;
 
 #[derive(Args, Debug)]
 pub struct TokenizeArgs {

@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Result};
 
-use crate::model::summary::ModelSummary;
-use crate::model::{Context, Logits, Model, RunOptions};
-use crate::quality::{percentile, Agreement, Chunking};
+use loupe_engine::model::summary::ModelSummary;
+use loupe_engine::model::{Context, Logits, Model, RunOptions};
+use loupe_engine::quality::{percentile, Agreement, Chunking};
 
 /// What a model file is: its size, weights and recipe.
 #[derive(Clone, Debug)]

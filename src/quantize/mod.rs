@@ -20,7 +20,7 @@ use std::time::Instant;
 use loupe_quant::{GgmlType, QuantError};
 use rayon::prelude::*;
 
-use crate::gguf::{
+use loupe_gguf::{
     align_up, GgufError, GgufFile, GgufWriter, Metadata, TensorInfo, TensorToWrite, Value,
     ALIGNMENT_KEY, DEFAULT_ALIGNMENT,
 };
@@ -197,8 +197,28 @@ pub struct QuantizeOptions {
     pub token_embedding_type: Option<GgmlType>,
     /// Accept an already-quantized source (decoded, then quantized again).
     pub allow_requantize: bool,
-    /// No progress or per-tensor lines on stderr.
-    pub quiet: bool,
+}
+
+/// What the quantizer tells whoever shows its work, as it goes; it prints nothing itself.
+#[derive(Clone, Copy, Debug)]
+pub enum QuantizeEvent<'a> {
+    /// Already-quantized tensors will be decoded and quantized again (quality lost twice).
+    Requantizing { tensors: usize },
+    /// A tensor's row length does not fit the recipe's type; another is used.
+    Fallback {
+        tensor: &'a str,
+        wanted: GgmlType,
+        used: GgmlType,
+    },
+    /// A slab of tensor `index` (1-based, of `count`) is written.
+    Progress {
+        index: usize,
+        count: usize,
+        tensor: &'a str,
+        done_elems: u64,
+        total_elems: u64,
+        secs: f64,
+    },
 }
 
 impl QuantizeOptions {
@@ -210,7 +230,6 @@ impl QuantizeOptions {
             output_tensor_type: None,
             token_embedding_type: None,
             allow_requantize: false,
-            quiet: false,
         }
     }
 }
@@ -270,7 +289,7 @@ pub fn model_facts(file: &GgufFile) -> ModelFacts {
         match md.get(&format!("{arch}.{key}"))? {
             Value::Array(a) => {
                 // Per-layer arrays: layer 0, as llama.cpp's n_gqa() reads it.
-                use crate::gguf::Array;
+                use loupe_gguf::Array;
                 match a {
                     Array::U32(v) => v.first().map(|&x| x as usize),
                     Array::I32(v) => v.first().and_then(|&x| usize::try_from(x).ok()),
@@ -454,11 +473,13 @@ const SLAB_ELEMS: usize = 1 << 24;
 /// Elements per parallel task: enough work to amortize the scheduling.
 const TASK_ELEMS: usize = 1 << 15;
 
-/// Quantize `input` to `out` with llama.cpp's recipe for `opts.ftype`. See the module doc.
+/// Quantize `input` to `out` with llama.cpp's recipe for `opts.ftype`, telling `on` what
+/// it does. See the module doc.
 pub fn quantize_model(
     input: &GgufFile,
     out: &Path,
     opts: &QuantizeOptions,
+    on: &mut dyn FnMut(QuantizeEvent),
 ) -> Result<QuantizeReport, QuantizeError> {
     let start = Instant::now();
     if let (Ok(a), Ok(b)) = (input.path().canonicalize(), out.canonicalize()) {
@@ -471,17 +492,17 @@ pub fn quantize_model(
         .iter()
         .filter(|(t, ty)| *ty != t.ty && is_quantized(t.ty))
         .count();
-    if requantized > 0 && !opts.quiet {
-        eprintln!(
-            "warning: requantizing {requantized} already-quantized tensors: they are decoded \
-             and quantized again, so their quality is lost twice (an F32/F16/BF16 source is \
-             better)"
-        );
+    if requantized > 0 {
+        on(QuantizeEvent::Requantizing {
+            tensors: requantized,
+        });
     }
-    if !opts.quiet {
-        for (name, want, used) in &fallbacks {
-            eprintln!("note: {name}: row length does not fit {want}, using {used}");
-        }
+    for (name, wanted, used) in &fallbacks {
+        on(QuantizeEvent::Fallback {
+            tensor: name,
+            wanted: *wanted,
+            used: *used,
+        });
     }
 
     let md = output_metadata(input, opts.ftype);
@@ -557,9 +578,14 @@ pub fn quantize_model(
                     })?;
                     w.write_all(dst).map_err(io)?;
                     done_elems += (rows * row_len) as u64;
-                    if !opts.quiet {
-                        progress(i + 1, plan.len(), &t.name, done_elems, total_elems, start);
-                    }
+                    on(QuantizeEvent::Progress {
+                        index: i + 1,
+                        count: plan.len(),
+                        tensor: &t.name,
+                        done_elems,
+                        total_elems,
+                        secs: start.elapsed().as_secs_f64(),
+                    });
                 }
             }
             let pad = align_up(entry.3, align).unwrap_or(entry.3) - entry.3;
@@ -574,12 +600,6 @@ pub fn quantize_model(
     }
     tmp.as_file().sync_all().map_err(io)?;
     tmp.persist(out).map_err(|e| io(e.error))?;
-    if !opts.quiet {
-        use std::io::IsTerminal;
-        if std::io::stderr().is_terminal() {
-            eprintln!();
-        }
-    }
     Ok(QuantizeReport {
         tensors: report,
         fallbacks,
@@ -607,20 +627,4 @@ fn convert_rows(
         loupe_quant::quantize_row(to, &f, d)?;
     }
     Ok(())
-}
-
-/// One progress line, redrawn in place on a terminal (nothing when stderr is a file).
-fn progress(i: usize, n: usize, name: &str, done: u64, total: u64, start: Instant) {
-    use std::io::IsTerminal;
-    if !std::io::stderr().is_terminal() {
-        return;
-    }
-    let pct = if total > 0 {
-        100.0 * done as f64 / total as f64
-    } else {
-        100.0
-    };
-    let secs = start.elapsed().as_secs_f64();
-    eprint!("\r\x1b[2K[{i:>4}/{n}] {pct:5.1}% {secs:6.1} s  {name}");
-    let _ = std::io::stderr().flush();
 }

@@ -6,7 +6,7 @@
 use loupe_quant::GgmlType;
 
 use super::FileType;
-use crate::gguf::TensorInfo;
+use loupe_gguf::TensorInfo;
 
 /// What a tensor is, by name; the mixing rules are per category.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -5,7 +5,7 @@ mod common;
 
 use std::borrow::Cow;
 
-use loupe::gguf::{parse, GgufFile, GgufWriter, TensorToWrite, Value};
+use loupe_gguf::{parse, GgufFile, GgufWriter, TensorToWrite, Value};
 use loupe_quant::GgmlType;
 
 #[test]
@@ -88,7 +88,7 @@ fn custom_alignment_is_honoured_both_ways() {
 
 #[test]
 fn nan_and_infinite_floats_keep_their_bits() {
-    let mut md = loupe::gguf::Metadata::default();
+    let mut md = loupe_gguf::Metadata::default();
     md.push("x.nan", Value::F32(f32::from_bits(0x7fc0_1234)));
     md.push("x.inf", Value::F64(f64::NEG_INFINITY));
     let bytes = GgufWriter::new(md).to_bytes().unwrap();

@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 
 use loupe_quant::GgmlType;
 
-use crate::gguf::{Array, GgufFile, Metadata, Value};
 use crate::model::ftype::file_type_name;
+use loupe_gguf::{Array, GgufFile, Metadata, Value};
 
 /// What a person wants to know about a GGUF model at a glance. Fields the file does not
 /// state are `None`.

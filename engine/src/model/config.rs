@@ -6,7 +6,7 @@
 
 use anyhow::{bail, ensure, Context, Result};
 
-use crate::gguf::{GgufFile, Metadata, Value};
+use loupe_gguf::{GgufFile, Metadata, Value};
 
 /// The architectures loupe runs, as `general.architecture` names them.
 pub const SUPPORTED_ARCHITECTURES: [&str; 5] = ["llama", "qwen2", "qwen3", "gemma2", "gemma3"];
@@ -250,7 +250,7 @@ impl Config {
     /// each `n`-th (gemma: the 6th, 12th, … are global).
     fn set_swa_pattern(&mut self, md: &Metadata, key: &str, default_n: usize) -> Result<()> {
         match md.get(key) {
-            Some(Value::Array(crate::gguf::Array::Bool(v))) => {
+            Some(Value::Array(loupe_gguf::Array::Bool(v))) => {
                 ensure!(
                     v.len() >= self.n_layer,
                     "{key} has {} entries for {} layers",
@@ -278,9 +278,9 @@ fn per_layer_uniform(md: &Metadata, key: &str) -> Result<Option<usize>> {
     };
     if let Value::Array(a) = v {
         let vals: Vec<i128> = match a {
-            crate::gguf::Array::U32(x) => x.iter().map(|&v| v.into()).collect(),
-            crate::gguf::Array::I32(x) => x.iter().map(|&v| v.into()).collect(),
-            crate::gguf::Array::U64(x) => x.iter().map(|&v| v.into()).collect(),
+            loupe_gguf::Array::U32(x) => x.iter().map(|&v| v.into()).collect(),
+            loupe_gguf::Array::I32(x) => x.iter().map(|&v| v.into()).collect(),
+            loupe_gguf::Array::U64(x) => x.iter().map(|&v| v.into()).collect(),
             _ => bail!("{key}: expected integers, found {}", v.describe()),
         };
         let first = *vals.first().context(format!("{key} is an empty array"))?;

@@ -4,7 +4,7 @@
 
 use std::borrow::Cow;
 
-use loupe::gguf::{Array, GgufWriter, Metadata, TensorToWrite, Value};
+use loupe_gguf::{Array, GgufWriter, Metadata, TensorToWrite, Value};
 use loupe_quant::GgmlType;
 
 /// Metadata with every value type, nested arrays, and a few keys a model would have.

@@ -18,9 +18,11 @@
 //! each stage's distribution for the zoom view.
 
 mod rng;
+mod settings;
 mod stages;
 
-pub use rng::{random_seed, Rng};
+pub use rng::{random_seed, splitmix64, Rng};
+pub use settings::{SamplerSettings, Source};
 pub use stages::{Candidate, Candidates, MinP, Penalties, Stage, Temperature, TopK, TopP};
 
 use stages::better;
@@ -477,6 +479,14 @@ fn softmax_norm(cands: &[Candidate]) -> (f32, f64) {
 
 fn prob(logit: f32, (max, sum): (f32, f64)) -> f32 {
     (f64::from((logit - max).exp()) / sum) as f32
+}
+
+/// The probability of `id` under the softmax of a whole logits row (f64 exponentials and
+/// sum).
+pub fn softmax_prob(logits: &[f32], id: u32) -> f32 {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let sum: f64 = logits.iter().map(|&l| ((l - max) as f64).exp()).sum();
+    (((logits[id as usize] - max) as f64).exp() / sum) as f32
 }
 
 /// The `k` most likely tokens under the softmax of a whole logits row, best first (ties to

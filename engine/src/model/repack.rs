@@ -14,7 +14,7 @@ use anyhow::{Context, Result};
 use loupe_quant::packed::{self, PackedArena, PackedRows};
 use loupe_quant::GgmlType;
 
-use crate::gguf::GgufFile;
+use loupe_gguf::GgufFile;
 
 /// Whether `LOUPE_NO_REPACK` turns repacking off (set to anything but empty or `0`).
 pub fn disabled_by_env() -> bool {

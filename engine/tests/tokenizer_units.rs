@@ -3,8 +3,8 @@
 //! decoder holding back a split character. (The real vocabularies are checked against
 //! llama.cpp in peer/tests/tokenizer_vs_llama.rs.)
 
-use loupe::gguf::{Array, Metadata, Value};
-use loupe::tokenizer::{TokenType, Tokenizer, TokenizerKind};
+use loupe_engine::tokenizer::{TokenType, Tokenizer, TokenizerKind};
+use loupe_gguf::{Array, Metadata, Value};
 
 const NORMAL: i32 = 1;
 const CONTROL: i32 = 3;

@@ -16,7 +16,7 @@ use super::ops::{
     f16_bits_to_f32, f32_to_f16_bits, gelu, rmsnorm, rope_apply, rope_cache, silu, softcap,
 };
 use super::weights::Weights;
-use crate::gguf::GgufFile;
+use loupe_gguf::GgufFile;
 
 /// Run buffers for a batch of up to `max_batch` tokens. Shapes per token row.
 pub struct Scratch {

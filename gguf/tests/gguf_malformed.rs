@@ -12,7 +12,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
 use common::{field_map, patch, Field};
-use loupe::gguf::{parse, GgufError};
+use loupe_gguf::{parse, GgufError};
 
 struct Counting;
 

@@ -13,7 +13,7 @@ use loupe_quant::GgmlType;
 
 use super::config::Config;
 use super::repack::{Job, PackSlot, Repack};
-use crate::gguf::GgufFile;
+use loupe_gguf::GgufFile;
 
 /// A tensor of the model file: its type and shape (innermost first) and where its bytes are.
 #[derive(Clone, Debug)]

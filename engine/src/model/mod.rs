@@ -16,10 +16,10 @@ use std::sync::Arc;
 
 use anyhow::{ensure, Context as _, Result};
 
-use crate::gguf::GgufFile;
 use config::Config;
 use forward::{forward, Scratch};
 use kv_cache::{KvCache, KvType};
+use loupe_gguf::GgufFile;
 use weights::Weights;
 
 /// A model file, opened and checked: config and weight views over the memory map.
@@ -100,6 +100,8 @@ pub struct Context<'m> {
     scratch: Scratch,
     pool: rayon::ThreadPool,
     n_past: usize,
+    /// Rows of logits the last evaluation left in the scratch (0 after a truncation).
+    logits_rows: usize,
 }
 
 /// Which logits an evaluation returns.
@@ -129,6 +131,7 @@ impl<'m> Context<'m> {
             scratch: Scratch::new(c, o.n_ctx, batch, o.threads),
             pool,
             n_past: 0,
+            logits_rows: 0,
         })
     }
 
@@ -148,7 +151,17 @@ impl<'m> Context<'m> {
 
     /// Forget everything from position `n` on (the cache keeps the rest).
     pub fn truncate(&mut self, n: usize) {
-        self.n_past = self.n_past.min(n);
+        if n < self.n_past {
+            self.n_past = n;
+            self.logits_rows = 0;
+        }
+    }
+
+    /// The logits of the last token evaluated, while the cache still ends with it.
+    pub fn last_logits(&self) -> Option<&[f32]> {
+        let vocab = self.model.config.vocab_size;
+        let rows = self.logits_rows;
+        (rows > 0).then(|| &self.scratch.logits(rows * vocab)[(rows - 1) * vocab..])
     }
 
     /// The KV cache (read-only), e.g. to save positions `0..n_past()`.
@@ -161,6 +174,7 @@ impl<'m> Context<'m> {
     pub fn restore_cache(&mut self, n: usize, bytes: &[u8]) -> Result<()> {
         self.cache.load_bytes(n, bytes)?;
         self.n_past = n;
+        self.logits_rows = 0;
         Ok(())
     }
 
@@ -189,6 +203,7 @@ impl<'m> Context<'m> {
                 tokens.len()
             );
         }
+        self.logits_rows = 0;
         let (cache, scratch, pool) = (&mut self.cache, &mut self.scratch, &self.pool);
         let mut pos = self.n_past;
         let last = (tokens.len() - 1) / batch;
@@ -210,6 +225,7 @@ impl<'m> Context<'m> {
             Logits::Last => 1,
             Logits::From(i) => tokens.len() - i,
         };
+        self.logits_rows = rows;
         Ok(self.scratch.logits(rows * m.config.vocab_size))
     }
 }

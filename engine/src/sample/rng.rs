@@ -5,8 +5,9 @@
 //! from a 64-bit seed on every platform; no crate is needed for that.
 
 /// splitmix64: one 64-bit output per step. Used to spread a seed over xoshiro's 256-bit
-/// state (xoshiro must not start from all zeros; splitmix never yields four zero words).
-fn splitmix64(state: &mut u64) -> u64 {
+/// state (xoshiro must not start from all zeros; splitmix never yields four zero words),
+/// and wherever loupe needs cheap seeded numbers (benchmark tokens, synthetic weights).
+pub fn splitmix64(state: &mut u64) -> u64 {
     *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
     let mut z = *state;
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);

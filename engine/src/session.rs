@@ -195,6 +195,13 @@ impl<'m> Session<'m> {
         Ok((stats, logits))
     }
 
+    /// The last token's logits, while the cache ends with the token they were computed
+    /// for (after [`Session::sync`] or [`Session::push`]; `None` after a truncation or a
+    /// load).
+    pub fn last_logits(&self) -> Option<&[f32]> {
+        self.ctx.last_logits()
+    }
+
     /// Evaluate one more token (a generated one) and return its logits.
     pub fn push(&mut self, token: u32) -> Result<&[f32]> {
         ensure!(

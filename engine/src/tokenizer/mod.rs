@@ -25,7 +25,7 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::ops::Range;
 
-use crate::gguf::{Array, GgufError, Metadata};
+use loupe_gguf::{Array, GgufError, Metadata};
 
 pub use pretok::PreKind;
 pub use stream::StreamDecoder;

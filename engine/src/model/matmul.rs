@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use rayon::prelude::*;
 
 use super::weights::Tensor;
-use crate::gguf::GgufFile;
+use loupe_gguf::GgufFile;
 
 pub struct Matmul {
     qact: Vec<u8>, // (B, partner bytes of the widest input row)
