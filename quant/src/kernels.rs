@@ -207,8 +207,8 @@ const TABLE_NAMES: [&str; 3] = ["scalar", "avx2", "avx512"];
 
 /// The table this process uses, chosen on first call: the fastest the CPU runs, unless
 /// `LOUPE_KERNELS` asks for `scalar`, `avx2` or `avx512`. An unknown value, or a table
-/// this CPU cannot run, falls back to the fastest available and prints one warning to
-/// stderr (also kept in [`kernels_note`]).
+/// this CPU cannot run, falls back to the fastest available, with a warning kept in
+/// [`kernels_note`] for the application to show.
 pub fn kernels() -> &'static Kernels {
     selection().0
 }
@@ -222,11 +222,7 @@ fn selection() -> &'static (&'static Kernels, Option<String>) {
     static SELECTED: OnceLock<(&'static Kernels, Option<String>)> = OnceLock::new();
     SELECTED.get_or_init(|| {
         let request = std::env::var("LOUPE_KERNELS").ok();
-        let (k, note) = select(request.as_deref(), &available());
-        if let Some(note) = &note {
-            eprintln!("loupe: {note}");
-        }
-        (k, note)
+        select(request.as_deref(), &available())
     })
 }
 

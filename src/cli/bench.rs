@@ -67,6 +67,9 @@ pub fn run(args: &BenchArgs, out: &mut impl Write) -> Result<()> {
     let load_s = t0.elapsed().as_secs_f64();
     // Time the model as it runs once the background repack is done.
     let repacked = model.wait_repacked();
+    if let Some(why) = model.repack_failure() {
+        eprintln!("loupe: warning: weights not repacked, the row kernels run: {why}");
+    }
     let repack_s = t0.elapsed().as_secs_f64() - load_s;
     let tokenizer = Tokenizer::from_metadata(model.file.metadata())
         .with_context(|| format!("cannot build the tokenizer of {}", path.display()))?;

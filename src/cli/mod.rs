@@ -62,6 +62,10 @@ pub enum Command {
 /// Parse the arguments, run the subcommand, and turn its outcome into an exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    // A LOUPE_KERNELS request this CPU cannot honour is said once, before any work.
+    if let Some(note) = loupe_quant::kernels::kernels_note() {
+        eprintln!("loupe: {note}");
+    }
     let stdout = io::stdout();
     let mut out = io::BufWriter::new(stdout.lock());
     let result = match cli.command {

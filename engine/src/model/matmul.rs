@@ -3,18 +3,18 @@
 //! row is dotted with it in integer arithmetic by `loupe-quant`'s kernels. Weight rows are
 //! split across the thread pool; each weight row is reused for all activation rows while
 //! it is in cache.
+//!
+//! Matrices fed the same input (Q, K and V; gate and up) go in one call
+//! ([`Matmul::run_shared`]), which quantizes the input once per partner format: the reuse
+//! is a property of the call, not of what an earlier call left behind.
 
 use anyhow::{Context, Result};
 use rayon::prelude::*;
 
-use super::weights::Tensor;
-use loupe_gguf::GgufFile;
+use super::weights::Matrix;
 
 pub struct Matmul {
     qact: Vec<u8>, // (B, partner bytes of the widest input row)
-    /// What `qact` holds: (partner type, row length, rows), for reuse by
-    /// [`Matmul::run_same_input`].
-    loaded: Option<(loupe_quant::GgmlType, usize, usize)>,
     tmp: Vec<f32>, // (weight rows, activation rows of a group): results before transposing
     /// One token's input quantized for up to three matrices ([`Matmul::token_qkv`]).
     token: Vec<u8>,
@@ -27,50 +27,78 @@ impl Matmul {
         Matmul {
             // f32 is the widest partner format: 4 bytes per element.
             qact: vec![0; max_batch * max_cols * 4],
-            loaded: None,
             tmp: vec![0.0; (max_rows * max_batch).max(vocab)],
             token: vec![0; 3 * max_cols * 4],
         }
     }
 
     /// out (b, w.rows) = x (b, w.cols) · wᵀ.
-    pub fn run(
-        &mut self,
-        file: &GgufFile,
-        w: &Tensor,
-        x: &[f32],
-        b: usize,
-        out: &mut [f32],
-    ) -> Result<()> {
-        self.loaded = None;
-        self.run_same_input(file, w, x, b, out)
+    pub fn run(&mut self, w: Matrix<'_>, x: &[f32], b: usize, out: &mut [f32]) -> Result<()> {
+        self.run_shared(x, b, [(w, out)])
     }
 
-    /// Like [`Matmul::run`] for a matrix fed the same `x` as the previous call (Q, K and V;
-    /// gate and up): the activation rows are quantized once and reused while the partner
-    /// format is the same.
-    pub fn run_same_input(
+    /// Several matrices fed the same `x` (b rows): Q, K and V; gate and up. The rows are
+    /// quantized once per partner format the matrices need, then each matrix is
+    /// multiplied as [`Matmul::run`] would (the same bits).
+    pub fn run_shared<const N: usize>(
         &mut self,
-        file: &GgufFile,
-        w: &Tensor,
         x: &[f32],
+        b: usize,
+        jobs: [(Matrix<'_>, &mut [f32]); N],
+    ) -> Result<()> {
+        let mut jobs = jobs.map(Some);
+        for i in 0..N {
+            let Some((w, _)) = &jobs[i] else { continue };
+            let (ty, act_bytes) = partner(w)?;
+            self.quantize_rows(ty, act_bytes, x, b, w.cols)?;
+            // Every job left that dots with this partner format, in order.
+            for job in jobs[i..].iter_mut() {
+                if let Some((wj, _)) = job {
+                    if partner(wj)?.0 == ty {
+                        let (wj, out) = job.take().context("job")?;
+                        self.multiply(wj, act_bytes, b, out)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// `x` (b rows of `cols`) quantized to `partner` into `qact`.
+    fn quantize_rows(
+        &mut self,
+        partner: loupe_quant::GgmlType,
+        act_bytes: usize,
+        x: &[f32],
+        b: usize,
+        cols: usize,
+    ) -> Result<()> {
+        anyhow::ensure!(
+            x.len() >= b * cols,
+            "{b} input rows of {cols} need {} values, got {}",
+            b * cols,
+            x.len()
+        );
+        let (x, qact) = (&x[..b * cols], &mut self.qact[..b * act_bytes]);
+        if b == 1 {
+            loupe_quant::quantize_activation(partner, x, qact)?;
+        } else {
+            x.par_chunks_exact(cols)
+                .zip(qact.par_chunks_exact_mut(act_bytes))
+                .try_for_each(|(xr, qr)| loupe_quant::quantize_activation(partner, xr, qr))?;
+        }
+        Ok(())
+    }
+
+    /// out (b, w.rows) = the b quantized rows in `qact` · wᵀ.
+    fn multiply(
+        &mut self,
+        m: Matrix<'_>,
+        act_bytes: usize,
         b: usize,
         out: &mut [f32],
     ) -> Result<()> {
-        let (cols, rows) = (w.cols, w.rows);
-        let (partner, act_bytes) = partner(w)?;
-        if self.loaded != Some((partner, cols, b)) {
-            let (x, qact) = (&x[..b * cols], &mut self.qact[..b * act_bytes]);
-            if b == 1 {
-                loupe_quant::quantize_activation(partner, x, qact)?;
-            } else {
-                x.par_chunks_exact(cols)
-                    .zip(qact.par_chunks_exact_mut(act_bytes))
-                    .try_for_each(|(xr, qr)| loupe_quant::quantize_activation(partner, xr, qr))?;
-            }
-            self.loaded = Some((partner, cols, b));
-        }
-        let m = Rows::of(file, w);
+        let rows = m.rows;
         let qact = &self.qact[..b * act_bytes];
         // Activation rows go through in groups small enough for `tmp` (the output
         // projection of a long batch is vocab × batch).
@@ -125,13 +153,12 @@ impl Matmul {
     /// values; the same bits as three [`Matmul::run`]s.
     pub fn token_qkv(
         &mut self,
-        file: &GgufFile,
-        ws: [&Tensor; 3],
+        ws: [Matrix<'_>; 3],
         x: &[f32],
         outs: [&mut [f32]; 3],
     ) -> Result<()> {
         let acts = self.quantize_token(x, ws)?;
-        let m = ws.map(|w| Rows::of(file, w));
+        let m = ws;
         let threads = rayon::current_num_threads();
         let c = m.each_ref().map(|m| m.token_chunk(threads));
         let [o0, o1, o2] = outs;
@@ -161,8 +188,7 @@ impl Matmul {
     /// The same bits as two [`Matmul::run`]s and the activation after.
     pub fn token_gated(
         &mut self,
-        file: &GgufFile,
-        [gate, up]: [&Tensor; 2],
+        [gate, up]: [Matrix<'_>; 2],
         x: &[f32],
         out: &mut [f32],
         up_out: &mut [f32],
@@ -177,7 +203,7 @@ impl Matmul {
             up.cols
         );
         let [ag, au] = self.quantize_token(x, [gate, up])?;
-        let (mg, mu) = (Rows::of(file, gate), Rows::of(file, up));
+        let (mg, mu) = (gate, up);
         let threads = rayon::current_num_threads();
         let c = mg.token_chunk(threads).max(mu.token_chunk(threads));
         let rows = gate.rows;
@@ -201,9 +227,8 @@ impl Matmul {
     fn quantize_token<const N: usize>(
         &mut self,
         x: &[f32],
-        ws: [&Tensor; N],
+        ws: [Matrix<'_>; N],
     ) -> Result<[&[u8]; N]> {
-        self.loaded = None;
         let cols = ws[0].cols;
         anyhow::ensure!(
             ws.iter().all(|w| w.cols == cols) && x.len() >= cols,
@@ -230,7 +255,7 @@ impl Matmul {
 }
 
 /// The format `w`'s activation rows are quantized to, and the bytes of one such row.
-fn partner(w: &Tensor) -> Result<(loupe_quant::GgmlType, usize)> {
+fn partner(w: &Matrix<'_>) -> Result<(loupe_quant::GgmlType, usize)> {
     let partner = loupe_quant::vec_dot_type(w.ty)
         .with_context(|| format!("no matmul kernel for {} weights", w.ty))?;
     let bytes = partner
@@ -239,24 +264,7 @@ fn partner(w: &Tensor) -> Result<(loupe_quant::GgmlType, usize)> {
     Ok((partner, bytes))
 }
 
-/// One matmul's view of a matrix: the map's rows and, once repacked, the packed copy
-/// (read once: the background repack may publish between two reads, and a matmul's
-/// chunks must agree on where their rows are).
-struct Rows<'a> {
-    w: &'a Tensor,
-    data: &'a [u8],
-    packed: Option<&'a loupe_quant::packed::PackedRows>,
-}
-
-impl<'a> Rows<'a> {
-    fn of(file: &'a GgufFile, w: &'a Tensor) -> Rows<'a> {
-        Rows {
-            w,
-            data: w.data(file),
-            packed: w.packed(),
-        }
-    }
-
+impl Matrix<'_> {
     /// Rows `rows` times `g` activation rows `act` into `tile` (g, rows.len()).
     fn dot(
         &self,
@@ -265,17 +273,18 @@ impl<'a> Rows<'a> {
         rows: std::ops::Range<usize>,
         tile: &mut [f32],
     ) -> Result<(), loupe_quant::QuantError> {
-        let w = self.w;
         match self.packed {
             Some(p) => loupe_quant::kernels().matmul_packed(p, act, g, rows, tile),
-            None => loupe_quant::matmul(w.ty, self.data, w.rows, w.cols, act, g, rows, tile),
+            None => {
+                loupe_quant::matmul(self.ty, self.data, self.rows, self.cols, act, g, rows, tile)
+            }
         }
     }
 
     /// Rows per chunk of one token's work: four chunks per thread so the threads stay
     /// balanced; packed, whole tiles.
     fn token_chunk(&self, threads: usize) -> usize {
-        let n = self.w.rows.div_ceil(threads * 4).max(1);
+        let n = self.rows.div_ceil(threads * 4).max(1);
         if self.packed.is_some() {
             n.next_multiple_of(loupe_quant::packed::PACKED_ROWS)
         } else {

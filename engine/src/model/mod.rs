@@ -1,7 +1,10 @@
 //! Models: what a GGUF's metadata says about the network, its weights, and the forward
 //! pass that turns token ids into next-token logits.
 
+pub mod attention;
+pub mod backend;
 pub mod config;
+pub mod cpu;
 pub mod forward;
 pub mod ftype;
 pub mod kv_cache;
@@ -70,6 +73,16 @@ impl Model {
             r.wait();
             r.is_ready()
         })
+    }
+
+    /// A weight of this model as the kernels read it, borrowed from the model's map.
+    pub fn matrix<'a>(&'a self, t: &'a weights::Tensor) -> weights::Matrix<'a> {
+        t.view(&self.file)
+    }
+
+    /// Why the background repack gave up, if it did (see [`repack::Repack::failure`]).
+    pub fn repack_failure(&self) -> Option<&str> {
+        self.repack.as_ref().and_then(|r| r.failure())
     }
 
     /// The context length used when none is asked for: the model's own, at most 4096.
@@ -213,11 +226,7 @@ impl<'m> Context<'m> {
                 Logits::Last => chunk.len() - 1,
                 Logits::From(i) => i,
             };
-            pool.install(|| {
-                forward(
-                    &m.file, &m.config, &m.weights, cache, scratch, chunk, pos, from,
-                )
-            })?;
+            pool.install(|| forward(m, cache, scratch, chunk, pos, from))?;
             pos += chunk.len();
         }
         self.n_past = pos;

@@ -27,6 +27,8 @@ pub struct PackTable {
     ready: OnceLock<Vec<PackedRows>>,
     /// Set when the model is dropped: an unfinished repack stops.
     cancel: AtomicBool,
+    /// Why the repack gave up, if it did (the map's rows keep serving).
+    failed: OnceLock<String>,
 }
 
 /// Where one tensor's packed rows will be.
@@ -74,7 +76,7 @@ impl Repack {
             .name("loupe-repack".into())
             .spawn(move || {
                 if let Err(e) = run(&file, &jobs, &t) {
-                    eprintln!("loupe: warning: weights not repacked, the row kernels run: {e:#}");
+                    let _ = t.failed.set(format!("{e:#}"));
                 }
             })
             .context("cannot start the repacking thread")?;
@@ -92,6 +94,12 @@ impl Repack {
         if let Some(h) = handle {
             let _ = h.join();
         }
+    }
+
+    /// Why the repack gave up, if it did: the row kernels then keep running on the map's
+    /// rows (slower, the same results).
+    pub fn failure(&self) -> Option<&str> {
+        self.table.failed.get().map(String::as_str)
     }
 
     /// Whether the packed matrices are in use.

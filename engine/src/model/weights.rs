@@ -1,6 +1,7 @@
 //! Weight lookup: every tensor the forward pass uses, found by its GGUF name and checked
 //! against the config's shapes once, at load. Weights stay in the memory map; a
-//! [`Tensor`] is an index into the file's directory. On CPUs with the AVX-512 kernels,
+//! [`Tensor`] says where in the model's file, and the model hands out a [`Matrix`] view
+//! of it, borrowed from the map, for the kernels (`Model::matrix`). On CPUs with the AVX-512 kernels,
 //! Q4_0, Q5_0, Q4_K and Q6_K matrices are repacked after load into sixteen-row tiles
 //! ([`PackedRows`], [`super::repack`]) and their pages of the map released, so they take
 //! the same memory once.
@@ -30,15 +31,35 @@ pub struct Tensor {
 }
 
 impl Tensor {
-    pub fn data<'f>(&self, file: &'f GgufFile) -> &'f [u8] {
-        file.tensor_data(&file.tensors()[self.index])
+    /// The view the kernels read, over `file`, the file this tensor was found in (the
+    /// model's own: see `Model::matrix`).
+    pub(super) fn view<'f>(&'f self, file: &'f GgufFile) -> Matrix<'f> {
+        Matrix {
+            ty: self.ty,
+            rows: self.rows,
+            cols: self.cols,
+            data: file.tensor_data(&file.tensors()[self.index]),
+            packed: self.pack.as_ref().and_then(|p| p.get()),
+        }
     }
+}
 
-    /// The repacked rows, once ready; until then the map's rows serve.
-    pub fn packed(&self) -> Option<&PackedRows> {
-        self.pack.as_ref().and_then(|p| p.get())
-    }
+/// A weight matrix as the kernels read it: (rows, cols) of blocks of type `ty`, borrowed
+/// from the model's memory map, and the repacked copy once the background repack has
+/// published it. Made for each operation, so all the chunks of one matmul agree on where
+/// the rows are even if the repack publishes meanwhile.
+#[derive(Clone, Copy, Debug)]
+pub struct Matrix<'m> {
+    pub ty: GgmlType,
+    pub rows: usize,
+    /// Elements per row.
+    pub cols: usize,
+    /// The rows as stored in the file, `rows * row_bytes()` bytes.
+    pub data: &'m [u8],
+    pub packed: Option<&'m PackedRows>,
+}
 
+impl Matrix<'_> {
     pub fn row_bytes(&self) -> usize {
         self.ty.row_bytes(self.cols as u64).unwrap_or(0) as usize
     }
@@ -140,7 +161,8 @@ impl Finder<'_> {
             t.ty
         );
         Ok(Some(
-            t.data(self.file)
+            t.view(self.file)
+                .data
                 .chunks_exact(4)
                 .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
                 .collect(),
