@@ -12,7 +12,7 @@
 
 use std::collections::HashSet;
 use std::fmt;
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::path::Path;
 use std::str::FromStr;
 
@@ -23,6 +23,7 @@ use rayon::prelude::*;
 use crate::quantize::recipe::{llama_order, ModelFacts, Overrides, Recipe};
 use crate::quantize::{parse_tensor_type, FileType, QUANTIZATION_VERSION};
 use loupe_engine::model::config::Arch;
+use loupe_gguf::atomic::AtomicFile;
 use loupe_gguf::{
     align_up, Array, GgufFile, GgufWriter, Metadata, TensorInfo, Value, ALIGNMENT_KEY,
     DEFAULT_ALIGNMENT,
@@ -598,18 +599,11 @@ pub fn write_shape(
     let data_start = align_up(header.len() as u64, align).context("header size")?;
     header.resize(data_start as usize, 0);
 
-    let dir = match out.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let tmp = tempfile::Builder::new()
-        .prefix(".loupe-synth-")
-        .suffix(".tmp")
-        .tempfile_in(dir)
-        .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
-    let io_err = || format!("cannot write {}", tmp.path().display());
+    let tmp = AtomicFile::create(out, "synth")
+        .with_context(|| format!("cannot create a temporary file beside {}", out.display()))?;
+    let io_err = || format!("cannot write {}", tmp.temp_path().display());
     {
-        let mut w = BufWriter::with_capacity(1 << 20, tmp.as_file());
+        let mut w = tmp.writer();
         w.write_all(&header).with_context(io_err)?;
         let mut pos = data_start;
         for (i, ((p, &ty), &bytes)) in planned.iter().zip(&types).zip(&sizes).enumerate() {
@@ -642,11 +636,10 @@ pub fn write_shape(
         }
         w.flush().with_context(io_err)?;
     }
-    tmp.as_file().sync_all().with_context(io_err)?;
-    let file_bytes = tmp.as_file().metadata().with_context(io_err)?.len();
+    let file_bytes = tmp.file().metadata().with_context(io_err)?.len();
     // Read it back before it takes the destination's name: the directory must parse and
     // every tensor fit the file.
-    let check = GgufFile::open(tmp.path()).context("the written file does not read back")?;
+    let check = GgufFile::open(tmp.temp_path()).context("the written file does not read back")?;
     ensure!(
         check.tensors().len() == planned.len(),
         "the written file has {} tensors, expected {}",
@@ -654,9 +647,8 @@ pub fn write_shape(
         planned.len()
     );
     drop(check);
-    tmp.persist(out)
-        .map_err(|e| e.error)
-        .with_context(|| format!("cannot rename the temporary file to {}", out.display()))?;
+    tmp.commit()
+        .with_context(|| format!("cannot write {}", out.display()))?;
 
     let mut counts: Vec<(GgmlType, usize)> = Vec::new();
     for &t in &types {

@@ -12,7 +12,7 @@
 //! bound to the model that made it. No terminal I/O here.
 
 use std::fmt;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Instant;
@@ -281,16 +281,7 @@ impl Session<'_> {
         let sum = Sha256::digest(&buf);
         buf.extend_from_slice(&sum);
 
-        let dir = match path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d,
-            _ => Path::new("."),
-        };
-        let mut tmp = tempfile::NamedTempFile::new_in(dir)
-            .with_context(|| format!("cannot create a file in {}", dir.display()))?;
-        tmp.write_all(&buf)
-            .and_then(|()| tmp.as_file().sync_all())
-            .with_context(|| format!("cannot write {}", path.display()))?;
-        tmp.persist(path)
+        loupe_gguf::atomic::write_atomically(path, "session", &buf)
             .with_context(|| format!("cannot write {}", path.display()))?;
         Ok(buf.len() as u64)
     }

@@ -2,7 +2,12 @@
 //!
 //! Layout of a file (little-endian): magic "GGUF", version, tensor count, metadata count,
 //! the metadata pairs, the tensor directory, padding to the alignment, then tensor data.
+//!
+//! This crate owns the file format and nothing above it: no model knowledge, no printing.
+//! It uses `loupe-quant` only for the block types' sizes. [`atomic`] is how every file
+//! loupe writes reaches the disk.
 
+pub mod atomic;
 mod error;
 mod file;
 mod metadata;

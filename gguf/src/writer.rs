@@ -3,12 +3,13 @@
 //! failed write never leaves a half-written file at the destination.
 
 use std::borrow::Cow;
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::path::Path;
 
 use byteorder::{LittleEndian as LE, WriteBytesExt};
 use loupe_quant::GgmlType;
 
+use super::atomic::AtomicFile;
 use super::error::{GgufError, Result};
 use super::metadata::Metadata;
 use super::parse::{align_up, ALIGNMENT_KEY, DEFAULT_ALIGNMENT, MAGIC, MAX_DIMS};
@@ -134,23 +135,12 @@ impl<'a> GgufWriter<'a> {
             source: e,
         };
         self.check()?;
-        let dir = match path.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p,
-            _ => Path::new("."),
-        };
-        let tmp = tempfile::Builder::new()
-            .prefix(".loupe-write-")
-            .suffix(".tmp")
-            .tempfile_in(dir)
-            .map_err(io)?;
-        {
-            let mut bw = BufWriter::with_capacity(1 << 20, tmp.as_file());
-            self.write_to(&mut bw)?;
-            bw.flush().map_err(io)?;
-        }
-        tmp.as_file().sync_all().map_err(io)?;
-        tmp.persist(path).map_err(|e| io(e.error))?;
-        Ok(())
+        let f = AtomicFile::create(path, "write").map_err(io)?;
+        let mut w = f.writer();
+        self.write_to(&mut w)?;
+        w.flush().map_err(io)?;
+        drop(w);
+        f.commit().map_err(io)
     }
 
     /// The whole file as bytes (tests and tools that build small files in memory).

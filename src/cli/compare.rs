@@ -19,6 +19,7 @@ use loupe_engine::model::kv_cache::KvType;
 use loupe_engine::model::{default_threads, Model, RunOptions};
 use loupe_engine::quality::Chunking;
 use loupe_engine::tokenizer::Tokenizer;
+use loupe_gguf::atomic::write_atomically;
 use loupe_gguf::GgufFile;
 
 const DEFAULT_CTX: usize = 512;
@@ -243,7 +244,8 @@ pub fn run(args: &CompareArgs, out: &mut impl Write) -> Result<()> {
             comparison.base.label
         );
         let svg = plot::svg(&points, &title, ladder.then_some(args.max_kld), ladder);
-        plot::write_atomic(path, &svg)?;
+        write_atomically(path, "plot", svg.as_bytes())
+            .with_context(|| format!("cannot write {}", path.display()))?;
         eprintln!("wrote {}", path.display());
     }
     if args.json {

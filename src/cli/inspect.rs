@@ -10,6 +10,7 @@ use serde_json::{json, Map, Value as Json};
 
 use super::format;
 use loupe_engine::model::summary::ModelSummary;
+use loupe_gguf::atomic::AtomicFile;
 use loupe_gguf::{Array, GgufFile, TensorInfo, Value};
 
 #[derive(Args, Debug)]
@@ -307,15 +308,9 @@ fn print_tensor(out: &mut impl Write, t: &TensorInfo, s: &TensorStats) -> Result
 
 /// Write the tensor's values as little-endian f32, atomically (temporary file, rename).
 fn dump_f32(file: &GgufFile, t: &TensorInfo, path: &Path) -> Result<()> {
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let tmp = tempfile::Builder::new()
-        .prefix(".loupe-dump-")
-        .tempfile_in(dir)
-        .with_context(|| format!("cannot create a file in {}", dir.display()))?;
-    let mut w = std::io::BufWriter::new(tmp.as_file());
+    let tmp = AtomicFile::create(path, "dump")
+        .with_context(|| format!("cannot create a file beside {}", path.display()))?;
+    let mut w = tmp.writer();
     let mut io_err = None;
     file.dequantize_chunked(t, 1 << 20, |xs| {
         if io_err.is_some() {
@@ -332,7 +327,7 @@ fn dump_f32(file: &GgufFile, t: &TensorInfo, path: &Path) -> Result<()> {
     w.flush()
         .with_context(|| format!("cannot write {}", path.display()))?;
     drop(w);
-    tmp.persist(path)
+    tmp.commit()
         .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
 }

@@ -1,12 +1,8 @@
 //! The chart of `loupe compare --plot`: quality (mean KL divergence to the base, log
 //! scale, lower is better) against size (bits per weight), one labelled point per model,
-//! drawn as a hand-written SVG and written atomically.
+//! drawn as a hand-written SVG (the caller writes it, atomically).
 
 use std::fmt::Write as _;
-use std::io::Write as _;
-use std::path::Path;
-
-use anyhow::{Context as _, Result};
 
 /// One model on the chart.
 #[derive(Clone, Debug)]
@@ -296,22 +292,6 @@ fn escape(s: &str) -> String {
         .replace('<', "&lt;")
         .replace('>', "&gt;")
         .replace('"', "&quot;")
-}
-
-/// Write `text` to `path` under a temporary name in the same folder, then rename it.
-pub fn write_atomic(path: &Path, text: &str) -> Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)
-        .with_context(|| format!("cannot create a file in {}", dir.display()))?;
-    tmp.write_all(text.as_bytes())
-        .and_then(|()| tmp.flush())
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    tmp.persist(path)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(())
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ pub mod recipe;
 
 use std::borrow::Cow;
 use std::fmt;
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Instant;
@@ -20,6 +20,7 @@ use std::time::Instant;
 use loupe_quant::{GgmlType, QuantError};
 use rayon::prelude::*;
 
+use loupe_gguf::atomic::AtomicFile;
 use loupe_gguf::{
     align_up, GgufError, GgufFile, GgufWriter, Metadata, TensorInfo, TensorToWrite, Value,
     ALIGNMENT_KEY, DEFAULT_ALIGNMENT,
@@ -528,15 +529,7 @@ pub fn quantize_model(
         path: out.to_path_buf(),
         source: e,
     };
-    let dir = match out.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let tmp = tempfile::Builder::new()
-        .prefix(".loupe-quantize-")
-        .suffix(".tmp")
-        .tempfile_in(dir)
-        .map_err(io)?;
+    let tmp = AtomicFile::create(out, "quantize").map_err(io)?;
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(opts.threads)
         .build()
@@ -547,7 +540,7 @@ pub fn quantize_model(
     let mut bytes_out = header.len() as u64;
     let mut report = Vec::with_capacity(plan.len());
     {
-        let mut w = BufWriter::with_capacity(1 << 20, tmp.as_file());
+        let mut w = tmp.writer();
         w.write_all(&header).map_err(io)?;
         for (i, ((t, ty), entry)) in plan.iter().zip(&entries).enumerate() {
             let src = input.tensor_data(t);
@@ -598,8 +591,7 @@ pub fn quantize_model(
         }
         w.flush().map_err(io)?;
     }
-    tmp.as_file().sync_all().map_err(io)?;
-    tmp.persist(out).map_err(|e| io(e.error))?;
+    tmp.commit().map_err(io)?;
     Ok(QuantizeReport {
         tensors: report,
         fallbacks,
