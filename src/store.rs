@@ -29,8 +29,6 @@ pub const QWEN25_CODER_05B: KnownModel = KnownModel {
     sha256: "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
 };
 
-pub const KNOWN_MODELS: [KnownModel; 2] = [GEMMA3_270M, QWEN25_CODER_05B];
-
 /// `$LOUPE_MODELS`, else `$HOME/.cache/loupe/models` (as `scripts/fetch-models.sh`).
 pub fn models_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("LOUPE_MODELS").filter(|d| !d.is_empty()) {

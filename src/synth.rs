@@ -23,6 +23,7 @@ use rayon::prelude::*;
 use crate::quantize::recipe::{llama_order, ModelFacts, Overrides, Recipe};
 use crate::quantize::{parse_tensor_type, FileType, QUANTIZATION_VERSION};
 use loupe_engine::model::config::Arch;
+use loupe_engine::sample::splitmix64;
 use loupe_gguf::atomic::AtomicFile;
 use loupe_gguf::{
     align_up, Array, GgufFile, GgufWriter, Metadata, TensorInfo, Value, ALIGNMENT_KEY,
@@ -499,11 +500,7 @@ struct Rng(u64);
 
 impl Rng {
     fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        splitmix64(&mut self.0)
     }
 
     /// Two values uniform in [-1, 1) from one draw.

@@ -25,7 +25,7 @@ fn ok(o: &Output) -> String {
     String::from_utf8(o.stdout.clone()).expect("UTF-8 output")
 }
 
-/// The test model made F16 in `dir` (as the issue says: `loupe quantize MODEL OUT F16
+/// The test model made F16 in `dir` (as a user would: `loupe quantize MODEL OUT F16
 /// --allow-requantize`).
 fn f16_gemma(dir: &Path) -> String {
     let src = GEMMA3_270M.path();

@@ -169,11 +169,6 @@ impl<'g, 'm> Generator<'g, 'm> {
         Ok(self.sampler.trace(logits, top))
     }
 
-    /// Why the generation stopped, once it has.
-    pub fn stop_reason(&self) -> Option<StopReason> {
-        self.stop
-    }
-
     /// The next token, or `None` once the generation has stopped.
     pub fn next_token(&mut self) -> Result<Option<Token>> {
         if self.stop.is_some() {

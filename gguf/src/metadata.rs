@@ -98,9 +98,6 @@ impl Metadata {
         }
     }
 
-    pub fn get_bool(&self, key: &str) -> Result<bool> {
-        self.get_opt_bool(key)?.ok_or_else(|| missing(key))
-    }
     pub fn get_opt_bool(&self, key: &str) -> Result<Option<bool>> {
         match self.get(key) {
             None => Ok(None),
@@ -124,20 +121,6 @@ impl Metadata {
         match self.get_array(key)? {
             Array::String(v) => Ok(v),
             a => Err(wrong_array(key, "an array of strings", a)),
-        }
-    }
-
-    pub fn get_f32_array(&self, key: &str) -> Result<&[f32]> {
-        match self.get_array(key)? {
-            Array::F32(v) => Ok(v),
-            a => Err(wrong_array(key, "an array of f32", a)),
-        }
-    }
-
-    pub fn get_i32_array(&self, key: &str) -> Result<&[i32]> {
-        match self.get_array(key)? {
-            Array::I32(v) => Ok(v),
-            a => Err(wrong_array(key, "an array of i32", a)),
         }
     }
 }

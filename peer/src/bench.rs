@@ -14,6 +14,7 @@ use std::time::Instant;
 use anyhow::{ensure, Result};
 
 use crate::llama::Llama;
+use loupe_engine::sample::splitmix64;
 
 /// Tokens per second over `reps` repetitions.
 #[derive(Clone, Debug, PartialEq)]
@@ -60,12 +61,7 @@ struct TokenRng(u64);
 
 impl TokenRng {
     fn next(&mut self, n_vocab: usize) -> i32 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
-        (z % n_vocab as u64) as i32
+        (splitmix64(&mut self.0) % n_vocab as u64) as i32
     }
 }
 

@@ -19,12 +19,12 @@ mod common;
 use std::path::Path;
 
 use loupe::compare::{compare, text, Figures};
-use loupe_gguf::GgufFile;
+use loupe::quantize::{quantize_model, FileType, QuantizeOptions};
 use loupe_engine::model::kv_cache::KvType;
 use loupe_engine::model::{Model, RunOptions};
 use loupe_engine::quality::Chunking;
-use loupe::quantize::{quantize_model, FileType, QuantizeOptions};
 use loupe_engine::tokenizer::Tokenizer;
+use loupe_gguf::GgufFile;
 use peer::llama::{Llama, Params};
 
 const THREADS: usize = 2;
@@ -44,7 +44,7 @@ fn compare_text() -> String {
 const DEFAULT_CHUNKS: usize = 20;
 
 /// The quantization types compared, best first: `LOUPE_COMPARE_TYPES` (comma-separated
-/// recipe names) or the Q8_0, Q4_K_M, Q2_K; and the chunks: `LOUPE_COMPARE_CHUNKS`
+/// recipe names) or Q8_0, Q4_K_M, Q2_K (a high, a middle and a low level); and the chunks: `LOUPE_COMPARE_CHUNKS`
 /// or [`DEFAULT_CHUNKS`] (at most what the text holds).
 fn types_and_chunks() -> (Vec<String>, Option<usize>) {
     let types = std::env::var("LOUPE_COMPARE_TYPES").unwrap_or_else(|_| "Q8_0,Q4_K_M,Q2_K".into());
@@ -287,7 +287,7 @@ fn compare_agrees_with_llama_perplexity_kld_mode() {
         ] {
             // Measured (20 × 256 of the prose, 2540 positions, qwen F16 vs Q8_0 / Q4_K_M
             // / Q2_K): PPL 0.11 / 0.16 / 0.06%, mean KLD 0.22 / 0.33 / 0.41%, same top
-            // 0.49 / 0.59 / 0.15% apart. The bound: 1%.
+            // 0.49 / 0.59 / 0.15% apart. The bound: 1%.
             if rel(a, b) > 0.01 {
                 failures.push(format!(
                     "{ty} {what}: loupe {a:.6}, llama.cpp {b:.6} ({:.2}% apart)",

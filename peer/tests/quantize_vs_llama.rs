@@ -4,7 +4,7 @@
 //!    scales, zero groups, outliers, one-signed, ties) go through ggml's
 //!    `ggml_quantize_chunk` (no importance matrix) and through `loupe_quant::quantize_row`;
 //!    the bytes must be identical, and the first differing block is reported.
-//! 2. Models (the done-test): an F16 model is made from the qwen2.5 0.5B test model
+//! 2. Models: an F16 model is made from the qwen2.5 0.5B test model
 //!    with `loupe quantize MODEL OUT F16 --allow-requantize`, then quantized to each
 //!    file type by loupe (`loupe::quantize::quantize_model`) and by llama.cpp
 //!    (`llama_model_quantize` through the peer binary); every tensor's type, shape and bytes
@@ -18,8 +18,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::Rng;
-use loupe_gguf::GgufFile;
 use loupe::quantize::{quantize_model, FileType, QuantizeOptions};
+use loupe_gguf::GgufFile;
 use loupe_quant::GgmlType;
 use peer::ggml_rows;
 
@@ -257,7 +257,7 @@ fn qwen_model_matches_llama_quantize() {
         let t0 = std::time::Instant::now();
         let opts = QuantizeOptions {
             threads: 2,
-                ..QuantizeOptions::new(ft)
+            ..QuantizeOptions::new(ft)
         };
         quantize_model(&source, &ours, &opts, &mut |_| {}).expect("loupe quantize");
         let t_loupe = t0.elapsed().as_secs_f64();

@@ -2,18 +2,18 @@
 //! untied output, qwen3's QK-norm, gemma2's soft-capping and sliding window, and gemma3,
 //! qwen2 shapes with other sizes) checked on small random-weight models that loupe's GGUF
 //! writer makes, with a real vocabulary: llama.cpp loads the same file, and the
-//! next-token distributions of a few prompts must agree within the engine issue's bounds.
+//! next-token distributions of a few prompts must agree within the bounds of the real-model agreement test (forward_vs_llama).
 //! (Perplexity is printed but not compared: random weights give the text's tokens
 //! probabilities like e^-50, where the perplexity is dominated by far tails.)
 
 mod common;
 
-use loupe_gguf::GgufFile;
+use loupe::synth::{write_shape, Shape, WeightTypes};
 use loupe_engine::model::config::Arch;
 use loupe_engine::model::kv_cache::KvType;
 use loupe_engine::model::{Context, Logits, Model, RunOptions};
 use loupe_engine::quality::Agreement;
-use loupe::synth::{write_shape, Shape, WeightTypes};
+use loupe_gguf::GgufFile;
 use loupe_quant::GgmlType;
 use peer::llama::{Llama, Params};
 

@@ -8,8 +8,8 @@ mod common;
 use std::time::Instant;
 
 use common::{model_path, GEMMA, QWEN};
-use loupe_gguf::GgufFile;
 use loupe_engine::tokenizer::Tokenizer;
+use loupe_gguf::GgufFile;
 use peer::llama::{Llama, Params};
 
 /// Strings that have tripped tokenizers: spaces and newlines at the edges and in runs,

@@ -39,9 +39,6 @@ impl Style {
     pub fn green(&self, s: &str) -> String {
         self.paint("32", s)
     }
-    pub fn cyan(&self, s: &str) -> String {
-        self.paint("36", s)
-    }
 
     /// `s` coloured by how sure the model was: green from 70%, yellow from 30%, else red.
     pub fn confidence(&self, p: f32, s: &str) -> String {

@@ -20,6 +20,7 @@ use std::time::Instant;
 use loupe_quant::{GgmlType, QuantError};
 use rayon::prelude::*;
 
+use loupe_engine::model::ftype::file_type_name;
 use loupe_gguf::atomic::AtomicFile;
 use loupe_gguf::{
     align_up, GgufError, GgufFile, GgufWriter, Metadata, TensorInfo, TensorToWrite, Value,
@@ -64,29 +65,9 @@ impl FileType {
         ]
     };
 
+    /// llama.cpp's name for it (from the one table of `general.file_type` names).
     pub fn name(self) -> &'static str {
-        use FileType::*;
-        match self {
-            F32 => "F32",
-            F16 => "F16",
-            BF16 => "BF16",
-            Q4_0 => "Q4_0",
-            Q4_1 => "Q4_1",
-            Q5_0 => "Q5_0",
-            Q5_1 => "Q5_1",
-            Q8_0 => "Q8_0",
-            Q2_K => "Q2_K",
-            Q3_K_S => "Q3_K_S",
-            Q3_K_M => "Q3_K_M",
-            Q3_K_L => "Q3_K_L",
-            Q4_K_S => "Q4_K_S",
-            Q4_K_M => "Q4_K_M",
-            Q5_K_S => "Q5_K_S",
-            Q5_K_M => "Q5_K_M",
-            Q6_K => "Q6_K",
-            IQ4_NL => "IQ4_NL",
-            IQ4_XS => "IQ4_XS",
-        }
+        file_type_name(self.id()).unwrap_or("?")
     }
 
     /// The `general.file_type` value (llama.cpp's `llama_ftype`).
@@ -619,4 +600,20 @@ fn convert_rows(
         loupe_quant::quantize_row(to, &f, d)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::FileType;
+
+    #[test]
+    fn every_file_type_has_llama_cpps_name_and_parses_back() {
+        for t in FileType::ALL {
+            let name = t.name();
+            assert_ne!(name, "?", "{t:?} (id {}) has no name", t.id());
+            assert_eq!(name.parse::<FileType>(), Ok(t), "{name}");
+        }
+        assert_eq!(FileType::Q4_K_M.name(), "Q4_K_M");
+        assert_eq!(FileType::BF16.id(), 32);
+    }
 }

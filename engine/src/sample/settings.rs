@@ -72,22 +72,6 @@ impl SamplerSettings {
         self
     }
 
-    /// Every setting of a complete config, as given.
-    pub fn from_config(c: &SamplerConfig) -> SamplerSettings {
-        SamplerSettings {
-            temp: Some(c.temp),
-            top_k: Some(c.top_k),
-            top_p: Some(c.top_p),
-            min_p: Some(c.min_p),
-            repeat_penalty: Some(c.repeat_penalty),
-            repeat_last_n: Some(c.penalty_last_n),
-            frequency_penalty: Some(c.frequency_penalty),
-            presence_penalty: Some(c.presence_penalty),
-            seed: Some(c.seed),
-            picked_seed: OnceLock::new(),
-        }
-    }
-
     /// The settings, defaults filled in, checked.
     pub fn resolve(&self) -> Result<SamplerConfig, SamplerError> {
         let d = SamplerConfig::default();

@@ -794,11 +794,6 @@ impl Tokenizer {
         })
     }
 
-    /// The token's score (SPM merge priority; 0 when the vocabulary has none).
-    pub fn token_score(&self, id: u32) -> Option<f32> {
-        self.tokens.get(id as usize).map(|t| t.score)
-    }
-
     /// The text of `ids`, as llama.cpp's `llama_detokenize` gives it (special tokens
     /// kept in the ids): the first token loses a leading space when the vocabulary adds
     /// a space prefix, control tokens show only when `special`, and vocabularies that
@@ -882,11 +877,6 @@ impl Tokenizer {
     /// FIM pad / repo / file separators, ...).
     pub fn is_eog(&self, id: u32) -> bool {
         self.eog.binary_search(&id).is_ok()
-    }
-
-    /// All end-of-generation ids, sorted.
-    pub fn eog_ids(&self) -> &[u32] {
-        &self.eog
     }
 
     /// Problems met while loading that the caller should show (an unknown pre-tokenizer,

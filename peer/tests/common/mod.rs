@@ -10,8 +10,6 @@ pub const GEMMA: &str = "gemma-3-270m-Q4_K_M.gguf";
 pub const QWEN: &str = "qwen2.5-coder-0.5b-instruct-Q4_K_M.gguf";
 pub const MODELS: [&str; 2] = [GEMMA, QWEN];
 
-/// `${LOUPE_MODELS:-$HOME/.cache/loupe/models}/<file>`; a missing model fails the test
-/// (it is not skipped), naming the file and how to fetch it.
 /// ~110 KB of English prose every Debian system has: the licence texts of base-files.
 pub fn english_prose() -> String {
     let dir = std::path::Path::new("/usr/share/common-licenses");
@@ -29,15 +27,10 @@ pub fn english_prose() -> String {
     text
 }
 
+/// `<file>` in loupe's model store (`loupe::store::models_dir`); a missing model fails the
+/// test (it is not skipped), naming the file and how to fetch it.
 pub fn model_path(file: &str) -> PathBuf {
-    let dir = match std::env::var_os("LOUPE_MODELS") {
-        Some(d) => PathBuf::from(d),
-        None => {
-            let home = std::env::var_os("HOME").unwrap_or_default();
-            PathBuf::from(home).join(".cache/loupe/models")
-        }
-    };
-    let path = dir.join(file);
+    let path = loupe::store::models_dir().join(file);
     assert!(
         path.is_file(),
         "test model {} is missing: run scripts/fetch-models.sh (from the repository root) \
@@ -52,11 +45,7 @@ pub struct Rng(pub u64);
 
 impl Rng {
     pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        loupe_engine::sample::splitmix64(&mut self.0)
     }
 
     /// Uniform in [0, 1).
