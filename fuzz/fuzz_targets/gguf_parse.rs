@@ -5,7 +5,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use loupe::gguf::{parse, GgufWriter};
+use loupe_gguf::{parse, GgufWriter};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(dir) = parse(data) else { return };

@@ -158,11 +158,11 @@ fn unsupported_type_fails_on_use_not_on_open() {
 }
 
 /// Seeds for the fuzzer (`fuzz/README.md`): small valid files it can mutate from.
-/// Run on purpose: `cargo test --test gguf_roundtrip -- --ignored write_fuzz_seeds`.
+/// Run on purpose: `cargo test -p loupe-gguf --test gguf_roundtrip -- --ignored write_fuzz_seeds`.
 #[test]
 #[ignore = "writes the fuzz seed corpus; run by hand"]
 fn write_fuzz_seeds() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/gguf_parse");
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/gguf_parse");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("sample.gguf"), common::sample_file()).unwrap();
     let mut md = common::every_value_metadata();
