@@ -16,6 +16,7 @@
 //! 3. BOS / EOS around the whole when `add_special` and the vocabulary asks for them.
 
 mod bpe;
+mod load;
 mod pretok;
 mod spm;
 mod stream;
@@ -25,12 +26,13 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::ops::Range;
 
-use loupe_gguf::{Array, GgufError, Metadata};
+use loupe_gguf::{GgufError, Metadata};
 
 pub use pretok::PreKind;
 pub use stream::StreamDecoder;
 
-use pretok::{PreConfig, PreTokenizer};
+use load::{end_of_generation, MergeRanks, SpecialIds, Vocab, VocabType};
+use pretok::PreTokenizer;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TokenizerError {
@@ -154,417 +156,47 @@ enum Fragment {
     Token(u32),
 }
 
-/// Reads an optional token id; an id of the wrong type is reported and ignored.
-fn opt_id(md: &Metadata, key: &str, warnings: &mut Vec<String>) -> Option<u32> {
-    match md.get_opt_u32(key) {
-        Ok(v) => v,
-        Err(e) => {
-            warnings.push(format!("{e}; ignored"));
-            None
-        }
-    }
-}
-
 impl Tokenizer {
     /// Builds the tokenizer of a model from its `tokenizer.ggml.*` metadata.
     pub fn from_metadata(md: &Metadata) -> Result<Tokenizer, TokenizerError> {
         let mut warnings = Vec::new();
-        let model = md.get_str("tokenizer.ggml.model")?;
-        let pre_value = md.get_opt_str("tokenizer.ggml.pre")?;
-
-        // Defaults of each vocabulary type, before the metadata overrides them.
-        let kind;
-        let (mut bos, mut eos, mut unk): (Option<u32>, Option<u32>, Option<u32>);
-        let (mut add_bos, mut add_eos, mut add_space_prefix, clean_spaces, ignore_merges);
-        let mut pre = None;
-        let mut pre_name = String::new();
-        match model {
-            "llama" => {
-                kind = TokenizerKind::Spm;
-                (bos, eos, unk) = (Some(1), Some(2), Some(0));
-                (add_bos, add_eos, add_space_prefix) = (true, false, true);
-                (clean_spaces, ignore_merges) = (false, false);
-                pre_name.push_str("default");
-            }
-            "gpt2" => {
-                kind = TokenizerKind::Bpe;
-                (bos, eos, unk) = (Some(11), Some(11), None);
-                (add_eos, add_space_prefix) = (false, false);
-                let cfg = match pre_value {
-                    None => {
-                        warnings.push(
-                            "tokenizer.ggml.pre is missing: using the 'default' pre-tokenizer; \
-                             tokenization may differ from the model's own (re-convert the model \
-                             with a current llama.cpp)"
-                                .to_string(),
-                        );
-                        pre_name.push_str("default");
-                        PreConfig::from_name("default")
-                    }
-                    Some(name) => {
-                        pre_name.push_str(name);
-                        let cfg = PreConfig::from_name(name);
-                        if cfg.is_none() {
-                            warnings.push(format!(
-                                "tokenizer.ggml.pre is {name:?}, a pre-tokenizer loupe does not \
-                                 know: using 'default' instead; token ids will likely differ \
-                                 from llama.cpp's"
-                            ));
-                        }
-                        cfg.or_else(|| PreConfig::from_name("default"))
-                    }
-                };
-                let cfg = cfg.expect("'default' is a known pre-tokenizer");
-                add_bos = cfg.add_bos;
-                clean_spaces = cfg.clean_spaces;
-                ignore_merges = cfg.ignore_merges;
-                pre = Some(PreTokenizer::new(cfg.kind));
-            }
-            other => return Err(TokenizerError::UnsupportedModel(other.to_string())),
-        }
-        if let Some(v) = md.get_opt_bool("tokenizer.ggml.add_space_prefix")? {
-            add_space_prefix = v;
-        }
-
-        // The vocabulary: spellings, scores, types.
-        let words = md.get_str_array("tokenizer.ggml.tokens")?;
-        let n = words.len();
-        if n == 0 || n > u32::MAX as usize / 2 {
-            return Err(TokenizerError::Invalid {
-                key: "tokenizer.ggml.tokens",
-                problem: format!("{n} tokens"),
-            });
-        }
-        let scores: Vec<f32> = match md.get_opt_array("tokenizer.ggml.scores")? {
-            None => vec![0.0; n],
-            Some(Array::F32(v)) if v.len() >= n => v[..n].to_vec(),
-            Some(Array::I32(v)) if v.len() >= n => v[..n].iter().map(|&s| s as f32).collect(),
-            Some(a) => {
-                return Err(TokenizerError::Invalid {
-                    key: "tokenizer.ggml.scores",
-                    problem: format!(
-                        "expected {n} f32 or i32 scores, found {} {}",
-                        a.len(),
-                        a.elem_type()
-                    ),
-                })
-            }
+        let vocab_type = VocabType::read(md, &mut warnings)?;
+        let mut vocab = Vocab::read(md, &mut warnings)?;
+        let ids = SpecialIds::resolve(md, &vocab_type, &mut vocab, &mut warnings)?;
+        let eog = end_of_generation(&ids, &mut vocab);
+        let special = vocab.partition_tokens();
+        let (merges, byte_tokens) = match vocab_type.kind {
+            TokenizerKind::Spm => (MergeRanks::default(), vocab.byte_fallback_tokens()),
+            TokenizerKind::Bpe => (MergeRanks::read(md, &vocab)?, [None; 256]),
         };
-        let types: Option<&[i32]> = match md.get_opt_array("tokenizer.ggml.token_type")? {
-            None => None,
-            Some(Array::I32(v)) if v.len() >= n => Some(&v[..n]),
-            Some(a) => {
-                return Err(TokenizerError::Invalid {
-                    key: "tokenizer.ggml.token_type",
-                    problem: format!(
-                        "expected {n} i32 types, found {} {}",
-                        a.len(),
-                        a.elem_type()
-                    ),
-                })
-            }
-        };
-
-        let mut texts: Vec<Box<str>> = Vec::with_capacity(n);
-        let mut tokens: Vec<TokenData> = Vec::with_capacity(n);
-        let mut text_to_id: FxMap<Box<[u8]>, u32> = FxMap::default();
-        text_to_id.reserve(n);
-        for (i, w) in words.iter().enumerate() {
-            let text: Box<str> = if w.is_empty() {
-                warnings.push(format!("token {i} is empty; named [EMPTY_{i}]"));
-                format!("[EMPTY_{i}]").into()
-            } else {
-                w.as_str().into()
-            };
-            text_to_id.insert(Box::from(text.as_bytes()), i as u32);
-            texts.push(text);
-            let attr = match types.map(|t| t[i]) {
-                None | Some(1) => ATTR_NORMAL,
-                Some(2) => ATTR_UNKNOWN,
-                Some(3) => ATTR_CONTROL,
-                Some(4) => ATTR_USER_DEFINED,
-                Some(5) => ATTR_UNUSED,
-                Some(6) => ATTR_BYTE,
-                Some(_) => 0,
-            };
-            tokens.push(TokenData {
-                score: scores[i],
-                attr,
-            });
-        }
-
-        // Special token ids: defaults outside the vocabulary are dropped, metadata wins
-        // when it names a token inside it.
-        let in_vocab = |id: Option<u32>| id.filter(|&i| (i as usize) < n);
-        (bos, eos, unk) = (in_vocab(bos), in_vocab(eos), in_vocab(unk));
-        let mut ids: [(&str, Option<u32>); 14] = [
-            ("tokenizer.ggml.bos_token_id", bos),
-            ("tokenizer.ggml.eos_token_id", eos),
-            ("tokenizer.ggml.eot_token_id", None),
-            ("tokenizer.ggml.eom_token_id", None),
-            ("tokenizer.ggml.unknown_token_id", unk),
-            ("tokenizer.ggml.padding_token_id", None),
-            ("tokenizer.ggml.fim_pre_token_id", None),
-            ("tokenizer.ggml.fim_suf_token_id", None),
-            ("tokenizer.ggml.fim_mid_token_id", None),
-            ("tokenizer.ggml.fim_pad_token_id", None),
-            ("tokenizer.ggml.fim_rep_token_id", None),
-            ("tokenizer.ggml.fim_sep_token_id", None),
-            ("tokenizer.ggml.prefix_token_id", None),
-            ("tokenizer.ggml.suffix_token_id", None),
-        ];
-        for (key, id) in ids.iter_mut() {
-            if let Some(v) = opt_id(md, key, &mut warnings) {
-                if (v as usize) < n {
-                    *id = Some(v);
-                } else {
-                    warnings.push(format!(
-                        "{key} = {v} is outside the vocabulary of {n} tokens; ignored"
-                    ));
-                }
-            }
-        }
-        let [(_, bos), (_, eos), (_, mut eot), (_, mut eom), (_, unk), (_, pad), (_, mut fim_pre), (_, mut fim_suf), (_, mut fim_mid), (_, mut fim_pad), (_, mut fim_rep), (_, mut fim_sep), (_, prefix), (_, suffix)] =
-            ids;
-        fim_pre = prefix.or(fim_pre);
-        fim_suf = suffix.or(fim_suf);
-        if let Some(v) = opt_id(md, "tokenizer.ggml.middle_token_id", &mut warnings) {
-            if (v as usize) < n {
-                fim_mid = Some(v);
-            }
-        }
-        if let Some(v) = md.get_opt_bool("tokenizer.ggml.add_bos_token")? {
-            add_bos = v;
-        }
-        if let Some(v) = md.get_opt_bool("tokenizer.ggml.add_eos_token")? {
-            add_eos = v;
-        }
-
-        // Tokens llama.cpp recognises by their spelling. Each found role makes its token
-        // a control token. (llama.cpp walks a hash map, so with several candidates its
-        // pick is arbitrary; loupe takes the lowest id.)
-        let mut find_role = |slot: &mut Option<u32>, names: &[&str]| {
-            if slot.is_some() {
-                return;
-            }
-            if let Some(i) = names
-                .iter()
-                .filter_map(|s| text_to_id.get(s.as_bytes()))
-                .min()
-            {
-                *slot = Some(*i);
-                tokens[*i as usize].attr |= ATTR_CONTROL;
-            }
-        };
-        find_role(
-            &mut eot,
-            &[
-                "<|eot_id|>",
-                "<|im_end|>",
-                "<|end|>",
-                "<end_of_turn>",
-                "<|endoftext|>",
-                "<|end_of_text|>",
-                "<EOT>",
-                "_<EOT>",
-                "[EOT]",
-                "<｜end▁of▁sentence｜>",
-                "<end_of_utterance>",
-            ],
-        );
-        find_role(&mut eom, &["<|eom_id|>"]);
-        find_role(
-            &mut fim_pre,
-            &[
-                "<|fim_prefix|>",
-                "<fim-prefix>",
-                "<fim_prefix>",
-                "<｜fim▁begin｜>",
-                "<PRE>",
-                "▁<PRE>",
-                "<|code_prefix|>",
-                "<|prefix|>",
-            ],
-        );
-        find_role(
-            &mut fim_suf,
-            &[
-                "<|fim_suffix|>",
-                "<fim-suffix>",
-                "<fim_suffix>",
-                "<｜fim▁hole｜>",
-                "<SUF>",
-                "▁<SUF>",
-                "<|code_suffix|>",
-                "<|suffix|>",
-            ],
-        );
-        find_role(
-            &mut fim_mid,
-            &[
-                "<|fim_middle|>",
-                "<fim-middle>",
-                "<fim_middle>",
-                "<｜fim▁end｜>",
-                "<MID>",
-                "▁<MID>",
-                "<|code_middle|>",
-                "<|middle|>",
-            ],
-        );
-        find_role(
-            &mut fim_pad,
-            &["<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<PAD>", "[PAD]"],
-        );
-        find_role(
-            &mut fim_rep,
-            &[
-                "<|fim_repo|>",
-                "<|repo_name|>",
-                "<fim-repo>",
-                "<REPO>",
-                "<reponame>",
-            ],
-        );
-        find_role(&mut fim_sep, &["<|file_sep|>"]);
-        let _ = (fim_pre, fim_suf, fim_mid);
-
-        // Control tokens whose name says "unused" are unused.
-        for (t, text) in tokens.iter_mut().zip(&texts) {
-            if t.attr & ATTR_CONTROL != 0 && text.contains("unused") {
-                t.attr |= ATTR_UNUSED;
-            }
-        }
-
-        // End of generation: the FIM pad / repo / separator tokens, tokens spelled like
-        // an end of turn, and the EOS / EOT / EOM ids.
-        let mut eog: Vec<u32> = [fim_pad, fim_rep, fim_sep].into_iter().flatten().collect();
-        for name in [
-            "<|eot_id|>",
-            "<|im_end|>",
-            "<|end|>",
-            "<|return|>",
-            "<|call|>",
-            "<|flush|>",
-            "<|calls|>",
-            "<end_of_turn>",
-            "<|endoftext|>",
-            "</s>",
-            "<|eom_id|>",
-            "<EOT>",
-            "_<EOT>",
-            "[EOT]",
-            "[EOS]",
-            "<|end_of_text|>",
-            "<end_of_utterance>",
-            "<eos>",
-            "<turn|>",
-            "<|tool_response>",
-            "<｜end▁of▁sentence｜>",
-            "[e~[",
-        ] {
-            if let Some(&i) = text_to_id.get(name.as_bytes()) {
-                eog.push(i);
-                tokens[i as usize].attr |= ATTR_CONTROL;
-            }
-        }
-        // gpt-oss: these are always rendered.
-        for name in ["<|channel|>", "<|message|>", "<|start|>", "<|constrain|>"] {
-            if let Some(&i) = text_to_id.get(name.as_bytes()) {
-                tokens[i as usize].attr = ATTR_USER_DEFINED;
-            }
-        }
-        eog.extend([eos, eot, eom].into_iter().flatten());
-        eog.sort_unstable();
-        eog.dedup();
-        let text_of = |id: u32| &*texts[id as usize];
-        let has = |s: &str| eog.iter().any(|&id| text_of(id) == s);
-        // o200k-harmony and solar-open: "<|end|>" ends a message, not the generation.
-        let end_is_not_eog = (has("<|return|>") && has("<|call|>")
-            || has("<|calls|>") && has("<|flush|>"))
-            && has("<|end|>");
-        // gemma4 and plamo spell a normal token "</s>".
-        let s_is_normal = has("<|tool_response>") || has("<|plamo:eos|>");
-        let position = |eog: &[u32], s: &str| eog.iter().position(|&id| text_of(id) == s);
-        if end_is_not_eog {
-            if let Some(p) = position(&eog, "<|end|>") {
-                let id = eog.remove(p);
-                tokens[id as usize].attr = ATTR_USER_DEFINED;
-            }
-        }
-        if s_is_normal {
-            if let Some(p) = position(&eog, "</s>") {
-                let id = eog.remove(p);
-                tokens[id as usize].attr = ATTR_NORMAL;
-            }
-        }
-
-        // Tokens the partition looks for, longest spelling first.
-        let mut special: Vec<u32> = (0..n as u32)
-            .filter(|&i| {
-                tokens[i as usize].attr & (ATTR_CONTROL | ATTR_USER_DEFINED | ATTR_UNKNOWN) != 0
-            })
-            .collect();
-        special.sort_by(|&a, &b| texts[b as usize].len().cmp(&texts[a as usize].len()));
-
-        // BPE merges: "left right", rank = position in the list (the first wins).
-        let mut pair_ranks: FxMap<(u32, u32), u32> = FxMap::default();
-        let mut odd_ranks: FxMap<Box<str>, u32> = FxMap::default();
-        if kind == TokenizerKind::Bpe {
-            let merges = md.get_str_array("tokenizer.ggml.merges")?;
-            pair_ranks.reserve(merges.len());
-            for (rank, m) in merges.iter().enumerate() {
-                // Split at the first space after the first byte (a side may be a space).
-                let Some(pos) = m.bytes().skip(1).position(|b| b == b' ').map(|p| p + 1) else {
-                    continue;
-                };
-                let (l, r) = (&m[..pos], &m[pos + 1..]);
-                let rank = rank as u32;
-                match (text_to_id.get(l.as_bytes()), text_to_id.get(r.as_bytes())) {
-                    (Some(&a), Some(&b)) => {
-                        pair_ranks.entry((a, b)).or_insert(rank);
-                    }
-                    _ => {
-                        odd_ranks.entry(format!("{l}\0{r}").into()).or_insert(rank);
-                    }
-                }
-            }
-        }
 
         let mut tok = Tokenizer {
-            kind,
-            pre_name,
-            pre,
-            tokens,
-            texts,
-            text_to_id,
+            kind: vocab_type.kind,
+            pre_name: vocab_type.pre_name,
+            pre: vocab_type.pre,
+            tokens: vocab.tokens,
+            texts: vocab.texts,
+            text_to_id: vocab.text_to_id,
             pieces: Vec::new(),
             piece_at: Vec::new(),
-            pair_ranks,
-            odd_ranks,
-            byte_tokens: [None; 256],
+            pair_ranks: merges.pair_ranks,
+            odd_ranks: merges.odd_ranks,
+            byte_tokens,
             special,
             eog,
-            bos,
-            eos,
-            eot,
-            eom,
-            unk,
-            pad,
-            add_bos,
-            add_eos,
-            add_space_prefix,
-            clean_spaces,
-            ignore_merges,
+            bos: ids.bos,
+            eos: ids.eos,
+            eot: ids.eot,
+            eom: ids.eom,
+            unk: ids.unk,
+            pad: ids.pad,
+            add_bos: ids.add_bos,
+            add_eos: ids.add_eos,
+            add_space_prefix: vocab_type.add_space_prefix,
+            clean_spaces: vocab_type.clean_spaces,
+            ignore_merges: vocab_type.ignore_merges,
             warnings,
         };
-        if kind == TokenizerKind::Spm {
-            for b in 0..=255u8 {
-                tok.byte_tokens[b as usize] = tok
-                    .lookup(format!("<0x{b:02X}>").as_bytes())
-                    .or_else(|| tok.lookup(&[b]));
-            }
-        }
         tok.build_pieces();
         Ok(tok)
     }
