@@ -21,6 +21,8 @@ use anyhow::{ensure, Context as _, Result};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
+use loupe_gguf::atomic::{Kind, Overwrite};
+
 use crate::model::kv_cache::KvType;
 use crate::model::{Context, Logits, Model};
 
@@ -78,9 +80,10 @@ pub struct Session<'m> {
     tokens: Vec<u32>, // (n_past) the ids at cache positions 0..n_past
 }
 
-/// Magic bytes opening a session file, then the format version.
-const MAGIC: &[u8; 8] = b"LOUPESES";
+/// Magic bytes opening a session file (`LOUPESES`), then the format version.
+const MAGIC: &[u8] = Kind::Session.magic();
 pub const FILE_VERSION: u32 = 1;
+
 
 /// Why a session file was refused.
 #[derive(Debug, thiserror::Error)]
@@ -254,11 +257,13 @@ fn kv_name(t: KvType) -> &'static str {
 impl Session<'_> {
     /// Write the session (token history, KV cache of positions `0..len`, and `extra`: the
     /// chat's transcript and settings) to `path`, through a temporary file renamed into
-    /// place.
+    /// place. An existing file is replaced when it is a session (or empty), any regular
+    /// file with [`Overwrite::AnyFile`]; never a device, a folder or an open model (see
+    /// [`loupe_gguf::atomic`]).
     ///
     /// Layout: magic, version (u32 LE), header length (u64 LE), header JSON, cache length
     /// (u64 LE), cache bytes, SHA-256 of everything before it.
-    pub fn save(&self, path: &Path, extra: &Value) -> Result<u64> {
+    pub fn save(&self, path: &Path, extra: &Value, overwrite: Overwrite) -> Result<u64> {
         let model = self.model();
         let cache = self.ctx.kv_cache();
         let header = json!({
@@ -281,8 +286,7 @@ impl Session<'_> {
         let sum = Sha256::digest(&buf);
         buf.extend_from_slice(&sum);
 
-        loupe_gguf::atomic::write_atomically(path, "session", &buf)
-            .with_context(|| format!("cannot write {}", path.display()))?;
+        loupe_gguf::atomic::write_atomically(path, "session", Kind::Session, overwrite, &buf)?;
         Ok(buf.len() as u64)
     }
 

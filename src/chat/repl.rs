@@ -19,6 +19,7 @@ use super::ui::Style;
 use super::zoom;
 use loupe_engine::generate::StopReason;
 use loupe_engine::sample::SamplerSettings;
+use loupe_gguf::atomic::Overwrite;
 
 /// Set by SIGINT while a reply is being written (the line editor reads Ctrl-C as a key).
 static INTERRUPT: AtomicBool = AtomicBool::new(false);
@@ -312,7 +313,7 @@ fn command(conv: &mut Conversation, cmd: Command, info: &ReplInfo, st: Style) ->
             );
         }
         Command::Save(p) => {
-            let bytes = conv.save(&p)?;
+            let bytes = conv.save(&p, Overwrite::SameKind)?;
             println!(
                 "{}",
                 st.dim(&format!(
