@@ -102,7 +102,7 @@ fn editor() -> Reedline {
 pub fn run(conv: &mut Conversation, info: &ReplInfo) -> Result<()> {
     let st = Style::detect();
     // Ctrl-C while a reply streams: stop it, keep what was written.
-    let _ = ctrlc::set_handler(|| INTERRUPT.store(true, Ordering::SeqCst));
+    crate::signals::ctrl_c_sets(&INTERRUPT);
     let mut ed = editor();
     let mut zoom_on = false;
     let mut pending_edit: Option<usize> = None;
