@@ -2,8 +2,8 @@
 //!
 //! It owns the command line ([`cli`]), the chat front end ([`chat`]: templates, the REPL,
 //! piped mode), the quantization driver ([`quantize`]), `loupe compare` ([`compare`]),
-//! benchmarks ([`bench`]), random-weight models ([`synth`]) and where models live
-//! ([`store`]). The model itself — forward pass, tokenizer, sampler, sessions, the
+//! benchmarks ([`bench`]), random-weight models ([`synth`]), where models live
+//! ([`store`]) and what a signal does ([`signals`]). The model itself — forward pass, tokenizer, sampler, sessions, the
 //! generation loop — is the `loupe-engine` crate; the file format is `loupe-gguf`; the
 //! kernels are `loupe-quant`. Only this crate prints. `ARCHITECTURE.md` maps it all.
 
@@ -12,5 +12,6 @@ pub mod chat;
 pub mod cli;
 pub mod compare;
 pub mod quantize;
+pub mod signals;
 pub mod store;
 pub mod synth;

@@ -24,7 +24,7 @@ use crate::quantize::recipe::{llama_order, ModelFacts, Overrides, Recipe};
 use crate::quantize::{parse_tensor_type, FileType, QUANTIZATION_VERSION};
 use loupe_engine::model::config::Arch;
 use loupe_engine::sample::splitmix64;
-use loupe_gguf::atomic::AtomicFile;
+use loupe_gguf::atomic::{AtomicFile, Kind, Overwrite};
 use loupe_gguf::{
     align_up, Array, GgufFile, GgufWriter, Metadata, TensorInfo, Value, ALIGNMENT_KEY,
     DEFAULT_ALIGNMENT,
@@ -541,13 +541,27 @@ fn fill_row(fill: Fill, seed: u64, index: usize, row: usize, xs: &mut [f32]) {
 }
 
 /// Write `shape` with `weights` to `out` (atomically: a temporary file, synced, renamed),
-/// with the tokenizer of `vocab_from` fitted to the shape's vocabulary size.
+/// with the tokenizer of `vocab_from` fitted to the shape's vocabulary size. An existing
+/// `out` is replaced only when it is a GGUF model.
 pub fn write_shape(
     shape: &Shape,
     weights: WeightTypes,
     seed: u64,
     vocab_from: &GgufFile,
     out: &Path,
+) -> Result<SynthReport> {
+    write_shape_with(shape, weights, seed, vocab_from, out, Overwrite::SameKind)
+}
+
+/// [`write_shape`], saying which existing file `out` may replace (`--force`: any regular
+/// file).
+pub fn write_shape_with(
+    shape: &Shape,
+    weights: WeightTypes,
+    seed: u64,
+    vocab_from: &GgufFile,
+    out: &Path,
+    overwrite: Overwrite,
 ) -> Result<SynthReport> {
     ensure!(
         shape.n_layer > 0 && shape.n_head > 0 && shape.n_kv_head > 0,
@@ -596,8 +610,7 @@ pub fn write_shape(
     let data_start = align_up(header.len() as u64, align).context("header size")?;
     header.resize(data_start as usize, 0);
 
-    let tmp = AtomicFile::create(out, "synth")
-        .with_context(|| format!("cannot create a temporary file beside {}", out.display()))?;
+    let tmp = AtomicFile::create(out, "synth", Kind::Gguf, overwrite)?;
     let io_err = || format!("cannot write {}", tmp.temp_path().display());
     {
         let mut w = tmp.writer();
@@ -644,8 +657,7 @@ pub fn write_shape(
         planned.len()
     );
     drop(check);
-    tmp.commit()
-        .with_context(|| format!("cannot write {}", out.display()))?;
+    tmp.commit()?;
 
     let mut counts: Vec<(GgmlType, usize)> = Vec::new();
     for &t in &types {

@@ -12,6 +12,7 @@
 //! bound to the model that made it. No terminal I/O here.
 
 use std::fmt;
+use std::fs::File;
 use std::io::Read;
 use std::path::Path;
 use std::str::FromStr;
@@ -20,6 +21,8 @@ use std::time::Instant;
 use anyhow::{ensure, Context as _, Result};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
+
+use loupe_gguf::atomic::{Kind, Overwrite};
 
 use crate::model::kv_cache::KvType;
 use crate::model::{Context, Logits, Model};
@@ -78,15 +81,33 @@ pub struct Session<'m> {
     tokens: Vec<u32>, // (n_past) the ids at cache positions 0..n_past
 }
 
-/// Magic bytes opening a session file, then the format version.
-const MAGIC: &[u8; 8] = b"LOUPESES";
+/// Magic bytes opening a session file (`LOUPESES`), then the format version.
+const MAGIC: &[u8] = Kind::Session.magic();
 pub const FILE_VERSION: u32 = 1;
+
+/// A session header's size bound: a fixed allowance (system prompt, settings) plus a
+/// generous one per context position, far above what a conversation that fits takes.
+const HEADER_BASE: u64 = 1 << 20;
+const HEADER_PER_TOKEN: u64 = 4 << 10;
 
 /// Why a session file was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum SessionFileError {
     #[error("{0} is not a loupe session file")]
     NotASession(String),
+    #[error("{path} is {what}, not a loupe session file")]
+    NotAFile { path: String, what: &'static str },
+    #[error(
+        "{path} is {size} bytes, more than a session of this model with --ctx {n_ctx} can be \
+         ({max} bytes): it was saved with a longer context (run with a larger --ctx), or it \
+         is damaged"
+    )]
+    TooLarge {
+        path: String,
+        size: u64,
+        max: u64,
+        n_ctx: usize,
+    },
     #[error("{path} is a session file of version {found}; this loupe reads version {supported}")]
     Version {
         path: String,
@@ -254,11 +275,13 @@ fn kv_name(t: KvType) -> &'static str {
 impl Session<'_> {
     /// Write the session (token history, KV cache of positions `0..len`, and `extra`: the
     /// chat's transcript and settings) to `path`, through a temporary file renamed into
-    /// place.
+    /// place. An existing file is replaced when it is a session (or empty), any regular
+    /// file with [`Overwrite::AnyFile`]; never a device, a folder or an open model (see
+    /// [`loupe_gguf::atomic`]).
     ///
     /// Layout: magic, version (u32 LE), header length (u64 LE), header JSON, cache length
     /// (u64 LE), cache bytes, SHA-256 of everything before it.
-    pub fn save(&self, path: &Path, extra: &Value) -> Result<u64> {
+    pub fn save(&self, path: &Path, extra: &Value, overwrite: Overwrite) -> Result<u64> {
         let model = self.model();
         let cache = self.ctx.kv_cache();
         let header = json!({
@@ -281,24 +304,66 @@ impl Session<'_> {
         let sum = Sha256::digest(&buf);
         buf.extend_from_slice(&sum);
 
-        loupe_gguf::atomic::write_atomically(path, "session", &buf)
-            .with_context(|| format!("cannot write {}", path.display()))?;
+        loupe_gguf::atomic::write_atomically(path, "session", Kind::Session, overwrite, &buf)?;
         Ok(buf.len() as u64)
+    }
+
+    /// The largest session file this session could load: the fixed fields, a header of
+    /// at most [`HEADER_BASE`] plus [`HEADER_PER_TOKEN`] bytes per context position (token
+    /// ids and the transcript's text, JSON-escaped), and the KV cache of a full context.
+    fn max_file_len(&self) -> u64 {
+        let n_ctx = self.n_ctx() as u64;
+        let fixed = 8 + 4 + 8 + 8 + 32;
+        let header = HEADER_BASE + HEADER_PER_TOKEN * n_ctx;
+        let kv = self.ctx.kv_cache().saved_len(self.n_ctx()) as u64;
+        fixed + header + kv
     }
 
     /// Restore a session saved by [`Session::save`] into this one (same model, same KV
     /// type, at least as much context): the cache is filled from the file, nothing is
     /// evaluated. Returns the `extra` value given to `save`. On error the session is left
     /// as it was.
+    ///
+    /// Only a regular file is opened (a FIFO would wait for a writer, a device never end),
+    /// and its size is bounded before it is read: at most what a session of this context
+    /// holds.
     pub fn load(&mut self, path: &Path) -> Result<Value> {
         let p = path.display().to_string();
-        let buf = std::fs::read(path).with_context(|| format!("cannot read {p}"))?;
+        let meta = std::fs::metadata(path).with_context(|| format!("cannot read {p}"))?;
+        if let Some(what) = loupe_gguf::not_regular(meta.file_type()) {
+            return Err(SessionFileError::NotAFile { path: p, what }.into());
+        }
+        let mut file = File::open(path).with_context(|| format!("cannot read {p}"))?;
+        let mut head = Vec::with_capacity(12);
+        (&mut file)
+            .take(12)
+            .read_to_end(&mut head)
+            .with_context(|| format!("cannot read {p}"))?;
+        if head.len() < 12 || &head[..8] != MAGIC {
+            return Err(SessionFileError::NotASession(p).into());
+        }
+        let max = self.max_file_len();
+        let size = file.metadata().map_or(meta.len(), |m| m.len());
+        if size > max {
+            return Err(SessionFileError::TooLarge {
+                path: p,
+                size,
+                max,
+                n_ctx: self.n_ctx(),
+            }
+            .into());
+        }
+        let mut buf = head;
+        // `take`: the file may have grown since its size was read.
+        file.take(max - 12 + 1)
+            .read_to_end(&mut buf)
+            .with_context(|| format!("cannot read {p}"))?;
         let damaged = |reason: &str| SessionFileError::Damaged {
             path: p.clone(),
             reason: reason.to_string(),
         };
-        if buf.len() < 12 || &buf[..8] != MAGIC {
-            return Err(SessionFileError::NotASession(p).into());
+        if buf.len() as u64 > max {
+            return Err(damaged("it grew while it was read").into());
         }
         let version = u32::from_le_bytes(buf[8..12].try_into().unwrap());
         if version != FILE_VERSION {

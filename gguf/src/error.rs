@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use loupe_quant::QuantError;
 
+use crate::atomic::Kind;
+
 #[derive(Debug, thiserror::Error)]
 pub enum GgufError {
     #[error("{path}: {source}")]
@@ -57,8 +59,64 @@ pub enum GgufError {
     #[error("tensor {name:?}: {source}")]
     Quant { name: String, source: QuantError },
 
+    #[error("{} is {what}, not a GGUF file", path.display())]
+    NotAFile { path: PathBuf, what: &'static str },
+
     #[error("cannot write GGUF: {0}")]
     Write(String),
+
+    #[error(transparent)]
+    Destination(#[from] WriteError),
+}
+
+/// Why a file was not written (see [`crate::atomic`]). Each names the path as given, and
+/// the file a link leads to.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error("{dest} is {what}, not a regular file; loupe writes only regular files")]
+    NotAFile { dest: Dest, what: &'static str },
+
+    #[error("{dest} is a model open in this run; write to another path")]
+    OpenModel { dest: Dest },
+
+    #[error("{dest} already exists and is {}: pass --force to replace it", found_desc(*.found, *.writing))]
+    OtherKind {
+        dest: Dest,
+        found: Kind,
+        writing: Kind,
+    },
+
+    #[error("cannot write {dest}: {source}")]
+    Io { dest: Dest, source: std::io::Error },
+}
+
+fn found_desc(found: Kind, writing: Kind) -> String {
+    match found {
+        Kind::Data => format!("not {}", writing.name()),
+        _ => found.name().to_string(),
+    }
+}
+
+/// A destination as given, and the file it names once symbolic links are followed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Dest {
+    pub path: PathBuf,
+    pub target: PathBuf,
+}
+
+impl std::fmt::Display for Dest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.path == self.target {
+            write!(f, "{}", self.path.display())
+        } else {
+            write!(
+                f,
+                "{} (a link to {})",
+                self.path.display(),
+                self.target.display()
+            )
+        }
+    }
 }
 
 fn hex4(b: &[u8; 4]) -> String {

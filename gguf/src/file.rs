@@ -1,7 +1,13 @@
 //! A GGUF file opened by memory map: the parsed directory plus borrowed tensor bytes.
+//!
+//! Only regular files are opened (a FIFO would block the open, a device would be read
+//! without end), and every open file is listed by its device and inode until it is dropped,
+//! so that no write of this process replaces a model it has open ([`is_open`]).
 
-use std::fs::File;
+use std::fs::{self, File, FileType};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use memmap2::Mmap;
 
@@ -15,6 +21,45 @@ pub struct GgufFile {
     path: PathBuf,
     map: Mmap,
     dir: Directory,
+    id: FileId,
+}
+
+/// A file's identity: (device, inode).
+type FileId = (u64, u64);
+
+/// The GGUF files open in this process, once per [`GgufFile`] (a file opened twice is
+/// listed twice).
+static OPEN: Mutex<Vec<FileId>> = Mutex::new(Vec::new());
+
+fn open_files() -> std::sync::MutexGuard<'static, Vec<FileId>> {
+    OPEN.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Whether the file `meta` describes is a GGUF file this process has open.
+pub fn is_open(meta: &fs::Metadata) -> bool {
+    open_files().contains(&(meta.dev(), meta.ino()))
+}
+
+/// What a file that is not a regular one is, for messages ("a FIFO"); `None` for a regular
+/// file.
+pub fn not_regular(ft: FileType) -> Option<&'static str> {
+    Some(if ft.is_file() {
+        return None;
+    } else if ft.is_dir() {
+        "a directory"
+    } else if ft.is_fifo() {
+        "a FIFO"
+    } else if ft.is_char_device() {
+        "a character device"
+    } else if ft.is_block_device() {
+        "a block device"
+    } else if ft.is_socket() {
+        "a socket"
+    } else if ft.is_symlink() {
+        "a symbolic link"
+    } else {
+        "not a regular file"
+    })
 }
 
 impl GgufFile {
@@ -24,9 +69,15 @@ impl GgufFile {
             path: path.clone(),
             source,
         };
+        // Looked at before opening: opening a FIFO would wait for a writer.
+        let meta = fs::metadata(&path).map_err(io)?;
+        if let Some(what) = not_regular(meta.file_type()) {
+            return Err(GgufError::NotAFile { path, what });
+        }
         let file = File::open(&path).map_err(io)?;
-        if file.metadata().map_err(io)?.is_dir() {
-            return Err(io(std::io::Error::other("is a directory, not a GGUF file")));
+        let meta = file.metadata().map_err(io)?;
+        if let Some(what) = not_regular(meta.file_type()) {
+            return Err(GgufError::NotAFile { path, what });
         }
         // SAFETY: the map is read-only and private to this process. Another process
         // truncating or rewriting the file while it is mapped would change the bytes under
@@ -34,7 +85,9 @@ impl GgufFile {
         // written while in use.
         let map = unsafe { Mmap::map(&file) }.map_err(io)?;
         let dir = parse(&map)?;
-        Ok(GgufFile { path, map, dir })
+        let id = (meta.dev(), meta.ino());
+        open_files().push(id);
+        Ok(GgufFile { path, map, dir, id })
     }
 
     pub fn path(&self) -> &Path {
@@ -145,6 +198,15 @@ impl GgufFile {
             f(&buf[..n]);
         }
         Ok(())
+    }
+}
+
+impl Drop for GgufFile {
+    fn drop(&mut self) {
+        let mut open = open_files();
+        if let Some(i) = open.iter().position(|&id| id == self.id) {
+            open.swap_remove(i);
+        }
     }
 }
 

@@ -15,8 +15,8 @@ mod parse;
 mod value;
 mod writer;
 
-pub use error::{GgufError, Result};
-pub use file::GgufFile;
+pub use error::{Dest, GgufError, Result, WriteError};
+pub use file::{not_regular, GgufFile};
 pub use metadata::Metadata;
 pub use parse::{align_up, parse, Directory, ALIGNMENT_KEY, DEFAULT_ALIGNMENT, MAX_DIMS};
 pub use value::{Array, Value, ValueType};

@@ -9,7 +9,7 @@ use std::path::Path;
 use byteorder::{LittleEndian as LE, WriteBytesExt};
 use loupe_quant::GgmlType;
 
-use super::atomic::AtomicFile;
+use super::atomic::{AtomicFile, Kind, Overwrite};
 use super::error::{GgufError, Result};
 use super::metadata::Metadata;
 use super::parse::{align_up, ALIGNMENT_KEY, DEFAULT_ALIGNMENT, MAGIC, MAX_DIMS};
@@ -127,7 +127,8 @@ impl<'a> GgufWriter<'a> {
         w.flush().map_err(io)
     }
 
-    /// Write to `path` atomically: a temporary file in the same folder, synced, then renamed.
+    /// Write to `path` atomically: a temporary file in the same folder, synced, then renamed
+    /// (over a GGUF file or an empty one only; see [`crate::atomic`]).
     pub fn write(&self, path: impl AsRef<Path>) -> Result<()> {
         let path = path.as_ref();
         let io = |e: std::io::Error| GgufError::Io {
@@ -135,12 +136,12 @@ impl<'a> GgufWriter<'a> {
             source: e,
         };
         self.check()?;
-        let f = AtomicFile::create(path, "write").map_err(io)?;
+        let f = AtomicFile::create(path, "write", Kind::Gguf, Overwrite::SameKind)?;
         let mut w = f.writer();
         self.write_to(&mut w)?;
         w.flush().map_err(io)?;
         drop(w);
-        f.commit().map_err(io)
+        Ok(f.commit()?)
     }
 
     /// The whole file as bytes (tests and tools that build small files in memory).

@@ -2,7 +2,7 @@
 //! replies streamed token by token, Ctrl-C to stop a reply, slash commands.
 
 use std::borrow::Cow;
-use std::io::{self, Write};
+use std::io::{self, IsTerminal, Write};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -19,6 +19,7 @@ use super::ui::Style;
 use super::zoom;
 use loupe_engine::generate::StopReason;
 use loupe_engine::sample::SamplerSettings;
+use loupe_gguf::atomic::{check_destination, Kind, Overwrite, WriteError};
 
 /// Set by SIGINT while a reply is being written (the line editor reads Ctrl-C as a key).
 static INTERRUPT: AtomicBool = AtomicBool::new(false);
@@ -101,7 +102,7 @@ fn editor() -> Reedline {
 pub fn run(conv: &mut Conversation, info: &ReplInfo) -> Result<()> {
     let st = Style::detect();
     // Ctrl-C while a reply streams: stop it, keep what was written.
-    let _ = ctrlc::set_handler(|| INTERRUPT.store(true, Ordering::SeqCst));
+    crate::signals::ctrl_c_sets(&INTERRUPT);
     let mut ed = editor();
     let mut zoom_on = false;
     let mut pending_edit: Option<usize> = None;
@@ -312,7 +313,25 @@ fn command(conv: &mut Conversation, cmd: Command, info: &ReplInfo, st: Style) ->
             );
         }
         Command::Save(p) => {
-            let bytes = conv.save(&p)?;
+            // A file of another kind is replaced only when the user says so.
+            let mut overwrite = Overwrite::SameKind;
+            if let Err(WriteError::OtherKind { dest, found, .. }) =
+                check_destination(&p, Kind::Session, Overwrite::SameKind)
+            {
+                let what = match found {
+                    Kind::Data => "not a loupe session".to_string(),
+                    k => format!("{}, not a loupe session", k.name()),
+                };
+                if !confirm(&format!("{dest} exists and is {what}: replace it?")) {
+                    println!(
+                        "{}",
+                        st.dim(&format!("not saved; {} is unchanged", p.display()))
+                    );
+                    return Ok(());
+                }
+                overwrite = Overwrite::AnyFile;
+            }
+            let bytes = conv.save(&p, overwrite)?;
             println!(
                 "{}",
                 st.dim(&format!(
@@ -345,6 +364,21 @@ fn command(conv: &mut Conversation, cmd: Command, info: &ReplInfo, st: Style) ->
         Command::Exit | Command::Edit(..) | Command::Regen | Command::Zoom(_) => {}
     }
     Ok(())
+}
+
+/// Ask a question on the terminal; only "y" or "yes" is a yes (end of input, or no
+/// terminal, is a no).
+fn confirm(question: &str) -> bool {
+    if !io::stdin().is_terminal() {
+        return false;
+    }
+    print!("{question} [y/N] ");
+    let _ = io::stdout().flush();
+    let mut answer = String::new();
+    match io::stdin().read_line(&mut answer) {
+        Ok(n) if n > 0 => matches!(answer.trim().to_lowercase().as_str(), "y" | "yes"),
+        _ => false,
+    }
 }
 
 fn show(conv: &Conversation, info: &ReplInfo) {

@@ -9,10 +9,12 @@ use serde_json::json;
 use super::conversation::Conversation;
 use super::template::Message;
 use loupe_engine::sample::SamplerSettings;
+use loupe_gguf::atomic::Overwrite;
 
 impl Conversation<'_> {
-    /// Write the conversation and its cache to `path`; the file's size.
-    pub fn save(&self, path: &Path) -> Result<u64> {
+    /// Write the conversation and its cache to `path`; the file's size. `overwrite` says
+    /// whether an existing file that is not a session may be replaced.
+    pub fn save(&self, path: &Path, overwrite: Overwrite) -> Result<u64> {
         let a = &self.sampler_settings;
         let c = self.sampler.config();
         let extra = json!({
@@ -31,7 +33,7 @@ impl Conversation<'_> {
             },
         });
         self.session
-            .save(path, &extra)
+            .save(path, &extra, overwrite)
             .with_context(|| format!("cannot save the session to {}", path.display()))
     }
 

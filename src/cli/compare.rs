@@ -19,7 +19,7 @@ use loupe_engine::model::kv_cache::KvType;
 use loupe_engine::model::{default_threads, Model, RunOptions};
 use loupe_engine::quality::Chunking;
 use loupe_engine::tokenizer::Tokenizer;
-use loupe_gguf::atomic::write_atomically;
+use loupe_gguf::atomic::{write_atomically, Kind, Overwrite, TempFolder};
 use loupe_gguf::GgufFile;
 
 const DEFAULT_CTX: usize = 512;
@@ -75,6 +75,10 @@ pub struct CompareArgs {
     /// With --ladder: accept an already-quantized source (quantized twice: worse).
     #[arg(long)]
     pub allow_requantize: bool,
+    /// Replace the --plot file, and the ladder's models in --out-dir, even when they are
+    /// files of another kind (a device, a folder or an open model never is).
+    #[arg(long)]
+    pub force: bool,
 }
 
 fn parse_ftype(s: &str) -> Result<FileType, String> {
@@ -119,7 +123,8 @@ pub fn run(args: &CompareArgs, out: &mut impl Write) -> Result<()> {
                         d.clone()
                     }
                     None => {
-                        let t = tempfile::tempdir().context("cannot create a temporary folder")?;
+                        let t = TempFolder::new("ladder")
+                            .context("cannot create a temporary folder")?;
                         let p = t.path().to_path_buf();
                         _tmp_dir = Some(t);
                         p
@@ -244,8 +249,13 @@ pub fn run(args: &CompareArgs, out: &mut impl Write) -> Result<()> {
             comparison.base.label
         );
         let svg = plot::svg(&points, &title, ladder.then_some(args.max_kld), ladder);
-        write_atomically(path, "plot", svg.as_bytes())
-            .with_context(|| format!("cannot write {}", path.display()))?;
+        write_atomically(
+            path,
+            "plot",
+            Kind::Data,
+            Overwrite::forced(args.force),
+            svg.as_bytes(),
+        )?;
         eprintln!("wrote {}", path.display());
     }
     if args.json {
@@ -286,6 +296,7 @@ fn quantize_ladder(
         let opts = QuantizeOptions {
             threads: args.threads.unwrap_or(0),
             allow_requantize: args.allow_requantize,
+            overwrite: Overwrite::forced(args.force),
             ..QuantizeOptions::new(ftype)
         };
         let report = quantize_model(&input, &path, &opts, &mut |_| {})

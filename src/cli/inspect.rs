@@ -10,7 +10,7 @@ use serde_json::{json, Map, Value as Json};
 
 use super::format;
 use loupe_engine::model::summary::ModelSummary;
-use loupe_gguf::atomic::AtomicFile;
+use loupe_gguf::atomic::{AtomicFile, Kind, Overwrite};
 use loupe_gguf::{Array, GgufFile, TensorInfo, Value};
 
 #[derive(Args, Debug)]
@@ -32,6 +32,10 @@ pub struct InspectArgs {
     /// With --tensor, write its dequantized values to FILE as little-endian f32.
     #[arg(long, value_name = "FILE", requires = "tensor")]
     pub dump: Option<PathBuf>,
+    /// With --dump, replace FILE even when it is a GGUF model or a chat session (a device,
+    /// a folder or the model being read never is).
+    #[arg(long, requires = "dump")]
+    pub force: bool,
 }
 
 /// Arrays longer than this are shown by their head in JSON unless `--full`.
@@ -51,7 +55,7 @@ pub fn run(args: &InspectArgs, out: &mut impl Write) -> Result<()> {
         })?;
         let stats = TensorStats::of(&file, t)?;
         if let Some(path) = &args.dump {
-            dump_f32(&file, t, path)?;
+            dump_f32(&file, t, path, Overwrite::forced(args.force))?;
         }
         if args.json {
             let mut j = tensor_json(t);
@@ -307,9 +311,8 @@ fn print_tensor(out: &mut impl Write, t: &TensorInfo, s: &TensorStats) -> Result
 }
 
 /// Write the tensor's values as little-endian f32, atomically (temporary file, rename).
-fn dump_f32(file: &GgufFile, t: &TensorInfo, path: &Path) -> Result<()> {
-    let tmp = AtomicFile::create(path, "dump")
-        .with_context(|| format!("cannot create a file beside {}", path.display()))?;
+fn dump_f32(file: &GgufFile, t: &TensorInfo, path: &Path, overwrite: Overwrite) -> Result<()> {
+    let tmp = AtomicFile::create(path, "dump", Kind::Data, overwrite)?;
     let mut w = tmp.writer();
     let mut io_err = None;
     file.dequantize_chunked(t, 1 << 20, |xs| {
@@ -327,8 +330,7 @@ fn dump_f32(file: &GgufFile, t: &TensorInfo, path: &Path) -> Result<()> {
     w.flush()
         .with_context(|| format!("cannot write {}", path.display()))?;
     drop(w);
-    tmp.commit()
-        .with_context(|| format!("cannot write {}", path.display()))?;
+    tmp.commit()?;
     Ok(())
 }
 

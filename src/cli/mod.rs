@@ -62,6 +62,10 @@ pub enum Command {
 /// Parse the arguments, run the subcommand, and turn its outcome into an exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Ctrl-C and SIGTERM remove the temporary files being written; the stale ones a killed
+    // run left are removed by the next write in their folder, and said.
+    crate::signals::install();
+    loupe_gguf::atomic::set_note_sink(|note| eprintln!("loupe: {note}"));
     // A LOUPE_KERNELS request this CPU cannot honour is said once, before any work.
     if let Some(note) = loupe_quant::kernels::kernels_note() {
         eprintln!("loupe: {note}");

@@ -12,6 +12,7 @@ use super::format::ProgressLine;
 use crate::quantize::{
     parse_tensor_type, quantize_model, FileType, QuantizeEvent, QuantizeOptions,
 };
+use loupe_gguf::atomic::Overwrite;
 use loupe_gguf::GgufFile;
 
 #[derive(Args, Debug)]
@@ -40,6 +41,10 @@ pub struct QuantizeArgs {
     /// quality twice.
     #[arg(long)]
     pub allow_requantize: bool,
+    /// Replace OUTPUT even when it is not a GGUF model (a GGUF file is always replaced;
+    /// a device, a folder or the model being read never is).
+    #[arg(long)]
+    pub force: bool,
 }
 
 impl FileType {
@@ -61,6 +66,7 @@ pub fn run(args: &QuantizeArgs, out: &mut impl Write) -> Result<()> {
         output_tensor_type: args.output_tensor_type,
         token_embedding_type: args.token_embedding_type,
         allow_requantize: args.allow_requantize,
+        overwrite: Overwrite::forced(args.force),
     };
     let mut line = ProgressLine::terminal_only();
     let report = quantize_model(&input, &args.output, &opts, &mut |ev| match ev {

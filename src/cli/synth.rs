@@ -10,7 +10,8 @@ use std::time::Instant;
 use anyhow::{ensure, Context, Result};
 use clap::Args;
 
-use crate::synth::{write_shape, Shape, WeightTypes};
+use crate::synth::{write_shape_with, Shape, WeightTypes};
+use loupe_gguf::atomic::Overwrite;
 use loupe_gguf::GgufFile;
 
 #[derive(Args, Debug)]
@@ -34,6 +35,10 @@ pub struct SynthArgs {
     /// Override the shape's layer count (quick tests of big shapes).
     #[arg(long, value_name = "N")]
     pub layers: Option<usize>,
+    /// Replace OUT even when it is not a GGUF model (a GGUF file is always replaced; a
+    /// device, a folder or an open model never is).
+    #[arg(long)]
+    pub force: bool,
 }
 
 fn parse_weight_types(s: &str) -> Result<WeightTypes, String> {
@@ -58,7 +63,15 @@ pub fn run(args: &SynthArgs, out: &mut impl Write) -> Result<()> {
         )
     })?;
     let t0 = Instant::now();
-    let report = write_shape(&shape, args.ty, args.seed, &vocab_from, &args.out)?;
+    let overwrite = Overwrite::forced(args.force);
+    let report = write_shape_with(
+        &shape,
+        args.ty,
+        args.seed,
+        &vocab_from,
+        &args.out,
+        overwrite,
+    )?;
     let secs = t0.elapsed().as_secs_f64();
     if let Some(note) = &report.vocab_note {
         eprintln!("note: {note}");

@@ -6,7 +6,8 @@
 //! The output is streamed: the header is written first (every tensor's type and size is
 //! known before any is quantized), then each tensor a slab of rows at a time, so memory
 //! stays near one slab rather than the whole model. The file is written under a temporary
-//! name beside the destination and renamed when complete.
+//! name beside the destination and renamed when complete (`loupe_gguf::atomic`: it
+//! replaces a GGUF file, any file only with `overwrite`, never the model being read).
 
 pub mod recipe;
 
@@ -21,7 +22,7 @@ use loupe_quant::{GgmlType, QuantError};
 use rayon::prelude::*;
 
 use loupe_engine::model::ftype::file_type_name;
-use loupe_gguf::atomic::AtomicFile;
+use loupe_gguf::atomic::{AtomicFile, Kind, Overwrite, WriteError};
 use loupe_gguf::{
     align_up, GgufError, GgufFile, GgufWriter, Metadata, TensorInfo, TensorToWrite, Value,
     ALIGNMENT_KEY, DEFAULT_ALIGNMENT,
@@ -179,6 +180,9 @@ pub struct QuantizeOptions {
     pub token_embedding_type: Option<GgmlType>,
     /// Accept an already-quantized source (decoded, then quantized again).
     pub allow_requantize: bool,
+    /// Which existing file the output may replace: a GGUF model (the default), or any
+    /// regular file.
+    pub overwrite: Overwrite,
 }
 
 /// What the quantizer tells whoever shows its work, as it goes; it prints nothing itself.
@@ -212,6 +216,7 @@ impl QuantizeOptions {
             output_tensor_type: None,
             token_embedding_type: None,
             allow_requantize: false,
+            overwrite: Overwrite::SameKind,
         }
     }
 }
@@ -236,6 +241,8 @@ pub enum QuantizeError {
     SameFile(PathBuf),
     #[error(transparent)]
     Gguf(#[from] GgufError),
+    #[error(transparent)]
+    Write(#[from] WriteError),
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -510,7 +517,7 @@ pub fn quantize_model(
         path: out.to_path_buf(),
         source: e,
     };
-    let tmp = AtomicFile::create(out, "quantize").map_err(io)?;
+    let tmp = AtomicFile::create(out, "quantize", Kind::Gguf, opts.overwrite)?;
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(opts.threads)
         .build()
@@ -572,7 +579,7 @@ pub fn quantize_model(
         }
         w.flush().map_err(io)?;
     }
-    tmp.commit().map_err(io)?;
+    tmp.commit()?;
     Ok(QuantizeReport {
         tensors: report,
         fallbacks,
