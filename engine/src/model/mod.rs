@@ -66,6 +66,15 @@ impl Model {
         })
     }
 
+    /// Check that `file` is a model loupe can run, its configuration and tensors in
+    /// agreement, as [`Model::load`] does, without starting anything: for the commands
+    /// that read a model without running it (`inspect`, `quantize`).
+    pub fn check(file: &GgufFile) -> Result<Config> {
+        let config = Config::from_file(file)?;
+        Weights::load(file, &config)?;
+        Ok(config)
+    }
+
     /// Wait for the background repack of the weights, if one runs (benchmarks time the
     /// model as it runs once loaded). Returns whether packed weights are in use.
     pub fn wait_repacked(&self) -> bool {
