@@ -11,6 +11,7 @@
 use anyhow::{Context, Result};
 use rayon::prelude::*;
 
+use super::memory::product;
 use super::weights::Matrix;
 
 pub struct Matmul {
@@ -30,6 +31,16 @@ impl Matmul {
             tmp: vec![0.0; (max_rows * max_batch).max(vocab)],
             token: vec![0; 3 * max_cols * 4],
         }
+    }
+
+    /// Bytes [`Matmul::new`] allocates with these arguments; `None` past 64 bits.
+    pub fn bytes(max_batch: usize, max_cols: usize, max_rows: usize, vocab: usize) -> Option<u64> {
+        let qact = product(&[max_batch, max_cols, 4])?;
+        let tmp = product(&[max_rows, max_batch])?
+            .max(vocab as u64)
+            .checked_mul(4)?;
+        let token = product(&[3, max_cols, 4])?;
+        qact.checked_add(tmp)?.checked_add(token)
     }
 
     /// out (b, w.rows) = x (b, w.cols) · wᵀ.

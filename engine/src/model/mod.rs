@@ -9,6 +9,7 @@ pub mod forward;
 pub mod ftype;
 pub mod kv_cache;
 pub mod matmul;
+pub mod memory;
 pub mod ops;
 pub mod repack;
 pub mod summary;
@@ -141,6 +142,8 @@ impl<'m> Context<'m> {
         let c = &model.config;
         ensure!(o.n_ctx > 0, "--ctx must be at least 1");
         ensure!(o.threads > 0, "--threads must be at least 1");
+        // Before a byte is allocated: the buffers below must fit in the memory available.
+        memory::check(model, &o)?;
         let batch = o.batch.clamp(1, o.n_ctx);
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(o.threads)
