@@ -248,6 +248,7 @@ pub fn run(args: &CompareArgs, out: &mut impl Write) -> Result<()> {
             .with_context(|| format!("cannot write {}", path.display()))?;
         eprintln!("wrote {}", path.display());
     }
+    let broken = not_finite(&comparison);
     if args.json {
         let v = to_json(&comparison, &text_name, tokens.len(), secs, args, rec);
         writeln!(out, "{v}")?;
@@ -261,7 +262,50 @@ pub fn run(args: &CompareArgs, out: &mut impl Write) -> Result<()> {
             )?;
         }
     }
-    Ok(())
+    // NaN figures are shown as NaN, then the command fails and says whose logits.
+    broken.map_or(Ok(()), Err)
+}
+
+/// Which models' logits were not finite (NaN weights): their figures are NaN.
+fn not_finite(c: &Comparison) -> Option<anyhow::Error> {
+    let positions = |n: usize| {
+        format!(
+            "{n} of {} positions",
+            c.results.first().map_or(0, |r| r.agreement.count())
+        )
+    };
+    if let Some(n) = c
+        .results
+        .first()
+        .map(|r| r.agreement.nll_base.non_finite)
+        .filter(|&n| n > 0)
+    {
+        return Some(anyhow::anyhow!(
+            "the base model {}'s logits are not finite (NaN or infinite) at {}: nothing can \
+             be compared against it",
+            c.base.label,
+            positions(n)
+        ));
+    }
+    let models: Vec<String> = c
+        .results
+        .iter()
+        .filter(|r| r.agreement.nll.non_finite > 0)
+        .map(|r| {
+            format!(
+                "{} ({})",
+                r.facts.label,
+                positions(r.agreement.nll.non_finite)
+            )
+        })
+        .collect();
+    (!models.is_empty()).then(|| {
+        anyhow::anyhow!(
+            "the logits of {} are not finite (NaN or infinite), so their figures are NaN: \
+             their weights hold NaN or infinite values",
+            models.join(", ")
+        )
+    })
 }
 
 /// Quantize `source` to each of `args.types` into `dir`; the files and their labels.

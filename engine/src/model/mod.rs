@@ -95,10 +95,31 @@ impl Model {
         self.repack.as_ref().and_then(|r| r.failure())
     }
 
+    /// The first 1-D F32 tensor (a norm's weights, a bias) holding a NaN or infinite value,
+    /// by name: where NaN logits most likely came from ([`non_finite_vector`]).
+    pub fn non_finite_vector(&self) -> Option<&str> {
+        non_finite_vector(&self.file)
+    }
+
     /// The context length used when none is asked for: the model's own, at most 4096.
     pub fn default_ctx(&self) -> usize {
         self.config.n_ctx_train.clamp(1, 4096)
     }
+}
+
+/// The first 1-D F32 tensor of `file` (a norm's weights, a bias) holding a NaN or
+/// infinite value, by name. Reads every such vector: small, but for the error path and
+/// `inspect`, not the token path.
+pub fn non_finite_vector(file: &GgufFile) -> Option<&str> {
+    file.tensors()
+        .iter()
+        .filter(|t| t.ty == loupe_quant::GgmlType::F32 && t.dims.len() == 1)
+        .find(|t| {
+            file.tensor_data(t)
+                .chunks_exact(4)
+                .any(|b| !f32::from_le_bytes([b[0], b[1], b[2], b[3]]).is_finite())
+        })
+        .map(|t| t.name.as_str())
 }
 
 /// How to run a model: context length, KV cache type, threads, batch size.
