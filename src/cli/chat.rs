@@ -33,7 +33,8 @@ pub struct ChatArgs {
     /// Context length in tokens [default: the model's, at most 4096].
     #[arg(long, value_name = "N")]
     pub ctx: Option<usize>,
-    /// Threads for the matmuls and attention [default: physical cores].
+    /// Threads for the matmuls and attention [default: physical cores; at most the
+    /// logical CPUs].
     #[arg(short = 't', long, value_name = "N")]
     pub threads: Option<usize>,
     /// Element type of the KV cache: f16 (llama.cpp's default) or f32.
@@ -80,7 +81,7 @@ pub fn run(args: &ChatArgs, out: &mut impl Write) -> Result<()> {
     }
     let n_ctx = args.ctx.unwrap_or_else(|| model.default_ctx());
     let kv_type = KvType::parse(&args.kv_type)?;
-    let threads = args.threads.unwrap_or_else(default_threads);
+    let threads = crate::cli::model_args::threads(args.threads)?.unwrap_or_else(default_threads);
     // Context::new refuses a context the memory cannot hold, with the arithmetic.
     let ctx = Context::new(
         &model,

@@ -57,7 +57,7 @@ pub struct CompareArgs {
     /// Score at most N chunks.
     #[arg(long, value_name = "N")]
     pub chunks: Option<usize>,
-    /// Threads [default: physical cores].
+    /// Threads [default: physical cores; at most the logical CPUs].
     #[arg(short = 't', long, value_name = "N")]
     pub threads: Option<usize>,
     /// Element type of the KV cache: f16 or f32.
@@ -100,7 +100,7 @@ fn load(path: &Path, label: String) -> Result<Loaded> {
 }
 
 pub fn run(args: &CompareArgs, out: &mut impl Write) -> Result<()> {
-    ensure!(args.threads != Some(0), "--threads must be at least 1");
+    let threads = super::model_args::threads(args.threads)?;
     // The ladder's models: quantized first, into a folder that lives until the end.
     let mut _tmp_dir = None;
     let (base_path, base_label, models): (PathBuf, String, Vec<(PathBuf, String)>) =
@@ -125,7 +125,7 @@ pub fn run(args: &CompareArgs, out: &mut impl Write) -> Result<()> {
                         p
                     }
                 };
-                let models = quantize_ladder(args, source, &dir)?;
+                let models = quantize_ladder(args, threads, source, &dir)?;
                 let src = GgufFile::open(source)
                     .with_context(|| format!("cannot read model {}", source.display()))?;
                 let label = loupe_engine::model::summary::ModelSummary::of(&src)
@@ -201,7 +201,7 @@ pub fn run(args: &CompareArgs, out: &mut impl Write) -> Result<()> {
     let run = RunOptions {
         n_ctx,
         kv_type: KvType::parse(&args.kv_type)?,
-        threads: args.threads.unwrap_or_else(default_threads),
+        threads: threads.unwrap_or_else(default_threads),
         batch: n_ctx,
     };
     let bos = if base.tokenizer.add_bos() {
@@ -311,6 +311,7 @@ fn not_finite(c: &Comparison) -> Option<anyhow::Error> {
 /// Quantize `source` to each of `args.types` into `dir`; the files and their labels.
 fn quantize_ladder(
     args: &CompareArgs,
+    threads: Option<usize>,
     source: &Path,
     dir: &Path,
 ) -> Result<Vec<(PathBuf, String)>> {
@@ -328,7 +329,7 @@ fn quantize_ladder(
             args.types.len()
         );
         let opts = QuantizeOptions {
-            threads: args.threads.unwrap_or(0),
+            threads: threads.unwrap_or(0),
             allow_requantize: args.allow_requantize,
             ..QuantizeOptions::new(ftype)
         };

@@ -28,7 +28,7 @@ pub struct PerplexityArgs {
     /// Score at most N chunks.
     #[arg(long, value_name = "N")]
     pub chunks: Option<usize>,
-    /// Threads [default: physical cores].
+    /// Threads [default: physical cores; at most the logical CPUs].
     #[arg(short = 't', long, value_name = "N")]
     pub threads: Option<usize>,
     /// Element type of the KV cache: f16 or f32.
