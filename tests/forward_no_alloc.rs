@@ -1,5 +1,6 @@
 //! The forward pass allocates nothing per token: after the first few tokens (buffers and
-//! the thread pool warm), generating more tokens makes no heap allocation at all.
+//! the thread pool warm), generating more tokens makes no heap allocation at all. And the
+//! memory check before a context is allocated counts what `Context::new` allocates.
 //! Its own test binary, so the global allocation counter sees only this test.
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -7,15 +8,17 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use loupe::store::GEMMA3_270M;
 use loupe_engine::model::kv_cache::KvType;
-use loupe_engine::model::{Context, Logits, Model, RunOptions};
+use loupe_engine::model::{memory, Context, Logits, Model, RunOptions};
 
 struct Counting;
 static ALLOCS: AtomicUsize = AtomicUsize::new(0);
+static BYTES: AtomicUsize = AtomicUsize::new(0);
 
 // SAFETY: forwards to the system allocator unchanged; only counts calls.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, l: Layout) -> *mut u8 {
         ALLOCS.fetch_add(1, Ordering::Relaxed);
+        BYTES.fetch_add(l.size(), Ordering::Relaxed);
         // SAFETY: same contract as the caller's.
         unsafe { System.alloc(l) }
     }
@@ -25,6 +28,7 @@ unsafe impl GlobalAlloc for Counting {
     }
     unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
         ALLOCS.fetch_add(1, Ordering::Relaxed);
+        BYTES.fetch_add(n.saturating_sub(l.size()), Ordering::Relaxed);
         // SAFETY: same contract as the caller's.
         unsafe { System.realloc(p, l, n) }
     }
@@ -50,7 +54,16 @@ fn generating_tokens_allocates_nothing() {
         threads: 2,
         batch: 16,
     };
+    let bytes = BYTES.load(Ordering::Relaxed);
     let mut ctx = Context::new(&model, opts).unwrap();
+    // What the memory check counted: at least what was allocated (it also counts buffers
+    // that grow later), and of the same size.
+    let allocated = BYTES.load(Ordering::Relaxed) - bytes;
+    let counted = memory::context_bytes(&model, &opts).unwrap() as usize;
+    assert!(
+        allocated <= counted && counted <= 2 * allocated,
+        "Context::new allocated {allocated} bytes, the memory check counts {counted}"
+    );
     ctx.eval(&[2, 818, 5279, 529], Logits::Last).unwrap();
     for t in 0..4 {
         ctx.eval(&[100 + t], Logits::Last).unwrap();

@@ -29,7 +29,9 @@ fn values(n: u64, seed: u64) -> Vec<f32> {
 }
 
 /// A llama-shaped model with F32 weights (8 layers, 8 query and 2 KV heads, untied
-/// output); `embd_type` lets the embedding be something else.
+/// output, a vocabulary of 64 without a tokenizer); `embd_type` lets the embedding be
+/// something else. Its metadata and tensors agree, as the quantizer checks for the
+/// architectures loupe runs.
 fn write_model(path: &Path, embd_type: GgmlType) {
     let mut md = Metadata::default();
     md.push("general.architecture", Value::String("llama".into()));
@@ -38,6 +40,10 @@ fn write_model(path: &Path, embd_type: GgmlType) {
     md.push("llama.attention.head_count", Value::U32(8));
     md.push("llama.attention.head_count_kv", Value::U32(2));
     md.push("llama.embedding_length", Value::U32(DIM as u32));
+    md.push("llama.feed_forward_length", Value::U32(HIDDEN as u32));
+    md.push("llama.context_length", Value::U32(256));
+    md.push("llama.attention.layer_norm_rms_epsilon", Value::F32(1e-5));
+    md.push("llama.vocab_size", Value::U32(64));
     let mut w = GgufWriter::new(md);
     let mut add = |name: String, dims: Vec<u64>, ty: GgmlType| {
         let n: u64 = dims.iter().product();

@@ -20,9 +20,49 @@ use std::time::Instant;
 
 use anyhow::{ensure, Context as _, Result};
 
+use crate::model::ops::all_finite;
+use crate::model::Model;
 use crate::sample::{softmax_prob, softmax_top, Sampler, Trace};
 use crate::session::{Session, SyncStats};
 use crate::tokenizer::{StreamDecoder, Tokenizer};
+
+/// Logits that are not numbers: NaN or infinite weights, or a KV cache holding them, make
+/// every logit NaN, and a draw from them would pick token 0 every time and print
+/// nonsense as if it were the model's answer.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error(
+    "the model's logits are not finite after {position} tokens ({nan} of {n} are NaN, {inf} \
+     infinite): its weights or the KV cache hold NaN or infinite values{culprit}"
+)]
+pub struct NonFiniteLogits {
+    /// Tokens evaluated before these logits.
+    pub position: usize,
+    pub nan: usize,
+    pub inf: usize,
+    pub n: usize,
+    /// " (tensor \"…\" does)", when one of the model's vectors does.
+    culprit: String,
+}
+
+/// The one check of the logits a token is drawn from (a pass over one row, beside the
+/// sampler's own).
+pub fn check_finite(model: &Model, logits: &[f32], position: usize) -> Result<(), NonFiniteLogits> {
+    if all_finite(logits) {
+        return Ok(());
+    }
+    let nan = logits.iter().filter(|v| v.is_nan()).count();
+    let culprit = model
+        .non_finite_vector()
+        .map(|name| format!(" (tensor {name:?} does)"))
+        .unwrap_or_default();
+    Err(NonFiniteLogits {
+        position,
+        nan,
+        inf: logits.iter().filter(|v| v.is_infinite()).count(),
+        n: logits.len(),
+        culprit,
+    })
+}
 
 /// Why a generation ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -129,11 +169,13 @@ impl<'g, 'm> Generator<'g, 'm> {
         cancel: Option<&'g AtomicBool>,
     ) -> Result<Generator<'g, 'm>> {
         ensure!(!prompt.is_empty(), "the prompt is empty");
+        let vocab = session.model().config.vocab_size;
         ensure!(
-            sampler.n_vocab() == session.model().config.vocab_size,
-            "the sampler is for {} tokens, the model has {}",
+            sampler.n_vocab() == vocab && tok.n_vocab() == vocab,
+            "the sampler is for {} tokens and the tokenizer has {}, but the model has {}",
             sampler.n_vocab(),
-            session.model().config.vocab_size
+            tok.n_vocab(),
+            vocab
         );
         let (prompt, _) = session.sync(prompt)?;
         Ok(Generator {
@@ -166,6 +208,7 @@ impl<'g, 'm> Generator<'g, 'm> {
     pub fn trace(&mut self, top: usize) -> Result<Trace> {
         self.evaluate_pending()?;
         let logits = self.session.last_logits().context("no logits to look at")?;
+        check_finite(self.session.model(), logits, self.session.len())?;
         Ok(self.sampler.trace(logits, top))
     }
 
@@ -184,6 +227,7 @@ impl<'g, 'm> Generator<'g, 'm> {
             .session
             .last_logits()
             .context("the session has no logits to sample from")?;
+        check_finite(self.session.model(), logits, self.session.len())?;
         let id = self.sampler.sample(logits);
         if self.tok.is_eog(id) {
             self.stop = Some(StopReason::Eog);

@@ -20,6 +20,10 @@ pub struct NllStats {
     pub sum: f64,
     pub sum2: f64,
     pub count: usize,
+    /// Scored tokens whose log-likelihood is not finite: their logits were NaN or
+    /// infinite (NaN weights). They stay in the sums, so the perplexity is NaN or infinite
+    /// too, never a number that looks like a model's.
+    pub non_finite: usize,
 }
 
 impl NllStats {
@@ -27,6 +31,9 @@ impl NllStats {
         self.sum += nll;
         self.sum2 += nll * nll;
         self.count += 1;
+        if !nll.is_finite() {
+            self.non_finite += 1;
+        }
     }
 
     pub fn ppl(&self) -> f64 {
@@ -305,6 +312,20 @@ mod tests {
         }
         assert!((s.ppl() - 8.0).abs() < 1e-9);
         assert!(s.ppl_err() < 1e-6);
+    }
+
+    #[test]
+    fn perplexity_of_nan_logits_is_nan() {
+        let mut s = NllStats::default();
+        s.add(-log_softmax(&[0.0; 8], 3));
+        s.add(-log_softmax(&[f32::NAN; 8], 3));
+        s.add(-log_softmax(&[1.0, f32::INFINITY, 0.0], 0));
+        assert_eq!((s.count, s.non_finite), (3, 2));
+        assert!(s.ppl().is_nan());
+        let mut a = Agreement::default();
+        a.add(&[1.0, 2.0], &[f32::NAN, f32::NAN], 1);
+        assert_eq!((a.nll_base.non_finite, a.nll.non_finite), (0, 1));
+        assert!(a.mean_kld().is_nan());
     }
 
     #[test]

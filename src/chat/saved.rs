@@ -61,7 +61,13 @@ impl Conversation<'_> {
         self.system = extra["system"].as_str().map(str::to_string);
         self.last_reply.clear();
         if let Some(n) = extra["n_predict"].as_i64() {
-            self.n_predict = n as i32;
+            self.n_predict = i32::try_from(n).map_err(|_| {
+                anyhow::anyhow!(
+                    "{}: n_predict = {n} is out of range (-1, or a count up to {})",
+                    path.display(),
+                    i32::MAX
+                )
+            })?;
         }
         if let Some(p) = extra["policy"].as_str().and_then(|p| p.parse().ok()) {
             self.policy = p;

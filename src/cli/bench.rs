@@ -31,7 +31,7 @@ pub struct BenchArgs {
     /// Tokens generated one at a time in the tg test (0 skips it).
     #[arg(short = 'n', long = "n-gen", value_name = "N", default_value_t = 128)]
     pub n_gen: usize,
-    /// Threads [default: physical cores].
+    /// Threads [default: physical cores; at most the logical CPUs].
     #[arg(short = 't', long, value_name = "N")]
     pub threads: Option<usize>,
     /// Timed repetitions of each test, after one untimed warm-up.
@@ -49,8 +49,7 @@ pub struct BenchArgs {
 }
 
 pub fn run(args: &BenchArgs, out: &mut impl Write) -> Result<()> {
-    let threads = args.threads.unwrap_or_else(default_threads);
-    ensure!(threads > 0, "--threads must be at least 1");
+    let threads = super::model_args::threads(args.threads)?.unwrap_or_else(default_threads);
     if args.bandwidth {
         return bandwidth(args, threads, out);
     }

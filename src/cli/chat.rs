@@ -12,7 +12,7 @@ use crate::chat::repl::{self, ReplInfo};
 use crate::chat::{ChatTemplate, Conversation};
 use crate::cli::sampler_args::SamplerArgs;
 use crate::store::{KnownModel, QWEN25_CODER_05B};
-use loupe_engine::model::kv_cache::{KvCache, KvType};
+use loupe_engine::model::kv_cache::KvType;
 use loupe_engine::model::{default_threads, Context, Model, RunOptions};
 use loupe_engine::session::{ContextPolicy, Session};
 use loupe_engine::tokenizer::Tokenizer;
@@ -33,7 +33,8 @@ pub struct ChatArgs {
     /// Context length in tokens [default: the model's, at most 4096].
     #[arg(long, value_name = "N")]
     pub ctx: Option<usize>,
-    /// Threads for the matmuls and attention [default: physical cores].
+    /// Threads for the matmuls and attention [default: physical cores; at most the
+    /// logical CPUs].
     #[arg(short = 't', long, value_name = "N")]
     pub threads: Option<usize>,
     /// Element type of the KV cache: f16 (llama.cpp's default) or f32.
@@ -80,8 +81,8 @@ pub fn run(args: &ChatArgs, out: &mut impl Write) -> Result<()> {
     }
     let n_ctx = args.ctx.unwrap_or_else(|| model.default_ctx());
     let kv_type = KvType::parse(&args.kv_type)?;
-    preflight(&model, n_ctx, kv_type)?;
-    let threads = args.threads.unwrap_or_else(default_threads);
+    let threads = crate::cli::model_args::threads(args.threads)?.unwrap_or_else(default_threads);
+    // Context::new refuses a context the memory cannot hold, with the arithmetic.
     let ctx = Context::new(
         &model,
         RunOptions {
@@ -123,51 +124,6 @@ pub fn run(args: &ChatArgs, out: &mut impl Write) -> Result<()> {
         };
         piped::run(&mut conv, io::stdin().lock(), out, &mut io::stderr(), &opts)
     }
-}
-
-/// Memory available for new allocations, from `/proc/meminfo` (bytes).
-fn mem_available() -> Option<u64> {
-    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
-}
-
-fn gib(b: u64) -> String {
-    format!("{:.2} GiB", b as f64 / (1u64 << 30) as f64)
-}
-
-/// Refuse before allocating when the model and a KV cache of `n_ctx` tokens cannot fit
-/// in the memory available, with the arithmetic and what to change.
-fn preflight(model: &Model, n_ctx: usize, kv_type: KvType) -> Result<()> {
-    let Some(avail) = mem_available() else {
-        return Ok(());
-    };
-    let c = &model.config;
-    let per_tok = KvCache::bytes(kv_type, c.n_layer, 1, c.kv_dim(), c.kv_dim_v()) as u64
-        // the f32 copies of one layer's keys and values the attention reads
-        + ((c.kv_dim() + c.kv_dim_v()) * 4) as u64;
-    let weights = model.file.file_size();
-    let kv = per_tok * n_ctx as u64;
-    let need = weights + kv;
-    if need <= avail {
-        return Ok(());
-    }
-    let fits = avail.saturating_sub(weights) / per_tok.max(1);
-    let hint = if fits >= 256 {
-        format!("try --ctx {}", (fits / 256) * 256)
-    } else {
-        "the weights alone nearly fill it: try a smaller quantization (Q4_K_M, Q4_0) or a smaller model".to_string()
-    };
-    bail!(
-        "not enough memory: the model takes {} and a KV cache of {n_ctx} tokens {} \
-         ({} per token), {} in all, but only {} is available; {hint}",
-        gib(weights),
-        gib(kv),
-        per_tok,
-        gib(need),
-        gib(avail)
-    )
 }
 
 /// The default chat model's path, fetching it first when it is missing.

@@ -57,7 +57,7 @@ pub struct CompareArgs {
     /// Score at most N chunks.
     #[arg(long, value_name = "N")]
     pub chunks: Option<usize>,
-    /// Threads [default: physical cores].
+    /// Threads [default: physical cores; at most the logical CPUs].
     #[arg(short = 't', long, value_name = "N")]
     pub threads: Option<usize>,
     /// Element type of the KV cache: f16 or f32.
@@ -104,7 +104,7 @@ fn load(path: &Path, label: String) -> Result<Loaded> {
 }
 
 pub fn run(args: &CompareArgs, out: &mut impl Write) -> Result<()> {
-    ensure!(args.threads != Some(0), "--threads must be at least 1");
+    let threads = super::model_args::threads(args.threads)?;
     // The ladder's models: quantized first, into a folder that lives until the end.
     let mut _tmp_dir = None;
     let (base_path, base_label, models): (PathBuf, String, Vec<(PathBuf, String)>) =
@@ -130,7 +130,7 @@ pub fn run(args: &CompareArgs, out: &mut impl Write) -> Result<()> {
                         p
                     }
                 };
-                let models = quantize_ladder(args, source, &dir)?;
+                let models = quantize_ladder(args, threads, source, &dir)?;
                 let src = GgufFile::open(source)
                     .with_context(|| format!("cannot read model {}", source.display()))?;
                 let label = loupe_engine::model::summary::ModelSummary::of(&src)
@@ -206,7 +206,7 @@ pub fn run(args: &CompareArgs, out: &mut impl Write) -> Result<()> {
     let run = RunOptions {
         n_ctx,
         kv_type: KvType::parse(&args.kv_type)?,
-        threads: args.threads.unwrap_or_else(default_threads),
+        threads: threads.unwrap_or_else(default_threads),
         batch: n_ctx,
     };
     let bos = if base.tokenizer.add_bos() {
@@ -258,6 +258,7 @@ pub fn run(args: &CompareArgs, out: &mut impl Write) -> Result<()> {
         )?;
         eprintln!("wrote {}", path.display());
     }
+    let broken = not_finite(&comparison);
     if args.json {
         let v = to_json(&comparison, &text_name, tokens.len(), secs, args, rec);
         writeln!(out, "{v}")?;
@@ -271,12 +272,56 @@ pub fn run(args: &CompareArgs, out: &mut impl Write) -> Result<()> {
             )?;
         }
     }
-    Ok(())
+    // NaN figures are shown as NaN, then the command fails and says whose logits.
+    broken.map_or(Ok(()), Err)
+}
+
+/// Which models' logits were not finite (NaN weights): their figures are NaN.
+fn not_finite(c: &Comparison) -> Option<anyhow::Error> {
+    let positions = |n: usize| {
+        format!(
+            "{n} of {} positions",
+            c.results.first().map_or(0, |r| r.agreement.count())
+        )
+    };
+    if let Some(n) = c
+        .results
+        .first()
+        .map(|r| r.agreement.nll_base.non_finite)
+        .filter(|&n| n > 0)
+    {
+        return Some(anyhow::anyhow!(
+            "the base model {}'s logits are not finite (NaN or infinite) at {}: nothing can \
+             be compared against it",
+            c.base.label,
+            positions(n)
+        ));
+    }
+    let models: Vec<String> = c
+        .results
+        .iter()
+        .filter(|r| r.agreement.nll.non_finite > 0)
+        .map(|r| {
+            format!(
+                "{} ({})",
+                r.facts.label,
+                positions(r.agreement.nll.non_finite)
+            )
+        })
+        .collect();
+    (!models.is_empty()).then(|| {
+        anyhow::anyhow!(
+            "the logits of {} are not finite (NaN or infinite), so their figures are NaN: \
+             their weights hold NaN or infinite values",
+            models.join(", ")
+        )
+    })
 }
 
 /// Quantize `source` to each of `args.types` into `dir`; the files and their labels.
 fn quantize_ladder(
     args: &CompareArgs,
+    threads: Option<usize>,
     source: &Path,
     dir: &Path,
 ) -> Result<Vec<(PathBuf, String)>> {
@@ -294,7 +339,7 @@ fn quantize_ladder(
             args.types.len()
         );
         let opts = QuantizeOptions {
-            threads: args.threads.unwrap_or(0),
+            threads: threads.unwrap_or(0),
             allow_requantize: args.allow_requantize,
             overwrite: Overwrite::forced(args.force),
             ..QuantizeOptions::new(ftype)

@@ -10,6 +10,7 @@ use serde_json::{json, Map, Value as Json};
 
 use super::format;
 use loupe_engine::model::summary::ModelSummary;
+use loupe_engine::model::{non_finite_vector, Model};
 use loupe_gguf::atomic::{AtomicFile, Kind, Overwrite};
 use loupe_gguf::{Array, GgufFile, TensorInfo, Value};
 
@@ -80,6 +81,14 @@ pub fn run(args: &InspectArgs, out: &mut impl Write) -> Result<()> {
     }
 
     let summary = ModelSummary::of(&file);
+    // inspect describes any file; it also says when loupe could not run it, and why.
+    if let Err(e) = Model::check(&file) {
+        eprintln!("note: loupe cannot run this model: {e:#}");
+    } else if let Some(t) = non_finite_vector(&file) {
+        eprintln!(
+            "note: tensor {t:?} holds NaN or infinite values: the model's logits will be NaN"
+        );
+    }
     if args.json {
         let j = file_json(&file, &summary, args.full);
         writeln!(out, "{}", serde_json::to_string_pretty(&j)?)?;

@@ -18,7 +18,8 @@ pub struct ModelArgs {
     /// Context length in tokens [default: the model's, at most 4096].
     #[arg(long, value_name = "N")]
     pub ctx: Option<usize>,
-    /// Threads for the matmuls and attention [default: physical cores].
+    /// Threads for the matmuls and attention [default: physical cores; at most the
+    /// logical CPUs].
     #[arg(short = 't', long, value_name = "N")]
     pub threads: Option<usize>,
     /// Element type of the KV cache: f16 (llama.cpp's default) or f32.
@@ -60,10 +61,26 @@ impl ModelArgs {
         Ok(RunOptions {
             n_ctx,
             kv_type: KvType::parse(&self.kv_type)?,
-            threads: self.threads.unwrap_or_else(default_threads),
+            threads: threads(self.threads)?.unwrap_or_else(default_threads),
             batch: self.batch.max(min_batch).max(1),
         })
     }
+}
+
+/// `--threads`, checked: at least 1, and at most the logical CPUs this process may run
+/// on (more threads only queue for the same cores, and each costs its own attention
+/// buffers): a larger count is capped, with a note on stderr. `None` when not given.
+pub fn threads(given: Option<usize>) -> Result<Option<usize>> {
+    let Some(n) = given else {
+        return Ok(None);
+    };
+    anyhow::ensure!(n > 0, "--threads must be at least 1");
+    let cpus = std::thread::available_parallelism().map_or(n, |c| c.get());
+    if n > cpus {
+        eprintln!("note: --threads {n} is more than the {cpus} logical CPUs; using {cpus}");
+        return Ok(Some(cpus));
+    }
+    Ok(Some(n))
 }
 
 /// Read `-p TEXT`, `-p -` (standard input) or `-f FILE`.

@@ -54,8 +54,17 @@ pub fn run(args: &NextArgs, out: &mut impl Write) -> Result<()> {
     if ids.is_empty() {
         bail!("the text is empty after tokenization");
     }
-    let mut opts = args.model.run_options(model, 1)?;
-    opts.n_ctx = opts.n_ctx.max(ids.len());
+    let opts = args.model.run_options(model, 1)?;
+    if ids.len() > opts.n_ctx {
+        bail!(
+            "the text is {} tokens, more than the context of {} (--ctx {}): raise --ctx to at \
+             least {}",
+            ids.len(),
+            opts.n_ctx,
+            opts.n_ctx,
+            ids.len()
+        );
+    }
     let mut session = Session::new(Context::new(model, opts)?);
     let mut sampler = Sampler::new(cfg, model.config.vocab_size)?;
     for &id in &ids {

@@ -28,7 +28,7 @@ pub struct PerplexityArgs {
     /// Score at most N chunks.
     #[arg(long, value_name = "N")]
     pub chunks: Option<usize>,
-    /// Threads [default: physical cores].
+    /// Threads [default: physical cores; at most the logical CPUs].
     #[arg(short = 't', long, value_name = "N")]
     pub threads: Option<usize>,
     /// Element type of the KV cache: f16 or f32.
@@ -82,6 +82,20 @@ pub fn run(args: &PerplexityArgs, out: &mut impl Write) -> Result<()> {
     })?;
     progress.finish();
     let secs = t0.elapsed().as_secs_f64();
+    // NaN logits make a NaN perplexity: printed as it is, then an error that says why.
+    let not_finite = (stats.non_finite > 0).then(|| {
+        anyhow::anyhow!(
+            "the perplexity is {}: the model's logits were not finite (NaN or infinite) for \
+             {} of the {} scored tokens; its weights hold NaN or infinite values{}",
+            stats.ppl(),
+            stats.non_finite,
+            stats.count,
+            model
+                .non_finite_vector()
+                .map(|t| format!(" (tensor {t:?} does)"))
+                .unwrap_or_default()
+        )
+    });
     if args.json {
         writeln!(
             out,
@@ -108,5 +122,5 @@ pub fn run(args: &PerplexityArgs, out: &mut impl Write) -> Result<()> {
             secs
         )?;
     }
-    Ok(())
+    not_finite.map_or(Ok(()), Err)
 }

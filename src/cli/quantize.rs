@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::Args;
 use loupe_quant::GgmlType;
 
@@ -25,7 +25,7 @@ pub struct QuantizeArgs {
     /// Q4_K_M, Q5_K_S, Q5_K_M, Q6_K, IQ4_NL, IQ4_XS, F16, BF16, F32.
     #[arg(value_name = "TYPE", value_parser = FileType::from_str_arg)]
     pub ftype: FileType,
-    /// Worker threads (default: all cores).
+    /// Worker threads [default: all cores; at most the logical CPUs].
     #[arg(short = 't', long)]
     pub threads: Option<usize>,
     /// Give every quantized tensor the recipe's default type (no per-tensor mixing).
@@ -54,14 +54,12 @@ impl FileType {
 }
 
 pub fn run(args: &QuantizeArgs, out: &mut impl Write) -> Result<()> {
-    if args.threads == Some(0) {
-        bail!("--threads must be at least 1");
-    }
+    let threads = super::model_args::threads(args.threads)?;
     let input = GgufFile::open(&args.input)
         .with_context(|| format!("cannot read model {}", args.input.display()))?;
     let opts = QuantizeOptions {
         ftype: args.ftype,
-        threads: args.threads.unwrap_or(0),
+        threads: threads.unwrap_or(0),
         pure: args.pure,
         output_tensor_type: args.output_tensor_type,
         token_embedding_type: args.token_embedding_type,

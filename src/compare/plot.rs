@@ -155,8 +155,12 @@ pub fn svg(points: &[Point], title: &str, threshold: Option<f64>, connect: bool)
     }
     // The points, sorted by size; each label takes the first place around its point
     // (above, below, right, left, then the corners) where it covers no other label or
-    // point.
-    let mut order: Vec<&Point> = points.iter().filter(|p| p.x.is_finite()).collect();
+    // point. A NaN or infinite KLD (NaN logits) has no place on the chart: drawn at the
+    // floor it would look like a perfect model.
+    let mut order: Vec<&Point> = points
+        .iter()
+        .filter(|p| p.x.is_finite() && p.y.is_finite())
+        .collect();
     order.sort_by(|a, b| a.x.total_cmp(&b.x));
     if connect && order.len() > 1 {
         let path: Vec<String> = order

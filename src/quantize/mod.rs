@@ -21,7 +21,9 @@ use std::time::Instant;
 use loupe_quant::{GgmlType, QuantError};
 use rayon::prelude::*;
 
+use loupe_engine::model::config::SUPPORTED_ARCHITECTURES;
 use loupe_engine::model::ftype::file_type_name;
+use loupe_engine::model::Model;
 use loupe_gguf::atomic::{AtomicFile, Kind, Overwrite, WriteError};
 use loupe_gguf::{
     align_up, GgufError, GgufFile, GgufWriter, Metadata, TensorInfo, TensorToWrite, Value,
@@ -239,6 +241,10 @@ pub enum QuantizeError {
     Recipe { name: String, why: String },
     #[error("the input and output are the same file: {0}")]
     SameFile(PathBuf),
+    /// A model of an architecture loupe runs whose metadata and tensors disagree:
+    /// quantizing it would only write another file nothing can run.
+    #[error("it is not a model loupe can run, so it is not quantized: {0}")]
+    Inconsistent(String),
     #[error(transparent)]
     Gguf(#[from] GgufError),
     #[error(transparent)]
@@ -475,6 +481,10 @@ pub fn quantize_model(
         if a == b {
             return Err(QuantizeError::SameFile(a));
         }
+    }
+    let arch = input.metadata().get_opt_str("general.architecture");
+    if arch.is_ok_and(|a| a.is_some_and(|a| SUPPORTED_ARCHITECTURES.contains(&a))) {
+        Model::check(input).map_err(|e| QuantizeError::Inconsistent(format!("{e:#}")))?;
     }
     let (plan, fallbacks) = plan(input, opts)?;
     let requantized = plan

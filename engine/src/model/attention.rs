@@ -7,6 +7,7 @@ use rayon::prelude::*;
 
 use super::config::{Arch, Config};
 use super::kv_cache::KvCache;
+use super::memory::product;
 use super::ops::{f16_bits_to_f32, f32_to_f16_bits, softcap, softmax};
 
 /// Attention jobs per thread for a batch (each with its own row of scores).
@@ -26,6 +27,14 @@ pub struct AttentionScratch {
 }
 
 impl AttentionScratch {
+    /// Bytes [`AttentionScratch::new`] allocates, and the transposed keys a batch grows
+    /// to; `None` past 64 bits.
+    pub fn bytes(c: &Config, n_ctx: usize, n_threads: usize) -> Option<u64> {
+        let kv = product(&[n_ctx, 2 * c.kv_dim() + c.kv_dim_v(), 4])?;
+        let scores = product(&[n_threads.max(1), ATT_SPLITS, n_ctx, 4])?;
+        kv.checked_add(scores)
+    }
+
     pub fn new(c: &Config, n_ctx: usize, n_threads: usize) -> AttentionScratch {
         AttentionScratch {
             keys: vec![0.0; n_ctx * c.kv_dim()],

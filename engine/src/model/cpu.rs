@@ -21,17 +21,32 @@ impl CpuBackend {
     /// Buffers for batches of up to `max_batch` tokens in a context of `n_ctx`, over a pool
     /// of `n_threads`.
     pub fn new(c: &Config, n_ctx: usize, max_batch: usize, n_threads: usize) -> CpuBackend {
-        let widest_in = c
-            .dim
-            .max(c.hidden_dim)
-            .max(c.q_dim())
-            .max(c.n_head * c.head_dim_v);
-        let widest_out = c.dim.max(c.hidden_dim).max(c.q_dim());
+        let (widest_in, widest_out) = widths(c);
         CpuBackend {
             mm: Matmul::new(max_batch, widest_in, widest_out, c.vocab_size),
             att: AttentionScratch::new(c, n_ctx, n_threads),
         }
     }
+}
+
+impl CpuBackend {
+    /// Bytes [`CpuBackend::new`] allocates with these arguments; `None` past 64 bits.
+    pub fn bytes(c: &Config, n_ctx: usize, max_batch: usize, n_threads: usize) -> Option<u64> {
+        let (widest_in, widest_out) = widths(c);
+        Matmul::bytes(max_batch, widest_in, widest_out, c.vocab_size)?
+            .checked_add(AttentionScratch::bytes(c, n_ctx, n_threads)?)
+    }
+}
+
+/// The widest input and output rows of the layers' matmuls.
+fn widths(c: &Config) -> (usize, usize) {
+    let widest_in = c
+        .dim
+        .max(c.hidden_dim)
+        .max(c.q_dim())
+        .max(c.n_head * c.head_dim_v);
+    let widest_out = c.dim.max(c.hidden_dim).max(c.q_dim());
+    (widest_in, widest_out)
 }
 
 impl Backend for CpuBackend {

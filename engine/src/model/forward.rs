@@ -15,6 +15,7 @@ use super::backend::{AttentionInput, Backend, Placement};
 use super::config::{Activation, Config};
 use super::cpu::CpuBackend;
 use super::kv_cache::KvCache;
+use super::memory::product;
 use super::ops::{gelu, rmsnorm, rope_apply, rope_cache, silu, softcap};
 use super::Model;
 
@@ -51,6 +52,23 @@ fn captured(cap: &mut Option<Capture>, name: &str, layer: usize, x: &[f32]) {
 }
 
 impl Scratch {
+    /// Bytes [`Scratch::new`] allocates with these arguments, the CPU backend's buffers
+    /// and one row of logits included; `None` past 64 bits.
+    pub fn bytes(c: &Config, n_ctx: usize, max_batch: usize, n_threads: usize) -> Option<u64> {
+        let row = [
+            3 * c.dim,
+            c.q_dim(),
+            c.kv_dim(),
+            c.kv_dim_v(),
+            c.n_head * c.head_dim_v,
+            2 * c.hidden_dim,
+            c.n_rot,
+        ];
+        product(&[max_batch, row.iter().sum(), 4])?
+            .checked_add(product(&[c.vocab_size, 4])?)?
+            .checked_add(CpuBackend::bytes(c, n_ctx, max_batch, n_threads)?)
+    }
+
     pub fn new(c: &Config, n_ctx: usize, max_batch: usize, n_threads: usize) -> Scratch {
         let b = max_batch;
         Scratch {

@@ -3,6 +3,7 @@
 
 use anyhow::{bail, Result};
 
+use super::memory::product;
 use super::ops::{f16_bits_to_f32, f32_to_f16_bits};
 
 /// Element type of the cache. f16 halves its size and is what llama.cpp uses by default,
@@ -94,15 +95,15 @@ impl KvCache {
         }
     }
 
-    /// Bytes the cache takes: what `--ctx` costs.
+    /// Bytes the cache takes: what `--ctx` costs; `None` past 64 bits.
     pub fn bytes(
         ty: KvType,
         n_layer: usize,
         n_ctx: usize,
         kv_dim: usize,
         kv_dim_v: usize,
-    ) -> usize {
-        n_layer * n_ctx * (kv_dim + kv_dim_v) * ty.bytes()
+    ) -> Option<u64> {
+        product(&[n_layer, n_ctx, kv_dim.checked_add(kv_dim_v)?, ty.bytes()])
     }
 
     pub fn store(&mut self, layer: usize, pos: usize, k: &[f32], v: &[f32]) {

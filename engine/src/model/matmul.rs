@@ -11,6 +11,8 @@
 use anyhow::{Context, Result};
 use rayon::prelude::*;
 
+use super::memory::product;
+use super::ops::all_finite;
 use super::weights::Matrix;
 
 pub struct Matmul {
@@ -30,6 +32,16 @@ impl Matmul {
             tmp: vec![0.0; (max_rows * max_batch).max(vocab)],
             token: vec![0; 3 * max_cols * 4],
         }
+    }
+
+    /// Bytes [`Matmul::new`] allocates with these arguments; `None` past 64 bits.
+    pub fn bytes(max_batch: usize, max_cols: usize, max_rows: usize, vocab: usize) -> Option<u64> {
+        let qact = product(&[max_batch, max_cols, 4])?;
+        let tmp = product(&[max_rows, max_batch])?
+            .max(vocab as u64)
+            .checked_mul(4)?;
+        let token = product(&[3, max_cols, 4])?;
+        qact.checked_add(tmp)?.checked_add(token)
     }
 
     /// out (b, w.rows) = x (b, w.cols) · wᵀ.
@@ -56,7 +68,8 @@ impl Matmul {
                 if let Some((wj, _)) = job {
                     if partner(wj)?.0 == ty {
                         let (wj, out) = job.take().context("job")?;
-                        self.multiply(wj, act_bytes, b, out)?;
+                        self.multiply(wj, act_bytes, b, &mut *out)?;
+                        keep_non_finite(x, b, wj.cols, out, wj.rows);
                     }
                 }
             }
@@ -179,6 +192,9 @@ impl Matmul {
                     .map(|(i, t)| (2, i * c[2], t)),
             )
             .try_for_each(|(j, r0, t)| m[j].dot(acts[j], 1, r0..r0 + t.len(), t))?;
+        for (w, o) in ws.iter().zip([o0, o1, o2]) {
+            keep_non_finite(x, 1, w.cols, o, w.rows);
+        }
         Ok(())
     }
 
@@ -220,6 +236,8 @@ impl Matmul {
                 }
                 Ok::<_, loupe_quant::QuantError>(())
             })?;
+        keep_non_finite(x, 1, gate.cols, out, rows);
+        keep_non_finite(x, 1, up.cols, up_out, rows);
         Ok(())
     }
 
@@ -251,6 +269,23 @@ impl Matmul {
             };
         }
         Ok(spans.map(|(a, b)| &self.token[a..b]))
+    }
+}
+
+/// Make NaN the rows of `out` (`b` rows of `rows`) whose input row of `x` (`b` rows of
+/// `cols`) holds a NaN or an infinity. The integer kernels quantize a NaN to some integer
+/// and answer a number, so a NaN upstream (a weight, an epsilon, the cache) would vanish
+/// into plausible logits, and a sampler would draw from them as if they were the model's;
+/// NaN goes on to the logits instead, where generation and perplexity see it. One pass
+/// over the input row, against the matmul's pass over every weight.
+fn keep_non_finite(x: &[f32], b: usize, cols: usize, out: &mut [f32], rows: usize) {
+    for (xr, or) in x[..b * cols]
+        .chunks_exact(cols)
+        .zip(out[..b * rows].chunks_exact_mut(rows))
+    {
+        if !all_finite(xr) {
+            or.fill(f32::NAN);
+        }
     }
 }
 

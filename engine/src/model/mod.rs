@@ -9,6 +9,7 @@ pub mod forward;
 pub mod ftype;
 pub mod kv_cache;
 pub mod matmul;
+pub mod memory;
 pub mod ops;
 pub mod repack;
 pub mod summary;
@@ -66,6 +67,15 @@ impl Model {
         })
     }
 
+    /// Check that `file` is a model loupe can run, its configuration and tensors in
+    /// agreement, as [`Model::load`] does, without starting anything: for the commands
+    /// that read a model without running it (`inspect`, `quantize`).
+    pub fn check(file: &GgufFile) -> Result<Config> {
+        let config = Config::from_file(file)?;
+        Weights::load(file, &config)?;
+        Ok(config)
+    }
+
     /// Wait for the background repack of the weights, if one runs (benchmarks time the
     /// model as it runs once loaded). Returns whether packed weights are in use.
     pub fn wait_repacked(&self) -> bool {
@@ -85,10 +95,31 @@ impl Model {
         self.repack.as_ref().and_then(|r| r.failure())
     }
 
+    /// The first 1-D F32 tensor (a norm's weights, a bias) holding a NaN or infinite value,
+    /// by name: where NaN logits most likely came from ([`non_finite_vector`]).
+    pub fn non_finite_vector(&self) -> Option<&str> {
+        non_finite_vector(&self.file)
+    }
+
     /// The context length used when none is asked for: the model's own, at most 4096.
     pub fn default_ctx(&self) -> usize {
         self.config.n_ctx_train.clamp(1, 4096)
     }
+}
+
+/// The first 1-D F32 tensor of `file` (a norm's weights, a bias) holding a NaN or
+/// infinite value, by name. Reads every such vector: small, but for the error path and
+/// `inspect`, not the token path.
+pub fn non_finite_vector(file: &GgufFile) -> Option<&str> {
+    file.tensors()
+        .iter()
+        .filter(|t| t.ty == loupe_quant::GgmlType::F32 && t.dims.len() == 1)
+        .find(|t| {
+            file.tensor_data(t)
+                .chunks_exact(4)
+                .any(|b| !f32::from_le_bytes([b[0], b[1], b[2], b[3]]).is_finite())
+        })
+        .map(|t| t.name.as_str())
 }
 
 /// How to run a model: context length, KV cache type, threads, batch size.
@@ -132,6 +163,8 @@ impl<'m> Context<'m> {
         let c = &model.config;
         ensure!(o.n_ctx > 0, "--ctx must be at least 1");
         ensure!(o.threads > 0, "--threads must be at least 1");
+        // Before a byte is allocated: the buffers below must fit in the memory available.
+        memory::check(model, &o)?;
         let batch = o.batch.clamp(1, o.n_ctx);
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(o.threads)

@@ -59,6 +59,14 @@ pub fn gelu(x: f32) -> f32 {
     f16_bits_to_f32(table[f32_to_f16_bits(x) as usize])
 }
 
+/// Whether no value of `x` is NaN or infinite. Their exponent bits are all ones; an
+/// integer maximum over the exponents vectorizes, where a test that stops early does not,
+/// so a row of logits is checked for the price of a copy.
+pub fn all_finite(x: &[f32]) -> bool {
+    const EXP: u32 = 0x7f80_0000;
+    x.iter().map(|v| v.to_bits() & EXP).max().unwrap_or(0) != EXP
+}
+
 /// c·tanh(x/c).
 pub fn softcap(x: f32, cap: f32) -> f32 {
     cap * (x / cap).tanh()
@@ -156,6 +164,19 @@ mod tests {
             let n1: f32 = h.iter().map(|v| v * v).sum();
             assert!((n0 - n1).abs() < 1e-3);
             assert_ne!(h, orig);
+        }
+    }
+
+    #[test]
+    fn all_finite_sees_every_nan_and_infinity() {
+        assert!(all_finite(&[]));
+        assert!(all_finite(&[0.0, -1.5, f32::MAX, f32::MIN_POSITIVE, 1e-45]));
+        for bad in [f32::NAN, -f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            for at in 0..5 {
+                let mut x = [1.0f32; 5];
+                x[at] = bad;
+                assert!(!all_finite(&x), "{bad} at {at}");
+            }
         }
     }
 }

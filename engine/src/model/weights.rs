@@ -6,13 +6,14 @@
 //! ([`PackedRows`], [`super::repack`]) and their pages of the map released, so they take
 //! the same memory once.
 
+use std::cell::RefCell;
 use std::sync::Arc;
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{bail, ensure, Result};
 use loupe_quant::packed::{self, PackedRows};
 use loupe_quant::GgmlType;
 
-use super::config::Config;
+use super::config::{Config, ConfigError};
 use super::repack::{Job, PackSlot, Repack};
 use loupe_gguf::GgufFile;
 
@@ -98,12 +99,17 @@ pub struct Weights {
     pub rope_freqs: Option<Vec<f32>>,
 }
 
+/// Finds the model's tensors by name, checks each against the shape the configuration
+/// implies, and remembers which it found, so that a tensor nothing uses is an error too.
 struct Finder<'a> {
     file: &'a GgufFile,
+    used: RefCell<Vec<bool>>, // (n_tensors) found by some lookup
 }
 
 impl Finder<'_> {
-    fn opt(&self, name: &str, shape: &[usize]) -> Result<Option<Tensor>> {
+    /// The tensor `name`, if the file has it, of `shape` (innermost first); `why` says
+    /// which configuration values imply the shape, for the error.
+    fn opt(&self, name: &str, shape: &[usize], why: impl Fn() -> String) -> Result<Option<Tensor>> {
         let Some((index, t)) = self
             .file
             .tensors()
@@ -113,21 +119,25 @@ impl Finder<'_> {
         else {
             return Ok(None);
         };
-        let dims: Vec<usize> = t.dims.iter().map(|&d| d as usize).collect();
+        self.used.borrow_mut()[index] = true;
         // Trailing 1-sized dimensions are the same shape to ggml.
-        let trim = |d: &[usize]| {
+        let trim = |d: &[u64]| {
             let mut v = d.to_vec();
             while v.len() > 1 && v.last() == Some(&1) {
                 v.pop();
             }
             v
         };
-        ensure!(
-            trim(&dims) == trim(shape),
-            "tensor {name:?} has shape {:?}, expected {:?}",
-            dims,
-            shape
-        );
+        let want: Vec<u64> = shape.iter().map(|&d| d as u64).collect();
+        if trim(&t.dims) != trim(&want) {
+            return Err(ConfigError::Shape {
+                name: name.to_string(),
+                found: t.dims.clone(),
+                expected: shape.to_vec(),
+                why: why(),
+            }
+            .into());
+        }
         if !t.ty.is_supported() {
             bail!(
                 "tensor {name:?}: type {} (id {}) is not supported",
@@ -137,22 +147,28 @@ impl Finder<'_> {
         }
         Ok(Some(Tensor {
             ty: t.ty,
-            cols: dims[0],
-            rows: dims[1..].iter().product(),
+            cols: shape[0],
+            rows: shape[1..].iter().product(),
             index,
             pack: None,
         }))
     }
 
-    fn req(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
-        self.opt(name, shape)?
-            .with_context(|| format!("the model has no tensor {name:?}"))
+    fn req(&self, name: &str, shape: &[usize], why: impl Fn() -> String) -> Result<Tensor> {
+        match self.opt(name, shape, &why)? {
+            Some(t) => Ok(t),
+            None => Err(ConfigError::MissingTensor {
+                name: name.to_string(),
+                why: format!("{} make it {shape:?}", why()),
+            }
+            .into()),
+        }
     }
 
     /// A 1-D f32 vector (norm weights, biases), read into memory: they are small and the
     /// forward pass wants them as f32.
-    fn vec(&self, name: &str, n: usize) -> Result<Option<Vec<f32>>> {
-        let Some(t) = self.opt(name, &[n])? else {
+    fn vec(&self, name: &str, n: usize, why: impl Fn() -> String) -> Result<Option<Vec<f32>>> {
+        let Some(t) = self.opt(name, &[n], why)? else {
             return Ok(None);
         };
         ensure!(
@@ -169,49 +185,143 @@ impl Finder<'_> {
         ))
     }
 
-    fn req_vec(&self, name: &str, n: usize) -> Result<Vec<f32>> {
-        self.vec(name, n)?
-            .with_context(|| format!("the model has no tensor {name:?}"))
+    fn req_vec(&self, name: &str, n: usize, why: impl Fn() -> String) -> Result<Vec<f32>> {
+        match self.vec(name, n, &why)? {
+            Some(v) => Ok(v),
+            None => Err(ConfigError::MissingTensor {
+                name: name.to_string(),
+                why: format!("{} make it [{n}]", why()),
+            }
+            .into()),
+        }
+    }
+
+    /// The first tensor of the file no lookup found.
+    fn first_unused(&self) -> Option<&str> {
+        let used = self.used.borrow();
+        self.file
+            .tensors()
+            .iter()
+            .zip(used.iter())
+            .find(|(_, &u)| !u)
+            .map(|(t, _)| t.name.as_str())
+    }
+}
+
+/// Which configuration values imply each tensor's shape, in the words of the file's keys,
+/// for the errors.
+struct Why<'c> {
+    c: &'c Config,
+    arch: &'static str,
+    /// Where the vocabulary size came from.
+    vocab: String,
+}
+
+impl Why<'_> {
+    fn dim(&self) -> String {
+        format!("{}.embedding_length = {}", self.arch, self.c.dim)
+    }
+
+    fn vocab(&self) -> String {
+        format!("{} and {}", self.dim(), self.vocab)
+    }
+
+    fn heads(&self, kv: bool) -> String {
+        let (key, n) = if kv {
+            ("head_count_kv", self.c.n_kv_head)
+        } else {
+            ("head_count", self.c.n_head)
+        };
+        format!(
+            "{}, {}.attention.{key} = {n} and a head size of {}",
+            self.dim(),
+            self.arch,
+            self.c.head_dim
+        )
+    }
+
+    fn ffn(&self) -> String {
+        format!(
+            "{} and {}.feed_forward_length = {}",
+            self.dim(),
+            self.arch,
+            self.c.hidden_dim
+        )
+    }
+
+    fn head(&self) -> String {
+        format!("a head size of {}", self.c.head_dim)
+    }
+
+    fn rope(&self) -> String {
+        format!("{}.rope.dimension_count = {}", self.arch, self.c.n_rot)
     }
 }
 
 impl Weights {
+    /// Every tensor the configuration implies, each of the shape it implies, and no other:
+    /// a tensor left over means the file is not the model its metadata describes.
     pub fn load(file: &GgufFile, c: &Config) -> Result<Weights> {
-        let f = Finder { file };
+        let f = Finder {
+            file,
+            used: RefCell::new(vec![false; file.tensors().len()]),
+        };
+        let arch = c.arch.name();
+        let vocab_key = format!("{arch}.vocab_size");
+        let why = Why {
+            c,
+            arch,
+            vocab: if file.metadata().get(&vocab_key).is_some() {
+                format!("{vocab_key} = {}", c.vocab_size)
+            } else {
+                format!("the {} tokens of tokenizer.ggml.tokens", c.vocab_size)
+            },
+        };
         let (dim, hidden) = (c.dim, c.hidden_dim);
-        let token_embd = f.req("token_embd.weight", &[dim, c.vocab_size])?;
+        let token_embd = f.req("token_embd.weight", &[dim, c.vocab_size], || why.vocab())?;
         let output = f
-            .opt("output.weight", &[dim, c.vocab_size])?
+            .opt("output.weight", &[dim, c.vocab_size], || why.vocab())?
             .unwrap_or_else(|| token_embd.clone());
+        let output_norm = f.req_vec("output_norm.weight", dim, || why.dim())?;
+        let rope_freqs = f.vec("rope_freqs.weight", c.n_rot / 2, || why.rope())?;
         let mut layers = Vec::with_capacity(c.n_layer);
         for i in 0..c.n_layer {
             let n = |s: &str| format!("blk.{i}.{s}");
+            let (q, kv) = (|| why.heads(false), || why.heads(true));
+            let (d, ffn, head) = (|| why.dim(), || why.ffn(), || why.head());
             layers.push(LayerWeights {
-                attn_norm: f.req_vec(&n("attn_norm.weight"), dim)?,
-                wq: f.req(&n("attn_q.weight"), &[dim, c.q_dim()])?,
-                wk: f.req(&n("attn_k.weight"), &[dim, c.kv_dim()])?,
-                wv: f.req(&n("attn_v.weight"), &[dim, c.kv_dim_v()])?,
-                bq: f.vec(&n("attn_q.bias"), c.q_dim())?,
-                bk: f.vec(&n("attn_k.bias"), c.kv_dim())?,
-                bv: f.vec(&n("attn_v.bias"), c.kv_dim_v())?,
-                q_norm: f.vec(&n("attn_q_norm.weight"), c.head_dim)?,
-                k_norm: f.vec(&n("attn_k_norm.weight"), c.head_dim)?,
-                wo: f.req(&n("attn_output.weight"), &[c.n_head * c.head_dim_v, dim])?,
-                bo: f.vec(&n("attn_output.bias"), dim)?,
-                attn_post_norm: f.vec(&n("post_attention_norm.weight"), dim)?,
-                ffn_norm: f.req_vec(&n("ffn_norm.weight"), dim)?,
-                w_gate: f.req(&n("ffn_gate.weight"), &[dim, hidden])?,
-                w_up: f.req(&n("ffn_up.weight"), &[dim, hidden])?,
-                w_down: f.req(&n("ffn_down.weight"), &[hidden, dim])?,
-                ffn_post_norm: f.vec(&n("post_ffw_norm.weight"), dim)?,
+                attn_norm: f.req_vec(&n("attn_norm.weight"), dim, d)?,
+                wq: f.req(&n("attn_q.weight"), &[dim, c.q_dim()], q)?,
+                wk: f.req(&n("attn_k.weight"), &[dim, c.kv_dim()], kv)?,
+                wv: f.req(&n("attn_v.weight"), &[dim, c.kv_dim_v()], kv)?,
+                bq: f.vec(&n("attn_q.bias"), c.q_dim(), q)?,
+                bk: f.vec(&n("attn_k.bias"), c.kv_dim(), kv)?,
+                bv: f.vec(&n("attn_v.bias"), c.kv_dim_v(), kv)?,
+                q_norm: f.vec(&n("attn_q_norm.weight"), c.head_dim, head)?,
+                k_norm: f.vec(&n("attn_k_norm.weight"), c.head_dim, head)?,
+                wo: f.req(&n("attn_output.weight"), &[c.n_head * c.head_dim_v, dim], q)?,
+                bo: f.vec(&n("attn_output.bias"), dim, d)?,
+                attn_post_norm: f.vec(&n("post_attention_norm.weight"), dim, d)?,
+                ffn_norm: f.req_vec(&n("ffn_norm.weight"), dim, d)?,
+                w_gate: f.req(&n("ffn_gate.weight"), &[dim, hidden], ffn)?,
+                w_up: f.req(&n("ffn_up.weight"), &[dim, hidden], ffn)?,
+                w_down: f.req(&n("ffn_down.weight"), &[hidden, dim], ffn)?,
+                ffn_post_norm: f.vec(&n("post_ffw_norm.weight"), dim, d)?,
             });
+        }
+        if let Some(name) = f.first_unused() {
+            return Err(ConfigError::Unused {
+                name: name.to_string(),
+                arch: c.arch.name(),
+            }
+            .into());
         }
         let w = Weights {
             token_embd,
             layers,
-            output_norm: f.req_vec("output_norm.weight", dim)?,
+            output_norm,
             output,
-            rope_freqs: f.vec("rope_freqs.weight", c.n_rot / 2)?,
+            rope_freqs,
         };
         w.check_arch(c)?;
         Ok(w)
@@ -264,25 +374,56 @@ impl Weights {
         Ok(Some(repack))
     }
 
-    /// The tensors an architecture needs must all be there (gemma's post-norms, qwen3's
-    /// QK-norms), so a wrong file fails at load rather than computing nonsense.
+    /// The optional tensors (biases, QK-norms, post-norms) must be in every layer or in
+    /// none, and those an architecture needs (gemma's post-norms, qwen3's and gemma3's
+    /// QK-norms) in every layer, so a wrong file fails at load rather than computing
+    /// nonsense.
     fn check_arch(&self, c: &Config) -> Result<()> {
         use super::config::Arch;
-        let l = &self.layers[0];
-        match c.arch {
-            Arch::Gemma2 | Arch::Gemma3 => ensure!(
-                l.attn_post_norm.is_some() && l.ffn_post_norm.is_some(),
-                "{} needs post-attention and post-FFN norms (post_attention_norm, post_ffw_norm)",
-                c.arch.name()
-            ),
-            _ => {}
-        }
-        if matches!(c.arch, Arch::Qwen3 | Arch::Gemma3) {
-            ensure!(
-                l.q_norm.is_some() && l.k_norm.is_some(),
-                "{} needs Q and K norms (attn_q_norm, attn_k_norm)",
-                c.arch.name()
-            );
+        let has = |l: &LayerWeights| {
+            [
+                ("attn_q.bias", l.bq.is_some()),
+                ("attn_k.bias", l.bk.is_some()),
+                ("attn_v.bias", l.bv.is_some()),
+                ("attn_q_norm.weight", l.q_norm.is_some()),
+                ("attn_k_norm.weight", l.k_norm.is_some()),
+                ("attn_output.bias", l.bo.is_some()),
+                ("post_attention_norm.weight", l.attn_post_norm.is_some()),
+                ("post_ffw_norm.weight", l.ffn_post_norm.is_some()),
+            ]
+        };
+        const POST: [&str; 2] = ["post_attention_norm.weight", "post_ffw_norm.weight"];
+        const QK: [&str; 2] = ["attn_q_norm.weight", "attn_k_norm.weight"];
+        let needs: &[&str] = match c.arch {
+            Arch::Gemma2 => &POST,
+            Arch::Gemma3 => &[POST[0], POST[1], QK[0], QK[1]],
+            Arch::Qwen3 => &QK,
+            Arch::Llama | Arch::Qwen2 => &[],
+        };
+        let first = has(&self.layers[0]);
+        for (i, l) in self.layers.iter().enumerate() {
+            for (&(name, present), &(_, in_first)) in has(l).iter().zip(&first) {
+                let missing = |layer: usize, why: String| -> anyhow::Error {
+                    ConfigError::MissingTensor {
+                        name: format!("blk.{layer}.{name}"),
+                        why,
+                    }
+                    .into()
+                };
+                if !present && needs.contains(&name) {
+                    return Err(missing(
+                        i,
+                        format!("{} needs it in every layer", c.arch.name()),
+                    ));
+                }
+                if present != in_first {
+                    let (without, with) = if present { (0, i) } else { (i, 0) };
+                    return Err(missing(
+                        without,
+                        format!("blk.{with} has one, so every layer must"),
+                    ));
+                }
+            }
         }
         Ok(())
     }
