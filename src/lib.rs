@@ -12,5 +12,6 @@ pub mod chat;
 pub mod cli;
 pub mod compare;
 pub mod quantize;
+pub mod report;
 pub mod store;
 pub mod synth;
