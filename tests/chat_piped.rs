@@ -121,3 +121,39 @@ fn tiny_context_under_both_policies() {
         "{err}"
     );
 }
+
+/// Run `loupe chat MODEL args` with `input` piped in; (stdout, stderr, success).
+fn chat_status(input: &str, args: &[&str]) -> (String, String, bool) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_loupe"))
+        .arg("chat")
+        .arg(model())
+        .args(["-t", "2", "--stats"])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run loupe");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        out.status.success(),
+    )
+}
+
+/// `-n` takes -1 or a count, as `loupe run` does.
+#[test]
+fn a_negative_reply_limit_is_refused() {
+    let (_, err, ok) = chat_status("hi\n", &["-n", "-7"]);
+    assert!(
+        !ok && err.contains("-n: the reply limit must be -1"),
+        "{err}"
+    );
+}

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{anyhow, bail, Result};
 
-use super::conversation::Conversation;
+use super::conversation::{check_n_predict, Conversation};
 
 pub const HELP: &str = "\
 Type a message and press Enter. Alt+Enter starts a new line; a line of \"\"\" opens and
@@ -119,7 +119,7 @@ pub fn set(conv: &mut Conversation, key: &str, value: &str) -> Result<String> {
         "presence-penalty" => a.presence_penalty = Some(num(key, value)?),
         "seed" => a.seed = Some(num(key, value)?),
         "n" | "n-predict" => {
-            conv.n_predict = num(key, value)?;
+            conv.n_predict = check_n_predict(num(key, value)?)?;
             return Ok(format!("reply limit = {}", conv.n_predict));
         }
         "policy" | "context-policy" => {

@@ -61,6 +61,14 @@ impl TurnStats {
     }
 }
 
+/// A reply limit as `-n`, `/set n` and a saved session give it: -1 (none) or at least 0.
+pub fn check_n_predict(n: i64) -> Result<i32> {
+    match i32::try_from(n) {
+        Ok(n) if n >= -1 => Ok(n),
+        _ => bail!("the reply limit must be -1 (until the model stops) or at least 0, not {n}"),
+    }
+}
+
 /// Things a turn tells whoever shows it, as they happen.
 pub enum Event<'a> {
     /// Old exchanges were dropped to make room (`--context-policy shift`).

@@ -7,6 +7,7 @@ use std::process::Command as Process;
 use anyhow::{bail, Context as _, Result};
 use clap::Args;
 
+use crate::chat::conversation::check_n_predict;
 use crate::chat::piped::{self, PipedOptions};
 use crate::chat::repl::{self, ReplInfo};
 use crate::chat::{ChatTemplate, Conversation};
@@ -67,6 +68,7 @@ pub struct ChatArgs {
 }
 
 pub fn run(args: &ChatArgs, out: &mut impl Write) -> Result<()> {
+    check_n_predict(args.n_predict.into()).context("-n")?;
     let sampling = args.sampling.settings();
     let path = match &args.model {
         Some(p) => p.clone(),
