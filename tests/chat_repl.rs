@@ -303,3 +303,32 @@ fn a_failed_load_changes_nothing() {
     p.send_line("/exit").unwrap();
     p.exp_eof().unwrap();
 }
+
+/// A chat template that would loop for hours is stopped by its fuel with a clear error,
+/// quickly, and the REPL goes on.
+#[test]
+fn a_runaway_template_is_an_error_not_a_hang() {
+    let data = tempfile::tempdir().unwrap();
+    let tmpl = data.path().join("loop.jinja");
+    std::fs::write(
+        &tmpl,
+        "{% for a in range(100000) %}{% for b in range(100000) %}{{ '' }}{% endfor %}{% endfor %}",
+    )
+    .unwrap();
+    let mut p = spawn(&["--template-file", tmpl.to_str().unwrap()], data.path());
+    prompt(&mut p);
+    let start = std::time::Instant::now();
+    p.send_line("hi").unwrap();
+    expect(&mut p, r"chat template did not finish within \d+ steps");
+    assert!(
+        start.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        start.elapsed()
+    );
+    prompt(&mut p);
+    p.send_line("/set n 4").unwrap();
+    expect(&mut p, "reply limit = 4");
+    prompt(&mut p);
+    p.send_line("/exit").unwrap();
+    p.exp_eof().unwrap();
+}

@@ -7,6 +7,11 @@
 //! string and dict methods templates call (`.strip()`, `.startswith()`, `.items()`), and
 //! the `bos_token` / `eos_token` / `add_generation_prompt` variables. When the file has no
 //! template, a built-in one is chosen from the vocabulary's control tokens.
+//!
+//! A template is a program from a file: it runs on a budget of [`FUEL`] instructions and
+//! [`MAX_OUTPUT`] bytes, so a template that loops forever is an error, not a hang.
+
+use std::io;
 
 use anyhow::{anyhow, bail, Result};
 use minijinja::{context, Environment, Error, ErrorKind, Value};
@@ -121,6 +126,17 @@ pub fn guess_builtin(tok: &Tokenizer, arch: &str) -> &'static str {
     }
 }
 
+/// Instructions one rendering may run. Real templates use far less: Qwen2.5's own (with
+/// its tool-calling branches) and the built-in ones about 30 per message
+/// (`tests/chat_tokens.rs` measures), so this covers a conversation of over 100 000
+/// messages, or 10 000 with a template ten times as busy, while a template stuck in a
+/// loop stops within a second or so.
+pub const FUEL: u64 = 5_000_000;
+
+/// Bytes one rendering may write (a conversation is at most a context of tokens; this is
+/// room for far more).
+pub const MAX_OUTPUT: usize = 64 << 20;
+
 /// A chat template ready to render.
 pub struct ChatTemplate {
     /// "gguf" for the file's own, else the built-in's name.
@@ -164,17 +180,23 @@ impl ChatTemplate {
                 }
             },
         };
+        ChatTemplate::from_source(&name, &source, tok)
+    }
+
+    /// Compile `source` with the BOS and EOS texts of `tok`'s vocabulary.
+    pub fn from_source(name: &str, source: &str, tok: &Tokenizer) -> Result<ChatTemplate> {
         let piece = |id: Option<u32>| {
             id.and_then(|i| tok.token_text(i))
                 .unwrap_or_default()
                 .to_string()
         };
-        ChatTemplate::new(&name, &source, &piece(tok.bos()), &piece(tok.eos()))
+        ChatTemplate::new(name, source, &piece(tok.bos()), &piece(tok.eos()))
     }
 
     /// Compile `source`; `bos` and `eos` are the texts of the BOS and EOS tokens.
     pub fn new(name: &str, source: &str, bos: &str, eos: &str) -> Result<ChatTemplate> {
         let mut env = Environment::new();
+        env.set_fuel(Some(FUEL));
         env.set_trim_blocks(true);
         env.set_lstrip_blocks(true);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
@@ -193,18 +215,73 @@ impl ChatTemplate {
     /// The text of `messages`, ending with the assistant's header when
     /// `add_generation_prompt` (the model then writes the reply).
     pub fn render(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String> {
+        self.render_counted(messages, add_generation_prompt)
+            .map(|(text, _)| text)
+    }
+
+    /// [`ChatTemplate::render`], and the fuel (instructions) it used.
+    pub fn render_counted(
+        &self,
+        messages: &[Message],
+        add_generation_prompt: bool,
+    ) -> Result<(String, u64)> {
         let msgs: Vec<Value> = messages
             .iter()
             .map(|m| context! { role => m.role, content => m.content })
             .collect();
         let tmpl = self.env.get_template("chat")?;
-        tmpl.render(context! {
+        let mut out = Capped(Vec::new());
+        let ctx = context! {
             messages => msgs,
             add_generation_prompt => add_generation_prompt,
             bos_token => self.bos,
             eos_token => self.eos,
-        })
-        .map_err(|e| anyhow!("the {} chat template failed: {e:#}", self.name))
+        };
+        let captured = tmpl
+            .render_captured_to(ctx, &mut out)
+            .map_err(|e| self.failure(&e, messages.len()))?;
+        let used = captured.state().fuel_levels().map_or(0, |(used, _)| used);
+        let text = String::from_utf8(out.0).map_err(|_| {
+            anyhow!(
+                "the {} chat template wrote text that is not UTF-8",
+                self.name
+            )
+        })?;
+        Ok((text, used))
+    }
+
+    /// What a failed rendering of `n` messages says.
+    fn failure(&self, e: &Error, n: usize) -> anyhow::Error {
+        let name = &self.name;
+        let other = "choose another with --template or --template-file";
+        match e.kind() {
+            ErrorKind::OutOfFuel => anyhow!(
+                "the {name} chat template did not finish within {FUEL} steps: it runs too long \
+                 for a conversation of {n} messages ({other})"
+            ),
+            ErrorKind::WriteFailure => anyhow!(
+                "the {name} chat template wrote more than {} MiB for a conversation of {n} \
+                 messages ({other})",
+                MAX_OUTPUT >> 20
+            ),
+            _ => anyhow!("the {name} chat template failed: {e:#}"),
+        }
+    }
+}
+
+/// The rendering's output, refused past [`MAX_OUTPUT`] bytes.
+struct Capped(Vec<u8>);
+
+impl io::Write for Capped {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.0.len() + buf.len() > MAX_OUTPUT {
+            return Err(io::Error::other("the chat template's output is too long"));
+        }
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
     }
 }
 
@@ -223,12 +300,17 @@ fn strftime_now(format: String) -> String {
 /// did not already write it.
 pub fn tokenize_prompt(tok: &Tokenizer, text: &str) -> Vec<u32> {
     let mut ids = tok.encode(text, false, true);
+    add_bos(tok, &mut ids);
+    ids
+}
+
+/// BOS in front, where the vocabulary wants it and the template did not write it.
+fn add_bos(tok: &Tokenizer, ids: &mut Vec<u32>) {
     if let Some(bos) = tok.bos().filter(|_| tok.add_bos()) {
         if ids.first() != Some(&bos) {
             ids.insert(0, bos);
         }
     }
-    ids
 }
 
 #[cfg(test)]
@@ -321,6 +403,54 @@ mod tests {
         let bad = vec![Message::new("tool", "x")];
         let err = t.render(&bad, false).unwrap_err();
         assert!(format!("{err:#}").contains("bad role"), "{err:#}");
+    }
+
+    /// A template that would loop for hours stops at its fuel, quickly, and says so.
+    #[test]
+    fn a_runaway_template_stops_with_a_clear_error() {
+        let src = "{% for a in range(100000) %}{% for b in range(100000) %}{{ '' }}\
+                   {% endfor %}{% endfor %}";
+        let t = ChatTemplate::new("looping", src, "", "").unwrap();
+        let start = std::time::Instant::now();
+        let err = format!("{:#}", t.render(&convo(), true).unwrap_err());
+        assert!(
+            err.contains(&format!(
+                "the looping chat template did not finish within {FUEL} steps"
+            )),
+            "{err}"
+        );
+        assert!(start.elapsed().as_secs() < 10, "{:?}", start.elapsed());
+
+        let huge = ChatTemplate::new(
+            "huge",
+            "{% for a in range(100) %}{{ 'x' * 10000000 }}{% endfor %}",
+            "",
+            "",
+        )
+        .unwrap();
+        let err = format!("{:#}", huge.render(&convo(), true).unwrap_err());
+        assert!(err.contains("wrote more than 64 MiB"), "{err}");
+    }
+
+    /// The built-in templates use a sliver of the fuel per message.
+    #[test]
+    fn builtin_templates_use_little_fuel() {
+        let long: Vec<Message> = (0..1000)
+            .map(|i| {
+                Message::new(
+                    if i % 2 == 0 { "user" } else { "assistant" },
+                    format!("m{i}"),
+                )
+            })
+            .collect();
+        for name in BUILTIN_NAMES {
+            let t = ChatTemplate::new(name, builtin(name).unwrap(), "<s>", "</s>").unwrap();
+            let (_, used) = t.render_counted(&long, true).unwrap();
+            assert!(
+                used > 0 && used < FUEL / 20,
+                "{name}: {used} for 1000 messages"
+            );
+        }
     }
 
     #[test]

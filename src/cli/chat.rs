@@ -52,6 +52,10 @@ pub struct ChatArgs {
     /// phi3 [default: the model's own, else one fitting its vocabulary].
     #[arg(long, value_name = "NAME")]
     pub template: Option<String>,
+    /// Chat template from a file: a Hugging Face Jinja template, as in a GGUF's
+    /// tokenizer.chat_template.
+    #[arg(long, value_name = "FILE", conflicts_with = "template")]
+    pub template_file: Option<PathBuf>,
     /// When a turn would not fit: shift (drop the oldest exchanges, and say so) or stop
     /// (refuse, and say what frees room).
     #[arg(long, value_name = "POLICY", default_value = "shift")]
@@ -94,8 +98,16 @@ pub fn run(args: &ChatArgs, out: &mut impl Write) -> Result<()> {
         },
     )?;
     let arch = model.config.arch.name();
-    let template =
-        ChatTemplate::for_model(model.file.metadata(), &tok, arch, args.template.as_deref())?;
+    let template = match &args.template_file {
+        Some(file) => {
+            let source = std::fs::read_to_string(file)
+                .with_context(|| format!("cannot read the chat template {}", file.display()))?;
+            ChatTemplate::from_source(&file.display().to_string(), &source, &tok)?
+        }
+        None => {
+            ChatTemplate::for_model(model.file.metadata(), &tok, arch, args.template.as_deref())?
+        }
+    };
     let mut conv = Conversation::new(Session::new(ctx), &tok, template, sampling.clone())?;
     conv.n_predict = args.n_predict;
     conv.policy = args.context_policy;
