@@ -332,3 +332,32 @@ fn a_runaway_template_is_an_error_not_a_hang() {
     p.send_line("/exit").unwrap();
     p.exp_eof().unwrap();
 }
+
+/// Ctrl-C while a long prompt is read stops it between chunks; the message is taken
+/// back, what was read stays in the cache, and the REPL goes on.
+#[test]
+fn ctrl_c_stops_a_long_prompt() {
+    let data = tempfile::tempdir().unwrap();
+    let system = "The keeper climbed the tower each night, counted the steps, and lit the lamp. "
+        .repeat(150);
+    let mut p = spawn(&["--system", &system], data.path());
+    prompt(&mut p);
+    p.send_line("hi").unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    p.send_control('c').unwrap();
+    let (_, m) = expect(&mut p, r"stopped while reading the prompt \(\d+ of \d+");
+    let nums: Vec<usize> = regex::Regex::new(r"\d+")
+        .unwrap()
+        .find_iter(&m)
+        .map(|x| x.as_str().parse().unwrap())
+        .collect();
+    assert!(nums[0] < nums[1], "{m}");
+    prompt(&mut p);
+    let context = output_of(&mut p, "/context", r"system: [^\r\n]+");
+    assert!(
+        !context.contains("you:"),
+        "the message was taken back: {context}"
+    );
+    p.send_line("/exit").unwrap();
+    p.exp_eof().unwrap();
+}

@@ -14,13 +14,15 @@ use reedline::{
 };
 
 use super::commands::{self, Command, HELP};
-use super::conversation::{preview, Conversation, Event};
+use super::conversation::{preview, Conversation, Event, PromptInterrupted};
 use super::ui::Style;
 use super::zoom;
 use loupe_engine::generate::StopReason;
 use loupe_engine::sample::SamplerSettings;
 
-/// Set by SIGINT while a reply is being written (the line editor reads Ctrl-C as a key).
+/// Set by SIGINT while a turn runs (the line editor reads Ctrl-C as a key): it stops the
+/// reading of a long prompt between chunks and the reply between tokens. Rendering the
+/// template is bounded by its fuel instead; loading or saving a file is not interrupted.
 static INTERRUPT: AtomicBool = AtomicBool::new(false);
 
 /// What the REPL shows about the run in its banner and `/show`.
@@ -247,10 +249,20 @@ fn turn(conv: &mut Conversation, st: Style, zoom_on: bool, pop_on_error: bool) -
     let stats = match result {
         Ok(s) => s,
         Err(e) => {
-            if pop_on_error && conv.messages.last().is_some_and(|m| m.role == "user") {
+            let popped = pop_on_error && conv.messages.last().is_some_and(|m| m.role == "user");
+            if popped {
                 conv.messages.pop();
             }
-            println!("{}", st.red(&format!("{e:#}")));
+            if e.is::<PromptInterrupted>() {
+                let back = if popped {
+                    "; the message was taken back (↑ recalls it)"
+                } else {
+                    ""
+                };
+                println!("\n{}", st.yellow(&format!("[{e}{back}]")));
+            } else {
+                println!("{}", st.red(&format!("{e:#}")));
+            }
             return Ok(());
         }
     };
