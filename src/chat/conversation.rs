@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{bail, Result};
 
-use super::template::{tokenize_prompt, ChatTemplate, Message};
+use super::template::{ChatTemplate, Message};
 use loupe_engine::generate::{GenerateOptions, Generator, StopReason};
 use loupe_engine::sample::{Sampler, SamplerSettings};
 use loupe_engine::session::{ContextPolicy, Session, SyncStats};
@@ -119,6 +119,9 @@ pub struct Conversation<'m> {
     /// Reply limit in tokens; negative: until the model stops or the context is full.
     pub n_predict: i32,
     pub policy: ContextPolicy,
+    /// Read control-token text in messages (`<|im_start|>`) as control tokens (`--special`);
+    /// off, only the template's markup is.
+    pub special: bool,
     /// The tokens of the last reply, for `/zoom`.
     pub last_reply: Vec<TokenRecord>,
     pub last_stats: Option<TurnStats>,
@@ -142,6 +145,7 @@ impl<'m> Conversation<'m> {
             sampler,
             n_predict: -1,
             policy: ContextPolicy::Shift,
+            special: false,
             last_reply: Vec::new(),
             last_stats: None,
         })
@@ -166,8 +170,8 @@ impl<'m> Conversation<'m> {
 
     /// Tokens of the conversation as it stands, with the assistant header when `prompt`.
     pub fn render_tokens(&self, prompt: bool) -> Result<Vec<u32>> {
-        let text = self.template.render(&self.all_messages(), prompt)?;
-        Ok(tokenize_prompt(self.tok, &text))
+        self.template
+            .tokens(self.tok, &self.all_messages(), prompt, self.special)
     }
 
     /// Positions to keep free for the reply when fitting the prompt.

@@ -69,6 +69,10 @@ pub struct ChatArgs {
     /// Not a terminal: print each turn's stats line on stderr.
     #[arg(long)]
     pub stats: bool,
+    /// Read control-token text typed in messages (`<|im_start|>`) as control tokens. By
+    /// default only the chat template's own markup is, and a message is always text.
+    #[arg(long)]
+    pub special: bool,
 }
 
 pub fn run(args: &ChatArgs, out: &mut impl Write) -> Result<()> {
@@ -111,6 +115,7 @@ pub fn run(args: &ChatArgs, out: &mut impl Write) -> Result<()> {
     let mut conv = Conversation::new(Session::new(ctx), &tok, template, sampling.clone())?;
     conv.n_predict = args.n_predict;
     conv.policy = args.context_policy;
+    conv.special = args.special;
     if let Some(file) = &args.resume {
         conv.load(file, &sampling)?;
         // Flags on the command line win over the saved settings.
