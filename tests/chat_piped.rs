@@ -170,3 +170,19 @@ fn a_negative_reply_limit_is_refused() {
         "{err}"
     );
 }
+
+/// An error's cause is printed once (the model path is a directory).
+#[test]
+fn an_error_cause_is_printed_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_loupe"))
+        .arg("chat")
+        .arg(dir.path())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("is a directory"), "{err}");
+    assert_eq!(err.matches("is a directory").count(), 1, "{err}");
+}

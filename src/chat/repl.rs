@@ -17,6 +17,7 @@ use super::commands::{self, Command, HELP};
 use super::conversation::{preview, Conversation, Event, PromptInterrupted};
 use super::ui::Style;
 use super::zoom;
+use crate::report::error_text;
 use loupe_engine::generate::StopReason;
 use loupe_engine::sample::SamplerSettings;
 
@@ -148,7 +149,7 @@ pub fn run(conv: &mut Conversation, info: &ReplInfo) -> Result<()> {
         }
         if let Some(n) = pending_edit.take() {
             if let Err(e) = conv.edit(n, &text) {
-                println!("{}", st.red(&format!("{e:#}")));
+                println!("{}", st.red(&error_text(&e)));
                 continue;
             }
             turn(conv, st, zoom_on, false)?;
@@ -163,7 +164,7 @@ pub fn run(conv: &mut Conversation, info: &ReplInfo) -> Result<()> {
         let cmd = match commands::parse(&text) {
             Ok(c) => c,
             Err(e) => {
-                println!("{}", st.red(&format!("{e:#}")));
+                println!("{}", st.red(&error_text(&e)));
                 continue;
             }
         };
@@ -206,7 +207,7 @@ pub fn run(conv: &mut Conversation, info: &ReplInfo) -> Result<()> {
             other => command(conv, other, info, st),
         };
         if let Err(e) = result {
-            println!("{}", st.red(&format!("{e:#}")));
+            println!("{}", st.red(&error_text(&e)));
         }
     }
     Ok(())
@@ -261,7 +262,7 @@ fn turn(conv: &mut Conversation, st: Style, zoom_on: bool, pop_on_error: bool) -
                 };
                 println!("\n{}", st.yellow(&format!("[{e}{back}]")));
             } else {
-                println!("{}", st.red(&format!("{e:#}")));
+                println!("{}", st.red(&error_text(&e)));
             }
             return Ok(());
         }
