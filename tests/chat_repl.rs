@@ -361,3 +361,22 @@ fn ctrl_c_stops_a_long_prompt() {
     p.send_line("/exit").unwrap();
     p.exp_eof().unwrap();
 }
+
+/// A message too long for the context is refused, and the refusal drops nothing: the
+/// earlier exchange that shifting would have dropped is still there.
+#[test]
+fn a_refused_turn_drops_nothing() {
+    let data = tempfile::tempdir().unwrap();
+    let mut p = spawn(&["--ctx", "64"], data.path());
+    prompt(&mut p);
+    say(&mut p, "hi");
+    let long = "tell me about this word please ".repeat(15);
+    p.send_line(long.trim()).unwrap();
+    expect(&mut p, "this message alone takes");
+    prompt(&mut p);
+    let context = output_of(&mut p, "/context", r"model: [^\r\n]+");
+    assert!(context.contains("1 you:   hi"), "{context}");
+    assert!(!context.contains("2 you:"), "{context}");
+    p.send_line("/exit").unwrap();
+    p.exp_eof().unwrap();
+}

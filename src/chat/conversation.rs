@@ -160,18 +160,28 @@ impl<'m> Conversation<'m> {
 
     /// Every message the template sees: the system prompt first, if any.
     pub fn all_messages(&self) -> Vec<Message> {
+        self.messages_from(0)
+    }
+
+    /// The system prompt, if any, and the messages from `start` on.
+    fn messages_from(&self, start: usize) -> Vec<Message> {
         let mut all = Vec::with_capacity(self.messages.len() + 1);
         if let Some(s) = &self.system {
             all.push(Message::new("system", s.clone()));
         }
-        all.extend(self.messages.iter().cloned());
+        all.extend(self.messages[start..].iter().cloned());
         all
     }
 
     /// Tokens of the conversation as it stands, with the assistant header when `prompt`.
     pub fn render_tokens(&self, prompt: bool) -> Result<Vec<u32>> {
+        self.tokens_from(0, prompt)
+    }
+
+    /// [`Conversation::render_tokens`] without the messages before `start`.
+    fn tokens_from(&self, start: usize, prompt: bool) -> Result<Vec<u32>> {
         self.template
-            .tokens(self.tok, &self.all_messages(), prompt, self.special)
+            .tokens(self.tok, &self.messages_from(start), prompt, self.special)
     }
 
     /// Positions to keep free for the reply when fitting the prompt.
@@ -247,24 +257,18 @@ impl<'m> Conversation<'m> {
     }
 
     /// Fit the conversation in the context under the policy; the tokens to evaluate.
+    /// Exchanges are dropped only once the rest fits: a turn refused changes nothing.
     fn fit(&mut self, on: &mut dyn FnMut(Event) -> Result<()>) -> Result<Vec<u32>> {
         let n_ctx = self.session.n_ctx();
         let reserve = self.reserve();
-        let (mut dropped, mut dropped_tokens, mut first_words) = (0, 0, String::new());
+        // The oldest `start` messages are left out (whole exchanges), `dropped` of them.
+        let (mut start, mut dropped, mut dropped_tokens) = (0, 0, 0);
         loop {
-            let tokens = self.render_tokens(true)?;
-            if tokens.len() + reserve <= n_ctx {
-                if dropped > 0 {
-                    on(Event::Dropped {
-                        exchanges: dropped,
-                        tokens: dropped_tokens,
-                        first_words: &first_words,
-                    })?;
-                }
-                return Ok(tokens);
-            }
-            let more_than_last = self.messages.len() > 1;
+            let tokens = self.tokens_from(start, true)?;
+            let fits = tokens.len() + reserve <= n_ctx;
+            let more_than_last = self.messages.len() - start > 1;
             match self.policy {
+                _ if fits => {}
                 ContextPolicy::Stop => bail!(
                     "the context is full: this turn needs {} tokens plus {reserve} for the reply, \
                      and --ctx is {n_ctx}. /undo drops the last exchange, /reset starts over \
@@ -272,30 +276,35 @@ impl<'m> Conversation<'m> {
                     tokens.len()
                 ),
                 ContextPolicy::Shift if more_than_last => {
-                    // Drop the oldest exchange: a user message and the replies after it.
-                    let end = self.messages[1..]
+                    // Leave out the oldest exchange: a user message and the replies after it.
+                    let end = self.messages[start + 1..]
                         .iter()
                         .position(|m| m.role == "user")
-                        .map_or(self.messages.len() - 1, |p| p + 1);
-                    let before = tokens.len();
-                    if dropped == 0 {
-                        first_words = preview(&self.messages[0].content, 40);
-                    }
-                    self.messages.drain(..end);
+                        .map_or(self.messages.len() - 1, |p| start + 1 + p);
+                    start = end;
                     dropped += 1;
-                    let after = self.render_tokens(true)?.len();
-                    dropped_tokens += before.saturating_sub(after);
+                    let after = self.tokens_from(start, true)?.len();
+                    dropped_tokens += tokens.len().saturating_sub(after);
+                    continue;
                 }
-                ContextPolicy::Shift if tokens.len() < n_ctx => {
-                    // Only the last message is left: let it in with less room to reply.
-                    return Ok(tokens);
-                }
+                // Only the last message is left: let it in with less room to reply.
+                ContextPolicy::Shift if tokens.len() < n_ctx => {}
                 ContextPolicy::Shift => bail!(
                     "this message alone takes {} tokens, more than --ctx {n_ctx}: shorten it or \
                      restart with a larger --ctx",
                     tokens.len()
                 ),
             }
+            if dropped > 0 {
+                let first_words = preview(&self.messages[0].content, 40);
+                self.messages.drain(..start);
+                on(Event::Dropped {
+                    exchanges: dropped,
+                    tokens: dropped_tokens,
+                    first_words: &first_words,
+                })?;
+            }
+            return Ok(tokens);
         }
     }
 
