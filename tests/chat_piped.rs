@@ -148,6 +148,54 @@ fn chat_status(input: &str, args: &[&str]) -> (String, String, bool) {
     )
 }
 
+/// Commands work when piped: they change the conversation and are not sent to the
+/// model; `//` sends a line starting with `/`; a refused command is reported and the
+/// rest still runs.
+#[test]
+fn commands_work_when_piped() {
+    let input = "/set temp 0\n/set n 3\n/set n -7\nhi\n//etc/passwd is a path\n/zoom\n";
+    let (out, err, ok) = chat_status(input, &[]);
+    assert!(err.contains("temp = 0"), "{err}");
+    assert!(err.contains("reply limit = 3"), "{err}");
+    assert!(
+        err.contains("/set n -7: the reply limit must be -1") && !err.contains("reply limit = -7"),
+        "{err}"
+    );
+    assert!(err.contains("only the interactive chat has /zoom"), "{err}");
+    // Two messages answered, three tokens each at most: the commands were not.
+    let replies = regex::Regex::new(r"reply (\d+) tok").unwrap();
+    let n: Vec<usize> = replies
+        .captures_iter(&err)
+        .map(|c| c[1].parse().unwrap())
+        .collect();
+    assert_eq!(n.len(), 2, "{out}\n{err}");
+    assert!(n.iter().all(|&n| n <= 3), "{err}");
+    assert!(
+        !ok,
+        "a refused command makes the run fail at the end:\n{err}"
+    );
+    assert!(err.contains("2 of 6 messages and commands failed"), "{err}");
+}
+
+/// One message too long for the context is reported and skipped; the next is answered.
+#[test]
+fn an_over_long_message_is_skipped_and_the_rest_answered() {
+    let long = "tell me about this word please ".repeat(40);
+    let input = format!("hi\n{long}\nsay yes\n");
+    let (out, err, ok) = chat_status(&input, &["--temp", "0", "--ctx", "128", "-n", "4"]);
+    assert!(
+        err.contains("message 2 was not answered: this message alone takes"),
+        "{err}"
+    );
+    assert_eq!(
+        prompt_counts(&err).len(),
+        2,
+        "messages 1 and 3:\n{out}\n{err}"
+    );
+    assert_eq!(out.lines().count(), 2, "{out:?}");
+    assert!(!ok, "{err}");
+}
+
 /// Control-token text in a message is text (the model sees no forged turn), and the
 /// next turn still reuses the cache.
 #[test]

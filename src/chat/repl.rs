@@ -155,9 +155,14 @@ pub fn run(conv: &mut Conversation, info: &ReplInfo) -> Result<()> {
             turn(conv, st, zoom_on, false)?;
             continue;
         }
-        if !text.starts_with('/') {
+        // A message; "//text" sends "/text".
+        let message = match text.strip_prefix('/') {
+            Some(rest) => rest.starts_with('/').then(|| rest.to_string()),
+            None => Some(text.clone()),
+        };
+        if let Some(message) = message {
             conv.messages
-                .push(super::template::Message::new("user", text));
+                .push(super::template::Message::new("user", message));
             turn(conv, st, zoom_on, true)?;
             continue;
         }
