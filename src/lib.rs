@@ -12,6 +12,7 @@ pub mod chat;
 pub mod cli;
 pub mod compare;
 pub mod quantize;
+pub mod report;
 pub mod signals;
 pub mod store;
 pub mod synth;

@@ -191,3 +191,192 @@ fn save_then_resume_continues_identically_and_damage_is_refused() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("version 99"), "{err}");
 }
+
+/// `path`'s session file with its chat settings changed by `edit`, the checksum made
+/// good again, written to `to`. Layout (see `Session::save`): magic, version (u32),
+/// header length (u64), header JSON, cache length (u64), cache, SHA-256 of all before.
+fn edit_session(
+    path: &std::path::Path,
+    to: &std::path::Path,
+    edit: impl Fn(&mut serde_json::Value),
+) {
+    use sha2::{Digest, Sha256};
+    let bytes = std::fs::read(path).unwrap();
+    let body = &bytes[..bytes.len() - 32];
+    let hlen = u64::from_le_bytes(body[12..20].try_into().unwrap()) as usize;
+    let mut header: serde_json::Value = serde_json::from_slice(&body[20..20 + hlen]).unwrap();
+    edit(&mut header["chat"]);
+    let header = serde_json::to_vec(&header).unwrap();
+    let mut out = body[..12].to_vec();
+    out.extend_from_slice(&(header.len() as u64).to_le_bytes());
+    out.extend_from_slice(&header);
+    out.extend_from_slice(&body[20 + hlen..]);
+    let sum = Sha256::digest(&out);
+    out.extend_from_slice(&sum);
+    std::fs::write(to, out).unwrap();
+}
+
+/// Send a command and return what it printed up to the next prompt, escape codes and
+/// the echoed command removed.
+fn output_of(p: &mut PtySession, cmd: &str, last: &str) -> String {
+    p.send_line(cmd).unwrap();
+    let (before, m) = expect(p, last);
+    prompt(p);
+    let text = format!("{before}{m}");
+    let plain = regex::Regex::new(r"\x1b\[[0-9;?]*[A-Za-z]")
+        .unwrap()
+        .replace_all(&text, "")
+        .into_owned();
+    let at = plain.rfind(cmd).map_or(0, |i| i + cmd.len());
+    plain[at..].trim().to_string()
+}
+
+/// A `/load` that fails (settings out of range, a bad reply limit) changes nothing: the
+/// messages, the settings /show lists and the cache are as before, and the next turn
+/// reuses the cache.
+#[test]
+fn a_failed_load_changes_nothing() {
+    let data = tempfile::tempdir().unwrap();
+    let file = data.path().join("talk.session");
+    let f = file.to_str().unwrap();
+    let mut p = spawn(&[], data.path());
+    prompt(&mut p);
+    say(&mut p, "hi");
+    p.send_line(&format!("/save {f}")).unwrap();
+    expect(&mut p, "saved 2 messages");
+    prompt(&mut p);
+    p.send_line("/set top-k 7").unwrap();
+    expect(&mut p, "top-k = 7");
+    prompt(&mut p);
+    say(&mut p, "count to three");
+
+    let context = output_of(
+        &mut p,
+        "/context",
+        r"you: +count to three\s*\r?\n\s*model: [^\r\n]+",
+    );
+    let show = output_of(&mut p, "/show", r"seed +\d+ +\(\w+\)");
+    assert!(context.contains("count to three"), "{context}");
+    assert!(show.contains("top-k              7"), "{show}");
+
+    let bad = data.path().join("bad.session");
+    let b = bad.to_str().unwrap();
+    edit_session(&file, &bad, |chat| chat["sampler"]["top_p"] = 7.0.into());
+    p.send_line(&format!("/load {b}")).unwrap();
+    expect(&mut p, "top-p = 7: must be between 0 and 1");
+    prompt(&mut p);
+    edit_session(&file, &bad, |chat| chat["n_predict"] = (-7).into());
+    p.send_line(&format!("/load {b}")).unwrap();
+    expect(&mut p, "reply limit must be -1");
+    prompt(&mut p);
+    edit_session(&file, &bad, |chat| {
+        chat["messages"][0]["role"] = "system".into()
+    });
+    p.send_line(&format!("/load {b}")).unwrap();
+    expect(&mut p, "messages must each have a role");
+    prompt(&mut p);
+
+    let context_after = output_of(
+        &mut p,
+        "/context",
+        r"you: +count to three\s*\r?\n\s*model: [^\r\n]+",
+    );
+    let show_after = output_of(&mut p, "/show", r"seed +\d+ +\(\w+\)");
+    assert_eq!(context_after, context, "the messages or the cache changed");
+    assert_eq!(show_after, show, "the settings changed");
+    let cache: usize = regex::Regex::new(r"(\d+) of \d+ tokens in the cache")
+        .unwrap()
+        .captures(&context)
+        .unwrap()[1]
+        .parse()
+        .unwrap();
+    let (n, c, _) = say(&mut p, "thanks");
+    assert!(
+        c + 2 >= cache && n < 25,
+        "after the failed loads: {n} new + {c} cached of {cache}"
+    );
+
+    // The file itself, untouched, still loads.
+    p.send_line(&format!("/load {f}")).unwrap();
+    expect(&mut p, "loaded 2 messages");
+    prompt(&mut p);
+    p.send_line("/exit").unwrap();
+    p.exp_eof().unwrap();
+}
+
+/// A chat template that would loop for hours is stopped by its fuel with a clear error,
+/// quickly, and the REPL goes on.
+#[test]
+fn a_runaway_template_is_an_error_not_a_hang() {
+    let data = tempfile::tempdir().unwrap();
+    let tmpl = data.path().join("loop.jinja");
+    std::fs::write(
+        &tmpl,
+        "{% for a in range(100000) %}{% for b in range(100000) %}{{ '' }}{% endfor %}{% endfor %}",
+    )
+    .unwrap();
+    let mut p = spawn(&["--template-file", tmpl.to_str().unwrap()], data.path());
+    prompt(&mut p);
+    let start = std::time::Instant::now();
+    p.send_line("hi").unwrap();
+    expect(&mut p, r"chat template did not finish within \d+ steps");
+    assert!(
+        start.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        start.elapsed()
+    );
+    prompt(&mut p);
+    p.send_line("/set n 4").unwrap();
+    expect(&mut p, "reply limit = 4");
+    prompt(&mut p);
+    p.send_line("/exit").unwrap();
+    p.exp_eof().unwrap();
+}
+
+/// Ctrl-C while a long prompt is read stops it between chunks; the message is taken
+/// back, what was read stays in the cache, and the REPL goes on.
+#[test]
+fn ctrl_c_stops_a_long_prompt() {
+    let data = tempfile::tempdir().unwrap();
+    let system = "The keeper climbed the tower each night, counted the steps, and lit the lamp. "
+        .repeat(150);
+    let mut p = spawn(&["--system", &system], data.path());
+    prompt(&mut p);
+    p.send_line("hi").unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    p.send_control('c').unwrap();
+    let (_, m) = expect(&mut p, r"stopped while reading the prompt \(\d+ of \d+");
+    let nums: Vec<usize> = regex::Regex::new(r"\d+")
+        .unwrap()
+        .find_iter(&m)
+        .map(|x| x.as_str().parse().unwrap())
+        .collect();
+    assert!(nums[0] < nums[1], "{m}");
+    prompt(&mut p);
+    let context = output_of(&mut p, "/context", r"system: [^\r\n]+");
+    assert!(
+        !context.contains("you:"),
+        "the message was taken back: {context}"
+    );
+    p.send_line("/exit").unwrap();
+    p.exp_eof().unwrap();
+}
+
+/// A message too long for the context is refused, and the refusal drops nothing: the
+/// earlier exchange that shifting would have dropped is still there.
+#[test]
+fn a_refused_turn_drops_nothing() {
+    let data = tempfile::tempdir().unwrap();
+    let mut p = spawn(&["--ctx", "64"], data.path());
+    prompt(&mut p);
+    say(&mut p, "hi");
+    let long = "tell me about this word please ".repeat(15);
+    p.send_line(long.trim()).unwrap();
+    expect(&mut p, "this message alone takes");
+    prompt(&mut p);
+    let context = output_of(&mut p, "/context", r"model: [^\r\n]+");
+    assert!(context.contains("1 you:   hi"), "{context}");
+    assert!(!context.contains("2 you:"), "{context}");
+    p.send_line("/exit").unwrap();
+    p.exp_eof().unwrap();
+}

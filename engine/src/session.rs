@@ -319,15 +319,16 @@ impl Session<'_> {
         fixed + header + kv
     }
 
-    /// Restore a session saved by [`Session::save`] into this one (same model, same KV
-    /// type, at least as much context): the cache is filled from the file, nothing is
-    /// evaluated. Returns the `extra` value given to `save`. On error the session is left
-    /// as it was.
+    /// Read a session saved by [`Session::save`] and check that it fits this one (same
+    /// model, same KV type, at least as much context) without changing anything:
+    /// [`Session::restore`] then puts it in place. [`Session::load`] does both; a caller
+    /// with more to check (the chat's settings in `extra`) checks in between, so that a
+    /// refused file changes nothing.
     ///
     /// Only a regular file is opened (a FIFO would wait for a writer, a device never end),
     /// and its size is bounded before it is read: at most what a session of this context
     /// holds.
-    pub fn load(&mut self, path: &Path) -> Result<Value> {
+    pub fn read(&self, path: &Path) -> Result<SavedSession> {
         let p = path.display().to_string();
         let meta = std::fs::metadata(path).with_context(|| format!("cannot read {p}"))?;
         if let Some(what) = loupe_gguf::not_regular(meta.file_type()) {
@@ -433,10 +434,55 @@ impl Session<'_> {
         if tokens.iter().any(|&t| t >= n_vocab) {
             return Err(damaged("a token id is outside the vocabulary").into());
         }
-        self.ctx
-            .restore_cache(tokens.len(), kv)
-            .map_err(|e| damaged(&format!("{e:#}")))?;
-        self.tokens = tokens;
-        Ok(header["chat"].clone())
+        let want = self.ctx.kv_cache().saved_len(tokens.len());
+        if kv.len() != want {
+            let n = tokens.len();
+            let reason = format!(
+                "its KV cache is {} bytes, {want} expected for {n} tokens",
+                kv.len()
+            );
+            return Err(damaged(&reason).into());
+        }
+        let kv = at - kv.len()..at;
+        Ok(SavedSession {
+            path: p,
+            tokens,
+            extra: header["chat"].clone(),
+            bytes: buf,
+            kv,
+        })
     }
+
+    /// Put a session read by [`Session::read`] in place of this one's tokens and cache.
+    pub fn restore(&mut self, saved: SavedSession) -> Result<()> {
+        let kv = &saved.bytes[saved.kv.clone()];
+        self.ctx
+            .restore_cache(saved.tokens.len(), kv)
+            .map_err(|e| SessionFileError::Damaged {
+                path: saved.path.clone(),
+                reason: format!("{e:#}"),
+            })?;
+        self.tokens = saved.tokens;
+        Ok(())
+    }
+
+    /// Restore a session saved by [`Session::save`] into this one: the cache is filled
+    /// from the file, nothing is evaluated. Returns the `extra` value given to `save`. On
+    /// error the session is left as it was.
+    pub fn load(&mut self, path: &Path) -> Result<Value> {
+        let mut saved = self.read(path)?;
+        let extra = saved.extra.take();
+        self.restore(saved)?;
+        Ok(extra)
+    }
+}
+
+/// A session file read and checked by [`Session::read`], not yet restored.
+pub struct SavedSession {
+    path: String,
+    tokens: Vec<u32>,
+    /// The `extra` value given to [`Session::save`] (the chat's transcript and settings).
+    pub extra: Value,
+    bytes: Vec<u8>,             // the whole file
+    kv: std::ops::Range<usize>, // where its KV cache bytes are in `bytes`
 }

@@ -4,12 +4,13 @@ use std::path::PathBuf;
 
 use anyhow::{anyhow, bail, Result};
 
-use super::conversation::Conversation;
+use super::conversation::{check_n_predict, Conversation};
 
 pub const HELP: &str = "\
 Type a message and press Enter. Alt+Enter starts a new line; a line of \"\"\" opens and
-closes a multi-line block; pasted text keeps its newlines. Ctrl-C stops a reply (what was
-written stays); at an empty prompt, Ctrl-C twice or Ctrl-D leaves.
+closes a multi-line block; pasted text keeps its newlines; a message starting with //
+is sent with one / less. Ctrl-C stops a reply (what was written stays) or the reading of
+a long prompt; at an empty prompt, Ctrl-C twice or Ctrl-D leaves.
 
   /help               this text
   /system [TEXT]      set the system prompt (no TEXT: show it; /system - removes it)
@@ -45,6 +46,26 @@ pub enum Command {
     Context,
     Zoom(Option<usize>),
     Exit,
+}
+
+/// The command's name as typed (`/zoom`).
+pub fn name(cmd: &Command) -> &'static str {
+    match cmd {
+        Command::Help => "/help",
+        Command::System(_) => "/system",
+        Command::Reset => "/reset",
+        Command::Undo => "/undo",
+        Command::Regen => "/regen",
+        Command::Edit(..) => "/edit",
+        Command::Save(_) => "/save",
+        Command::Load(_) => "/load",
+        Command::Set(..) => "/set",
+        Command::Show => "/show",
+        Command::Stats => "/stats",
+        Command::Context => "/context",
+        Command::Zoom(_) => "/zoom",
+        Command::Exit => "/exit",
+    }
 }
 
 /// Parse a line starting with `/`.
@@ -119,7 +140,7 @@ pub fn set(conv: &mut Conversation, key: &str, value: &str) -> Result<String> {
         "presence-penalty" => a.presence_penalty = Some(num(key, value)?),
         "seed" => a.seed = Some(num(key, value)?),
         "n" | "n-predict" => {
-            conv.n_predict = num(key, value)?;
+            conv.n_predict = check_n_predict(num(key, value)?)?;
             return Ok(format!("reply limit = {}", conv.n_predict));
         }
         "policy" | "context-policy" => {

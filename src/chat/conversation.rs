@@ -5,12 +5,16 @@
 //! context (the policy may drop old exchanges) → `Session::sync` evaluates only what the
 //! cache lacks → sample until an end-of-generation token, the reply limit, a full context
 //! or an interrupt. The reply, even a partial one, becomes the last message.
+//!
+//! The interrupt (Ctrl-C in the REPL) is looked at between chunks of [`PROMPT_CHUNK`]
+//! prompt tokens and before each reply token, so a long prompt stops too; the template
+//! runs on a fuel budget (see `template.rs`) and cannot hang.
 
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{bail, Result};
 
-use super::template::{tokenize_prompt, ChatTemplate, Message};
+use super::template::{ChatTemplate, Message};
 use loupe_engine::generate::{GenerateOptions, Generator, StopReason};
 use loupe_engine::sample::{Sampler, SamplerSettings};
 use loupe_engine::session::{ContextPolicy, Session, SyncStats};
@@ -18,6 +22,21 @@ use loupe_engine::tokenizer::Tokenizer;
 
 /// How many candidates each reply token keeps for `/zoom N`.
 pub const ZOOM_TOP: usize = 8;
+
+/// Prompt tokens evaluated between two looks at the interrupt flag (a fraction of a
+/// second on a small model; the extra logits each chunk computes cost far less).
+pub const PROMPT_CHUNK: usize = 128;
+
+/// The interrupt came while the prompt was being read: no reply was written.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "stopped while reading the prompt ({read} of {total} new tokens read; they stay in the \
+     cache and the next turn goes on from there)"
+)]
+pub struct PromptInterrupted {
+    pub read: usize,
+    pub total: usize,
+}
 
 /// One generated token and how likely the model found it.
 #[derive(Clone, Debug)]
@@ -61,6 +80,14 @@ impl TurnStats {
     }
 }
 
+/// A reply limit as `-n`, `/set n` and a saved session give it: -1 (none) or at least 0.
+pub fn check_n_predict(n: i64) -> Result<i32> {
+    match i32::try_from(n) {
+        Ok(n) if n >= -1 => Ok(n),
+        _ => bail!("the reply limit must be -1 (until the model stops) or at least 0, not {n}"),
+    }
+}
+
 /// Things a turn tells whoever shows it, as they happen.
 pub enum Event<'a> {
     /// Old exchanges were dropped to make room (`--context-policy shift`).
@@ -92,6 +119,9 @@ pub struct Conversation<'m> {
     /// Reply limit in tokens; negative: until the model stops or the context is full.
     pub n_predict: i32,
     pub policy: ContextPolicy,
+    /// Read control-token text in messages (`<|im_start|>`) as control tokens (`--special`);
+    /// off, only the template's markup is.
+    pub special: bool,
     /// The tokens of the last reply, for `/zoom`.
     pub last_reply: Vec<TokenRecord>,
     pub last_stats: Option<TurnStats>,
@@ -115,6 +145,7 @@ impl<'m> Conversation<'m> {
             sampler,
             n_predict: -1,
             policy: ContextPolicy::Shift,
+            special: false,
             last_reply: Vec::new(),
             last_stats: None,
         })
@@ -129,18 +160,28 @@ impl<'m> Conversation<'m> {
 
     /// Every message the template sees: the system prompt first, if any.
     pub fn all_messages(&self) -> Vec<Message> {
+        self.messages_from(0)
+    }
+
+    /// The system prompt, if any, and the messages from `start` on.
+    fn messages_from(&self, start: usize) -> Vec<Message> {
         let mut all = Vec::with_capacity(self.messages.len() + 1);
         if let Some(s) = &self.system {
             all.push(Message::new("system", s.clone()));
         }
-        all.extend(self.messages.iter().cloned());
+        all.extend(self.messages[start..].iter().cloned());
         all
     }
 
     /// Tokens of the conversation as it stands, with the assistant header when `prompt`.
     pub fn render_tokens(&self, prompt: bool) -> Result<Vec<u32>> {
-        let text = self.template.render(&self.all_messages(), prompt)?;
-        Ok(tokenize_prompt(self.tok, &text))
+        self.tokens_from(0, prompt)
+    }
+
+    /// [`Conversation::render_tokens`] without the messages before `start`.
+    fn tokens_from(&self, start: usize, prompt: bool) -> Result<Vec<u32>> {
+        self.template
+            .tokens(self.tok, &self.messages_from(start), prompt, self.special)
     }
 
     /// Positions to keep free for the reply when fitting the prompt.
@@ -216,24 +257,18 @@ impl<'m> Conversation<'m> {
     }
 
     /// Fit the conversation in the context under the policy; the tokens to evaluate.
+    /// Exchanges are dropped only once the rest fits: a turn refused changes nothing.
     fn fit(&mut self, on: &mut dyn FnMut(Event) -> Result<()>) -> Result<Vec<u32>> {
         let n_ctx = self.session.n_ctx();
         let reserve = self.reserve();
-        let (mut dropped, mut dropped_tokens, mut first_words) = (0, 0, String::new());
+        // The oldest `start` messages are left out (whole exchanges), `dropped` of them.
+        let (mut start, mut dropped, mut dropped_tokens) = (0, 0, 0);
         loop {
-            let tokens = self.render_tokens(true)?;
-            if tokens.len() + reserve <= n_ctx {
-                if dropped > 0 {
-                    on(Event::Dropped {
-                        exchanges: dropped,
-                        tokens: dropped_tokens,
-                        first_words: &first_words,
-                    })?;
-                }
-                return Ok(tokens);
-            }
-            let more_than_last = self.messages.len() > 1;
+            let tokens = self.tokens_from(start, true)?;
+            let fits = tokens.len() + reserve <= n_ctx;
+            let more_than_last = self.messages.len() - start > 1;
             match self.policy {
+                _ if fits => {}
                 ContextPolicy::Stop => bail!(
                     "the context is full: this turn needs {} tokens plus {reserve} for the reply, \
                      and --ctx is {n_ctx}. /undo drops the last exchange, /reset starts over \
@@ -241,30 +276,35 @@ impl<'m> Conversation<'m> {
                     tokens.len()
                 ),
                 ContextPolicy::Shift if more_than_last => {
-                    // Drop the oldest exchange: a user message and the replies after it.
-                    let end = self.messages[1..]
+                    // Leave out the oldest exchange: a user message and the replies after it.
+                    let end = self.messages[start + 1..]
                         .iter()
                         .position(|m| m.role == "user")
-                        .map_or(self.messages.len() - 1, |p| p + 1);
-                    let before = tokens.len();
-                    if dropped == 0 {
-                        first_words = preview(&self.messages[0].content, 40);
-                    }
-                    self.messages.drain(..end);
+                        .map_or(self.messages.len() - 1, |p| start + 1 + p);
+                    start = end;
                     dropped += 1;
-                    let after = self.render_tokens(true)?.len();
-                    dropped_tokens += before.saturating_sub(after);
+                    let after = self.tokens_from(start, true)?.len();
+                    dropped_tokens += tokens.len().saturating_sub(after);
+                    continue;
                 }
-                ContextPolicy::Shift if tokens.len() < n_ctx => {
-                    // Only the last message is left: let it in with less room to reply.
-                    return Ok(tokens);
-                }
+                // Only the last message is left: let it in with less room to reply.
+                ContextPolicy::Shift if tokens.len() < n_ctx => {}
                 ContextPolicy::Shift => bail!(
                     "this message alone takes {} tokens, more than --ctx {n_ctx}: shorten it or \
                      restart with a larger --ctx",
                     tokens.len()
                 ),
             }
+            if dropped > 0 {
+                let first_words = preview(&self.messages[0].content, 40);
+                self.messages.drain(..start);
+                on(Event::Dropped {
+                    exchanges: dropped,
+                    tokens: dropped_tokens,
+                    first_words: &first_words,
+                })?;
+            }
+            return Ok(tokens);
         }
     }
 
@@ -291,6 +331,7 @@ impl<'m> Conversation<'m> {
         on: &mut dyn FnMut(Event) -> Result<()>,
     ) -> Result<TurnStats> {
         let tokens = self.fit(on)?;
+        let early = self.read_prompt(&tokens, stop)?;
         let opts = GenerateOptions {
             max_tokens: usize::try_from(self.n_predict).ok(),
             top: Some(ZOOM_TOP),
@@ -304,7 +345,16 @@ impl<'m> Conversation<'m> {
             opts,
             Some(stop),
         )?;
-        on(Event::PromptDone(gen.prompt_stats()))?;
+        let last = gen.prompt_stats();
+        let prompt = match early {
+            Some(e) => SyncStats {
+                cached: e.cached,
+                new: e.new + last.new,
+                secs: e.secs + last.secs,
+            },
+            None => *last,
+        };
+        on(Event::PromptDone(&prompt))?;
         let mut records = Vec::new();
         let done = gen.run(&mut |t| {
             let record = TokenRecord {
@@ -331,13 +381,47 @@ impl<'m> Conversation<'m> {
         let stats = TurnStats {
             ctx_used: self.session.len(),
             n_ctx: self.session.n_ctx(),
-            prompt: done.prompt,
+            prompt,
             reply_tokens: done.tokens.len(),
             reply_secs: done.secs,
             stop: done.stop,
         };
         self.last_stats = Some(stats);
         Ok(stats)
+    }
+
+    /// Evaluate a long prompt's tokens but the last [`PROMPT_CHUNK`] in chunks, looking at
+    /// `stop` between them (the generator evaluates the rest). `None` when there was no
+    /// more than one chunk to evaluate.
+    fn read_prompt(&mut self, tokens: &[u32], stop: &AtomicBool) -> Result<Option<SyncStats>> {
+        let Some(last) = tokens.len().checked_sub(1) else {
+            return Ok(None);
+        };
+        let cached = self.session.common_prefix(tokens).min(last);
+        let total = tokens.len() - cached;
+        if total <= PROMPT_CHUNK {
+            return Ok(None);
+        }
+        let mut stats = SyncStats {
+            cached,
+            new: 0,
+            secs: 0.0,
+        };
+        let mut end = cached;
+        loop {
+            if stop.load(Ordering::Relaxed) {
+                let read = stats.new;
+                return Err(PromptInterrupted { read, total }.into());
+            }
+            if tokens.len() - end <= PROMPT_CHUNK {
+                break;
+            }
+            end += PROMPT_CHUNK;
+            let (s, _) = self.session.sync(&tokens[..end])?;
+            stats.new += s.new;
+            stats.secs += s.secs;
+        }
+        Ok(Some(stats))
     }
 }
 

@@ -14,14 +14,17 @@ use reedline::{
 };
 
 use super::commands::{self, Command, HELP};
-use super::conversation::{preview, Conversation, Event};
+use super::conversation::{preview, Conversation, Event, PromptInterrupted};
 use super::ui::Style;
 use super::zoom;
+use crate::report::error_text;
 use loupe_engine::generate::StopReason;
 use loupe_engine::sample::SamplerSettings;
 use loupe_gguf::atomic::{check_destination, Kind, Overwrite, WriteError};
 
-/// Set by SIGINT while a reply is being written (the line editor reads Ctrl-C as a key).
+/// Set by SIGINT while a turn runs (the line editor reads Ctrl-C as a key): it stops the
+/// reading of a long prompt between chunks and the reply between tokens. Rendering the
+/// template is bounded by its fuel instead; loading or saving a file is not interrupted.
 static INTERRUPT: AtomicBool = AtomicBool::new(false);
 
 /// What the REPL shows about the run in its banner and `/show`.
@@ -147,22 +150,27 @@ pub fn run(conv: &mut Conversation, info: &ReplInfo) -> Result<()> {
         }
         if let Some(n) = pending_edit.take() {
             if let Err(e) = conv.edit(n, &text) {
-                println!("{}", st.red(&format!("{e:#}")));
+                println!("{}", st.red(&error_text(&e)));
                 continue;
             }
             turn(conv, st, zoom_on, false)?;
             continue;
         }
-        if !text.starts_with('/') {
+        // A message; "//text" sends "/text".
+        let message = match text.strip_prefix('/') {
+            Some(rest) => rest.starts_with('/').then(|| rest.to_string()),
+            None => Some(text.clone()),
+        };
+        if let Some(message) = message {
             conv.messages
-                .push(super::template::Message::new("user", text));
+                .push(super::template::Message::new("user", message));
             turn(conv, st, zoom_on, true)?;
             continue;
         }
         let cmd = match commands::parse(&text) {
             Ok(c) => c,
             Err(e) => {
-                println!("{}", st.red(&format!("{e:#}")));
+                println!("{}", st.red(&error_text(&e)));
                 continue;
             }
         };
@@ -205,7 +213,7 @@ pub fn run(conv: &mut Conversation, info: &ReplInfo) -> Result<()> {
             other => command(conv, other, info, st),
         };
         if let Err(e) = result {
-            println!("{}", st.red(&format!("{e:#}")));
+            println!("{}", st.red(&error_text(&e)));
         }
     }
     Ok(())
@@ -248,10 +256,20 @@ fn turn(conv: &mut Conversation, st: Style, zoom_on: bool, pop_on_error: bool) -
     let stats = match result {
         Ok(s) => s,
         Err(e) => {
-            if pop_on_error && conv.messages.last().is_some_and(|m| m.role == "user") {
+            let popped = pop_on_error && conv.messages.last().is_some_and(|m| m.role == "user");
+            if popped {
                 conv.messages.pop();
             }
-            println!("{}", st.red(&format!("{e:#}")));
+            if e.is::<PromptInterrupted>() {
+                let back = if popped {
+                    "; the message was taken back (↑ recalls it)"
+                } else {
+                    ""
+                };
+                println!("\n{}", st.yellow(&format!("[{e}{back}]")));
+            } else {
+                println!("{}", st.red(&error_text(&e)));
+            }
             return Ok(());
         }
     };

@@ -7,6 +7,7 @@ use std::process::Command as Process;
 use anyhow::{bail, Context as _, Result};
 use clap::Args;
 
+use crate::chat::conversation::check_n_predict;
 use crate::chat::piped::{self, PipedOptions};
 use crate::chat::repl::{self, ReplInfo};
 use crate::chat::{ChatTemplate, Conversation};
@@ -52,6 +53,10 @@ pub struct ChatArgs {
     /// phi3 [default: the model's own, else one fitting its vocabulary].
     #[arg(long, value_name = "NAME")]
     pub template: Option<String>,
+    /// Chat template from a file: a Hugging Face Jinja template, as in a GGUF's
+    /// tokenizer.chat_template.
+    #[arg(long, value_name = "FILE", conflicts_with = "template")]
+    pub template_file: Option<PathBuf>,
     /// When a turn would not fit: shift (drop the oldest exchanges, and say so) or stop
     /// (refuse, and say what frees room).
     #[arg(long, value_name = "POLICY", default_value = "shift")]
@@ -65,9 +70,14 @@ pub struct ChatArgs {
     /// Not a terminal: print each turn's stats line on stderr.
     #[arg(long)]
     pub stats: bool,
+    /// Read control-token text typed in messages (`<|im_start|>`) as control tokens. By
+    /// default only the chat template's own markup is, and a message is always text.
+    #[arg(long)]
+    pub special: bool,
 }
 
 pub fn run(args: &ChatArgs, out: &mut impl Write) -> Result<()> {
+    check_n_predict(args.n_predict.into()).context("-n")?;
     let sampling = args.sampling.settings();
     let path = match &args.model {
         Some(p) => p.clone(),
@@ -93,11 +103,20 @@ pub fn run(args: &ChatArgs, out: &mut impl Write) -> Result<()> {
         },
     )?;
     let arch = model.config.arch.name();
-    let template =
-        ChatTemplate::for_model(model.file.metadata(), &tok, arch, args.template.as_deref())?;
+    let template = match &args.template_file {
+        Some(file) => {
+            let source = std::fs::read_to_string(file)
+                .with_context(|| format!("cannot read the chat template {}", file.display()))?;
+            ChatTemplate::from_source(&file.display().to_string(), &source, &tok)?
+        }
+        None => {
+            ChatTemplate::for_model(model.file.metadata(), &tok, arch, args.template.as_deref())?
+        }
+    };
     let mut conv = Conversation::new(Session::new(ctx), &tok, template, sampling.clone())?;
     conv.n_predict = args.n_predict;
     conv.policy = args.context_policy;
+    conv.special = args.special;
     if let Some(file) = &args.resume {
         conv.load(file, &sampling)?;
         // Flags on the command line win over the saved settings.

@@ -91,7 +91,7 @@ pub fn main() -> ExitCode {
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             drop(out);
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", crate::report::error_text(&e));
             ExitCode::FAILURE
         }
     }

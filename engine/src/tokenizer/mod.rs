@@ -399,6 +399,15 @@ impl Tokenizer {
         self.texts.get(id as usize).map(|t| &**t)
     }
 
+    /// The tokens `encode` reads from text only when `parse_special` (control and
+    /// unknown tokens), with their spellings, longest first.
+    pub fn control_tokens(&self) -> impl Iterator<Item = (u32, &str)> {
+        self.special
+            .iter()
+            .filter(|&&id| self.tokens[id as usize].attr & (ATTR_CONTROL | ATTR_UNKNOWN) != 0)
+            .map(|&id| (id, &*self.texts[id as usize]))
+    }
+
     /// The id whose spelling is exactly `text`.
     pub fn token_id(&self, text: &str) -> Option<u32> {
         self.lookup(text.as_bytes())
