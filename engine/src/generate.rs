@@ -158,8 +158,9 @@ pub struct Generator<'g, 'm> {
 
 impl<'g, 'm> Generator<'g, 'm> {
     /// Evaluate `prompt` in `session` (only what its cache lacks) and get ready to sample.
-    /// The sampler's penalty window is the caller's: accept the prompt's tokens into it
-    /// first if they should count.
+    /// With a `cancel` flag a long prompt is evaluated in chunks, and a raised flag stops it
+    /// with [`crate::session::PromptInterrupted`]. The sampler's penalty window is the
+    /// caller's: accept the prompt's tokens into it first if they should count.
     pub fn start(
         session: &'g mut Session<'m>,
         tok: &'g Tokenizer,
@@ -177,7 +178,7 @@ impl<'g, 'm> Generator<'g, 'm> {
             tok.n_vocab(),
             vocab
         );
-        let (prompt, _) = session.sync(prompt)?;
+        let prompt = session.sync_cancellable(prompt, cancel)?;
         Ok(Generator {
             session,
             tok,

@@ -16,6 +16,7 @@ use std::fs::File;
 use std::io::Read;
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use anyhow::{ensure, Context as _, Result};
@@ -55,6 +56,22 @@ impl fmt::Display for ContextPolicy {
             ContextPolicy::Stop => "stop",
         })
     }
+}
+
+/// Prompt tokens evaluated between two looks at a cancellation flag
+/// ([`Session::sync_cancellable`]): a fraction of a second on a small model; the extra
+/// logits each chunk computes cost far less.
+pub const PROMPT_CHUNK: usize = 128;
+
+/// The cancellation flag was raised while a prompt was being evaluated.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "stopped while reading the prompt ({read} of {total} new tokens read; they stay in the \
+     cache and the next turn goes on from there)"
+)]
+pub struct PromptInterrupted {
+    pub read: usize,
+    pub total: usize,
 }
 
 /// What one `sync` did: tokens reused from the cache, tokens evaluated, and how long.
@@ -214,6 +231,47 @@ impl<'m> Session<'m> {
             secs: t0.elapsed().as_secs_f64(),
         };
         Ok((stats, logits))
+    }
+
+    /// [`Session::sync`] that can be stopped: a prompt with more than [`PROMPT_CHUNK`] new
+    /// tokens is evaluated a chunk at a time, and `cancel` is looked at before each chunk.
+    /// Stopped, it returns [`PromptInterrupted`]; what was evaluated stays in
+    /// the cache (a later sync goes on from there).
+    pub fn sync_cancellable(
+        &mut self,
+        tokens: &[u32],
+        cancel: Option<&AtomicBool>,
+    ) -> Result<SyncStats> {
+        let Some(cancel) = cancel else {
+            return Ok(self.sync(tokens)?.0);
+        };
+        let cached = self
+            .common_prefix(tokens)
+            .min(tokens.len().saturating_sub(1));
+        let total = tokens.len() - cached;
+        let mut stats = SyncStats {
+            cached,
+            new: 0,
+            secs: 0.0,
+        };
+        let mut end = cached;
+        loop {
+            if cancel.load(Ordering::Relaxed) {
+                let read = stats.new;
+                return Err(PromptInterrupted { read, total }.into());
+            }
+            end = if tokens.len() - end > PROMPT_CHUNK {
+                end + PROMPT_CHUNK
+            } else {
+                tokens.len()
+            };
+            let (s, _) = self.sync(&tokens[..end])?;
+            stats.new += s.new;
+            stats.secs += s.secs;
+            if end == tokens.len() {
+                return Ok(stats);
+            }
+        }
     }
 
     /// The last token's logits, while the cache ends with the token they were computed

@@ -6,11 +6,11 @@
 //! cache lacks → sample until an end-of-generation token, the reply limit, a full context
 //! or an interrupt. The reply, even a partial one, becomes the last message.
 //!
-//! The interrupt (Ctrl-C in the REPL) is looked at between chunks of [`PROMPT_CHUNK`]
-//! prompt tokens and before each reply token, so a long prompt stops too; the template
-//! runs on a fuel budget (see `template.rs`) and cannot hang.
+//! The interrupt (Ctrl-C in the REPL) reaches the generator, which looks at it between
+//! chunks of a long prompt and before each reply token, so a long prompt stops too; the
+//! template runs on a fuel budget (see `template.rs`) and cannot hang.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 
 use anyhow::{bail, Result};
 
@@ -22,21 +22,6 @@ use loupe_engine::tokenizer::Tokenizer;
 
 /// How many candidates each reply token keeps for `/zoom N`.
 pub const ZOOM_TOP: usize = 8;
-
-/// Prompt tokens evaluated between two looks at the interrupt flag (a fraction of a
-/// second on a small model; the extra logits each chunk computes cost far less).
-pub const PROMPT_CHUNK: usize = 128;
-
-/// The interrupt came while the prompt was being read: no reply was written.
-#[derive(Debug, thiserror::Error)]
-#[error(
-    "stopped while reading the prompt ({read} of {total} new tokens read; they stay in the \
-     cache and the next turn goes on from there)"
-)]
-pub struct PromptInterrupted {
-    pub read: usize,
-    pub total: usize,
-}
 
 /// One generated token and how likely the model found it.
 #[derive(Clone, Debug)]
@@ -331,7 +316,6 @@ impl<'m> Conversation<'m> {
         on: &mut dyn FnMut(Event) -> Result<()>,
     ) -> Result<TurnStats> {
         let tokens = self.fit(on)?;
-        let early = self.read_prompt(&tokens, stop)?;
         let opts = GenerateOptions {
             max_tokens: usize::try_from(self.n_predict).ok(),
             top: Some(ZOOM_TOP),
@@ -345,15 +329,7 @@ impl<'m> Conversation<'m> {
             opts,
             Some(stop),
         )?;
-        let last = gen.prompt_stats();
-        let prompt = match early {
-            Some(e) => SyncStats {
-                cached: e.cached,
-                new: e.new + last.new,
-                secs: e.secs + last.secs,
-            },
-            None => *last,
-        };
+        let prompt = *gen.prompt_stats();
         on(Event::PromptDone(&prompt))?;
         let mut records = Vec::new();
         let done = gen.run(&mut |t| {
@@ -388,40 +364,6 @@ impl<'m> Conversation<'m> {
         };
         self.last_stats = Some(stats);
         Ok(stats)
-    }
-
-    /// Evaluate a long prompt's tokens but the last [`PROMPT_CHUNK`] in chunks, looking at
-    /// `stop` between them (the generator evaluates the rest). `None` when there was no
-    /// more than one chunk to evaluate.
-    fn read_prompt(&mut self, tokens: &[u32], stop: &AtomicBool) -> Result<Option<SyncStats>> {
-        let Some(last) = tokens.len().checked_sub(1) else {
-            return Ok(None);
-        };
-        let cached = self.session.common_prefix(tokens).min(last);
-        let total = tokens.len() - cached;
-        if total <= PROMPT_CHUNK {
-            return Ok(None);
-        }
-        let mut stats = SyncStats {
-            cached,
-            new: 0,
-            secs: 0.0,
-        };
-        let mut end = cached;
-        loop {
-            if stop.load(Ordering::Relaxed) {
-                let read = stats.new;
-                return Err(PromptInterrupted { read, total }.into());
-            }
-            if tokens.len() - end <= PROMPT_CHUNK {
-                break;
-            }
-            end += PROMPT_CHUNK;
-            let (s, _) = self.session.sync(&tokens[..end])?;
-            stats.new += s.new;
-            stats.secs += s.secs;
-        }
-        Ok(Some(stats))
     }
 }
 

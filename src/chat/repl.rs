@@ -14,12 +14,13 @@ use reedline::{
 };
 
 use super::commands::{self, Command, HELP};
-use super::conversation::{preview, Conversation, Event, PromptInterrupted};
+use super::conversation::{preview, Conversation, Event};
 use super::ui::Style;
 use super::zoom;
 use crate::report::error_text;
 use loupe_engine::generate::StopReason;
 use loupe_engine::sample::SamplerSettings;
+use loupe_engine::session::PromptInterrupted;
 use loupe_gguf::atomic::{check_destination, Kind, Overwrite, WriteError};
 
 /// Set by SIGINT while a turn runs (the line editor reads Ctrl-C as a key): it stops the
