@@ -180,13 +180,7 @@ fn command(conv: &mut Conversation, line: &str, err: &mut dyn Write) -> Result<b
             // As in the REPL, a session replaces a session; nobody can be asked about a
             // file of another kind, so that is refused.
             let bytes = conv.save(&p, Overwrite::SameKind)?;
-            format!(
-                "saved {} messages, {} tokens ({:.1} MB) to {}",
-                conv.messages.len(),
-                conv.session.len(),
-                bytes as f64 / 1e6,
-                p.display()
-            )
+            conv.saved_line(bytes, &p)
         }
         Command::Load(p) => {
             conv.load(&p, &SamplerSettings::default())?;

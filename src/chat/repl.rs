@@ -351,16 +351,7 @@ fn command(conv: &mut Conversation, cmd: Command, info: &ReplInfo, st: Style) ->
                 overwrite = Overwrite::AnyFile;
             }
             let bytes = conv.save(&p, overwrite)?;
-            println!(
-                "{}",
-                st.dim(&format!(
-                    "saved {} messages, {} tokens ({:.1} MB) to {}",
-                    conv.messages.len(),
-                    conv.session.len(),
-                    bytes as f64 / 1e6,
-                    p.display()
-                ))
-            );
+            println!("{}", st.dim(&conv.saved_line(bytes, &p)));
         }
         Command::Load(p) => {
             conv.load(&p, &SamplerSettings::default())?;

@@ -38,6 +38,17 @@ impl Conversation<'_> {
             .with_context(|| format!("cannot save the session to {}", path.display()))
     }
 
+    /// What `/save` says once `bytes` went to `path`.
+    pub fn saved_line(&self, bytes: u64, path: &Path) -> String {
+        format!(
+            "saved {} messages, {} tokens ({:.1} MB) to {}",
+            self.messages.len(),
+            self.session.len(),
+            bytes as f64 / 1e6,
+            path.display()
+        )
+    }
+
     /// Restore a conversation saved by [`Conversation::save`]: messages, system prompt,
     /// settings and the cache, with nothing evaluated. Sampler settings given on the command
     /// line (`flags`) win over the saved ones. The template in use stays (it must be the one
