@@ -16,30 +16,12 @@ fn model() -> PathBuf {
     p
 }
 
-/// Run `loupe chat MODEL args` with `input` piped in; (stdout, stderr).
+/// Run `loupe chat MODEL --temp 0 args` with `input` piped in, which must succeed;
+/// (stdout, stderr).
 fn chat(input: &str, args: &[&str]) -> (String, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_loupe"))
-        .arg("chat")
-        .arg(model())
-        .args(["--temp", "0", "-t", "2", "--stats"])
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run loupe");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let (so, se) = (
-        String::from_utf8(out.stdout).unwrap(),
-        String::from_utf8(out.stderr).unwrap(),
-    );
-    assert!(out.status.success(), "loupe chat failed\n{so}\n{se}");
+    let args: Vec<&str> = ["--temp", "0"].iter().chain(args).copied().collect();
+    let (so, se, ok) = chat_status(input, &args);
+    assert!(ok, "loupe chat failed\n{so}\n{se}");
     (so, se)
 }
 
