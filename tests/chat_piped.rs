@@ -77,27 +77,18 @@ fn tiny_context_under_both_policies() {
     assert!(err.contains("dropped the 1 oldest exchange"), "{err}");
     assert_eq!(prompt_counts(&err).len(), 4, "{out}\n{err}");
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_loupe"))
-        .arg("chat")
-        .arg(model())
-        .args([
-            "--temp", "0", "-t", "2", "--stats", "--ctx", "80", "-n", "8",
-        ])
-        .args(["--context-policy", "stop"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{err}");
+    let args = [
+        "--temp",
+        "0",
+        "--ctx",
+        "80",
+        "-n",
+        "8",
+        "--context-policy",
+        "stop",
+    ];
+    let (_, err, ok) = chat_status(input, &args);
+    assert!(!ok, "{err}");
     assert!(
         err.contains("context is full") && err.contains("/undo") && err.contains("/reset"),
         "{err}"
