@@ -8,7 +8,7 @@ use std::process::{Command, Output, Stdio};
 use loupe::quantize::FileType;
 use loupe::store::QWEN25_CODER_05B;
 use loupe::synth::{write_shape, Shape, WeightTypes};
-use loupe_engine::model::kv_cache::KvType;
+use loupe_engine::model::kv_cache::KvTypes;
 use loupe_engine::model::{Context, Logits, Model, RunOptions};
 use loupe_gguf::GgufFile;
 use loupe_quant::GgmlType;
@@ -38,7 +38,7 @@ fn generates(path: &Path) -> Model {
         &model,
         RunOptions {
             n_ctx: 64,
-            kv_type: KvType::F16,
+            kv_type: KvTypes::F16,
             threads: 2,
             batch: 64,
         },

@@ -7,7 +7,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use loupe::store::GEMMA3_270M;
-use loupe_engine::model::kv_cache::KvType;
+use loupe_engine::model::kv_cache::KvTypes;
 use loupe_engine::model::{memory, Context, Logits, Model, RunOptions};
 
 struct Counting;
@@ -50,7 +50,7 @@ fn generating_tokens_allocates_nothing() {
     model.wait_repacked();
     let opts = RunOptions {
         n_ctx: 64,
-        kv_type: KvType::F16,
+        kv_type: KvTypes::F16,
         threads: 2,
         batch: 16,
     };

@@ -8,7 +8,7 @@ use std::sync::mpsc;
 
 use loupe::store::QWEN25_CODER_05B;
 use loupe_engine::generate::{Finished, GenerateOptions, Generator, StopReason};
-use loupe_engine::model::kv_cache::KvType;
+use loupe_engine::model::kv_cache::KvTypes;
 use loupe_engine::model::{Context, Model, RunOptions};
 use loupe_engine::sample::{Sampler, SamplerConfig};
 use loupe_engine::session::Session;
@@ -29,7 +29,7 @@ fn load() -> (Model, Tokenizer) {
 fn session(model: &Model, n_ctx: usize) -> Session<'_> {
     let opts = RunOptions {
         n_ctx,
-        kv_type: KvType::F16,
+        kv_type: KvTypes::F16,
         threads: 1,
         batch: 64,
     };

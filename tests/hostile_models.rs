@@ -20,7 +20,7 @@ use loupe::store::{GEMMA3_270M, QWEN25_CODER_05B};
 use loupe::synth::{write_shape, Shape, WeightTypes};
 use loupe_engine::generate::check_finite;
 use loupe_engine::model::config::Arch;
-use loupe_engine::model::kv_cache::KvType;
+use loupe_engine::model::kv_cache::KvTypes;
 use loupe_engine::model::{Context, Logits, Model, RunOptions};
 use loupe_engine::session::Session;
 use loupe_gguf::atomic::Overwrite;
@@ -733,7 +733,7 @@ fn a_cache_holding_nan_gives_an_error_not_nonsense() {
     let model = Model::load(gemma()).unwrap();
     let opts = RunOptions {
         n_ctx: 32,
-        kv_type: KvType::F16,
+        kv_type: KvTypes::F16,
         threads: 2,
         batch: 32,
     };
@@ -758,7 +758,7 @@ fn a_saved_chat_with_an_out_of_range_n_predict_is_refused() {
     let model = Model::load(&m).unwrap();
     let opts = RunOptions {
         n_ctx: 64,
-        kv_type: KvType::F16,
+        kv_type: KvTypes::F16,
         threads: 2,
         batch: 64,
     };

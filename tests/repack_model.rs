@@ -2,7 +2,7 @@
 //! rows: before, during and after the switch a generation computes the same numbers.
 
 use loupe::store::{GEMMA3_270M, QWEN25_CODER_05B};
-use loupe_engine::model::kv_cache::KvType;
+use loupe_engine::model::kv_cache::KvTypes;
 use loupe_engine::model::{Context, Logits, Model, RunOptions};
 
 /// Past the activation row count from which packed Q5_0 and Q6_K weights are decoded
@@ -12,7 +12,7 @@ const BATCH: usize = 130;
 fn logits(model: &Model, tokens: &[u32]) -> Vec<f32> {
     let opts = RunOptions {
         n_ctx: 192,
-        kv_type: KvType::F16,
+        kv_type: KvTypes::F16,
         threads: 2,
         batch: BATCH,
     };

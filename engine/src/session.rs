@@ -25,7 +25,7 @@ use sha2::{Digest, Sha256};
 
 use loupe_gguf::atomic::{Kind, Overwrite};
 
-use crate::model::kv_cache::KvType;
+use crate::model::kv_cache::KvTypes;
 use crate::model::{Context, Logits, Model};
 
 /// What to do when the next turn would not fit in the context.
@@ -323,11 +323,10 @@ fn model_label(model: &Model) -> String {
         .unwrap_or_else(|| "?".into())
 }
 
-fn kv_name(t: KvType) -> &'static str {
-    match t {
-        KvType::F16 => "f16",
-        KvType::F32 => "f32",
-    }
+/// The KV types as a session header records them: "f16" when keys and values share a
+/// type (as every file before quantized caches did), "k q8_0, v f16" otherwise.
+fn kv_name(t: KvTypes) -> String {
+    t.to_string()
 }
 
 impl Session<'_> {
@@ -345,7 +344,7 @@ impl Session<'_> {
         let header = json!({
             "model": model_fingerprint(model)?,
             "model_name": model_label(model),
-            "kv_type": kv_name(cache.ty),
+            "kv_type": kv_name(cache.types),
             "n_ctx": self.n_ctx(),
             "tokens": self.tokens,
             "chat": extra,
@@ -468,7 +467,7 @@ impl Session<'_> {
             }
             .into());
         }
-        let ty = kv_name(self.ctx.kv_cache().ty);
+        let ty = kv_name(self.ctx.kv_cache().types);
         let saved_ty = header["kv_type"].as_str().unwrap_or("?");
         if saved_ty != ty {
             return Err(SessionFileError::KvType {

@@ -7,7 +7,7 @@ use std::ffi::{c_void, CStr, CString};
 use std::sync::{Arc, Mutex};
 
 use llama_cpp_sys_2 as sys;
-use loupe_engine::model::kv_cache::KvType;
+use loupe_engine::model::kv_cache::KvTypes;
 use loupe_engine::model::{Context, Logits, Model, RunOptions};
 
 /// (name, shape, values) of each tensor llama.cpp computed.
@@ -93,7 +93,7 @@ fn main() {
         &m,
         RunOptions {
             n_ctx: 512,
-            kv_type: KvType::F16,
+            kv_type: KvTypes::F16,
             threads: 2,
             batch: 512,
         },

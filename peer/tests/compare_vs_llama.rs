@@ -20,7 +20,7 @@ use std::path::Path;
 
 use loupe::compare::{compare, text, Figures};
 use loupe::quantize::{quantize_model, FileType, QuantizeOptions};
-use loupe_engine::model::kv_cache::KvType;
+use loupe_engine::model::kv_cache::KvTypes;
 use loupe_engine::model::{Model, RunOptions};
 use loupe_engine::quality::Chunking;
 use loupe_engine::tokenizer::Tokenizer;
@@ -194,7 +194,7 @@ fn compare_agrees_with_llama_perplexity_kld_mode() {
         .collect();
     let run = RunOptions {
         n_ctx: CTX,
-        kv_type: KvType::F16,
+        kv_type: KvTypes::F16,
         threads: THREADS,
         batch: CTX,
     };

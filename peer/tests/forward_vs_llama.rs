@@ -13,7 +13,7 @@
 
 mod common;
 
-use loupe_engine::model::kv_cache::KvType;
+use loupe_engine::model::kv_cache::KvTypes;
 use loupe_engine::model::{Context, Logits, Model, RunOptions};
 use loupe_engine::quality::{argmax, Agreement, Chunking};
 use peer::llama::{Llama, Params};
@@ -37,7 +37,7 @@ fn max_chunks() -> Option<usize> {
 fn run_options(n_ctx: usize) -> RunOptions {
     RunOptions {
         n_ctx,
-        kv_type: KvType::F16,
+        kv_type: KvTypes::F16,
         threads: THREADS,
         batch: n_ctx,
     }

@@ -10,7 +10,7 @@ mod common;
 
 use loupe::synth::{write_shape, Shape, WeightTypes};
 use loupe_engine::model::config::Arch;
-use loupe_engine::model::kv_cache::KvType;
+use loupe_engine::model::kv_cache::KvTypes;
 use loupe_engine::model::{Context, Logits, Model, RunOptions};
 use loupe_engine::quality::Agreement;
 use loupe_gguf::GgufFile;
@@ -69,7 +69,7 @@ fn check(arch: Arch, vocab_model: &str, weight_type: GgmlType, untied: bool, rop
         &model,
         RunOptions {
             n_ctx: 256,
-            kv_type: KvType::F16,
+            kv_type: KvTypes::F16,
             threads: 2,
             batch: 256,
         },

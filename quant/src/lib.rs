@@ -6,6 +6,7 @@
 //! [`cast`]. Dot products and matmuls over quantized rows, with the SIMD kernels chosen at
 //! run time, are in [`kernels`]: [`quantize_activation`], [`vec_dot`], [`matmul`].
 
+pub mod attn;
 pub mod block;
 pub mod cast;
 pub mod float16;

@@ -11,7 +11,6 @@ use anyhow::{ensure, Context as _, Result};
 use clap::Args;
 
 use crate::bench;
-use loupe_engine::model::kv_cache::KvType;
 use loupe_engine::model::{default_threads, Context, Model, RunOptions};
 use loupe_engine::tokenizer::Tokenizer;
 
@@ -37,9 +36,8 @@ pub struct BenchArgs {
     /// Timed repetitions of each test, after one untimed warm-up.
     #[arg(long, value_name = "N", default_value_t = 5)]
     pub reps: usize,
-    /// Element type of the KV cache: f16 (llama.cpp's default) or f32.
-    #[arg(long, value_name = "TYPE", default_value = "f16")]
-    pub kv_type: String,
+    #[command(flatten)]
+    pub kv: crate::cli::model_args::KvArgs,
     /// Print one JSON line instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -77,7 +75,7 @@ pub fn run(args: &BenchArgs, out: &mut impl Write) -> Result<()> {
         &model,
         RunOptions {
             n_ctx: args.n_prompt.max(args.n_gen).max(16),
-            kv_type: KvType::parse(&args.kv_type)?,
+            kv_type: args.kv.types()?,
             threads,
             batch: args.n_prompt.max(1),
         },

@@ -13,7 +13,6 @@ use crate::chat::repl::{self, ReplInfo};
 use crate::chat::{ChatTemplate, Conversation};
 use crate::cli::sampler_args::SamplerArgs;
 use crate::store::{KnownModel, QWEN25_CODER_05B};
-use loupe_engine::model::kv_cache::KvType;
 use loupe_engine::model::{default_threads, Context, Model, RunOptions};
 use loupe_engine::session::{ContextPolicy, Session};
 use loupe_engine::tokenizer::Tokenizer;
@@ -38,9 +37,8 @@ pub struct ChatArgs {
     /// logical CPUs].
     #[arg(short = 't', long, value_name = "N")]
     pub threads: Option<usize>,
-    /// Element type of the KV cache: f16 (llama.cpp's default) or f32.
-    #[arg(long, value_name = "TYPE", default_value = "f16")]
-    pub kv_type: String,
+    #[command(flatten)]
+    pub kv: crate::cli::model_args::KvArgs,
     /// Most prompt tokens evaluated in one batch.
     #[arg(long, value_name = "N", default_value_t = 512)]
     pub batch: usize,
@@ -90,7 +88,7 @@ pub fn run(args: &ChatArgs, out: &mut impl Write) -> Result<()> {
         eprintln!("warning: {w}");
     }
     let n_ctx = args.ctx.unwrap_or_else(|| model.default_ctx());
-    let kv_type = KvType::parse(&args.kv_type)?;
+    let kv_type = args.kv.types()?;
     let threads = crate::cli::model_args::threads(args.threads)?.unwrap_or_else(default_threads);
     // Context::new refuses a context the memory cannot hold, with the arithmetic.
     let ctx = Context::new(

@@ -15,7 +15,6 @@ use super::format::ProgressLine;
 use crate::compare::plot::{self, Point};
 use crate::compare::{self as cmp, Comparison, Figures, FileFacts, Progress, Speed};
 use crate::quantize::{quantize_model, FileType, QuantizeOptions};
-use loupe_engine::model::kv_cache::KvType;
 use loupe_engine::model::{default_threads, Model, RunOptions};
 use loupe_engine::quality::Chunking;
 use loupe_engine::tokenizer::Tokenizer;
@@ -60,9 +59,8 @@ pub struct CompareArgs {
     /// Threads [default: physical cores; at most the logical CPUs].
     #[arg(short = 't', long, value_name = "N")]
     pub threads: Option<usize>,
-    /// Element type of the KV cache: f16 or f32.
-    #[arg(long, value_name = "TYPE", default_value = "f16")]
-    pub kv_type: String,
+    #[command(flatten)]
+    pub kv: crate::cli::model_args::KvArgs,
     /// Print one JSON object instead of the table.
     #[arg(long)]
     pub json: bool,
@@ -205,7 +203,7 @@ pub fn run(args: &CompareArgs, out: &mut impl Write) -> Result<()> {
         .with_context(|| format!("the {text_name} text tokenizes to {} tokens", tokens.len()))?;
     let run = RunOptions {
         n_ctx,
-        kv_type: KvType::parse(&args.kv_type)?,
+        kv_type: args.kv.types()?,
         threads: threads.unwrap_or_else(default_threads),
         batch: n_ctx,
     };

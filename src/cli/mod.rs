@@ -61,7 +61,15 @@ pub enum Command {
 
 /// Parse the arguments, run the subcommand, and turn its outcome into an exit code.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // llama.cpp spells some options with one dash and several letters (-ctk); clap's
+    // short options are one letter, so those words become their long names first.
+    let args = std::env::args_os().map(|a| {
+        model_args::LLAMA_SHORT_OPTIONS
+            .iter()
+            .find(|(short, _)| a == *short)
+            .map_or(a, |(_, long)| (*long).into())
+    });
+    let cli = Cli::parse_from(args);
     // Ctrl-C and SIGTERM remove the temporary files being written; the stale ones a killed
     // run left are removed by the next write in their folder, and said.
     crate::signals::install();

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result};
 use clap::Args;
 
-use loupe_engine::model::kv_cache::KvType;
+use loupe_engine::model::kv_cache::{KvType, KvTypes};
 use loupe_engine::model::{default_threads, Model, RunOptions};
 use loupe_engine::tokenizer::Tokenizer;
 
@@ -22,13 +22,43 @@ pub struct ModelArgs {
     /// logical CPUs].
     #[arg(short = 't', long, value_name = "N")]
     pub threads: Option<usize>,
-    /// Element type of the KV cache: f16 (llama.cpp's default) or f32.
-    #[arg(long, value_name = "TYPE", default_value = "f16")]
-    pub kv_type: String,
+    #[command(flatten)]
+    pub kv: KvArgs,
     /// Most prompt tokens evaluated in one batch.
     #[arg(long, value_name = "N", default_value_t = 512)]
     pub batch: usize,
 }
+
+/// The KV cache's element types: `--kv-type` for both, llama.cpp's `--cache-type-k` /
+/// `--cache-type-v` (`-ctk`/`-ctv`) for one.
+#[derive(Args, Debug, Clone)]
+pub struct KvArgs {
+    /// Element type of the KV cache, keys and values: f16 (llama.cpp's default), f32,
+    /// q8_0 or q4_0.
+    #[arg(long, value_name = "TYPE", default_value = "f16")]
+    pub kv_type: String,
+    /// Element type of the keys alone (llama.cpp's -ctk) [default: --kv-type].
+    #[arg(long, value_name = "TYPE")]
+    pub cache_type_k: Option<String>,
+    /// Element type of the values alone (llama.cpp's -ctv) [default: --kv-type].
+    #[arg(long, value_name = "TYPE")]
+    pub cache_type_v: Option<String>,
+}
+
+impl KvArgs {
+    pub fn types(&self) -> Result<KvTypes> {
+        let both = KvType::parse(&self.kv_type)?;
+        let one = |s: &Option<String>| s.as_deref().map_or(Ok(both), KvType::parse);
+        Ok(KvTypes {
+            k: one(&self.cache_type_k)?,
+            v: one(&self.cache_type_v)?,
+        })
+    }
+}
+
+/// llama.cpp's multi-letter short options loupe accepts, and their long names.
+pub const LLAMA_SHORT_OPTIONS: [(&str, &str); 2] =
+    [("-ctk", "--cache-type-k"), ("-ctv", "--cache-type-v")];
 
 /// A model with its tokenizer, and how long loading took.
 pub struct Loaded {
@@ -60,7 +90,7 @@ impl ModelArgs {
         anyhow::ensure!(n_ctx > 0, "--ctx must be at least 1");
         Ok(RunOptions {
             n_ctx,
-            kv_type: KvType::parse(&self.kv_type)?,
+            kv_type: self.kv.types()?,
             threads: threads(self.threads)?.unwrap_or_else(default_threads),
             batch: self.batch.max(min_batch).max(1),
         })

@@ -31,9 +31,8 @@ pub struct PerplexityArgs {
     /// Threads [default: physical cores; at most the logical CPUs].
     #[arg(short = 't', long, value_name = "N")]
     pub threads: Option<usize>,
-    /// Element type of the KV cache: f16 or f32.
-    #[arg(long, value_name = "TYPE", default_value = "f16")]
-    pub kv_type: String,
+    #[command(flatten)]
+    pub kv: crate::cli::model_args::KvArgs,
     /// Print one JSON object at the end.
     #[arg(long)]
     pub json: bool,
@@ -50,7 +49,7 @@ pub fn run(args: &PerplexityArgs, out: &mut impl Write) -> Result<()> {
         model: args.model.clone(),
         ctx: Some(args.ctx),
         threads: args.threads,
-        kv_type: args.kv_type.clone(),
+        kv: args.kv.clone(),
         batch: args.ctx,
     };
     let loaded = margs.load()?;

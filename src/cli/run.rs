@@ -63,7 +63,7 @@ pub fn run(args: &RunArgs, out: &mut impl Write) -> Result<()> {
     let mut sampler = Sampler::new(cfg, model.config.vocab_size)?;
     if args.verbose {
         eprintln!(
-            "model: {} ({}), ctx {}, {} threads, KV cache {:?}, kernels {}",
+            "model: {} ({}), ctx {}, {} threads, KV cache {}, kernels {}",
             args.model.model.display(),
             model.config.arch.name(),
             opts.n_ctx,

@@ -88,7 +88,7 @@ fn attention(
 ) {
     let (hd, hdv) = (c.head_dim, c.head_dim_v);
     let group = c.n_head / c.n_kv_head;
-    let (kv_dim, kv_dim_v, q_dim) = (c.kv_dim(), c.kv_dim_v(), c.q_dim());
+    let (kv_dim, q_dim) = (c.kv_dim(), c.q_dim());
     let window = if c.is_swa[layer] {
         c.sliding_window
     } else {
@@ -170,7 +170,7 @@ fn attention(
                     }
                 } else {
                     for (j, sj) in (first..=p).zip(sc.iter_mut()) {
-                        let kj = &keys[j * kv_dim + kvh * hd..][..hd];
+                        let kj = &keys[(kvh * n_kv + j) * hd..][..hd];
                         let mut dot = 0f32;
                         for (a, b) in qh.iter().zip(kj) {
                             dot += a * b;
@@ -178,12 +178,12 @@ fn attention(
                         *sj = finish(dot);
                     }
                 }
-                let vrow = |j: usize| &vals[j * kv_dim_v + kvh * hdv..][..hdv];
+                let vrow = |j: usize| &vals[(kvh * n_kv + j) * hdv..][..hdv];
                 if tiled {
                     softmax(sc);
                     // The values of positions first..=p, kv_dim_v apart.
-                    let v0 = first * kv_dim_v + kvh * hdv;
-                    loupe_quant::vec_f32::weighted_sum(o, sc, &vals[v0..], kv_dim_v);
+                    let v0 = (kvh * n_kv + first) * hdv;
+                    loupe_quant::vec_f32::weighted_sum(o, sc, &vals[v0..], hdv);
                 } else {
                     online_softmax_f16(sc, first, &vrow, &mut acc16[..hdv], o);
                 }
@@ -201,7 +201,6 @@ const DOT_GROUP: usize = 8;
 /// each block `head_dim` rows of eight values, zero-padded past `n_kv`: the dots of one
 /// query with eight keys then run side by side.
 fn transpose_keys(keys: &[f32], n_kv: usize, n_kv_head: usize, hd: usize, out: &mut Vec<f32>) {
-    let kv_dim = n_kv_head * hd;
     let blocks = n_kv.div_ceil(KEY_LANES);
     out.clear();
     // Grows to the longest batch's context once; batches are not the per-token path.
@@ -209,7 +208,7 @@ fn transpose_keys(keys: &[f32], n_kv: usize, n_kv_head: usize, hd: usize, out: &
     for (h, head) in out.chunks_exact_mut(blocks * hd * KEY_LANES).enumerate() {
         for (b, block) in head.chunks_exact_mut(hd * KEY_LANES).enumerate() {
             for l in 0..KEY_LANES.min(n_kv - b * KEY_LANES) {
-                let key = &keys[(b * KEY_LANES + l) * kv_dim + h * hd..][..hd];
+                let key = &keys[(h * n_kv + b * KEY_LANES + l) * hd..][..hd];
                 for (d, &k) in key.iter().enumerate() {
                     block[d * KEY_LANES + l] = k;
                 }

@@ -491,3 +491,38 @@ fn rope_freq_scale(md: &Metadata, arch: &str) -> Result<f32> {
         (other, _) => bail!("RoPE scaling {other:?} is not supported yet (linear and none are)"),
     }
 }
+
+#[cfg(test)]
+impl Config {
+    /// A llama-shaped configuration with `n_layer` layers and `n_kv_head` KV heads of
+    /// `head_dim` (twice as many query heads), for unit tests of the cache and attention.
+    pub(crate) fn for_tests(n_layer: usize, n_kv_head: usize, head_dim: usize) -> Config {
+        let n_head = 2 * n_kv_head;
+        Config {
+            arch: Arch::Llama,
+            dim: n_head * head_dim,
+            n_layer,
+            n_head,
+            n_kv_head,
+            head_dim,
+            head_dim_v: head_dim,
+            hidden_dim: 4 * n_head * head_dim,
+            vocab_size: 32,
+            n_ctx_train: 4096,
+            norm_eps: 1e-5,
+            rope_style: RopeStyle::Normal,
+            n_rot: head_dim,
+            rope_base: 10000.0,
+            rope_freq_scale: 1.0,
+            rope_base_local: 10000.0,
+            rope_freq_scale_local: 1.0,
+            activation: Activation::Silu,
+            embed_scale: None,
+            attn_scale: 1.0 / (head_dim as f32).sqrt(),
+            attn_softcap: None,
+            final_softcap: None,
+            sliding_window: None,
+            is_swa: vec![false; n_layer],
+        }
+    }
+}

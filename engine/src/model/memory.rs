@@ -48,7 +48,7 @@ impl fmt::Display for Gib {
 pub fn context_bytes(model: &Model, o: &RunOptions) -> Option<u64> {
     let c = &model.config;
     let batch = o.batch.clamp(1, o.n_ctx.max(1));
-    KvCache::bytes(o.kv_type, c.n_layer, o.n_ctx, c.kv_dim(), c.kv_dim_v())?
+    KvCache::bytes(o.kv_type, c, o.n_ctx)?
         .checked_add(Scratch::bytes(c, o.n_ctx, batch, o.threads)?)
 }
 

@@ -22,7 +22,7 @@ use anyhow::{ensure, Context as _, Result};
 
 use config::Config;
 use forward::{forward, Scratch};
-use kv_cache::{KvCache, KvType};
+use kv_cache::{KvCache, KvTypes};
 use loupe_gguf::GgufFile;
 use weights::Weights;
 
@@ -126,7 +126,7 @@ pub fn non_finite_vector(file: &GgufFile) -> Option<&str> {
 #[derive(Clone, Copy, Debug)]
 pub struct RunOptions {
     pub n_ctx: usize,
-    pub kv_type: KvType,
+    pub kv_type: KvTypes,
     pub threads: usize,
     /// Most tokens evaluated in one forward call; longer inputs go in several.
     pub batch: usize,
@@ -163,6 +163,7 @@ impl<'m> Context<'m> {
         let c = &model.config;
         ensure!(o.n_ctx > 0, "--ctx must be at least 1");
         ensure!(o.threads > 0, "--threads must be at least 1");
+        o.kv_type.check(c)?;
         // Before a byte is allocated: the buffers below must fit in the memory available.
         memory::check(model, &o)?;
         let batch = o.batch.clamp(1, o.n_ctx);
@@ -173,7 +174,7 @@ impl<'m> Context<'m> {
             .context("cannot start the thread pool")?;
         Ok(Context {
             model,
-            cache: KvCache::new(o.kv_type, c.n_layer, o.n_ctx, c.kv_dim(), c.kv_dim_v()),
+            cache: KvCache::new(o.kv_type, c, o.n_ctx)?,
             scratch: Scratch::new(c, o.n_ctx, batch, o.threads),
             pool,
             n_past: 0,
