@@ -473,7 +473,7 @@ impl Session<'_> {
             return Err(SessionFileError::KvType {
                 path: p,
                 saved: saved_ty.into(),
-                current: ty.into(),
+                current: ty,
             }
             .into());
         }
