@@ -7,7 +7,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use loupe::store::GEMMA3_270M;
-use loupe_engine::model::kv_cache::KvTypes;
+use loupe_engine::model::kv_cache::{KvType, KvTypes};
 use loupe_engine::model::{memory, Context, Logits, Model, RunOptions};
 
 struct Counting;
@@ -74,4 +74,29 @@ fn generating_tokens_allocates_nothing() {
     }
     let n = ALLOCS.load(Ordering::Relaxed) - before;
     assert_eq!(n, 0, "8 generated tokens made {n} heap allocations");
+
+    // At a longer context one token's keys are split across the threads, and a block
+    // cache dequantizes its values: neither may allocate either. (In this test, not a
+    // second one: the counters see every thread of the process.)
+    for t in [KvType::F16, KvType::Q8_0] {
+        let opts = RunOptions {
+            n_ctx: 1024,
+            kv_type: KvTypes::same(t),
+            threads: 2,
+            batch: 512,
+        };
+        let mut ctx = Context::new(&model, opts).unwrap();
+        let prompt: Vec<u32> = (0..600).map(|i| 300 + i).collect();
+        ctx.eval(&prompt, Logits::Last).unwrap();
+        ctx.eval(&[100], Logits::Last).unwrap();
+        let before = ALLOCS.load(Ordering::Relaxed);
+        for t in 0..8 {
+            ctx.eval(&[200 + t], Logits::Last).unwrap();
+        }
+        let n = ALLOCS.load(Ordering::Relaxed) - before;
+        assert_eq!(
+            n, 0,
+            "{t} cache: 8 tokens at position 600 made {n} heap allocations"
+        );
+    }
 }

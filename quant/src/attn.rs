@@ -40,6 +40,100 @@ pub fn dots_f16(queries: &[F16], keys: &[F16], d: usize, out: &mut [f32]) {
     }
 }
 
+/// The running state of one query head's online softmax (llama.cpp's flash-attention
+/// loop): the largest score so far and the sum of the weights, relative to it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Online {
+    pub max: f32,
+    pub sum: f32,
+}
+
+impl Online {
+    pub const START: Online = Online {
+        max: f32::NEG_INFINITY,
+        sum: 0.0,
+    };
+
+    /// Take in one score: the factor the accumulator is rescaled by (1 unless the score
+    /// is a new maximum) and the weight of this score's value row.
+    #[inline(always)]
+    fn step(&mut self, score: f32) -> (f32, f32) {
+        let (mut ms, mut vs) = (1f32, 1f32);
+        if score > self.max {
+            ms = (self.max - score).exp();
+            self.max = score;
+        } else {
+            vs = (score - self.max).exp();
+        }
+        self.sum = self.sum * ms + vs;
+        (ms, vs)
+    }
+}
+
+/// Online softmax over `n` keys for `g` query heads with f16 values: for each key `j` in
+/// order and each head `h`, the score `scores[h * n + j]` updates `state[h]`, rescales
+/// `acc` row `h` when it is a new maximum ([`scale_f16`]) and adds value row `j` times
+/// its weight ([`mad_f16`]). `values` holds `n` rows and `acc` `g` rows of `dv` halves.
+pub fn accumulate_f16(
+    scores: &[f32],
+    values: &[F16],
+    dv: usize,
+    acc: &mut [F16],
+    state: &mut [Online],
+) {
+    let g = state.len();
+    let n = scores.len() / g.max(1);
+    assert!(
+        scores.len() == g * n && values.len() == n * dv && acc.len() == g * dv,
+        "accumulate_f16: shapes do not match"
+    );
+    #[cfg(target_arch = "x86_64")]
+    if use_simd() {
+        // SAFETY: use_simd() confirmed AVX2, FMA and F16C on this CPU.
+        return unsafe { simd::accumulate_f16(scores, values, dv, acc, state) };
+    }
+    for (j, v) in values.chunks_exact(dv).enumerate() {
+        for (h, (a, st)) in acc.chunks_exact_mut(dv).zip(state.iter_mut()).enumerate() {
+            let (ms, vs) = st.step(scores[h * n + j]);
+            if ms != 1.0 {
+                scale_f16_ref(a, ms);
+            }
+            mad_f16_ref(a, v, vs);
+        }
+    }
+}
+
+/// [`accumulate_f16`] with f32 values and accumulators ([`mad_f32`]; the rescale is an
+/// f32 multiply).
+pub fn accumulate_f32(
+    scores: &[f32],
+    values: &[f32],
+    dv: usize,
+    acc: &mut [f32],
+    state: &mut [Online],
+) {
+    let g = state.len();
+    let n = scores.len() / g.max(1);
+    assert!(
+        scores.len() == g * n && values.len() == n * dv && acc.len() == g * dv,
+        "accumulate_f32: shapes do not match"
+    );
+    #[cfg(target_arch = "x86_64")]
+    if use_simd() {
+        // SAFETY: use_simd() confirmed AVX2, FMA and F16C on this CPU.
+        return unsafe { simd::accumulate_f32(scores, values, dv, acc, state) };
+    }
+    for (j, v) in values.chunks_exact(dv).enumerate() {
+        for (h, (a, st)) in acc.chunks_exact_mut(dv).zip(state.iter_mut()).enumerate() {
+            let (ms, vs) = st.step(scores[h * n + j]);
+            if ms != 1.0 {
+                a.iter_mut().for_each(|x| *x *= ms);
+            }
+            mad_f32_ref(a, v, vs);
+        }
+    }
+}
+
 /// `acc[i] = f16(acc[i] + x[i] * v)`, ggml's `ggml_vec_mad_f16` (fused for whole steps).
 pub fn mad_f16(acc: &mut [F16], x: &[F16], v: f32) {
     assert_eq!(acc.len(), x.len(), "mad_f16: rows of different lengths");
@@ -180,7 +274,7 @@ mod simd {
     //! lengths were checked first.
     use std::arch::x86_64::*;
 
-    use super::{dot_f16_ref, LANES, STEP};
+    use super::{dot_f16_ref, Online, LANES, STEP};
     use crate::F16;
 
     #[inline]
@@ -235,6 +329,51 @@ mod simd {
     }
 
     #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn accumulate_f16(
+        scores: &[f32],
+        values: &[F16],
+        dv: usize,
+        acc: &mut [F16],
+        state: &mut [Online],
+    ) {
+        let n = values.len() / dv;
+        for (j, v) in values.chunks_exact(dv).enumerate() {
+            for (h, (a, st)) in acc.chunks_exact_mut(dv).zip(state.iter_mut()).enumerate() {
+                let (ms, vs) = st.step(scores[h * n + j]);
+                // SAFETY: AVX2, FMA and F16C per the caller; rows of equal length.
+                unsafe {
+                    if ms != 1.0 {
+                        scale_f16(a, ms);
+                    }
+                    mad_f16(a, v, vs);
+                }
+            }
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn accumulate_f32(
+        scores: &[f32],
+        values: &[f32],
+        dv: usize,
+        acc: &mut [f32],
+        state: &mut [Online],
+    ) {
+        let n = values.len() / dv;
+        for (j, v) in values.chunks_exact(dv).enumerate() {
+            for (h, (a, st)) in acc.chunks_exact_mut(dv).zip(state.iter_mut()).enumerate() {
+                let (ms, vs) = st.step(scores[h * n + j]);
+                if ms != 1.0 {
+                    a.iter_mut().for_each(|x| *x *= ms);
+                }
+                // SAFETY: AVX2, FMA and F16C per the caller; rows of equal length.
+                unsafe { mad_f32(a, v, vs) };
+            }
+        }
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) unsafe fn mad_f16(acc: &mut [F16], x: &[F16], v: f32) {
         let np = acc.len() / STEP * STEP;
         // SAFETY: register-only broadcast.
@@ -251,6 +390,7 @@ mod simd {
         }
     }
 
+    #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) unsafe fn scale_f16(acc: &mut [F16], v: f32) {
         let np = acc.len() / LANES * LANES;
@@ -267,6 +407,7 @@ mod simd {
         }
     }
 
+    #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) unsafe fn mad_f32(acc: &mut [f32], x: &[f32], v: f32) {
         let np = acc.len() / STEP * STEP;
@@ -375,6 +516,57 @@ mod tests {
             f32_to_f16(&x, &mut h);
             f32_to_f16_ref(&x, &mut hr);
             assert_eq!(h, hr, "f32_to_f16, d {d}");
+        }
+    }
+
+    #[test]
+    fn accumulations_match_the_reference_and_a_plain_softmax() {
+        for (g, n, dv) in [(1, 1, 32), (3, 17, 64), (7, 40, 128), (2, 5, 40)] {
+            let scores = values(g * n, 11);
+            let vals = values(n * dv, 12);
+            let vh = halves(&vals);
+            let run16 = |simd: bool| {
+                let mut acc = vec![F16::ZERO; g * dv];
+                let mut st = vec![Online::START; g];
+                if simd {
+                    accumulate_f16(&scores, &vh, dv, &mut acc, &mut st);
+                } else {
+                    for (j, v) in vh.chunks_exact(dv).enumerate() {
+                        for h in 0..g {
+                            let (ms, vs) = st[h].step(scores[h * n + j]);
+                            let a = &mut acc[h * dv..][..dv];
+                            if ms != 1.0 {
+                                scale_f16_ref(a, ms);
+                            }
+                            mad_f16_ref(a, v, vs);
+                        }
+                    }
+                }
+                (acc, st)
+            };
+            assert_eq!(run16(true), run16(false), "f16: g {g} n {n} dv {dv}");
+            let mut acc = vec![0f32; g * dv];
+            let mut st = vec![Online::START; g];
+            accumulate_f32(&scores, &vals, dv, &mut acc, &mut st);
+            // Against a plain softmax: the online form is exact up to rounding.
+            for h in 0..g {
+                let row = &scores[h * n..][..n];
+                let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let w: Vec<f64> = row.iter().map(|&x| ((x - max) as f64).exp()).collect();
+                let sum: f64 = w.iter().sum();
+                assert!(
+                    (st[h].sum as f64 - sum).abs() < 1e-4 * sum,
+                    "sum of weights"
+                );
+                for d in 0..dv {
+                    let want: f64 = (0..n).map(|j| w[j] * vals[j * dv + d] as f64).sum();
+                    let got = acc[h * dv + d] as f64;
+                    assert!(
+                        (got - want).abs() < 1e-3 * (1.0 + want.abs()),
+                        "h {h} d {d}: {got} vs {want}"
+                    );
+                }
+            }
         }
     }
 
