@@ -15,6 +15,7 @@ use super::format::ProgressLine;
 use crate::compare::plot::{self, Point};
 use crate::compare::{self as cmp, Comparison, Figures, FileFacts, Progress, Speed};
 use crate::quantize::{quantize_model, FileType, QuantizeOptions};
+use loupe_engine::model::kv_cache::{KvType, KvTypes};
 use loupe_engine::model::{default_threads, Model, RunOptions};
 use loupe_engine::quality::Chunking;
 use loupe_engine::tokenizer::Tokenizer;
@@ -41,6 +42,10 @@ pub struct CompareArgs {
         value_parser = parse_ftype
     )]
     pub types: Vec<FileType>,
+    /// Score MODEL's KV cache at these types against its --kv-type cache (f16): the cost
+    /// of a quantized cache, as llama.cpp's perplexity tool measures it with -ctk/-ctv.
+    #[arg(long, value_name = "T,T,...", value_delimiter = ',')]
+    pub kv_types: Vec<String>,
     /// Keep the ladder's models in DIR [default: a temporary folder, removed afterwards].
     #[arg(long, value_name = "DIR")]
     pub out_dir: Option<PathBuf>,
@@ -137,6 +142,15 @@ pub fn run(args: &CompareArgs, out: &mut impl Write) -> Result<()> {
                     .map_or_else(|| FileFacts::stem(source), str::to_string);
                 (source.clone(), label, models)
             }
+            None if !args.kv_types.is_empty() => {
+                ensure!(
+                    args.files.len() == 1,
+                    "--kv-types compares one model's caches: give only MODEL (got {} files)",
+                    args.files.len()
+                );
+                let p = &args.files[0];
+                (p.clone(), FileFacts::stem(p), Vec::new())
+            }
             None => {
                 if args.files.len() < 2 {
                     bail!(
@@ -215,9 +229,25 @@ pub fn run(args: &CompareArgs, out: &mut impl Write) -> Result<()> {
 
     let t0 = Instant::now();
     let mut line = ProgressLine::new();
-    let refs: Vec<(&Model, String)> = others.iter().map(|o| (&o.model, o.label.clone())).collect();
-    let comparison = cmp::compare(
-        (&base.model, &base.label),
+    let mut refs: Vec<(&Model, String, RunOptions)> = others
+        .iter()
+        .map(|o| (&o.model, o.label.clone(), run))
+        .collect();
+    for t in &args.kv_types {
+        let kv_type = KvTypes::same(KvType::parse(t)?);
+        refs.push((
+            &base.model,
+            format!("KV {kv_type}"),
+            RunOptions { kv_type, ..run },
+        ));
+    }
+    let base_label = if args.kv_types.is_empty() {
+        base.label.clone()
+    } else {
+        format!("{} (KV {})", base.label, run.kv_type)
+    };
+    let comparison = cmp::compare_runs(
+        (&base.model, &base_label),
         &refs,
         &tokens,
         bos,

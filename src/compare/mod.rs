@@ -206,11 +206,37 @@ pub fn compare(
     chunking: Chunking,
     run: RunOptions,
     speed: bool,
+    on_progress: impl FnMut(&Progress<'_>),
+) -> Result<Comparison> {
+    let models: Vec<_> = models.iter().map(|(m, l)| (*m, l.clone(), run)).collect();
+    compare_runs(
+        base,
+        &models,
+        tokens,
+        bos,
+        chunking,
+        run,
+        speed,
+        on_progress,
+    )
+}
+
+/// [`compare`] with options of its own for each model (a quantized KV cache against the
+/// base's f16 one: `loupe compare MODEL --kv-types q8_0,q4_0`); `run` is the base's.
+#[allow(clippy::too_many_arguments)]
+pub fn compare_runs(
+    base: (&Model, &str),
+    models: &[(&Model, String, RunOptions)],
+    tokens: &[u32],
+    bos: Option<u32>,
+    chunking: Chunking,
+    run: RunOptions,
+    speed: bool,
     mut on_progress: impl FnMut(&Progress<'_>),
 ) -> Result<Comparison> {
     let (base_model, base_label) = base;
     let vocab = base_model.config.vocab_size;
-    for (m, label) in models {
+    for (m, label, _) in models {
         ensure!(
             m.config.vocab_size == vocab,
             "{label} has a vocabulary of {} tokens, the base {vocab}: compare needs models \
@@ -218,21 +244,23 @@ pub fn compare(
             m.config.vocab_size
         );
     }
-    ensure!(
-        run.n_ctx >= chunking.n_ctx && run.batch >= chunking.n_ctx,
-        "the context ({}) and batch ({}) must hold a chunk of {}",
-        run.n_ctx,
-        run.batch,
-        chunking.n_ctx
-    );
+    for run in models.iter().map(|m| &m.2).chain([&run]) {
+        ensure!(
+            run.n_ctx >= chunking.n_ctx && run.batch >= chunking.n_ctx,
+            "the context ({}) and batch ({}) must hold a chunk of {}",
+            run.n_ctx,
+            run.batch,
+            chunking.n_ctx
+        );
+    }
     let mut base_ctx = Context::new(base_model, run)?;
     let mut ctxs = models
         .iter()
-        .map(|(m, _)| Context::new(m, run))
+        .map(|(m, _, run)| Context::new(m, *run))
         .collect::<Result<Vec<_>>>()?;
     let mut results: Vec<ModelResult> = models
         .iter()
-        .map(|(m, label)| ModelResult {
+        .map(|(m, label, _)| ModelResult {
             facts: FileFacts::of(m, label.clone()),
             agreement: Agreement::default(),
             speed: None,
