@@ -246,13 +246,13 @@ fn chat(m: KnownModel, kv: KvType, kld_bound: f64) {
     let mut fresh = Session::new(context(&model, kv));
     let (fresh_stats, want) = fresh.sync(&new).unwrap();
     assert_eq!((fresh_stats.new, fresh_stats.shifted), (new.len(), 0));
-    let d = kld(&want, &logits);
+    let d = kld(want, &logits);
     let what = format!(
         "{} {kv}: {} kept by shifting; KL to a fresh evaluation {d:.3} (bound {kld_bound}), \
          max |Δlogit| {:.2}",
         m.key,
         stats.shifted,
-        max_abs_diff(&want, &logits)
+        max_abs_diff(want, &logits)
     );
     eprintln!("{what}");
     assert!(d <= kld_bound, "{what}");

@@ -32,7 +32,8 @@ use crate::model::{Context, Logits, Model};
 /// What to do when the next turn would not fit in the context.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum ContextPolicy {
-    /// Drop the oldest exchanges after the system prompt, say so, and re-evaluate.
+    /// Drop the oldest exchanges after the system prompt and say so; `sync` keeps the
+    /// tokens after them in the cache, shifted into place, and evaluates only what is new.
     #[default]
     Shift,
     /// Refuse the turn and say which commands free room.
