@@ -12,8 +12,8 @@
 //!   so "evaluate D ++ K, drop D, evaluate T" and "evaluate D ++ K ++ T" give T the same
 //!   logits in exact arithmetic. The bounds are measured (figures below) and sit an order
 //!   of magnitude or more below what a broken rotation gives (left out, wrong sign, half
-//!   the angle, the sliding-window layers' base on the global ones: mean KL ≥ 0.30 qwen,
-//!   ≥ 0.48 gemma on the same rows).
+//!   the angle, the bases of the two kinds of layer swapped: mean KL ≥ 0.29 qwen, ≥ 0.69
+//!   gemma on the same rows; each such mutant fails every test here).
 //! - `chat_*`: a real conversation through `Session::sync` with the real layer pattern:
 //!   what was shifted and evaluated, layer 0's keys against a fresh evaluation (a first
 //!   layer's keys depend on the token and position alone: they must agree to one rounding
@@ -200,8 +200,8 @@ fn check_exact(m: KnownModel, kv: KvType, bound: f64) {
 }
 
 // Measured (2 threads, AVX2): mean KL 7e-5 f16, 1e-3 q8_0, greedy 16/16 in both. With
-// the rotation broken (left out, wrong sign, half the angle) the rows that see shifted
-// keys measured a mean KL of 0.30 to 2.5 (K = 24). Bound: 5e-3.
+// the rotation broken (left out, wrong sign, half the angle): 0.29 to 2.1 (f16). Bound:
+// 5e-3.
 #[test]
 fn exact_qwen() {
     check_exact(QWEN25_CODER_05B, KvType::F16, 5e-3);
@@ -212,8 +212,8 @@ fn exact_qwen() {
 // sensitive to rounding: during development, rows whose window held no shifted key at all
 // (the same tokens evaluated at other absolute positions) differed by a mean KL of ~0.05.
 // Measured: 0.013 f16 (greedy 15/16, parting at a gap of 0.94 < max |Δlogit| 2.45),
-// 0.011 q8_0 (16/16). Broken rotations (left out, wrong sign, half the angle, the global
-// layers given the sliding-window base) measured 0.48 to 2.8 (K = 24).
+// 0.011 q8_0 (16/16). Broken rotations (left out, wrong sign, half the angle, the bases
+// swapped) measured 0.69 to 2.6 (f16).
 // Bound: 0.05.
 #[test]
 fn exact_gemma() {
