@@ -95,6 +95,39 @@ fn tiny_context_under_both_policies() {
     );
 }
 
+/// `--context-policy shift` keeps the tokens after the dropped exchange in the cache,
+/// shifted into place: the turn that drops evaluates only its own message and the
+/// assistant header, as a turn that drops nothing does, and says how many it shifted.
+#[test]
+fn a_dropped_exchange_is_shifted_not_evaluated_again() {
+    let input = "hi\nsay yes\nsay no\nsay maybe\n";
+    let (_, err) = chat(
+        input,
+        &["--ctx", "80", "-n", "8", "--context-policy", "shift"],
+    );
+    assert!(err.contains("dropped the 1 oldest exchange"), "{err}");
+    let re = regex::Regex::new(r"kept (\d+) tokens after them by shifting").unwrap();
+    let said: usize = re.captures(&err).expect("a shift reported")[1]
+        .parse()
+        .unwrap();
+    let re = regex::Regex::new(r"prompt (\d+) new \+ (\d+) cached \((\d+) shifted\)").unwrap();
+    let c = re.captures(&err).expect("a stats line with shifted tokens");
+    let (new, cached, shifted): (usize, usize, usize) = (
+        c[1].parse().unwrap(),
+        c[2].parse().unwrap(),
+        c[3].parse().unwrap(),
+    );
+    assert_eq!(shifted, said, "{err}");
+    assert!(shifted >= 16 && cached > shifted, "{err}");
+    // Without the shift the turn would evaluate the kept tokens too.
+    let counts = prompt_counts(&err);
+    let previous = counts[counts.len() - 2].0;
+    assert!(
+        new <= previous + 2 && new < shifted,
+        "the turn after the drop evaluated {new} tokens (the turn before {previous}):\n{err}"
+    );
+}
+
 /// Run `loupe chat MODEL args` with `input` piped in; (stdout, stderr, success).
 fn chat_status(input: &str, args: &[&str]) -> (String, String, bool) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_loupe"))

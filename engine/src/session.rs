@@ -3,9 +3,10 @@
 //!
 //! Each turn the chat renders the whole conversation to tokens and calls [`Session::sync`]:
 //! the longest prefix already in the cache is kept, the cache is rewound to it, and only
-//! the tokens after it are evaluated. Positions are baked into the cached keys (RoPE), so
-//! dropping old messages means re-evaluating everything after the first change: the
-//! prefix rule does exactly that, nothing more.
+//! the tokens after it are evaluated. When old messages were dropped (the chat's context
+//! policy `shift`), the new tokens are the cached ones with a span cut out: the tokens
+//! after the cut are kept too, moved down in the cache with their keys re-rotated to their
+//! new positions ([`Context::shift`]), and only what follows them is evaluated.
 //!
 //! A session can be written to a file with its KV cache ([`Session::save`]) and restored
 //! without evaluating anything ([`Session::load`]). The file is versioned, checksummed and
@@ -31,7 +32,8 @@ use crate::model::{Context, Logits, Model};
 /// What to do when the next turn would not fit in the context.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum ContextPolicy {
-    /// Drop the oldest exchanges after the system prompt, say so, and re-evaluate.
+    /// Drop the oldest exchanges after the system prompt and say so; `sync` keeps the
+    /// tokens after them in the cache, shifted into place, and evaluates only what is new.
     #[default]
     Shift,
     /// Refuse the turn and say which commands free room.
@@ -77,9 +79,78 @@ pub struct PromptInterrupted {
 /// What one `sync` did: tokens reused from the cache, tokens evaluated, and how long.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct SyncStats {
+    /// Tokens reused from the cache, the shifted ones included.
     pub cached: usize,
+    /// Of `cached`, the tokens kept after a dropped span: moved in the cache and
+    /// re-rotated, not evaluated again.
+    pub shifted: usize,
     pub new: usize,
     pub secs: f64,
+}
+
+/// The fewest tokens a context shift keeps: a shorter run is evaluated again (it costs
+/// little, and a short run matching by chance could come from another context).
+pub const MIN_SHIFT_RUN: usize = 16;
+
+/// How `tokens` can reuse a cache holding `cached`: keep the common prefix `0..prefix`,
+/// then, when `drop` is not empty, drop that span of the cache and keep the `run` tokens
+/// after it (they equal `tokens[prefix..prefix + run]`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reuse {
+    pub prefix: usize,
+    pub drop: std::ops::Range<usize>,
+    pub run: usize,
+}
+
+impl Reuse {
+    /// Tokens of the new list the cache holds afterwards.
+    pub fn kept(&self) -> usize {
+        self.prefix + self.run
+    }
+
+    /// The plan for `tokens` against `cached`. The last token is never reused (its logits
+    /// are wanted). A shift is planned only when the new list is exactly
+    /// `cached[..prefix] ++ cached[prefix + Δ..prefix + Δ + run] ++ rest` for some Δ > 0,
+    /// with at least one token kept in front (the start of sequence) and a run of at least
+    /// [`MIN_SHIFT_RUN`]; of several Δ the longest run wins, then the smallest Δ. Anything
+    /// else is evaluated again: a cache is never made from tokens that do not match.
+    pub fn plan(cached: &[u32], tokens: &[u32]) -> Reuse {
+        let limit = tokens.len().saturating_sub(1);
+        let prefix = cached
+            .iter()
+            .zip(tokens)
+            .take_while(|(a, b)| a == b)
+            .count()
+            .min(limit);
+        let none = Reuse {
+            prefix,
+            drop: prefix..prefix,
+            run: 0,
+        };
+        if prefix == 0 || prefix >= cached.len() || limit - prefix < MIN_SHIFT_RUN {
+            return none;
+        }
+        let want = &tokens[prefix..limit];
+        let (mut best, mut best_delta) = (0, 0);
+        for delta in 1..cached.len() - prefix {
+            let from = &cached[prefix + delta..];
+            if from.len() <= best {
+                break;
+            }
+            let run = from.iter().zip(want).take_while(|(a, b)| a == b).count();
+            if run > best {
+                (best, best_delta) = (run, delta);
+            }
+        }
+        if best < MIN_SHIFT_RUN {
+            return none;
+        }
+        Reuse {
+            prefix,
+            drop: prefix..prefix + best_delta,
+            run: best,
+        }
+    }
 }
 
 impl SyncStats {
@@ -208,9 +279,31 @@ impl<'m> Session<'m> {
             .count()
     }
 
-    /// Make the cache hold exactly `tokens`: keep the longest common prefix, evaluate the
-    /// rest, and return the last token's logits. The last token is always evaluated (its
-    /// logits are not kept), so at least one token is new.
+    /// Make the cache reuse what it can of `tokens` ([`Reuse::plan`]): rewind it to the
+    /// common prefix, or, when `tokens` cut a span out of what is cached, drop that span
+    /// and shift the run after it into place. Returns (tokens of `tokens` now cached, of
+    /// them shifted).
+    fn reuse(&mut self, tokens: &[u32]) -> Result<(usize, usize)> {
+        let plan = Reuse::plan(&self.tokens, tokens);
+        if plan.run == 0 {
+            self.truncate(plan.prefix);
+            return Ok((plan.prefix, 0));
+        }
+        // Forget what follows the run, then cut the span out.
+        self.truncate(plan.drop.end + plan.run);
+        if let Err(e) = self.ctx.shift(plan.drop.clone()) {
+            self.truncate(plan.prefix);
+            return Err(e);
+        }
+        self.tokens.drain(plan.drop.clone());
+        debug_assert_eq!(self.tokens, tokens[..plan.kept()]);
+        Ok((plan.kept(), plan.run))
+    }
+
+    /// Make the cache hold exactly `tokens`: keep the longest common prefix (and, after a
+    /// dropped span, the run of cached tokens that follows it: [`Reuse::plan`]), evaluate
+    /// the rest, and return the last token's logits. The last token is always evaluated
+    /// (its logits are not kept), so at least one token is new.
     pub fn sync(&mut self, tokens: &[u32]) -> Result<(SyncStats, &[f32])> {
         ensure!(!tokens.is_empty(), "nothing to evaluate");
         ensure!(
@@ -219,14 +312,14 @@ impl<'m> Session<'m> {
             tokens.len(),
             self.n_ctx()
         );
-        let keep = self.common_prefix(tokens).min(tokens.len() - 1);
-        self.truncate(keep);
         let t0 = Instant::now();
+        let (keep, shifted) = self.reuse(tokens)?;
         let new = &tokens[keep..];
         let logits = self.ctx.eval(new, Logits::Last)?;
         self.tokens.extend_from_slice(new);
         let stats = SyncStats {
             cached: keep,
+            shifted,
             new: new.len(),
             secs: t0.elapsed().as_secs_f64(),
         };
@@ -245,14 +338,16 @@ impl<'m> Session<'m> {
         let Some(cancel) = cancel else {
             return Ok(self.sync(tokens)?.0);
         };
-        let cached = self
-            .common_prefix(tokens)
-            .min(tokens.len().saturating_sub(1));
+        ensure!(!tokens.is_empty(), "nothing to evaluate");
+        // Shift before the first chunk: the run kept may be longer than a chunk.
+        let t0 = Instant::now();
+        let (cached, shifted) = self.reuse(tokens)?;
         let total = tokens.len() - cached;
         let mut stats = SyncStats {
             cached,
+            shifted,
             new: 0,
-            secs: 0.0,
+            secs: t0.elapsed().as_secs_f64(),
         };
         let mut end = cached;
         loop {
@@ -542,4 +637,74 @@ pub struct SavedSession {
     pub extra: Value,
     bytes: Vec<u8>,             // the whole file
     kv: std::ops::Range<usize>, // where its KV cache bytes are in `bytes`
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Reuse, MIN_SHIFT_RUN};
+
+    fn seq(r: std::ops::Range<u32>) -> Vec<u32> {
+        r.collect()
+    }
+
+    #[test]
+    fn a_dropped_span_keeps_the_run_after_it() {
+        // cached: 0..100; new: 0..10 ++ 30..100 ++ [500, 501]
+        let cached = seq(0..100);
+        let mut new = seq(0..10);
+        new.extend(30..100);
+        new.extend([500, 501]);
+        let p = Reuse::plan(&cached, &new);
+        assert_eq!(
+            p,
+            Reuse {
+                prefix: 10,
+                drop: 10..30,
+                run: 70
+            }
+        );
+        assert_eq!(p.kept(), 80);
+        // The run stops before the last token, whose logits are wanted.
+        let mut new = seq(0..10);
+        new.extend(30..100);
+        let p = Reuse::plan(&cached, &new);
+        assert_eq!((p.drop.clone(), p.run), (10..30, 69));
+    }
+
+    #[test]
+    fn anything_else_is_evaluated_again() {
+        let cached = seq(0..100);
+        let plain = |p: Reuse| p.run == 0 && p.drop.is_empty();
+        // An extension, a rewind, a change: the common prefix only.
+        assert!(plain(Reuse::plan(&cached, &seq(0..120))));
+        assert!(plain(Reuse::plan(&cached, &seq(0..50))));
+        let mut changed = seq(0..40);
+        changed.extend(1000..1060);
+        assert!(plain(Reuse::plan(&cached, &changed)));
+        // A run shorter than MIN_SHIFT_RUN.
+        let mut short = seq(0..10);
+        short.extend(30..30 + MIN_SHIFT_RUN as u32 - 1);
+        short.extend(900..950);
+        assert!(plain(Reuse::plan(&cached, &short)));
+        // Nothing in common at the start (no start of sequence kept).
+        assert!(plain(Reuse::plan(&cached, &seq(30..100))));
+        // An empty cache, an empty list.
+        assert!(plain(Reuse::plan(&[], &seq(0..10))));
+        assert!(plain(Reuse::plan(&cached, &[])));
+    }
+
+    #[test]
+    fn the_longest_run_wins() {
+        // After the prefix, 100..120 is cached twice; the second copy runs on to 140.
+        let mut cached = seq(0..10);
+        cached.push(50);
+        cached.extend(100..120);
+        cached.push(60);
+        cached.extend(100..140);
+        let mut new = seq(0..10);
+        new.extend(100..140);
+        new.push(7);
+        let p = Reuse::plan(&cached, &new);
+        assert_eq!((p.prefix, p.drop, p.run), (10, 10..32, 40));
+    }
 }

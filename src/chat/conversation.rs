@@ -45,15 +45,20 @@ pub struct TurnStats {
 }
 
 impl TurnStats {
-    /// `[ctx 312/4096 · prompt 14 new + 298 cached, 210 tok/s · reply 45 tok, 38 tok/s]`
+    /// `[ctx 312/4096 · prompt 14 new + 298 cached, 210 tok/s · reply 45 tok, 38 tok/s]`;
+    /// after a context shift `298 cached (120 shifted)`.
     pub fn line(&self) -> String {
         let rate = if self.reply_secs > 0.0 {
             self.reply_tokens as f64 / self.reply_secs
         } else {
             0.0
         };
+        let shifted = match self.prompt.shifted {
+            0 => String::new(),
+            n => format!(" ({n} shifted)"),
+        };
         format!(
-            "[ctx {}/{} · prompt {} new + {} cached, {:.0} tok/s · reply {} tok, {:.0} tok/s]",
+            "[ctx {}/{} · prompt {} new + {} cached{shifted}, {:.0} tok/s · reply {} tok, {:.0} tok/s]",
             self.ctx_used,
             self.n_ctx,
             self.prompt.new,
@@ -75,13 +80,16 @@ pub fn check_n_predict(n: i64) -> Result<i32> {
 
 /// Things a turn tells whoever shows it, as they happen.
 pub enum Event<'a> {
-    /// Old exchanges were dropped to make room (`--context-policy shift`).
+    /// Old exchanges were dropped to make room (`--context-policy shift`). The tokens
+    /// after them usually stay in the cache, shifted into place: `PromptDone`'s
+    /// `shifted` says how many.
     Dropped {
         exchanges: usize,
         tokens: usize,
         first_words: &'a str,
     },
-    /// The prompt is evaluated; the reply starts.
+    /// The prompt is evaluated; the reply starts. `shifted` > 0: that many tokens after
+    /// dropped exchanges were moved in the cache rather than evaluated again.
     PromptDone(&'a SyncStats),
     /// A piece of the reply (may be empty while a UTF-8 character is incomplete).
     Token {

@@ -138,6 +138,11 @@ fn answer(
                     err,
                     "loupe: context full, dropped the {exchanges} oldest exchange(s) ({tokens} tokens)"
                 )?,
+                Event::PromptDone(p) if p.shifted > 0 => writeln!(
+                    err,
+                    "loupe: kept {} tokens after them by shifting them in the cache (not evaluated again)",
+                    p.shifted
+                )?,
                 Event::PromptDone(_) => {}
             }
             Ok(())

@@ -240,6 +240,14 @@ fn turn(conv: &mut Conversation, st: Style, zoom_on: bool, pop_on_error: bool) -
                     "[context full: dropped the {exchanges} oldest exchange(s), {tokens} tokens, from \"{first_words}\"]"
                 ))
             )?,
+            Event::PromptDone(p) if p.shifted > 0 => writeln!(
+                out,
+                "{}",
+                st.yellow(&format!(
+                    "[kept {} tokens after them, shifted in the cache, not evaluated again]",
+                    p.shifted
+                ))
+            )?,
             Event::PromptDone(_) => {}
             Event::Token { text, record } => {
                 if zoom_on {

@@ -55,8 +55,8 @@ pub struct ChatArgs {
     /// tokenizer.chat_template.
     #[arg(long, value_name = "FILE", conflicts_with = "template")]
     pub template_file: Option<PathBuf>,
-    /// When a turn would not fit: shift (drop the oldest exchanges, and say so) or stop
-    /// (refuse, and say what frees room).
+    /// When a turn would not fit: shift (drop the oldest exchanges, say so, and keep the
+    /// rest in the cache, shifted into place) or stop (refuse, and say what frees room).
     #[arg(long, value_name = "POLICY", default_value = "shift")]
     pub context_policy: ContextPolicy,
     /// Continue a conversation saved with /save, without evaluating it again.

@@ -12,6 +12,7 @@ pub mod matmul;
 pub mod memory;
 pub mod ops;
 pub mod repack;
+pub mod shift;
 pub mod summary;
 pub mod weights;
 
@@ -202,6 +203,27 @@ impl<'m> Context<'m> {
             self.n_past = n;
             self.logits_rows = 0;
         }
+    }
+
+    /// Drop cache positions `drop` and keep the ones after it without evaluating them
+    /// again: they move down by `drop.len()` and their keys are re-rotated to their new
+    /// positions (see [`shift`]). The last logits are forgotten (they were computed with
+    /// the dropped tokens in view).
+    pub fn shift(&mut self, drop: std::ops::Range<usize>) -> Result<()> {
+        ensure!(
+            drop.start <= drop.end && drop.end <= self.n_past,
+            "cannot drop positions {drop:?}: the cache holds {}",
+            self.n_past
+        );
+        if drop.is_empty() {
+            return Ok(());
+        }
+        let (model, cache, n_past) = (self.model, &mut self.cache, self.n_past);
+        self.pool
+            .install(|| shift::shift(model, cache, drop.clone(), n_past));
+        self.n_past -= drop.len();
+        self.logits_rows = 0;
+        Ok(())
     }
 
     /// The logits of the last token evaluated, while the cache still ends with it.

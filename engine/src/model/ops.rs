@@ -91,8 +91,21 @@ pub fn rope_cache(
     freq_factors: Option<&[f32]>,
     cache: &mut [f32], // (n_rot): cos, sin interleaved per pair
 ) {
+    rope_cache_at(pos as f32, n_rot, base, freq_scale, freq_factors, cache)
+}
+
+/// [`rope_cache`] at any position, negative ones included: a context shift rotates cached
+/// keys by −Δ, which ggml computes as the angles of position −Δ (llama.cpp's K-shift).
+pub fn rope_cache_at(
+    pos: f32,
+    n_rot: usize,
+    base: f32,
+    freq_scale: f32,
+    freq_factors: Option<&[f32]>,
+    cache: &mut [f32], // (n_rot): cos, sin interleaved per pair
+) {
     let theta_scale = base.powf(-2.0 / n_rot as f32);
-    let mut theta = pos as f32;
+    let mut theta = pos;
     for i in 0..n_rot / 2 {
         let ff = freq_factors.map_or(1.0, |f| f[i]);
         let t = freq_scale * (theta / ff);
@@ -164,6 +177,27 @@ mod tests {
             let n1: f32 = h.iter().map(|v| v * v).sum();
             assert!((n0 - n1).abs() < 1e-3);
             assert_ne!(h, orig);
+        }
+    }
+
+    #[test]
+    fn rope_by_minus_delta_moves_a_key_back() {
+        // A key rotated for position 40, then by -15, is the key rotated for 25, in both
+        // styles and with frequency factors.
+        let ff: Vec<f32> = (0..4).map(|i| 1.0 + i as f32 * 0.5).collect();
+        let orig = [0.3, -1.2, 2.0, 0.7, -0.4, 1.1, 0.9, -2.2];
+        for style in [RopeStyle::Normal, RopeStyle::Neox] {
+            let (mut c40, mut cm15, mut c25) = (vec![0.0; 8], vec![0.0; 8], vec![0.0; 8]);
+            rope_cache(40, 8, 1e4, 0.5, Some(&ff), &mut c40);
+            rope_cache_at(-15.0, 8, 1e4, 0.5, Some(&ff), &mut cm15);
+            rope_cache(25, 8, 1e4, 0.5, Some(&ff), &mut c25);
+            let (mut shifted, mut fresh) = (orig, orig);
+            rope_apply(&mut shifted, 8, style, &c40);
+            rope_apply(&mut shifted, 8, style, &cm15);
+            rope_apply(&mut fresh, 8, style, &c25);
+            for (a, b) in shifted.iter().zip(fresh) {
+                assert!((a - b).abs() < 1e-5, "{style:?}: {shifted:?} vs {fresh:?}");
+            }
         }
     }
 
