@@ -73,12 +73,6 @@ pub fn run(args: &BenchArgs, out: &mut impl Write) -> Result<()> {
     let t0 = Instant::now();
     let model = Model::load(path)?;
     let load_s = t0.elapsed().as_secs_f64();
-    // Time the model as it runs once the background repack is done.
-    let repacked = model.wait_repacked();
-    if let Some(why) = model.repack_failure() {
-        eprintln!("loupe: warning: weights not repacked, the row kernels run: {why}");
-    }
-    let repack_s = t0.elapsed().as_secs_f64() - load_s;
     let tokenizer = Tokenizer::from_metadata(model.file.metadata())
         .with_context(|| format!("cannot build the tokenizer of {}", path.display()))?;
     let bos = tokenizer.add_bos().then(|| tokenizer.bos()).flatten();
@@ -105,6 +99,12 @@ pub fn run(args: &BenchArgs, out: &mut impl Write) -> Result<()> {
             args.n_prompt, args.n_gen
         )
     })?;
+    // Time the model as it runs once the background repack is done.
+    let repacked = model.wait_repacked();
+    if let Some(why) = model.repack_failure() {
+        eprintln!("loupe: warning: weights not repacked, the row kernels run: {why}");
+    }
+    let repack_s = t0.elapsed().as_secs_f64() - load_s;
     let kv_per_token = kv_type.bytes_per_token(&model.config).unwrap_or(0);
     let kv_bytes = kv_per_token.saturating_mul(n_ctx as u64);
     let weight_bytes = bench::weight_bytes_per_token(&model);
