@@ -376,7 +376,10 @@ fn command(conv: &mut Conversation, cmd: Command, info: &ReplInfo, st: Style) ->
         Command::Set(k, v) => println!("{}", st.dim(&commands::set(conv, &k, &v)?)),
         Command::Show => show(conv, info),
         Command::Stats => match &conv.last_stats {
-            Some(s) => println!("{}", s.line()),
+            Some(s) => println!(
+                "{}",
+                commands::stats_line(&s.line(), &conv.session, info.kv_type)
+            ),
             None => println!("{}", st.dim("no turn yet")),
         },
         Command::Context => context(conv, info),
