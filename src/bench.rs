@@ -2,11 +2,16 @@
 //! llama.cpp), so the two can be put side by side:
 //!
 //! - pp N: a prompt of N tokens (BOS first when the vocabulary adds it, then seeded random
-//!   ids) evaluated on an empty KV cache as one batch, only the last position's logits;
-//! - tg N: N tokens evaluated one at a time from an empty cache.
+//!   ids) evaluated as one batch, only the last position's logits;
+//! - tg N: N tokens evaluated one at a time;
+//! - "@ dD" (llama-bench's `-d`): both measured after the cache already holds D tokens.
+//!   The D tokens are evaluated once, untimed ([`fill_depth`]); every repetition then starts
+//!   from exactly those D cached positions. llama-bench restores a saved copy of the
+//!   sequence's state for that; here cutting the cache back to D ([`Context::truncate`]) is
+//!   the same thing, since evaluating later tokens never writes a position below D.
 //!
-//! One untimed warm-up of each comes first; every repetition starts from an empty cache.
-//! Token ids do not change the amount of work, so they come from a seeded generator.
+//! One untimed warm-up of each comes first. Token ids do not change the amount of work, so
+//! they come from a seeded generator.
 //!
 //! Token generation reads every weight once per token, so its ceiling is memory bandwidth
 //! ÷ bytes of weights: [`weight_bytes_per_token`] and [`read_bandwidth`] give both halves.
@@ -70,24 +75,58 @@ fn first_token(bos: Option<u32>, n_vocab: usize, rng: &mut TokenRng) -> u32 {
     bos.unwrap_or_else(|| rng.next(n_vocab))
 }
 
-/// One pp run: seconds to evaluate `n` prompt tokens on an empty cache.
-fn run_pp(ctx: &mut Context<'_>, n: usize, bos: Option<u32>, rng: &mut TokenRng) -> Result<f64> {
-    let n_vocab = ctx.model.config.vocab_size;
+/// `n` token ids as llama-bench makes a prompt: BOS first (when added), then seeded ids.
+fn prompt_tokens(n: usize, n_vocab: usize, bos: Option<u32>, rng: &mut TokenRng) -> Vec<u32> {
     let mut tokens = Vec::with_capacity(n);
     tokens.push(first_token(bos, n_vocab, rng));
     while tokens.len() < n {
         tokens.push(rng.next(n_vocab));
     }
+    tokens
+}
+
+/// Fill the cache with `depth` tokens (a prompt like pp's, in batches of the context's
+/// batch size), untimed: what "@ dD" tests start from. An empty cache for depth 0.
+pub fn fill_depth(ctx: &mut Context<'_>, depth: usize, bos: Option<u32>) -> Result<()> {
+    ensure!(
+        depth < ctx.n_ctx(),
+        "a depth of {depth} tokens needs a context larger than {}",
+        ctx.n_ctx()
+    );
     ctx.truncate(0);
+    if depth > 0 {
+        let mut rng = TokenRng(0x5eed_0003);
+        let tokens = prompt_tokens(depth, ctx.model.config.vocab_size, bos, &mut rng);
+        ctx.eval(&tokens, Logits::Last)?;
+    }
+    Ok(())
+}
+
+/// One pp run: seconds to evaluate `n` prompt tokens after the `depth` cached ones.
+fn run_pp(
+    ctx: &mut Context<'_>,
+    n: usize,
+    depth: usize,
+    bos: Option<u32>,
+    rng: &mut TokenRng,
+) -> Result<f64> {
+    let tokens = prompt_tokens(n, ctx.model.config.vocab_size, bos, rng);
+    ctx.truncate(depth);
     let t0 = Instant::now();
     ctx.eval(&tokens, Logits::Last)?;
     Ok(t0.elapsed().as_secs_f64())
 }
 
-/// One tg run: seconds to evaluate `n` tokens one at a time on an empty cache.
-fn run_tg(ctx: &mut Context<'_>, n: usize, bos: Option<u32>, rng: &mut TokenRng) -> Result<f64> {
+/// One tg run: seconds to evaluate `n` tokens one at a time after the `depth` cached ones.
+fn run_tg(
+    ctx: &mut Context<'_>,
+    n: usize,
+    depth: usize,
+    bos: Option<u32>,
+    rng: &mut TokenRng,
+) -> Result<f64> {
     let n_vocab = ctx.model.config.vocab_size;
-    ctx.truncate(0);
+    ctx.truncate(depth);
     let mut token = first_token(bos, n_vocab, rng);
     let t0 = Instant::now();
     for _ in 0..n {
@@ -97,43 +136,75 @@ fn run_tg(ctx: &mut Context<'_>, n: usize, bos: Option<u32>, rng: &mut TokenRng)
     Ok(t0.elapsed().as_secs_f64())
 }
 
-/// pp `n_prompt`: prompt tokens per second. The context needs room and a batch for
-/// `n_prompt` tokens (else the prompt would be split, which llama-bench's pp is not).
-pub fn pp(ctx: &mut Context<'_>, n_prompt: usize, reps: usize, bos: Option<u32>) -> Result<Stats> {
+/// A test's name as llama-bench prints it: "pp512", "tg128 @ d4096".
+pub fn test_name(kind: &str, n: usize, depth: usize) -> String {
+    if depth > 0 {
+        format!("{kind}{n} @ d{depth}")
+    } else {
+        format!("{kind}{n}")
+    }
+}
+
+/// Why the cache cannot start `n` tokens after `depth` (it must hold at least `depth`,
+/// as [`fill_depth`] leaves it, and have room for `n` more).
+fn check_room(ctx: &Context<'_>, name: &str, n: usize, depth: usize) -> Result<()> {
+    ensure!(
+        ctx.n_past() >= depth,
+        "{name} needs {depth} tokens in the cache first (bench::fill_depth)"
+    );
+    ensure!(
+        depth + n <= ctx.n_ctx(),
+        "{name} needs a context of at least {} (have {})",
+        depth + n,
+        ctx.n_ctx()
+    );
+    Ok(())
+}
+
+/// pp `n_prompt` at `depth`: prompt tokens per second. The cache must hold the `depth`
+/// tokens ([`fill_depth`]) and have room for `n_prompt` more, and the batch must take
+/// them at once (else the prompt would be split, which llama-bench's pp is not).
+pub fn pp(
+    ctx: &mut Context<'_>,
+    n_prompt: usize,
+    depth: usize,
+    reps: usize,
+    bos: Option<u32>,
+) -> Result<Stats> {
     ensure!(
         n_prompt > 0 && reps > 0,
         "pp needs n_prompt > 0 and reps > 0"
     );
-    ensure!(
-        n_prompt <= ctx.n_ctx(),
-        "pp{n_prompt} needs a context of at least {n_prompt} (have {})",
-        ctx.n_ctx()
-    );
+    check_room(ctx, &test_name("pp", n_prompt, depth), n_prompt, depth)?;
     let mut rng = TokenRng(0x5eed_0001);
-    run_pp(ctx, n_prompt, bos, &mut rng)?; // warm-up
+    run_pp(ctx, n_prompt, depth, bos, &mut rng)?; // warm-up
     let mut samples = Vec::with_capacity(reps);
     for _ in 0..reps {
-        let s = run_pp(ctx, n_prompt, bos, &mut rng)?;
+        let s = run_pp(ctx, n_prompt, depth, bos, &mut rng)?;
         samples.push(n_prompt as f64 / s);
     }
+    ctx.truncate(depth);
     Ok(Stats::from_samples(samples).expect("reps > 0"))
 }
 
-/// tg `n_gen`: generated tokens per second.
-pub fn tg(ctx: &mut Context<'_>, n_gen: usize, reps: usize, bos: Option<u32>) -> Result<Stats> {
+/// tg `n_gen` at `depth`: generated tokens per second (the cache as for [`pp`]).
+pub fn tg(
+    ctx: &mut Context<'_>,
+    n_gen: usize,
+    depth: usize,
+    reps: usize,
+    bos: Option<u32>,
+) -> Result<Stats> {
     ensure!(n_gen > 0 && reps > 0, "tg needs n_gen > 0 and reps > 0");
-    ensure!(
-        n_gen <= ctx.n_ctx(),
-        "tg{n_gen} needs a context of at least {n_gen} (have {})",
-        ctx.n_ctx()
-    );
+    check_room(ctx, &test_name("tg", n_gen, depth), n_gen, depth)?;
     let mut rng = TokenRng(0x5eed_0002);
-    run_tg(ctx, 1, bos, &mut rng)?; // warm-up
+    run_tg(ctx, 1, depth, bos, &mut rng)?; // warm-up
     let mut samples = Vec::with_capacity(reps);
     for _ in 0..reps {
-        let s = run_tg(ctx, n_gen, bos, &mut rng)?;
+        let s = run_tg(ctx, n_gen, depth, bos, &mut rng)?;
         samples.push(n_gen as f64 / s);
     }
+    ctx.truncate(depth);
     Ok(Stats::from_samples(samples).expect("reps > 0"))
 }
 

@@ -154,6 +154,9 @@ pub struct Generator<'g, 'm> {
     pending: Option<u32>,
     stop: Option<StopReason>,
     started: Option<Instant>,
+    /// With [`Generator::ignore_eos`]: the end-of-generation ids, never drawn, and the
+    /// logits row they are masked in (vocab), allocated once.
+    masked: Option<(Vec<u32>, Vec<f32>)>,
 }
 
 impl<'g, 'm> Generator<'g, 'm> {
@@ -191,7 +194,20 @@ impl<'g, 'm> Generator<'g, 'm> {
             pending: None,
             stop: None,
             started: None,
+            masked: None,
         })
+    }
+
+    /// Keep generating past end-of-generation tokens, as llama.cpp's `--ignore-eos` does:
+    /// they are never drawn (their logits are minus infinity), so only the length limit or
+    /// a full context stops the generation, and a fixed number of tokens can be timed.
+    pub fn ignore_eos(mut self) -> Self {
+        let vocab = self.session.model().config.vocab_size;
+        let eog = (0..vocab as u32)
+            .filter(|&id| self.tok.is_eog(id))
+            .collect();
+        self.masked = Some((eog, vec![0.0; vocab]));
+        self
     }
 
     /// The prompt's evaluation (tokens cached and new, seconds).
@@ -229,7 +245,16 @@ impl<'g, 'm> Generator<'g, 'm> {
             .last_logits()
             .context("the session has no logits to sample from")?;
         check_finite(self.session.model(), logits, self.session.len())?;
-        let id = self.sampler.sample(logits);
+        let id = match &mut self.masked {
+            Some((eog, row)) => {
+                row.copy_from_slice(logits);
+                for &e in eog.iter() {
+                    row[e as usize] = f32::NEG_INFINITY;
+                }
+                self.sampler.sample(row)
+            }
+            None => self.sampler.sample(logits),
+        };
         if self.tok.is_eog(id) {
             self.stop = Some(StopReason::Eog);
             return Ok(None);

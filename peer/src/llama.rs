@@ -32,6 +32,29 @@ impl Default for Params {
     }
 }
 
+/// How the context computes attention and stores the KV cache, beyond [`Params`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ContextOptions {
+    /// `Some(true)` flash attention, `Some(false)` the plain path, `None` llama.cpp's choice.
+    pub flash_attn: Option<bool>,
+    /// Element types of the cached keys and values (ggml type ids; llama.cpp's `-ctk` and
+    /// `-ctv`); `None` keeps llama.cpp's default, f16. A quantized V cache needs flash
+    /// attention.
+    pub type_k: Option<sys::ggml_type>,
+    pub type_v: Option<sys::ggml_type>,
+}
+
+/// A KV cache type by llama.cpp's name (f16, f32, q8_0, q4_0: the ones loupe has).
+pub fn kv_type(name: &str) -> Result<sys::ggml_type> {
+    Ok(match name.to_ascii_lowercase().as_str() {
+        "f16" => sys::GGML_TYPE_F16,
+        "f32" => sys::GGML_TYPE_F32,
+        "q8_0" => sys::GGML_TYPE_Q8_0,
+        "q4_0" => sys::GGML_TYPE_Q4_0,
+        _ => bail!("KV cache type {name:?} is not supported (f16, f32, q8_0 or q4_0)"),
+    })
+}
+
 /// The machine's hardware threads, like `std::thread::available_parallelism`.
 pub fn default_threads() -> i32 {
     std::thread::available_parallelism()
@@ -96,6 +119,19 @@ impl Llama {
         params: Params,
         flash_attn: Option<bool>,
     ) -> Result<Llama> {
+        let opts = ContextOptions {
+            flash_attn,
+            ..ContextOptions::default()
+        };
+        Self::load_with(path, params, opts)
+    }
+
+    /// Like [`Llama::load`], with the attention path and KV cache types of `opts`.
+    pub fn load_with(
+        path: impl AsRef<Path>,
+        params: Params,
+        opts: ContextOptions,
+    ) -> Result<Llama> {
         let path = path.as_ref();
         crate::init();
         ensure!(
@@ -134,7 +170,13 @@ impl Llama {
         cp.n_seq_max = 1;
         cp.n_threads = params.n_threads;
         cp.n_threads_batch = params.n_threads;
-        cp.flash_attn_type = match flash_attn {
+        if let Some(t) = opts.type_k {
+            cp.type_k = t;
+        }
+        if let Some(t) = opts.type_v {
+            cp.type_v = t;
+        }
+        cp.flash_attn_type = match opts.flash_attn {
             None => sys::LLAMA_FLASH_ATTN_TYPE_AUTO,
             Some(true) => sys::LLAMA_FLASH_ATTN_TYPE_ENABLED,
             Some(false) => sys::LLAMA_FLASH_ATTN_TYPE_DISABLED,
@@ -299,6 +341,21 @@ impl Llama {
     pub fn clear(&mut self) {
         // SAFETY: ctx is live; its memory object lives as long as the context.
         unsafe { sys::llama_memory_clear(sys::llama_get_memory(self.ctx.as_ptr()), true) };
+    }
+
+    /// Forgets positions `n..` of the sequence, keeping `0..n` as they are.
+    pub fn truncate(&mut self, n: usize) -> Result<()> {
+        let p0 = i32::try_from(n).context("position too large")?;
+        // SAFETY: ctx is live; its memory object lives as long as the context; -1 is
+        // "to the end".
+        let ok = unsafe {
+            sys::llama_memory_seq_rm(sys::llama_get_memory(self.ctx.as_ptr()), 0, p0, -1)
+        };
+        ensure!(
+            ok,
+            "llama.cpp could not remove positions {n}.. from the KV cache"
+        );
+        Ok(())
     }
 
     /// Waits until the last decode has finished computing.

@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use anyhow::{anyhow, bail, Result};
 
 use super::conversation::{check_n_predict, Conversation};
+use loupe_engine::model::kv_cache::KvTypes;
+use loupe_engine::session::Session;
 
 pub const HELP: &str = "\
 Type a message and press Enter. Alt+Enter starts a new line; a line of \"\"\" opens and
@@ -118,6 +120,36 @@ pub fn parse(line: &str) -> Result<Command> {
         "/exit" | "/quit" | "/bye" => Command::Exit,
         other => bail!("unknown command {other}: /help lists them"),
     })
+}
+
+/// The KV cache a session holds, for the stats line and `/context`:
+/// "KV cache 36.0 MiB f16" (its whole size for --ctx, allocated up front).
+pub fn kv_cache(session: &Session, kv: KvTypes) -> String {
+    let bytes = kv
+        .bytes_per_token(&session.model().config)
+        .map_or(0, |b| b.saturating_mul(session.n_ctx() as u64));
+    format!(
+        "KV cache {:.1} MiB {kv}",
+        bytes as f64 / (1u64 << 20) as f64
+    )
+}
+
+/// The first line of `/context`: the context budget, used and in all, and its cache.
+pub fn context_budget(conv: &Conversation, kv: KvTypes) -> String {
+    format!(
+        "{} of {} tokens in the cache ({}) · policy {}",
+        conv.session.len(),
+        conv.session.n_ctx(),
+        kv_cache(&conv.session, kv),
+        conv.policy
+    )
+}
+
+/// The per-turn stats line with the KV cache added before its closing bracket.
+pub fn stats_line(line: &str, session: &Session, kv: KvTypes) -> String {
+    let body = line.strip_suffix(']').unwrap_or(line);
+    let close = if body.len() < line.len() { "]" } else { "" };
+    format!("{body} · {}{close}", kv_cache(session, kv))
 }
 
 /// `/set KEY VALUE`: change a sampler setting, the reply limit or the context policy.

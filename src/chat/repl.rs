@@ -19,6 +19,7 @@ use super::ui::Style;
 use super::zoom;
 use crate::report::error_text;
 use loupe_engine::generate::StopReason;
+use loupe_engine::model::kv_cache::KvTypes;
 use loupe_engine::sample::SamplerSettings;
 use loupe_engine::session::PromptInterrupted;
 use loupe_gguf::atomic::{check_destination, Kind, Overwrite, WriteError};
@@ -32,6 +33,7 @@ static INTERRUPT: AtomicBool = AtomicBool::new(false);
 pub struct ReplInfo {
     pub model_path: PathBuf,
     pub threads: usize,
+    pub kv_type: KvTypes,
 }
 
 struct ChatPrompt;
@@ -154,7 +156,7 @@ pub fn run(conv: &mut Conversation, info: &ReplInfo) -> Result<()> {
                 println!("{}", st.red(&error_text(&e)));
                 continue;
             }
-            turn(conv, st, zoom_on, false)?;
+            turn(conv, info, st, zoom_on, false)?;
             continue;
         }
         // A message; "//text" sends "/text".
@@ -165,7 +167,7 @@ pub fn run(conv: &mut Conversation, info: &ReplInfo) -> Result<()> {
         if let Some(message) = message {
             conv.messages
                 .push(super::template::Message::new("user", message));
-            turn(conv, st, zoom_on, true)?;
+            turn(conv, info, st, zoom_on, true)?;
             continue;
         }
         let cmd = match commands::parse(&text) {
@@ -192,10 +194,10 @@ pub fn run(conv: &mut Conversation, info: &ReplInfo) -> Result<()> {
             },
             Command::Edit(n, Some(t)) => conv
                 .edit(n, &t)
-                .and_then(|()| turn(conv, st, zoom_on, false)),
+                .and_then(|()| turn(conv, info, st, zoom_on, false)),
             Command::Regen => conv
                 .drop_last_reply()
-                .and_then(|()| turn(conv, st, zoom_on, false)),
+                .and_then(|()| turn(conv, info, st, zoom_on, false)),
             Command::Zoom(None) => {
                 zoom_on = !zoom_on;
                 println!(
@@ -222,7 +224,13 @@ pub fn run(conv: &mut Conversation, info: &ReplInfo) -> Result<()> {
 
 /// Answer the last message, streaming the reply, then the stats line. A failed turn
 /// (the context policy refused it) is reported and leaves the conversation as it was.
-fn turn(conv: &mut Conversation, st: Style, zoom_on: bool, pop_on_error: bool) -> Result<()> {
+fn turn(
+    conv: &mut Conversation,
+    info: &ReplInfo,
+    st: Style,
+    zoom_on: bool,
+    pop_on_error: bool,
+) -> Result<()> {
     INTERRUPT.store(false, Ordering::SeqCst);
     let stdout = io::stdout();
     let mut out = stdout.lock();
@@ -302,7 +310,8 @@ fn turn(conv: &mut Conversation, st: Style, zoom_on: bool, pop_on_error: bool) -
         println!("{}", zoom::probabilities(&conv.last_reply, tok, st));
         println!("{}", zoom::summary(&conv.last_reply, tok, st));
     }
-    println!("{}", st.dim(&stats.line()));
+    let line = commands::stats_line(&stats.line(), &conv.session, info.kv_type);
+    println!("{}", st.dim(&line));
     Ok(())
 }
 
@@ -375,10 +384,13 @@ fn command(conv: &mut Conversation, cmd: Command, info: &ReplInfo, st: Style) ->
         Command::Set(k, v) => println!("{}", st.dim(&commands::set(conv, &k, &v)?)),
         Command::Show => show(conv, info),
         Command::Stats => match &conv.last_stats {
-            Some(s) => println!("{}", s.line()),
+            Some(s) => println!(
+                "{}",
+                commands::stats_line(&s.line(), &conv.session, info.kv_type)
+            ),
             None => println!("{}", st.dim("no turn yet")),
         },
-        Command::Context => context(conv),
+        Command::Context => context(conv, info),
         Command::Exit | Command::Edit(..) | Command::Regen | Command::Zoom(_) => {}
     }
     Ok(())
@@ -429,13 +441,8 @@ fn show(conv: &Conversation, info: &ReplInfo) {
     }
 }
 
-fn context(conv: &Conversation) {
-    println!(
-        "{} of {} tokens in the cache · policy {}",
-        conv.session.len(),
-        conv.session.n_ctx(),
-        conv.policy
-    );
+fn context(conv: &Conversation, info: &ReplInfo) {
+    println!("{}", commands::context_budget(conv, info.kv_type));
     if let Some(s) = &conv.system {
         println!("  system: {}", preview(s, 60));
     }

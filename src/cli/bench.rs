@@ -1,6 +1,7 @@
 //! `loupe bench MODEL`: prompt and generation speed like llama-bench (pp and tg tokens/s,
-//! median and spread), load time and peak memory; `--json` prints one line in the shape of
-//! the peer's `bench`, so one script can put loupe beside llama.cpp.
+//! median and spread, at one or more cache depths with `-d`), load time, peak memory and
+//! the KV cache's size; `--json` prints one line per depth in the shape of the peer's
+//! `bench`, so one script can put loupe beside llama.cpp.
 //! `loupe bench --bandwidth`: the machine's memory read bandwidth, the ceiling of tg.
 
 use std::io::Write;
@@ -33,6 +34,16 @@ pub struct BenchArgs {
     /// Threads [default: physical cores; at most the logical CPUs].
     #[arg(short = 't', long, value_name = "N")]
     pub threads: Option<usize>,
+    /// Tokens already in the KV cache when pp and tg are timed (llama-bench's -d); a comma
+    /// list measures each depth in turn. The depth is filled once, untimed.
+    #[arg(
+        short = 'd',
+        long = "n-depth",
+        value_name = "N[,N...]",
+        value_delimiter = ',',
+        default_value = "0"
+    )]
+    pub n_depth: Vec<usize>,
     /// Timed repetitions of each test, after one untimed warm-up.
     #[arg(long, value_name = "N", default_value_t = 5)]
     pub reps: usize,
@@ -62,51 +73,82 @@ pub fn run(args: &BenchArgs, out: &mut impl Write) -> Result<()> {
     let t0 = Instant::now();
     let model = Model::load(path)?;
     let load_s = t0.elapsed().as_secs_f64();
+    let tokenizer = Tokenizer::from_metadata(model.file.metadata())
+        .with_context(|| format!("cannot build the tokenizer of {}", path.display()))?;
+    let bos = tokenizer.add_bos().then(|| tokenizer.bos()).flatten();
+
+    // One context for every depth, sized like llama-bench's for the deepest test: the depth
+    // plus the longer of the two tests. The depth is filled in batches of at least 512
+    // (llama-bench's micro-batch); a pp prompt always goes in one batch.
+    let kv_type = args.kv.types()?;
+    let max_depth = args.n_depth.iter().copied().max().unwrap_or(0);
+    let n_ctx = max_depth
+        .checked_add(args.n_prompt.max(args.n_gen))
+        .with_context(|| format!("-d {max_depth} is too large"))?
+        .max(16);
+    let opts = RunOptions {
+        n_ctx,
+        kv_type,
+        threads,
+        batch: args.n_prompt.max(max_depth.min(512)).max(1),
+    };
+    // Context::new checks the memory before it allocates anything.
+    let mut ctx = Context::new(&model, opts).with_context(|| {
+        format!(
+            "bench at depth {max_depth} with -p {} -n {} needs a context of {n_ctx} tokens",
+            args.n_prompt, args.n_gen
+        )
+    })?;
     // Time the model as it runs once the background repack is done.
     let repacked = model.wait_repacked();
     if let Some(why) = model.repack_failure() {
         eprintln!("loupe: warning: weights not repacked, the row kernels run: {why}");
     }
     let repack_s = t0.elapsed().as_secs_f64() - load_s;
-    let tokenizer = Tokenizer::from_metadata(model.file.metadata())
-        .with_context(|| format!("cannot build the tokenizer of {}", path.display()))?;
-    let bos = tokenizer.add_bos().then(|| tokenizer.bos()).flatten();
-    let mut ctx = Context::new(
-        &model,
-        RunOptions {
-            n_ctx: args.n_prompt.max(args.n_gen).max(16),
-            kv_type: args.kv.types()?,
-            threads,
-            batch: args.n_prompt.max(1),
-        },
-    )?;
-    let pp = (args.n_prompt > 0)
-        .then(|| bench::pp(&mut ctx, args.n_prompt, args.reps, bos))
-        .transpose()?;
-    let tg = (args.n_gen > 0)
-        .then(|| bench::tg(&mut ctx, args.n_gen, args.reps, bos))
-        .transpose()?;
+    let kv_per_token = kv_type.bytes_per_token(&model.config).unwrap_or(0);
+    let kv_bytes = kv_per_token.saturating_mul(n_ctx as u64);
     let weight_bytes = bench::weight_bytes_per_token(&model);
+
+    let mut rows = Vec::with_capacity(args.n_depth.len());
+    for &depth in &args.n_depth {
+        bench::fill_depth(&mut ctx, depth, bos)?;
+        let pp = (args.n_prompt > 0)
+            .then(|| bench::pp(&mut ctx, args.n_prompt, depth, args.reps, bos))
+            .transpose()?;
+        let tg = (args.n_gen > 0)
+            .then(|| bench::tg(&mut ctx, args.n_gen, depth, args.reps, bos))
+            .transpose()?;
+        rows.push((depth, pp, tg));
+    }
     let peak_rss = bench::peak_rss_bytes();
     let (pp_name, tg_name) = (format!("pp{}", args.n_prompt), format!("tg{}", args.n_gen));
 
     if args.json {
-        let mut obj = serde_json::Map::new();
-        if let Some(s) = &pp {
-            obj.insert(pp_name, s.to_json());
+        // One line per depth; the tests keep their plain names ("pp512"), the depth is a field.
+        for (depth, pp, tg) in &rows {
+            let mut obj = serde_json::Map::new();
+            if let Some(s) = pp {
+                obj.insert(pp_name.clone(), s.to_json());
+            }
+            if let Some(s) = tg {
+                obj.insert(tg_name.clone(), s.to_json());
+            }
+            obj.insert("n_depth".into(), (*depth).into());
+            obj.insert("type_k".into(), kv_type.k.name().into());
+            obj.insert("type_v".into(), kv_type.v.name().into());
+            obj.insert("n_ctx".into(), n_ctx.into());
+            obj.insert("kv_bytes_per_token".into(), kv_per_token.into());
+            obj.insert("kv_bytes".into(), kv_bytes.into());
+            obj.insert("threads".into(), threads.into());
+            obj.insert("model".into(), path.display().to_string().into());
+            obj.insert("load_s".into(), load_s.into());
+            obj.insert("repacked".into(), repacked.into());
+            obj.insert("repack_s".into(), repack_s.into());
+            obj.insert("peak_rss_bytes".into(), peak_rss.into());
+            obj.insert("file_bytes".into(), model.file.file_size().into());
+            obj.insert("weight_bytes_per_token".into(), weight_bytes.into());
+            writeln!(out, "{}", serde_json::Value::Object(obj))?;
         }
-        if let Some(s) = &tg {
-            obj.insert(tg_name, s.to_json());
-        }
-        obj.insert("threads".into(), threads.into());
-        obj.insert("model".into(), path.display().to_string().into());
-        obj.insert("load_s".into(), load_s.into());
-        obj.insert("repacked".into(), repacked.into());
-        obj.insert("repack_s".into(), repack_s.into());
-        obj.insert("peak_rss_bytes".into(), peak_rss.into());
-        obj.insert("file_bytes".into(), model.file.file_size().into());
-        obj.insert("weight_bytes_per_token".into(), weight_bytes.into());
-        writeln!(out, "{}", serde_json::Value::Object(obj))?;
         return Ok(());
     }
     let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
@@ -120,16 +162,33 @@ pub fn run(args: &BenchArgs, out: &mut impl Write) -> Result<()> {
     )?;
     writeln!(
         out,
-        "{:>8} {:>10} {:>10} {:>10}",
+        "KV cache {kv_type}: {kv_per_token} bytes per token, {:.1} MiB for a context of {n_ctx}",
+        kv_bytes as f64 / (1u64 << 20) as f64
+    )?;
+    let width = rows
+        .iter()
+        .map(|(d, _, _)| bench::test_name("pp", args.n_prompt.max(args.n_gen), *d).len())
+        .max()
+        .unwrap_or(8)
+        .max(8);
+    writeln!(
+        out,
+        "{:>width$} {:>10} {:>10} {:>10}",
         "test", "median", "min", "max"
     )?;
-    for (name, s) in [(pp_name, &pp), (tg_name, &tg)] {
-        if let Some(s) = s {
-            writeln!(
-                out,
-                "{name:>8} {:>10.2} {:>10.2} {:>10.2}  tokens/s",
-                s.median, s.min, s.max
-            )?;
+    for (depth, pp, tg) in &rows {
+        let tests = [("pp", args.n_prompt, pp), ("tg", args.n_gen, tg)];
+        for (kind, n, s) in tests {
+            if let Some(s) = s {
+                writeln!(
+                    out,
+                    "{:>width$} {:>10.2} {:>10.2} {:>10.2}  tokens/s",
+                    bench::test_name(kind, n, *depth),
+                    s.median,
+                    s.min,
+                    s.max
+                )?;
+            }
         }
     }
     writeln!(out, "load {load_s:.3} s")?;

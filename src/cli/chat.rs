@@ -132,6 +132,7 @@ pub fn run(args: &ChatArgs, out: &mut impl Write) -> Result<()> {
             &ReplInfo {
                 model_path: path,
                 threads,
+                kv_type,
             },
         )
     } else {

@@ -9,6 +9,8 @@ use clap::Args;
 use serde_json::{json, Map, Value as Json};
 
 use super::format;
+use loupe_engine::model::config::Config;
+use loupe_engine::model::kv_cache::{KvType, KvTypes};
 use loupe_engine::model::summary::ModelSummary;
 use loupe_engine::model::{non_finite_vector, Model};
 use loupe_gguf::atomic::{AtomicFile, Kind, Overwrite};
@@ -82,19 +84,31 @@ pub fn run(args: &InspectArgs, out: &mut impl Write) -> Result<()> {
 
     let summary = ModelSummary::of(&file);
     // inspect describes any file; it also says when loupe could not run it, and why.
-    if let Err(e) = Model::check(&file) {
-        eprintln!("note: loupe cannot run this model: {e:#}");
-    } else if let Some(t) = non_finite_vector(&file) {
-        eprintln!(
-            "note: tensor {t:?} holds NaN or infinite values: the model's logits will be NaN"
-        );
+    let config = match Model::check(&file) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            eprintln!("note: loupe cannot run this model: {e:#}");
+            None
+        }
+    };
+    if config.is_some() {
+        if let Some(t) = non_finite_vector(&file) {
+            eprintln!(
+                "note: tensor {t:?} holds NaN or infinite values: the model's logits will be NaN"
+            );
+        }
     }
+    let kv = config.as_ref().map(KvSizes::of);
     if args.json {
-        let j = file_json(&file, &summary, args.full);
+        let mut j = file_json(&file, &summary, args.full);
+        j["kv_cache"] = kv.as_ref().map_or(Json::Null, KvSizes::to_json);
         writeln!(out, "{}", serde_json::to_string_pretty(&j)?)?;
         return Ok(());
     }
     print_summary(out, &file, &summary)?;
+    if let Some(kv) = &kv {
+        kv.print(out)?;
+    }
     if args.tensors {
         writeln!(out)?;
         print_tensors(out, &file)?;
@@ -198,6 +212,74 @@ fn print_summary(out: &mut impl Write, file: &GgufFile, s: &ModelSummary) -> Res
         )?;
     }
     Ok(())
+}
+
+/// What the KV cache costs for this model in each type llama.cpp users pick (keys and
+/// values the same type): bytes per token, and in all at the context loupe uses by default
+/// and at the model's trained context.
+struct KvSizes {
+    default_ctx: usize,
+    trained_ctx: usize,
+    /// (type, bytes per token; `None` when the heads are not whole blocks of the type).
+    per_token: Vec<(KvType, Option<u64>)>,
+}
+
+impl KvSizes {
+    const TYPES: [KvType; 3] = [KvType::F16, KvType::Q8_0, KvType::Q4_0];
+
+    fn of(c: &Config) -> KvSizes {
+        KvSizes {
+            // As `Model::default_ctx`: the model's own, at most 4096.
+            default_ctx: c.n_ctx_train.clamp(1, 4096),
+            trained_ctx: c.n_ctx_train,
+            per_token: Self::TYPES
+                .iter()
+                .map(|&t| (t, KvTypes::same(t).bytes_per_token(c)))
+                .collect(),
+        }
+    }
+
+    fn total(per_token: u64, n_ctx: usize) -> u64 {
+        per_token.saturating_mul(n_ctx as u64)
+    }
+
+    fn print(&self, out: &mut impl Write) -> Result<()> {
+        writeln!(
+            out,
+            "{:>17}  per token, at ctx {} (default), at ctx {} (trained)",
+            "KV cache", self.default_ctx, self.trained_ctx
+        )?;
+        for (t, b) in &self.per_token {
+            match b {
+                Some(b) => writeln!(
+                    out,
+                    "{:>17}  {b} bytes, {}, {}",
+                    t.name(),
+                    format::bytes(Self::total(*b, self.default_ctx)),
+                    format::bytes(Self::total(*b, self.trained_ctx))
+                )?,
+                None => writeln!(
+                    out,
+                    "{:>17}  - (the heads are not whole blocks of {})",
+                    t.name(),
+                    t.ggml().block_elems()
+                )?,
+            }
+        }
+        Ok(())
+    }
+
+    fn to_json(&self) -> Json {
+        let mut per_token = Map::new();
+        for (t, b) in &self.per_token {
+            per_token.insert(t.name().to_string(), json!(b));
+        }
+        json!({
+            "default_ctx": self.default_ctx,
+            "trained_ctx": self.trained_ctx,
+            "bytes_per_token": per_token,
+        })
+    }
 }
 
 fn print_tensors(out: &mut impl Write, file: &GgufFile) -> Result<()> {

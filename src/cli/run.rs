@@ -34,6 +34,10 @@ pub struct RunArgs {
         allow_hyphen_values = true
     )]
     pub n_predict: i64,
+    /// Keep generating past end-of-generation tokens (they are never drawn) until -n
+    /// tokens, as llama.cpp's --ignore-eos: a fixed number of tokens to time.
+    #[arg(long)]
+    pub ignore_eos: bool,
     /// Recognise special tokens spelled in the prompt (`<|im_start|>`, `<bos>`).
     #[arg(long)]
     pub special: bool,
@@ -62,8 +66,14 @@ pub fn run(args: &RunArgs, out: &mut impl Write) -> Result<()> {
     let mut session = Session::new(Context::new(model, opts)?);
     let mut sampler = Sampler::new(cfg, model.config.vocab_size)?;
     if args.verbose {
+        let kv_mib = opts
+            .kv_type
+            .bytes_per_token(&model.config)
+            .map_or(0.0, |b| {
+                (b * opts.n_ctx as u64) as f64 / (1u64 << 20) as f64
+            });
         eprintln!(
-            "model: {} ({}), ctx {}, {} threads, KV cache {}, kernels {}",
+            "model: {} ({}), ctx {}, {} threads, KV cache {} ({kv_mib:.1} MiB), kernels {}",
             args.model.model.display(),
             model.config.arch.name(),
             opts.n_ctx,
@@ -94,7 +104,10 @@ pub fn run(args: &RunArgs, out: &mut impl Write) -> Result<()> {
         max_tokens: usize::try_from(args.n_predict).ok(),
         top: None,
     };
-    let gen = Generator::start(&mut session, tok, &mut sampler, &ids, gen_opts, None)?;
+    let mut gen = Generator::start(&mut session, tok, &mut sampler, &ids, gen_opts, None)?;
+    if args.ignore_eos {
+        gen = gen.ignore_eos();
+    }
     let mut text = String::new();
     let done = gen.run(&mut |t| {
         if !args.json {

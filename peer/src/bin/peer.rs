@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, ensure, Context, Result};
 use clap::{Parser, Subcommand};
-use peer::llama::{default_threads, Llama, Params};
+use peer::llama::{default_threads, kv_type, ContextOptions, Llama, Params};
 use peer::{bench, sys};
 
 #[derive(Parser, Debug)]
@@ -33,10 +33,29 @@ enum Cmd {
         /// Generated tokens of the tg test (0 skips it).
         #[arg(short = 'n', long = "n-gen", default_value_t = 128)]
         n_gen: usize,
+        /// Tokens already in the KV cache when pp and tg are timed (llama-bench's -d); a
+        /// comma list measures each depth in turn. The depth is filled once, untimed.
+        #[arg(
+            short = 'd',
+            long = "n-depth",
+            value_name = "N[,N...]",
+            value_delimiter = ',',
+            default_value = "0"
+        )]
+        n_depth: Vec<usize>,
         /// Timed repetitions of each test.
         #[arg(long, default_value_t = 5)]
         reps: usize,
-        /// One line of JSON instead of a table.
+        /// KV cache type of keys and values: f16, f32, q8_0 or q4_0 (as loupe's --kv-type).
+        #[arg(long, value_name = "TYPE", default_value = "f16")]
+        kv_type: String,
+        /// KV cache type of the keys alone (-ctk) [default: --kv-type].
+        #[arg(long, value_name = "TYPE")]
+        cache_type_k: Option<String>,
+        /// KV cache type of the values alone (-ctv) [default: --kv-type].
+        #[arg(long, value_name = "TYPE")]
+        cache_type_v: Option<String>,
+        /// One line of JSON per depth instead of a table.
         #[arg(long)]
         json: bool,
     },
@@ -92,7 +111,13 @@ enum Cmd {
 }
 
 fn main() {
-    let cli = Cli::parse();
+    // llama.cpp's one-dash multi-letter options become their long names for clap.
+    let args = std::env::args_os().map(|a| match a.to_str() {
+        Some("-ctk") => "--cache-type-k".into(),
+        Some("-ctv") => "--cache-type-v".into(),
+        _ => a,
+    });
+    let cli = Cli::parse_from(args);
     if let Err(e) = run(cli) {
         if e.downcast_ref::<io::Error>()
             .is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe)
@@ -113,57 +138,102 @@ fn run(cli: Cli) -> Result<()> {
             model,
             n_prompt,
             n_gen,
+            n_depth,
             reps,
+            kv_type: kv,
+            cache_type_k,
+            cache_type_v,
             json,
         } => {
             ensure!(reps > 0, "--reps must be at least 1");
             ensure!(n_prompt > 0 || n_gen > 0, "nothing to run: -p 0 and -n 0");
+            let k_name = cache_type_k.unwrap_or_else(|| kv.clone());
+            let v_name = cache_type_v.unwrap_or(kv);
+            // Flash attention on, whatever llama.cpp would pick: loupe's attention follows
+            // that path, and a quantized V cache needs it.
+            let opts = ContextOptions {
+                flash_attn: Some(true),
+                type_k: Some(kv_type(&k_name)?),
+                type_v: Some(kv_type(&v_name)?),
+            };
+            // One context for every depth, as loupe's bench sizes it: the deepest depth
+            // plus the longer test; the depth is decoded in batches of at least 512.
+            let max_depth = n_depth.iter().copied().max().unwrap_or(0);
+            let n_ctx = max_depth
+                .checked_add(n_prompt.max(n_gen))
+                .context("-d is too large")?
+                .max(16);
             let params = Params {
-                n_ctx: u32::try_from(n_prompt.max(n_gen).max(16))?,
-                n_batch: u32::try_from(n_prompt.max(1))?,
+                n_ctx: u32::try_from(n_ctx).context("the context is too large for llama.cpp")?,
+                n_batch: u32::try_from(n_prompt.max(max_depth.min(512)).max(1))?,
                 n_threads: threads,
             };
             warn_if_busy();
-            let mut llama = open(&model, params)?;
-            let pp = (n_prompt > 0)
-                .then(|| bench::pp(&mut llama, n_prompt, reps))
-                .transpose()?;
-            let tg = (n_gen > 0)
-                .then(|| bench::tg(&mut llama, n_gen, reps))
-                .transpose()?;
+            ensure!(
+                model.is_file(),
+                "model file {} not found (scripts/fetch-models.sh fetches the test models)",
+                model.display()
+            );
+            let mut llama = Llama::load_with(&model, params, opts)?;
+            let mut rows = Vec::with_capacity(n_depth.len());
+            for &depth in &n_depth {
+                bench::fill_depth(&mut llama, depth)?;
+                let pp = (n_prompt > 0)
+                    .then(|| bench::pp(&mut llama, n_prompt, depth, reps))
+                    .transpose()?;
+                let tg = (n_gen > 0)
+                    .then(|| bench::tg(&mut llama, n_gen, depth, reps))
+                    .transpose()?;
+                rows.push((depth, pp, tg));
+            }
             if json {
-                let mut obj = serde_json::Map::new();
-                if let Some(s) = &pp {
-                    obj.insert(format!("pp{n_prompt}"), s.to_json());
+                for (depth, pp, tg) in &rows {
+                    let mut obj = serde_json::Map::new();
+                    if let Some(s) = pp {
+                        obj.insert(format!("pp{n_prompt}"), s.to_json());
+                    }
+                    if let Some(s) = tg {
+                        obj.insert(format!("tg{n_gen}"), s.to_json());
+                    }
+                    obj.insert("n_depth".into(), (*depth).into());
+                    obj.insert("type_k".into(), k_name.to_ascii_lowercase().into());
+                    obj.insert("type_v".into(), v_name.to_ascii_lowercase().into());
+                    obj.insert("flash_attn".into(), true.into());
+                    obj.insert("n_ctx".into(), llama.n_ctx().into());
+                    obj.insert("threads".into(), threads.into());
+                    obj.insert("model".into(), model.display().to_string().into());
+                    writeln!(out, "{}", serde_json::Value::Object(obj))?;
                 }
-                if let Some(s) = &tg {
-                    obj.insert(format!("tg{n_gen}"), s.to_json());
-                }
-                obj.insert("threads".into(), threads.into());
-                obj.insert("model".into(), model.display().to_string().into());
-                writeln!(out, "{}", serde_json::Value::Object(obj))?;
             } else {
                 writeln!(
                     out,
-                    "{} | {:.2} GiB | {:.2} B params | {} threads | {} reps",
+                    "{} | {:.2} GiB | {:.2} B params | {} threads | {} reps | KV k {k_name}, v {v_name}, flash attention",
                     llama.desc(),
                     llama.model_size() as f64 / (1u64 << 30) as f64,
                     llama.n_params() as f64 / 1e9,
                     threads,
                     reps
                 )?;
+                let width = bench::test_name("pp", n_prompt.max(n_gen), max_depth)
+                    .len()
+                    .max(8);
                 writeln!(
                     out,
-                    "{:>8} {:>10} {:>10} {:>10}",
+                    "{:>width$} {:>10} {:>10} {:>10}",
                     "test", "median", "min", "max"
                 )?;
-                for (name, s) in [(format!("pp{n_prompt}"), &pp), (format!("tg{n_gen}"), &tg)] {
-                    if let Some(s) = s {
-                        writeln!(
-                            out,
-                            "{name:>8} {:>10.2} {:>10.2} {:>10.2}  tokens/s",
-                            s.median, s.min, s.max
-                        )?;
+                for (depth, pp, tg) in &rows {
+                    for (kind, n, s) in [("pp", n_prompt, pp), ("tg", n_gen, tg)] {
+                        if let Some(s) = s {
+                            writeln!(
+                                out,
+                                "{:>width$} {:>10.2} {:>10.2} {:>10.2}  tokens/s",
+                                bench::test_name(kind, n, *depth),
+                                s.median,
+                                s.min,
+                                s.max
+                            )?;
+                        }
                     }
                 }
             }
