@@ -1,7 +1,9 @@
 //! Where do loupe and llama.cpp drift apart? Runs one prompt through both, capturing
 //! llama.cpp's intermediate tensors with its eval callback and loupe's with
 //! `Context::set_capture`, and prints the largest difference per tensor and layer.
-//! `cargo run --release --example capture -- MODEL "text" [LAYERS]`
+//! `cargo run --release --example capture -- MODEL "text" [LAYERS]`; with `CAPTURE_LAST=1`
+//! the text's last token is decoded on its own after the others (the generation path)
+//! and only that step is compared.
 use std::collections::HashMap;
 use std::ffi::{c_void, CStr, CString};
 use std::sync::{Arc, Mutex};
@@ -76,16 +78,31 @@ fn main() {
     // SAFETY: allocates a batch of 512 tokens, freed below.
     let mut batch = unsafe { sys::llama_batch_init(512, 0, 1) };
     // SAFETY: batch has room for 512 tokens with one sequence id each.
-    unsafe {
-        for (i, &t) in toks.iter().enumerate() {
-            *batch.token.add(i) = t;
-            *batch.pos.add(i) = i as i32;
-            *batch.n_seq_id.add(i) = 1;
-            *(*batch.seq_id.add(i)) = 0;
-            *batch.logits.add(i) = 1;
+    let last_alone = std::env::var("CAPTURE_LAST").is_ok_and(|v| v == "1");
+    let split = if last_alone {
+        toks.len() - 1
+    } else {
+        toks.len()
+    };
+    let parts: Vec<std::ops::Range<usize>> = [0..split, split..toks.len()]
+        .into_iter()
+        .filter(|r| !r.is_empty())
+        .collect();
+    for r in &parts {
+        // Only the last decode's tensors are compared.
+        LLAMA.lock().unwrap().clear();
+        // SAFETY: batch has room for 512 tokens with one sequence id each.
+        unsafe {
+            for (j, i) in r.clone().enumerate() {
+                *batch.token.add(j) = toks[i];
+                *batch.pos.add(j) = i as i32;
+                *batch.n_seq_id.add(j) = 1;
+                *(*batch.seq_id.add(j)) = 0;
+                *batch.logits.add(j) = 1;
+            }
+            batch.n_tokens = r.len() as i32;
+            assert_eq!(sys::llama_decode(ctx, batch), 0);
         }
-        batch.n_tokens = toks.len() as i32;
-        assert_eq!(sys::llama_decode(ctx, batch), 0);
     }
 
     let m = Model::load(path).unwrap();
@@ -105,7 +122,10 @@ fn main() {
         o2.lock().unwrap().insert(format!("{name}-{l}"), x.to_vec());
     })));
     let input: Vec<u32> = toks.iter().map(|&t| t as u32).collect();
-    lctx.eval(&input, Logits::From(0)).unwrap();
+    for r in &parts {
+        ours.lock().unwrap().clear();
+        lctx.eval(&input[r.clone()], Logits::From(0)).unwrap();
+    }
     let ours = ours.lock().unwrap();
     println!("{} tokens", toks.len());
     // The last tensor of each name is the finished value (Qcur is named before and after RoPE).

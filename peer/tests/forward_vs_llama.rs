@@ -232,6 +232,7 @@ fn greedy(file: &str) {
     let model = Model::load(&path).unwrap();
     let mut ctx = Context::new(&model, run_options(256)).unwrap();
     let (mut ours_diverge, mut plain_diverge) = (Vec::new(), 0);
+    let mut forced_misses = Vec::new();
     for prompt in PROMPTS {
         let toks = llama.tokenize(prompt, true, false).unwrap();
         let want = llama.greedy(&toks, 64).unwrap();
@@ -253,6 +254,28 @@ fn greedy(file: &str) {
         if let Some((step, gap)) = plain_div {
             plain_diverge += 1;
             eprintln!("{file}: {prompt:?}: llama.cpp plain attention parts from flash at step {step} (gap {gap:.4})");
+        }
+        // Teacher-forced: loupe fed llama.cpp's own continuation one token at a time (the
+        // generation path), its choice compared with llama.cpp's at every step where
+        // llama.cpp's two best tokens are not a near tie. No compounding: a step that
+        // disagrees here is a disagreement of the two engines on the same input.
+        let mut forced = toks.clone();
+        forced.extend_from_slice(&want);
+        let theirs = llama.logits(&forced).unwrap();
+        ctx.truncate(0);
+        let mut mine = argmax(ctx.eval(&input, Logits::Last).unwrap());
+        for (k, &w) in want.iter().enumerate() {
+            let row = &theirs[toks.len() - 1 + k];
+            let mut sorted = row.clone();
+            sorted.sort_by(|a, b| b.total_cmp(a));
+            let gap = sorted[0] - sorted[1];
+            if gap >= NEAR_TIE && mine != argmax(row) {
+                forced_misses.push(format!(
+                    "{prompt:?} step {k}: llama.cpp {} (gap {gap:.3}), loupe {mine}",
+                    argmax(row)
+                ));
+            }
+            mine = argmax(ctx.eval(&[w as u32], Logits::Last).unwrap());
         }
         if let Some((step, gap)) = first_divergence(&mut llama, &toks, &want, &got) {
             eprintln!(
@@ -284,11 +307,20 @@ fn greedy(file: &str) {
             }
         );
     }
-    // Few exceptions: no more than llama.cpp's own other path shows, plus two.
+    // How many free-running continuations part is not bounded: once one step differs
+    // the two engines continue different texts, and gemma3 amplifies rounding (on
+    // "The capital of France is …", both loupe's attention before this commit and the
+    // present one, bit-identical to llama.cpp's at layers 0 and 1, leave layer 2's
+    // output 1.5 apart from llama.cpp's, out of 1280, from its feed-forward matmul, and
+    // ~200 apart at layer 17: `CAPTURE_LAST=1 cargo run --release --example capture`).
+    // On gemma the count went from 5 to 9 of 10 with attention made closer to
+    // llama.cpp's, every parting at a near tie. What is bounded instead: every parting at
+    // a near tie (above), and no disagreement at all on llama.cpp's own continuation
+    // away from near ties.
     assert!(
-        ours_diverge.len() <= plain_diverge + 2,
-        "{file}: {} of 10 continuations diverge (llama.cpp's plain path: {plain_diverge})",
-        ours_diverge.len()
+        forced_misses.is_empty(),
+        "{file}: loupe picks another token than llama.cpp on llama.cpp's own continuation, away from a near tie:\n{}",
+        forced_misses.join("\n")
     );
 }
 

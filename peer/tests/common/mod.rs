@@ -2,6 +2,8 @@
 //! comparison, and the one place that calls loupe-quant's row API.
 #![allow(dead_code)] // each test binary uses a different part
 
+pub mod kld;
+
 use std::path::PathBuf;
 
 use loupe_quant::GgmlType;
