@@ -77,7 +77,6 @@ fn main() {
     toks.truncate(n as usize);
     // SAFETY: allocates a batch of 512 tokens, freed below.
     let mut batch = unsafe { sys::llama_batch_init(512, 0, 1) };
-    // SAFETY: batch has room for 512 tokens with one sequence id each.
     let last_alone = std::env::var("CAPTURE_LAST").is_ok_and(|v| v == "1");
     let split = if last_alone {
         toks.len() - 1
