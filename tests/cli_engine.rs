@@ -3,25 +3,10 @@
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
-use loupe::store::{KnownModel, GEMMA3_270M, QWEN25_CODER_05B};
+mod common;
 
-fn model(m: &KnownModel) -> String {
-    let p = m.path();
-    assert!(
-        p.is_file(),
-        "test model {} is missing: run scripts/fetch-models.sh (or set LOUPE_MODELS)",
-        p.display()
-    );
-    p.display().to_string()
-}
-
-fn loupe(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_loupe"))
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run loupe")
-}
+use common::{loupe, model};
+use loupe::store::{GEMMA3_270M, QWEN25_CODER_05B};
 
 fn ok_json(o: &Output) -> serde_json::Value {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));

@@ -2,27 +2,12 @@
 //! cache already holding tokens), the KV cache types on the command line, the KV cache's
 //! size in `inspect`, a refused depth too large for memory, and `run --ignore-eos`.
 
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
-use loupe::store::{KnownModel, GEMMA3_270M, QWEN25_CODER_05B};
+mod common;
 
-fn model(m: &KnownModel) -> String {
-    let p = m.path();
-    assert!(
-        p.is_file(),
-        "test model {} is missing: run scripts/fetch-models.sh (or set LOUPE_MODELS)",
-        p.display()
-    );
-    p.display().to_string()
-}
-
-fn loupe(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_loupe"))
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run loupe")
-}
+use common::{loupe, model};
+use loupe::store::{GEMMA3_270M, QWEN25_CODER_05B};
 
 fn ok_stdout(o: &Output) -> String {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
