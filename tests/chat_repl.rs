@@ -102,7 +102,12 @@ fn turns_reuse_the_cache_undo_edit_and_ctrl_c() {
     let (n5, c5, _) = say(&mut p, "/edit 2 say ok");
     assert!(c5 >= n1 && n5 < 25, "after /edit: {n5} new + {c5} cached");
 
-    // Ctrl-C in the middle of a long reply: stopped, kept, and the next turn works.
+    // Ctrl-C in the middle of a long reply: stopped, kept, and the next turn works. On a
+    // fresh conversation: after the short "say ok" exchanges greedy decoding may answer
+    // the story request in a dozen tokens, done before the Ctrl-C arrives.
+    p.send_line("/reset").unwrap();
+    expect(&mut p, "conversation cleared");
+    prompt(&mut p);
     p.send_line("/set n 400").unwrap();
     // Its answer first: the editor's redraw of the typed line also shows a prompt, and a
     // line sent before the editor is back in raw mode can be lost.
