@@ -119,6 +119,8 @@ struct Exact {
     max_kld: f64,
     max_diff: f32,
     same_top: usize,
+    /// The fresh run's top-two gap on each row whose top token differs.
+    top_gaps: Vec<f32>,
     /// Greedy tokens equal before the first difference, and the fresh run's top-two gap
     /// where they differ.
     agree: usize,
@@ -152,6 +154,7 @@ fn exact(m: KnownModel, kv: KvType) -> Exact {
         max_kld: 0.0,
         max_diff: 0.0,
         same_top: 0,
+        top_gaps: Vec::new(),
         agree: 0,
         gap_at_split: None,
     };
@@ -161,6 +164,9 @@ fn exact(m: KnownModel, kv: KvType) -> Exact {
         e.max_kld = e.max_kld.max(d);
         e.max_diff = e.max_diff.max(max_abs_diff(w, g));
         e.same_top += usize::from(argmax(w) == argmax(g));
+        if argmax(w) != argmax(g) {
+            e.top_gaps.push(top_gap(w));
+        }
     }
     let (mut lg, mut lw) = (
         got[(T - 1) * vocab..].to_vec(),
@@ -179,20 +185,21 @@ fn exact(m: KnownModel, kv: KvType) -> Exact {
     e
 }
 
-/// Mean KL over the rows after the shift at most `bound`, every top token the same, and
-/// the greedy continuations equal for 16 tokens or parting only at a near tie: where the
-/// fresh run's two best logits are closer than the two runs' logits were apart on the
-/// rows compared (the rounding noise of this very comparison).
+/// Mean KL over the rows after the shift at most `bound`, and the top tokens and greedy
+/// continuations (16 tokens) the same except at a near tie: where the fresh run's two
+/// best logits are closer than the two runs' logits were apart on the rows compared (the
+/// rounding noise of this very comparison; gemma q8_0 parted on one row of eight with the
+/// attention bit-identical to llama.cpp's).
 fn check_exact(m: KnownModel, kv: KvType, bound: f64) {
     let e = exact(m, kv);
     let what = format!(
         "{} {kv}: mean KL {:.2e} (max {:.2e}, bound {bound:.0e}), max |Δlogit| {:.3}, same top \
-         {}/{T}, greedy agree {}/{GREEDY}, gap at split {:?}",
-        m.key, e.mean_kld, e.max_kld, e.max_diff, e.same_top, e.agree, e.gap_at_split
+         {}/{T} (gaps where not {:?}), greedy agree {}/{GREEDY}, gap at split {:?}",
+        m.key, e.mean_kld, e.max_kld, e.max_diff, e.same_top, e.top_gaps, e.agree, e.gap_at_split
     );
     eprintln!("{what}");
     assert!(e.mean_kld <= bound, "{what}");
-    assert_eq!(e.same_top, T, "{what}");
+    assert!(e.top_gaps.iter().all(|&g| g < e.max_diff), "{what}");
     assert!(
         e.agree == GREEDY || e.gap_at_split.is_some_and(|g| g < e.max_diff),
         "{what}"
