@@ -128,6 +128,19 @@ pub enum Rows<'a> {
     Blocks(GgmlType, &'a [u8]),
 }
 
+impl Rows<'_> {
+    /// The rows widened to f32 (`out` holds as many elements as the rows).
+    fn decode(self, out: &mut [f32]) {
+        match self {
+            Rows::F16(s) => loupe_quant::attn::f16_to_f32(s, out),
+            Rows::F32(s) => out.copy_from_slice(s),
+            Rows::Blocks(t, s) => {
+                loupe_quant::dequantize_row(t, s, out).expect("whole rows of blocks")
+            }
+        }
+    }
+}
+
 /// Keys or values of every layer.
 enum Store {
     F16(Vec<F16>),
@@ -190,32 +203,15 @@ impl Part {
     fn write(&mut self, layer: usize, pos: usize, x: &[f32]) {
         for (h, xh) in x.chunks_exact(self.head_dim).enumerate() {
             let a = self.at(layer, h, pos);
-            let row = self.row;
-            match &mut self.store {
-                Store::F16(s) => loupe_quant::attn::f32_to_f16(xh, &mut s[a..a + row]),
-                Store::F32(s) => s[a..a + row].copy_from_slice(xh),
-                // llama.cpp writes its cache with ggml-cpu's `from_float`: the run-time
-                // quantizer for Q8_0, the reference one for Q4_0.
-                Store::Blocks(GgmlType::Q8_0, s) => {
-                    loupe_quant::quantize_activation(GgmlType::Q8_0, xh, &mut s[a..a + row])
-                        .expect("a whole row of blocks")
-                }
-                Store::Blocks(t, s) => loupe_quant::quantize_row(*t, xh, &mut s[a..a + row])
-                    .expect("a whole row of blocks"),
-            }
+            let (ty, row) = (self.ty, self.row);
+            self.store.as_mut().write(ty, a, row, xh);
         }
     }
 
     /// Row `pos` of `head` of `layer` as f32.
     #[cfg(test)]
     fn read(&self, layer: usize, head: usize, pos: usize, out: &mut [f32]) {
-        match self.rows(layer, head, pos..pos + 1) {
-            Rows::F16(s) => loupe_quant::attn::f16_to_f32(s, out),
-            Rows::F32(s) => out.copy_from_slice(s),
-            Rows::Blocks(t, s) => {
-                loupe_quant::dequantize_row(t, s, out).expect("a whole row of blocks")
-            }
-        }
+        self.rows(layer, head, pos..pos + 1).decode(out)
     }
 
     /// Units of one layer (all heads, all positions).
@@ -310,13 +306,7 @@ impl KvCache {
 fn read_heads(p: &Part, layer: usize, n: usize, out: &mut [f32]) {
     let d = p.head_dim;
     for (h, head) in out[..p.n_head * n * d].chunks_exact_mut(n * d).enumerate() {
-        match p.rows(layer, h, 0..n) {
-            Rows::F16(s) => loupe_quant::attn::f16_to_f32(s, head),
-            Rows::F32(s) => head.copy_from_slice(s),
-            Rows::Blocks(t, s) => {
-                loupe_quant::dequantize_row(t, s, head).expect("whole rows of blocks")
-            }
-        }
+        p.rows(layer, h, 0..n).decode(head);
     }
 }
 
@@ -376,7 +366,20 @@ impl KvCache {
     }
 }
 
-/// One layer's keys, writable.
+impl Store {
+    /// The whole store, writable, as [`LayerMut`] (offsets then count from its start).
+    fn as_mut(&mut self) -> LayerMut<'_> {
+        match self {
+            Store::F16(s) => LayerMut::F16(s),
+            Store::F32(s) => LayerMut::F32(s),
+            Store::Blocks(_, s) => LayerMut::Blocks(s),
+        }
+    }
+}
+
+/// One layer's keys (or a whole store), writable. Rows are written with the quantizers
+/// llama.cpp writes its cache with (ggml-cpu's `from_float`: the run-time quantizer for
+/// Q8_0, the reference one for Q4_0).
 enum LayerMut<'a> {
     F16(&'a mut [F16]),
     F32(&'a mut [f32]),
@@ -386,11 +389,11 @@ enum LayerMut<'a> {
 impl LayerMut<'_> {
     fn read(&self, ty: KvType, a: usize, row: usize, out: &mut [f32]) {
         match self {
-            LayerMut::F16(s) => loupe_quant::attn::f16_to_f32(&s[a..a + row], out),
-            LayerMut::F32(s) => out.copy_from_slice(&s[a..a + row]),
-            LayerMut::Blocks(s) => loupe_quant::dequantize_row(ty.ggml(), &s[a..a + row], out)
-                .expect("a whole row of blocks"),
+            LayerMut::F16(s) => Rows::F16(&s[a..a + row]),
+            LayerMut::F32(s) => Rows::F32(&s[a..a + row]),
+            LayerMut::Blocks(s) => Rows::Blocks(ty.ggml(), &s[a..a + row]),
         }
+        .decode(out)
     }
 
     fn write(&mut self, ty: KvType, a: usize, row: usize, x: &[f32]) {
