@@ -9,12 +9,12 @@
 pub mod attn;
 pub mod block;
 pub mod cast;
+pub mod fa_tile;
 pub mod float16;
 pub mod formats;
 pub mod ggml_type;
 pub mod kernels;
 pub mod packed;
-pub mod vec_f32;
 
 pub use block::{BlockFormat, QuantizeBlock};
 pub use float16::{Bf16, F16};

@@ -15,16 +15,12 @@
 
 use std::sync::Mutex;
 
-use loupe_quant::{attn, GgmlType, F16};
+use loupe_quant::{attn, fa_tile, GgmlType, F16};
 use rayon::prelude::*;
 
 use super::config::{Arch, Config};
 use super::kv_cache::{KvCache, KvType, Rows};
 use super::memory::product;
-use super::ops::{softcap, softmax};
-
-/// Attention jobs per thread for a tiled batch (each with its own row of scores).
-const ATT_SPLITS: usize = 8;
 
 /// llama.cpp's CPU flash attention takes its tiled f32 path for batches of at least this
 /// many queries over an f16 or f32 cache, and its one-query path below it.
@@ -48,6 +44,42 @@ struct ThreadScratch {
     acc32: Vec<f32>, // (group, head_dim_v) value accumulators (f32), or the f16 ones widened
     v32: Vec<f32>,   // (SCORE_BLOCK, head_dim_v) value rows widened from their blocks
     state: Vec<attn::Online>, // (group) each head's running maximum and sum
+    tile: TileScratch,
+}
+
+/// One thread's buffers for a tiled job: `rows` = tokens per job × query heads per KV head.
+struct TileScratch {
+    q: Vec<f32>,   // (rows, head_dim) the job's queries
+    kq: Vec<f32>,  // (rows, KV_TILE) one key tile's scores, then weights
+    vkq: Vec<f32>, // (rows, head_dim_v) unnormalized values
+    max: Vec<f32>, // (rows) running maximum score
+    sum: Vec<f32>, // (rows) running sum of weights
+}
+
+impl TileScratch {
+    fn rows(c: &Config) -> usize {
+        let g = c.n_head / c.n_kv_head.max(1);
+        tokens_per_tile(g) * g
+    }
+
+    fn new(c: &Config) -> TileScratch {
+        let r = TileScratch::rows(c);
+        TileScratch {
+            q: vec![0.0; r * c.head_dim],
+            kq: vec![0.0; r * KV_TILE],
+            vkq: vec![0.0; r * c.head_dim_v],
+            max: vec![0.0; r],
+            sum: vec![0.0; r],
+        }
+    }
+
+    fn bytes(c: &Config) -> Option<u64> {
+        product(&[
+            TileScratch::rows(c),
+            c.head_dim + KV_TILE + c.head_dim_v + 2,
+            4,
+        ])
+    }
 }
 
 impl ThreadScratch {
@@ -61,6 +93,7 @@ impl ThreadScratch {
             acc32: vec![0.0; g * c.head_dim_v],
             v32: vec![0.0; SCORE_BLOCK * c.head_dim_v],
             state: vec![attn::Online::START; g],
+            tile: TileScratch::new(c),
         }
     }
 
@@ -71,7 +104,8 @@ impl ThreadScratch {
             .checked_mul(4)?;
         let halves = product(&[g, c.head_dim + c.head_dim_v, 2])?;
         f32s.checked_add(halves)?
-            .checked_add(product(&[g, q_raw_bytes(c.head_dim)])?)
+            .checked_add(product(&[g, q_raw_bytes(c.head_dim)])?)?
+            .checked_add(TileScratch::bytes(c)?)
     }
 }
 
@@ -84,8 +118,7 @@ fn q_raw_bytes(head_dim: usize) -> usize {
 pub struct AttentionScratch {
     keys: Vec<f32>,   // (n_kv_head, n, head_dim) one layer's keys as f32, tiled batches
     vals: Vec<f32>,   // (n_kv_head, n, head_dim_v) its values as f32, tiled batches
-    keys_t: Vec<f32>, // (n_kv_head, n / 8, head_dim, 8) keys by 8 positions, tiled batches
-    scores: Vec<f32>, // (n_threads * ATT_SPLITS, n_ctx) attention weights, tiled batches
+    keys_t: Vec<f32>, // (n_kv_head, n / KV_TILE, head_dim, KV_TILE) key tiles, tiled batches
     threads: Vec<Mutex<ThreadScratch>>,
     /// (n_head, split ranges, 2 + head_dim_v): each range's maximum, sum and values.
     partials: Vec<f32>,
@@ -97,11 +130,11 @@ impl AttentionScratch {
     /// to; `None` past 64 bits.
     pub fn bytes(c: &Config, n_ctx: usize, n_threads: usize) -> Option<u64> {
         let t = n_threads.max(1);
-        let kv = product(&[n_ctx, 2 * c.kv_dim() + c.kv_dim_v(), 4])?;
-        let scores = product(&[t, ATT_SPLITS, n_ctx, 4])?;
+        let kv = product(&[n_ctx, c.kv_dim() + c.kv_dim_v(), 4])?;
+        let key_tiles = product(&[n_ctx.next_multiple_of(KV_TILE), c.kv_dim(), 4])?;
         let partials = product(&[c.n_head, t, 2 + c.head_dim_v, 4])?;
         let threads = ThreadScratch::bytes(c)?.checked_mul(t as u64)?;
-        kv.checked_add(scores)?
+        kv.checked_add(key_tiles)?
             .checked_add(partials)?
             .checked_add(threads)
     }
@@ -112,7 +145,6 @@ impl AttentionScratch {
             keys: vec![0.0; n_ctx * c.kv_dim()],
             vals: vec![0.0; n_ctx * c.kv_dim_v()],
             keys_t: Vec::new(),
-            scores: vec![0.0; t * ATT_SPLITS * n_ctx],
             threads: (0..t).map(|_| Mutex::new(ThreadScratch::new(c))).collect(),
             partials: vec![0.0; c.n_head * t * (2 + c.head_dim_v)],
             n_threads: t,
@@ -193,12 +225,9 @@ impl<'c> Attend<'c> {
 
     /// A dot product of query and key, scaled and soft-capped into a score.
     fn finish(&self, dot: f32) -> f32 {
-        let v = if self.scale_q_first {
-            dot
-        } else {
-            dot * self.c.attn_scale
-        };
-        self.c.attn_softcap.map_or(v, |cap| softcap(v, cap))
+        let (scale, cap) = self.score_scale();
+        let v = dot * scale;
+        cap.map_or(v, |cap| v.tanh() * cap)
     }
 
     /// Query `h` of token `t` as the dot takes it (scaled first for gemma).
@@ -406,96 +435,198 @@ impl<'c> Attend<'c> {
         }
     }
 
-    /// llama.cpp's tiled f32 path for a batch of `n` queries; keys and values are in
-    /// `s.keys`/`s.vals` (widened from the cache type).
+    /// llama.cpp's tiled path for a batch of `n` queries over an f16/f32 cache, whose
+    /// keys and values are in `s.keys`/`s.vals` (widened to f32). Each query row runs
+    /// llama.cpp's loop: tiles of [`KV_TILE`] positions from position 0; per tile the
+    /// scores (one fused chain over the head dimension), a new running maximum, the tile's
+    /// weights by ggml's vector `exp` summed in f64, and the values added in by one fused
+    /// chain over the tile. A job takes a few tokens and, per KV head, the rows of all its
+    /// query heads at once, so every key and value row it reads serves about [`Q_ROWS`]
+    /// queries (the blocking changes no sum's order, so not the bits either).
     fn tiled(&self, n: usize, q: &[f32], s: &mut AttentionScratch, att_out: &mut [f32]) {
         let c = self.c;
-        let (hd, hdv) = (c.head_dim, c.head_dim_v);
-        let group = self.group;
-        let n_ctx = s.scores.len() / (s.n_threads * ATT_SPLITS);
+        let (hd, hdv, g) = (c.head_dim, c.head_dim_v, self.group);
         let n_kv = self.pos + n;
-        let key_blocks = n_kv.div_ceil(KEY_LANES);
-        transpose_keys(&s.keys, n_kv, c.n_kv_head, hd, &mut s.keys_t);
-
-        let tasks = n * c.n_head;
-        // A batch's later tokens attend to more positions: many jobs per thread, so the pool
-        // balances them (one job per thread left the last thread three quarters of the work).
-        let jobs = s.scores.len() / n_ctx.max(1);
-        let per = tasks.div_ceil(jobs.max(1)).max(1);
-        let (keys_t, vals) = (&s.keys_t, &s.vals);
-        att_out[..tasks * hdv]
-            .par_chunks_mut(per * hdv)
-            .zip(s.scores.par_chunks_mut(n_ctx.max(1)))
+        pack_key_tiles(&s.keys, n_kv, c.n_kv_head, hd, &mut s.keys_t);
+        let per_job = tokens_per_tile(g);
+        let (keys_t, vals, threads) = (&s.keys_t, &s.vals, &s.threads);
+        let row = c.n_head * hdv;
+        att_out[..n * row]
+            .par_chunks_mut(per_job * row)
             .enumerate()
-            .for_each(|(wi, (out, scores))| {
-                let mut qh = [0f32; 512];
-                for (i, o) in out.chunks_exact_mut(hdv).enumerate() {
-                    let task = wi * per + i;
-                    let (t, h) = (task / c.n_head, task % c.n_head);
-                    let kvh = h / group;
-                    let p = self.pos + t; // this token's position
-                    let qh = &mut qh[..hd];
-                    for (d, v) in qh.iter_mut().zip(self.query(q, t, h)) {
-                        *d = v;
-                    }
-                    let first = self.first(p);
-                    let sc = &mut scores[..p + 1 - first];
-                    // Eight keys at a time, each dot still summed in order over the head
-                    // dimension: the same bits as one key at a time, in vectors.
-                    let head_t = &keys_t[kvh * key_blocks * hd * KEY_LANES..];
-                    let (kb0, kb1) = (first / KEY_LANES, p / KEY_LANES + 1);
-                    let block = hd * KEY_LANES;
-                    // Up to DOT_GROUP blocks per call: their sums run side by side.
-                    for g0 in (kb0..kb1).step_by(DOT_GROUP) {
-                        let nb = DOT_GROUP.min(kb1 - g0);
-                        let kt = &head_t[g0 * block..][..nb * block];
-                        let mut dots = [[0f32; KEY_LANES]; DOT_GROUP];
-                        loupe_quant::vec_f32::dots_by_lanes(qh, kt, &mut dots[..nb]);
-                        for (b, blk) in dots[..nb].iter().enumerate() {
-                            for (l, &dot) in blk.iter().enumerate() {
-                                let j = (g0 + b) * KEY_LANES + l;
-                                if (first..=p).contains(&j) {
-                                    sc[j - first] = self.finish(dot);
-                                }
-                            }
+            .for_each(|(job, out)| {
+                let mut ts = thread_scratch(threads);
+                let tokens = job * per_job..job * per_job + out.len() / row;
+                for kvh in 0..c.n_kv_head {
+                    let keys = &keys_t[kvh * n_kv.div_ceil(KV_TILE) * hd * KV_TILE..];
+                    let vals = &vals[kvh * n_kv * hdv..][..n_kv * hdv];
+                    self.tile_rows(q, tokens.clone(), kvh, (keys, vals), &mut ts.tile);
+                    let rows = tokens.len() * g;
+                    for (r, o) in ts.tile.vkq[..rows * hdv].chunks_exact(hdv).enumerate() {
+                        let (t, i) = (r / g, r % g);
+                        let sum = ts.tile.sum[r];
+                        let inv = if sum == 0.0 { 0.0 } else { 1.0 / sum };
+                        let dst = &mut out[t * row + (kvh * g + i) * hdv..][..hdv];
+                        for (d, &v) in dst.iter_mut().zip(o) {
+                            *d = v * inv;
                         }
                     }
-                    softmax(sc);
-                    // The values of positions first..=p of this KV head, one row apart.
-                    let v0 = (kvh * n_kv + first) * hdv;
-                    loupe_quant::vec_f32::weighted_sum(o, sc, &vals[v0..], hdv);
                 }
             });
     }
+
+    /// The rows (token, query head of KV head `kvh`) of `tokens` through llama.cpp's
+    /// tiled loop: leaves each row's unnormalized values in `ts.vkq` and its sum of
+    /// weights in `ts.sum`. `keys` are this head's key tiles, `vals` its value rows.
+    fn tile_rows(
+        &self,
+        q: &[f32],
+        tokens: std::ops::Range<usize>,
+        kvh: usize,
+        (keys, vals): (&[f32], &[f32]),
+        ts: &mut TileScratch,
+    ) {
+        let c = self.c;
+        let (hd, hdv, g) = (c.head_dim, c.head_dim_v, self.group);
+        let rows = tokens.len() * g;
+        for (r, dst) in ts.q[..rows * hd].chunks_exact_mut(hd).enumerate() {
+            let (t, h) = (tokens.start + r / g, kvh * g + r % g);
+            for (d, v) in dst.iter_mut().zip(self.query(q, t, h)) {
+                *d = v;
+            }
+        }
+        ts.vkq[..rows * hdv].fill(0.0);
+        ts.max[..rows].fill(f32::NEG_INFINITY);
+        ts.sum[..rows].fill(0.0);
+        let n_kv = vals.len() / hdv;
+        let (scale, cap) = self.score_scale();
+        let shape = |m, k, n, lda, ldb, ldc| fa_tile::Gemm {
+            m,
+            k,
+            n,
+            lda,
+            ldb,
+            ldc,
+        };
+        // Positions a token sees: first(p)..=p.
+        let seen = |t: usize| self.first(self.pos + t)..self.pos + t + 1;
+        let lo = seen(tokens.start).start / KV_TILE;
+        let hi = (self.pos + tokens.end - 1) / KV_TILE;
+        for tile in lo..=hi {
+            let at = tile * KV_TILE;
+            let len = KV_TILE.min(n_kv - at);
+            let kq = &mut ts.kq[..rows * KV_TILE];
+            kq.fill(0.0);
+            let k_tile = &keys[tile * hd * KV_TILE..][..hd * KV_TILE];
+            let qs = &ts.q[..rows * hd];
+            fa_tile::gemm_acc(
+                kq,
+                qs,
+                k_tile,
+                shape(rows, hd, KV_TILE, hd, KV_TILE, KV_TILE),
+            );
+            for (r, sc) in kq.chunks_exact_mut(KV_TILE).enumerate() {
+                // The row's visible positions within the tile; the rest weigh nothing.
+                let seen = seen(tokens.start + r / g);
+                let a = seen.start.clamp(at, at + len) - at;
+                let b = seen.end.clamp(at, at + len) - at;
+                if a >= b {
+                    sc.fill(0.0);
+                    continue;
+                }
+                sc[..a].fill(f32::NEG_INFINITY);
+                sc[b..].fill(f32::NEG_INFINITY);
+                let vis = &mut sc[a..b];
+                vis.iter_mut().for_each(|x| *x *= scale);
+                if let Some(cap) = cap {
+                    vis.iter_mut().for_each(|x| *x = x.tanh() * cap);
+                }
+                let tile_max = max_of(vis);
+                let old = ts.max[r];
+                let new = old.max(tile_max);
+                if new > old {
+                    let ms = (old - new).exp();
+                    ts.vkq[r * hdv..][..hdv].iter_mut().for_each(|v| *v *= ms);
+                    ts.sum[r] *= ms;
+                }
+                ts.max[r] = new;
+                ts.sum[r] = (f64::from(ts.sum[r]) + fa_tile::soft_max_row(sc, new)) as f32;
+            }
+            // Positions past `len` carry weight 0 and add nothing to the chains.
+            let v_tile = &vals[at * hdv..][..len * hdv];
+            let vkq = &mut ts.vkq[..rows * hdv];
+            fa_tile::gemm_acc(vkq, kq, v_tile, shape(rows, len, hdv, KV_TILE, hdv, hdv));
+        }
+    }
+
+    /// What llama.cpp multiplies a dot by before its soft-cap, and the cap: the scale is
+    /// divided by the cap first, and the capped score is `tanh(dot * scale) * cap`.
+    fn score_scale(&self) -> (f32, Option<f32>) {
+        let scale = if self.scale_q_first {
+            1.0
+        } else {
+            self.c.attn_scale
+        };
+        match self.c.attn_softcap {
+            Some(cap) => (scale / cap, Some(cap)),
+            None => (scale, None),
+        }
+    }
 }
 
-/// This thread's one-query buffers (each pool thread has its own; the lock is never
-/// contended unless a caller runs attention outside the pool).
+/// This thread's buffers (each pool thread has its own; the lock is never contended
+/// unless a caller runs attention outside the pool).
 fn thread_scratch(threads: &[Mutex<ThreadScratch>]) -> std::sync::MutexGuard<'_, ThreadScratch> {
     let i = rayon::current_thread_index().unwrap_or(0) % threads.len();
     threads[i].lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Keys scored together in the batched path.
-const KEY_LANES: usize = loupe_quant::vec_f32::LANES;
+/// The largest of `x` (not empty, no NaN), eight lanes at a time so it vectorizes.
+fn max_of(x: &[f32]) -> f32 {
+    let pick = |a: f32, b: f32| if b > a { b } else { a };
+    let mut lanes = [f32::NEG_INFINITY; 8];
+    let mut eights = x.chunks_exact(8);
+    for e in &mut eights {
+        for (m, &v) in lanes.iter_mut().zip(e) {
+            *m = pick(*m, v);
+        }
+    }
+    let tail = eights
+        .remainder()
+        .iter()
+        .copied()
+        .fold(f32::NEG_INFINITY, pick);
+    lanes.into_iter().fold(tail, pick)
+}
 
-/// Blocks of KEY_LANES keys handed to one `dots_by_lanes` call.
-const DOT_GROUP: usize = 8;
+/// Positions per key tile in llama.cpp's tiled path (its `GGML_FA_TILE_KV`): the online
+/// softmax rescales at these boundaries, so they are part of the result's bits.
+const KV_TILE: usize = 64;
 
-/// `keys` (n_kv positions of each head, head by head) regrouped per head into blocks of
-/// eight positions, each block `head_dim` rows of eight values, zero-padded past `n_kv`:
-/// the dots of one query with eight keys then run side by side.
-fn transpose_keys(keys: &[f32], n_kv: usize, n_kv_head: usize, hd: usize, out: &mut Vec<f32>) {
-    let blocks = n_kv.div_ceil(KEY_LANES);
+/// Query rows a tiled job aims to share each key tile among (llama.cpp's
+/// `GGML_FA_TILE_Q`; here the rows are a few tokens times a KV head's query heads).
+const Q_ROWS: usize = 64;
+
+/// Tokens per tiled job: enough that their rows across one KV head's query heads make
+/// about [`Q_ROWS`], at least one.
+fn tokens_per_tile(group: usize) -> usize {
+    (Q_ROWS / group.max(1)).max(1)
+}
+
+/// `keys` (n_kv positions of each head, head by head) regrouped per head into tiles of
+/// [`KV_TILE`] positions, each tile `head_dim` rows of `KV_TILE` values (a tile's keys
+/// side by side, as the score product reads them), zero past `n_kv`.
+fn pack_key_tiles(keys: &[f32], n_kv: usize, n_kv_head: usize, hd: usize, out: &mut Vec<f32>) {
+    let tiles = n_kv.div_ceil(KV_TILE);
     out.clear();
     // Grows to the longest batch's context once; batches are not the per-token path.
-    out.resize(n_kv_head * blocks * hd * KEY_LANES, 0.0);
-    for (h, head) in out.chunks_exact_mut(blocks * hd * KEY_LANES).enumerate() {
-        for (b, block) in head.chunks_exact_mut(hd * KEY_LANES).enumerate() {
-            for l in 0..KEY_LANES.min(n_kv - b * KEY_LANES) {
-                let key = &keys[(h * n_kv + b * KEY_LANES + l) * hd..][..hd];
+    out.resize(n_kv_head * tiles * hd * KV_TILE, 0.0);
+    for (h, head) in out.chunks_exact_mut(tiles * hd * KV_TILE).enumerate() {
+        for (b, tile) in head.chunks_exact_mut(hd * KV_TILE).enumerate() {
+            for l in 0..KV_TILE.min(n_kv - b * KV_TILE) {
+                let key = &keys[(h * n_kv + b * KV_TILE + l) * hd..][..hd];
                 for (d, &k) in key.iter().enumerate() {
-                    block[d * KEY_LANES + l] = k;
+                    tile[d * KV_TILE + l] = k;
                 }
             }
         }
@@ -532,8 +663,8 @@ mod tests {
             .unwrap();
         for t in KvType::ALL {
             // (cached positions before, new tokens): one token short and long (split),
-            // a short batch, a tiled batch.
-            for (pos, n) in [(40, 1), (700, 1), (300, 5), (200, 70)] {
+            // a short batch, tiled batches (one starting the context: whole tiles unseen).
+            for (pos, n) in [(40, 1), (700, 1), (300, 5), (200, 70), (0, 130)] {
                 let mut cache = KvCache::new(KvTypes::same(t), &c, n_ctx).unwrap();
                 let mut s = AttentionScratch::new(&c, n_ctx, 2);
                 let kv = c.kv_dim();
