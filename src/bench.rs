@@ -85,16 +85,35 @@ fn prompt_tokens(n: usize, n_vocab: usize, bos: Option<u32>, rng: &mut TokenRng)
     tokens
 }
 
+/// How the cache gets its `depth` tokens before "@ dD" tests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DepthFill {
+    /// Evaluated as a prompt, as llama-bench does.
+    Evaluate,
+    /// Seeded random keys and values written straight into the cache
+    /// ([`Context::fill_synthetic`]): the same cost per timed token, without the minutes a
+    /// deep fill of a big model takes on a few cores.
+    Synthetic,
+}
+
 /// Fill the cache with `depth` tokens (a prompt like pp's, in batches of the context's
-/// batch size), untimed: what "@ dD" tests start from. An empty cache for depth 0.
-pub fn fill_depth(ctx: &mut Context<'_>, depth: usize, bos: Option<u32>) -> Result<()> {
+/// batch size, or synthetic rows), untimed: what "@ dD" tests start from. An empty cache
+/// for depth 0.
+pub fn fill_depth(
+    ctx: &mut Context<'_>,
+    depth: usize,
+    bos: Option<u32>,
+    how: DepthFill,
+) -> Result<()> {
     ensure!(
         depth < ctx.n_ctx(),
         "a depth of {depth} tokens needs a context larger than {}",
         ctx.n_ctx()
     );
     ctx.truncate(0);
-    if depth > 0 {
+    if depth > 0 && how == DepthFill::Synthetic {
+        ctx.fill_synthetic(depth, 0x5eed_0003)?;
+    } else if depth > 0 {
         let mut rng = TokenRng(0x5eed_0003);
         let tokens = prompt_tokens(depth, ctx.model.config.vocab_size, bos, &mut rng);
         ctx.eval(&tokens, Logits::Last)?;

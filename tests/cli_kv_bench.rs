@@ -64,6 +64,34 @@ fn bench_measures_each_depth_in_one_call() {
 }
 
 #[test]
+fn bench_fills_a_synthetic_depth_when_asked() {
+    let m = model(&QWEN25_CODER_05B);
+    let base = [
+        "bench", &m, "-p", "0", "-n", "2", "-d", "0,300", "--reps", "1", "-t", "2",
+    ];
+    let mut args = base.to_vec();
+    args.push("--synthetic-depth");
+    let table = ok_stdout(&loupe(&args));
+    for want in ["tg2 ", "tg2 @ d300", "synthetic keys and values"] {
+        assert!(table.contains(want), "the table lacks {want:?}:\n{table}");
+    }
+    args.push("--json");
+    let lines = json_lines(&loupe(&args));
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    for (j, depth) in lines.iter().zip([0, 300]) {
+        assert_eq!(
+            (&j["n_depth"], &j["synthetic_depth"]),
+            (&depth.into(), &true.into())
+        );
+        assert!(j["tg2"]["median"].as_f64().unwrap() > 0.0, "{j}");
+    }
+    // Without the flag the depth is evaluated, and the JSON says so.
+    let mut args = base.to_vec();
+    args.push("--json");
+    assert_eq!(json_lines(&loupe(&args))[1]["synthetic_depth"], false);
+}
+
+#[test]
 fn bench_refuses_a_depth_beyond_memory_before_allocating() {
     let m = model(&GEMMA3_270M);
     // A billion tokens of cache (18 TiB): refused by the memory check with the arithmetic.

@@ -44,6 +44,11 @@ pub struct BenchArgs {
         default_value = "0"
     )]
     pub n_depth: Vec<usize>,
+    /// Fill the depth with seeded random keys and values instead of evaluating a prompt:
+    /// the timed tests cost the same, and a deep cache of a big model is ready at once
+    /// instead of after minutes (llama-bench has no such option; its -d evaluates).
+    #[arg(long)]
+    pub synthetic_depth: bool,
     /// Timed repetitions of each test, after one untimed warm-up.
     #[arg(long, value_name = "N", default_value_t = 5)]
     pub reps: usize,
@@ -111,7 +116,12 @@ pub fn run(args: &BenchArgs, out: &mut impl Write) -> Result<()> {
 
     let mut rows = Vec::with_capacity(args.n_depth.len());
     for &depth in &args.n_depth {
-        bench::fill_depth(&mut ctx, depth, bos)?;
+        let how = if args.synthetic_depth {
+            bench::DepthFill::Synthetic
+        } else {
+            bench::DepthFill::Evaluate
+        };
+        bench::fill_depth(&mut ctx, depth, bos, how)?;
         let pp = (args.n_prompt > 0)
             .then(|| bench::pp(&mut ctx, args.n_prompt, depth, args.reps, bos))
             .transpose()?;
@@ -134,6 +144,7 @@ pub fn run(args: &BenchArgs, out: &mut impl Write) -> Result<()> {
                 obj.insert(tg_name.clone(), s.to_json());
             }
             obj.insert("n_depth".into(), (*depth).into());
+            obj.insert("synthetic_depth".into(), args.synthetic_depth.into());
             obj.insert("type_k".into(), kv_type.k.name().into());
             obj.insert("type_v".into(), kv_type.v.name().into());
             obj.insert("n_ctx".into(), n_ctx.into());
@@ -165,6 +176,12 @@ pub fn run(args: &BenchArgs, out: &mut impl Write) -> Result<()> {
         "KV cache {kv_type}: {kv_per_token} bytes per token, {:.1} MiB for a context of {n_ctx}",
         kv_bytes as f64 / (1u64 << 20) as f64
     )?;
+    if args.synthetic_depth {
+        writeln!(
+            out,
+            "depths filled with synthetic keys and values (--synthetic-depth), not evaluated"
+        )?;
+    }
     let width = rows
         .iter()
         .map(|(d, _, _)| bench::test_name("pp", args.n_prompt.max(args.n_gen), *d).len())
