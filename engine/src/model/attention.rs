@@ -716,4 +716,78 @@ mod tests {
             }
         }
     }
+
+    /// Each query row of a tiled batch holds the bits of llama.cpp's tiled loop for that
+    /// row alone, written out plainly below (64-position tiles from 0, a fused chain per
+    /// score and per value element, ggml's softmax row): how the jobs group tokens and
+    /// heads changes nothing.
+    #[test]
+    fn tiled_rows_are_llama_cpp_rows_bit_for_bit() {
+        let c = Config::for_tests(1, 2, 64);
+        let (pos, n, n_ctx, hd) = (150, 100, 512, c.head_dim);
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        for t in [KvType::F16, KvType::F32] {
+            let mut cache = KvCache::new(KvTypes::same(t), &c, n_ctx).unwrap();
+            let mut s = AttentionScratch::new(&c, n_ctx, 2);
+            let kv = c.kv_dim();
+            let (k, v) = (values((pos + n) * kv, 4), values((pos + n) * kv, 5));
+            for p in 0..pos {
+                cache.store(0, p, &k[p * kv..][..kv], &v[p * kv..][..kv]);
+            }
+            let q: Vec<f32> = values(n * c.q_dim(), 6).iter().map(|x| x * 4.0).collect();
+            let mut out = vec![0f32; n * c.n_head * hd];
+            let new = (&q[..], &k[pos * kv..], &v[pos * kv..]);
+            pool.install(|| cache_and_attend(&c, 0, &mut cache, &mut s, new, pos, n, &mut out));
+            let n_kv = pos + n;
+            let (mut keys, mut vals) = (vec![0f32; n_kv * kv], vec![0f32; n_kv * kv]);
+            cache.read_keys(0, n_kv, &mut keys);
+            cache.read_values(0, n_kv, &mut vals);
+            for tok in 0..n {
+                for h in 0..c.n_head {
+                    let (p, kvh) = (pos + tok, h / 2);
+                    let qh = &q[tok * c.q_dim() + h * hd..][..hd];
+                    let row = |m: &[f32], j: usize| {
+                        (j < n_kv).then(|| m[(kvh * n_kv + j) * hd..][..hd].to_vec())
+                    };
+                    let (mut m, mut sum, mut acc) = (f32::NEG_INFINITY, 0f32, vec![0f32; hd]);
+                    for tile in 0..=p / KV_TILE {
+                        let mut sc = [f32::NEG_INFINITY; KV_TILE];
+                        for (l, x) in sc.iter_mut().enumerate() {
+                            let j = tile * KV_TILE + l;
+                            if let Some(key) = row(&keys, j).filter(|_| j <= p) {
+                                let dot =
+                                    qh.iter().zip(&key).fold(0f32, |a, (q, k)| q.mul_add(*k, a));
+                                *x = dot * c.attn_scale;
+                            }
+                        }
+                        let tile_max = sc.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                        if tile_max == f32::NEG_INFINITY {
+                            continue;
+                        }
+                        let new = m.max(tile_max);
+                        if new > m {
+                            let ms = (m - new).exp();
+                            acc.iter_mut().for_each(|a| *a *= ms);
+                            sum *= ms;
+                        }
+                        m = new;
+                        sum = (f64::from(sum) + fa_tile::soft_max_row(&mut sc, new)) as f32;
+                        for (l, &w) in sc.iter().enumerate() {
+                            let val = row(&vals, tile * KV_TILE + l).unwrap_or(vec![0.0; hd]);
+                            for (a, x) in acc.iter_mut().zip(&val) {
+                                *a = w.mul_add(*x, *a);
+                            }
+                        }
+                    }
+                    let got = &out[(tok * c.n_head + h) * hd..][..hd];
+                    let want: Vec<f32> = acc.iter().map(|a| a * (1.0 / sum)).collect();
+                    let bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(bits(got), bits(&want), "{t} cache, token {tok}, head {h}");
+                }
+            }
+        }
+    }
 }
