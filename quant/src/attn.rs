@@ -328,6 +328,12 @@ mod simd {
         }
     }
 
+    /// Value dimensions one pass keeps in registers (eight vectors: enough independent
+    /// chains to hide the fused multiply-add and the two conversions of each step).
+    const CHUNK: usize = 64;
+    /// Keys whose weights one pass computes first.
+    const KEYS: usize = 128;
+
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) unsafe fn accumulate_f16(
         scores: &[f32],
@@ -337,6 +343,33 @@ mod simd {
         state: &mut [Online],
     ) {
         let n = values.len() / dv;
+        if dv.is_multiple_of(CHUNK) {
+            // Head by head (their states are independent), the accumulator in registers:
+            // rounding it to f16 there after every step is what storing and reloading it
+            // did, so the bits are the same without the memory round trip per key.
+            let (mut ms, mut vs) = ([1f32; KEYS], [0f32; KEYS]);
+            for (h, (a, st)) in acc.chunks_exact_mut(dv).zip(state.iter_mut()).enumerate() {
+                for k0 in (0..n).step_by(KEYS) {
+                    let kn = KEYS.min(n - k0);
+                    for j in 0..kn {
+                        (ms[j], vs[j]) = st.step(scores[h * n + k0 + j]);
+                    }
+                    for c0 in (0..dv).step_by(CHUNK) {
+                        // SAFETY: AVX2, FMA and F16C per the caller; c0 + CHUNK <= dv.
+                        unsafe {
+                            chunk_f16(
+                                &values[k0 * dv + c0..],
+                                dv,
+                                &ms[..kn],
+                                &vs[..kn],
+                                &mut a[c0..][..CHUNK],
+                            )
+                        };
+                    }
+                }
+            }
+            return;
+        }
         for (j, v) in values.chunks_exact(dv).enumerate() {
             for (h, (a, st)) in acc.chunks_exact_mut(dv).zip(state.iter_mut()).enumerate() {
                 let (ms, vs) = st.step(scores[h * n + j]);
@@ -348,6 +381,38 @@ mod simd {
                     mad_f16(a, v, vs);
                 }
             }
+        }
+    }
+
+    /// One [`CHUNK`] of a head's f16 accumulator through keys `0..ms.len()`: value row `j`
+    /// starts at `values[j * stride]`; each step rescales by `ms[j]` when it is not 1 and
+    /// adds the row times `vs[j]`, rounding to f16 after each, as `scale_f16`/`mad_f16` do.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn chunk_f16(values: &[F16], stride: usize, ms: &[f32], vs: &[f32], acc: &mut [F16]) {
+        const V: usize = CHUNK / LANES;
+        let round = |x: __m256| _mm256_cvtph_ps(_mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(x));
+        let mut r = [_mm256_setzero_ps(); V];
+        for (i, x) in r.iter_mut().enumerate() {
+            // SAFETY: acc holds CHUNK halves.
+            *x = unsafe { load_f16(&acc[i * LANES..]) };
+        }
+        for (j, (&m, &w)) in ms.iter().zip(vs).enumerate() {
+            let row = &values[j * stride..][..CHUNK];
+            if m != 1.0 {
+                let m = _mm256_set1_ps(m);
+                r.iter_mut().for_each(|x| *x = round(_mm256_mul_ps(*x, m)));
+            }
+            let w = _mm256_set1_ps(w);
+            for (i, x) in r.iter_mut().enumerate() {
+                // SAFETY: row holds CHUNK halves.
+                let v = unsafe { load_f16(&row[i * LANES..]) };
+                *x = round(_mm256_fmadd_ps(v, w, *x));
+            }
+        }
+        for (i, &x) in r.iter().enumerate() {
+            // SAFETY: acc holds CHUNK halves.
+            unsafe { store_f16(&mut acc[i * LANES..], x) };
         }
     }
 
@@ -521,7 +586,13 @@ mod tests {
 
     #[test]
     fn accumulations_match_the_reference_and_a_plain_softmax() {
-        for (g, n, dv) in [(1, 1, 32), (3, 17, 64), (7, 40, 128), (2, 5, 40)] {
+        for (g, n, dv) in [
+            (1, 1, 32),
+            (3, 17, 64),
+            (7, 40, 128),
+            (2, 5, 40),
+            (4, 300, 256),
+        ] {
             let scores = values(g * n, 11);
             let vals = values(n * dv, 12);
             let vh = halves(&vals);
@@ -529,7 +600,16 @@ mod tests {
                 let mut acc = vec![F16::ZERO; g * dv];
                 let mut st = vec![Online::START; g];
                 if simd {
-                    accumulate_f16(&scores, &vh, dv, &mut acc, &mut st);
+                    // In two calls, as the engine's score blocks do: the state carries over.
+                    let h = n / 2;
+                    let (s0, s1): (Vec<f32>, Vec<f32>) = (
+                        (0..g).flat_map(|i| scores[i * n..][..h].to_vec()).collect(),
+                        (0..g)
+                            .flat_map(|i| scores[i * n + h..][..n - h].to_vec())
+                            .collect(),
+                    );
+                    accumulate_f16(&s0, &vh[..h * dv], dv, &mut acc, &mut st);
+                    accumulate_f16(&s1, &vh[h * dv..], dv, &mut acc, &mut st);
                 } else {
                     for (j, v) in vh.chunks_exact(dv).enumerate() {
                         for h in 0..g {
