@@ -339,16 +339,10 @@ mod simd {
 mod tests {
     use super::*;
 
+    /// `n` values uniform in ±scale/2.
     fn values(n: usize, seed: u64, scale: f32) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        (0..n)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                ((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * scale
-            })
-            .collect()
+        let mut rng = crate::tests::XorShift(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+        (0..n).map(|_| rng.unit() * scale / 2.0).collect()
     }
 
     fn bits(x: &[f32]) -> Vec<u32> {
