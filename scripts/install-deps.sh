@@ -2,8 +2,28 @@
 # Install what building and testing loupe needs on a Debian machine, only what is missing:
 # a C++ compiler, cmake and libclang for the peer (llama.cpp through llama-cpp-sys-2, whose
 # bindgen needs libclang itself, not only libclang-cpp), and python3 with pip for fetching
-# the test models. Needs root (or sudo) only when something is missing.
+# the test models; then the `openai` Python package that tests/serve_openai.rs drives
+# `loupe serve` with, into $LOUPE_PYLIB (default ~/.cache/loupe/pylib: pip --target, so
+# the system's Python stays untouched). Needs root (or sudo) only when a system package
+# is missing.
 set -euo pipefail
+
+# The openai client version the server tests were written against.
+OPENAI_VERSION=3.60.0
+PYLIB="${LOUPE_PYLIB:-$HOME/.cache/loupe/pylib}"
+
+install_pylib() {
+  if PYTHONPATH="$PYLIB" python3 -c "import openai, sys; sys.exit(openai.__version__ != '$OPENAI_VERSION')" 2>/dev/null; then
+    echo "install-deps: openai $OPENAI_VERSION is in $PYLIB"
+    return
+  fi
+  echo "install-deps: installing the openai Python package $OPENAI_VERSION into $PYLIB"
+  rm -rf "$PYLIB.tmp"
+  python3 -m pip install --quiet --disable-pip-version-check --no-warn-script-location \
+    --target "$PYLIB.tmp" "openai==$OPENAI_VERSION"
+  rm -rf "$PYLIB"
+  mv "$PYLIB.tmp" "$PYLIB"
+}
 
 missing=()
 command -v cmake >/dev/null || missing+=(cmake)
@@ -16,7 +36,8 @@ command -v python3 >/dev/null || missing+=(python3)
 python3 -m pip --version >/dev/null 2>&1 || missing+=(python3-pip)
 
 if [ ${#missing[@]} -eq 0 ]; then
-  echo "install-deps: everything is present"
+  echo "install-deps: every system package is present"
+  install_pylib
   exit 0
 fi
 
@@ -36,3 +57,4 @@ command -v apt-get >/dev/null || {
 export DEBIAN_FRONTEND=noninteractive
 "${sudo[@]}" apt-get update -qq
 "${sudo[@]}" apt-get install -y -qq "${missing[@]}"
+install_pylib

@@ -13,6 +13,7 @@ pub mod cli;
 pub mod compare;
 pub mod quantize;
 pub mod report;
+pub mod serve;
 pub mod signals;
 pub mod store;
 pub mod synth;

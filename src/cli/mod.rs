@@ -11,6 +11,7 @@ mod perplexity;
 mod quantize;
 mod run;
 pub mod sampler_args;
+mod serve;
 mod synth;
 mod tokenize;
 
@@ -52,6 +53,9 @@ pub enum Command {
     /// Quantize a model with llama.cpp's recipes (Q4_K_M, Q8_0, ...), bit-identical to
     /// llama-quantize.
     Quantize(quantize::QuantizeArgs),
+    /// Serve the model over HTTP with OpenAI's API (chat and text completions, streamed
+    /// or whole, with log-probabilities), several conversations at once.
+    Serve(serve::ServeArgs),
     /// Show the token ids of a text under a model's vocabulary, each with its piece.
     Tokenize(tokenize::TokenizeArgs),
     /// Write a model with the tensor layout of a known one (llama3-8b, ...) and random
@@ -91,6 +95,7 @@ pub fn main() -> ExitCode {
         Command::Quantize(args) => quantize::run(&args, &mut out),
         Command::Bench(args) => bench::run(&args, &mut out),
         Command::Synth(args) => synth::run(&args, &mut out),
+        Command::Serve(args) => serve::run(&args, &mut out),
     }
     .and_then(|()| out.flush().map_err(anyhow::Error::from));
     match result {
