@@ -168,6 +168,8 @@ pub struct Common {
     pub stop: Vec<String>,
     pub stream: bool,
     pub include_usage: bool,
+    /// llama.cpp's server field: generate past end-of-generation tokens (timing).
+    pub ignore_eos: bool,
 }
 
 pub fn common(m: &Map<String, Value>) -> ApiResult<Common> {
@@ -246,6 +248,7 @@ pub fn common(m: &Map<String, Value>) -> ApiResult<Common> {
         stop,
         stream: opt_bool(m, "stream")?.unwrap_or(false),
         include_usage,
+        ignore_eos: opt_bool(m, "ignore_eos")?.unwrap_or(false),
     })
 }
 
@@ -317,27 +320,28 @@ pub fn chat(m: &Map<String, Value>) -> ApiResult<ChatRequest> {
         let o = msg
             .as_object()
             .ok_or_else(|| wrong(&at, "an object", msg))?;
-        let role =
-            match o.get("role") {
-                Some(Value::String(r)) => match r.as_str() {
-                    "system" | "user" | "assistant" => r.clone(),
-                    // OpenAI's newer name for the system message.
-                    "developer" => "system".to_string(),
-                    other => return Err(ApiError::invalid(
+        let role = match o.get("role") {
+            Some(Value::String(r)) => match r.as_str() {
+                "system" | "user" | "assistant" => r.clone(),
+                // OpenAI's newer name for the system message.
+                "developer" => "system".to_string(),
+                other => {
+                    return Err(ApiError::invalid(
                         &format!("{at}.role"),
                         format!(
                             "unknown role {other:?} in {at}: system, developer, user or assistant"
                         ),
-                    )),
-                },
-                Some(v) => return Err(wrong(&format!("{at}.role"), "a string", v)),
-                None => {
-                    return Err(ApiError::invalid(
-                        &format!("{at}.role"),
-                        format!("{at} has no `role`"),
                     ))
                 }
-            };
+            },
+            Some(v) => return Err(wrong(&format!("{at}.role"), "a string", v)),
+            None => {
+                return Err(ApiError::invalid(
+                    &format!("{at}.role"),
+                    format!("{at} has no `role`"),
+                ))
+            }
+        };
         let content = match o.get("content") {
             Some(Value::String(s)) => s.clone(),
             Some(Value::Array(parts)) => {
@@ -464,6 +468,9 @@ pub fn completion(m: &Map<String, Value>, n_vocab: usize) -> ApiResult<Completio
         },
         Some(v) => return Err(wrong("prompt", "a string or an array of token ids", v)),
     };
+    if matches!(&prompt, PromptIn::Tokens(t) if t.is_empty()) {
+        return Err(ApiError::invalid("prompt", "`prompt` holds no token ids"));
+    }
     let top_logprobs = opt_int(m, "logprobs", 0, 20)?.map(|k| k as usize);
     Ok(CompletionRequest {
         common,
@@ -492,6 +499,46 @@ mod tests {
         let e = common(&obj(r#"{"n": 2}"#)).unwrap_err();
         assert_eq!(e.param.as_deref(), Some("n"));
         assert!(object(b"[1]").is_err() && object(b"{").is_err());
+    }
+
+    #[test]
+    fn odd_bodies_are_refused_not_panicked_on() {
+        let bodies = [
+            "null",
+            "0",
+            "\"x\"",
+            "{}",
+            r#"{"messages": null}"#,
+            r#"{"messages": [null]}"#,
+            r#"{"messages": [{"content": "x"}]}"#,
+            r#"{"messages": [{"role": 1, "content": "x"}]}"#,
+            r#"{"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}"#,
+            r#"{"messages": [{"role": "user", "content": [7]}]}"#,
+            r#"{"messages": [], "max_tokens": 1e300}"#,
+            r#"{"stop": [1]}"#,
+            r#"{"stop": {}}"#,
+            r#"{"stream_options": 3}"#,
+            r#"{"seed": "1"}"#,
+            r#"{"top_logprobs": 99, "logprobs": true}"#,
+            r#"{"logit_bias": {"1": 5}}"#,
+            r#"{"tools": [{}]}"#,
+            r#"{"response_format": {"type": "json_object"}}"#,
+            r#"{"prompt": []}"#,
+            r#"{"prompt": [[]]}"#,
+            r#"{"prompt": [-1]}"#,
+            r#"{"prompt": ["a", "b"]}"#,
+            r#"{"prompt": "x", "echo": true}"#,
+            r#"{"prompt": "x", "best_of": 3}"#,
+        ];
+        for b in bodies {
+            let Ok(m) = object(b.as_bytes()) else {
+                continue;
+            };
+            assert!(chat(&m).is_err(), "{b}");
+            if m.contains_key("prompt") || m.is_empty() {
+                assert!(completion(&m, 10).is_err(), "{b}");
+            }
+        }
     }
 
     #[test]

@@ -192,6 +192,7 @@ impl App {
             max_tokens: common.max_tokens,
             stop: common.stop.clone(),
             top_logprobs,
+            ignore_eos: common.ignore_eos,
         })
     }
 

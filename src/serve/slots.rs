@@ -39,6 +39,8 @@ pub struct GenRequest {
     pub stop: Vec<String>,
     /// `Some(k)`: report each token's log-probability and the k likeliest alternatives.
     pub top_logprobs: Option<usize>,
+    /// llama.cpp's `ignore_eos`: end-of-generation tokens are never drawn.
+    pub ignore_eos: bool,
 }
 
 /// Why a generation ended, as the API names it.
@@ -216,7 +218,7 @@ impl Pool {
                     while let Ok(job) = rx.recv() {
                         let mut next = Some(job);
                         while let Some(job) = next.take() {
-                            worker.serve(job);
+                            worker.serve_guarded(job);
                             next = pool.finished(slot, worker.session.tokens());
                         }
                     }
@@ -296,6 +298,23 @@ struct Worker {
 }
 
 impl Worker {
+    /// [`Worker::serve`], and a panic (a bug) answered as a failure instead of leaving the
+    /// slot dead and its client waiting; the slot's cache is then forgotten, since the
+    /// panic may have left it half-written.
+    fn serve_guarded(&mut self, job: Job) {
+        let events = job.events.clone();
+        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.serve(job)));
+        if let Err(panic) = run {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            let _ = events.send(Event::Failed(format!("internal error (a bug): {what}")));
+            self.session.reset();
+        }
+    }
+
     fn serve(&mut self, job: Job) {
         let Job {
             req,
@@ -358,6 +377,9 @@ impl Worker {
                 Some(cancel),
             )?
         };
+        if req.ignore_eos {
+            gen = gen.ignore_eos();
+        }
         let cached = cached.unwrap_or(gen.prompt_stats().cached);
         // Wall time, turns waited for included: what the client waited.
         let prompt_secs = t0.elapsed().as_secs_f64();
