@@ -2,7 +2,8 @@
 //! `scripts/install-deps.sh` into `$LOUPE_PYLIB`, default `~/.cache/loupe/pylib`) runs
 //! `tests/serve/openai_client.py` against the server on loopback: whole and streamed chat,
 //! stop strings, log-probabilities against `loupe next`, two conversations at once, a
-//! client that disconnects mid-stream, and malformed, oversized, unauthorised requests.
+//! client that disconnects mid-stream, and malformed, oversized, unauthorised requests;
+//! and a server with one slot and a queue of one (`tests/serve/queue_client.py`).
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -117,6 +118,26 @@ fn the_openai_python_client_gets_what_it_expects() {
     assert!(
         out.status.success() && stdout.contains("all checks passed"),
         "the openai client's checks failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn requests_beyond_the_slots_queue_and_beyond_the_queue_are_refused() {
+    let m = model(&QWEN25_CODER_05B);
+    let (_server, url) = start(&[&m, "--parallel", "1", "--queue", "1", "--ctx", "256"]);
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/serve/queue_client.py");
+    let out = Command::new("python3")
+        .arg(script)
+        .arg(&url)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run python3");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    println!("{stdout}");
+    assert!(
+        out.status.success() && stdout.contains("all checks passed"),
+        "the queue checks failed:\n{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
 }
