@@ -6,7 +6,7 @@ mod compare;
 mod format;
 mod inspect;
 pub mod model_args;
-mod next;
+pub mod next;
 mod perplexity;
 mod quantize;
 mod run;

@@ -13,7 +13,7 @@ use super::sampler_args::{resolve, SamplerArgs};
 use super::tokenize::escape_piece;
 use loupe_engine::generate::{GenerateOptions, Generator};
 use loupe_engine::model::Context;
-use loupe_engine::sample::{Sampler, StageView};
+use loupe_engine::sample::{Sampler, StageView, Trace};
 use loupe_engine::session::Session;
 use loupe_engine::tokenizer::Tokenizer;
 
@@ -75,34 +75,7 @@ pub fn run(args: &NextArgs, out: &mut impl Write) -> Result<()> {
         Generator::start(&mut session, tok, &mut sampler, &ids, gen_opts, None)?.trace(args.top)?;
 
     if args.json {
-        let view = |v: &StageView| {
-            json!({
-                "stage": v.name,
-                "detail": v.detail,
-                "kept": v.kept,
-                "top": v.top.iter().map(|c| json!({
-                    "id": c.id,
-                    "piece": String::from_utf8_lossy(tok.token_piece(c.id, true)),
-                    "p": c.p,
-                    "logit": c.logit,
-                })).collect::<Vec<_>>(),
-                "dropped": v.dropped,
-            })
-        };
-        let stages: Vec<_> = if staged {
-            trace.stages.iter().map(view).collect()
-        } else {
-            trace.stages.iter().take(1).map(view).collect()
-        };
-        let mut j = json!({ "prompt_tokens": ids.len(), "stages": stages });
-        if staged {
-            j["chosen"] = json!({
-                "id": trace.chosen,
-                "piece": String::from_utf8_lossy(tok.token_piece(trace.chosen, true)),
-                "p": trace.chosen_p,
-                "sampler": sampler.describe(),
-            });
-        }
+        let j = trace_json(tok, ids.len(), &trace, staged, &sampler.describe());
         writeln!(out, "{j}")?;
         return Ok(());
     }
@@ -165,4 +138,42 @@ fn print_view(
         writeln!(out, "     dropped here: {}", names.join(", "))?;
     }
     Ok(())
+}
+
+/// `loupe next --json`'s object (also the server's `/v1/next` answer): the distribution
+/// after each sampler stage (only the first, the model's own, unless `staged`) and, when
+/// staged, the token the draw picks.
+pub fn trace_json(
+    tok: &Tokenizer,
+    prompt_tokens: usize,
+    trace: &Trace,
+    staged: bool,
+    sampler: &str,
+) -> serde_json::Value {
+    let view = |v: &StageView| {
+        json!({
+            "stage": v.name,
+            "detail": v.detail,
+            "kept": v.kept,
+            "top": v.top.iter().map(|c| json!({
+                "id": c.id,
+                "piece": String::from_utf8_lossy(tok.token_piece(c.id, true)),
+                "p": c.p,
+                "logit": c.logit,
+            })).collect::<Vec<_>>(),
+            "dropped": v.dropped,
+        })
+    };
+    let shown = if staged { trace.stages.len() } else { 1 };
+    let stages: Vec<_> = trace.stages.iter().take(shown).map(view).collect();
+    let mut j = json!({ "prompt_tokens": prompt_tokens, "stages": stages });
+    if staged {
+        j["chosen"] = json!({
+            "id": trace.chosen,
+            "piece": String::from_utf8_lossy(tok.token_piece(trace.chosen, true)),
+            "p": trace.chosen_p,
+            "sampler": sampler,
+        });
+    }
+    j
 }

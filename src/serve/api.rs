@@ -479,6 +479,45 @@ pub fn completion(m: &Map<String, Value>, n_vocab: usize) -> ApiResult<Completio
     })
 }
 
+/// `/v1/next` (loupe's own): the next-token distribution after a text or a conversation,
+/// after each sampler stage.
+#[derive(Debug)]
+pub struct NextRequest {
+    pub common: Common,
+    /// A text (read as `/v1/completions` reads it) or a conversation (rendered with the
+    /// chat template, ending with the assistant's header).
+    pub prompt: Option<PromptIn>,
+    pub messages: Option<Vec<Message>>,
+    pub top: usize,
+}
+
+pub fn next(m: &Map<String, Value>, n_vocab: usize) -> ApiResult<NextRequest> {
+    let top = opt_int(m, "top", 1, 1000)?.unwrap_or(10) as usize;
+    match (field(m, "prompt").is_some(), field(m, "messages").is_some()) {
+        (true, false) => {
+            let c = completion(m, n_vocab)?;
+            Ok(NextRequest {
+                common: c.common,
+                prompt: Some(c.prompt),
+                messages: None,
+                top,
+            })
+        }
+        (false, true) => {
+            let c = chat(m)?;
+            Ok(NextRequest {
+                common: c.common,
+                prompt: None,
+                messages: Some(c.messages),
+                top,
+            })
+        }
+        _ => Err(ApiError::bad_request(
+            "give `prompt` (a text) or `messages` (a conversation), one of them",
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -50,6 +50,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/chat/completions", post(chat_completions))
         .route("/v1/completions", post(completions))
         .route("/completions", post(completions))
+        .route("/v1/next", post(next))
         .route("/v1/models", get(models))
         .route("/models", get(models))
         .route("/health", get(health))
@@ -69,7 +70,7 @@ async fn not_found(uri: axum::http::Uri) -> ApiError {
         status: StatusCode::NOT_FOUND,
         message: format!(
             "no such endpoint {}: loupe serves /v1/chat/completions, /v1/completions, \
-             /v1/models and /health",
+             /v1/next, /v1/models and /health",
             uri.path()
         ),
         kind: "invalid_request_error",
@@ -193,6 +194,7 @@ impl App {
             stop: common.stop.clone(),
             top_logprobs,
             ignore_eos: common.ignore_eos,
+            trace: None,
         })
     }
 
@@ -296,6 +298,68 @@ async fn completion_inner(app: Arc<App>, headers: HeaderMap, body: Body) -> ApiR
     start(app, Kind::Completion, gen, &req.common).await
 }
 
+async fn next(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> Response {
+    next_inner(app, headers, body)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+/// `/v1/next`: `loupe next --json`'s answer (every stage shown) for a text or a
+/// conversation.
+async fn next_inner(app: Arc<App>, headers: HeaderMap, body: Body) -> ApiResult<Response> {
+    app.authorize(&headers)?;
+    let bytes = read_body(&app, &headers, body).await?;
+    let req = api::next(&api::object(&bytes)?, app.tok.n_vocab())?;
+    app.check_model(req.common.model.as_deref())?;
+    let render = Arc::clone(&app);
+    let (prompt_in, messages) = (req.prompt, req.messages);
+    let prompt = tokio::task::spawn_blocking(move || match (prompt_in, messages) {
+        (Some(PromptIn::Tokens(ids)), _) => Ok(ids),
+        (Some(PromptIn::Text(text)), _) => Ok(render.tok.encode(&text, true, true)),
+        (None, Some(msgs)) => render
+            .template
+            .tokens(render.tok, &msgs, true, false)
+            .map_err(|e| ApiError::invalid("messages", format!("{e:#}"))),
+        (None, None) => Err(ApiError::bad_request("nothing to look at")),
+    })
+    .await
+    .map_err(|e| ApiError::server(format!("the tokenizer task failed: {e}")))??;
+    let mut gen = app.gen_request(prompt, &req.common, None)?;
+    gen.trace = Some(req.top);
+    let n_prompt = gen.prompt.len();
+    let (tx, mut rx) = unbounded_channel();
+    let cancel = Arc::new(AtomicBool::new(false));
+    app.pool
+        .submit(Job {
+            req: gen,
+            cancel: Arc::clone(&cancel),
+            events: tx,
+        })
+        .map_err(busy)?;
+    let _guard = CancelOnDrop(cancel);
+    while let Some(ev) = rx.recv().await {
+        match ev {
+            Event::Trace(trace, sampler) => {
+                let j = crate::cli::next::trace_json(app.tok, n_prompt, &trace, true, &sampler);
+                return Ok(Json(j).into_response());
+            }
+            Event::Failed(m) => return Err(failed(m)),
+            _ => {}
+        }
+    }
+    Err(ApiError::server("the evaluation ended without an answer"))
+}
+
+fn busy(b: super::slots::Busy) -> ApiError {
+    ApiError {
+        status: StatusCode::SERVICE_UNAVAILABLE,
+        message: b.to_string(),
+        kind: "server_error",
+        param: None,
+        code: Some("server_busy"),
+    }
+}
+
 /// Raises the job's cancel flag when the reply is dropped: a client that went away stops
 /// its generation (and frees its slot) within a token.
 struct CancelOnDrop(Arc<AtomicBool>);
@@ -321,13 +385,7 @@ async fn start(
             cancel: Arc::clone(&cancel),
             events: tx,
         })
-        .map_err(|busy| ApiError {
-            status: StatusCode::SERVICE_UNAVAILABLE,
-            message: busy.to_string(),
-            kind: "server_error",
-            param: None,
-            code: Some("server_busy"),
-        })?;
+        .map_err(busy)?;
     let n = app.next_id.fetch_add(1, Ordering::Relaxed);
     let reply = Reply {
         id: match kind {
@@ -464,7 +522,7 @@ async fn whole_reply(
     let (mut tokens, mut lps, mut tops, mut offsets) = (vec![], vec![], vec![], vec![]);
     while let Some(ev) = rx.recv().await {
         match ev {
-            Event::Started { .. } => {}
+            Event::Started { .. } | Event::Trace(..) => {}
             Event::Token(t) => {
                 if reply.top.is_some() {
                     match reply.kind {
@@ -543,6 +601,7 @@ fn stream_reply(
                     }
                 }
                 Some(Event::Failed(m)) => (vec![data(failed(m).body())], true),
+                Some(Event::Trace(..)) => (vec![], false),
                 Some(Event::Done(s)) => {
                     let mut out = Vec::new();
                     if !s.tail.is_empty() {

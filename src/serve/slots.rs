@@ -23,7 +23,7 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use loupe_engine::generate::{GenerateOptions, Generator, StopReason};
 use loupe_engine::model::{Context, Model, RunOptions};
-use loupe_engine::sample::{Sampler, SamplerConfig};
+use loupe_engine::sample::{Sampler, SamplerConfig, Trace};
 use loupe_engine::session::{PromptInterrupted, Session, PROMPT_CHUNK};
 use loupe_engine::tokenizer::Tokenizer;
 
@@ -41,6 +41,9 @@ pub struct GenRequest {
     pub top_logprobs: Option<usize>,
     /// llama.cpp's `ignore_eos`: end-of-generation tokens are never drawn.
     pub ignore_eos: bool,
+    /// `Some(k)`: generate nothing; answer with the next-token distribution after each
+    /// sampler stage, k candidates each (`/v1/next`).
+    pub trace: Option<usize>,
 }
 
 /// Why a generation ended, as the API names it.
@@ -73,6 +76,8 @@ pub enum Event {
     Token(TokenOut),
     Done(Summary),
     Failed(String),
+    /// The answer to a `trace` request: the stages, and the sampler chain described.
+    Trace(Trace, String),
 }
 
 /// One generated token as the client sees it.
@@ -377,6 +382,15 @@ impl Worker {
                 Some(cancel),
             )?
         };
+        if let Some(k) = req.trace {
+            let trace = {
+                let _turn = self.turns.take();
+                gen.trace(k)?
+            };
+            drop(gen);
+            send(Event::Trace(trace, sampler.describe()));
+            return Ok(());
+        }
         if req.ignore_eos {
             gen = gen.ignore_eos();
         }

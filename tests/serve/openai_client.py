@@ -95,6 +95,13 @@ check("chat logprobs", len(cl.content) == 3 and all(len(t.top_logprobs) == 4 for
       and all(t.token == t.top_logprobs[0].token and t.logprob == t.top_logprobs[0].logprob
               for t in cl.content), cl)
 
+s, view = raw("/v1/next", {"prompt": NEXT_PROMPT, "top": 5, "top_k": 3})
+check("/v1/next is loupe next's view", s == 200
+      and [(c["id"], round(c["p"], 6)) for c in view["stages"][0]["top"]]
+      == [(c["id"], round(c["p"], 6)) for c in nxt]
+      and view["stages"][1]["kept"] == 3 and view["chosen"]["id"] in [c["id"] for c in nxt[:3]],
+      view)
+
 # --- two conversations at once, each on its own slot, each reusing its own prefix ---------
 results = {}
 
