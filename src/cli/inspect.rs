@@ -18,7 +18,8 @@ use loupe_gguf::{Array, GgufFile, TensorInfo, Value};
 
 #[derive(Args, Debug)]
 pub struct InspectArgs {
-    /// The GGUF model file.
+    /// The model: a GGUF file, a name in the store (`loupe list`), or a hub reference
+    /// (owner/repo:QUANT, owner/repo/file.gguf; pulled if not in the store).
     pub model: PathBuf,
     /// List every tensor: name, type, shape, bytes, offset.
     #[arg(long)]
@@ -45,8 +46,9 @@ pub struct InspectArgs {
 const JSON_ARRAY_HEAD: usize = 16;
 
 pub fn run(args: &InspectArgs, out: &mut impl Write) -> Result<()> {
-    let file = GgufFile::open(&args.model)
-        .with_context(|| format!("cannot read model {}", args.model.display()))?;
+    let path = crate::cli::pull::model_path(&args.model)?;
+    let file =
+        GgufFile::open(&path).with_context(|| format!("cannot read model {}", path.display()))?;
 
     if let Some(name) = &args.tensor {
         let t = file.tensor(name).with_context(|| {
