@@ -215,8 +215,9 @@ async fn handle(State(st): State<Shared>, req: Request) -> Response {
                 .body(Body::empty())
                 .unwrap()
         }
-        ["cdn", owner, repo, file] => {
+        ["cdn", owner, repo, rest @ ..] => {
             let id = format!("{owner}/{repo}");
+            let file = &rest.join("/");
             let Some(data) = s
                 .repos
                 .get(&id)
@@ -544,4 +545,83 @@ fn a_missing_quant_or_repository_is_named() {
     let err = fails(loupe(s, &hub.url, &["run", "no-such-file.gguf", "-p", "x"]));
     assert!(err.contains("not a file, not a name in the store"), "{err}");
     assert!(hub.log().iter().all(|l| !l.contains("/cdn/")));
+}
+
+#[test]
+fn a_split_model_is_pulled_whole_and_runs_as_the_single_file() {
+    // The gemma model in 3 parts, as gguf-split writes them.
+    let work = tempfile::tempdir().unwrap();
+    let single = common::model(&GEMMA3_270M);
+    let src = loupe_gguf::GgufFile::open(&single).unwrap();
+    let paths =
+        loupe_gguf::split::write_split(&src, 3, &work.path().join("gemma-3-270m-Q4_K_M")).unwrap();
+    drop(src);
+    let files: Vec<(String, FakeFile)> = paths
+        .iter()
+        .map(|p| {
+            let data = Bytes::from(std::fs::read(p).unwrap());
+            let name = p.file_name().unwrap().to_str().unwrap().to_string();
+            let sha = sha256_hex(&data);
+            (
+                format!("Q4_K_M/{name}"),
+                FakeFile {
+                    data,
+                    listed_sha: Some(sha),
+                },
+            )
+        })
+        .collect();
+    let mut repos = HashMap::new();
+    repos.insert("test/split-GGUF".to_string(), files);
+    let hub = FakeHub::start(HubState {
+        repos,
+        ..HubState::default()
+    });
+    let store = tempfile::tempdir().unwrap();
+    let s = store.path();
+    let (out, err) = ok(loupe(s, &hub.url, &["pull", "test/split-GGUF:Q4_K_M"]));
+    let name = "test/split-GGUF/Q4_K_M/gemma-3-270m-Q4_K_M-00001-of-00003.gguf";
+    assert_eq!(out.trim(), name);
+    assert!(err.contains("(part 3 of 3)"), "{err}");
+    for p in &paths {
+        let got = stored(
+            s,
+            "test/split-GGUF/Q4_K_M",
+            p.file_name().unwrap().to_str().unwrap(),
+        );
+        assert_eq!(file_sha(&got), file_sha(p));
+    }
+
+    // One store entry for the three parts.
+    let (out, _) = ok(loupe(s, &hub.url, &["list", "--json"]));
+    let j: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(j.as_array().unwrap().len(), 1, "{j}");
+    assert_eq!(j[0]["name"], name);
+    assert_eq!(j[0]["parts"], 3);
+    assert_eq!(j[0]["architecture"], "gemma3");
+
+    // The same greedy tokens as the single file.
+    let run = |model: &str| {
+        let args = [
+            "run",
+            model,
+            "-p",
+            "The capital of France is",
+            "-n",
+            "8",
+            "--temp",
+            "0",
+            "--json",
+        ];
+        let (out, _) = ok(loupe(s, "http://127.0.0.1:9", &args));
+        let j: serde_json::Value = serde_json::from_str(&out).unwrap();
+        (j["tokens"].clone(), j["text"].clone())
+    };
+    let split = run("test/split-GGUF:Q4_K_M");
+    assert_eq!(split.0.as_array().unwrap().len(), 8);
+    assert_eq!(split, run(&single));
+
+    let (out, _) = ok(loupe(s, &hub.url, &["rm", name]));
+    assert!(out.starts_with(&format!("removed {name}")), "{out}");
+    assert!(!s.join("hub/test").exists(), "every part and folder goes");
 }
