@@ -181,6 +181,16 @@ impl Hub {
             .write(true)
             .open(&part)
             .with_context(|| io_err("open"))?;
+        // Two pulls of one file would interleave their bytes: the second waits for none.
+        if let Err(e) = out.try_lock() {
+            return Err(match e {
+                std::fs::TryLockError::WouldBlock => anyhow::anyhow!(
+                    "{} is being downloaded by another loupe; wait for it to finish",
+                    part.display()
+                ),
+                std::fs::TryLockError::Error(e) => anyhow::Error::new(e).context(io_err("lock")),
+            });
+        }
         let mut have = out.metadata().with_context(|| io_err("read"))?.len();
         if have > file.size {
             progress(Event::Restart {
