@@ -470,6 +470,9 @@ fn an_interrupted_pull_resumes_where_it_stopped() {
     );
     let kept = std::fs::metadata(part(&dest)).unwrap().len();
     assert!(kept > 0 && kept <= cut, "{kept}");
+    // A partial download is not a model of the store.
+    let (out, _) = ok(loupe(s, &hub.url, &["list"]));
+    assert!(out.starts_with("no models"), "{out}");
 
     let (_, err) = ok(loupe(s, &hub.url, &["pull", REPO]));
     assert!(err.contains("resuming at"), "{err}");

@@ -52,7 +52,7 @@ pub fn split_part_path(first: &Path, no: u32) -> Option<PathBuf> {
     let tail = stem.get(stem.len().checked_sub(15)?..)?;
     let b = tail.as_bytes();
     let ok = b[0] == b'-'
-        && &tail[6..10] == "-of-"
+        && &b[6..10] == b"-of-"
         && b[1..6].iter().chain(&b[10..15]).all(u8::is_ascii_digit);
     ok.then(|| {
         first.with_file_name(format!(
@@ -291,6 +291,11 @@ impl GgufFile {
     /// How many files the model is in (1 unless split).
     pub fn part_count(&self) -> usize {
         self.parts.len()
+    }
+
+    /// Where the tensor's bytes start in the file of its part (the only file unless split).
+    pub fn tensor_file_offset(&self, t: &TensorInfo) -> u64 {
+        self.parts[t.part].data_offset + t.offset
     }
 
     /// Hand the whole pages inside `data` (bytes borrowed from this map) back to the

@@ -305,7 +305,7 @@ fn print_tensors(out: &mut impl Write, file: &GgufFile) -> Result<()> {
             t.ty.to_string(),
             t.shape_string(),
             t.n_bytes(),
-            file.data_offset() + t.offset
+            file.tensor_file_offset(t)
         )?;
     }
     Ok(())
@@ -449,7 +449,10 @@ fn file_json(file: &GgufFile, s: &ModelSummary, full: bool) -> Json {
         .iter()
         .map(|t| {
             let mut j = tensor_json(t);
-            j["file_offset"] = json!(file.data_offset() + t.offset);
+            j["file_offset"] = json!(file.tensor_file_offset(t));
+            if file.part_count() > 1 {
+                j["part"] = json!(t.part + 1);
+            }
             j
         })
         .collect();
@@ -465,6 +468,7 @@ fn file_json(file: &GgufFile, s: &ModelSummary, full: bool) -> Json {
     };
     json!({
         "file": file.path().display().to_string(),
+        "parts": file.part_count(),
         "file_size": s.file_size,
         "gguf_version": s.gguf_version,
         "alignment": file.alignment(),

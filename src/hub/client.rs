@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 use ureq::http::Response;
 use ureq::Body;
 
-use super::{is_safe_gguf_path, HubRef, RemoteFile};
+use super::{is_safe_path, HubRef, RemoteFile};
 use loupe_gguf::atomic::{check_destination, Kind, Overwrite};
 
 pub const DEFAULT_ENDPOINT: &str = "https://huggingface.co";
@@ -362,7 +362,7 @@ fn remote_file(e: &serde_json::Value) -> Option<RemoteFile> {
         return None;
     }
     let path = e.get("path")?.as_str()?.to_string();
-    if path.ends_with(".gguf") && !is_safe_gguf_path(&path) {
+    if !is_safe_path(&path) {
         return None;
     }
     let lfs = e.get("lfs");
@@ -463,6 +463,7 @@ mod tests {
             {"type": "file", "path": "m.gguf", "oid": "abc", "size": 135,
              "lfs": {"oid": sha, "size": 253113024, "pointerSize": 135}},
             {"type": "file", "path": "../evil.gguf", "size": 1, "lfs": {"oid": sha, "size": 1}},
+            {"type": "file", "path": "a//EVIL.GGUF", "size": 1, "lfs": {"oid": sha, "size": 1}},
         ]);
         let files: Vec<RemoteFile> = j
             .as_array()

@@ -128,14 +128,21 @@ impl fmt::Display for HubRef {
 /// A relative path of plain components (no empty, `.` or `..` part, no backslash or
 /// control character), ending in `.gguf`: safe to join under the store.
 pub fn is_safe_gguf_path(p: &str) -> bool {
-    is_gguf(p)
-        && p.split('/')
-            .all(|c| !c.is_empty() && c != "." && c != ".." && !c.contains('\\'))
+    is_gguf(p) && is_safe_path(p)
+}
+
+/// A relative path of plain components: no empty, `.` or `..` part, no backslash or
+/// control character.
+pub fn is_safe_path(p: &str) -> bool {
+    p.split('/')
+        .all(|c| !c.is_empty() && c != "." && c != ".." && !c.contains('\\'))
         && !p.chars().any(char::is_control)
 }
 
 fn is_gguf(p: &str) -> bool {
-    p.len() > 5 && p[p.len() - 5..].eq_ignore_ascii_case(".gguf")
+    p.len() > 5
+        && p.get(p.len() - 5..)
+            .is_some_and(|ext| ext.eq_ignore_ascii_case(".gguf"))
 }
 
 /// A file of a repository, as the hub lists it.
@@ -159,7 +166,7 @@ pub fn split_name(path: &str) -> Option<(&str, u32, u32)> {
     let tail = stem.get(stem.len().checked_sub(15)?..)?;
     let b = tail.as_bytes();
     let digits = |r: std::ops::Range<usize>| b[r].iter().all(u8::is_ascii_digit);
-    if b[0] != b'-' || &tail[6..10] != "-of-" || !digits(1..6) || !digits(10..15) {
+    if b[0] != b'-' || &b[6..10] != b"-of-" || !digits(1..6) || !digits(10..15) {
         return None;
     }
     let no: u32 = tail[1..6].parse().ok()?;
@@ -213,12 +220,16 @@ fn groups(files: &[RemoteFile]) -> Vec<Group> {
 }
 
 /// The quantization a file name carries (`model-Q4_K_M.gguf` → `Q4_K_M`), in capitals:
-/// a name part (between `-`, `.` and `/`) that is Qn…, IQn…, TQn…, F16, BF16 or F32.
+/// the last name part (between `-`, `.` and `/`) that is Qn…, IQn…, TQn…, F16, BF16 or
+/// F32.
 pub fn quant_of(path: &str) -> Option<String> {
-    let stem = split_name(path).map_or(&path[..path.len().saturating_sub(5)], |(s, _, _)| s);
-    stem.split(['-', '.', '/'])
+    if !is_gguf(path) {
+        return None;
+    }
+    let stem = split_name(path).map_or(&path[..path.len() - 5], |(s, _, _)| s);
+    stem.rsplit(['-', '.', '/'])
         .map(str::to_ascii_uppercase)
-        .filter(|t| {
+        .find(|t| {
             let rest = t
                 .strip_prefix("IQ")
                 .or_else(|| t.strip_prefix("TQ"))
@@ -226,7 +237,6 @@ pub fn quant_of(path: &str) -> Option<String> {
             rest.is_some_and(|r| r.starts_with(|c: char| c.is_ascii_digit()))
                 || matches!(t.as_str(), "F16" | "BF16" | "F32")
         })
-        .last()
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -399,6 +409,8 @@ mod tests {
             "a/b/../x.gguf",
             "a/b/x.bin",
             "a/b:Q4/x",
+            "a/b/ééé",
+            "a/b/é",
             "../b",
         ] {
             assert!(HubRef::parse(bad).is_err(), "{bad}");
@@ -426,6 +438,8 @@ mod tests {
         assert_eq!(split_name("m-00004-of-00003.gguf"), None);
         assert_eq!(split_name("m-0001-of-00003.gguf"), None);
         assert_eq!(split_name("m.gguf"), None);
+        assert_eq!(split_name("m-éé00001-of-00002.gguf"), None);
+        assert_eq!(split_name("m-00001éé-of-00002.gguf"), None);
     }
 
     #[test]
@@ -441,6 +455,7 @@ mod tests {
         );
         assert_eq!(quant_of("m-bf16.gguf").as_deref(), Some("BF16"));
         assert_eq!(quant_of("model.gguf"), None);
+        assert_eq!(quant_of("Q4_0.bin"), None);
     }
 
     const REPO: [&str; 7] = [
