@@ -6,7 +6,7 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{Context as _, Result};
 
 use crate::hub::{select, split_name, HubRef, RemoteFile};
 
@@ -163,13 +163,14 @@ pub enum Resolved {
 /// The one place a MODEL argument is resolved, in this order: an existing path; a store
 /// name (`loupe list`); a hub reference whose file is in the store (chosen from the stored
 /// files by the same rules as from the hub's list, so no network is needed); a hub
-/// reference to pull. Anything else is an error that says what was tried.
+/// reference to pull. Anything else is taken as a path (a missing one is reported by the
+/// open that follows, naming it).
 pub fn resolve(model: &Path) -> Result<Resolved> {
     if fs::symlink_metadata(model).is_ok() {
         return Ok(Resolved::Path(model.to_path_buf()));
     }
     let Some(s) = model.to_str() else {
-        bail!("no model file {}", model.display());
+        return Ok(Resolved::Path(model.to_path_buf()));
     };
     if let Some(e) = find(s)? {
         return Ok(Resolved::Path(e.path().to_path_buf()));
@@ -192,9 +193,6 @@ pub fn resolve(model: &Path) -> Result<Resolved> {
             Err(_) => Resolved::Pull(r),
         });
     }
-    bail!(
-        "no model {s:?}: not a file, not a name in the store ({}; `loupe list` shows it), \
-         and not a hub reference (owner/repo, owner/repo:QUANT or owner/repo/file.gguf)",
-        models_dir().display()
-    )
+    // Neither a store name nor a reference: a path, and opening it says what is wrong.
+    Ok(Resolved::Path(model.to_path_buf()))
 }

@@ -546,7 +546,7 @@ fn a_missing_quant_or_repository_is_named() {
         "{err}"
     );
     let err = fails(loupe(s, &hub.url, &["run", "no-such-file.gguf", "-p", "x"]));
-    assert!(err.contains("not a file, not a name in the store"), "{err}");
+    assert!(err.contains("no-such-file.gguf: No such file"), "{err}");
     assert!(hub.log().iter().all(|l| !l.contains("/cdn/")));
 }
 
