@@ -186,6 +186,7 @@ pub fn resolve(model: &Path) -> Result<Resolved> {
                 path,
                 size,
                 sha256: None,
+                git_sha1: None,
             })
             .collect();
         return Ok(match select(&r, &local) {

@@ -17,6 +17,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Router;
 use sha2::{Digest, Sha256};
 
+use loupe_gguf::{GgufWriter, Metadata, Value};
+
 use loupe::store::GEMMA3_270M;
 
 const REPO: &str = "test/gemma-3-270m-GGUF";
@@ -55,6 +57,30 @@ struct FakeFile {
     data: Bytes,
     /// What the tree lists as its sha256 (the LFS oid); `None`: not an LFS file.
     listed_sha: Option<String>,
+    /// What the tree lists as the file's git oid (for a file kept in git, its blob id).
+    oid: String,
+}
+
+/// A file kept in git itself, listed with `oid` (its git blob id, unless a test lies).
+fn plain(data: Bytes, oid: Option<String>) -> FakeFile {
+    let mut h = sha1::Sha1::new();
+    h.update(format!("blob {}\0", data.len()).as_bytes());
+    h.update(&data);
+    let blob: String = h.finalize().iter().map(|x| format!("{x:02x}")).collect();
+    FakeFile {
+        data,
+        listed_sha: None,
+        oid: oid.unwrap_or(blob),
+    }
+}
+
+/// A file in LFS, listed with `sha` as its sha256.
+fn lfs(data: Bytes, sha: String) -> FakeFile {
+    FakeFile {
+        data,
+        listed_sha: Some(sha),
+        oid: "7d6b1f0e3c2a9b8d5e4f3a2b1c0d9e8f7a6b5c4d".into(),
+    }
 }
 
 #[derive(Default)]
@@ -117,29 +143,17 @@ fn gemma_hub() -> FakeHub {
         vec![
             (
                 "README.md".to_string(),
-                FakeFile {
-                    data: Bytes::from_static(b"# gemma\n"),
-                    listed_sha: None,
-                },
+                plain(Bytes::from_static(b"# gemma\n"), None),
             ),
             (
                 FILE.to_string(),
-                FakeFile {
-                    data: data.clone(),
-                    listed_sha: Some(GEMMA3_270M.sha256.to_string()),
-                },
+                lfs(data.clone(), GEMMA3_270M.sha256.to_string()),
             ),
         ],
     );
     repos.insert(
         "test/bad-GGUF".to_string(),
-        vec![(
-            FILE.to_string(),
-            FakeFile {
-                data,
-                listed_sha: Some("0".repeat(64)),
-            },
-        )],
+        vec![(FILE.to_string(), lfs(data, "0".repeat(64)))],
     );
     FakeHub::start(HubState {
         repos,
@@ -179,7 +193,7 @@ async fn handle(State(st): State<Shared>, req: Request) -> Response {
                 .iter()
                 .map(|(p, f)| {
                     let mut e = serde_json::json!({
-                        "type": "file", "path": p, "size": f.data.len(), "oid": "0123abcd",
+                        "type": "file", "path": p, "size": f.data.len(), "oid": f.oid,
                     });
                     if let Some(sha) = &f.listed_sha {
                         e["size"] = 135.into(); // the pointer's size, as the hub lists it
@@ -565,13 +579,7 @@ fn a_split_model_is_pulled_whole_and_runs_as_the_single_file() {
             let data = Bytes::from(std::fs::read(p).unwrap());
             let name = p.file_name().unwrap().to_str().unwrap().to_string();
             let sha = sha256_hex(&data);
-            (
-                format!("Q4_K_M/{name}"),
-                FakeFile {
-                    data,
-                    listed_sha: Some(sha),
-                },
-            )
+            (format!("Q4_K_M/{name}"), lfs(data, sha))
         })
         .collect();
     let mut repos = HashMap::new();
@@ -627,4 +635,36 @@ fn a_split_model_is_pulled_whole_and_runs_as_the_single_file() {
     let (out, _) = ok(loupe(s, &hub.url, &["rm", name]));
     assert!(out.starts_with(&format!("removed {name}")), "{out}");
     assert!(!s.join("hub/test").exists(), "every part and folder goes");
+}
+
+#[test]
+fn a_small_file_kept_in_git_is_checked_by_its_blob_id() {
+    // A GGUF too small for LFS: the hub lists no sha256, only its git blob id.
+    let mut md = Metadata::default();
+    md.push("general.architecture", Value::String("tiny".into()));
+    let tiny = Bytes::from(GgufWriter::new(md).to_bytes().unwrap());
+    let mut repos = HashMap::new();
+    repos.insert(
+        "test/tiny".to_string(),
+        vec![("tiny.gguf".to_string(), plain(tiny.clone(), None))],
+    );
+    let wrong = "0123456789abcdef0123456789abcdef01234567".to_string();
+    repos.insert(
+        "test/tiny-bad".to_string(),
+        vec![("tiny.gguf".to_string(), plain(tiny, Some(wrong.clone())))],
+    );
+    let hub = FakeHub::start(HubState {
+        repos,
+        ..HubState::default()
+    });
+    let store = tempfile::tempdir().unwrap();
+    let s = store.path();
+    let (out, _) = ok(loupe(s, &hub.url, &["pull", "test/tiny"]));
+    assert_eq!(out.trim(), "test/tiny/tiny.gguf");
+    let err = fails(loupe(s, &hub.url, &["pull", "test/tiny-bad"]));
+    assert!(
+        err.contains("git blob id mismatch for tiny.gguf") && err.contains(&wrong),
+        "{err}"
+    );
+    assert!(!stored(s, "test/tiny-bad", "tiny.gguf").exists());
 }

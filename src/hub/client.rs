@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context as _, Result};
+use sha1::Sha1;
 use sha2::{Digest, Sha256};
 use ureq::http::Response;
 use ureq::Body;
@@ -201,7 +202,7 @@ impl Hub {
             });
             have = 0;
         }
-        let mut hash = Sha256::new();
+        let mut hash = Sums::new(file.size);
         let mut resp = None;
         if have > 0 && have < file.size {
             let r2 = self.get(&url, Some(have))?;
@@ -239,8 +240,7 @@ impl Hub {
         if have > 0 {
             // The bytes kept count in the sha256 too.
             out.rewind().with_context(|| io_err("read"))?;
-            io::copy(&mut (&mut out).take(have), &mut HashWriter(&mut hash))
-                .with_context(|| io_err("read"))?;
+            io::copy(&mut (&mut out).take(have), &mut hash).with_context(|| io_err("read"))?;
         }
         out.seek(io::SeekFrom::Start(have))
             .with_context(|| io_err("seek in"))?;
@@ -296,17 +296,21 @@ impl Hub {
         }
         out.sync_all().with_context(|| io_err("sync"))?;
         drop(out);
-        let got = hex(&hash.finalize());
-        let Some(want) = &file.sha256 else {
-            bail!(
-                "the hub lists no sha256 for {} (not an LFS file), so it cannot be checked",
+        let (sha256, blob) = hash.finish();
+        // An LFS file is checked by its sha256; a small file kept in git itself has none, and
+        // is checked by its git blob id (sha1 of "blob SIZE\0" and the bytes) instead.
+        let (what, want, got) = match (&file.sha256, &file.git_sha1) {
+            (Some(want), _) => ("sha256", want, sha256),
+            (None, Some(want)) => ("git blob id", want, blob),
+            (None, None) => bail!(
+                "the hub lists neither a sha256 nor a git blob id for {}, so it cannot be checked",
                 file.path
-            );
+            ),
         };
         if !got.eq_ignore_ascii_case(want) {
             let _ = fs::remove_file(&part);
             bail!(
-                "sha256 mismatch for {}: the hub lists {want}, the download is {got}; \
+                "{what} mismatch for {}: the hub lists {want}, the download is {got}; \
                  the download was removed",
                 file.path
             );
@@ -330,6 +334,43 @@ pub fn part_path(dest: &Path) -> PathBuf {
     let mut s = dest.as_os_str().to_owned();
     s.push(".part");
     PathBuf::from(s)
+}
+
+/// The sums a download is checked by, fed as the bytes come.
+struct Sums {
+    sha256: Sha256,
+    blob: Sha1,
+}
+
+impl Sums {
+    fn new(size: u64) -> Sums {
+        let mut blob = Sha1::new();
+        blob.update(format!("blob {size}\0").as_bytes());
+        Sums {
+            sha256: Sha256::new(),
+            blob,
+        }
+    }
+
+    fn update(&mut self, b: &[u8]) {
+        self.sha256.update(b);
+        self.blob.update(b);
+    }
+
+    /// (sha256, git blob id), lowercase hex.
+    fn finish(self) -> (String, String) {
+        (hex(&self.sha256.finalize()), hex(&self.blob.finalize()))
+    }
+}
+
+impl Write for Sums {
+    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+        self.update(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 struct HashWriter<'a>(&'a mut Sha256);
@@ -375,7 +416,21 @@ fn remote_file(e: &serde_json::Value) -> Option<RemoteFile> {
         .and_then(serde_json::Value::as_str)
         .map(|s| s.trim_start_matches("sha256:").to_ascii_lowercase())
         .filter(|s| s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit()));
-    Some(RemoteFile { path, size, sha256 })
+    // Without LFS, the entry's oid is the git blob id of the file itself.
+    let git_sha1 = match lfs {
+        Some(_) => None,
+        None => e
+            .get("oid")
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_ascii_lowercase)
+            .filter(|s| s.len() == 40 && s.bytes().all(|b| b.is_ascii_hexdigit())),
+    };
+    Some(RemoteFile {
+        path,
+        size,
+        sha256,
+        git_sha1,
+    })
 }
 
 /// `Link: <URL>; rel="next"`.
@@ -473,6 +528,7 @@ mod tests {
             .collect();
         assert_eq!(files.len(), 2);
         assert_eq!(files[0].sha256, None);
+        assert_eq!(files[1].git_sha1, None);
         assert_eq!(files[1].size, 253_113_024);
         assert_eq!(files[1].sha256.as_deref(), Some(sha));
     }

@@ -153,6 +153,8 @@ pub struct RemoteFile {
     pub size: u64,
     /// The sha256 the hub reports (its LFS object id), lowercase hex.
     pub sha256: Option<String>,
+    /// For a file kept in git itself (not LFS), its git blob id (sha1), lowercase hex.
+    pub git_sha1: Option<String>,
 }
 
 /// `name-00002-of-00003.gguf` → (`name`, 2, 3): llama.cpp's `gguf-split` naming, parts
@@ -375,6 +377,7 @@ mod tests {
                 path: p.to_string(),
                 size: 1,
                 sha256: None,
+                git_sha1: None,
             })
             .collect()
     }
