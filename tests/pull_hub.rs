@@ -628,6 +628,26 @@ fn a_split_model_is_pulled_whole_and_runs_as_the_single_file() {
         let j: serde_json::Value = serde_json::from_str(&out).unwrap();
         (j["tokens"].clone(), j["text"].clone())
     };
+    // inspect sees one model in three files; a later part alone is refused, naming it.
+    let (out, _) = ok(loupe(s, "http://127.0.0.1:9", &["inspect", "--json", name]));
+    let j: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(j["parts"], 3);
+    assert_eq!(j["tensor_count"], 236);
+    assert_eq!(j["file_size"], total_size(&paths));
+    let second = stored(
+        s,
+        "test/split-GGUF/Q4_K_M",
+        "gemma-3-270m-Q4_K_M-00002-of-00003.gguf",
+    );
+    let err = fails(loupe(
+        s,
+        "http://127.0.0.1:9",
+        &["run", second.to_str().unwrap(), "-p", "x"],
+    ));
+    assert!(
+        err.contains("gemma-3-270m-Q4_K_M-00002-of-00003.gguf: split.no: this is part 2 of 3"),
+        "{err}"
+    );
     let split = run("test/split-GGUF:Q4_K_M");
     assert_eq!(split.0.as_array().unwrap().len(), 8);
     assert_eq!(split, run(&single));
@@ -667,4 +687,11 @@ fn a_small_file_kept_in_git_is_checked_by_its_blob_id() {
         "{err}"
     );
     assert!(!stored(s, "test/tiny-bad", "tiny.gguf").exists());
+}
+
+fn total_size(paths: &[PathBuf]) -> u64 {
+    paths
+        .iter()
+        .map(|p| std::fs::metadata(p).unwrap().len())
+        .sum()
 }
