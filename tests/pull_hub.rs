@@ -695,3 +695,23 @@ fn total_size(paths: &[PathBuf]) -> u64 {
         .map(|p| std::fs::metadata(p).unwrap().len())
         .sum()
 }
+
+#[test]
+fn the_progress_line_shows_on_a_terminal_only() {
+    let hub = gemma_hub();
+    let store = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_loupe"));
+    cmd.args(["pull", REPO])
+        .env("LOUPE_MODELS", store.path())
+        .env("HF_ENDPOINT", &hub.url)
+        .env_remove("HF_TOKEN");
+    let mut p = rexpect::session::spawn_command(cmd, Some(60_000)).expect("spawn loupe pull");
+    // The last update: every byte, a speed and no time left.
+    p.exp_string("241.4 MiB / 241.4 MiB").unwrap();
+    p.exp_string("/s  ETA 0s").unwrap();
+    p.exp_eof().unwrap();
+    // Off a terminal (every other test) the line is not drawn.
+    std::fs::remove_file(stored(store.path(), REPO, FILE)).unwrap();
+    let (_, err) = ok(loupe(store.path(), &hub.url, &["pull", REPO]));
+    assert!(!err.contains("MiB /") && !err.contains("ETA"), "{err}");
+}
