@@ -84,10 +84,14 @@ impl Entry {
 /// Every model in the store, by name. Partial downloads (`*.part`) and hidden files are
 /// not models; a store folder that does not exist is an empty store.
 pub fn entries() -> Result<Vec<Entry>> {
-    let root = models_dir();
+    entries_in(&models_dir())
+}
+
+/// The models of the store at `root`.
+fn entries_in(root: &Path) -> Result<Vec<Entry>> {
     let mut files: Vec<(String, PathBuf, u64)> = Vec::new();
-    collect(&root, "", false, &mut files)?;
-    collect(&hub_dir(), "", true, &mut files)?;
+    collect(root, "", false, &mut files)?;
+    collect(&root.join("hub"), "", true, &mut files)?;
     files.sort();
     let mut out: Vec<Entry> = Vec::new();
     let mut groups: Vec<(String, u32, usize)> = Vec::new(); // (stem, count, index in out)
@@ -196,4 +200,38 @@ pub fn resolve(model: &Path) -> Result<Resolved> {
     }
     // Neither a store name nor a reference: a path, and opening it says what is wrong.
     Ok(Resolved::Path(model.to_path_buf()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_store_lists_models_and_groups_split_parts() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let write = |rel: &str, n: usize| {
+            let p = root.join(rel);
+            fs::create_dir_all(p.parent().unwrap()).unwrap();
+            fs::write(p, vec![0u8; n]).unwrap();
+        };
+        write("a.gguf", 10);
+        write(".loupe-write-1-abc.tmp", 1);
+        write(".hidden.gguf", 1);
+        write("notes.txt", 1);
+        write("hub/o/r/n.gguf.part", 5);
+        write("hub/o/r/n2.gguf", 7);
+        write("hub/o/r/sub/m-00002-of-00002.gguf", 3);
+        write("hub/o/r/sub/m-00001-of-00002.gguf", 4);
+        let e = entries_in(root).unwrap();
+        let names: Vec<&str> = e.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["a.gguf", "o/r/n2.gguf", "o/r/sub/m-00001-of-00002.gguf"]
+        );
+        assert_eq!(e[2].parts.len(), 2);
+        assert_eq!(e[2].size, 7);
+        assert!(e[2].path().ends_with("m-00001-of-00002.gguf"));
+        assert_eq!(entries_in(&root.join("missing")).unwrap(), []);
+    }
 }
