@@ -681,6 +681,16 @@ fn a_small_file_kept_in_git_is_checked_by_its_blob_id() {
     let s = store.path();
     let (out, _) = ok(loupe(s, &hub.url, &["pull", "test/tiny"]));
     assert_eq!(out.trim(), "test/tiny/tiny.gguf");
+    let (_, err) = ok(loupe(s, &hub.url, &["pull", "test/tiny"]));
+    assert!(err.contains("already in the store"), "{err}");
+    // A stored file that is not the listed one (same size, other bytes) is fetched again.
+    let dest = stored(s, "test/tiny", "tiny.gguf");
+    let mut bytes = std::fs::read(&dest).unwrap();
+    *bytes.last_mut().unwrap() ^= 1;
+    std::fs::write(&dest, &bytes).unwrap();
+    let (_, err) = ok(loupe(s, &hub.url, &["pull", "test/tiny"]));
+    assert!(err.contains("differs from the hub's file; fetching it again"), "{err}");
+    assert_ne!(std::fs::read(&dest).unwrap(), bytes);
     let err = fails(loupe(s, &hub.url, &["pull", "test/tiny-bad"]));
     assert!(
         err.contains("git blob id mismatch for tiny.gguf") && err.contains(&wrong),

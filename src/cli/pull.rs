@@ -9,8 +9,8 @@ use anyhow::{Context as _, Result};
 use clap::Args;
 
 use crate::cli::format::{bytes, ProgressLine};
-use crate::hub::client::{sha256_file, Event, Hub};
-use crate::hub::{select, HubRef};
+use crate::hub::client::{is_listed_file, Event, Hub};
+use crate::hub::{select, HubRef, RemoteFile};
 use crate::store::{self, Resolved};
 
 #[derive(Args, Debug)]
@@ -64,7 +64,7 @@ pub fn pull(r: &HubRef) -> Result<PathBuf> {
         } else {
             f.path.clone()
         };
-        if dest.is_file() && already_there(&dest, f.size, f.sha256.as_deref())? {
+        if dest.is_file() && already_there(&dest, f)? {
             eprintln!("loupe: {what} is already in the store");
             continue;
         }
@@ -95,19 +95,11 @@ pub fn pull(r: &HubRef) -> Result<PathBuf> {
     Ok(store::hub_path(r, &files[0].path))
 }
 
-/// Whether the stored `dest` is the listed file (size, then sha256); a stored file that is
-/// not is fetched again, said.
-fn already_there(dest: &Path, size: u64, sha256: Option<&str>) -> Result<bool> {
-    let len = std::fs::metadata(dest)
-        .with_context(|| format!("cannot read {}", dest.display()))?
-        .len();
-    let same = len == size
-        && match sha256 {
-            Some(want) => sha256_file(dest)
-                .with_context(|| format!("cannot read {}", dest.display()))?
-                .eq_ignore_ascii_case(want),
-            None => true,
-        };
+/// Whether the stored `dest` is the listed file; a stored file that is not is fetched
+/// again, said.
+fn already_there(dest: &Path, f: &RemoteFile) -> Result<bool> {
+    let same =
+        is_listed_file(dest, f).with_context(|| format!("cannot read {}", dest.display()))?;
     if !same {
         eprintln!(
             "loupe: {} differs from the hub's file; fetching it again",

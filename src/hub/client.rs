@@ -373,27 +373,24 @@ impl Write for Sums {
     }
 }
 
-struct HashWriter<'a>(&'a mut Sha256);
-
-impl Write for HashWriter<'_> {
-    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
-        self.0.update(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The sha256 of a file, lowercase hex.
-pub fn sha256_file(path: &Path) -> io::Result<String> {
-    let mut hash = Sha256::new();
-    io::copy(&mut File::open(path)?, &mut HashWriter(&mut hash))?;
-    Ok(hex(&hash.finalize()))
+/// Whether the file at `path` is `file` as the hub lists it: its size, then its sha256
+/// (or, for a file kept in git, its blob id). A file listed with neither is taken on its size.
+pub fn is_listed_file(path: &Path, file: &RemoteFile) -> io::Result<bool> {
+    if fs::metadata(path)?.len() != file.size {
+        return Ok(false);
+    }
+    let mut sums = Sums::new(file.size);
+    io::copy(&mut File::open(path)?, &mut sums)?;
+    let (sha256, blob) = sums.finish();
+    Ok(match (&file.sha256, &file.git_sha1) {
+        (Some(want), _) => sha256.eq_ignore_ascii_case(want),
+        (None, Some(want)) => blob.eq_ignore_ascii_case(want),
+        (None, None) => true,
+    })
 }
 
 /// A tree entry that is a file, with its LFS sha256 when it has one. Entries with an unsafe
