@@ -689,7 +689,10 @@ fn a_small_file_kept_in_git_is_checked_by_its_blob_id() {
     *bytes.last_mut().unwrap() ^= 1;
     std::fs::write(&dest, &bytes).unwrap();
     let (_, err) = ok(loupe(s, &hub.url, &["pull", "test/tiny"]));
-    assert!(err.contains("differs from the hub's file; fetching it again"), "{err}");
+    assert!(
+        err.contains("differs from the hub's file; fetching it again"),
+        "{err}"
+    );
     assert_ne!(std::fs::read(&dest).unwrap(), bytes);
     let err = fails(loupe(s, &hub.url, &["pull", "test/tiny-bad"]));
     assert!(
