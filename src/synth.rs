@@ -312,6 +312,7 @@ fn choose_types(
             dims: p.dims.clone(),
             offset: 0,
             entry_offset: 0,
+            part: 0,
         })
         .collect();
     let mut types = vec![GgmlType::F32; planned.len()];

@@ -53,6 +53,13 @@ pub enum GgufError {
         found: String,
     },
 
+    #[error("{}: {field}: {problem}", path.display())]
+    Split {
+        path: PathBuf,
+        field: &'static str,
+        problem: String,
+    },
+
     #[error("tensor {name:?} is not in this file")]
     MissingTensor { name: String },
 

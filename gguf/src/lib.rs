@@ -12,11 +12,14 @@ mod error;
 mod file;
 mod metadata;
 mod parse;
+pub mod split;
 mod value;
 mod writer;
 
 pub use error::{Dest, GgufError, Result, WriteError};
-pub use file::{not_regular, GgufFile};
+pub use file::{
+    not_regular, split_part_path, GgufFile, SPLIT_COUNT, SPLIT_NO, SPLIT_TENSORS_COUNT,
+};
 pub use metadata::Metadata;
 pub use parse::{align_up, parse, Directory, ALIGNMENT_KEY, DEFAULT_ALIGNMENT, MAX_DIMS};
 pub use value::{Array, Value, ValueType};
@@ -35,6 +38,8 @@ pub struct TensorInfo {
     pub offset: u64,
     /// Where this entry starts in the file, for error messages.
     pub entry_offset: u64,
+    /// Which part of a split model holds the data (0: the first part, or the only file).
+    pub part: usize,
 }
 
 impl TensorInfo {

@@ -402,6 +402,7 @@ impl<'a> Cursor<'a> {
             dims,
             offset,
             entry_offset,
+            part: 0,
         })
     }
 }

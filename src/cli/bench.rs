@@ -17,7 +17,8 @@ use loupe_engine::tokenizer::Tokenizer;
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
-    /// The GGUF model file (not needed with --bandwidth).
+    /// The model: a GGUF file, a store name or a hub reference (not needed with
+    /// --bandwidth).
     #[arg(required_unless_present = "bandwidth")]
     pub model: Option<PathBuf>,
     /// Prompt tokens of the pp test, evaluated as one batch (0 skips it).
@@ -67,7 +68,8 @@ pub fn run(args: &BenchArgs, out: &mut impl Write) -> Result<()> {
     if args.bandwidth {
         return bandwidth(args, threads, out);
     }
-    let path = args.model.as_ref().expect("clap requires the model");
+    let path =
+        &crate::cli::pull::model_path(args.model.as_ref().expect("clap requires the model"))?;
     ensure!(args.reps > 0, "--reps must be at least 1");
     ensure!(
         args.n_prompt > 0 || args.n_gen > 0,

@@ -19,7 +19,8 @@ use loupe_engine::tokenizer::Tokenizer;
 
 #[derive(Args, Debug)]
 pub struct ChatArgs {
-    /// The GGUF model file [default: Qwen2.5-Coder 0.5B Instruct, fetched when missing].
+    /// The model: a GGUF file, a store name or a hub reference (pulled if not in the
+    /// store) [default: Qwen2.5-Coder 0.5B Instruct, fetched when missing].
     pub model: Option<PathBuf>,
     /// Most tokens per reply; -1: until the model stops or the context is full.
     #[arg(
@@ -78,7 +79,7 @@ pub fn run(args: &ChatArgs, out: &mut impl Write) -> Result<()> {
     check_n_predict(args.n_predict.into()).context("-n")?;
     let sampling = args.sampling.settings();
     let path = match &args.model {
-        Some(p) => p.clone(),
+        Some(p) => crate::cli::pull::model_path(p)?,
         None => default_model()?,
     };
     let model = Model::load(&path)?;
@@ -145,7 +146,7 @@ pub fn run(args: &ChatArgs, out: &mut impl Write) -> Result<()> {
 }
 
 /// The default chat model's path, fetching it first when it is missing.
-fn default_model() -> Result<PathBuf> {
+pub(crate) fn default_model() -> Result<PathBuf> {
     let m = QWEN25_CODER_05B;
     let path = m.path();
     if path.is_file() {

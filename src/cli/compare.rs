@@ -27,7 +27,8 @@ const DEFAULT_CTX: usize = 512;
 #[derive(Args, Debug)]
 pub struct CompareArgs {
     /// BASE MODEL...: the reference (F16, or the least quantized you have), then the
-    /// models to score against it. Not with --ladder.
+    /// models to score against it (files, store names or hub references). Not with
+    /// --ladder.
     #[arg(value_name = "FILE")]
     pub files: Vec<PathBuf>,
     /// Quantize SOURCE (F16/BF16/F32) to each of --types and compare them all against it.
@@ -108,11 +109,18 @@ fn load(path: &Path, label: String) -> Result<Loaded> {
 
 pub fn run(args: &CompareArgs, out: &mut impl Write) -> Result<()> {
     let threads = super::model_args::threads(args.threads)?;
+    // Store names and hub references become files (pulled if missing) before any work.
+    let files: Vec<PathBuf> = args
+        .files
+        .iter()
+        .map(|f| crate::cli::pull::model_path(f))
+        .collect::<Result<_>>()?;
     // The ladder's models: quantized first, into a folder that lives until the end.
     let mut _tmp_dir = None;
     let (base_path, base_label, models): (PathBuf, String, Vec<(PathBuf, String)>) =
         match &args.ladder {
             Some(source) => {
+                let source = &crate::cli::pull::model_path(source)?;
                 ensure!(
                     args.files.is_empty(),
                     "--ladder SOURCE takes no other model files (got {})",
@@ -148,7 +156,7 @@ pub fn run(args: &CompareArgs, out: &mut impl Write) -> Result<()> {
                     "--kv-types compares one model's caches: give only MODEL (got {} files)",
                     args.files.len()
                 );
-                let p = &args.files[0];
+                let p = &files[0];
                 (p.clone(), FileFacts::stem(p), Vec::new())
             }
             None => {
@@ -158,15 +166,11 @@ pub fn run(args: &CompareArgs, out: &mut impl Write) -> Result<()> {
                          (loupe compare BASE MODEL...), or --ladder SOURCE"
                     );
                 }
-                let models = args.files[1..]
+                let models = files[1..]
                     .iter()
                     .map(|p| (p.clone(), FileFacts::stem(p)))
                     .collect();
-                (
-                    args.files[0].clone(),
-                    FileFacts::stem(&args.files[0]),
-                    models,
-                )
+                (files[0].clone(), FileFacts::stem(&files[0]), models)
             }
         };
 

@@ -18,7 +18,8 @@ use loupe_gguf::{Array, GgufFile, TensorInfo, Value};
 
 #[derive(Args, Debug)]
 pub struct InspectArgs {
-    /// The GGUF model file.
+    /// The model: a GGUF file, a name in the store (`loupe list`), or a hub reference
+    /// (owner/repo:QUANT, owner/repo/file.gguf; pulled if not in the store).
     pub model: PathBuf,
     /// List every tensor: name, type, shape, bytes, offset.
     #[arg(long)]
@@ -45,8 +46,9 @@ pub struct InspectArgs {
 const JSON_ARRAY_HEAD: usize = 16;
 
 pub fn run(args: &InspectArgs, out: &mut impl Write) -> Result<()> {
-    let file = GgufFile::open(&args.model)
-        .with_context(|| format!("cannot read model {}", args.model.display()))?;
+    let path = crate::cli::pull::model_path(&args.model)?;
+    let file =
+        GgufFile::open(&path).with_context(|| format!("cannot read model {}", path.display()))?;
 
     if let Some(name) = &args.tensor {
         let t = file.tensor(name).with_context(|| {
@@ -303,7 +305,7 @@ fn print_tensors(out: &mut impl Write, file: &GgufFile) -> Result<()> {
             t.ty.to_string(),
             t.shape_string(),
             t.n_bytes(),
-            file.data_offset() + t.offset
+            file.tensor_file_offset(t)
         )?;
     }
     Ok(())
@@ -447,7 +449,10 @@ fn file_json(file: &GgufFile, s: &ModelSummary, full: bool) -> Json {
         .iter()
         .map(|t| {
             let mut j = tensor_json(t);
-            j["file_offset"] = json!(file.data_offset() + t.offset);
+            j["file_offset"] = json!(file.tensor_file_offset(t));
+            if file.part_count() > 1 {
+                j["part"] = json!(t.part + 1);
+            }
             j
         })
         .collect();
@@ -463,6 +468,7 @@ fn file_json(file: &GgufFile, s: &ModelSummary, full: bool) -> Json {
     };
     json!({
         "file": file.path().display().to_string(),
+        "parts": file.part_count(),
         "file_size": s.file_size,
         "gguf_version": s.gguf_version,
         "alignment": file.alignment(),

@@ -5,10 +5,13 @@ mod chat;
 mod compare;
 mod format;
 mod inspect;
+mod list;
 pub mod model_args;
 pub mod next;
 mod perplexity;
+pub mod pull;
 mod quantize;
+mod rm;
 mod run;
 pub mod sampler_args;
 mod serve;
@@ -43,6 +46,13 @@ pub enum Command {
     Compare(compare::CompareArgs),
     /// Show what a GGUF model file holds: architecture, sizes, types, tensors, metadata.
     Inspect(inspect::InspectArgs),
+    /// The models in the store: name, size, type, architecture, parameters.
+    List(list::ListArgs),
+    /// Fetch a model from the Hugging Face hub into the store: owner/repo:QUANT or
+    /// owner/repo/file.gguf (resumed if interrupted, checked against the hub's sha256).
+    Pull(pull::PullArgs),
+    /// Remove a model from the store.
+    Rm(rm::RmArgs),
     /// Continue a text, streaming the tokens as they come.
     Run(run::RunArgs),
     /// Show how the model picks the next token: the likeliest candidates, and what each
@@ -88,6 +98,9 @@ pub fn main() -> ExitCode {
         Command::Chat(args) => chat::run(&args, &mut out),
         Command::Compare(args) => compare::run(&args, &mut out),
         Command::Inspect(args) => inspect::run(&args, &mut out),
+        Command::List(args) => list::run(&args, &mut out),
+        Command::Pull(args) => pull::run(&args, &mut out),
+        Command::Rm(args) => rm::run(&args, &mut out),
         Command::Tokenize(args) => tokenize::run(&args, &mut out),
         Command::Run(args) => run::run(&args, &mut out),
         Command::Next(args) => next::run(&args, &mut out),

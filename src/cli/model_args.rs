@@ -13,7 +13,8 @@ use loupe_engine::tokenizer::Tokenizer;
 
 #[derive(Args, Debug, Clone)]
 pub struct ModelArgs {
-    /// The GGUF model file.
+    /// The model: a GGUF file, a name in the store (`loupe list`), or a hub reference
+    /// (owner/repo:QUANT, owner/repo/file.gguf; pulled if not in the store).
     pub model: PathBuf,
     /// Context length in tokens [default: the model's, at most 4096].
     #[arg(long, value_name = "N")]
@@ -70,9 +71,15 @@ pub struct Loaded {
 impl ModelArgs {
     pub fn load(&self) -> Result<Loaded> {
         let t0 = Instant::now();
-        let model = Model::load(&self.model)?;
+        let path = crate::cli::pull::model_path(&self.model)?;
+        let t0 = if path == self.model {
+            t0
+        } else {
+            Instant::now()
+        };
+        let model = Model::load(&path)?;
         let tokenizer = Tokenizer::from_metadata(model.file.metadata())
-            .with_context(|| format!("cannot build the tokenizer of {}", self.model.display()))?;
+            .with_context(|| format!("cannot build the tokenizer of {}", path.display()))?;
         for w in tokenizer.warnings() {
             eprintln!("warning: {w}");
         }

@@ -17,7 +17,8 @@ use loupe_gguf::GgufFile;
 
 #[derive(Args, Debug)]
 pub struct QuantizeArgs {
-    /// The source GGUF model: F32, F16 or BF16 (a quantized one needs --allow-requantize).
+    /// The source model: F32, F16 or BF16 (a quantized one needs --allow-requantize); a
+    /// GGUF file, a store name or a hub reference (pulled if not in the store).
     pub input: PathBuf,
     /// Where to write the quantized model (written under a temporary name, then renamed).
     pub output: PathBuf,
@@ -55,8 +56,9 @@ impl FileType {
 
 pub fn run(args: &QuantizeArgs, out: &mut impl Write) -> Result<()> {
     let threads = super::model_args::threads(args.threads)?;
-    let input = GgufFile::open(&args.input)
-        .with_context(|| format!("cannot read model {}", args.input.display()))?;
+    let path = crate::cli::pull::model_path(&args.input)?;
+    let input =
+        GgufFile::open(&path).with_context(|| format!("cannot read model {}", path.display()))?;
     let opts = QuantizeOptions {
         ftype: args.ftype,
         threads: threads.unwrap_or(0),

@@ -14,8 +14,22 @@ use crate::serve::{serve, ServeOptions};
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
+    /// The model: a GGUF file, a name in the store (`loupe list`), or a hub reference
+    /// (pulled if missing) [default: the chat model, Qwen2.5-Coder 0.5B Instruct, fetched
+    /// if missing].
+    pub model: Option<PathBuf>,
+    /// Context length of each slot, tokens [default: the model's, at most 4096].
+    #[arg(long, value_name = "N")]
+    pub ctx: Option<usize>,
+    /// Threads for the matmuls and attention [default: physical cores; at most the
+    /// logical CPUs].
+    #[arg(short = 't', long, value_name = "N")]
+    pub threads: Option<usize>,
     #[command(flatten)]
-    pub model: ModelArgs,
+    pub kv: crate::cli::model_args::KvArgs,
+    /// Most prompt tokens evaluated in one batch.
+    #[arg(long, value_name = "N", default_value_t = 512)]
+    pub batch: usize,
     /// Address to listen on; anything but a loopback address makes the server reachable
     /// from other machines (a warning says so).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1")]
@@ -38,7 +52,8 @@ pub struct ServeArgs {
     #[arg(long, value_name = "KEY")]
     pub api_key: Option<String>,
     /// The model's name in /v1/models and the `model` requests give [default: the file
-    /// name without .gguf]; requests may also use any --alias.
+    /// name without .gguf, or the store name or reference given]; requests may also use
+    /// any --alias.
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,
     /// Another name requests may use for the model (repeatable).
@@ -74,9 +89,21 @@ pub fn run(args: &ServeArgs, _out: &mut impl Write) -> Result<()> {
         .clone()
         .or_else(|| std::env::var("LOUPE_API_KEY").ok())
         .filter(|k| !k.is_empty());
-    let loaded = Box::leak(Box::new(args.model.load()?));
+    let given = match &args.model {
+        Some(m) => m.clone(),
+        None => super::chat::default_model()?,
+    };
+    let model_args = ModelArgs {
+        model: given.clone(),
+        ctx: args.ctx,
+        threads: args.threads,
+        kv: args.kv.clone(),
+        batch: args.batch,
+    };
+    // The model lives as long as the process: the slots' threads borrow it.
+    let loaded = Box::leak(Box::new(model_args.load()?));
     let (model, tok) = (&loaded.model, &loaded.tokenizer);
-    let run = args.model.run_options(model, 1)?;
+    let run = model_args.run_options(model, 1)?;
     let template = match &args.template_file {
         Some(file) => {
             let source = std::fs::read_to_string(file)
@@ -90,12 +117,16 @@ pub fn run(args: &ServeArgs, _out: &mut impl Write) -> Result<()> {
             args.template.as_deref(),
         )?,
     };
+    // A file is named by its stem; a store name or a hub reference as it was given.
     let id = args.name.clone().unwrap_or_else(|| {
-        let p = &args.model.model;
-        p.file_stem().map_or_else(
-            || p.display().to_string(),
-            |s| s.to_string_lossy().into_owned(),
-        )
+        if given.is_file() {
+            given.file_stem().map_or_else(
+                || given.display().to_string(),
+                |s| s.to_string_lossy().into_owned(),
+            )
+        } else {
+            given.display().to_string()
+        }
     });
     serve(
         model,

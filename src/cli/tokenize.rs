@@ -13,7 +13,7 @@ use loupe_gguf::GgufFile;
 
 #[derive(Args, Debug)]
 pub struct TokenizeArgs {
-    /// The GGUF model file whose vocabulary to use.
+    /// The model whose vocabulary to use: a GGUF file, a store name or a hub reference.
     pub model: PathBuf,
     /// The text to tokenize; `-` reads it from standard input.
     pub text: String,
@@ -38,8 +38,9 @@ pub fn run(args: &TokenizeArgs, out: &mut impl Write) -> Result<()> {
     } else {
         args.text.clone()
     };
-    let file = GgufFile::open(&args.model)
-        .with_context(|| format!("cannot read model {}", args.model.display()))?;
+    let path = crate::cli::pull::model_path(&args.model)?;
+    let file =
+        GgufFile::open(&path).with_context(|| format!("cannot read model {}", path.display()))?;
     let tok = Tokenizer::from_metadata(file.metadata()).with_context(|| {
         format!(
             "cannot build the tokenizer of {} from its metadata",
