@@ -62,6 +62,28 @@ fn start(args: &[&str]) -> (Server, String) {
     (server, url)
 }
 
+/// Run `tests/serve/SCRIPT ARGS` (with the openai package on the path) and require its
+/// "all checks passed".
+fn python(script: &str, args: &[&str]) {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/serve")
+        .join(script);
+    let out = Command::new("python3")
+        .arg(&path)
+        .args(args)
+        .env("PYTHONPATH", pylib())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run python3");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    println!("{stdout}");
+    assert!(
+        out.status.success() && stdout.contains("all checks passed"),
+        "{script}'s checks failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn the_openai_python_client_gets_what_it_expects() {
     let m = model(&QWEN25_CODER_05B);
@@ -104,21 +126,9 @@ fn the_openai_python_client_gets_what_it_expects() {
         "--name",
         "qwen-test",
     ]);
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/serve/openai_client.py");
-    let out = Command::new("python3")
-        .arg(script)
-        .args([url.as_str(), key, "qwen-test"])
-        .arg(&next_json)
-        .env("PYTHONPATH", &lib)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run python3");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    println!("{stdout}");
-    assert!(
-        out.status.success() && stdout.contains("all checks passed"),
-        "the openai client's checks failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    python(
+        "openai_client.py",
+        &[url.as_str(), key, "qwen-test", next_json.to_str().unwrap()],
     );
 }
 
@@ -126,18 +136,5 @@ fn the_openai_python_client_gets_what_it_expects() {
 fn requests_beyond_the_slots_queue_and_beyond_the_queue_are_refused() {
     let m = model(&QWEN25_CODER_05B);
     let (_server, url) = start(&[&m, "--parallel", "1", "--queue", "1", "--ctx", "256"]);
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/serve/queue_client.py");
-    let out = Command::new("python3")
-        .arg(script)
-        .arg(&url)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run python3");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    println!("{stdout}");
-    assert!(
-        out.status.success() && stdout.contains("all checks passed"),
-        "the queue checks failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    python("queue_client.py", &[url.as_str()]);
 }

@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures_util::stream::{self, Stream, StreamExt};
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 
 use loupe_engine::model::Model;
@@ -23,7 +23,7 @@ use loupe_engine::tokenizer::Tokenizer;
 
 use super::api::{self, ApiError, ApiResult, PromptIn};
 use super::slots::{Event, GenRequest, Job, Pool, Summary, TokenOut};
-use crate::chat::template::ChatTemplate;
+use crate::chat::template::{ChatTemplate, Message};
 
 /// What every handler shares.
 pub struct App {
@@ -250,93 +250,85 @@ enum Kind {
     Completion,
 }
 
-async fn chat_completions(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> Response {
-    chat_inner(app, headers, body)
-        .await
-        .unwrap_or_else(IntoResponse::into_response)
+/// The request's JSON object, once the key and the body's size are checked.
+async fn request(app: &App, headers: &HeaderMap, body: Body) -> ApiResult<Map<String, Value>> {
+    app.authorize(headers)?;
+    let bytes = read_body(app, headers, body).await?;
+    api::object(&bytes)
 }
 
-async fn chat_inner(app: Arc<App>, headers: HeaderMap, body: Body) -> ApiResult<Response> {
-    app.authorize(&headers)?;
-    let bytes = read_body(&app, &headers, body).await?;
-    let req = api::chat(&api::object(&bytes)?)?;
-    app.check_model(req.common.model.as_deref())?;
-    let render = Arc::clone(&app);
-    let messages = req.messages;
-    let prompt = tokio::task::spawn_blocking(move || {
-        render.template.tokens(render.tok, &messages, true, false)
+/// What a prompt is made from.
+enum Source {
+    /// Text; control tokens spelled in it are read, as llama.cpp's server does.
+    Text(String),
+    Tokens(Vec<u32>),
+    /// A conversation, rendered with the chat template up to the assistant's header.
+    Messages(Vec<Message>),
+}
+
+impl From<PromptIn> for Source {
+    fn from(p: PromptIn) -> Source {
+        match p {
+            PromptIn::Text(t) => Source::Text(t),
+            PromptIn::Tokens(ids) => Source::Tokens(ids),
+        }
+    }
+}
+
+/// The prompt's token ids, tokenized off the async threads (a long text takes a while).
+async fn tokens(app: &Arc<App>, source: Source) -> ApiResult<Vec<u32>> {
+    let app = Arc::clone(app);
+    tokio::task::spawn_blocking(move || match source {
+        Source::Tokens(ids) => Ok(ids),
+        Source::Text(text) => Ok(app.tok.encode(&text, true, true)),
+        Source::Messages(msgs) => app
+            .template
+            .tokens(app.tok, &msgs, true, false)
+            .map_err(|e| ApiError::invalid("messages", format!("{e:#}"))),
     })
     .await
-    .map_err(|e| ApiError::server(format!("the chat template task failed: {e}")))?
-    .map_err(|e| ApiError::invalid("messages", format!("{e:#}")))?;
+    .map_err(|e| ApiError::server(format!("the tokenizer task failed: {e}")))?
+}
+
+async fn chat_completions(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
+    let req = api::chat(&request(&app, &headers, body).await?)?;
+    app.check_model(req.common.model.as_deref())?;
+    let prompt = tokens(&app, Source::Messages(req.messages)).await?;
     let gen = app.gen_request(prompt, &req.common, req.top_logprobs)?;
     start(app, Kind::Chat, gen, &req.common).await
 }
 
-async fn completions(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> Response {
-    completion_inner(app, headers, body)
-        .await
-        .unwrap_or_else(IntoResponse::into_response)
-}
-
-async fn completion_inner(app: Arc<App>, headers: HeaderMap, body: Body) -> ApiResult<Response> {
-    app.authorize(&headers)?;
-    let bytes = read_body(&app, &headers, body).await?;
-    let req = api::completion(&api::object(&bytes)?, app.tok.n_vocab())?;
+async fn completions(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
+    let req = api::completion(&request(&app, &headers, body).await?, app.tok.n_vocab())?;
     app.check_model(req.common.model.as_deref())?;
-    let prompt = match req.prompt {
-        PromptIn::Tokens(ids) => ids,
-        PromptIn::Text(text) => {
-            let tok = app.tok;
-            // Control tokens spelled in the prompt are read, as llama.cpp's server does.
-            tokio::task::spawn_blocking(move || tok.encode(&text, true, true))
-                .await
-                .map_err(|e| ApiError::server(format!("the tokenizer task failed: {e}")))?
-        }
-    };
+    let prompt = tokens(&app, req.prompt.into()).await?;
     let gen = app.gen_request(prompt, &req.common, req.top_logprobs)?;
     start(app, Kind::Completion, gen, &req.common).await
 }
 
-async fn next(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> Response {
-    next_inner(app, headers, body)
-        .await
-        .unwrap_or_else(IntoResponse::into_response)
-}
-
 /// `/v1/next`: `loupe next --json`'s answer (every stage shown) for a text or a
 /// conversation.
-async fn next_inner(app: Arc<App>, headers: HeaderMap, body: Body) -> ApiResult<Response> {
-    app.authorize(&headers)?;
-    let bytes = read_body(&app, &headers, body).await?;
-    let req = api::next(&api::object(&bytes)?, app.tok.n_vocab())?;
+async fn next(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> ApiResult<Response> {
+    let req = api::next(&request(&app, &headers, body).await?, app.tok.n_vocab())?;
     app.check_model(req.common.model.as_deref())?;
-    let render = Arc::clone(&app);
-    let (prompt_in, messages) = (req.prompt, req.messages);
-    let prompt = tokio::task::spawn_blocking(move || match (prompt_in, messages) {
-        (Some(PromptIn::Tokens(ids)), _) => Ok(ids),
-        (Some(PromptIn::Text(text)), _) => Ok(render.tok.encode(&text, true, true)),
-        (None, Some(msgs)) => render
-            .template
-            .tokens(render.tok, &msgs, true, false)
-            .map_err(|e| ApiError::invalid("messages", format!("{e:#}"))),
-        (None, None) => Err(ApiError::bad_request("nothing to look at")),
-    })
-    .await
-    .map_err(|e| ApiError::server(format!("the tokenizer task failed: {e}")))??;
+    let source = match (req.prompt, req.messages) {
+        (Some(p), _) => p.into(),
+        (None, Some(msgs)) => Source::Messages(msgs),
+        (None, None) => return Err(ApiError::bad_request("nothing to look at")),
+    };
+    let prompt = tokens(&app, source).await?;
     let mut gen = app.gen_request(prompt, &req.common, None)?;
     gen.trace = Some(req.top);
     let n_prompt = gen.prompt.len();
-    let (tx, mut rx) = unbounded_channel();
-    let cancel = Arc::new(AtomicBool::new(false));
-    app.pool
-        .submit(Job {
-            req: gen,
-            cancel: Arc::clone(&cancel),
-            events: tx,
-        })
-        .map_err(busy)?;
-    let _guard = CancelOnDrop(cancel);
+    let (mut rx, _guard) = submit(&app, gen)?;
     while let Some(ev) = rx.recv().await {
         match ev {
             Event::Trace(trace, sampler) => {
@@ -350,14 +342,25 @@ async fn next_inner(app: Arc<App>, headers: HeaderMap, body: Body) -> ApiResult<
     Err(ApiError::server("the evaluation ended without an answer"))
 }
 
-fn busy(b: super::slots::Busy) -> ApiError {
-    ApiError {
-        status: StatusCode::SERVICE_UNAVAILABLE,
-        message: b.to_string(),
-        kind: "server_error",
-        param: None,
-        code: Some("server_busy"),
-    }
+/// Hand `gen` to the slots: its events arrive on the receiver, and dropping the guard
+/// (the reply is gone) cancels it.
+fn submit(app: &App, gen: GenRequest) -> ApiResult<(UnboundedReceiver<Event>, CancelOnDrop)> {
+    let (tx, rx) = unbounded_channel();
+    let cancel = Arc::new(AtomicBool::new(false));
+    app.pool
+        .submit(Job {
+            req: gen,
+            cancel: Arc::clone(&cancel),
+            events: tx,
+        })
+        .map_err(|b| ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            message: b.to_string(),
+            kind: "server_error",
+            param: None,
+            code: Some("server_busy"),
+        })?;
+    Ok((rx, CancelOnDrop(cancel)))
 }
 
 /// Raises the job's cancel flag when the reply is dropped: a client that went away stops
@@ -376,16 +379,8 @@ async fn start(
     gen: GenRequest,
     common: &api::Common,
 ) -> ApiResult<Response> {
-    let (tx, rx) = unbounded_channel();
-    let cancel = Arc::new(AtomicBool::new(false));
     let top = gen.top_logprobs;
-    app.pool
-        .submit(Job {
-            req: gen,
-            cancel: Arc::clone(&cancel),
-            events: tx,
-        })
-        .map_err(busy)?;
+    let (rx, guard) = submit(&app, gen)?;
     let n = app.next_id.fetch_add(1, Ordering::Relaxed);
     let reply = Reply {
         id: match kind {
@@ -398,7 +393,6 @@ async fn start(
         app,
         offset: 0,
     };
-    let guard = CancelOnDrop(cancel);
     if common.stream {
         return Ok(stream_reply(reply, rx, guard, common.include_usage).into_response());
     }
