@@ -8,10 +8,10 @@
 //!    └──────────── Event (started, tokens, done) over the job's channel ◀─────────┘
 //! ```
 //!
-//! Why one evaluation at a time: every slot's context has a thread pool as wide as
-//! `--threads`, and two of them running at once on the same cores stall each other at
-//! every join. Taking turns token by token (a FIFO ticket, so no slot starves) gives each
-//! of N busy slots about 1/N of the machine, and one busy slot all of it.
+//! Why one evaluation at a time: an evaluation already uses every core (`--threads`),
+//! and two at once on the same cores stall each other at every join. Taking turns token
+//! by token (a FIFO ticket, so no slot starves) gives each of N busy slots about 1/N of
+//! the machine, and one busy slot all of it. The slots' contexts share one thread pool.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,7 +22,7 @@ use anyhow::Result;
 use tokio::sync::mpsc::UnboundedSender;
 
 use loupe_engine::generate::{GenerateOptions, Generator, StopReason};
-use loupe_engine::model::{Context, Model, RunOptions};
+use loupe_engine::model::{thread_pool, Context, Model, RunOptions};
 use loupe_engine::sample::{Sampler, SamplerConfig, Trace};
 use loupe_engine::session::{PromptInterrupted, Session, PROMPT_CHUNK};
 use loupe_engine::tokenizer::Tokenizer;
@@ -188,9 +188,13 @@ impl Pool {
         max_queue: usize,
     ) -> Result<Arc<Pool>> {
         let turns = Arc::new(Turns::default());
+        // One thread pool for every slot: they take turns, and a shared pool's threads
+        // stay warm from one slot's token to the next.
+        let threads = Arc::new(thread_pool(opts.threads)?);
         let mut sessions = Vec::with_capacity(n);
         for _ in 0..n {
-            sessions.push(Session::new(Context::new(model, opts)?));
+            let ctx = Context::with_pool(model, opts, Arc::clone(&threads))?;
+            sessions.push(Session::new(ctx));
         }
         let mut senders = Vec::with_capacity(n);
         let mut receivers = Vec::with_capacity(n);

@@ -133,6 +133,15 @@ pub struct RunOptions {
     pub batch: usize,
 }
 
+/// A pool of `threads` compute threads, as every context evaluates on.
+pub fn thread_pool(threads: usize) -> Result<rayon::ThreadPool> {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .thread_name(|i| format!("loupe-{i}"))
+        .build()
+        .context("cannot start the thread pool")
+}
+
 /// Physical cores (compute-bound kernels gain nothing from hyper-threads).
 pub fn default_threads() -> usize {
     num_cpus::get_physical().max(1)
@@ -143,7 +152,7 @@ pub struct Context<'m> {
     pub model: &'m Model,
     cache: KvCache,
     scratch: Scratch,
-    pool: rayon::ThreadPool,
+    pool: Arc<rayon::ThreadPool>,
     n_past: usize,
     /// Rows of logits the last evaluation left in the scratch (0 after a truncation).
     logits_rows: usize,
@@ -161,18 +170,32 @@ pub enum Logits {
 
 impl<'m> Context<'m> {
     pub fn new(model: &'m Model, o: RunOptions) -> Result<Context<'m>> {
+        ensure!(o.threads > 0, "--threads must be at least 1");
+        Context::with_pool(model, o, Arc::new(thread_pool(o.threads)?))
+    }
+
+    /// A context that evaluates on `pool` (`o.threads` wide), which other contexts may
+    /// share: a server's slots take turns on the cores, and one pool keeps its threads
+    /// warm from one slot's token to the next.
+    pub fn with_pool(
+        model: &'m Model,
+        o: RunOptions,
+        pool: Arc<rayon::ThreadPool>,
+    ) -> Result<Context<'m>> {
         let c = &model.config;
         ensure!(o.n_ctx > 0, "--ctx must be at least 1");
         ensure!(o.threads > 0, "--threads must be at least 1");
+        // The scratch holds one set of buffers per pool thread.
+        ensure!(
+            pool.current_num_threads() == o.threads,
+            "the thread pool has {} threads, and the context was asked for {}",
+            pool.current_num_threads(),
+            o.threads
+        );
         o.kv_type.check(c)?;
         // Before a byte is allocated: the buffers below must fit in the memory available.
         memory::check(model, &o)?;
         let batch = o.batch.clamp(1, o.n_ctx);
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(o.threads)
-            .thread_name(|i| format!("loupe-{i}"))
-            .build()
-            .context("cannot start the thread pool")?;
         Ok(Context {
             model,
             cache: KvCache::new(o.kv_type, c, o.n_ctx)?,
