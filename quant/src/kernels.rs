@@ -6,10 +6,12 @@
 //! by the format's kernel. The kernels are collected in a [`Kernels`] table of function
 //! pointers: the scalar references from `formats/` (always compiled, on every target), and
 //! on x86_64 an AVX2 + FMA (+ F16C) table with SIMD code for every format, and an AVX-512
-//! table that adds VNNI to the tiled kernels. A batch of two or more activation rows takes
-//! the tiled kernels (`tiled.rs`, `tiled_k.rs`) where the table has them; they give the
-//! row kernels' bits. The table is chosen once per process ([`kernels`]);
-//! `LOUPE_KERNELS=scalar|avx2|avx512|auto` forces a choice.
+//! table that adds VNNI to the tiled kernels; on aarch64 a NEON table and a `dotprod`
+//! (`sdot`) table, both giving the scalar reference's bits exactly (`neon.rs`). A batch of
+//! two or more activation rows takes the tiled kernels (`tiled.rs`, `tiled_k.rs`) where
+//! the table has them; they give the row kernels' bits. The table is chosen once per
+//! process ([`kernels`]); `LOUPE_KERNELS=scalar|avx2|avx512|auto` (x86_64) or
+//! `scalar|neon|dotprod|auto` (aarch64) forces a choice.
 //!
 //! Rows are byte slices as they sit in the memory map or a scratch buffer; they become
 //! blocks in [`crate::cast`], which borrows when the address suits the block's alignment
@@ -35,6 +37,9 @@ mod tiled;
 mod tiled_k;
 #[cfg(target_arch = "x86_64")]
 pub use tiled::TiledIsa;
+
+#[cfg(target_arch = "aarch64")]
+mod neon;
 
 /// A dot product of a weight row (blocks `W`) with an activation row (blocks `A`) of the
 /// same number of elements.
@@ -139,6 +144,56 @@ static AVX512_TABLE: Kernels = Kernels {
     ..AVX2_TABLE
 };
 
+/// NEON, the aarch64 baseline: every kernel written gives the scalar reference's bits
+/// (see `neon.rs`), scalar elsewhere.
+#[cfg(target_arch = "aarch64")]
+static NEON_TABLE: Kernels = Kernels {
+    name: "neon",
+    q4_0: neon::q4_0_q8_0,
+    q8_0: neon::q8_0_q8_0,
+    ..SCALAR
+};
+
+/// The NEON table with `sdot` (Armv8.2 dot product) where it pays: the formats whose
+/// reference sums a block's products in one integer. Never hand this out without
+/// detecting the feature (see [`cpu_has_dotprod`]).
+#[cfg(target_arch = "aarch64")]
+static DOTPROD_TABLE: Kernels = Kernels {
+    name: "dotprod",
+    q4_0: neon::q4_0_q8_0_sdot,
+    q8_0: neon::q8_0_q8_0_sdot,
+    ..NEON_TABLE
+};
+
+/// Whether this CPU runs the `dotprod` table (aarch64 with `sdot`).
+pub fn cpu_has_dotprod() -> bool {
+    #[cfg(target_arch = "aarch64")]
+    {
+        std::arch::is_aarch64_feature_detected!("dotprod")
+    }
+    #[cfg(not(target_arch = "aarch64"))]
+    {
+        false
+    }
+}
+
+/// The NEON table, on every aarch64 CPU.
+pub fn neon() -> Option<&'static Kernels> {
+    #[cfg(target_arch = "aarch64")]
+    return Some(&NEON_TABLE);
+    #[allow(unreachable_code)]
+    None
+}
+
+/// The `dotprod` table when this CPU can run it.
+pub fn dotprod() -> Option<&'static Kernels> {
+    #[cfg(target_arch = "aarch64")]
+    if cpu_has_dotprod() {
+        return Some(&DOTPROD_TABLE);
+    }
+    None
+}
+
 /// Whether this CPU runs the AVX2 table.
 pub fn cpu_has_avx2() -> bool {
     #[cfg(target_arch = "x86_64")]
@@ -194,19 +249,28 @@ pub fn avx512() -> Option<&'static Kernels> {
     None
 }
 
-/// Every table this CPU runs, slowest first: scalar, then avx2 and avx512 where present.
+/// Every table this CPU runs, slowest first: scalar, then avx2 and avx512 (x86_64) or
+/// neon and dotprod (aarch64) where present.
 pub fn available() -> Vec<&'static Kernels> {
     std::iter::once(scalar())
         .chain(avx2())
         .chain(avx512())
+        .chain(neon())
+        .chain(dotprod())
         .collect()
 }
 
-/// The names `LOUPE_KERNELS` accepts besides `auto`.
-const TABLE_NAMES: [&str; 3] = ["scalar", "avx2", "avx512"];
+/// The names `LOUPE_KERNELS` accepts besides `auto` on this architecture.
+#[cfg(target_arch = "x86_64")]
+const TABLE_NAMES: &[&str] = &["scalar", "avx2", "avx512"];
+#[cfg(target_arch = "aarch64")]
+const TABLE_NAMES: &[&str] = &["scalar", "neon", "dotprod"];
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+const TABLE_NAMES: &[&str] = &["scalar"];
 
 /// The table this process uses, chosen on first call: the fastest the CPU runs, unless
-/// `LOUPE_KERNELS` asks for `scalar`, `avx2` or `avx512`. An unknown value, or a table
+/// `LOUPE_KERNELS` asks for one by name (`scalar`, `avx2`, `avx512` on x86_64; `scalar`,
+/// `neon`, `dotprod` on aarch64). An unknown value, or a table
 /// this CPU cannot run, falls back to the fastest available, with a warning kept in
 /// [`kernels_note`] for the application to show.
 pub fn kernels() -> &'static Kernels {
@@ -415,7 +479,7 @@ impl Kernels {
         Ok(())
     }
 
-    /// "scalar", "avx2" or "avx512".
+    /// "scalar", "avx2", "avx512", "neon" or "dotprod".
     pub fn name(&self) -> &'static str {
         self.name
     }
@@ -693,6 +757,7 @@ mod tests;
 /// (MAC/ns): Q5_0 at 32 rows 66 vs 60, 64: 66 vs 74, 512: 68 vs 93; Q6_K at 64 rows 66 vs
 /// 48, 128: 67 vs 68, 512: 66 vs 81; Q4_K never gains (512: 80 vs 82), Q4_0 has nothing
 /// to decode.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] // the packed kernels are x86's
 fn decode_packed_from(ty: GgmlType) -> usize {
     match ty {
         GgmlType::Q5_0 => 64,

@@ -55,10 +55,9 @@ const DOT_TYPES: [GgmlType; 15] = {
     ]
 };
 
-/// The weight types with an integer kernel in the AVX2 table (all but the float types;
-/// its F16 and BF16 kernels are checked in `avx2_matches_scalar_within_bound` only).
-#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
-const AVX2_TYPES: [GgmlType; 12] = {
+/// The weight types whose kernels have an integer part (all but the float types; the SIMD
+/// F16 and BF16 kernels are checked in `simd_matches_scalar_within_bound` only).
+const INT_TYPES: [GgmlType; 12] = {
     use GgmlType::*;
     [
         Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_XS,
@@ -266,13 +265,16 @@ fn avx2_or_skip() -> Option<&'static Kernels> {
     k
 }
 
-/// The SIMD tables this CPU runs (AVX2, AVX-512).
-#[cfg(target_arch = "x86_64")]
+/// The SIMD tables this CPU runs (AVX2 and AVX-512 on x86_64, NEON and dotprod on
+/// aarch64): every table but the scalar one.
 fn simd_tables() -> Vec<&'static Kernels> {
-    avx2_or_skip().into_iter().chain(avx512()).collect()
+    let tables: Vec<_> = available().into_iter().skip(1).collect();
+    if tables.is_empty() {
+        eprintln!("this CPU runs no SIMD table: SIMD kernel tests skipped");
+    }
+    tables
 }
 
-#[cfg(target_arch = "x86_64")]
 #[test]
 fn simd_integer_part_is_exact() {
     for fast in simd_tables() {
@@ -280,10 +282,9 @@ fn simd_integer_part_is_exact() {
     }
 }
 
-#[cfg(target_arch = "x86_64")]
 fn integer_part_is_exact(fast: &'static Kernels) {
     let mut rng = XorShift(0x5eed_0002);
-    for ty in AVX2_TYPES {
+    for ty in INT_TYPES {
         let act_ty = partner(ty);
         let mut smallest_amax = 127;
         for nb in block_counts(ty) {
@@ -351,7 +352,6 @@ fn integer_part_is_exact(fast: &'static Kernels) {
 /// Unit-scale Q8_0/Q8_1/Q8_K activations: quants in -127..=127 inside `window`, zero
 /// outside, with consistent `s` and `bsums` (an 8-element window's sum, at most 1016, is
 /// exact in Q8_1's f16 `s`).
-#[cfg(target_arch = "x86_64")]
 fn window_acts(ty: GgmlType, n: usize, window: Range<usize>, rng: &mut XorShift) -> Vec<u8> {
     let q: Vec<i8> = (0..n)
         .map(|i| {
@@ -418,7 +418,6 @@ fn avx2_f16c_widening_equals_to_f32_for_every_half() {
     }
 }
 
-#[cfg(target_arch = "x86_64")]
 #[test]
 fn simd_matches_scalar_within_bound() {
     for fast in simd_tables() {
@@ -426,14 +425,10 @@ fn simd_matches_scalar_within_bound() {
     }
 }
 
-#[cfg(target_arch = "x86_64")]
 fn matches_scalar_within_bound(fast: &'static Kernels) {
     let mut rng = XorShift(0x5eed_0003);
     // F16 and BF16 are float all through (no integer part), so they are checked here only.
-    for ty in AVX2_TYPES
-        .into_iter()
-        .chain([GgmlType::F16, GgmlType::BF16])
-    {
+    for ty in INT_TYPES.into_iter().chain([GgmlType::F16, GgmlType::BF16]) {
         let act_ty = partner(ty);
         let mut worst = 0.0f64;
         for nb in block_counts(ty) {
@@ -505,19 +500,55 @@ fn activation_q8_0_rounds_like_ggml_cpu_not_like_ref() {
     assert_eq!(a1.s.to_f32(), 127.0 + 2.0 - 4.0);
 }
 
-#[cfg(target_arch = "x86_64")]
 #[test]
-fn avx2_quantize_q8_0_is_bit_identical_to_scalar() {
-    let Some(fast) = avx2_or_skip() else { return };
-    for x in quantizer_rows() {
-        let mut a = vec![0u8; 8 * 34];
-        let mut b = vec![0u8; 8 * 34];
-        scalar()
-            .quantize_activation(GgmlType::Q8_0, &x, &mut a)
-            .unwrap();
-        fast.quantize_activation(GgmlType::Q8_0, &x, &mut b)
-            .unwrap();
-        assert_eq!(a, b, "row starting {:?}", &x[..4]);
+fn simd_quantize_q8_0_is_bit_identical_to_scalar() {
+    for fast in simd_tables() {
+        for x in quantizer_rows() {
+            let mut a = vec![0u8; 8 * 34];
+            let mut b = vec![0u8; 8 * 34];
+            scalar()
+                .quantize_activation(GgmlType::Q8_0, &x, &mut a)
+                .unwrap();
+            fast.quantize_activation(GgmlType::Q8_0, &x, &mut b)
+                .unwrap();
+            assert_eq!(a, b, "{}: row starting {:?}", fast.name(), &x[..4]);
+        }
+    }
+}
+
+/// On aarch64 every kernel gives the scalar reference's bits (see `neon.rs`), not just
+/// a result within a bound: random blocks of every format, scales of every magnitude and
+/// sign, activations over their full range, rows of odd lengths and of the test models'.
+#[cfg(target_arch = "aarch64")]
+#[test]
+fn neon_tables_give_the_scalar_bits() {
+    let mut rng = XorShift(0x5eed_00a6);
+    for fast in simd_tables() {
+        for ty in DOT_TYPES {
+            let act_ty = partner(ty);
+            for nb in block_counts(ty) {
+                let n = nb * ty.block_elems();
+                for round in 0..24 {
+                    let unit = round % 4 == 0;
+                    let amax = if round % 3 == 0 {
+                        127
+                    } else {
+                        1 + round as i32 * 5
+                    };
+                    let w = random_weights(ty, nb, &mut rng, unit);
+                    let a = random_acts(act_ty, n, amax, &mut rng, unit);
+                    let s = scalar().vec_dot(ty, n, &w, &a).unwrap();
+                    let v = fast.vec_dot(ty, n, &w, &a).unwrap();
+                    assert_eq!(
+                        v.to_bits(),
+                        s.to_bits(),
+                        "{ty}, {nb} blocks, round {round}: {} {v}, scalar {s}",
+                        fast.name()
+                    );
+                }
+            }
+            println!("{ty:>6} {} gives the scalar bits", fast.name());
+        }
     }
 }
 
@@ -556,16 +587,15 @@ fn selection_follows_the_request_and_falls_back() {
     assert_eq!(select(None, &[s]).0.name(), "scalar");
     assert_eq!(select(Some("auto"), &[s]), (s, None));
     assert_eq!(select(Some("scalar"), &[s]), (s, None));
-    for name in ["avx2", "avx512"] {
+    for name in &TABLE_NAMES[1..] {
         let (k, note) = select(Some(name), &[s]);
         assert_eq!(k.name(), "scalar");
         assert!(note.unwrap().contains("lacks the features"));
     }
     let (k, note) = select(Some("fast"), &[s]);
     assert_eq!(k.name(), "scalar");
-    assert!(note
-        .unwrap()
-        .contains("\"fast\" is not one of auto, scalar, avx2, avx512"));
+    let names = format!("\"fast\" is not one of auto, {}", TABLE_NAMES.join(", "));
+    assert!(note.unwrap().contains(&names));
 
     let all = available();
     let best = *all.last().unwrap();
@@ -573,7 +603,13 @@ fn selection_follows_the_request_and_falls_back() {
     for &k in &all {
         assert_eq!(select(Some(&format!(" {} ", k.name())), &all), (k, None));
     }
-    let (k, note) = select(Some("neon"), &all);
+    // A table of the other architecture is never available.
+    let foreign = if cfg!(target_arch = "aarch64") {
+        "avx2"
+    } else {
+        "neon"
+    };
+    let (k, note) = select(Some(foreign), &all);
     assert_eq!(k, best);
     assert!(note.is_some());
     if let Some(a) = avx2() {
