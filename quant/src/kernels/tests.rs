@@ -530,11 +530,7 @@ fn neon_tables_give_the_scalar_bits() {
                 let n = nb * ty.block_elems();
                 for round in 0..24 {
                     let unit = round % 4 == 0;
-                    let amax = if round % 3 == 0 {
-                        127
-                    } else {
-                        1 + round as i32 * 5
-                    };
+                    let amax = if round % 3 == 0 { 127 } else { 1 + round * 5 };
                     let w = random_weights(ty, nb, &mut rng, unit);
                     let a = random_acts(act_ty, n, amax, &mut rng, unit);
                     let s = scalar().vec_dot(ty, n, &w, &a).unwrap();
