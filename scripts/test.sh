@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Every test loupe has: the main workspace, then the differential tests against llama.cpp
-# in peer/ (its own workspace, always --release: ggml must be built optimised).
+# Every test loupe has: the main workspace, the ARM64 build's tests under emulation
+# (scripts/test-aarch64.sh), then the differential tests against llama.cpp in peer/ (its
+# own workspace, always --release: ggml must be built optimised).
 # Installs what is missing first (scripts/install-deps.sh: cmake, libclang, a C++ compiler,
 # pip) and fetches the test models (a no-op when they are present and verified).
 #
@@ -12,4 +13,5 @@ cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 scripts/fetch-models.sh
 cargo test --workspace
+scripts/test-aarch64.sh
 (cd peer && cargo test --release -- --test-threads 1)
