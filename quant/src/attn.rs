@@ -1055,6 +1055,53 @@ mod tests {
         x.iter().map(|v| v.to_bits()).collect()
     }
 
+    /// Cancellation shows whether a step is fused: `-4096 + 3 · f32(4096/3)` is 2^-13
+    /// rounded once and 0 rounded twice. The vector loops must fuse exactly where the
+    /// reference does (whole steps of 32, every step of the f16 accumulation's register
+    /// path) and nowhere else; random values rarely tell, once rounded to f16.
+    #[test]
+    fn the_fused_steps_are_the_references() {
+        let v = 4096f32 / 3.0;
+        for len in [32, 40, 64, 100] {
+            let np = len / STEP * STEP;
+            let want: Vec<f32> = (0..len)
+                .map(|i| if i < np { 2f32.powi(-13) } else { 0.0 })
+                .collect();
+            let mut a = vec![F16::from_f32(-4096.0); len];
+            mad_f16(&mut a, &vec![F16::from_f32(3.0); len], v);
+            assert_eq!(a, halves(&want), "mad_f16, {len}");
+            let mut f = vec![-4096f32; len];
+            mad_f32(&mut f, &vec![3.0; len], v);
+            assert_eq!(bits(&f), bits(&want), "mad_f32, {len}");
+        }
+        // Two keys: the first (the maximum) puts -4096 in the accumulator, the second adds
+        // 6144 times its weight e^s, near 2/3.
+        let mut sharp = 0;
+        for i in 0..16 {
+            let s = (2f32 / 3.0).ln() + i as f32 * 1e-7;
+            for dv in [64, 40] {
+                let vals: Vec<F16> = (0..2 * dv)
+                    .map(|e| F16::from_f32(if e < dv { -4096.0 } else { 6144.0 }))
+                    .collect();
+                let scores = [0.0, s];
+                let (mut acc, mut st) = (vec![F16::ZERO; dv], [Online::START]);
+                accumulate_f16(&scores, &vals, dv, &mut acc, &mut st);
+                let (mut want, mut st) = (vec![F16::ZERO; dv], Online::START);
+                for (j, v) in vals.chunks_exact(dv).enumerate() {
+                    let (ms, vs) = st.step(scores[j]);
+                    if ms != 1.0 {
+                        scale_f16_ref(&mut want, ms);
+                    }
+                    mad_f16_ref(&mut want, v, vs);
+                }
+                assert_eq!(acc, want, "s {s}, dv {dv}");
+                let w = s.exp();
+                sharp += usize::from(want[0].to_f32() != -4096.0 + 6144.0 * w);
+            }
+        }
+        assert!(sharp > 0, "no weight where fusing shows");
+    }
+
     /// Narrow `xs` with NEON and with the software conversion; the first difference.
     #[cfg(target_arch = "aarch64")]
     fn neon_narrow_differs(xs: &[f32]) -> Option<(u32, u16, u16)> {
