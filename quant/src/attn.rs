@@ -3,11 +3,12 @@
 //! multiply-adds, then ggml's reduction), the value accumulator's fused multiply-add and
 //! rescale kept in f16 or f32, and row conversions between f16 and f32.
 //!
-//! Each loop exists twice: a scalar reference that spells out the order, and an AVX2 +
-//! FMA + F16C version chosen at run time with the kernel table (`LOUPE_KERNELS=scalar`
-//! keeps the reference). The two give the same bits for finite values, and a test holds
-//! them to it. Following ggml's order rather than a plain loop is what keeps loupe's
-//! attention on llama.cpp's rounding.
+//! Each loop exists as a scalar reference that spells out the order, and as an AVX2 +
+//! FMA + F16C version (x86_64) or a NEON one (aarch64) chosen at run time with the kernel
+//! table (`LOUPE_KERNELS=scalar` keeps the reference). They give the reference's bits
+//! (the AVX2 one for finite values: F16C keeps NaN payloads; the NEON one for every
+//! value), and tests hold them to it. Following ggml's order rather than a plain loop is
+//! what keeps loupe's attention on llama.cpp's rounding.
 
 use crate::F16;
 
@@ -32,6 +33,11 @@ pub fn dots_f16(queries: &[F16], keys: &[F16], d: usize, out: &mut [f32]) {
     if use_simd() {
         // SAFETY: use_simd() confirmed AVX2, FMA and F16C on this CPU.
         return unsafe { simd::dots_f16(queries, keys, d, out) };
+    }
+    #[cfg(target_arch = "aarch64")]
+    if use_simd() {
+        // SAFETY: NEON is part of the aarch64 baseline.
+        return unsafe { neon::dots_f16(queries, keys, d, out) };
     }
     for (j, k) in keys.chunks_exact(d).enumerate() {
         for (h, q) in queries.chunks_exact(d).enumerate() {
@@ -92,6 +98,11 @@ pub fn accumulate_f16(
         // SAFETY: use_simd() confirmed AVX2, FMA and F16C on this CPU.
         return unsafe { simd::accumulate_f16(scores, values, dv, acc, state) };
     }
+    #[cfg(target_arch = "aarch64")]
+    if use_simd() {
+        // SAFETY: NEON is part of the aarch64 baseline.
+        return unsafe { neon::accumulate_f16(scores, values, dv, acc, state) };
+    }
     for (j, v) in values.chunks_exact(dv).enumerate() {
         for (h, (a, st)) in acc.chunks_exact_mut(dv).zip(state.iter_mut()).enumerate() {
             let (ms, vs) = st.step(scores[h * n + j]);
@@ -123,6 +134,11 @@ pub fn accumulate_f32(
         // SAFETY: use_simd() confirmed AVX2, FMA and F16C on this CPU.
         return unsafe { simd::accumulate_f32(scores, values, dv, acc, state) };
     }
+    #[cfg(target_arch = "aarch64")]
+    if use_simd() {
+        // SAFETY: NEON is part of the aarch64 baseline.
+        return unsafe { neon::accumulate_f32(scores, values, dv, acc, state) };
+    }
     for (j, v) in values.chunks_exact(dv).enumerate() {
         for (h, (a, st)) in acc.chunks_exact_mut(dv).zip(state.iter_mut()).enumerate() {
             let (ms, vs) = st.step(scores[h * n + j]);
@@ -142,6 +158,11 @@ pub fn mad_f16(acc: &mut [F16], x: &[F16], v: f32) {
         // SAFETY: use_simd() confirmed AVX2, FMA and F16C on this CPU.
         return unsafe { simd::mad_f16(acc, x, v) };
     }
+    #[cfg(target_arch = "aarch64")]
+    if use_simd() {
+        // SAFETY: NEON is part of the aarch64 baseline.
+        return unsafe { neon::mad_f16(acc, x, v) };
+    }
     mad_f16_ref(acc, x, v)
 }
 
@@ -151,6 +172,11 @@ pub fn scale_f16(acc: &mut [F16], v: f32) {
     if use_simd() {
         // SAFETY: use_simd() confirmed AVX2, FMA and F16C on this CPU.
         return unsafe { simd::scale_f16(acc, v) };
+    }
+    #[cfg(target_arch = "aarch64")]
+    if use_simd() {
+        // SAFETY: NEON is part of the aarch64 baseline.
+        return unsafe { neon::scale_f16(acc, v) };
     }
     scale_f16_ref(acc, v)
 }
@@ -162,6 +188,11 @@ pub fn mad_f32(acc: &mut [f32], x: &[f32], v: f32) {
     if use_simd() {
         // SAFETY: use_simd() confirmed AVX2, FMA and F16C on this CPU.
         return unsafe { simd::mad_f32(acc, x, v) };
+    }
+    #[cfg(target_arch = "aarch64")]
+    if use_simd() {
+        // SAFETY: NEON is part of the aarch64 baseline.
+        return unsafe { neon::mad_f32(acc, x, v) };
     }
     mad_f32_ref(acc, x, v)
 }
@@ -178,6 +209,11 @@ pub fn f16_to_f32(src: &[F16], dst: &mut [f32]) {
         // SAFETY: use_simd() confirmed AVX2, FMA and F16C on this CPU.
         return unsafe { simd::f16_to_f32(src, dst) };
     }
+    #[cfg(target_arch = "aarch64")]
+    if use_simd() {
+        // SAFETY: NEON is part of the aarch64 baseline.
+        return unsafe { neon::f16_to_f32(src, dst) };
+    }
     f16_to_f32_ref(src, dst)
 }
 
@@ -193,6 +229,11 @@ pub fn f32_to_f16(src: &[f32], dst: &mut [F16]) {
     if use_simd() {
         // SAFETY: use_simd() confirmed AVX2, FMA and F16C on this CPU.
         return unsafe { simd::f32_to_f16(src, dst) };
+    }
+    #[cfg(target_arch = "aarch64")]
+    if use_simd() {
+        // SAFETY: NEON is part of the aarch64 baseline.
+        return unsafe { neon::f32_to_f16(src, dst) };
     }
     f32_to_f16_ref(src, dst)
 }
@@ -259,11 +300,12 @@ fn dot_f16_ref(x: &[F16], y: &[F16]) -> f32 {
     sum as f32
 }
 
-#[cfg(target_arch = "x86_64")]
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 fn use_simd() -> bool {
     use std::sync::OnceLock;
     static SIMD: OnceLock<bool> = OnceLock::new();
-    // The AVX2 and AVX-512 tables both require AVX2, FMA and F16C.
+    // The AVX2 and AVX-512 tables both require AVX2, FMA and F16C; on aarch64 every
+    // table but the scalar one means NEON, which every aarch64 CPU has.
     *SIMD.get_or_init(|| crate::kernels().name() != "scalar")
 }
 
@@ -518,6 +560,365 @@ mod simd {
     }
 }
 
+#[cfg(target_arch = "aarch64")]
+mod neon {
+    //! The same loops with NEON: each 8-lane register of the x86 version is two
+    //! `float32x4_t` (its lanes 0..4 and 4..8), `_mm256_fmadd_ps` is `vfmaq_f32` (fused,
+    //! rounded once, as `mul_add`), and the reduction is the reference's, pair by pair.
+    //! Halves are widened with `fcvtl`, which gives `F16::to_f32`'s bits for all 65536
+    //! halves, NaNs included, and narrowed with `fcvtn`, which rounds to nearest even as
+    //! `F16::from_f32` does but keeps a NaN's payload, so [`narrow`] clears it to ggml's
+    //! canonical NaN; the tests check both conversions against the software ones. (Both
+    //! are inline assembly: their intrinsics are not stable yet.)
+    //!
+    //! Safety model: every function here requires NEON (the aarch64 baseline, spelled out
+    //! with `target_feature`); loads and stores are unaligned and stay inside slices whose
+    //! lengths were checked first.
+
+    // Intrinsics called inside a `#[target_feature]` function are safe calls, so some
+    // `unsafe` blocks hold nothing unsafe; they are kept to mark the loads and the CPU
+    // requirement in one place.
+    #![allow(unused_unsafe)]
+
+    use std::arch::aarch64::*;
+    use std::arch::asm;
+
+    use super::{Online, ARR, LANES, STEP};
+    use crate::F16;
+
+    /// Halves 0..4 of `h` widened to f32 (`fcvtl`).
+    #[inline]
+    #[target_feature(enable = "neon")]
+    pub(super) unsafe fn widen_lo(h: uint16x8_t) -> float32x4_t {
+        let f: float32x4_t;
+        // SAFETY: register-only instruction; NEON per the caller.
+        unsafe {
+            asm!(
+                "fcvtl {f:v}.4s, {h:v}.4h",
+                f = lateout(vreg) f,
+                h = in(vreg) h,
+                options(pure, nomem, nostack, preserves_flags)
+            )
+        };
+        f
+    }
+
+    /// Halves 4..8 of `h` widened to f32 (`fcvtl2`).
+    #[inline]
+    #[target_feature(enable = "neon")]
+    unsafe fn widen_hi(h: uint16x8_t) -> float32x4_t {
+        let f: float32x4_t;
+        // SAFETY: register-only instruction; NEON per the caller.
+        unsafe {
+            asm!(
+                "fcvtl2 {f:v}.4s, {h:v}.8h",
+                f = lateout(vreg) f,
+                h = in(vreg) h,
+                options(pure, nomem, nostack, preserves_flags)
+            )
+        };
+        f
+    }
+
+    /// Eight floats narrowed to halves as `F16::from_f32` does: `fcvtn` rounds to nearest
+    /// even (the default rounding mode) with overflow to infinity and subnormal results
+    /// rounded, not flushed; a NaN comes out as its sign, 0x7E00 (the quiet bit `fcvtn`
+    /// sets) and payload bits, which are cleared to leave ggml's canonical NaN.
+    #[inline]
+    #[target_feature(enable = "neon")]
+    pub(super) unsafe fn narrow(lo: float32x4_t, hi: float32x4_t) -> uint16x8_t {
+        let h: uint16x8_t;
+        // SAFETY: register-only instructions; NEON per the caller. `h` is an early
+        // output, so it does not share a register with `hi`, read after the first write.
+        unsafe {
+            asm!(
+                "fcvtn {h:v}.4h, {lo:v}.4s",
+                "fcvtn2 {h:v}.8h, {hi:v}.4s",
+                h = out(vreg) h,
+                lo = in(vreg) lo,
+                hi = in(vreg) hi,
+                options(pure, nomem, nostack, preserves_flags)
+            )
+        };
+        let nan = vcgtq_u16(vandq_u16(h, vdupq_n_u16(0x7FFF)), vdupq_n_u16(0x7C00));
+        vbicq_u16(h, vandq_u16(nan, vdupq_n_u16(0x01FF)))
+    }
+
+    /// Eight halves from the start of `p`, widened.
+    #[inline]
+    #[target_feature(enable = "neon")]
+    unsafe fn load_f16(p: &[F16]) -> (float32x4_t, float32x4_t) {
+        debug_assert!(p.len() >= LANES);
+        // SAFETY: eight halves (16 bytes) are in bounds; F16 is a transparent u16.
+        let h = unsafe { vld1q_u16(p.as_ptr() as *const u16) };
+        // SAFETY: register-only; NEON per the caller.
+        unsafe { (widen_lo(h), widen_hi(h)) }
+    }
+
+    /// Eight floats narrowed into the start of `p`.
+    #[inline]
+    #[target_feature(enable = "neon")]
+    unsafe fn store_f16(p: &mut [F16], lo: float32x4_t, hi: float32x4_t) {
+        debug_assert!(p.len() >= LANES);
+        // SAFETY: eight halves (16 bytes) are in bounds; F16 is a transparent u16.
+        unsafe { vst1q_u16(p.as_mut_ptr() as *mut u16, narrow(lo, hi)) }
+    }
+
+    /// Eight floats rounded to f16 and back: what storing an f16 accumulator and loading
+    /// it again gives.
+    #[inline]
+    #[target_feature(enable = "neon")]
+    unsafe fn round(lo: float32x4_t, hi: float32x4_t) -> (float32x4_t, float32x4_t) {
+        // SAFETY: register-only; NEON per the caller.
+        unsafe {
+            let h = narrow(lo, hi);
+            (widen_lo(h), widen_hi(h))
+        }
+    }
+
+    #[target_feature(enable = "neon")]
+    pub(super) unsafe fn dots_f16(queries: &[F16], keys: &[F16], d: usize, out: &mut [f32]) {
+        let n = keys.len() / d;
+        for (j, k) in keys.chunks_exact(d).enumerate() {
+            for (h, q) in queries.chunks_exact(d).enumerate() {
+                // SAFETY: NEON per the caller.
+                out[h * n + j] = unsafe { dot_f16(q, k) };
+            }
+        }
+    }
+
+    /// [`super::dot_f16_ref`] with the reference's four 8-lane accumulators as eight 4-lane ones:
+    /// `acc[2r]` holds lanes 0..4 of register `r`, `acc[2r + 1]` lanes 4..8.
+    #[inline]
+    #[target_feature(enable = "neon")]
+    unsafe fn dot_f16(x: &[F16], y: &[F16]) -> f32 {
+        let np = x.len() / STEP * STEP;
+        let mut acc = [vdupq_n_f32(0.0); 2 * ARR];
+        for i in (0..np).step_by(STEP) {
+            for r in 0..ARR {
+                let at = i + r * LANES;
+                // SAFETY: at + 8 <= np <= both lengths.
+                let ((x0, x1), (y0, y1)) = unsafe { (load_f16(&x[at..]), load_f16(&y[at..])) };
+                acc[2 * r] = vfmaq_f32(acc[2 * r], x0, y0);
+                acc[2 * r + 1] = vfmaq_f32(acc[2 * r + 1], x1, y1);
+            }
+        }
+        // Registers 0+2 and 1+3, then their sum; lanes l and l+4; then pairs.
+        let half = |a: usize| {
+            vaddq_f32(
+                vaddq_f32(acc[a], acc[a + 4]),
+                vaddq_f32(acc[a + 2], acc[a + 6]),
+            )
+        };
+        let t0 = vaddq_f32(half(0), half(1));
+        let p = vpaddq_f32(t0, t0);
+        let mut sum = vpadds_f32(vget_low_f32(p)) as f64;
+        for e in np..x.len() {
+            sum += (x[e].to_f32() * y[e].to_f32()) as f64;
+        }
+        sum as f32
+    }
+
+    /// Value dimensions one pass keeps in registers (sixteen vectors of four).
+    const CHUNK: usize = 64;
+    /// Keys whose weights one pass computes first.
+    const KEYS: usize = 128;
+
+    #[target_feature(enable = "neon")]
+    pub(super) unsafe fn accumulate_f16(
+        scores: &[f32],
+        values: &[F16],
+        dv: usize,
+        acc: &mut [F16],
+        state: &mut [Online],
+    ) {
+        let n = values.len() / dv;
+        if dv.is_multiple_of(CHUNK) {
+            // Head by head (their states are independent), the accumulator in registers,
+            // rounded to f16 after every step as storing and reloading it would.
+            let (mut ms, mut vs) = ([1f32; KEYS], [0f32; KEYS]);
+            for (h, (a, st)) in acc.chunks_exact_mut(dv).zip(state.iter_mut()).enumerate() {
+                for k0 in (0..n).step_by(KEYS) {
+                    let kn = KEYS.min(n - k0);
+                    for j in 0..kn {
+                        (ms[j], vs[j]) = st.step(scores[h * n + k0 + j]);
+                    }
+                    for c0 in (0..dv).step_by(CHUNK) {
+                        // SAFETY: NEON per the caller; c0 + CHUNK <= dv.
+                        unsafe {
+                            chunk_f16(
+                                &values[k0 * dv + c0..],
+                                dv,
+                                &ms[..kn],
+                                &vs[..kn],
+                                &mut a[c0..][..CHUNK],
+                            )
+                        };
+                    }
+                }
+            }
+            return;
+        }
+        for (j, v) in values.chunks_exact(dv).enumerate() {
+            for (h, (a, st)) in acc.chunks_exact_mut(dv).zip(state.iter_mut()).enumerate() {
+                let (ms, vs) = st.step(scores[h * n + j]);
+                // SAFETY: NEON per the caller; rows of equal length.
+                unsafe {
+                    if ms != 1.0 {
+                        scale_f16(a, ms);
+                    }
+                    mad_f16(a, v, vs);
+                }
+            }
+        }
+    }
+
+    /// One [`CHUNK`] of a head's f16 accumulator through keys `0..ms.len()`: value row `j`
+    /// starts at `values[j * stride]`; each step rescales by `ms[j]` when it is not 1 and
+    /// adds the row times `vs[j]`, rounding to f16 after each, as `scale_f16`/`mad_f16` do.
+    #[inline]
+    #[target_feature(enable = "neon")]
+    unsafe fn chunk_f16(values: &[F16], stride: usize, ms: &[f32], vs: &[f32], acc: &mut [F16]) {
+        const V: usize = CHUNK / LANES;
+        let mut r = [(vdupq_n_f32(0.0), vdupq_n_f32(0.0)); V];
+        for (i, x) in r.iter_mut().enumerate() {
+            // SAFETY: acc holds CHUNK halves.
+            *x = unsafe { load_f16(&acc[i * LANES..]) };
+        }
+        for (j, (&m, &w)) in ms.iter().zip(vs).enumerate() {
+            let row = &values[j * stride..][..CHUNK];
+            if m != 1.0 {
+                let m = vdupq_n_f32(m);
+                for x in r.iter_mut() {
+                    // SAFETY: NEON per the caller.
+                    *x = unsafe { round(vmulq_f32(x.0, m), vmulq_f32(x.1, m)) };
+                }
+            }
+            let w = vdupq_n_f32(w);
+            for (i, x) in r.iter_mut().enumerate() {
+                // SAFETY: row holds CHUNK halves.
+                let (v0, v1) = unsafe { load_f16(&row[i * LANES..]) };
+                // SAFETY: NEON per the caller.
+                *x = unsafe { round(vfmaq_f32(x.0, v0, w), vfmaq_f32(x.1, v1, w)) };
+            }
+        }
+        for (i, &(lo, hi)) in r.iter().enumerate() {
+            // SAFETY: acc holds CHUNK halves.
+            unsafe { store_f16(&mut acc[i * LANES..], lo, hi) };
+        }
+    }
+
+    #[target_feature(enable = "neon")]
+    pub(super) unsafe fn accumulate_f32(
+        scores: &[f32],
+        values: &[f32],
+        dv: usize,
+        acc: &mut [f32],
+        state: &mut [Online],
+    ) {
+        let n = values.len() / dv;
+        for (j, v) in values.chunks_exact(dv).enumerate() {
+            for (h, (a, st)) in acc.chunks_exact_mut(dv).zip(state.iter_mut()).enumerate() {
+                let (ms, vs) = st.step(scores[h * n + j]);
+                if ms != 1.0 {
+                    a.iter_mut().for_each(|x| *x *= ms);
+                }
+                // SAFETY: NEON per the caller; rows of equal length.
+                unsafe { mad_f32(a, v, vs) };
+            }
+        }
+    }
+
+    #[inline]
+    #[target_feature(enable = "neon")]
+    pub(super) unsafe fn mad_f16(acc: &mut [F16], x: &[F16], v: f32) {
+        let np = acc.len() / STEP * STEP;
+        let vv = vdupq_n_f32(v);
+        for i in (0..np).step_by(LANES) {
+            // SAFETY: i + 8 <= np <= both lengths.
+            unsafe {
+                let ((x0, x1), (a0, a1)) = (load_f16(&x[i..]), load_f16(&acc[i..]));
+                store_f16(&mut acc[i..], vfmaq_f32(a0, x0, vv), vfmaq_f32(a1, x1, vv));
+            }
+        }
+        for i in np..acc.len() {
+            acc[i] = F16::from_f32(acc[i].to_f32() + x[i].to_f32() * v);
+        }
+    }
+
+    #[inline]
+    #[target_feature(enable = "neon")]
+    pub(super) unsafe fn scale_f16(acc: &mut [F16], v: f32) {
+        let np = acc.len() / LANES * LANES;
+        let vv = vdupq_n_f32(v);
+        for i in (0..np).step_by(LANES) {
+            // SAFETY: i + 8 <= np <= acc.len().
+            unsafe {
+                let (a0, a1) = load_f16(&acc[i..]);
+                store_f16(&mut acc[i..], vmulq_f32(a0, vv), vmulq_f32(a1, vv));
+            }
+        }
+        for a in &mut acc[np..] {
+            *a = F16::from_f32(a.to_f32() * v);
+        }
+    }
+
+    #[inline]
+    #[target_feature(enable = "neon")]
+    pub(super) unsafe fn mad_f32(acc: &mut [f32], x: &[f32], v: f32) {
+        let np = acc.len() / STEP * STEP;
+        let vv = vdupq_n_f32(v);
+        for i in (0..np).step_by(4) {
+            // SAFETY: i + 4 <= np <= both lengths; unaligned loads and store.
+            unsafe {
+                let y = vfmaq_f32(
+                    vld1q_f32(acc.as_ptr().add(i)),
+                    vld1q_f32(x.as_ptr().add(i)),
+                    vv,
+                );
+                vst1q_f32(acc.as_mut_ptr().add(i), y);
+            }
+        }
+        for i in np..acc.len() {
+            acc[i] += x[i] * v;
+        }
+    }
+
+    #[target_feature(enable = "neon")]
+    pub(super) unsafe fn f16_to_f32(src: &[F16], dst: &mut [f32]) {
+        let np = src.len() / LANES * LANES;
+        for i in (0..np).step_by(LANES) {
+            // SAFETY: i + 8 <= np <= both lengths.
+            unsafe {
+                let (lo, hi) = load_f16(&src[i..]);
+                vst1q_f32(dst.as_mut_ptr().add(i), lo);
+                vst1q_f32(dst.as_mut_ptr().add(i + 4), hi);
+            }
+        }
+        for i in np..src.len() {
+            dst[i] = src[i].to_f32();
+        }
+    }
+
+    #[target_feature(enable = "neon")]
+    pub(super) unsafe fn f32_to_f16(src: &[f32], dst: &mut [F16]) {
+        let np = src.len() / LANES * LANES;
+        for i in (0..np).step_by(LANES) {
+            // SAFETY: i + 8 <= np <= both lengths.
+            unsafe {
+                let (lo, hi) = (
+                    vld1q_f32(src.as_ptr().add(i)),
+                    vld1q_f32(src.as_ptr().add(i + 4)),
+                );
+                store_f16(&mut dst[i..], lo, hi);
+            }
+        }
+        for i in np..src.len() {
+            dst[i] = F16::from_f32(src[i]);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -652,6 +1053,117 @@ mod tests {
 
     fn bits(x: &[f32]) -> Vec<u32> {
         x.iter().map(|v| v.to_bits()).collect()
+    }
+
+    /// Cancellation shows whether a step is fused: `-4096 + 3 · f32(4096/3)` is 2^-13
+    /// rounded once and 0 rounded twice. The vector loops must fuse exactly where the
+    /// reference does (whole steps of 32, every step of the f16 accumulation's register
+    /// path) and nowhere else; random values rarely tell, once rounded to f16.
+    #[test]
+    fn the_fused_steps_are_the_references() {
+        let v = 4096f32 / 3.0;
+        for len in [32, 40, 64, 100] {
+            let np = len / STEP * STEP;
+            let want: Vec<f32> = (0..len)
+                .map(|i| if i < np { 2f32.powi(-13) } else { 0.0 })
+                .collect();
+            let mut a = vec![F16::from_f32(-4096.0); len];
+            mad_f16(&mut a, &vec![F16::from_f32(3.0); len], v);
+            assert_eq!(a, halves(&want), "mad_f16, {len}");
+            let mut f = vec![-4096f32; len];
+            mad_f32(&mut f, &vec![3.0; len], v);
+            assert_eq!(bits(&f), bits(&want), "mad_f32, {len}");
+        }
+        // Two keys: the first (the maximum) puts -4096 in the accumulator, the second adds
+        // 6144 times its weight e^s, near 2/3.
+        let mut sharp = 0;
+        for i in 0..16 {
+            let s = (2f32 / 3.0).ln() + i as f32 * 1e-7;
+            for dv in [64, 40] {
+                let vals: Vec<F16> = (0..2 * dv)
+                    .map(|e| F16::from_f32(if e < dv { -4096.0 } else { 6144.0 }))
+                    .collect();
+                let scores = [0.0, s];
+                let (mut acc, mut st) = (vec![F16::ZERO; dv], [Online::START]);
+                accumulate_f16(&scores, &vals, dv, &mut acc, &mut st);
+                let (mut want, mut st) = (vec![F16::ZERO; dv], Online::START);
+                for (j, v) in vals.chunks_exact(dv).enumerate() {
+                    let (ms, vs) = st.step(scores[j]);
+                    if ms != 1.0 {
+                        scale_f16_ref(&mut want, ms);
+                    }
+                    mad_f16_ref(&mut want, v, vs);
+                }
+                assert_eq!(acc, want, "s {s}, dv {dv}");
+                let w = s.exp();
+                sharp += usize::from(want[0].to_f32() != -4096.0 + 6144.0 * w);
+            }
+        }
+        assert!(sharp > 0, "no weight where fusing shows");
+    }
+
+    /// Narrow `xs` with NEON and with the software conversion; the first difference.
+    #[cfg(target_arch = "aarch64")]
+    fn neon_narrow_differs(xs: &[f32]) -> Option<(u32, u16, u16)> {
+        let mut h = vec![F16::ZERO; xs.len()];
+        // SAFETY: NEON is part of the aarch64 baseline.
+        unsafe { neon::f32_to_f16(xs, &mut h) };
+        let want = |x: f32| F16::from_f32(x).0;
+        (xs.iter().zip(&h))
+            .find(|&(&x, h)| h.0 != want(x))
+            .map(|(&x, h)| (x.to_bits(), h.0, want(x)))
+    }
+
+    /// `fcvtl` widens every half, NaNs included, to `F16::to_f32`'s bits, and `fcvtn` with
+    /// the NaN fix-up narrows as `F16::from_f32` does: every half's value, the midpoints
+    /// between neighbouring halves and the floats either side of them (where rounding
+    /// decides), and a spread of four million bit patterns (every f32: the ignored test).
+    #[cfg(target_arch = "aarch64")]
+    #[test]
+    fn neon_conversions_are_the_software_ones() {
+        let all: Vec<F16> = (0..=u16::MAX).map(F16).collect();
+        let mut wide = vec![0f32; all.len()];
+        // SAFETY: NEON is part of the aarch64 baseline.
+        unsafe { neon::f16_to_f32(&all, &mut wide) };
+        for (h, w) in all.iter().zip(&wide) {
+            assert_eq!(w.to_bits(), h.to_f32().to_bits(), "widening {:#06x}", h.0);
+        }
+        assert_eq!(neon_narrow_differs(&wide), None);
+        let mut edges = Vec::new();
+        for b in 0..0x7C00u16 {
+            let mid = (f64::from(F16(b).to_f32()) + f64::from(F16(b + 1).to_f32())) / 2.0;
+            let m = (mid as f32).to_bits();
+            for x in [m - 1, m, m + 1] {
+                edges.extend([f32::from_bits(x), -f32::from_bits(x)]);
+            }
+        }
+        assert_eq!(neon_narrow_differs(&edges), None);
+        let spread: Vec<f32> = (0..1u32 << 22)
+            .map(|i| f32::from_bits(i.wrapping_mul(0x9E37_79B1)))
+            .collect();
+        assert_eq!(neon_narrow_differs(&spread), None);
+    }
+
+    /// Every f32 through the NEON narrowing (slow under emulation: run with --ignored).
+    #[cfg(target_arch = "aarch64")]
+    #[test]
+    #[ignore]
+    fn neon_narrowing_is_the_software_one_for_every_f32() {
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
+        let per = (1u64 << 32).div_ceil(threads);
+        std::thread::scope(|s| {
+            for t in 0..threads {
+                s.spawn(move || {
+                    let (a, b) = (t * per, ((t + 1) * per).min(1 << 32));
+                    let mut xs = Vec::with_capacity(1 << 16);
+                    for c in (a..b).step_by(1 << 16) {
+                        xs.clear();
+                        xs.extend((c..(c + (1 << 16)).min(b)).map(|i| f32::from_bits(i as u32)));
+                        assert_eq!(neon_narrow_differs(&xs), None);
+                    }
+                });
+            }
+        });
     }
 
     /// The reference dot is ggml's order, not a plain sum: on values where order matters

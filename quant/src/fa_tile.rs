@@ -3,9 +3,10 @@
 //! one chain of fused multiply-adds (ggml's `simd_gemm`), ggml's vector `exp` for AVX2
 //! (`ggml_v_expf`) and the softmax row it feeds (`ggml_vec_soft_max_f32`).
 //!
-//! Each exists twice, as everywhere in this crate: a scalar reference that spells out the
-//! arithmetic, and an AVX2 + FMA version chosen at run time with the kernel table
-//! (`LOUPE_KERNELS=scalar` keeps the reference); a test holds them to the same bits.
+//! Each exists, as everywhere in this crate, as a scalar reference that spells out the
+//! arithmetic, and as an AVX2 + FMA version (x86_64) or a NEON one (aarch64) chosen at run
+//! time with the kernel table (`LOUPE_KERNELS=scalar` keeps the reference); a test holds
+//! them to the same bits.
 //! The matrix product's blocking is free (each element's chain runs in order whatever
 //! the blocking), so tiles of many queries can share each key and value row.
 
@@ -41,6 +42,11 @@ pub fn gemm_acc(c: &mut [f32], a: &[f32], b: &[f32], s: Gemm) {
     if use_simd() {
         // SAFETY: use_simd() confirmed AVX2 and FMA; the shapes were checked above.
         return unsafe { simd::gemm_acc(c, a, b, s) };
+    }
+    #[cfg(target_arch = "aarch64")]
+    if use_simd() {
+        // SAFETY: NEON is part of the aarch64 baseline; the shapes were checked above.
+        return unsafe { neon::gemm_acc(c, a, b, s) };
     }
     gemm_ref(c, a, b, s, 0..s.n);
 }
@@ -110,6 +116,11 @@ pub fn soft_max_row(x: &mut [f32], max: f32) -> f64 {
         // SAFETY: use_simd() confirmed AVX2 and FMA on this CPU.
         return unsafe { simd::soft_max_row(x, max) };
     }
+    #[cfg(target_arch = "aarch64")]
+    if use_simd() {
+        // SAFETY: NEON is part of the aarch64 baseline.
+        return unsafe { neon::soft_max_row(x, max) };
+    }
     soft_max_row_ref(x, max)
 }
 
@@ -135,11 +146,12 @@ fn hsum8(v: &[f32]) -> f32 {
     (q[0] + q[2]) + (q[1] + q[3])
 }
 
-#[cfg(target_arch = "x86_64")]
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 fn use_simd() -> bool {
     use std::sync::OnceLock;
     static SIMD: OnceLock<bool> = OnceLock::new();
-    // The AVX2 and AVX-512 tables both require AVX2 and FMA.
+    // The AVX2 and AVX-512 tables both require AVX2 and FMA; on aarch64 every table but
+    // the scalar one means NEON, which every aarch64 CPU has.
     *SIMD.get_or_init(|| crate::kernels().name() != "scalar")
 }
 
@@ -335,6 +347,198 @@ mod simd {
     }
 }
 
+#[cfg(target_arch = "aarch64")]
+mod neon {
+    //! The same loops with NEON: an 8-lane AVX2 register is two `float32x4_t`,
+    //! `_mm256_fmadd_ps` is `vfmaq_f32` (fused, rounded once, as `mul_add`) and
+    //! `_mm256_fnmadd_ps` is `vfmsq_f32`; comparisons are the ordered ones (false for NaN).
+    //!
+    //! Safety model: every function here requires NEON (the aarch64 baseline, spelled out
+    //! with `target_feature`); loads and stores are unaligned and stay inside slices whose
+    //! shapes were checked first.
+
+    // Intrinsics called inside a `#[target_feature]` function are safe calls, so some
+    // `unsafe` blocks hold nothing unsafe; they are kept to mark the loads and the CPU
+    // requirement in one place.
+    #![allow(unused_unsafe)]
+
+    use std::arch::aarch64::*;
+
+    use super::*;
+
+    /// Rows and 4-lane column vectors of `c` one step keeps in registers: 24 accumulators,
+    /// four rows of `b` and a broadcast of `a` fit the 32 vector registers.
+    const RM: usize = 6;
+    const RN: usize = 4;
+
+    #[target_feature(enable = "neon")]
+    pub(super) unsafe fn gemm_acc(c: &mut [f32], a: &[f32], b: &[f32], s: Gemm) {
+        let wide = s.n / (4 * RN) * (4 * RN);
+        let narrow = s.n / 4 * 4;
+        let mut i = 0;
+        while i < s.m {
+            let rows = RM.min(s.m - i);
+            let mut j = 0;
+            while j < wide {
+                // SAFETY: rows i..i+rows and columns j..j+16 are inside the checked shapes.
+                unsafe { rows_block::<RN>(rows, c, a, b, s, i, j) };
+                j += 4 * RN;
+            }
+            while j < narrow {
+                // SAFETY: as above, columns j..j+4.
+                unsafe { rows_block::<1>(rows, c, a, b, s, i, j) };
+                j += 4;
+            }
+            if narrow < s.n {
+                let part = Gemm { m: rows, ..s };
+                let (ci, ai) = (&mut c[i * s.ldc..], &a[i * s.lda..]);
+                gemm_ref(ci, ai, b, part, narrow..s.n);
+            }
+            i += rows;
+        }
+    }
+
+    /// [`block`] for `rows` (1 to [`RM`]) rows.
+    #[inline]
+    #[target_feature(enable = "neon")]
+    unsafe fn rows_block<const V: usize>(
+        rows: usize,
+        c: &mut [f32],
+        a: &[f32],
+        b: &[f32],
+        s: Gemm,
+        i: usize,
+        j: usize,
+    ) {
+        // SAFETY: the caller's bounds hold for every row count up to `rows`.
+        unsafe {
+            match rows {
+                6 => block::<6, V>(c, a, b, s, i, j),
+                5 => block::<5, V>(c, a, b, s, i, j),
+                4 => block::<4, V>(c, a, b, s, i, j),
+                3 => block::<3, V>(c, a, b, s, i, j),
+                2 => block::<2, V>(c, a, b, s, i, j),
+                _ => block::<1, V>(c, a, b, s, i, j),
+            }
+        }
+    }
+
+    /// `R` rows from `i` and `V` vectors of four columns from `j` of `c`, accumulated over
+    /// the whole inner dimension in registers, each element one chain in order of `kk`.
+    #[inline]
+    #[target_feature(enable = "neon")]
+    unsafe fn block<const R: usize, const V: usize>(
+        c: &mut [f32],
+        a: &[f32],
+        b: &[f32],
+        s: Gemm,
+        i: usize,
+        j: usize,
+    ) {
+        debug_assert!(i + R <= s.m && j + 4 * V <= s.n);
+        let mut acc = [[vdupq_n_f32(0.0); V]; R];
+        for (r, row) in acc.iter_mut().enumerate() {
+            for (v, x) in row.iter_mut().enumerate() {
+                // SAFETY: element (i + r, j + 4v .. +4) lies in c (shape checked).
+                *x = unsafe { vld1q_f32(c.as_ptr().add((i + r) * s.ldc + j + 4 * v)) };
+            }
+        }
+        for kk in 0..s.k {
+            let mut bv = [vdupq_n_f32(0.0); V];
+            for (v, x) in bv.iter_mut().enumerate() {
+                // SAFETY: row kk, columns j + 4v .. +4 of b are in bounds.
+                *x = unsafe { vld1q_f32(b.as_ptr().add(kk * s.ldb + j + 4 * v)) };
+            }
+            for (r, row) in acc.iter_mut().enumerate() {
+                // SAFETY: a[(i + r) * lda + kk] is in bounds (kk < k).
+                let p = vdupq_n_f32(unsafe { *a.get_unchecked((i + r) * s.lda + kk) });
+                for (x, &bv) in row.iter_mut().zip(&bv) {
+                    *x = vfmaq_f32(*x, bv, p);
+                }
+            }
+        }
+        for (r, row) in acc.iter().enumerate() {
+            for (v, &x) in row.iter().enumerate() {
+                // SAFETY: the same elements of c as loaded above.
+                unsafe { vst1q_f32(c.as_mut_ptr().add((i + r) * s.ldc + j + 4 * v), x) };
+            }
+        }
+    }
+
+    /// [`exp_ggml`] on four lanes.
+    #[inline]
+    #[target_feature(enable = "neon")]
+    pub(super) unsafe fn exp4(x: float32x4_t) -> float32x4_t {
+        let r = vdupq_n_f32(EXP_SHIFT);
+        let z = vfmaq_f32(r, x, vdupq_n_f32(LOG2E));
+        let n = vsubq_f32(z, r);
+        let b = vfmsq_f32(vfmsq_f32(x, n, vdupq_n_f32(LN2_HI)), n, vdupq_n_f32(LN2_LO));
+        let e = vshlq_n_u32::<23>(vreinterpretq_u32_f32(z));
+        let k = vreinterpretq_f32_u32(vaddq_u32(e, vdupq_n_u32(1f32.to_bits())));
+        let abs_n = vabsq_f32(n);
+        let c = vcgtq_f32(abs_n, vdupq_n_f32(126.0));
+        let u = vmulq_f32(b, b);
+        let j = vfmaq_f32(
+            vmulq_f32(vdupq_n_f32(P1), b),
+            vfmaq_f32(
+                vfmaq_f32(vdupq_n_f32(P2), vdupq_n_f32(P3), b),
+                vfmaq_f32(vdupq_n_f32(P4), vdupq_n_f32(P5), b),
+                u,
+            ),
+            u,
+        );
+        let fast = vfmaq_f32(k, j, k);
+        if vmaxvq_u32(c) == 0 {
+            return fast;
+        }
+        let g = vandq_u32(vclezq_f32(n), vdupq_n_u32(0x8200_0000));
+        let s1 = vreinterpretq_f32_u32(vaddq_u32(g, vdupq_n_u32(0x7f00_0000)));
+        let s2 = vreinterpretq_f32_u32(vsubq_u32(e, g));
+        let d = vcgtq_f32(abs_n, vdupq_n_f32(192.0));
+        let slow = vmulq_f32(vfmaq_f32(s2, s2, j), s1);
+        vbslq_f32(d, vmulq_f32(s1, s1), vbslq_f32(c, slow, fast))
+    }
+
+    #[target_feature(enable = "neon")]
+    pub(super) unsafe fn soft_max_row(x: &mut [f32], max: f32) -> f64 {
+        let mut sum = 0f64;
+        let m = vdupq_n_f32(max);
+        let mut eights = x.chunks_exact_mut(8);
+        for v in &mut eights {
+            // SAFETY: v holds exactly eight floats.
+            let (lo, hi) = unsafe { (vld1q_f32(v.as_ptr()), vld1q_f32(v.as_ptr().add(4))) };
+            // SAFETY: NEON per the caller.
+            let (lo, hi) = unsafe { (exp4(vsubq_f32(lo, m)), exp4(vsubq_f32(hi, m))) };
+            // SAFETY: as above.
+            unsafe {
+                vst1q_f32(v.as_mut_ptr(), lo);
+                vst1q_f32(v.as_mut_ptr().add(4), hi);
+            }
+            // Lanes l and l+4, then (0+2) + (1+3), as the reference's `hsum8`.
+            let q = vaddq_f32(lo, hi);
+            let h = vadd_f32(vget_low_f32(q), vget_high_f32(q));
+            sum += f64::from(vpadds_f32(h));
+        }
+        for e in eights.into_remainder() {
+            *e = (*e - max).exp();
+            sum += f64::from(*e);
+        }
+        sum
+    }
+
+    /// [`exp4`] on eight values, for the tests.
+    #[cfg(test)]
+    pub(super) fn exp_lanes(x: [f32; 8]) -> [f32; 8] {
+        let mut out = [0f32; 8];
+        // SAFETY: NEON is part of the aarch64 baseline; both arrays hold eight floats.
+        unsafe {
+            vst1q_f32(out.as_mut_ptr(), exp4(vld1q_f32(x.as_ptr())));
+            vst1q_f32(out.as_mut_ptr().add(4), exp4(vld1q_f32(x.as_ptr().add(4))));
+        }
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -371,7 +575,7 @@ mod tests {
 
     #[test]
     fn simd_matches_the_reference_bit_for_bit() {
-        if !cfg!(target_arch = "x86_64") || !is_simd() {
+        if !is_simd() {
             return;
         }
         // exp over the whole range, the slow lanes (|n| > 126) and infinities included.
@@ -458,7 +662,7 @@ mod tests {
     }
 
     fn is_simd() -> bool {
-        #[cfg(target_arch = "x86_64")]
+        #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
         return use_simd();
         #[allow(unreachable_code)]
         false
@@ -469,7 +673,12 @@ mod tests {
         simd::exp_lanes(x.try_into().expect("eight")).to_vec()
     }
 
-    #[cfg(not(target_arch = "x86_64"))]
+    #[cfg(target_arch = "aarch64")]
+    fn simd_exp(x: &[f32]) -> Vec<f32> {
+        neon::exp_lanes(x.try_into().expect("eight")).to_vec()
+    }
+
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
     fn simd_exp(x: &[f32]) -> Vec<f32> {
         x.to_vec()
     }
