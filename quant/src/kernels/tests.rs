@@ -653,14 +653,17 @@ fn neon_tables_give_the_scalar_bits() {
     }
 }
 
-/// The NEON F16 dot widens halves with `fcvtl`; that must give exactly what the scalar
-/// reference's software conversion gives, for every half, NaNs included.
+/// The NEON kernels widen halves (the F16 dot's elements, the 32-weight formats' scales)
+/// with `fcvtl`; that must give exactly what the scalar references' software conversion
+/// gives, for every half, NaNs included.
 #[cfg(target_arch = "aarch64")]
 #[test]
 fn neon_f16_widening_equals_to_f32_for_every_half() {
     for base in (0..=u16::MAX).step_by(8) {
         let h: [Half; 8] = std::array::from_fn(|i| Half(base + i as u16));
-        for (h, g) in h.iter().zip(neon::f16x8_to_f32_array(h)) {
+        let four = [0, 4].map(|k| neon::f16x4_to_f32_array(h[k..k + 4].try_into().unwrap()));
+        let got = neon::f16x8_to_f32_array(h).into_iter().chain(four.concat());
+        for (h, g) in h.iter().cycle().zip(got) {
             assert_eq!(
                 g.to_bits(),
                 h.to_f32().to_bits(),
