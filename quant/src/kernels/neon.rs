@@ -362,7 +362,7 @@ block_dots!(
 
 block_dots!(
     /// IQ4_NL × Q8_0: [`crate::formats::iq4_nl::vec_dot`]'s `(d_y * d_x) * sumi` (its two
-    /// half sums are one exact i32; the scales in its order, which matters for NaN bits).
+    /// half sums are one exact i32).
     iq4_nl_q8_0_neon, iq4_nl_q8_0_dotprod, BlockIq4Nl, BlockQ8_0, iq4_nl_quants, q8_0_quants,
     |x, y, sumi| {
         // SAFETY: register-only; NEON in the kernels this expands into.
@@ -377,9 +377,12 @@ block_dots!(
 // lane by lane, so the same bits), but the f64 additions stay one dependent chain in the
 // reference's order: f64 addition is not associative, and a reassociated sum would differ
 // in the last bits. That chain is what these kernels cost: one `fadd` latency (2 to 4
-// cycles on current cores) per element, where a reassociated SIMD sum would take an
-// element per lane per cycle; about 4 to 8 times slower than it could be, which the
-// float types (rare as weights) accept for bits that match the reference everywhere.
+// cycles on current cores) per element, where a reassociated SIMD sum (two f64 lanes,
+// several accumulators) would retire about four elements a cycle: some 8 to 16 times
+// slower than it could be, which the float types (rare as weights) accept for bits that
+// match the reference everywhere. LLVM already compiles the F32 and BF16 references to
+// this shape (vector products, the f64 additions one by one); these kernels keep it
+// independent of the auto-vectorizer and spare F16 its software conversion.
 
 /// `sum + p[0] + p[1] + p[2] + p[3]`, each product widened to f64 (exact), added in lane
 /// order.
