@@ -151,6 +151,14 @@ static NEON_TABLE: Kernels = Kernels {
     name: "neon",
     q4_0: neon::q4_0_q8_0,
     q8_0: neon::q8_0_q8_0,
+    q4_1: neon::q4_1_q8_1,
+    q5_0: neon::q5_0_q8_0,
+    q5_1: neon::q5_1_q8_1,
+    iq4_nl: neon::iq4_nl_q8_0,
+    f32: neon::f32_f32,
+    f16: neon::f16_f16,
+    bf16: neon::bf16_bf16,
+    quantize_q8_0: neon::quantize_q8_0,
     ..SCALAR
 };
 
@@ -162,6 +170,10 @@ static DOTPROD_TABLE: Kernels = Kernels {
     name: "dotprod",
     q4_0: neon::q4_0_q8_0_sdot,
     q8_0: neon::q8_0_q8_0_sdot,
+    q4_1: neon::q4_1_q8_1_sdot,
+    q5_0: neon::q5_0_q8_0_sdot,
+    q5_1: neon::q5_1_q8_1_sdot,
+    iq4_nl: neon::iq4_nl_q8_0_sdot,
     ..NEON_TABLE
 };
 

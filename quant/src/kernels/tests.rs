@@ -479,7 +479,112 @@ fn quantizer_rows() -> Vec<Vec<f32>> {
     special[100] = f32::from_bits(0x0000_0001); // subnormal
     special[130] = -0.0;
     rows.push(special);
+    rows.extend(quantizer_special_rows());
     rows
+}
+
+/// Blocks that reach every x86 rule the quantizer spells out (`maxps` letting a NaN
+/// through or dropping it, `cvtps2dq`'s i32::MIN for NaN and for values past i32 on
+/// either side, the saturating packs), which a SIMD port with its own min/max and
+/// conversion rules gets wrong: one block per case, then blocks drawn from a palette of
+/// special values at random positions, then random bit patterns.
+fn quantizer_special_rows() -> Vec<Vec<f32>> {
+    let nan = f32::NAN;
+    let neg_nan = f32::from_bits(0xFFC0_0001);
+    let snan = f32::from_bits(0x7F80_0001);
+    let tiny = f32::from_bits(1); // smallest subnormal
+    let two31 = 2_147_483_648.0f32;
+    let mut blocks: Vec<[f32; 32]> = Vec::new();
+    let mut block = |f: &dyn Fn(&mut [f32; 32])| {
+        let mut b = [0.25f32; 32];
+        f(&mut b);
+        blocks.push(b);
+    };
+    // A NaN in the last of a lane's four vectors survives maxps: amax NaN, all -128.
+    block(&|b| b[24 + 5] = nan);
+    // A NaN in an earlier vector is dropped with everything before it in its lane: amax
+    // 127 (multiplier 1) while lane 2 held 2^31 and more, which convert to i32::MIN.
+    for (big, lane) in [
+        (two31, 2),
+        (-two31, 3),
+        (1e30, 4),
+        (-1e30, 5),
+        (f32::MAX, 6),
+    ] {
+        block(&|b| {
+            b[0] = 127.0;
+            b[lane] = big;
+            b[8 + lane] = nan;
+        });
+    }
+    // The largest float below 2^31 converts and saturates to 127; the same just past -2^31.
+    block(&|b| {
+        b[0] = 127.0;
+        (b[1], b[9]) = (two31 - 128.0, neg_nan);
+        (b[2], b[10]) = (-two31 - 256.0, snan);
+        (b[3], b[11]) = (-two31, nan);
+    });
+    // amax subnormal: 127 / amax is infinite, zeros become NaN, the rest infinities.
+    block(&|b| {
+        b.fill(0.0);
+        b[7] = -tiny;
+        b[8] = tiny;
+    });
+    // amax infinite: multiplier 0, the infinity itself NaN.
+    block(&|b| b[17] = f32::NEG_INFINITY);
+    // The smallest normal: 127 / amax is finite, not infinite.
+    block(&|b| {
+        b.fill(-0.0);
+        b[31] = f32::MIN_POSITIVE;
+        b[30] = -f32::MIN_POSITIVE / 2.0;
+    });
+    // A NaN in every lane of the first vector, and exact ties (multiplier 1).
+    block(&|b| {
+        b[..8].fill(neg_nan);
+        b[8] = 127.0;
+        for (j, v) in b[9..].iter_mut().enumerate() {
+            *v = j as f32 - 11.5;
+        }
+    });
+    let palette = [
+        0.0,
+        -0.0,
+        1.0,
+        -1.0,
+        0.5,
+        -2.5,
+        127.0,
+        -127.0,
+        1e30,
+        -1e30,
+        two31,
+        -two31,
+        f32::MAX,
+        f32::MIN,
+        f32::MIN_POSITIVE,
+        tiny,
+        -tiny,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        nan,
+        neg_nan,
+        snan,
+    ];
+    let mut rng = XorShift(0x5eed_000b);
+    for _ in 0..64 {
+        let mut b: [f32; 32] = std::array::from_fn(|_| rng.unit());
+        for _ in 0..1 + rng.next_u64() % 4 {
+            let j = (rng.next_u64() % 32) as usize;
+            b[j] = palette[(rng.next_u64() % palette.len() as u64) as usize];
+        }
+        blocks.push(b);
+    }
+    for _ in 0..64 {
+        blocks.push(std::array::from_fn(|_| {
+            f32::from_bits(rng.next_u64() as u32)
+        }));
+    }
+    vec![blocks.concat()]
 }
 
 #[test]
@@ -504,8 +609,8 @@ fn activation_q8_0_rounds_like_ggml_cpu_not_like_ref() {
 fn simd_quantize_q8_0_is_bit_identical_to_scalar() {
     for fast in simd_tables() {
         for x in quantizer_rows() {
-            let mut a = vec![0u8; 8 * 34];
-            let mut b = vec![0u8; 8 * 34];
+            let mut a = vec![0u8; x.len() / 32 * 34];
+            let mut b = vec![0u8; x.len() / 32 * 34];
             scalar()
                 .quantize_activation(GgmlType::Q8_0, &x, &mut a)
                 .unwrap();
@@ -544,6 +649,119 @@ fn neon_tables_give_the_scalar_bits() {
                 }
             }
             println!("{ty:>6} {} gives the scalar bits", fast.name());
+        }
+    }
+}
+
+/// The NEON kernels widen halves (the F16 dot's elements, the 32-weight formats' scales)
+/// with `fcvtl`; that must give exactly what the scalar references' software conversion
+/// gives, for every half, NaNs included.
+#[cfg(target_arch = "aarch64")]
+#[test]
+fn neon_f16_widening_equals_to_f32_for_every_half() {
+    for base in (0..=u16::MAX).step_by(8) {
+        let h: [Half; 8] = std::array::from_fn(|i| Half(base + i as u16));
+        let four = [0, 4].map(|k| neon::f16x4_to_f32_array(h[k..k + 4].try_into().unwrap()));
+        let got = neon::f16x8_to_f32_array(h).into_iter().chain(four.concat());
+        for (h, g) in h.iter().cycle().zip(got) {
+            assert_eq!(
+                g.to_bits(),
+                h.to_f32().to_bits(),
+                "half {:#06x}: fcvtl {g:e}, to_f32 {:e}",
+                h.0,
+                h.to_f32()
+            );
+        }
+    }
+}
+
+/// The float dots' references add f32 products one by one into an f64, so any other
+/// order of additions, or products formed in f64, changes their bits only in low places
+/// that random rows of similar magnitudes rarely reach. These rows make the order show:
+/// products of widely spread magnitudes (so partial sums round in f64) followed by the
+/// same products negated in another order, leaving only the accumulated rounding in the
+/// result; rows with a signalling NaN and an infinity; and rows of random bits (NaNs,
+/// infinities, subnormals). Every length from 1 to 40 crosses the kernels' steps and
+/// tails; 4867 is a long row.
+#[cfg(target_arch = "aarch64")]
+#[test]
+fn neon_float_dots_keep_the_f64_order() {
+    use GgmlType::*;
+    let mut rng = XorShift(0x5eed_00a7);
+    // A random float of each type as its bits, finite with magnitudes spread over 2^±`e`,
+    // or any bit pattern at all (NaNs, infinities, subnormals) with `any`.
+    fn draw(ty: GgmlType, rng: &mut XorShift, any: bool) -> u32 {
+        let r = rng.next_u64();
+        let sign = (r >> 63) as u32;
+        match ty {
+            F32 if any => r as u32,
+            F32 => sign << 31 | (127 - 40 + (r >> 32) as u32 % 81) << 23 | (r as u32 & 0x7F_FFFF),
+            F16 if any => r as u32 & 0xFFFF,
+            F16 => sign << 15 | ((r >> 32) as u32 % 31) << 10 | (r as u32 & 0x3FF),
+            BF16 if any => r as u32 & 0xFFFF,
+            BF16 => sign << 15 | (127 - 40 + (r >> 32) as u32 % 81) << 7 | (r as u32 & 0x7F),
+            _ => unreachable!(),
+        }
+    }
+    let bytes = |ty: GgmlType, v: &[u32]| -> Vec<u8> {
+        match ty {
+            F32 => v.iter().flat_map(|b| b.to_le_bytes()).collect(),
+            _ => v.iter().flat_map(|&b| (b as u16).to_le_bytes()).collect(),
+        }
+    };
+    let neg = |ty: GgmlType, b: u32| b ^ if ty == F32 { 1 << 31 } else { 1 << 15 };
+    for fast in simd_tables() {
+        for ty in [F32, F16, BF16] {
+            let (mut nonzero, mut rows) = (0, 0);
+            for n in (1..=40).chain([896, 4867]) {
+                for round in 0..6 {
+                    let any = round == 5;
+                    let mut w: Vec<u32> = (0..n).map(|_| draw(ty, &mut rng, any)).collect();
+                    let mut a: Vec<u32> = (0..n).map(|_| draw(ty, &mut rng, any)).collect();
+                    if !any {
+                        // The second half cancels the first, in reverse order (a
+                        // middle element, if any, is zero).
+                        for j in 0..n / 2 {
+                            w[n - 1 - j] = w[j];
+                            a[n - 1 - j] = neg(ty, a[j]);
+                        }
+                        if n % 2 == 1 {
+                            w[n / 2] = 0;
+                        }
+                    }
+                    if round == 4 {
+                        // One signalling NaN (its quieting and sign must come through)
+                        // and one infinity, anywhere.
+                        let (i, j) = (rng.next_u64() as usize % n, rng.next_u64() as usize % n);
+                        let (nan, inf) = match ty {
+                            F32 => (0xFF80_0123, 0x7F80_0000),
+                            F16 => (0xFC21, 0x7C00),
+                            _ => (0xFF81, 0x7F80),
+                        };
+                        w[j] = inf;
+                        w[i] = nan;
+                    }
+                    let (wb, ab) = (bytes(ty, &w), bytes(ty, &a));
+                    let s = scalar().vec_dot(ty, n, &wb, &ab).unwrap();
+                    let v = fast.vec_dot(ty, n, &wb, &ab).unwrap();
+                    let what = format!("{ty}, {n} elements, round {round}: {}", fast.name());
+                    if any && s.is_nan() {
+                        // Where two NaNs of different payloads meet, Rust leaves open which
+                        // one an addition returns (LLVM commutes `fadd` operands at will,
+                        // in the reference as in the kernel): only NaN-ness is defined.
+                        assert!(v.is_nan(), "{what} {v:e}, scalar NaN");
+                    } else {
+                        assert_eq!(v.to_bits(), s.to_bits(), "{what} {v:e}, scalar {s:e}");
+                    }
+                    rows += 1;
+                    nonzero += (s != 0.0 && s.is_finite()) as usize;
+                }
+            }
+            println!(
+                "{ty:>6} {}: {rows} rows give the scalar bits ({nonzero} with a finite \
+                 nonzero sum)",
+                fast.name()
+            );
         }
     }
 }
