@@ -40,6 +40,8 @@ pub use tiled::TiledIsa;
 
 #[cfg(target_arch = "aarch64")]
 mod neon;
+#[cfg(target_arch = "aarch64")]
+mod neon_k;
 
 /// A dot product of a weight row (blocks `W`) with an activation row (blocks `A`) of the
 /// same number of elements.
@@ -151,6 +153,12 @@ static NEON_TABLE: Kernels = Kernels {
     name: "neon",
     q4_0: neon::q4_0_q8_0,
     q8_0: neon::q8_0_q8_0,
+    q2_k: neon_k::q2_k_q8_k,
+    q3_k: neon_k::q3_k_q8_k,
+    q4_k: neon_k::q4_k_q8_k,
+    q5_k: neon_k::q5_k_q8_k,
+    q6_k: neon_k::q6_k_q8_k,
+    iq4_xs: neon_k::iq4_xs_q8_k,
     ..SCALAR
 };
 
