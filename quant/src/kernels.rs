@@ -170,6 +170,8 @@ static DOTPROD_TABLE: Kernels = Kernels {
     name: "dotprod",
     q4_0: neon::q4_0_q8_0_sdot,
     q8_0: neon::q8_0_q8_0_sdot,
+    q2_k: neon_k::q2_k_q8_k_sdot,
+    iq4_xs: neon_k::iq4_xs_q8_k_sdot,
     ..NEON_TABLE
 };
 

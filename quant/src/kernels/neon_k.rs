@@ -12,6 +12,11 @@
 //! Q2_K and IQ4_XS sum their integers without lanes (the whole super-block, or each
 //! 32-element sub-block), so any order gives their bits.
 //!
+//! Tiers: `sdot` sums four consecutive bytes into one lane, mixing residues mod 8, so it
+//! cannot give Q3_K…Q6_K's lanes without a byte permutation, which costs more than it
+//! saves (see the dotprod section below); Q2_K and IQ4_XS, which need no lanes, get
+//! `sdot` kernels.
+//!
 //! Safety model as in `neon.rs`: the `unsafe fn`s require NEON (and `dotprod` where
 //! marked); the safe wrappers are `pub(super)` and the `dotprod` ones go only into the
 //! table handed out after detecting the feature.
@@ -22,6 +27,7 @@
 
 use std::arch::aarch64::*;
 
+use super::neon::sdot;
 use crate::formats::{
     BlockIq4Xs, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K, BlockQ8K, KVALUES_IQ4NL, QK_K,
 };
@@ -483,6 +489,78 @@ unsafe fn iq4_xs_q8_k_neon(x: &[BlockIq4Xs], y: &[BlockQ8K]) -> f32 {
     sumf
 }
 
+// ---- dotprod ----
+//
+// `sdot` pays where the reference needs no lanes. Q2_K: its scales fold into the weights
+// (2-bit quant × 4-bit scale <= 45 fits a byte), so a 16-element chunk costs a multiply
+// and one `sdot` into a single accumulator, against four instructions in `lane_sums`
+// (two widening multiplies, two scale multiply-adds). IQ4_XS: two `sdot`s per 32
+// elements against four widening multiplies and two pairwise widenings.
+//
+// Q3_K…Q6_K would need each `sdot` lane to hold one residue mod 8 (and one scale). With
+// one scale per 16 elements (Q3_K, Q6_K) a lane can hold only two such bytes, so half of
+// every `sdot` is padding. With one per 32 (Q4_K, Q5_K) a `vqtbl2q_s8` permutation can
+// gather residues 0..4 into one vector and 4..8 into another, but per 32-element
+// sub-block that costs two table lookups of the activations (they arrive in element
+// order), half of a lookup of the packed weights (one lookup serves both nibbles), two
+// `sdot`s into fresh zero accumulators (two moves) and two multiply-adds by the scale:
+// 8 to 9 instructions, against 6 in `lane_sums` (four widening multiply(-add)s, two
+// scale multiply-adds). It does not pay, so those formats keep their NEON kernels in the
+// dotprod table.
+
+/// Q2_K × Q8_K with `sdot`: each chunk's quants times its scale (<= 45) dotted with the
+/// activations into one accumulator; same integers and float step as
+/// [`q2_k_q8_k_neon`].
+#[target_feature(enable = "neon,dotprod")]
+unsafe fn q2_k_q8_k_dotprod(x: &[BlockQ2K], y: &[BlockQ8K]) -> f32 {
+    let mut sumf = 0.0f32;
+    for (x, y) in x.iter().zip(y) {
+        // SAFETY: register-only instructions and in-bounds loads of whole blocks.
+        let (isum, summs) = unsafe {
+            let (sc, mins) = q2_k_scales_mins(x);
+            let summs = q2_k_summs(y, mins);
+            let mut scales = [0u8; 16];
+            vst1q_u8(scales.as_mut_ptr(), sc);
+            let a = two_bit_quants(&x.qs);
+            let mut acc = vdupq_n_s32(0);
+            for (k, (a, &s)) in a.iter().zip(&scales).enumerate() {
+                let w = vreinterpretq_s8_u8(vmulq_u8(*a, vdupq_n_u8(s)));
+                acc = sdot(acc, w, vld1q_s8(y.qs.as_ptr().add(16 * k)));
+            }
+            (vaddvq_s32(acc), summs)
+        };
+        let dall = y.d * x.d.to_f32();
+        let dmin = y.d * x.dmin.to_f32();
+        sumf += dall * isum as f32 - dmin * summs as f32;
+    }
+    sumf
+}
+
+/// IQ4_XS × Q8_K with `sdot`: two per sub-block into its own accumulator; same integers
+/// and float steps as [`iq4_xs_q8_k_neon`].
+#[target_feature(enable = "neon,dotprod")]
+unsafe fn iq4_xs_q8_k_dotprod(x: &[BlockIq4Xs], y: &[BlockQ8K]) -> f32 {
+    let mut sumf = 0.0f32;
+    for (x, y) in x.iter().zip(y) {
+        let mut sumi = [0i32; 8];
+        // SAFETY: register-only instructions and in-bounds loads of whole blocks.
+        unsafe {
+            let table = vld1q_s8(KVALUES_IQ4NL.as_ptr());
+            let mut v = [vdupq_n_s32(0); 8];
+            for (ib, v) in v.iter_mut().enumerate() {
+                let (lo, hi) = iq4_xs_values(x, ib, table);
+                let q0 = vld1q_s8(y.qs.as_ptr().add(32 * ib));
+                let q1 = vld1q_s8(y.qs.as_ptr().add(32 * ib + 16));
+                *v = sdot(sdot(vdupq_n_s32(0), lo, q0), hi, q1);
+            }
+            vst1q_s32(sumi.as_mut_ptr(), reduce4([v[0], v[1], v[2], v[3]]));
+            vst1q_s32(sumi.as_mut_ptr().add(4), reduce4([v[4], v[5], v[6], v[7]]));
+        }
+        iq4_xs_float(x, y, sumi, &mut sumf);
+    }
+    sumf
+}
+
 // Safe wrappers for the tables (see `neon.rs`).
 
 pub(super) fn q2_k_q8_k(x: &[BlockQ2K], y: &[BlockQ8K]) -> f32 {
@@ -513,4 +591,14 @@ pub(super) fn q6_k_q8_k(x: &[BlockQ6K], y: &[BlockQ8K]) -> f32 {
 pub(super) fn iq4_xs_q8_k(x: &[BlockIq4Xs], y: &[BlockQ8K]) -> f32 {
     // SAFETY: NEON is always present on aarch64.
     unsafe { iq4_xs_q8_k_neon(x, y) }
+}
+
+pub(super) fn q2_k_q8_k_sdot(x: &[BlockQ2K], y: &[BlockQ8K]) -> f32 {
+    // SAFETY: only in the dotprod table, handed out after detecting the feature.
+    unsafe { q2_k_q8_k_dotprod(x, y) }
+}
+
+pub(super) fn iq4_xs_q8_k_sdot(x: &[BlockIq4Xs], y: &[BlockQ8K]) -> f32 {
+    // SAFETY: only in the dotprod table, handed out after detecting the feature.
+    unsafe { iq4_xs_q8_k_dotprod(x, y) }
 }
