@@ -602,3 +602,82 @@ pub(super) fn iq4_xs_q8_k_sdot(x: &[BlockIq4Xs], y: &[BlockQ8K]) -> f32 {
     // SAFETY: only in the dotprod table, handed out after detecting the feature.
     unsafe { iq4_xs_q8_k_dotprod(x, y) }
 }
+
+#[cfg(test)]
+mod tests {
+    use bytemuck::Pod;
+
+    use crate::formats::{
+        BlockIq4Xs, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K, BlockQ8K, QK_K,
+    };
+    use crate::kernels::{available, scalar, DotFn, Kernels};
+    use crate::F16;
+
+    /// Byte patterns that put every quant at its extremes (all bits set or clear, and
+    /// alternating), where an i16 partial sum of [`super::lane_sums`] is largest.
+    const PATTERNS: [u8; 8] = [0x00, 0xFF, 0x55, 0xAA, 0x0F, 0xF0, 0x33, 0xCC];
+
+    /// Two blocks with every byte `p`, then `fix` sets the f16 scales (finite).
+    fn blocks<B: Pod>(p: u8, fix: impl Fn(&mut B)) -> Vec<B> {
+        let mut v: Vec<B> = bytemuck::pod_collect_to_vec(&vec![p; 2 * size_of::<B>()]);
+        v.iter_mut().for_each(fix);
+        v
+    }
+
+    /// Activations at the ends of the i8 range (-128 included, which Q8_K quantization
+    /// never makes but the kernels must still take), with consistent `bsums`.
+    fn extreme_acts() -> Vec<Vec<BlockQ8K>> {
+        let rows: [fn(usize) -> i8; 4] = [
+            |_| -128,
+            |_| 127,
+            |i| if i % 2 == 0 { -128 } else { 127 },
+            |i| if (i / 8) % 2 == 0 { -128 } else { 127 },
+        ];
+        rows.iter()
+            .map(|f| {
+                (0..2)
+                    .map(|_| {
+                        let qs: [i8; QK_K] = std::array::from_fn(f);
+                        let bsums = std::array::from_fn(|g| {
+                            qs[16 * g..16 * g + 16].iter().map(|&q| q as i16).sum()
+                        });
+                        BlockQ8K { d: 0.75, qs, bsums }
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    fn check<W: Pod>(
+        name: &str,
+        dot: impl Fn(&Kernels) -> DotFn<W, BlockQ8K>,
+        fix: impl Fn(&mut W) + Copy,
+    ) {
+        for p in PATTERNS {
+            let w = blocks::<W>(p, fix);
+            for a in extreme_acts() {
+                let s = dot(scalar())(&w, &a);
+                for k in available() {
+                    let v = dot(k)(&w, &a);
+                    assert_eq!(
+                        v.to_bits(),
+                        s.to_bits(),
+                        "{name} {} pattern {p:#04x}: {v} != {s}",
+                        k.name()
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn extreme_quants_give_the_scalar_bits() {
+        let (h, m) = (F16::from_f32(1.5), F16::from_f32(-0.25));
+        check::<BlockQ2K>("Q2_K", |k| k.q2_k, |b| (b.d, b.dmin) = (h, m));
+        check::<BlockQ3K>("Q3_K", |k| k.q3_k, |b| b.d = h);
+        check::<BlockQ4K>("Q4_K", |k| k.q4_k, |b| (b.d, b.dmin) = (h, m));
+        check::<BlockQ5K>("Q5_K", |k| k.q5_k, |b| (b.d, b.dmin) = (h, m));
+        check::<BlockQ6K>("Q6_K", |k| k.q6_k, |b| b.d = h);
+        check::<BlockIq4Xs>("IQ4_XS", |k| k.iq4_xs, |b| b.d = h);
+    }
+}
