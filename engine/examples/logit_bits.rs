@@ -43,7 +43,9 @@ fn main() -> Result<()> {
         .get(1)
         .map_or("The capital of France is", String::as_str);
     let n: usize = match args.get(2) {
-        Some(s) => s.parse().with_context(|| format!("N {s:?} is not a count"))?,
+        Some(s) => s
+            .parse()
+            .with_context(|| format!("N {s:?} is not a count"))?,
         None => 8,
     };
     let model = Model::load_without_repacking(path)?;
@@ -62,7 +64,11 @@ fn main() -> Result<()> {
     println!("prompt {tokens:?}");
     let logits = ctx.eval(&tokens, Logits::Last)?;
     let head: Vec<String> = logits[..4].iter().map(|v| format!("{v:e}")).collect();
-    println!("prompt logits {:016x} [{}]", bits_hash(logits), head.join(", "));
+    println!(
+        "prompt logits {:016x} [{}]",
+        bits_hash(logits),
+        head.join(", ")
+    );
     let mut next = argmax(logits);
     for step in 0..n {
         let logits = ctx.eval(&[next], Logits::Last)?;

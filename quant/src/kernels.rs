@@ -7,7 +7,8 @@
 //! pointers: the scalar references from `formats/` (always compiled, on every target), and
 //! on x86_64 an AVX2 + FMA (+ F16C) table with SIMD code for every format, and an AVX-512
 //! table that adds VNNI to the tiled kernels; on aarch64 a NEON table and a `dotprod`
-//! (`sdot`) table, both giving the scalar reference's bits exactly (`neon.rs`). A batch of
+//! (`sdot`) table, both giving the scalar reference's bits exactly (`neon.rs` for the
+//! 32-weight and float formats, `neon_k.rs` for the K-quants and IQ4_XS). A batch of
 //! two or more activation rows takes the tiled kernels (`tiled.rs`, `tiled_k.rs`) where
 //! the table has them; they give the row kernels' bits. The table is chosen once per
 //! process ([`kernels`]); `LOUPE_KERNELS=scalar|avx2|avx512|auto` (x86_64) or
@@ -40,6 +41,8 @@ pub use tiled::TiledIsa;
 
 #[cfg(target_arch = "aarch64")]
 mod neon;
+#[cfg(target_arch = "aarch64")]
+mod neon_k;
 
 /// A dot product of a weight row (blocks `W`) with an activation row (blocks `A`) of the
 /// same number of elements.
@@ -159,11 +162,19 @@ static NEON_TABLE: Kernels = Kernels {
     f16: neon::f16_f16,
     bf16: neon::bf16_bf16,
     quantize_q8_0: neon::quantize_q8_0,
+    q2_k: neon_k::q2_k_q8_k,
+    q3_k: neon_k::q3_k_q8_k,
+    q4_k: neon_k::q4_k_q8_k,
+    q5_k: neon_k::q5_k_q8_k,
+    q6_k: neon_k::q6_k_q8_k,
+    iq4_xs: neon_k::iq4_xs_q8_k,
     ..SCALAR
 };
 
 /// The NEON table with `sdot` (Armv8.2 dot product) where it pays: the formats whose
-/// reference sums a block's products in one integer. Never hand this out without
+/// reference sums a block's products in one integer (Q2_K folds its scales into the
+/// quants first; the other K-quants keep eight lanes by element index, which `sdot`'s
+/// groups of four consecutive bytes would mix, see `neon_k.rs`). Never hand this out without
 /// detecting the feature (see [`cpu_has_dotprod`]).
 #[cfg(target_arch = "aarch64")]
 static DOTPROD_TABLE: Kernels = Kernels {
@@ -174,6 +185,8 @@ static DOTPROD_TABLE: Kernels = Kernels {
     q5_0: neon::q5_0_q8_0_sdot,
     q5_1: neon::q5_1_q8_1_sdot,
     iq4_nl: neon::iq4_nl_q8_0_sdot,
+    q2_k: neon_k::q2_k_q8_k_sdot,
+    iq4_xs: neon_k::iq4_xs_q8_k_sdot,
     ..NEON_TABLE
 };
 
