@@ -147,8 +147,8 @@ static AVX512_TABLE: Kernels = Kernels {
     ..AVX2_TABLE
 };
 
-/// NEON, the aarch64 baseline: every kernel written gives the scalar reference's bits
-/// (see `neon.rs`), scalar elsewhere.
+/// NEON, the aarch64 baseline: a kernel for every format, each giving the scalar
+/// reference's bits (see `neon.rs` and `neon_k.rs`).
 #[cfg(target_arch = "aarch64")]
 static NEON_TABLE: Kernels = Kernels {
     name: "neon",
@@ -168,7 +168,6 @@ static NEON_TABLE: Kernels = Kernels {
     q5_k: neon_k::q5_k_q8_k,
     q6_k: neon_k::q6_k_q8_k,
     iq4_xs: neon_k::iq4_xs_q8_k,
-    ..SCALAR
 };
 
 /// The NEON table with `sdot` (Armv8.2 dot product) where it pays: the formats whose

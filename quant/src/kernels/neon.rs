@@ -106,7 +106,9 @@ unsafe fn q4_0_q8_0_neon(x: &[BlockQ4_0], y: &[BlockQ8_0]) -> f32 {
             let acc = dot_i8x16(dot_i8x16(vdupq_n_s32(0), xl, yl), xh, yh);
             vaddvq_s32(acc)
         };
-        sumf += sumi as f32 * x.d.to_f32() * y.d.to_f32();
+        // SAFETY: register-only instructions; NEON per this function's features.
+        let [dx, dy, _, _] = unsafe { f16x4_to_f32([x.d, y.d, F16::ZERO, F16::ZERO]) };
+        sumf += sumi as f32 * dx * dy;
     }
     sumf
 }
@@ -122,7 +124,9 @@ unsafe fn q4_0_q8_0_dotprod(x: &[BlockQ4_0], y: &[BlockQ8_0]) -> f32 {
             let (yl, yh) = q8_0_quants(y);
             vaddvq_s32(sdot(sdot(vdupq_n_s32(0), xl, yl), xh, yh))
         };
-        sumf += sumi as f32 * x.d.to_f32() * y.d.to_f32();
+        // SAFETY: register-only instructions; NEON per this function's features.
+        let [dx, dy, _, _] = unsafe { f16x4_to_f32([x.d, y.d, F16::ZERO, F16::ZERO]) };
+        sumf += sumi as f32 * dx * dy;
     }
     sumf
 }
@@ -138,7 +142,9 @@ unsafe fn q8_0_q8_0_neon(x: &[BlockQ8_0], y: &[BlockQ8_0]) -> f32 {
             let (yl, yh) = q8_0_quants(y);
             vaddvq_s32(dot_i8x16(dot_i8x16(vdupq_n_s32(0), xl, yl), xh, yh))
         };
-        sumf += sumi as f32 * (x.d.to_f32() * y.d.to_f32());
+        // SAFETY: register-only instructions; NEON per this function's features.
+        let [dx, dy, _, _] = unsafe { f16x4_to_f32([x.d, y.d, F16::ZERO, F16::ZERO]) };
+        sumf += sumi as f32 * (dx * dy);
     }
     sumf
 }
@@ -154,7 +160,9 @@ unsafe fn q8_0_q8_0_dotprod(x: &[BlockQ8_0], y: &[BlockQ8_0]) -> f32 {
             let (yl, yh) = q8_0_quants(y);
             vaddvq_s32(sdot(sdot(vdupq_n_s32(0), xl, yl), xh, yh))
         };
-        sumf += sumi as f32 * (x.d.to_f32() * y.d.to_f32());
+        // SAFETY: register-only instructions; NEON per this function's features.
+        let [dx, dy, _, _] = unsafe { f16x4_to_f32([x.d, y.d, F16::ZERO, F16::ZERO]) };
+        sumf += sumi as f32 * (dx * dy);
     }
     sumf
 }
