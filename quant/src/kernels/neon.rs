@@ -93,80 +93,6 @@ unsafe fn q8_0_quants(y: &BlockQ8_0) -> (int8x16_t, int8x16_t) {
     unsafe { (vld1q_s8(y.qs.as_ptr()), vld1q_s8(y.qs.as_ptr().add(16))) }
 }
 
-/// Q4_0 × Q8_0: per block the exact integer sum, then [`crate::formats::q4_0::vec_dot`]'s
-/// float step, `sumi * d_x * d_y`.
-#[target_feature(enable = "neon")]
-unsafe fn q4_0_q8_0_neon(x: &[BlockQ4_0], y: &[BlockQ8_0]) -> f32 {
-    let mut sumf = 0.0f32;
-    for (x, y) in x.iter().zip(y) {
-        // SAFETY: register-only intrinsics and in-bounds loads of whole blocks.
-        let sumi = unsafe {
-            let (xl, xh) = q4_0_quants(x);
-            let (yl, yh) = q8_0_quants(y);
-            let acc = dot_i8x16(dot_i8x16(vdupq_n_s32(0), xl, yl), xh, yh);
-            vaddvq_s32(acc)
-        };
-        // SAFETY: register-only instructions; NEON per this function's features.
-        let [dx, dy, _, _] = unsafe { f16x4_to_f32([x.d, y.d, F16::ZERO, F16::ZERO]) };
-        sumf += sumi as f32 * dx * dy;
-    }
-    sumf
-}
-
-/// [`q4_0_q8_0_neon`] with `sdot`.
-#[target_feature(enable = "neon,dotprod")]
-unsafe fn q4_0_q8_0_dotprod(x: &[BlockQ4_0], y: &[BlockQ8_0]) -> f32 {
-    let mut sumf = 0.0f32;
-    for (x, y) in x.iter().zip(y) {
-        // SAFETY: register-only instructions and in-bounds loads of whole blocks.
-        let sumi = unsafe {
-            let (xl, xh) = q4_0_quants(x);
-            let (yl, yh) = q8_0_quants(y);
-            vaddvq_s32(sdot(sdot(vdupq_n_s32(0), xl, yl), xh, yh))
-        };
-        // SAFETY: register-only instructions; NEON per this function's features.
-        let [dx, dy, _, _] = unsafe { f16x4_to_f32([x.d, y.d, F16::ZERO, F16::ZERO]) };
-        sumf += sumi as f32 * dx * dy;
-    }
-    sumf
-}
-
-/// Q8_0 × Q8_0: per block the exact integer sum, then `sumi * (d_x * d_y)`.
-#[target_feature(enable = "neon")]
-unsafe fn q8_0_q8_0_neon(x: &[BlockQ8_0], y: &[BlockQ8_0]) -> f32 {
-    let mut sumf = 0.0f32;
-    for (x, y) in x.iter().zip(y) {
-        // SAFETY: register-only intrinsics and in-bounds loads of whole blocks.
-        let sumi = unsafe {
-            let (xl, xh) = q8_0_quants(x);
-            let (yl, yh) = q8_0_quants(y);
-            vaddvq_s32(dot_i8x16(dot_i8x16(vdupq_n_s32(0), xl, yl), xh, yh))
-        };
-        // SAFETY: register-only instructions; NEON per this function's features.
-        let [dx, dy, _, _] = unsafe { f16x4_to_f32([x.d, y.d, F16::ZERO, F16::ZERO]) };
-        sumf += sumi as f32 * (dx * dy);
-    }
-    sumf
-}
-
-/// [`q8_0_q8_0_neon`] with `sdot`.
-#[target_feature(enable = "neon,dotprod")]
-unsafe fn q8_0_q8_0_dotprod(x: &[BlockQ8_0], y: &[BlockQ8_0]) -> f32 {
-    let mut sumf = 0.0f32;
-    for (x, y) in x.iter().zip(y) {
-        // SAFETY: register-only instructions and in-bounds loads of whole blocks.
-        let sumi = unsafe {
-            let (xl, xh) = q8_0_quants(x);
-            let (yl, yh) = q8_0_quants(y);
-            vaddvq_s32(sdot(sdot(vdupq_n_s32(0), xl, yl), xh, yh))
-        };
-        // SAFETY: register-only instructions; NEON per this function's features.
-        let [dx, dy, _, _] = unsafe { f16x4_to_f32([x.d, y.d, F16::ZERO, F16::ZERO]) };
-        sumf += sumi as f32 * (dx * dy);
-    }
-    sumf
-}
-
 /// The exact sum of the 32 products of a block's weight and activation quants (halves
 /// `.0` hold elements 0..16, `.1` elements 16..32).
 #[inline]
@@ -376,6 +302,26 @@ block_dots!(
         // SAFETY: register-only; NEON in the kernels this expands into.
         let [dx, dy, _, _] = unsafe { f16x4_to_f32([x.d, y.d, F16::ZERO, F16::ZERO]) };
         (dy * dx) * sumi as f32
+    }
+);
+
+block_dots!(
+    /// Q4_0 × Q8_0: [`crate::formats::q4_0::vec_dot`]'s `sumi * d_x * d_y`.
+    q4_0_q8_0_neon, q4_0_q8_0_dotprod, BlockQ4_0, BlockQ8_0, q4_0_quants, q8_0_quants,
+    |x, y, sumi| {
+        // SAFETY: register-only; NEON in the kernels this expands into.
+        let [dx, dy, _, _] = unsafe { f16x4_to_f32([x.d, y.d, F16::ZERO, F16::ZERO]) };
+        sumi as f32 * dx * dy
+    }
+);
+
+block_dots!(
+    /// Q8_0 × Q8_0: [`crate::formats::q8_0::vec_dot`]'s `sumi * (d_x * d_y)`.
+    q8_0_q8_0_neon, q8_0_q8_0_dotprod, BlockQ8_0, BlockQ8_0, q8_0_quants, q8_0_quants,
+    |x, y, sumi| {
+        // SAFETY: register-only; NEON in the kernels this expands into.
+        let [dx, dy, _, _] = unsafe { f16x4_to_f32([x.d, y.d, F16::ZERO, F16::ZERO]) };
+        sumi as f32 * (dx * dy)
     }
 );
 
