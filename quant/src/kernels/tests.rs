@@ -362,35 +362,41 @@ fn window_acts(ty: GgmlType, n: usize, window: Range<usize>, rng: &mut XorShift)
             }
         })
         .collect();
-    let mut bytes = vec![0u8; ty.row_bytes(n as u64).unwrap() as usize];
+    acts_from_quants(ty, &q, 1.0)
+}
+
+/// An activation row of type `ty` holding quants `q`, every block with scale `d` (and
+/// Q8_1's `s`, Q8_K's `bsums` to match).
+fn acts_from_quants(ty: GgmlType, q: &[i8], d: f32) -> Vec<u8> {
+    let mut bytes = vec![0u8; ty.row_bytes(q.len() as u64).unwrap() as usize];
     match ty {
         GgmlType::Q8_0 => {
             let mut chunks = q.chunks_exact(32);
             set::<BlockQ8_0>(&mut bytes, |b| {
                 b.qs.copy_from_slice(chunks.next().unwrap());
-                b.d = Half::from_f32(1.0);
+                b.d = Half::from_f32(d);
             });
         }
         GgmlType::Q8_1 => {
             let mut chunks = q.chunks_exact(32);
             set::<BlockQ8_1>(&mut bytes, |b| {
                 b.qs.copy_from_slice(chunks.next().unwrap());
-                b.d = Half::from_f32(1.0);
+                b.d = Half::from_f32(d);
                 let sum: i32 = b.qs.iter().map(|&q| q as i32).sum();
-                b.s = Half::from_f32(sum as f32);
+                b.s = Half::from_f32(d * sum as f32);
             });
         }
         GgmlType::Q8_K => {
             let mut chunks = q.chunks_exact(256);
             set::<BlockQ8K>(&mut bytes, |b| {
                 b.qs.copy_from_slice(chunks.next().unwrap());
-                b.d = 1.0;
+                b.d = d;
                 for (s, g) in b.bsums.iter_mut().zip(b.qs.chunks_exact(16)) {
                     *s = g.iter().map(|&q| q as i16).sum();
                 }
             });
         }
-        _ => unreachable!("{ty} is not an AVX2 kernel's activation type"),
+        _ => unreachable!("{ty} is not an integer kernel's activation type"),
     }
     bytes
 }
@@ -646,6 +652,28 @@ fn neon_tables_give_the_scalar_bits() {
                         "{ty}, {nb} blocks, round {round}: {} {v}, scalar {s}",
                         fast.name()
                     );
+                }
+                // Activations of full magnitude with each weight's sign: block sums as
+                // large as the format allows, so that a product of a block sum and two
+                // scales rounds, and a kernel that groups those factors otherwise than
+                // its reference shows it.
+                if INT_TYPES.contains(&ty) {
+                    for round in 0..8 {
+                        let w = random_weights(ty, nb, &mut rng, false);
+                        let q: Vec<i8> = dequant(ty, &w, n)
+                            .iter()
+                            .map(|&x| if x < 0.0 { -127 } else { 127 })
+                            .collect();
+                        let a = acts_from_quants(act_ty, &q, rng.scale());
+                        let s = scalar().vec_dot(ty, n, &w, &a).unwrap();
+                        let v = fast.vec_dot(ty, n, &w, &a).unwrap();
+                        assert_eq!(
+                            v.to_bits(),
+                            s.to_bits(),
+                            "{ty}, {nb} blocks, aligned round {round}: {} {v}, scalar {s}",
+                            fast.name()
+                        );
+                    }
                 }
             }
             println!("{ty:>6} {} gives the scalar bits", fast.name());
