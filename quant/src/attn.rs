@@ -561,7 +561,7 @@ mod simd {
 }
 
 #[cfg(target_arch = "aarch64")]
-mod neon {
+pub(crate) mod neon {
     //! The same loops with NEON: each 8-lane register of the x86 version is two
     //! `float32x4_t` (its lanes 0..4 and 4..8), `_mm256_fmadd_ps` is `vfmaq_f32` (fused,
     //! rounded once, as `mul_add`), and the reduction is the reference's, pair by pair.
@@ -589,7 +589,7 @@ mod neon {
     /// Halves 0..4 of `h` widened to f32 (`fcvtl`).
     #[inline]
     #[target_feature(enable = "neon")]
-    pub(super) unsafe fn widen_lo(h: uint16x8_t) -> float32x4_t {
+    pub(crate) unsafe fn widen_lo(h: uint16x8_t) -> float32x4_t {
         let f: float32x4_t;
         // SAFETY: register-only instruction; NEON per the caller.
         unsafe {
@@ -606,7 +606,7 @@ mod neon {
     /// Halves 4..8 of `h` widened to f32 (`fcvtl2`).
     #[inline]
     #[target_feature(enable = "neon")]
-    unsafe fn widen_hi(h: uint16x8_t) -> float32x4_t {
+    pub(crate) unsafe fn widen_hi(h: uint16x8_t) -> float32x4_t {
         let f: float32x4_t;
         // SAFETY: register-only instruction; NEON per the caller.
         unsafe {

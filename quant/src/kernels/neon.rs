@@ -25,6 +25,8 @@
 use std::arch::aarch64::*;
 use std::arch::asm;
 
+use crate::attn::neon::{widen_hi, widen_lo};
+
 use crate::formats::{
     c_max, BlockBf16, BlockF16, BlockF32, BlockIq4Nl, BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1,
     BlockQ8_0, BlockQ8_1, KVALUES_IQ4NL, QK32,
@@ -205,23 +207,18 @@ unsafe fn q8_1_quants(y: &BlockQ8_1) -> (int8x16_t, int8x16_t) {
     unsafe { (vld1q_s8(y.qs.as_ptr()), vld1q_s8(y.qs.as_ptr().add(16))) }
 }
 
-/// Four halves widened to f32 with `fcvtl`, the instruction of [`f16x8_to_f32`] (see there
-/// why it gives [`F16::to_f32`]'s bits): a block pair's scales in a few instructions,
-/// where the reference's software conversion takes about seventeen per half and would
-/// cost more than a block's integer part.
+/// Four halves widened to f32 with `fcvtl` (attention's [`widen_lo`], see there why it
+/// gives [`F16::to_f32`]'s bits): a block pair's scales in a few instructions, where the
+/// reference's software conversion takes about seventeen per half and would cost more
+/// than a block's integer part.
 #[inline]
 #[target_feature(enable = "neon")]
 unsafe fn f16x4_to_f32(h: [F16; 4]) -> [f32; 4] {
     let bits = h.iter().rev().fold(0u64, |b, h| b << 16 | h.0 as u64);
-    let v: float32x4_t;
-    // SAFETY: register-only instructions of base Armv8 Advanced SIMD.
+    // SAFETY: register-only instructions of base Armv8 Advanced SIMD; `widen_lo` reads
+    // only the low four halves.
     unsafe {
-        asm!(
-            "fcvtl {v:v}.4s, {h:v}.4h",
-            h = in(vreg) vcreate_u16(bits),
-            v = out(vreg) v,
-            options(pure, nomem, nostack, preserves_flags)
-        );
+        let v = widen_lo(vcombine_u16(vcreate_u16(bits), vcreate_u16(0)));
         [
             vgetq_lane_f32::<0>(v),
             vgetq_lane_f32::<1>(v),
@@ -381,28 +378,15 @@ unsafe fn f32_f32_neon(x: &[BlockF32], y: &[BlockF32]) -> f32 {
     sum as f32
 }
 
-/// Eight halves widened to f32 with `fcvtl`/`fcvtl2` (inline assembly: the f16 vector
-/// types are not stable). Exact for every finite half; a NaN keeps its sign and payload
-/// with the quiet bit set, which is what [`F16::to_f32`] gives too (its `* 2^-112` quiets
-/// the same way): the test `neon_f16_widening_equals_to_f32_for_every_half` checks all
-/// 65536.
+/// Eight halves widened to f32 with `fcvtl`/`fcvtl2` (attention's [`widen_lo`] and
+/// [`widen_hi`]). Exact for every finite half; a NaN keeps its sign and payload with the
+/// quiet bit set, which is what [`F16::to_f32`] gives too (its `* 2^-112` quiets the same
+/// way): the test `neon_f16_widening_equals_to_f32_for_every_half` checks all 65536.
 #[inline]
 #[target_feature(enable = "neon")]
 unsafe fn f16x8_to_f32(h: uint16x8_t) -> (float32x4_t, float32x4_t) {
-    let (lo, hi): (float32x4_t, float32x4_t);
-    // SAFETY: register-only instructions of base Armv8 Advanced SIMD; `out` operands get
-    // registers apart from `h`, which the second instruction still reads.
-    unsafe {
-        asm!(
-            "fcvtl {lo:v}.4s, {h:v}.4h",
-            "fcvtl2 {hi:v}.4s, {h:v}.8h",
-            h = in(vreg) h,
-            lo = out(vreg) lo,
-            hi = out(vreg) hi,
-            options(pure, nomem, nostack, preserves_flags)
-        );
-    }
-    (lo, hi)
+    // SAFETY: register-only instructions of base Armv8 Advanced SIMD.
+    unsafe { (widen_lo(h), widen_hi(h)) }
 }
 
 /// F16 × F16, eight elements per step.
