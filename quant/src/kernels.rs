@@ -6,13 +6,14 @@
 //! by the format's kernel. The kernels are collected in a [`Kernels`] table of function
 //! pointers: the scalar references from `formats/` (always compiled, on every target), and
 //! on x86_64 an AVX2 + FMA (+ F16C) table with SIMD code for every format, and an AVX-512
-//! table that adds VNNI to the tiled kernels; on aarch64 a NEON table and a `dotprod`
-//! (`sdot`) table, both giving the scalar reference's bits exactly (`neon.rs` for the
-//! 32-weight and float formats, `neon_k.rs` for the K-quants and IQ4_XS). A batch of
-//! two or more activation rows takes the tiled kernels (`tiled.rs`, `tiled_k.rs`) where
-//! the table has them; they give the row kernels' bits. The table is chosen once per
-//! process ([`kernels`]); `LOUPE_KERNELS=scalar|avx2|avx512|auto` (x86_64) or
-//! `scalar|neon|dotprod|auto` (aarch64) forces a choice.
+//! table that adds VNNI to the tiled kernels; on aarch64 a NEON table, a `dotprod`
+//! (`sdot`) table and an `i8mm` table (`dotprod` plus `smmla` batch kernels), all giving
+//! the scalar reference's bits exactly (`neon.rs` for the 32-weight and float formats,
+//! `neon_k.rs` for the K-quants and IQ4_XS, `i8mm.rs` for the batches). A batch of two or
+//! more activation rows takes the tiled kernels (`tiled.rs`, `tiled_k.rs` on x86_64,
+//! `i8mm.rs` on aarch64) where the table has them; they give the row kernels' bits. The
+//! table is chosen once per process ([`kernels`]); `LOUPE_KERNELS=scalar|avx2|avx512|auto`
+//! (x86_64) or `scalar|neon|dotprod|i8mm|auto` (aarch64) forces a choice.
 //!
 //! Rows are byte slices as they sit in the memory map or a scratch buffer; they become
 //! blocks in [`crate::cast`], which borrows when the address suits the block's alignment
@@ -39,6 +40,8 @@ mod tiled_k;
 #[cfg(target_arch = "x86_64")]
 pub use tiled::TiledIsa;
 
+#[cfg(target_arch = "aarch64")]
+mod i8mm;
 #[cfg(target_arch = "aarch64")]
 mod neon;
 #[cfg(target_arch = "aarch64")]
@@ -79,6 +82,10 @@ pub struct Kernels {
     /// row by row, only faster.
     #[cfg(target_arch = "x86_64")]
     tiled: Option<TiledIsa>,
+    /// Whether batches take the `smmla` kernels (`i8mm.rs`), which give the same bits as
+    /// `vec_dot` row by row.
+    #[cfg(target_arch = "aarch64")]
+    smmla: bool,
 }
 
 fn quantize_q8_0_scalar(x: &[f32], out: &mut [BlockQ8_0]) {
@@ -108,6 +115,8 @@ const SCALAR: Kernels = Kernels {
     quantize_q8_0: quantize_q8_0_scalar,
     #[cfg(target_arch = "x86_64")]
     tiled: None,
+    #[cfg(target_arch = "aarch64")]
+    smmla: false,
 };
 static SCALAR_TABLE: Kernels = SCALAR;
 
@@ -168,6 +177,7 @@ static NEON_TABLE: Kernels = Kernels {
     q5_k: neon_k::q5_k_q8_k,
     q6_k: neon_k::q6_k_q8_k,
     iq4_xs: neon_k::iq4_xs_q8_k,
+    smmla: false,
 };
 
 /// The NEON table with `sdot` (Armv8.2 dot product) where it pays: the formats whose
@@ -189,11 +199,33 @@ static DOTPROD_TABLE: Kernels = Kernels {
     ..NEON_TABLE
 };
 
+/// The `dotprod` table with batch kernels on `smmla` (Armv8.6 int8 matrix multiply) for
+/// the formats whose partner is Q8_0 or Q8_1, giving the same bits (see `i8mm.rs`). Never
+/// hand this out without detecting both features (see [`cpu_has_i8mm`]).
+#[cfg(target_arch = "aarch64")]
+static I8MM_TABLE: Kernels = Kernels {
+    name: "i8mm",
+    smmla: true,
+    ..DOTPROD_TABLE
+};
+
 /// Whether this CPU runs the `dotprod` table (aarch64 with `sdot`).
 pub fn cpu_has_dotprod() -> bool {
     #[cfg(target_arch = "aarch64")]
     {
         std::arch::is_aarch64_feature_detected!("dotprod")
+    }
+    #[cfg(not(target_arch = "aarch64"))]
+    {
+        false
+    }
+}
+
+/// Whether this CPU runs the `i8mm` table (aarch64 with `sdot` and `smmla`).
+pub fn cpu_has_i8mm() -> bool {
+    #[cfg(target_arch = "aarch64")]
+    {
+        cpu_has_dotprod() && std::arch::is_aarch64_feature_detected!("i8mm")
     }
     #[cfg(not(target_arch = "aarch64"))]
     {
@@ -214,6 +246,15 @@ pub fn dotprod() -> Option<&'static Kernels> {
     #[cfg(target_arch = "aarch64")]
     if cpu_has_dotprod() {
         return Some(&DOTPROD_TABLE);
+    }
+    None
+}
+
+/// The `i8mm` table when this CPU can run it.
+pub fn i8mm() -> Option<&'static Kernels> {
+    #[cfg(target_arch = "aarch64")]
+    if cpu_has_i8mm() {
+        return Some(&I8MM_TABLE);
     }
     None
 }
@@ -274,13 +315,14 @@ pub fn avx512() -> Option<&'static Kernels> {
 }
 
 /// Every table this CPU runs, slowest first: scalar, then avx2 and avx512 (x86_64) or
-/// neon and dotprod (aarch64) where present.
+/// neon, dotprod and i8mm (aarch64) where present.
 pub fn available() -> Vec<&'static Kernels> {
     std::iter::once(scalar())
         .chain(avx2())
         .chain(avx512())
         .chain(neon())
         .chain(dotprod())
+        .chain(i8mm())
         .collect()
 }
 
@@ -288,13 +330,13 @@ pub fn available() -> Vec<&'static Kernels> {
 #[cfg(target_arch = "x86_64")]
 const TABLE_NAMES: &[&str] = &["scalar", "avx2", "avx512"];
 #[cfg(target_arch = "aarch64")]
-const TABLE_NAMES: &[&str] = &["scalar", "neon", "dotprod"];
+const TABLE_NAMES: &[&str] = &["scalar", "neon", "dotprod", "i8mm"];
 #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
 const TABLE_NAMES: &[&str] = &["scalar"];
 
 /// The table this process uses, chosen on first call: the fastest the CPU runs, unless
 /// `LOUPE_KERNELS` asks for one by name (`scalar`, `avx2`, `avx512` on x86_64; `scalar`,
-/// `neon`, `dotprod` on aarch64). An unknown value, or a table
+/// `neon`, `dotprod`, `i8mm` on aarch64). An unknown value, or a table
 /// this CPU cannot run, falls back to the fastest available, with a warning kept in
 /// [`kernels_note`] for the application to show.
 pub fn kernels() -> &'static Kernels {
@@ -503,7 +545,7 @@ impl Kernels {
         Ok(())
     }
 
-    /// "scalar", "avx2", "avx512", "neon" or "dotprod".
+    /// "scalar", "avx2", "avx512", "neon", "dotprod" or "i8mm".
     pub fn name(&self) -> &'static str {
         self.name
     }
@@ -577,8 +619,8 @@ impl Kernels {
         out: &mut [f32],
         act_block_bytes: usize,
     ) -> Result<(), QuantError> {
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = act_block_bytes; // no tiled kernels here
+        #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+        let _ = act_block_bytes; // no batch kernels here
         let act_ty = dot_partner(ty)?;
         let w_row_bytes = check_rows(ty, n_cols, n_rows, w.len())?;
         check_rows(act_ty, n_cols, n_act_rows, act.len())?;
@@ -607,6 +649,23 @@ impl Kernels {
             };
             if let Some(tiled) = tiled {
                 return tiled(isa, w, n_cols, act, out, act_block_bytes);
+            }
+        }
+        #[cfg(target_arch = "aarch64")]
+        if self.smmla && n_act_rows >= MIN_TILED_ACT_ROWS {
+            use GgmlType::*;
+            type BatchFn = fn(&[u8], usize, &[u8], &mut [f32], usize) -> Result<(), QuantError>;
+            let batch: Option<BatchFn> = match ty {
+                Q4_0 => Some(i8mm::matmul::<BlockQ4_0>),
+                Q4_1 => Some(i8mm::matmul::<BlockQ4_1>),
+                Q5_0 => Some(i8mm::matmul::<BlockQ5_0>),
+                Q5_1 => Some(i8mm::matmul::<BlockQ5_1>),
+                Q8_0 => Some(i8mm::matmul::<BlockQ8_0>),
+                IQ4_NL => Some(i8mm::matmul::<BlockIq4Nl>),
+                _ => None,
+            };
+            if let Some(batch) = batch {
+                return batch(w, n_cols, act, out, act_block_bytes);
             }
         }
         with_dot!(self, ty, |f| matmul_blocks(f, w, n_cols, act, out))
@@ -645,7 +704,7 @@ impl Kernels {
 
 /// The smallest batch that takes the tiled matmul: with one activation row there is
 /// nothing to share a decoded weight block with.
-#[cfg(target_arch = "x86_64")]
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 const MIN_TILED_ACT_ROWS: usize = 2;
 
 /// Weight rows the batch kernels decode together (one per i32 lane of the AVX-512

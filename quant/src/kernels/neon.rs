@@ -76,7 +76,7 @@ unsafe fn dot_i8x16(acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
 /// nibbles, 16..32 from the high ones.
 #[inline]
 #[target_feature(enable = "neon")]
-unsafe fn q4_0_quants(x: &BlockQ4_0) -> (int8x16_t, int8x16_t) {
+pub(super) unsafe fn q4_0_quants(x: &BlockQ4_0) -> (int8x16_t, int8x16_t) {
     // SAFETY: `qs` is 16 readable bytes; register-only intrinsics otherwise.
     unsafe {
         let q = vld1q_u8(x.qs.as_ptr());
@@ -90,7 +90,7 @@ unsafe fn q4_0_quants(x: &BlockQ4_0) -> (int8x16_t, int8x16_t) {
 /// The 32 activation quants of a Q8_0 block, in two halves.
 #[inline]
 #[target_feature(enable = "neon")]
-unsafe fn q8_0_quants(y: &BlockQ8_0) -> (int8x16_t, int8x16_t) {
+pub(super) unsafe fn q8_0_quants(y: &BlockQ8_0) -> (int8x16_t, int8x16_t) {
     // SAFETY: `qs` is 32 readable bytes.
     unsafe { (vld1q_s8(y.qs.as_ptr()), vld1q_s8(y.qs.as_ptr().add(16))) }
 }
@@ -148,7 +148,7 @@ unsafe fn fifth_bits(qh: &[u8; 4]) -> (uint8x16_t, uint8x16_t) {
 /// Q4_1's quants `q` in 0..=15, as signed bytes for the signed products.
 #[inline]
 #[target_feature(enable = "neon")]
-unsafe fn q4_1_quants(x: &BlockQ4_1) -> (int8x16_t, int8x16_t) {
+pub(super) unsafe fn q4_1_quants(x: &BlockQ4_1) -> (int8x16_t, int8x16_t) {
     // SAFETY: register-only intrinsics past `nibbles`' load of a whole block.
     unsafe {
         let (lo, hi) = nibbles(&x.qs);
@@ -159,7 +159,7 @@ unsafe fn q4_1_quants(x: &BlockQ4_1) -> (int8x16_t, int8x16_t) {
 /// Q5_0's quants `q - 16`, in -16..=15.
 #[inline]
 #[target_feature(enable = "neon")]
-unsafe fn q5_0_quants(x: &BlockQ5_0) -> (int8x16_t, int8x16_t) {
+pub(super) unsafe fn q5_0_quants(x: &BlockQ5_0) -> (int8x16_t, int8x16_t) {
     // SAFETY: register-only intrinsics past the loads of whole block fields.
     unsafe {
         let (lo, hi) = nibbles(&x.qs);
@@ -175,7 +175,7 @@ unsafe fn q5_0_quants(x: &BlockQ5_0) -> (int8x16_t, int8x16_t) {
 /// Q5_1's quants `q` in 0..=31.
 #[inline]
 #[target_feature(enable = "neon")]
-unsafe fn q5_1_quants(x: &BlockQ5_1) -> (int8x16_t, int8x16_t) {
+pub(super) unsafe fn q5_1_quants(x: &BlockQ5_1) -> (int8x16_t, int8x16_t) {
     // SAFETY: register-only intrinsics past the loads of whole block fields.
     unsafe {
         let (lo, hi) = nibbles(&x.qs);
@@ -190,7 +190,7 @@ unsafe fn q5_1_quants(x: &BlockQ5_1) -> (int8x16_t, int8x16_t) {
 /// IQ4_NL's levels: each nibble looked up in [`KVALUES_IQ4NL`] (one `tbl` per 16).
 #[inline]
 #[target_feature(enable = "neon")]
-unsafe fn iq4_nl_quants(x: &BlockIq4Nl) -> (int8x16_t, int8x16_t) {
+pub(super) unsafe fn iq4_nl_quants(x: &BlockIq4Nl) -> (int8x16_t, int8x16_t) {
     // SAFETY: the table is 16 readable bytes; indices are below 16.
     unsafe {
         let levels = vld1q_s8(KVALUES_IQ4NL.as_ptr());
@@ -202,7 +202,7 @@ unsafe fn iq4_nl_quants(x: &BlockIq4Nl) -> (int8x16_t, int8x16_t) {
 /// The 32 activation quants of a Q8_1 block, in two halves.
 #[inline]
 #[target_feature(enable = "neon")]
-unsafe fn q8_1_quants(y: &BlockQ8_1) -> (int8x16_t, int8x16_t) {
+pub(super) unsafe fn q8_1_quants(y: &BlockQ8_1) -> (int8x16_t, int8x16_t) {
     // SAFETY: `qs` is 32 readable bytes.
     unsafe { (vld1q_s8(y.qs.as_ptr()), vld1q_s8(y.qs.as_ptr().add(16))) }
 }
@@ -213,7 +213,7 @@ unsafe fn q8_1_quants(y: &BlockQ8_1) -> (int8x16_t, int8x16_t) {
 /// than a block's integer part.
 #[inline]
 #[target_feature(enable = "neon")]
-unsafe fn f16x4_to_f32(h: [F16; 4]) -> [f32; 4] {
+pub(super) unsafe fn f16x4_to_f32(h: [F16; 4]) -> [f32; 4] {
     let bits = h.iter().rev().fold(0u64, |b, h| b << 16 | h.0 as u64);
     // SAFETY: register-only instructions of base Armv8 Advanced SIMD; `widen_lo` reads
     // only the low four halves.

@@ -681,6 +681,78 @@ fn neon_tables_give_the_scalar_bits() {
     }
 }
 
+/// The `i8mm` table's batch kernels (`smmla`, two weight rows x two activation rows)
+/// against the scalar reference's row dots, bit for bit: odd numbers of weight and
+/// activation rows (the padded tiles), activation blocks of one pair, random scales and
+/// activations over their full range, and blocks of full magnitude with each weight's sign
+/// (block sums as large as the format allows, so a regrouped float step shows).
+#[cfg(target_arch = "aarch64")]
+#[test]
+fn i8mm_batches_give_the_scalar_bits() {
+    let Some(fast) = i8mm() else {
+        eprintln!("this CPU lacks i8mm: smmla batch tests skipped");
+        return;
+    };
+    let mut rng = XorShift(0x5eed_0a8e);
+    for ty in INT_TYPES {
+        let act_ty = partner(ty);
+        for nb in [1, 3, 28] {
+            let n_cols = nb * ty.block_elems();
+            for (n_rows, n_act) in [(1, 2), (2, 2), (3, 2), (2, 3), (5, 7), (6, 4), (7, 9)] {
+                for round in 0..4 {
+                    let w: Vec<u8> = (0..n_rows)
+                        .flat_map(|_| random_weights(ty, nb, &mut rng, round == 0))
+                        .collect();
+                    let act: Vec<u8> = if round == 3 {
+                        // Full magnitude, with the first weight row's signs.
+                        let q: Vec<i8> = dequant(ty, &w[..w.len() / n_rows], n_cols)
+                            .iter()
+                            .map(|&x| if x < 0.0 { -127 } else { 127 })
+                            .collect();
+                        (0..n_act)
+                            .flat_map(|_| acts_from_quants(act_ty, &q, rng.scale()))
+                            .collect()
+                    } else {
+                        let amax = [127, 1, 127][round];
+                        (0..n_act)
+                            .flat_map(|_| random_acts(act_ty, n_cols, amax, &mut rng, round == 0))
+                            .collect()
+                    };
+                    let (wr, ar) = (w.len() / n_rows, act.len() / n_act);
+                    for block_bytes in [usize::MAX, 1] {
+                        let mut out = vec![f32::NAN; n_act * n_rows];
+                        fast.matmul_in_blocks(
+                            ty,
+                            &w,
+                            n_rows,
+                            n_cols,
+                            &act,
+                            n_act,
+                            0..n_rows,
+                            &mut out,
+                            block_bytes,
+                        )
+                        .unwrap();
+                        let what =
+                            format!("{ty} i8mm {n_rows}x{n_act}, {nb} blocks, round {round}");
+                        assert_row_dots(
+                            scalar(),
+                            ty,
+                            n_cols,
+                            (&w, wr),
+                            (&act, ar),
+                            0..n_rows,
+                            &out,
+                            &what,
+                        );
+                    }
+                }
+            }
+        }
+        println!("{ty:>6} i8mm batches give the scalar bits");
+    }
+}
+
 /// The NEON kernels widen halves (the F16 dot's elements, the 32-weight formats' scales)
 /// with `fcvtl`; that must give exactly what the scalar references' software conversion
 /// gives, for every half, NaNs included.
@@ -856,6 +928,18 @@ fn selection_follows_the_request_and_falls_back() {
     assert!(note.is_some());
     if let Some(a) = avx2() {
         assert_eq!(select(Some("avx2"), &all), (a, None));
+    }
+    // On aarch64 auto takes i8mm where the CPU has it, else dotprod, else neon.
+    if cfg!(target_arch = "aarch64") {
+        let want = if cpu_has_i8mm() {
+            "i8mm"
+        } else if cpu_has_dotprod() {
+            "dotprod"
+        } else {
+            "neon"
+        };
+        assert_eq!(best.name(), want);
+        assert_eq!(i8mm().is_some(), cpu_has_i8mm());
     }
     // The process-wide choice is one of them and stays put.
     assert!(TABLE_NAMES.contains(&kernels().name()));

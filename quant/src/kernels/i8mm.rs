@@ -1,0 +1,385 @@
+//! Batch kernels for aarch64 with `smmla` (Armv8.6 int8 matrix multiply, the `i8mm`
+//! feature: Graviton 3 and later, Apple M2 and later, Neoverse V1/N2), for the formats
+//! whose activation partner is Q8_0 or Q8_1 (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL).
+//!
+//! `smmla` multiplies a 2x8 matrix of signed bytes by an 8x2 one into a 2x2 tile of i32
+//! lanes: with two weight rows' bytes in one register and two activation rows' bytes in
+//! another, one instruction adds eight products to each of four dots. A 32-weight block
+//! is four such steps, so four instructions give the exact integer sums of four (weight
+//! row, activation row) pairs, where the `dotprod` row kernel needs two `sdot` and a
+//! horizontal add per pair (twelve). The integer sum of a block is exact in any order, so
+//! it is the reference's `sumi`; the float step then runs on the four pairs as four
+//! lanes, each lane doing the reference's operations in its order (no fused multiply-add),
+//! so every result is bit for bit the scalar reference's, like the row kernels in
+//! `neon.rs`.
+//!
+//! Two weight rows are decoded once into the interleaved layout (per block four vectors,
+//! bytes 8j..8j+8 of row 0 then of row 1) with their scales widened, and dotted with every
+//! pair of activation rows, which are interleaved the same way once per call. An odd last
+//! weight row or activation row is paired with a zero padding row whose results are
+//! dropped (the lanes do not mix, so the real lane is unaffected).
+//!
+//! Per block and 2x2 tile this is four `smmla`, eight loads, one conversion and three to
+//! five float operations (about 18 instructions for four dots), against about 4 x 12 for
+//! the `dotprod` row kernel with its decoding, which the row loop repeats for every
+//! activation row (Q5_0's decoding alone is about 12 instructions a block).
+//!
+//! Repacking at load (two rows' blocks stored interleaved, as `packed.rs` does for x86)
+//! would save only the four `zip`s per block pair of the decoding here, which runs once per
+//! weight-row pair and activation block, shared by every activation pair: at 8 activation
+//! rows that is 4 instructions against 4 x 18 for the tiles, at 64 rows against 32 x 18.
+//! It does not pay, so the rows are read as they are.
+//!
+//! Safety: the `unsafe fn`s marked `i8mm` need the instruction; [`matmul`] is reached only
+//! from the `i8mm` table, which `kernels.rs` hands out after detecting the feature.
+
+// As in neon.rs: intrinsics inside a `#[target_feature]` fn are safe calls, so some
+// `unsafe` blocks hold nothing unsafe; they stay to mark the loads in one place.
+#![allow(unused_unsafe)]
+
+use std::arch::aarch64::*;
+use std::arch::asm;
+use std::cell::RefCell;
+
+use super::neon;
+use crate::formats::{
+    BlockIq4Nl, BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, BlockQ8_1, QK32,
+};
+use crate::{cast, BlockFormat, QuantError, F16};
+
+/// `acc +` the 2x2 product of `a` and `b`, each two rows of eight signed bytes (bytes
+/// 0..8 and 8..16): lane `2i + j` gains `a` row `i` · `b` row `j` (the `smmla`
+/// instruction, written as inline assembly because its intrinsic is not stable yet).
+#[inline]
+#[target_feature(enable = "neon,i8mm")]
+unsafe fn smmla(acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
+    let mut acc = acc;
+    // SAFETY: register-only instruction; the caller guarantees the i8mm feature.
+    unsafe {
+        asm!(
+            "smmla {acc:v}.4s, {a:v}.16b, {b:v}.16b",
+            acc = inout(vreg) acc,
+            a = in(vreg) a,
+            b = in(vreg) b,
+            options(pure, nomem, nostack, preserves_flags)
+        );
+    }
+    acc
+}
+
+/// An activation format (Q8_0, Q8_1): its quants in halves and its (d, s) halves.
+pub(super) trait SmmlaAct: BlockFormat {
+    /// Elements 0..16 and 16..32.
+    ///
+    /// # Safety
+    /// NEON (always present on aarch64).
+    unsafe fn quants(&self) -> (int8x16_t, int8x16_t);
+    /// The scale and (Q8_1) the scaled sum; zero where the format has none.
+    fn d_s(&self) -> [F16; 2];
+}
+
+impl SmmlaAct for BlockQ8_0 {
+    #[inline(always)]
+    unsafe fn quants(&self) -> (int8x16_t, int8x16_t) {
+        // SAFETY: NEON per the caller.
+        unsafe { neon::q8_0_quants(self) }
+    }
+    fn d_s(&self) -> [F16; 2] {
+        [self.d, F16::ZERO]
+    }
+}
+
+impl SmmlaAct for BlockQ8_1 {
+    #[inline(always)]
+    unsafe fn quants(&self) -> (int8x16_t, int8x16_t) {
+        // SAFETY: NEON per the caller.
+        unsafe { neon::q8_1_quants(self) }
+    }
+    fn d_s(&self) -> [F16; 2] {
+        [self.d, self.s]
+    }
+}
+
+/// Four f32 lanes, one per pair of the tile: lane `2i + j` is weight row `i` with
+/// activation row `j`.
+type Lanes = float32x4_t;
+
+/// A weight format with an `smmla` batch kernel.
+pub(super) trait SmmlaWeight: BlockFormat {
+    type Act: SmmlaAct;
+    /// The quants as the reference multiplies them, elements 0..16 and 16..32.
+    ///
+    /// # Safety
+    /// NEON (always present on aarch64).
+    unsafe fn quants(&self) -> (int8x16_t, int8x16_t);
+    /// The scale and (Q4_1, Q5_1) the minimum; zero where the format has none.
+    fn d_m(&self) -> [F16; 2];
+    /// The reference's `sumf += step` for one block, in each lane: `sumi` the exact
+    /// integer sums, `d_w`/`m_w` the weight's and `d_a`/`s_a` the activation's halves.
+    ///
+    /// # Safety
+    /// NEON (always present on aarch64).
+    unsafe fn step(sumi: Lanes, d_w: Lanes, m_w: Lanes, d_a: Lanes, s_a: Lanes) -> Lanes;
+}
+
+/// One [`SmmlaWeight`] impl: the row kernel's decoding from `neon.rs` and the reference's
+/// float step, written as there (same operands, same order, products then sums).
+macro_rules! smmla_weight {
+    ($W:ty, $A:ty, $quants:path, |$x:ident| $d_m:expr,
+     |$sumi:ident, $dw:ident, $mw:ident, $da:ident, $sa:ident| $step:expr) => {
+        impl SmmlaWeight for $W {
+            type Act = $A;
+            #[inline(always)]
+            unsafe fn quants(&self) -> (int8x16_t, int8x16_t) {
+                // SAFETY: NEON per the caller.
+                unsafe { $quants(self) }
+            }
+            fn d_m(&self) -> [F16; 2] {
+                let $x = self;
+                $d_m
+            }
+            #[inline(always)]
+            #[allow(unused_variables)]
+            unsafe fn step($sumi: Lanes, $dw: Lanes, $mw: Lanes, $da: Lanes, $sa: Lanes) -> Lanes {
+                // SAFETY: register-only intrinsics; NEON per the caller.
+                unsafe { $step }
+            }
+        }
+    };
+}
+
+smmla_weight!(
+    BlockQ4_0,
+    BlockQ8_0,
+    neon::q4_0_quants,
+    |x| [x.d, F16::ZERO],
+    // q4_0::vec_dot: sumi as f32 * d_x * d_y
+    |sumi, dw, mw, da, sa| vmulq_f32(vmulq_f32(sumi, dw), da)
+);
+smmla_weight!(
+    BlockQ8_0,
+    BlockQ8_0,
+    neon::q8_0_quants,
+    |x| [x.d, F16::ZERO],
+    // q8_0::vec_dot: sumi as f32 * (d_x * d_y)
+    |sumi, dw, mw, da, sa| vmulq_f32(sumi, vmulq_f32(dw, da))
+);
+smmla_weight!(
+    BlockQ5_0,
+    BlockQ8_0,
+    neon::q5_0_quants,
+    |x| [x.d, F16::ZERO],
+    // q5_0::vec_dot: (d_x * d_y) * sumi
+    |sumi, dw, mw, da, sa| vmulq_f32(vmulq_f32(dw, da), sumi)
+);
+smmla_weight!(
+    BlockIq4Nl,
+    BlockQ8_0,
+    neon::iq4_nl_quants,
+    |x| [x.d, F16::ZERO],
+    // iq4_nl::vec_dot: (d_y * d_x) * sumi
+    |sumi, dw, mw, da, sa| vmulq_f32(vmulq_f32(da, dw), sumi)
+);
+smmla_weight!(
+    BlockQ4_1,
+    BlockQ8_1,
+    neon::q4_1_quants,
+    |x| [x.d, x.m],
+    // q4_1::vec_dot: (d_x * d_y) * sumi + m_x * s_y
+    |sumi, dw, mw, da, sa| vaddq_f32(vmulq_f32(vmulq_f32(dw, da), sumi), vmulq_f32(mw, sa))
+);
+smmla_weight!(
+    BlockQ5_1,
+    BlockQ8_1,
+    neon::q5_1_quants,
+    |x| [x.d, x.m],
+    // q5_1::vec_dot: (d_x * d_y) * sumi + m_x * s_y
+    |sumi, dw, mw, da, sa| vaddq_f32(vmulq_f32(vmulq_f32(dw, da), sumi), vmulq_f32(mw, sa))
+);
+
+/// One block of two rows, interleaved for `smmla`: vector `j` holds elements 8j..8j+8 of
+/// the first row, then of the second.
+type PairQuants = [i8; 4 * 16];
+
+/// A pair of rows' halves of one block as two f32 lane vectors (which halves go to which
+/// lane depends on the side of the tile, see [`widen_pair`]).
+type PairScales = [[f32; 4]; 2];
+
+/// Interleave two rows' block quants (halves as the decoders return them) into `out`.
+#[inline]
+#[target_feature(enable = "neon")]
+unsafe fn interleave(r0: (int8x16_t, int8x16_t), r1: (int8x16_t, int8x16_t), out: &mut PairQuants) {
+    // SAFETY: four 16-byte stores into the 64-byte array; register-only otherwise.
+    unsafe {
+        let zip = |a: int8x16_t, b: int8x16_t| {
+            let (a, b) = (vreinterpretq_s64_s8(a), vreinterpretq_s64_s8(b));
+            (
+                vreinterpretq_s8_s64(vzip1q_s64(a, b)),
+                vreinterpretq_s8_s64(vzip2q_s64(a, b)),
+            )
+        };
+        let (v0, v1) = zip(r0.0, r1.0);
+        let (v2, v3) = zip(r0.1, r1.1);
+        let p = out.as_mut_ptr();
+        vst1q_s8(p, v0);
+        vst1q_s8(p.add(16), v1);
+        vst1q_s8(p.add(32), v2);
+        vst1q_s8(p.add(48), v3);
+    }
+}
+
+/// Two rows' (first, second) halves widened to f32 and spread over the tile's lanes:
+/// a weight side (`WEIGHT`) gives lanes `[r0, r0, r1, r1]`, an activation side `[r0, r1,
+/// r0, r1]` (lane `2i + j` is weight row `i`, activation row `j`).
+#[inline]
+#[target_feature(enable = "neon")]
+unsafe fn widen_pair<const WEIGHT: bool>(r0: [F16; 2], r1: [F16; 2]) -> PairScales {
+    // SAFETY: NEON per the caller.
+    let [a0, b0, a1, b1] = unsafe { neon::f16x4_to_f32([r0[0], r0[1], r1[0], r1[1]]) };
+    if WEIGHT {
+        [[a0, a0, a1, a1], [b0, b0, b1, b1]]
+    } else {
+        [[a0, a1, a0, a1], [b0, b1, b0, b1]]
+    }
+}
+
+/// Rows `2p` and `2p + 1` of `rows` (blocks of `k` per row; a missing second row is zero
+/// padding) into `quants` and `scales`, one entry per block.
+#[target_feature(enable = "neon")]
+unsafe fn prepare_pair<B, const WEIGHT: bool>(
+    rows: &[B],
+    k: usize,
+    p: usize,
+    quants: &mut [PairQuants],
+    scales: &mut [PairScales],
+    decode: impl Fn(&B) -> ((int8x16_t, int8x16_t), [F16; 2]),
+) {
+    let first = &rows[2 * p * k..(2 * p + 1) * k];
+    let second = rows.get((2 * p + 1) * k..(2 * p + 2) * k);
+    // SAFETY: NEON per the caller.
+    unsafe {
+        let zero = ((vdupq_n_s8(0), vdupq_n_s8(0)), [F16::ZERO; 2]);
+        for (b, (q, s)) in quants.iter_mut().zip(scales.iter_mut()).enumerate() {
+            let (q0, h0) = decode(&first[b]);
+            let (q1, h1) = second.map_or(zero, |r| decode(&r[b]));
+            interleave(q0, q1, q);
+            *s = widen_pair::<WEIGHT>(h0, h1);
+        }
+    }
+}
+
+/// The four dots of a tile (two weight rows, two activation rows), over `k` blocks.
+#[target_feature(enable = "neon,i8mm")]
+unsafe fn tile<W: SmmlaWeight>(
+    w_q: &[PairQuants],
+    w_dm: &[PairScales],
+    a_q: &[PairQuants],
+    a_ds: &[PairScales],
+) -> [f32; 4] {
+    // SAFETY: loads of whole 64-byte and 16-byte arrays; i8mm per the caller.
+    unsafe {
+        let mut sumf = vdupq_n_f32(0.0);
+        for (((wq, wdm), aq), ads) in w_q.iter().zip(w_dm).zip(a_q).zip(a_ds) {
+            let mut acc = vdupq_n_s32(0);
+            for j in 0..4 {
+                let wv = vld1q_s8(wq.as_ptr().add(16 * j));
+                let av = vld1q_s8(aq.as_ptr().add(16 * j));
+                acc = smmla(acc, wv, av);
+            }
+            // `vcvtq_f32_s32` rounds to nearest, as `sumi as f32` does.
+            let step = W::step(
+                vcvtq_f32_s32(acc),
+                vld1q_f32(wdm[0].as_ptr()),
+                vld1q_f32(wdm[1].as_ptr()),
+                vld1q_f32(ads[0].as_ptr()),
+                vld1q_f32(ads[1].as_ptr()),
+            );
+            sumf = vaddq_f32(sumf, step);
+        }
+        let mut out = [0f32; 4];
+        vst1q_f32(out.as_mut_ptr(), sumf);
+        out
+    }
+}
+
+/// The prepared rows a call reuses: one pair of weight rows, every activation pair.
+#[derive(Default)]
+struct Scratch {
+    w_q: Vec<PairQuants>,
+    w_dm: Vec<PairScales>,
+    a_q: Vec<PairQuants>,
+    a_ds: Vec<PairScales>,
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+}
+
+/// `out[a * n_tile + r] = dot(w row r, act row a)` for the `n_tile` rows in `w` (whole
+/// rows of `n_cols` elements) and every activation row, bit for bit the scalar
+/// reference's. The activation pairs are taken in blocks of at most `block_bytes`
+/// prepared bytes, each of which every pair of weight rows passes over (decoded again per
+/// block). Inputs already validated by [`super::Kernels::matmul`]; reached only from the
+/// `i8mm` table, handed out after detecting the feature.
+pub(super) fn matmul<W: SmmlaWeight>(
+    w: &[u8],
+    n_cols: usize,
+    act: &[u8],
+    out: &mut [f32],
+    block_bytes: usize,
+) -> Result<(), QuantError> {
+    const { assert!(W::ELEMS == QK32 && <W::Act as BlockFormat>::ELEMS == QK32) };
+    let w = cast::as_blocks::<W>(w)?;
+    let act = cast::as_blocks::<W::Act>(act)?;
+    let k = n_cols / QK32;
+    let (n_tile, n_act) = (w.len() / k, act.len() / k);
+    let act_pairs = n_act.div_ceil(2);
+    let pair_bytes = k * (size_of::<PairQuants>() + size_of::<PairScales>());
+    let block_pairs = (block_bytes / pair_bytes).max(1);
+    SCRATCH.with(|s| {
+        let mut s = s.borrow_mut();
+        let s = &mut *s;
+        s.w_q.resize(k, [0; 64]);
+        s.w_dm.resize(k, [[0.0; 4]; 2]);
+        s.a_q.resize(act_pairs * k, [0; 64]);
+        s.a_ds.resize(act_pairs * k, [[0.0; 4]; 2]);
+        let act_decode = |b: &W::Act| {
+            // SAFETY: NEON is always present on aarch64.
+            (unsafe { b.quants() }, b.d_s())
+        };
+        let w_decode = |b: &W| {
+            // SAFETY: NEON is always present on aarch64.
+            (unsafe { b.quants() }, b.d_m())
+        };
+        for (p, (q, ds)) in s
+            .a_q
+            .chunks_exact_mut(k)
+            .zip(s.a_ds.chunks_exact_mut(k))
+            .enumerate()
+        {
+            // SAFETY: NEON is always present on aarch64.
+            unsafe { prepare_pair::<_, false>(&act, k, p, q, ds, act_decode) };
+        }
+        for p0 in (0..act_pairs).step_by(block_pairs) {
+            for r in 0..n_tile.div_ceil(2) {
+                // SAFETY: NEON is always present on aarch64.
+                unsafe { prepare_pair::<_, true>(&w, k, r, &mut s.w_q, &mut s.w_dm, w_decode) };
+                for p in p0..act_pairs.min(p0 + block_pairs) {
+                    let blocks = p * k..(p + 1) * k;
+                    // SAFETY: only the i8mm table reaches here, handed out after
+                    // detecting the feature.
+                    let dots = unsafe {
+                        tile::<W>(&s.w_q, &s.w_dm, &s.a_q[blocks.clone()], &s.a_ds[blocks])
+                    };
+                    for (lane, dot) in dots.into_iter().enumerate() {
+                        let (row, a) = (2 * r + lane / 2, 2 * p + lane % 2);
+                        if row < n_tile && a < n_act {
+                            out[a * n_tile + row] = dot;
+                        }
+                    }
+                }
+            }
+        }
+    });
+    Ok(())
+}
