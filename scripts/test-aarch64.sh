@@ -4,9 +4,9 @@
 #     (NEON, dotprod, i8mm), `neoverse-n1` (dotprod, no i8mm) and `cortex-a72` (plain
 #     NEON), so every kernel tier and every fallback runs;
 #  2. the whole model: the gemma test model's logits for one prompt and its first 8
-#     greedy tokens (engine/examples/logit_bits.rs), on ARM with the dotprod and the neon
-#     tables, must equal bit for bit what the x86 build computes with its scalar kernels
-#     (the ARM tiers give the scalar reference's bits, and the float code around them is
+#     greedy tokens (engine/examples/logit_bits.rs), on ARM with the i8mm, dotprod and
+#     neon tables (on the same three CPU models), must equal bit for bit what the x86
+#     build computes with its scalar kernels (the ARM tiers give the scalar reference's bits, and the float code around them is
 #     the same Rust on both).
 # Emulated SIMD is 10-15x slower than native: these are correctness tests, never timings.
 #
@@ -74,17 +74,18 @@ models="${LOUPE_MODELS:-$HOME/.cache/loupe/models}"
 model="$models/gemma-3-270m-Q4_K_M.gguf"
 [ -f "$model" ] || scripts/fetch-models.sh gemma
 
-say "the whole model: x86 scalar kernels against ARM dotprod and neon"
+say "the whole model: x86 scalar kernels against ARM i8mm, dotprod and neon"
 cargo build -q -p loupe-engine --example logit_bits
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 LOUPE_KERNELS=scalar target/debug/examples/logit_bits "$model" >"$out/x86"
 arm_bin="target/aarch64/$target/debug/examples/logit_bits"
-QEMU_CPU=max qemu-aarch64 "$arm_bin" "$model" >"$out/dotprod"
+QEMU_CPU=max qemu-aarch64 "$arm_bin" "$model" >"$out/i8mm"
+QEMU_CPU=neoverse-n1 qemu-aarch64 "$arm_bin" "$model" >"$out/dotprod"
 QEMU_CPU=cortex-a72 qemu-aarch64 "$arm_bin" "$model" >"$out/neon"
 cat "$out/x86"
 status=0
-for tier in dotprod neon; do
+for tier in i8mm dotprod neon; do
   # The first line names the kernel table; everything after it must match.
   head -n1 "$out/$tier" | grep -qx "kernels $tier" \
     || die "the ARM run on the $tier CPU used $(head -n1 "$out/$tier")"
