@@ -6,8 +6,8 @@
 #  2. the whole model: the gemma test model's logits for one prompt and its first 8
 #     greedy tokens (engine/examples/logit_bits.rs), on ARM with the i8mm, dotprod and
 #     neon tables (on the same three CPU models), must equal bit for bit what the x86
-#     build computes with its scalar kernels (the ARM tiers give the scalar reference's bits, and the float code around them is
-#     the same Rust on both).
+#     build computes with its scalar kernels (the ARM tiers give the scalar reference's
+#     bits, and the float code around them is the same Rust on both).
 # Emulated SIMD is 10-15x slower than native: these are correctness tests, never timings.
 #
 #   scripts/test-aarch64.sh            # the tests above
