@@ -200,7 +200,7 @@ static DOTPROD_TABLE: Kernels = Kernels {
 };
 
 /// The `dotprod` table with batch kernels on `smmla` (Armv8.6 int8 matrix multiply) for
-/// the formats whose partner is Q8_0 or Q8_1, giving the same bits (see `i8mm.rs`). Never
+/// the formats whose partner is Q8_0 or Q8_1, and IQ4_XS, giving the same bits (see `i8mm.rs`). Never
 /// hand this out without detecting both features (see [`cpu_has_i8mm`]).
 #[cfg(target_arch = "aarch64")]
 static I8MM_TABLE: Kernels = Kernels {
@@ -662,6 +662,7 @@ impl Kernels {
                 Q5_1 => Some(i8mm::matmul::<BlockQ5_1>),
                 Q8_0 => Some(i8mm::matmul::<BlockQ8_0>),
                 IQ4_NL => Some(i8mm::matmul::<BlockIq4Nl>),
+                IQ4_XS => Some(i8mm::matmul::<BlockIq4Xs>),
                 _ => None,
             };
             if let Some(batch) = batch {

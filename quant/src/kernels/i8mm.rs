@@ -1,6 +1,10 @@
 //! Batch kernels for aarch64 with `smmla` (Armv8.6 int8 matrix multiply, the `i8mm`
 //! feature: Graviton 3 and later, Apple M2 and later, Neoverse V1/N2), for the formats
-//! whose activation partner is Q8_0 or Q8_1 (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL).
+//! whose reference sums each 32-element (sub-)block's products into one integer before
+//! its float step: Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL against Q8_0/Q8_1, and IQ4_XS
+//! against Q8_K (eight such sub-blocks per super-block). Q2_K, the other format the
+//! `dotprod` table runs with `sdot`, folds a scale per 16 elements into its integer sum
+//! and adds a per-pair minimum term, so it stays on the row kernel here.
 //!
 //! `smmla` multiplies a 2x8 matrix of signed bytes by an 8x2 one into a 2x2 tile of i32
 //! lanes: with two weight rows' bytes in one register and two activation rows' bytes in
@@ -41,11 +45,15 @@ use std::arch::aarch64::*;
 use std::arch::asm;
 use std::cell::RefCell;
 
-use super::neon;
+use super::{neon, neon_k};
 use crate::formats::{
-    BlockIq4Nl, BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, BlockQ8_1, QK32,
+    BlockIq4Nl, BlockIq4Xs, BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8K, BlockQ8_0,
+    BlockQ8_1, KVALUES_IQ4NL, QK32,
 };
 use crate::{cast, BlockFormat, QuantError, F16};
+
+/// A block's 32 quants in halves: elements 0..16 and 16..32 of a (sub-)block.
+type Halves = (int8x16_t, int8x16_t);
 
 /// `acc +` the 2x2 product of `a` and `b`, each two rows of eight signed bytes (bytes
 /// 0..8 and 8..16): lane `2i + j` gains `a` row `i` · `b` row `j` (the `smmla`
@@ -67,36 +75,50 @@ unsafe fn smmla(acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
     acc
 }
 
-/// An activation format (Q8_0, Q8_1): its quants in halves and its (d, s) halves.
+/// Two halves widened with `fcvtl` (the row kernels' [`neon::f16x4_to_f32`], the
+/// reference's values).
+#[inline(always)]
+fn widen(a: F16, b: F16) -> [f32; 2] {
+    // SAFETY: NEON is always present on aarch64.
+    let [a, b, _, _] = unsafe { neon::f16x4_to_f32([a, b, F16::ZERO, F16::ZERO]) };
+    [a, b]
+}
+
+/// An activation format (Q8_0, Q8_1, Q8_K) in 32-element units.
 pub(super) trait SmmlaAct: BlockFormat {
-    /// Elements 0..16 and 16..32.
+    /// Unit `u`'s quants, and the scale and (Q8_1) the scaled sum as f32 (zero where the
+    /// format has none).
     ///
     /// # Safety
-    /// NEON (always present on aarch64).
-    unsafe fn quants(&self) -> (int8x16_t, int8x16_t);
-    /// The scale and (Q8_1) the scaled sum; zero where the format has none.
-    fn d_s(&self) -> [F16; 2];
+    /// NEON (always present on aarch64); `u < ELEMS / 32`.
+    unsafe fn unit(&self, u: usize) -> (Halves, [f32; 2]);
 }
 
 impl SmmlaAct for BlockQ8_0 {
     #[inline(always)]
-    unsafe fn quants(&self) -> (int8x16_t, int8x16_t) {
+    unsafe fn unit(&self, _: usize) -> (Halves, [f32; 2]) {
         // SAFETY: NEON per the caller.
-        unsafe { neon::q8_0_quants(self) }
-    }
-    fn d_s(&self) -> [F16; 2] {
-        [self.d, F16::ZERO]
+        (unsafe { neon::q8_0_quants(self) }, widen(self.d, F16::ZERO))
     }
 }
 
 impl SmmlaAct for BlockQ8_1 {
     #[inline(always)]
-    unsafe fn quants(&self) -> (int8x16_t, int8x16_t) {
+    unsafe fn unit(&self, _: usize) -> (Halves, [f32; 2]) {
         // SAFETY: NEON per the caller.
-        unsafe { neon::q8_1_quants(self) }
+        (unsafe { neon::q8_1_quants(self) }, widen(self.d, self.s))
     }
-    fn d_s(&self) -> [F16; 2] {
-        [self.d, self.s]
+}
+
+impl SmmlaAct for BlockQ8K {
+    #[inline(always)]
+    unsafe fn unit(&self, u: usize) -> (Halves, [f32; 2]) {
+        // SAFETY: bytes 32u..32u + 32 of the 256-byte `qs` (u < 8 per the caller).
+        let q = unsafe {
+            let p = self.qs.as_ptr().add(QK32 * u);
+            (vld1q_s8(p), vld1q_s8(p.add(16)))
+        };
+        (q, [self.d, 0.0])
     }
 }
 
@@ -104,18 +126,19 @@ impl SmmlaAct for BlockQ8_1 {
 /// activation row `j`.
 type Lanes = float32x4_t;
 
-/// A weight format with an `smmla` batch kernel.
+/// A weight format with an `smmla` batch kernel, in 32-element units (its blocks, or
+/// IQ4_XS's sub-blocks) that each end in one float step.
 pub(super) trait SmmlaWeight: BlockFormat {
     type Act: SmmlaAct;
-    /// The quants as the reference multiplies them, elements 0..16 and 16..32.
+    /// Unit `u`'s quants as the reference multiplies them, and two f32 factors of its
+    /// float step: the scale and (Q4_1, Q5_1) the minimum or (IQ4_XS) the sub-block
+    /// scale `ls - 32`; zero where the format has none.
     ///
     /// # Safety
-    /// NEON (always present on aarch64).
-    unsafe fn quants(&self) -> (int8x16_t, int8x16_t);
-    /// The scale and (Q4_1, Q5_1) the minimum; zero where the format has none.
-    fn d_m(&self) -> [F16; 2];
-    /// The reference's `sumf += step` for one block, in each lane: `sumi` the exact
-    /// integer sums, `d_w`/`m_w` the weight's and `d_a`/`s_a` the activation's halves.
+    /// NEON (always present on aarch64); `u < ELEMS / 32`.
+    unsafe fn unit(&self, u: usize) -> (Halves, [f32; 2]);
+    /// The reference's `sumf += step` for one unit, in each lane: `sumi` the exact
+    /// integer sums, `d_w`/`m_w` the weight's and `d_a`/`s_a` the activation's factors.
     ///
     /// # Safety
     /// NEON (always present on aarch64).
@@ -130,13 +153,11 @@ macro_rules! smmla_weight {
         impl SmmlaWeight for $W {
             type Act = $A;
             #[inline(always)]
-            unsafe fn quants(&self) -> (int8x16_t, int8x16_t) {
-                // SAFETY: NEON per the caller.
-                unsafe { $quants(self) }
-            }
-            fn d_m(&self) -> [F16; 2] {
+            unsafe fn unit(&self, _: usize) -> (Halves, [f32; 2]) {
                 let $x = self;
-                $d_m
+                let [d, m] = $d_m;
+                // SAFETY: NEON per the caller.
+                (unsafe { $quants(self) }, widen(d, m))
             }
             #[inline(always)]
             #[allow(unused_variables)]
@@ -197,18 +218,36 @@ smmla_weight!(
     |sumi, dw, mw, da, sa| vaddq_f32(vmulq_f32(vmulq_f32(dw, da), sumi), vmulq_f32(mw, sa))
 );
 
-/// One block of two rows, interleaved for `smmla`: vector `j` holds elements 8j..8j+8 of
+impl SmmlaWeight for BlockIq4Xs {
+    type Act = BlockQ8K;
+    #[inline(always)]
+    unsafe fn unit(&self, u: usize) -> (Halves, [f32; 2]) {
+        // SAFETY: the table is 16 readable bytes; `u < 8` per the caller; NEON likewise.
+        let q = unsafe { neon_k::iq4_xs_values(self, u, vld1q_s8(KVALUES_IQ4NL.as_ptr())) };
+        // `ls - 32` is in -32..=31, exact in f32.
+        (q, [self.d.to_f32(), (self.scale(u) - 32) as f32])
+    }
+    #[inline(always)]
+    unsafe fn step(sumi: Lanes, dw: Lanes, ls: Lanes, da: Lanes, _: Lanes) -> Lanes {
+        // iq4_xs::vec_dot: d4d8 = d_x * d_y; dl = d4d8 * (ls - 32); dl * sumi. Recomputing
+        // d4d8 per sub-block gives the same bits as the reference's once per super-block.
+        // SAFETY: register-only intrinsics; NEON per the caller.
+        unsafe { vmulq_f32(vmulq_f32(vmulq_f32(dw, da), ls), sumi) }
+    }
+}
+
+/// One unit of two rows, interleaved for `smmla`: vector `j` holds elements 8j..8j+8 of
 /// the first row, then of the second.
 type PairQuants = [i8; 4 * 16];
 
-/// A pair of rows' halves of one block as two f32 lane vectors (which halves go to which
-/// lane depends on the side of the tile, see [`widen_pair`]).
+/// A pair of rows' two factors of one unit as two f32 lane vectors (which row goes to
+/// which lane depends on the side of the tile, see [`spread`]).
 type PairScales = [[f32; 4]; 2];
 
 /// Interleave two rows' block quants (halves as the decoders return them) into `out`.
 #[inline]
 #[target_feature(enable = "neon")]
-unsafe fn interleave(r0: (int8x16_t, int8x16_t), r1: (int8x16_t, int8x16_t), out: &mut PairQuants) {
+unsafe fn interleave(r0: Halves, r1: Halves, out: &mut PairQuants) {
     // SAFETY: four 16-byte stores into the 64-byte array; register-only otherwise.
     unsafe {
         let zip = |a: int8x16_t, b: int8x16_t| {
@@ -228,14 +267,11 @@ unsafe fn interleave(r0: (int8x16_t, int8x16_t), r1: (int8x16_t, int8x16_t), out
     }
 }
 
-/// Two rows' (first, second) halves widened to f32 and spread over the tile's lanes:
-/// a weight side (`WEIGHT`) gives lanes `[r0, r0, r1, r1]`, an activation side `[r0, r1,
-/// r0, r1]` (lane `2i + j` is weight row `i`, activation row `j`).
-#[inline]
-#[target_feature(enable = "neon")]
-unsafe fn widen_pair<const WEIGHT: bool>(r0: [F16; 2], r1: [F16; 2]) -> PairScales {
-    // SAFETY: NEON per the caller.
-    let [a0, b0, a1, b1] = unsafe { neon::f16x4_to_f32([r0[0], r0[1], r1[0], r1[1]]) };
+/// Two rows' (first, second) factors spread over the tile's lanes: a weight side
+/// (`WEIGHT`) gives lanes `[r0, r0, r1, r1]`, an activation side `[r0, r1, r0, r1]` (lane
+/// `2i + j` is weight row `i`, activation row `j`).
+#[inline(always)]
+fn spread<const WEIGHT: bool>([a0, b0]: [f32; 2], [a1, b1]: [f32; 2]) -> PairScales {
     if WEIGHT {
         [[a0, a0, a1, a1], [b0, b0, b1, b1]]
     } else {
@@ -243,32 +279,34 @@ unsafe fn widen_pair<const WEIGHT: bool>(r0: [F16; 2], r1: [F16; 2]) -> PairScal
     }
 }
 
-/// Rows `2p` and `2p + 1` of `rows` (blocks of `k` per row; a missing second row is zero
-/// padding) into `quants` and `scales`, one entry per block.
+/// Rows `2p` and `2p + 1` of `rows` (`k` blocks per row; a missing second row is zero
+/// padding) into `quants` and `scales`, one entry per 32-element unit.
 #[target_feature(enable = "neon")]
-unsafe fn prepare_pair<B, const WEIGHT: bool>(
+unsafe fn prepare_pair<B: BlockFormat, const WEIGHT: bool>(
     rows: &[B],
     k: usize,
     p: usize,
     quants: &mut [PairQuants],
     scales: &mut [PairScales],
-    decode: impl Fn(&B) -> ((int8x16_t, int8x16_t), [F16; 2]),
+    decode: impl Fn(&B, usize) -> (Halves, [f32; 2]),
 ) {
+    let units = B::ELEMS / QK32;
     let first = &rows[2 * p * k..(2 * p + 1) * k];
     let second = rows.get((2 * p + 1) * k..(2 * p + 2) * k);
     // SAFETY: NEON per the caller.
     unsafe {
-        let zero = ((vdupq_n_s8(0), vdupq_n_s8(0)), [F16::ZERO; 2]);
-        for (b, (q, s)) in quants.iter_mut().zip(scales.iter_mut()).enumerate() {
-            let (q0, h0) = decode(&first[b]);
-            let (q1, h1) = second.map_or(zero, |r| decode(&r[b]));
+        let zero = ((vdupq_n_s8(0), vdupq_n_s8(0)), [0.0; 2]);
+        for (i, (q, s)) in quants.iter_mut().zip(scales.iter_mut()).enumerate() {
+            let (b, u) = (i / units, i % units);
+            let (q0, f0) = decode(&first[b], u);
+            let (q1, f1) = second.map_or(zero, |r| decode(&r[b], u));
             interleave(q0, q1, q);
-            *s = widen_pair::<WEIGHT>(h0, h1);
+            *s = spread::<WEIGHT>(f0, f1);
         }
     }
 }
 
-/// The four dots of a tile (two weight rows, two activation rows), over `k` blocks.
+/// The four dots of a tile (two weight rows, two activation rows), over every unit.
 #[target_feature(enable = "neon,i8mm")]
 unsafe fn tile<W: SmmlaWeight>(
     w_q: &[PairQuants],
@@ -328,35 +366,31 @@ pub(super) fn matmul<W: SmmlaWeight>(
     out: &mut [f32],
     block_bytes: usize,
 ) -> Result<(), QuantError> {
-    const { assert!(W::ELEMS == QK32 && <W::Act as BlockFormat>::ELEMS == QK32) };
+    const { assert!(W::ELEMS == <W::Act as BlockFormat>::ELEMS && W::ELEMS % QK32 == 0) };
     let w = cast::as_blocks::<W>(w)?;
     let act = cast::as_blocks::<W::Act>(act)?;
-    let k = n_cols / QK32;
+    let k = n_cols / W::ELEMS;
+    let units = n_cols / QK32;
     let (n_tile, n_act) = (w.len() / k, act.len() / k);
     let act_pairs = n_act.div_ceil(2);
-    let pair_bytes = k * (size_of::<PairQuants>() + size_of::<PairScales>());
+    let pair_bytes = units * (size_of::<PairQuants>() + size_of::<PairScales>());
     let block_pairs = (block_bytes / pair_bytes).max(1);
     SCRATCH.with(|s| {
         let mut s = s.borrow_mut();
         let s = &mut *s;
-        s.w_q.resize(k, [0; 64]);
-        s.w_dm.resize(k, [[0.0; 4]; 2]);
-        s.a_q.resize(act_pairs * k, [0; 64]);
-        s.a_ds.resize(act_pairs * k, [[0.0; 4]; 2]);
-        let act_decode = |b: &W::Act| {
-            // SAFETY: NEON is always present on aarch64.
-            (unsafe { b.quants() }, b.d_s())
-        };
-        let w_decode = |b: &W| {
-            // SAFETY: NEON is always present on aarch64.
-            (unsafe { b.quants() }, b.d_m())
-        };
-        for (p, (q, ds)) in s
+        s.w_q.resize(units, [0; 64]);
+        s.w_dm.resize(units, [[0.0; 4]; 2]);
+        s.a_q.resize(act_pairs * units, [0; 64]);
+        s.a_ds.resize(act_pairs * units, [[0.0; 4]; 2]);
+        // SAFETY (both): NEON is always present on aarch64; `prepare_pair` passes units
+        // below ELEMS / 32.
+        let act_decode = |b: &W::Act, u| unsafe { b.unit(u) };
+        let w_decode = |b: &W, u| unsafe { b.unit(u) };
+        let a_pairs = s
             .a_q
-            .chunks_exact_mut(k)
-            .zip(s.a_ds.chunks_exact_mut(k))
-            .enumerate()
-        {
+            .chunks_exact_mut(units)
+            .zip(s.a_ds.chunks_exact_mut(units));
+        for (p, (q, ds)) in a_pairs.enumerate() {
             // SAFETY: NEON is always present on aarch64.
             unsafe { prepare_pair::<_, false>(&act, k, p, q, ds, act_decode) };
         }
@@ -365,12 +399,11 @@ pub(super) fn matmul<W: SmmlaWeight>(
                 // SAFETY: NEON is always present on aarch64.
                 unsafe { prepare_pair::<_, true>(&w, k, r, &mut s.w_q, &mut s.w_dm, w_decode) };
                 for p in p0..act_pairs.min(p0 + block_pairs) {
-                    let blocks = p * k..(p + 1) * k;
+                    let pair = p * units..(p + 1) * units;
                     // SAFETY: only the i8mm table reaches here, handed out after
                     // detecting the feature.
-                    let dots = unsafe {
-                        tile::<W>(&s.w_q, &s.w_dm, &s.a_q[blocks.clone()], &s.a_ds[blocks])
-                    };
+                    let dots =
+                        unsafe { tile::<W>(&s.w_q, &s.w_dm, &s.a_q[pair.clone()], &s.a_ds[pair]) };
                     for (lane, dot) in dots.into_iter().enumerate() {
                         let (row, a) = (2 * r + lane / 2, 2 * p + lane % 2);
                         if row < n_tile && a < n_act {

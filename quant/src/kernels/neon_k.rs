@@ -432,7 +432,11 @@ unsafe fn q6_k_q8_k_neon(x: &[BlockQ6K], y: &[BlockQ8K]) -> f32 {
 /// 16 bytes, 16..32 from the high ones.
 #[inline]
 #[target_feature(enable = "neon")]
-unsafe fn iq4_xs_values(x: &BlockIq4Xs, ib: usize, table: int8x16_t) -> (int8x16_t, int8x16_t) {
+pub(super) unsafe fn iq4_xs_values(
+    x: &BlockIq4Xs,
+    ib: usize,
+    table: int8x16_t,
+) -> (int8x16_t, int8x16_t) {
     // SAFETY: load of bytes 16ib..16ib + 16 of the 128-byte `qs` (ib < 8).
     unsafe {
         let q = vld1q_u8(x.qs.as_ptr().add(16 * ib));
