@@ -17,7 +17,7 @@
 //! so every result is bit for bit the scalar reference's, like the row kernels in
 //! `neon.rs`.
 //!
-//! Two weight rows are decoded once into the interleaved layout (per block four vectors,
+//! Two weight rows are decoded once into the interleaved layout (per unit four vectors,
 //! bytes 8j..8j+8 of row 0 then of row 1) with their scales widened, and dotted with every
 //! pair of activation rows, which are interleaved the same way once per call. An odd last
 //! weight row or activation row is paired with a zero padding row whose results are
@@ -382,10 +382,15 @@ pub(super) fn matmul<W: SmmlaWeight>(
         s.w_dm.resize(units, [[0.0; 4]; 2]);
         s.a_q.resize(act_pairs * units, [0; 64]);
         s.a_ds.resize(act_pairs * units, [[0.0; 4]; 2]);
-        // SAFETY (both): NEON is always present on aarch64; `prepare_pair` passes units
-        // below ELEMS / 32.
-        let act_decode = |b: &W::Act, u| unsafe { b.unit(u) };
-        let w_decode = |b: &W, u| unsafe { b.unit(u) };
+        // NEON is always present on aarch64; `prepare_pair` passes units below ELEMS / 32.
+        let act_decode = |b: &W::Act, u| {
+            // SAFETY: as above.
+            unsafe { b.unit(u) }
+        };
+        let w_decode = |b: &W, u| {
+            // SAFETY: as above.
+            unsafe { b.unit(u) }
+        };
         let a_pairs = s
             .a_q
             .chunks_exact_mut(units)
