@@ -265,7 +265,7 @@ fn avx2_or_skip() -> Option<&'static Kernels> {
     k
 }
 
-/// The SIMD tables this CPU runs (AVX2 and AVX-512 on x86_64, NEON and dotprod on
+/// The SIMD tables this CPU runs (AVX2 and AVX-512 on x86_64, NEON, dotprod and i8mm on
 /// aarch64): every table but the scalar one.
 fn simd_tables() -> Vec<&'static Kernels> {
     let tables: Vec<_> = available().into_iter().skip(1).collect();
@@ -1111,8 +1111,9 @@ fn float_dots_are_f64_accumulated() {
 #[test]
 fn batched_matmul_equals_row_dots_over_tile_edges() {
     // Batches of 2+ rows take the tiled path on SIMD tables (4 weight rows x up to 4
-    // activation rows per step, activation rows in blocks; 16 x 4 on AVX-512): every
-    // remainder of both must give vec_dot's bits.
+    // activation rows per step, activation rows in blocks; 16 x 4 on AVX-512; 2 x 2 with
+    // `smmla` on i8mm, an odd last row padded): every remainder of both must give
+    // vec_dot's bits.
     let mut rng = XorShift(0x5eed_0007);
     for k in available() {
         for ty in DOT_TYPES {
