@@ -23,16 +23,18 @@
 //! weight row or activation row is paired with a zero padding row whose results are
 //! dropped (the lanes do not mix, so the real lane is unaffected).
 //!
-//! Per block and 2x2 tile this is four `smmla`, eight loads, one conversion and three to
-//! five float operations (about 18 instructions for four dots), against about 4 x 12 for
-//! the `dotprod` row kernel with its decoding, which the row loop repeats for every
-//! activation row (Q5_0's decoding alone is about 12 instructions a block).
+//! Instruction counts (Debian's rustc 1.96, release, disassembled): the Q4_0 tile's loop
+//! is 17 instructions per block for four dots (four `smmla`, six loads, a conversion,
+//! three float operations, loop control), where the `dotprod` row kernel's is 23 per
+//! block for one dot (decoding included, which the row loop repeats for every activation
+//! row): 17 against 92 for the same four dots, before the weight decoding here, which is
+//! shared by every activation pair.
 //!
 //! Repacking at load (two rows' blocks stored interleaved, as `packed.rs` does for x86)
-//! would save only the four `zip`s per block pair of the decoding here, which runs once per
-//! weight-row pair and activation block, shared by every activation pair: at 8 activation
-//! rows that is 4 instructions against 4 x 18 for the tiles, at 64 rows against 32 x 18.
-//! It does not pay, so the rows are read as they are.
+//! would save only the four `zip`s per unit of that shared decoding, which runs once per
+//! weight-row pair and activation block: at 8 activation rows that is 4 instructions
+//! against 4 x 17 for the tiles, at 64 rows against 32 x 17. It does not pay, so the rows
+//! are read as they are.
 //!
 //! Safety: the `unsafe fn`s marked `i8mm` need the instruction; [`matmul`] is reached only
 //! from the `i8mm` table, which `kernels.rs` hands out after detecting the feature.
