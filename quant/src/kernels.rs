@@ -200,8 +200,9 @@ static DOTPROD_TABLE: Kernels = Kernels {
 };
 
 /// The `dotprod` table with batch kernels on `smmla` (Armv8.6 int8 matrix multiply) for
-/// the formats whose partner is Q8_0 or Q8_1, and IQ4_XS, giving the same bits (see `i8mm.rs`). Never
-/// hand this out without detecting both features (see [`cpu_has_i8mm`]).
+/// the formats whose partner is Q8_0 or Q8_1, and IQ4_XS, giving the same bits (see
+/// `i8mm.rs`). Never hand this out without detecting both features (see
+/// [`cpu_has_i8mm`]).
 #[cfg(target_arch = "aarch64")]
 static I8MM_TABLE: Kernels = Kernels {
     name: "i8mm",
