@@ -35,6 +35,8 @@ mod interleaved_k;
 #[cfg(target_arch = "x86_64")]
 mod tiled;
 #[cfg(target_arch = "x86_64")]
+mod tiled_float;
+#[cfg(target_arch = "x86_64")]
 mod tiled_k;
 #[cfg(target_arch = "x86_64")]
 pub use tiled::TiledIsa;
@@ -603,6 +605,9 @@ impl Kernels {
                 Q4_K => Some(tiled_k::matmul::<BlockQ4K>),
                 Q5_K => Some(tiled_k::matmul::<BlockQ5K>),
                 Q6_K => Some(tiled_k::matmul::<BlockQ6K>),
+                // Both x86 tables run the AVX2 float kernel.
+                F16 => Some(|_, w, n, a, o, b| tiled_float::matmul::<BlockF16>(w, n, a, o, b)),
+                BF16 => Some(|_, w, n, a, o, b| tiled_float::matmul::<BlockBf16>(w, n, a, o, b)),
                 _ => None,
             };
             if let Some(tiled) = tiled {

@@ -748,7 +748,7 @@ unsafe fn f16_f16_impl(x: &[BlockF16], y: &[BlockF16]) -> f32 {
 /// `p` must be valid for reading eight u16; the CPU must have AVX2.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn load_bf16x8(p: *const u16) -> __m256 {
+pub(super) unsafe fn load_bf16x8(p: *const u16) -> __m256 {
     // SAFETY: the caller guarantees eight readable u16 at `p` (unaligned load) and AVX2.
     unsafe {
         let h = _mm_loadu_si128(p as *const __m128i);

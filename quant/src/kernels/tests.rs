@@ -1088,6 +1088,48 @@ fn batched_matmul_equals_row_dots_over_tile_edges() {
     }
 }
 
+#[test]
+fn batched_float_matmul_equals_row_dots_over_every_tail() {
+    // The F16/BF16 batch kernel regroups the row kernel's four fma chains; row lengths
+    // around 8 and 32 cover each chain's steps, F16's 8-element steps into chain 0 and
+    // the scalar tails (f32 for F16, f64 for BF16).
+    let mut rng = XorShift(0x5eed_000f);
+    for k in available() {
+        for ty in [GgmlType::F16, GgmlType::BF16] {
+            for n_cols in [
+                1, 7, 8, 9, 24, 31, 32, 33, 40, 56, 63, 64, 71, 95, 96, 100, 255,
+            ] {
+                for (n_rows, n_act) in [(1, 2), (3, 5), (5, 7), (9, 4), (6, 13)] {
+                    let w: Vec<u8> = (0..n_rows)
+                        .flat_map(|_| random_acts(ty, n_cols, 0, &mut rng, false))
+                        .collect();
+                    let act: Vec<u8> = (0..n_act)
+                        .flat_map(|_| random_acts(ty, n_cols, 0, &mut rng, false))
+                        .collect();
+                    let (wr, ar) = (w.len() / n_rows, act.len() / n_act);
+                    let mut out = vec![f32::NAN; n_act * n_rows];
+                    // All activation rows in one block, and 4 rows per block.
+                    let block_bytes = [usize::MAX, 1][n_act % 2];
+                    k.matmul_in_blocks(
+                        ty,
+                        &w,
+                        n_rows,
+                        n_cols,
+                        &act,
+                        n_act,
+                        0..n_rows,
+                        &mut out,
+                        block_bytes,
+                    )
+                    .unwrap();
+                    let what = format!("{ty} {} n{n_cols} {n_rows}x{n_act}", k.name());
+                    assert_row_dots(k, ty, n_cols, (&w, wr), (&act, ar), 0..n_rows, &out, &what);
+                }
+            }
+        }
+    }
+}
+
 /// Every output of a matmul over weight rows `rows` equals the table's own `vec_dot` of
 /// that (weight row, activation row) pair, bit for bit. `w` and `act` come with their
 /// row sizes in bytes.

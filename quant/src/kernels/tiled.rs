@@ -512,6 +512,7 @@ macro_rules! by_act_rows {
         }
     };
 }
+pub(super) use by_act_rows;
 
 #[target_feature(enable = "avx2,fma")]
 unsafe fn avx2_tile<A: Q8Act, const MIN: bool>(
