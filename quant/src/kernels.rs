@@ -141,7 +141,7 @@ static AVX2_TABLE: Kernels = Kernels {
 
 /// The AVX2 table with AVX-VNNI's 256-bit `dpbusd` (VEX) for `maddubs` + `madd` in the
 /// 32-weight formats' row and tile kernels: the same i32 sums, so the same bits (tested
-/// through the AVX-512 VL instantiation of the same code, [`AVX2_VL_TABLE`]). For CPUs
+/// through the AVX-512 VL instantiation of the same code, `AVX2_VL_TABLE`). For CPUs
 /// with AVX-VNNI but not AVX-512 (Alder Lake on). The K-quants keep AVX2: their `madd` by
 /// per-group i16 scales needs the i16 pair sums that `dpbusd` skips. Never hand this out
 /// without detecting every feature (see [`cpu_has_avxvnni`]).
@@ -178,8 +178,11 @@ static AVX2_VL_TABLE: Kernels = Kernels {
 /// The AVX2 row kernels, with the batch kernels on AVX-512 VNNI (`dpbusd`, 32 vector
 /// registers) giving the same bits. (A 512-bit row kernel, two blocks per register, ran
 /// no faster than AVX2: a lone row is bound by its per-block scale work, which only
-/// repacking removes, see `packed.rs`.) Never hand this out without detecting every
-/// feature (see [`cpu_has_avx512`]).
+/// repacking removes, see `packed.rs`. Nor did the 32-weight row kernels with VL's 256-bit
+/// `dpbusd` for `maddubs` + `madd`, `AVX2_VL_TABLE`'s: `gemm_bench 4096 4096 1` and
+/// `dot_bench`, one thread, differed by less than the run-to-run noise of a shared
+/// machine, ±30%.) Never hand this out without detecting every feature (see
+/// [`cpu_has_avx512`]).
 #[cfg(target_arch = "x86_64")]
 static AVX512_TABLE: Kernels = Kernels {
     name: "avx512",

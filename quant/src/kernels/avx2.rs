@@ -17,10 +17,19 @@
 //!   themselves; Q4_1 and Q5_1 likewise take their minimum's part from Q8_1's `s`, as the
 //!   scalar references do).
 //!
+//! The 32-weight formats' kernels (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL) are written once
+//! over their integer step, [`DotStep`]: `maddubs` + `madd` here, or one `vpdpbusd` (the
+//! same i32 lanes, so the same bits) for the AVX-VNNI table and, in the tests, AVX-512
+//! VL. `dot_entries!` instantiates each into one `#[target_feature]` entry point per step.
+//! The K-quants keep `maddubs`: they `madd` the i16 pair sums by per-group i16 scales, and
+//! `dpbusd`'s i32 sums would need a 32-bit multiply per group instead (ggml's AVX2 path
+//! does not use it for them either).
+//!
 //! Safety model: the `unsafe fn`s here require AVX2 and FMA, and those that say so F16C.
 //! The safe wrappers at the bottom are `pub(super)`: `kernels.rs` stores them only in the
-//! AVX2 table, which it hands out only after `is_x86_feature_detected!` confirmed all
-//! three features.
+//! table whose features they need (AVX2, FMA and F16C; plus AVX-VNNI for the `_avxvnni`
+//! ones, plus AVX-512 VL + VNNI for the `_vl` ones), which it hands out only after
+//! `is_x86_feature_detected!` confirmed them.
 
 // Intrinsics called inside a `#[target_feature]` function are safe calls (Rust 1.87+), so
 // some `unsafe` blocks hold nothing unsafe; they are kept, each with its SAFETY line, to

@@ -9,7 +9,8 @@
 //!
 //! Every product is computed exactly as the table's own row kernel computes it, so the
 //! result is bit for bit that of `vec_dot`: per 32-element block the eight i32 lanes of
-//! four-product sums (AVX2 `maddubs` + `madd`, or VNNI `dpbusd`, the same integers),
+//! four-product sums (AVX2 `maddubs` + `madd`, or VNNI `dpbusd`, the same integers: the
+//! AVX2 step is written once over [`DotStep`] and instantiated for AVX-VNNI too),
 //! converted to f32, one `fma` by the f32 product `d_w * d_a` into eight f32 lanes in block
 //! order, and ggml's horizontal sum at the end; for Q4_1/Q5_1 plus the scalar sum of
 //! `m_w * s_a` in block order.
