@@ -679,9 +679,8 @@ impl Kernels {
                 Q4_K => Some(tiled_k::matmul::<BlockQ4K>),
                 Q5_K => Some(tiled_k::matmul::<BlockQ5K>),
                 Q6_K => Some(tiled_k::matmul::<BlockQ6K>),
-                // Both x86 tables run the AVX2 float kernel.
-                F16 => Some(|_, w, n, a, o, b| tiled_float::matmul::<BlockF16>(w, n, a, o, b)),
-                BF16 => Some(|_, w, n, a, o, b| tiled_float::matmul::<BlockBf16>(w, n, a, o, b)),
+                F16 => Some(tiled_float::matmul::<BlockF16>),
+                BF16 => Some(tiled_float::matmul::<BlockBf16>),
                 _ => None,
             };
             if let Some(tiled) = tiled {
