@@ -1,4 +1,5 @@
-//! Nanoseconds per weight row for the dot kernels, scalar against AVX2 and AVX-512.
+//! Nanoseconds per weight row for the dot kernels, scalar against AVX2, AVX-VNNI (where
+//! the CPU has it) and AVX-512.
 //!
 //! `cargo run --release -p loupe-quant --example dot_bench`
 //!
@@ -17,6 +18,7 @@ const ROWS: usize = 256;
 fn main() {
     let tables: Vec<&Kernels> = std::iter::once(kernels::scalar())
         .chain(kernels::avx2())
+        .chain(kernels::avxvnni())
         .chain(kernels::avx512())
         .collect();
     println!("kernels in use by default: {}", kernels().name());

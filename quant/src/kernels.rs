@@ -5,14 +5,16 @@
 //! [`Kernels::quantize_activation`], then dotted with each weight row in integer arithmetic
 //! by the format's kernel. The kernels are collected in a [`Kernels`] table of function
 //! pointers: the scalar references from `formats/` (always compiled, on every target), and
-//! on x86_64 an AVX2 + FMA (+ F16C) table with SIMD code for every format, and an AVX-512
-//! table that adds VNNI to the tiled kernels; on aarch64 a NEON table, a `dotprod`
-//! (`sdot`) table and an `i8mm` table (`dotprod` plus `smmla` batch kernels), all giving
-//! the scalar reference's bits exactly (`neon.rs` for the 32-weight and float formats,
-//! `neon_k.rs` for the K-quants and IQ4_XS, `i8mm.rs` for the batches). A batch of two or
-//! more activation rows takes the tiled kernels (`tiled.rs`, `tiled_k.rs` on x86_64,
-//! `i8mm.rs` on aarch64) where the table has them; they give the row kernels' bits. The
-//! table is chosen once per process ([`kernels`]); `LOUPE_KERNELS=scalar|avx2|avx512|auto`
+//! on x86_64 an AVX2 + FMA (+ F16C) table with SIMD code for every format, an AVX-VNNI
+//! table (the AVX2 one with `dpbusd` in the 32-weight formats' row and tile kernels, for
+//! CPUs without AVX-512), and an AVX-512 table that adds VNNI to the tiled kernels; on
+//! aarch64 a NEON table, a `dotprod` (`sdot`) table and an `i8mm` table (`dotprod` plus
+//! `smmla` batch kernels), all giving the scalar reference's bits exactly (`neon.rs` for
+//! the 32-weight and float formats, `neon_k.rs` for the K-quants and IQ4_XS, `i8mm.rs` for
+//! the batches). A batch of two or more activation rows takes the tiled kernels
+//! (`tiled.rs`, `tiled_k.rs`, `tiled_float.rs` for F16 and BF16 on x86_64, `i8mm.rs` on
+//! aarch64) where the table has them; they give the row kernels' bits. The table is
+//! chosen once per process ([`kernels`]); `LOUPE_KERNELS=scalar|avx2|avxvnni|avx512|auto`
 //! (x86_64) or `scalar|neon|dotprod|i8mm|auto` (aarch64) forces a choice.
 //!
 //! Rows are byte slices as they sit in the memory map or a scratch buffer; they become
@@ -35,6 +37,8 @@ mod interleaved;
 mod interleaved_k;
 #[cfg(target_arch = "x86_64")]
 mod tiled;
+#[cfg(target_arch = "x86_64")]
+mod tiled_float;
 #[cfg(target_arch = "x86_64")]
 mod tiled_k;
 #[cfg(target_arch = "x86_64")]
@@ -144,11 +148,50 @@ static AVX2_TABLE: Kernels = Kernels {
     ..SCALAR
 };
 
+/// The AVX2 table with AVX-VNNI's 256-bit `dpbusd` (VEX) for `maddubs` + `madd` in the
+/// 32-weight formats' row and tile kernels: the same i32 sums, so the same bits (tested
+/// through the AVX-512 VL instantiation of the same code, `AVX2_VL_TABLE`). For CPUs
+/// with AVX-VNNI but not AVX-512 (Alder Lake on). The K-quants keep AVX2: their `madd` by
+/// per-group i16 scales needs the i16 pair sums that `dpbusd` skips. Never hand this out
+/// without detecting every feature (see [`cpu_has_avxvnni`]).
+#[cfg(target_arch = "x86_64")]
+static AVXVNNI_TABLE: Kernels = Kernels {
+    name: "avxvnni",
+    q4_0: avx2::q4_0_q8_0_avxvnni,
+    q4_1: avx2::q4_1_q8_1_avxvnni,
+    q5_0: avx2::q5_0_q8_0_avxvnni,
+    q5_1: avx2::q5_1_q8_1_avxvnni,
+    q8_0: avx2::q8_0_q8_0_avxvnni,
+    iq4_nl: avx2::iq4_nl_q8_0_avxvnni,
+    tiled: Some(TiledIsa::AvxVnni),
+    ..AVX2_TABLE
+};
+
+/// [`AVXVNNI_TABLE`]'s code with AVX-512 VL's encoding of `dpbusd` (EVEX), for the tests:
+/// it runs on AVX-512 machines and shares every line but the instruction with the
+/// AVX-VNNI table, which such machines may lack. Handed out only with the AVX-512 table's
+/// features (see [`cpu_has_avx512`]).
+#[cfg(all(test, target_arch = "x86_64"))]
+static AVX2_VL_TABLE: Kernels = Kernels {
+    name: "avx2-vl",
+    q4_0: avx2::q4_0_q8_0_vl,
+    q4_1: avx2::q4_1_q8_1_vl,
+    q5_0: avx2::q5_0_q8_0_vl,
+    q5_1: avx2::q5_1_q8_1_vl,
+    q8_0: avx2::q8_0_q8_0_vl,
+    iq4_nl: avx2::iq4_nl_q8_0_vl,
+    tiled: Some(TiledIsa::Avx512VlVnni),
+    ..AVX2_TABLE
+};
+
 /// The AVX2 row kernels, with the batch kernels on AVX-512 VNNI (`dpbusd`, 32 vector
 /// registers) giving the same bits. (A 512-bit row kernel, two blocks per register, ran
 /// no faster than AVX2: a lone row is bound by its per-block scale work, which only
-/// repacking removes, see `packed.rs`.) Never hand this out without detecting every
-/// feature (see [`cpu_has_avx512`]).
+/// repacking removes, see `packed.rs`. Nor did the 32-weight row kernels with VL's 256-bit
+/// `dpbusd` for `maddubs` + `madd`, `AVX2_VL_TABLE`'s: `gemm_bench 4096 4096 1` and
+/// `dot_bench`, one thread, differed by less than the run-to-run noise of a shared
+/// machine, ±30%.) Never hand this out without detecting every feature (see
+/// [`cpu_has_avx512`]).
 #[cfg(target_arch = "x86_64")]
 static AVX512_TABLE: Kernels = Kernels {
     name: "avx512",
@@ -292,6 +335,18 @@ pub fn cpu_has_avx512() -> bool {
     }
 }
 
+/// Whether this CPU runs the AVX-VNNI table: the AVX2 table's features plus AVX-VNNI.
+pub fn cpu_has_avxvnni() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        cpu_has_avx2() && is_x86_feature_detected!("avxvnni")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 /// The scalar reference table, on any CPU.
 pub fn scalar() -> &'static Kernels {
     &SCALAR_TABLE
@@ -306,6 +361,26 @@ pub fn avx2() -> Option<&'static Kernels> {
     None
 }
 
+/// The AVX-VNNI table when this CPU can run it.
+pub fn avxvnni() -> Option<&'static Kernels> {
+    #[cfg(target_arch = "x86_64")]
+    if cpu_has_avxvnni() {
+        return Some(&AVXVNNI_TABLE);
+    }
+    None
+}
+
+/// The tests' AVX-512 VL instantiation of the AVX-VNNI table's code, when this CPU runs
+/// the AVX-512 table.
+#[cfg(test)]
+fn avx2_vl() -> Option<&'static Kernels> {
+    #[cfg(target_arch = "x86_64")]
+    if cpu_has_avx512() {
+        return Some(&AVX2_VL_TABLE);
+    }
+    None
+}
+
 /// The AVX-512 table when this CPU can run it.
 pub fn avx512() -> Option<&'static Kernels> {
     #[cfg(target_arch = "x86_64")]
@@ -315,11 +390,12 @@ pub fn avx512() -> Option<&'static Kernels> {
     None
 }
 
-/// Every table this CPU runs, slowest first: scalar, then avx2 and avx512 (x86_64) or
-/// neon, dotprod and i8mm (aarch64) where present.
+/// Every table this CPU runs, slowest first: scalar, then avx2, avxvnni and avx512
+/// (x86_64) or neon, dotprod and i8mm (aarch64) where present.
 pub fn available() -> Vec<&'static Kernels> {
     std::iter::once(scalar())
         .chain(avx2())
+        .chain(avxvnni())
         .chain(avx512())
         .chain(neon())
         .chain(dotprod())
@@ -329,15 +405,15 @@ pub fn available() -> Vec<&'static Kernels> {
 
 /// The names `LOUPE_KERNELS` accepts besides `auto` on this architecture.
 #[cfg(target_arch = "x86_64")]
-const TABLE_NAMES: &[&str] = &["scalar", "avx2", "avx512"];
+const TABLE_NAMES: &[&str] = &["scalar", "avx2", "avxvnni", "avx512"];
 #[cfg(target_arch = "aarch64")]
 const TABLE_NAMES: &[&str] = &["scalar", "neon", "dotprod", "i8mm"];
 #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
 const TABLE_NAMES: &[&str] = &["scalar"];
 
 /// The table this process uses, chosen on first call: the fastest the CPU runs, unless
-/// `LOUPE_KERNELS` asks for one by name (`scalar`, `avx2`, `avx512` on x86_64; `scalar`,
-/// `neon`, `dotprod`, `i8mm` on aarch64). An unknown value, or a table
+/// `LOUPE_KERNELS` asks for one by name (`scalar`, `avx2`, `avxvnni`, `avx512` on x86_64;
+/// `scalar`, `neon`, `dotprod`, `i8mm` on aarch64). An unknown value, or a table
 /// this CPU cannot run, falls back to the fastest available, with a warning kept in
 /// [`kernels_note`] for the application to show.
 pub fn kernels() -> &'static Kernels {
@@ -546,7 +622,7 @@ impl Kernels {
         Ok(())
     }
 
-    /// "scalar", "avx2", "avx512", "neon", "dotprod" or "i8mm".
+    /// "scalar", "avx2", "avxvnni", "avx512", "neon", "dotprod" or "i8mm".
     pub fn name(&self) -> &'static str {
         self.name
     }
@@ -646,6 +722,8 @@ impl Kernels {
                 Q4_K => Some(tiled_k::matmul::<BlockQ4K>),
                 Q5_K => Some(tiled_k::matmul::<BlockQ5K>),
                 Q6_K => Some(tiled_k::matmul::<BlockQ6K>),
+                F16 => Some(tiled_float::matmul::<BlockF16>),
+                BF16 => Some(tiled_float::matmul::<BlockBf16>),
                 _ => None,
             };
             if let Some(tiled) = tiled {

@@ -17,10 +17,19 @@
 //!   themselves; Q4_1 and Q5_1 likewise take their minimum's part from Q8_1's `s`, as the
 //!   scalar references do).
 //!
+//! The 32-weight formats' kernels (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL) are written once
+//! over their integer step, [`DotStep`]: `maddubs` + `madd` here, or one `vpdpbusd` (the
+//! same i32 lanes, so the same bits) for the AVX-VNNI table and, in the tests, AVX-512
+//! VL. `dot_entries!` instantiates each into one `#[target_feature]` entry point per step.
+//! The K-quants keep `maddubs`: they `madd` the i16 pair sums by per-group i16 scales, and
+//! `dpbusd`'s i32 sums would need a 32-bit multiply per group instead (ggml's AVX2 path
+//! does not use it for them either).
+//!
 //! Safety model: the `unsafe fn`s here require AVX2 and FMA, and those that say so F16C.
 //! The safe wrappers at the bottom are `pub(super)`: `kernels.rs` stores them only in the
-//! AVX2 table, which it hands out only after `is_x86_feature_detected!` confirmed all
-//! three features.
+//! table whose features they need (AVX2, FMA and F16C; plus AVX-VNNI for the `_avxvnni`
+//! ones, plus AVX-512 VL + VNNI for the `_vl` ones), which it hands out only after
+//! `is_x86_feature_detected!` confirmed them.
 
 // Intrinsics called inside a `#[target_feature]` function are safe calls (Rust 1.87+), so
 // some `unsafe` blocks hold nothing unsafe; they are kept, each with its SAFETY line, to
@@ -110,29 +119,69 @@ unsafe fn mul_add_i8_pairs(x: __m256i, y: __m256i) -> __m256i {
     }
 }
 
-/// Unsigned bytes `ax` times signed bytes `sy`, summed in groups of four, as eight f32:
-/// lane `k` holds the products of bytes `4k..4k+4`. Exact while each pair of products fits
-/// an i16 (`maddubs` saturates).
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn mul_sum_us8_pairs_float(ax: __m256i, sy: __m256i) -> __m256 {
-    // SAFETY: register-only intrinsics; the caller guarantees AVX2.
-    unsafe {
-        let dot = _mm256_maddubs_epi16(ax, sy);
-        _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_set1_epi16(1), dot))
+/// The integer step of the 32-weight kernels: unsigned bytes `ax` times signed bytes `sy`,
+/// summed in groups of four into eight i32 lanes (lane `c` holds bytes `4c..4c + 4`).
+/// The row kernels and the AVX2 tile kernels are written once over it and instantiated
+/// per implementation, each entry point enabling the features its step needs.
+pub(super) trait DotStep {
+    /// # Safety
+    /// The CPU must have the step's features (the caller's `#[target_feature]`).
+    unsafe fn dot(ax: __m256i, sy: __m256i) -> __m256i;
+}
+
+/// AVX2: `maddubs` (pairs to i16) then `madd` by ones (pairs of pairs to i32), as ggml's
+/// AVX2 kernels. Exact while each pair of products fits an i16 (`maddubs` saturates),
+/// which the operands of every kernel here guarantee.
+pub(super) struct Maddubs;
+
+/// AVX-512 VL + VNNI: the EVEX `vpdpbusd` on 256-bit registers. The same i32 lanes as
+/// [`Maddubs`] (four products summed in one step, no i16 stage to saturate), so the same
+/// bits; no table uses it, the tests run it to vouch for [`AvxVnni`] on this machine.
+pub(super) struct VnniVl;
+
+/// AVX-VNNI (Alder Lake on, no AVX-512): the VEX encoding of the same `vpdpbusd`.
+pub(super) struct AvxVnni;
+
+impl DotStep for Maddubs {
+    #[inline(always)]
+    unsafe fn dot(ax: __m256i, sy: __m256i) -> __m256i {
+        // SAFETY: register-only AVX2, per the caller.
+        unsafe { _mm256_madd_epi16(_mm256_set1_epi16(1), _mm256_maddubs_epi16(ax, sy)) }
     }
 }
 
+impl DotStep for VnniVl {
+    #[inline(always)]
+    unsafe fn dot(ax: __m256i, sy: __m256i) -> __m256i {
+        // SAFETY: register-only AVX-512 VL + VNNI, per the caller.
+        unsafe { _mm256_dpbusd_epi32(_mm256_setzero_si256(), ax, sy) }
+    }
+}
+
+impl DotStep for AvxVnni {
+    #[inline(always)]
+    unsafe fn dot(ax: __m256i, sy: __m256i) -> __m256i {
+        // SAFETY: register-only AVX-VNNI, per the caller.
+        unsafe { _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), ax, sy) }
+    }
+}
+
+/// [`DotStep::dot`] as eight f32.
+#[inline(always)]
+unsafe fn mul_sum_us8_pairs_float<D: DotStep>(ax: __m256i, sy: __m256i) -> __m256 {
+    // SAFETY: register-only intrinsics; the caller guarantees AVX2 and D's features.
+    unsafe { _mm256_cvtepi32_ps(D::dot(ax, sy)) }
+}
+
 /// Signed bytes `x * y` summed in groups of four, as eight f32. `y` must not hold -128.
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn mul_sum_i8_pairs_float(x: __m256i, y: __m256i) -> __m256 {
-    // SAFETY: register-only intrinsics; the caller guarantees AVX2.
+#[inline(always)]
+unsafe fn mul_sum_i8_pairs_float<D: DotStep>(x: __m256i, y: __m256i) -> __m256 {
+    // SAFETY: register-only intrinsics; the caller guarantees AVX2 and D's features.
     unsafe {
-        // maddubs wants unsigned x signed: move x's sign onto y.
+        // The dot step wants unsigned x signed: move x's sign onto y.
         let ax = _mm256_sign_epi8(x, x);
         let sy = _mm256_sign_epi8(y, x);
-        mul_sum_us8_pairs_float(ax, sy)
+        mul_sum_us8_pairs_float::<D>(ax, sy)
     }
 }
 
@@ -188,8 +237,8 @@ pub(super) unsafe fn bytes_from_bits_32(bits: &[u8; 4]) -> __m256i {
     }
 }
 
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q4_0_q8_0_impl(x: &[BlockQ4_0], y: &[BlockQ8_0]) -> f32 {
+#[inline(always)]
+unsafe fn q4_0_q8_0_impl<D: DotStep>(x: &[BlockQ4_0], y: &[BlockQ8_0]) -> f32 {
     // SAFETY: each load reads one block's `qs` array through a reference to it (unaligned
     // loads, in bounds); AVX2/FMA per the caller.
     unsafe {
@@ -198,14 +247,14 @@ unsafe fn q4_0_q8_0_impl(x: &[BlockQ4_0], y: &[BlockQ8_0]) -> f32 {
             let d = _mm256_set1_ps(f16_products([x.d, F16::ZERO, y.d, F16::ZERO]).0);
             let qx = _mm256_sub_epi8(bytes_from_nibbles_32(&x.qs), _mm256_set1_epi8(8));
             let qy = _mm256_loadu_si256(y.qs.as_ptr().cast());
-            acc = _mm256_fmadd_ps(d, mul_sum_i8_pairs_float(qx, qy), acc);
+            acc = _mm256_fmadd_ps(d, mul_sum_i8_pairs_float::<D>(qx, qy), acc);
         }
         hsum_f32x8(acc)
     }
 }
 
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q5_0_q8_0_impl(x: &[BlockQ5_0], y: &[BlockQ8_0]) -> f32 {
+#[inline(always)]
+unsafe fn q5_0_q8_0_impl<D: DotStep>(x: &[BlockQ5_0], y: &[BlockQ8_0]) -> f32 {
     // SAFETY: as in q4_0_q8_0_impl: loads only of whole `qs` arrays of borrowed blocks.
     unsafe {
         let mut acc = _mm256_setzero_ps();
@@ -216,14 +265,14 @@ unsafe fn q5_0_q8_0_impl(x: &[BlockQ5_0], y: &[BlockQ8_0]) -> f32 {
             let hi = _mm256_andnot_si256(bytes_from_bits_32(&x.qh), _mm256_set1_epi8(0xF0u8 as i8));
             let qx = _mm256_or_si256(bytes_from_nibbles_32(&x.qs), hi);
             let qy = _mm256_loadu_si256(y.qs.as_ptr().cast());
-            acc = _mm256_fmadd_ps(d, mul_sum_i8_pairs_float(qx, qy), acc);
+            acc = _mm256_fmadd_ps(d, mul_sum_i8_pairs_float::<D>(qx, qy), acc);
         }
         hsum_f32x8(acc)
     }
 }
 
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q8_0_q8_0_impl(x: &[BlockQ8_0], y: &[BlockQ8_0]) -> f32 {
+#[inline(always)]
+unsafe fn q8_0_q8_0_impl<D: DotStep>(x: &[BlockQ8_0], y: &[BlockQ8_0]) -> f32 {
     // SAFETY: as in q4_0_q8_0_impl: loads only of whole `qs` arrays of borrowed blocks.
     unsafe {
         let mut acc = _mm256_setzero_ps();
@@ -231,14 +280,14 @@ unsafe fn q8_0_q8_0_impl(x: &[BlockQ8_0], y: &[BlockQ8_0]) -> f32 {
             let d = _mm256_set1_ps(f16_products([x.d, F16::ZERO, y.d, F16::ZERO]).0);
             let qx = _mm256_loadu_si256(x.qs.as_ptr().cast());
             let qy = _mm256_loadu_si256(y.qs.as_ptr().cast());
-            acc = _mm256_fmadd_ps(d, mul_sum_i8_pairs_float(qx, qy), acc);
+            acc = _mm256_fmadd_ps(d, mul_sum_i8_pairs_float::<D>(qx, qy), acc);
         }
         hsum_f32x8(acc)
     }
 }
 
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q4_1_q8_1_impl(x: &[BlockQ4_1], y: &[BlockQ8_1]) -> f32 {
+#[inline(always)]
+unsafe fn q4_1_q8_1_impl<D: DotStep>(x: &[BlockQ4_1], y: &[BlockQ8_1]) -> f32 {
     // SAFETY: as in q4_0_q8_0_impl: loads only of whole `qs` arrays of borrowed blocks.
     unsafe {
         let mut acc = _mm256_setzero_ps();
@@ -251,14 +300,14 @@ unsafe fn q4_1_q8_1_impl(x: &[BlockQ4_1], y: &[BlockQ8_1]) -> f32 {
             // Quants 0..=15, unsigned as maddubs wants them.
             let qx = bytes_from_nibbles_32(&x.qs);
             let qy = _mm256_loadu_si256(y.qs.as_ptr().cast());
-            acc = _mm256_fmadd_ps(d, mul_sum_us8_pairs_float(qx, qy), acc);
+            acc = _mm256_fmadd_ps(d, mul_sum_us8_pairs_float::<D>(qx, qy), acc);
         }
         hsum_f32x8(acc) + summs
     }
 }
 
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q5_1_q8_1_impl(x: &[BlockQ5_1], y: &[BlockQ8_1]) -> f32 {
+#[inline(always)]
+unsafe fn q5_1_q8_1_impl<D: DotStep>(x: &[BlockQ5_1], y: &[BlockQ8_1]) -> f32 {
     // SAFETY: as in q4_0_q8_0_impl: loads only of whole `qs` arrays of borrowed blocks.
     unsafe {
         let mut acc = _mm256_setzero_ps();
@@ -271,7 +320,7 @@ unsafe fn q5_1_q8_1_impl(x: &[BlockQ5_1], y: &[BlockQ8_1]) -> f32 {
             let hi = _mm256_and_si256(bytes_from_bits_32(&x.qh), _mm256_set1_epi8(0x10));
             let qx = _mm256_or_si256(bytes_from_nibbles_32(&x.qs), hi);
             let qy = _mm256_loadu_si256(y.qs.as_ptr().cast());
-            acc = _mm256_fmadd_ps(d, mul_sum_us8_pairs_float(qx, qy), acc);
+            acc = _mm256_fmadd_ps(d, mul_sum_us8_pairs_float::<D>(qx, qy), acc);
         }
         hsum_f32x8(acc) + summs
     }
@@ -279,8 +328,8 @@ unsafe fn q5_1_q8_1_impl(x: &[BlockQ5_1], y: &[BlockQ8_1]) -> f32 {
 
 /// One block at a time into one accumulator (ggml's AVX2 version takes two blocks a step
 /// into two): the tiled matmul reproduces this order bit for bit.
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn iq4_nl_q8_0_impl(x: &[BlockIq4Nl], y: &[BlockQ8_0]) -> f32 {
+#[inline(always)]
+unsafe fn iq4_nl_q8_0_impl<D: DotStep>(x: &[BlockIq4Nl], y: &[BlockQ8_0]) -> f32 {
     // SAFETY: as in q4_0_q8_0_impl, plus the 16-byte table load in iq4nl_table.
     unsafe {
         let table = iq4nl_table();
@@ -290,7 +339,7 @@ unsafe fn iq4_nl_q8_0_impl(x: &[BlockIq4Nl], y: &[BlockQ8_0]) -> f32 {
             let d = _mm256_set1_ps(d);
             let qx = iq4nl_levels_32(table, &x.qs);
             let qy = _mm256_loadu_si256(y.qs.as_ptr().cast());
-            acc = _mm256_fmadd_ps(d, mul_sum_i8_pairs_float(qx, qy), acc);
+            acc = _mm256_fmadd_ps(d, mul_sum_i8_pairs_float::<D>(qx, qy), acc);
         }
         hsum_f32x8(acc)
     }
@@ -748,7 +797,7 @@ unsafe fn f16_f16_impl(x: &[BlockF16], y: &[BlockF16]) -> f32 {
 /// `p` must be valid for reading eight u16; the CPU must have AVX2.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn load_bf16x8(p: *const u16) -> __m256 {
+pub(super) unsafe fn load_bf16x8(p: *const u16) -> __m256 {
     // SAFETY: the caller guarantees eight readable u16 at `p` (unaligned load) and AVX2.
     unsafe {
         let h = _mm_loadu_si128(p as *const __m128i);
@@ -805,41 +854,54 @@ pub(super) fn f16x4_to_f32_checked(h: [F16; 4]) -> Option<[f32; 4]> {
 // Safe entry points for the AVX2 table. Reachable only through `kernels.rs`, which
 // stores them in a table it returns only when AVX2 and FMA were detected at run time.
 
-pub(super) fn q4_0_q8_0(x: &[BlockQ4_0], y: &[BlockQ8_0]) -> f32 {
-    // SAFETY: only called through the AVX2 table, selected after detecting AVX2, FMA
-    // and F16C.
-    unsafe { q4_0_q8_0_impl(x, y) }
+/// The entry points of a 32-weight row kernel written over [`DotStep`]: `$avx2` for the
+/// AVX2 and AVX-512 tables, `$vl` (AVX-512 VL + VNNI, for the tests), `$avxvnni` for the
+/// AVX-VNNI table. Each is a `#[target_feature]` function the body is inlined into, so
+/// the three share every line but the dot instruction.
+macro_rules! dot_entries {
+    ($body:ident($W:ty, $A:ty): $avx2:ident, $vl:ident, $avxvnni:ident) => {
+        pub(super) fn $avx2(x: &[$W], y: &[$A]) -> f32 {
+            #[target_feature(enable = "avx2,fma,f16c")]
+            unsafe fn run(x: &[$W], y: &[$A]) -> f32 {
+                // SAFETY: the features Maddubs needs are enabled here.
+                unsafe { $body::<Maddubs>(x, y) }
+            }
+            // SAFETY: only called through the AVX2 and AVX-512 tables, selected after
+            // detecting AVX2, FMA and F16C.
+            unsafe { run(x, y) }
+        }
+
+        #[cfg_attr(not(test), allow(dead_code))] // the tests' VL table runs it
+        pub(super) fn $vl(x: &[$W], y: &[$A]) -> f32 {
+            #[target_feature(enable = "avx2,fma,f16c,avx512vl,avx512vnni")]
+            unsafe fn run(x: &[$W], y: &[$A]) -> f32 {
+                // SAFETY: the features VnniVl needs are enabled here.
+                unsafe { $body::<VnniVl>(x, y) }
+            }
+            // SAFETY: only called through a table selected after detecting AVX2, FMA,
+            // F16C and the AVX-512 set (VL and VNNI among it).
+            unsafe { run(x, y) }
+        }
+
+        pub(super) fn $avxvnni(x: &[$W], y: &[$A]) -> f32 {
+            #[target_feature(enable = "avx2,fma,f16c,avxvnni")]
+            unsafe fn run(x: &[$W], y: &[$A]) -> f32 {
+                // SAFETY: the features AvxVnni needs are enabled here.
+                unsafe { $body::<AvxVnni>(x, y) }
+            }
+            // SAFETY: only called through the AVX-VNNI table, selected after detecting
+            // AVX2, FMA, F16C and AVX-VNNI.
+            unsafe { run(x, y) }
+        }
+    };
 }
 
-pub(super) fn q5_0_q8_0(x: &[BlockQ5_0], y: &[BlockQ8_0]) -> f32 {
-    // SAFETY: only called through the AVX2 table, selected after detecting AVX2, FMA
-    // and F16C.
-    unsafe { q5_0_q8_0_impl(x, y) }
-}
-
-pub(super) fn q4_1_q8_1(x: &[BlockQ4_1], y: &[BlockQ8_1]) -> f32 {
-    // SAFETY: only called through the AVX2 table, selected after detecting AVX2, FMA
-    // and F16C.
-    unsafe { q4_1_q8_1_impl(x, y) }
-}
-
-pub(super) fn q5_1_q8_1(x: &[BlockQ5_1], y: &[BlockQ8_1]) -> f32 {
-    // SAFETY: only called through the AVX2 table, selected after detecting AVX2, FMA
-    // and F16C.
-    unsafe { q5_1_q8_1_impl(x, y) }
-}
-
-pub(super) fn iq4_nl_q8_0(x: &[BlockIq4Nl], y: &[BlockQ8_0]) -> f32 {
-    // SAFETY: only called through the AVX2 table, selected after detecting AVX2, FMA
-    // and F16C.
-    unsafe { iq4_nl_q8_0_impl(x, y) }
-}
-
-pub(super) fn q8_0_q8_0(x: &[BlockQ8_0], y: &[BlockQ8_0]) -> f32 {
-    // SAFETY: only called through the AVX2 table, selected after detecting AVX2, FMA
-    // and F16C.
-    unsafe { q8_0_q8_0_impl(x, y) }
-}
+dot_entries!(q4_0_q8_0_impl(BlockQ4_0, BlockQ8_0): q4_0_q8_0, q4_0_q8_0_vl, q4_0_q8_0_avxvnni);
+dot_entries!(q5_0_q8_0_impl(BlockQ5_0, BlockQ8_0): q5_0_q8_0, q5_0_q8_0_vl, q5_0_q8_0_avxvnni);
+dot_entries!(q8_0_q8_0_impl(BlockQ8_0, BlockQ8_0): q8_0_q8_0, q8_0_q8_0_vl, q8_0_q8_0_avxvnni);
+dot_entries!(q4_1_q8_1_impl(BlockQ4_1, BlockQ8_1): q4_1_q8_1, q4_1_q8_1_vl, q4_1_q8_1_avxvnni);
+dot_entries!(q5_1_q8_1_impl(BlockQ5_1, BlockQ8_1): q5_1_q8_1, q5_1_q8_1_vl, q5_1_q8_1_avxvnni);
+dot_entries!(iq4_nl_q8_0_impl(BlockIq4Nl, BlockQ8_0): iq4_nl_q8_0, iq4_nl_q8_0_vl, iq4_nl_q8_0_avxvnni);
 
 pub(super) fn q2_k_q8_k(x: &[BlockQ2K], y: &[BlockQ8K]) -> f32 {
     // SAFETY: only called through the AVX2 table, selected after detecting AVX2 + FMA.

@@ -941,6 +941,15 @@ fn selection_follows_the_request_and_falls_back() {
         assert_eq!(best.name(), want);
         assert_eq!(i8mm().is_some(), cpu_has_i8mm());
     }
+    // AVX-VNNI is the best table only without AVX-512, and runs only where detected.
+    if let Some(v) = avxvnni() {
+        assert_eq!(select(Some("avxvnni"), &all), (v, None));
+        assert_eq!(best == v, avx512().is_none());
+    } else if cfg!(target_arch = "x86_64") {
+        let (k, note) = select(Some("avxvnni"), &all);
+        assert_eq!(k, best);
+        assert!(note.unwrap().contains("lacks the features"));
+    }
     // The process-wide choice is one of them and stays put.
     assert!(TABLE_NAMES.contains(&kernels().name()));
     assert!(std::ptr::eq(kernels(), kernels()));
@@ -1171,6 +1180,169 @@ fn batched_matmul_equals_row_dots_over_tile_edges() {
             }
         }
     }
+}
+
+#[test]
+fn batched_float_matmul_equals_row_dots_over_every_tail() {
+    // The F16/BF16 batch kernel regroups the row kernel's four fma chains; row lengths
+    // around 8 and 32 cover each chain's steps, F16's 8-element steps into chain 0 and
+    // the scalar tails (f32 for F16, f64 for BF16).
+    let mut rng = XorShift(0x5eed_000f);
+    for k in available() {
+        for ty in [GgmlType::F16, GgmlType::BF16] {
+            for n_cols in [
+                1, 7, 8, 9, 24, 31, 32, 33, 40, 56, 63, 64, 71, 95, 96, 100, 255,
+            ] {
+                for (n_rows, n_act) in [(1, 2), (3, 5), (5, 7), (9, 4), (6, 13)] {
+                    let w: Vec<u8> = (0..n_rows)
+                        .flat_map(|_| random_acts(ty, n_cols, 0, &mut rng, false))
+                        .collect();
+                    let act: Vec<u8> = (0..n_act)
+                        .flat_map(|_| random_acts(ty, n_cols, 0, &mut rng, false))
+                        .collect();
+                    let (wr, ar) = (w.len() / n_rows, act.len() / n_act);
+                    let mut out = vec![f32::NAN; n_act * n_rows];
+                    // All activation rows in one block, and 4 rows per block.
+                    let block_bytes = [usize::MAX, 1][n_act % 2];
+                    k.matmul_in_blocks(
+                        ty,
+                        &w,
+                        n_rows,
+                        n_cols,
+                        &act,
+                        n_act,
+                        0..n_rows,
+                        &mut out,
+                        block_bytes,
+                    )
+                    .unwrap();
+                    let what = format!("{ty} {} n{n_cols} {n_rows}x{n_act}", k.name());
+                    assert_row_dots(k, ty, n_cols, (&w, wr), (&act, ar), 0..n_rows, &out, &what);
+                }
+            }
+        }
+    }
+}
+
+/// The 32-weight formats, whose row and tile kernels are written over the dot step.
+#[cfg(target_arch = "x86_64")]
+const DOT_STEP_TYPES: [GgmlType; 6] = {
+    use GgmlType::*;
+    [Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL]
+};
+
+/// A weight row of `nb` blocks of `ty` with every quant at its largest magnitude (the
+/// most negative level, or 15/31 for the unsigned formats), random scales; Q8_0
+/// alternates -128 and 127.
+#[cfg(target_arch = "x86_64")]
+fn extreme_weights(ty: GgmlType, nb: usize, rng: &mut XorShift) -> Vec<u8> {
+    use GgmlType::*;
+    let mut bytes = random_weights(ty, nb, rng, false);
+    match ty {
+        Q4_0 => set::<BlockQ4_0>(&mut bytes, |b| b.qs = [0; 16]),
+        Q4_1 => set::<BlockQ4_1>(&mut bytes, |b| b.qs = [0xFF; 16]),
+        Q5_0 => set::<BlockQ5_0>(&mut bytes, |b| (b.qs, b.qh) = ([0; 16], [0; 4])),
+        Q5_1 => set::<BlockQ5_1>(&mut bytes, |b| (b.qs, b.qh) = ([0xFF; 16], [0xFF; 4])),
+        Q8_0 => set::<BlockQ8_0>(&mut bytes, |b| {
+            b.qs = std::array::from_fn(|i| if i % 2 == 0 { -128 } else { 127 })
+        }),
+        IQ4_NL => set::<BlockIq4Nl>(&mut bytes, |b| b.qs = [0; 16]), // level -127
+        _ => unreachable!("{ty} has no dot-step kernel"),
+    }
+    bytes
+}
+
+/// `fast` gives `reference`'s bits for every 32-weight format, by `vec_dot` and by the
+/// batched matmul (tile kernels), on random rows and on rows where `maddubs` forms its
+/// largest pair sums: weights at their largest magnitude against activations of all
+/// -127, all 127, and alternating signs.
+#[cfg(target_arch = "x86_64")]
+fn dot_step_gives_the_same_bits(fast: &Kernels, reference: &Kernels) {
+    let mut rng = XorShift(0x5eed_0010);
+    for ty in DOT_STEP_TYPES {
+        let act_ty = partner(ty);
+        let nb = 7;
+        let n_cols = nb * 32;
+        let (n_rows, n_act) = (6, 5);
+        for extreme in [false, true] {
+            let w: Vec<u8> = (0..n_rows)
+                .flat_map(|r| {
+                    if extreme && r % 3 != 2 {
+                        extreme_weights(ty, nb, &mut rng)
+                    } else {
+                        random_weights(ty, nb, &mut rng, false)
+                    }
+                })
+                .collect();
+            let act: Vec<u8> = (0..n_act)
+                .flat_map(|a| {
+                    let q: Vec<i8> = (0..n_cols)
+                        .map(|i| match a {
+                            0 => -127,
+                            1 => 127,
+                            2 => [-127, 127][i % 2],
+                            _ => rng.int(127) as i8,
+                        })
+                        .collect();
+                    if extreme {
+                        acts_from_quants(act_ty, &q, rng.scale())
+                    } else {
+                        random_acts(act_ty, n_cols, 127, &mut rng, false)
+                    }
+                })
+                .collect();
+            let (wr, ar) = (w.len() / n_rows, act.len() / n_act);
+            let what = format!(
+                "{ty} {} vs {}, extreme {extreme}",
+                fast.name(),
+                reference.name()
+            );
+            for r in 0..n_rows {
+                for a in 0..n_act {
+                    let (w, act) = (&w[r * wr..][..wr], &act[a * ar..][..ar]);
+                    let got = fast.vec_dot(ty, n_cols, w, act).unwrap();
+                    let want = reference.vec_dot(ty, n_cols, w, act).unwrap();
+                    assert_eq!(got.to_bits(), want.to_bits(), "{what}: vec_dot r{r} a{a}");
+                }
+            }
+            let mut out = vec![f32::NAN; n_act * n_rows];
+            fast.matmul(ty, &w, n_rows, n_cols, &act, n_act, 0..n_rows, &mut out)
+                .unwrap();
+            assert_row_dots(
+                reference,
+                ty,
+                n_cols,
+                (&w, wr),
+                (&act, ar),
+                0..n_rows,
+                &out,
+                &what,
+            );
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn vl_dpbusd_kernels_give_the_maddubs_bits() {
+    // The AVX-512 VL instantiation shares every line with the AVX-VNNI table but the
+    // encoding of dpbusd, so this test is what vouches for that table on CPUs that, like
+    // most AVX-512 servers, lack AVX-VNNI.
+    let (Some(vl), Some(reference)) = (avx2_vl(), avx2()) else {
+        eprintln!("this CPU lacks AVX-512 VL + VNNI: VL dpbusd kernel test skipped");
+        return;
+    };
+    dot_step_gives_the_same_bits(vl, reference);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn avxvnni_kernels_give_the_maddubs_bits() {
+    let (Some(vnni), Some(reference)) = (avxvnni(), avx2()) else {
+        eprintln!("this CPU lacks AVX-VNNI: AVX-VNNI kernel test skipped (see the VL test)");
+        return;
+    };
+    dot_step_gives_the_same_bits(vnni, reference);
 }
 
 /// Every output of a matmul over weight rows `rows` equals the table's own `vec_dot` of

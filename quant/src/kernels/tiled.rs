@@ -9,7 +9,8 @@
 //!
 //! Every product is computed exactly as the table's own row kernel computes it, so the
 //! result is bit for bit that of `vec_dot`: per 32-element block the eight i32 lanes of
-//! four-product sums (AVX2 `maddubs` + `madd`, or VNNI `dpbusd`, the same integers),
+//! four-product sums (AVX2 `maddubs` + `madd`, or VNNI `dpbusd`, the same integers: the
+//! AVX2 step is written once over [`DotStep`] and instantiated for AVX-VNNI too),
 //! converted to f32, one `fma` by the f32 product `d_w * d_a` into eight f32 lanes in block
 //! order, and ggml's horizontal sum at the end; for Q4_1/Q5_1 plus the scalar sum of
 //! `m_w * s_a` in block order.
@@ -19,7 +20,7 @@
 use std::arch::x86_64::*;
 use std::cell::RefCell;
 
-use super::avx2::hsum_f32x8;
+use super::avx2::{hsum_f32x8, AvxVnni, DotStep, Maddubs, VnniVl};
 use crate::formats::*;
 use crate::packed::PackedRows;
 use crate::{cast, BlockFormat, QuantError, F16};
@@ -32,6 +33,13 @@ pub(super) const TILE_ROWS: usize = 4;
 pub enum TiledIsa {
     /// AVX2 + FMA, 16 vector registers: 2 weight rows x 4 activation rows per step.
     Avx2,
+    /// The AVX2 kernels with AVX-VNNI's `dpbusd` (VEX) for `maddubs` + `madd`: the
+    /// AVX-VNNI table, on CPUs without AVX-512.
+    AvxVnni,
+    /// The AVX2 kernels with AVX-512 VL's `dpbusd` (EVEX) on 256-bit registers: no table
+    /// uses it; the tests run it, on CPUs with AVX-512, to vouch for [`TiledIsa::AvxVnni`],
+    /// which shares every line but the instruction's encoding.
+    Avx512VlVnni,
     /// AVX-512 VNNI, 32 registers of 512 bits: 4 x 4 per step, `dpbusd`.
     Avx512Vnni,
 }
@@ -177,6 +185,11 @@ pub(super) fn matmul<W: super::interleaved::UnpackU8, A: Q8Act>(
         n_tile,
         n_act,
     } = operands::<W, A>(Weights::Rows(w), act, n_cols)?;
+    let step = if W::HAS_MIN {
+        tile_kernel::<A, true>(isa)
+    } else {
+        tile_kernel::<A, false>(isa)
+    };
     let mut unused = Vec::new();
     SCRATCH.with(|s| {
         let mut s = s.borrow_mut();
@@ -227,14 +240,8 @@ pub(super) fn matmul<W: super::interleaved::UnpackU8, A: Q8Act>(
                     k,
                 };
                 let mut sums = [[0f32; TILE_ROWS]; ACT_STEP];
-                // SAFETY: the caller guarantees the CPU runs AVX2.
-                unsafe {
-                    if W::HAS_MIN {
-                        avx2_tile::<A, true>(&tile, &ar, &mut sums)
-                    } else {
-                        avx2_tile::<A, false>(&tile, &ar, &mut sums)
-                    }
-                }
+                // SAFETY: the caller guarantees the CPU runs `isa`.
+                unsafe { step(&tile, &ar, &mut sums) };
                 store(out, n_tile, a0, r0, rows, &sums[..acts]);
             }
         });
@@ -443,10 +450,10 @@ impl<A> ActRows<'_, A> {
 }
 
 /// Weight rows `R0..R0 + R` of the tile against `C` activation rows, on AVX2: per block
-/// the eight i32 four-product sums (`maddubs` wants unsigned x signed: |w| times a with
-/// w's sign, then `madd` by ones), one `fma` by the f32 product `d_w * d_a`.
+/// the eight i32 four-product sums by the dot step `$D` (unsigned x signed: |w| times a
+/// with w's sign), one `fma` by the f32 product `d_w * d_a`.
 macro_rules! tile_step {
-    ($tile:expr, $act:expr, $sums:expr, $R0:expr, $R:expr, $C:expr, $min:expr) => {{
+    ($D:ty, $tile:expr, $act:expr, $sums:expr, $R0:expr, $R:expr, $C:expr, $min:expr) => {{
         let (tile, act, k) = ($tile, $act, $tile.k);
         // Rows as slices of exactly k blocks, so indexing by b < k needs no checks.
         let wq: [&[[i8; QK32]]; $R] = rows_of(tile.q, k, $R0, usize::MAX);
@@ -467,11 +474,7 @@ macro_rules! tile_step {
                 let (da, sa) = &ads[j][b];
                 for i in 0..$R {
                     let (dw, mw) = &wdm[i][b];
-                    let p16 = _mm256_maddubs_epi16(
-                        _mm256_sign_epi8(w[i], w[i]),
-                        _mm256_sign_epi8(a, w[i]),
-                    );
-                    let lanes = _mm256_madd_epi16(_mm256_set1_epi16(1), p16);
+                    let lanes = <$D>::dot(_mm256_sign_epi8(w[i], w[i]), _mm256_sign_epi8(a, w[i]));
                     // The f32 product d_w * d_a, as the row kernels form it.
                     let d = _mm256_mul_ps(_mm256_broadcast_ss(dw), _mm256_broadcast_ss(da));
                     acc[j][i] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(lanes), acc[j][i]);
@@ -512,6 +515,36 @@ macro_rules! by_act_rows {
         }
     };
 }
+pub(super) use by_act_rows;
+
+/// The AVX2 tile step for `isa` (any but [`TiledIsa::Avx512Vnni`], which has its own
+/// kernels), as a function the CPU must support.
+type TileFn<A> = unsafe fn(&Tile, &ActRows<A>, &mut [[f32; TILE_ROWS]; ACT_STEP]);
+fn tile_kernel<A: Q8Act, const MIN: bool>(isa: TiledIsa) -> TileFn<A> {
+    match isa {
+        TiledIsa::AvxVnni => avxvnni_tile::<A, MIN>,
+        TiledIsa::Avx512VlVnni => vl_vnni_tile::<A, MIN>,
+        _ => avx2_tile::<A, MIN>,
+    }
+}
+
+/// The tile step over the dot step `D`, inlined into one entry point per instantiation.
+#[inline(always)]
+unsafe fn tile_body<D: DotStep, A: Q8Act, const MIN: bool>(
+    tile: &Tile,
+    act: &ActRows<A>,
+    sums: &mut [[f32; TILE_ROWS]; ACT_STEP],
+) {
+    // SAFETY: AVX2/FMA and D's features per the caller; loads inside tile_step carry
+    // their own reasons.
+    unsafe {
+        // 16 registers: two weight rows at a time.
+        by_act_rows!(act.len(), |C| {
+            tile_step!(D, tile, act, sums, 0, 2, C, MIN);
+            tile_step!(D, tile, act, sums, 2, 2, C, MIN);
+        })
+    }
+}
 
 #[target_feature(enable = "avx2,fma")]
 unsafe fn avx2_tile<A: Q8Act, const MIN: bool>(
@@ -519,12 +552,26 @@ unsafe fn avx2_tile<A: Q8Act, const MIN: bool>(
     act: &ActRows<A>,
     sums: &mut [[f32; TILE_ROWS]; ACT_STEP],
 ) {
-    // SAFETY: AVX2/FMA per the caller; loads inside tile_step carry their own reasons.
-    unsafe {
-        // 16 registers: two weight rows at a time.
-        by_act_rows!(act.len(), |C| {
-            tile_step!(tile, act, sums, 0, 2, C, MIN);
-            tile_step!(tile, act, sums, 2, 2, C, MIN);
-        })
-    }
+    // SAFETY: Maddubs needs AVX2, enabled here.
+    unsafe { tile_body::<Maddubs, A, MIN>(tile, act, sums) }
+}
+
+#[target_feature(enable = "avx2,fma,avxvnni")]
+unsafe fn avxvnni_tile<A: Q8Act, const MIN: bool>(
+    tile: &Tile,
+    act: &ActRows<A>,
+    sums: &mut [[f32; TILE_ROWS]; ACT_STEP],
+) {
+    // SAFETY: AvxVnni needs AVX-VNNI, enabled here.
+    unsafe { tile_body::<AvxVnni, A, MIN>(tile, act, sums) }
+}
+
+#[target_feature(enable = "avx2,fma,avx512vl,avx512vnni")]
+unsafe fn vl_vnni_tile<A: Q8Act, const MIN: bool>(
+    tile: &Tile,
+    act: &ActRows<A>,
+    sums: &mut [[f32; TILE_ROWS]; ACT_STEP],
+) {
+    // SAFETY: VnniVl needs AVX-512 VL + VNNI, enabled here.
+    unsafe { tile_body::<VnniVl, A, MIN>(tile, act, sums) }
 }
