@@ -371,14 +371,10 @@ pub fn avxvnni() -> Option<&'static Kernels> {
 }
 
 /// The tests' AVX-512 VL instantiation of the AVX-VNNI table's code, when this CPU runs
-/// the AVX-512 table.
-#[cfg(test)]
+/// the AVX-512 table (x86_64 only: its test does not exist elsewhere).
+#[cfg(all(test, target_arch = "x86_64"))]
 fn avx2_vl() -> Option<&'static Kernels> {
-    #[cfg(target_arch = "x86_64")]
-    if cpu_has_avx512() {
-        return Some(&AVX2_VL_TABLE);
-    }
-    None
+    cpu_has_avx512().then_some(&AVX2_VL_TABLE)
 }
 
 /// The AVX-512 table when this CPU can run it.
