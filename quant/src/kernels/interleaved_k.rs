@@ -231,6 +231,9 @@ unsafe fn step<const C: usize>(
                 Kind::Q4K => _mm512_add_ps(total, mins_total(&acc_m[j])),
                 Kind::Q5K => _mm512_add_ps(total, summs[j]),
                 Kind::Q6K => total,
+                Kind::Q2K | Kind::Q3K | Kind::Iq4Xs => {
+                    unreachable!("tiled_k runs these kinds on the AVX2 tile")
+                }
             };
             _mm512_storeu_ps(sums[j].as_mut_ptr(), total);
         }
