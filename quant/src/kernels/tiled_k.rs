@@ -334,10 +334,10 @@ macro_rules! k_step {
                         let p16 = match kind {
                             Kind::Q3K => _mm256_sub_epi16(_mm256_maddubs_epi16(q, a), four_a),
                             Kind::Iq4Xs => {
+                                let levels = dec.levels[g].as_ptr().cast();
                                 // SAFETY: a 32-byte array of a borrowed, 32-byte aligned
                                 // decoded block.
-                                let levels =
-                                    unsafe { _mm256_load_si256(dec.levels[g].as_ptr().cast()) };
+                                let levels = unsafe { _mm256_load_si256(levels) };
                                 _mm256_maddubs_epi16(q, _mm256_sign_epi8(a, levels))
                             }
                             _ => _mm256_maddubs_epi16(q, a),
