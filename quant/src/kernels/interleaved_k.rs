@@ -109,9 +109,9 @@ pub(super) fn matmul<W: DecodeK>(
                 // SAFETY: AVX-512 F/BW/VNNI per the caller.
                 unsafe {
                     if acts == 2 {
-                        step::<2>(W::KIND, tile, y, k, &mut sums)
+                        step::<W, 2>(tile, y, k, &mut sums)
                     } else {
-                        step::<1>(W::KIND, tile, y, k, &mut sums)
+                        step::<W, 1>(tile, y, k, &mut sums)
                     }
                 }
                 store(out, n_tile, a0, r0, rows, &sums[..acts]);
@@ -133,9 +133,14 @@ fn decode<W: DecodeK>(w: &[W], k: usize, tile: &mut [TileK], dec: &mut Decoded) 
                 *dec = Decoded::default();
             }
             for g in 0..GROUPS {
+                // IQ4_XS: the signed levels, whose magnitudes and signs the step takes.
+                let q = if W::KIND == Kind::Iq4Xs {
+                    dec.levels[g].map(|v| v as u8)
+                } else {
+                    dec.q[g]
+                };
                 for c in 0..GROUPS {
-                    t.q[g][c][l] =
-                        u32::from_le_bytes(dec.q[g][4 * c..4 * c + 4].try_into().expect("4"));
+                    t.q[g][c][l] = u32::from_le_bytes(q[4 * c..4 * c + 4].try_into().expect("4"));
                 }
                 t.sc[g][0][l] = pair(dec.sc[g][0], dec.sc[g][0]);
                 t.sc[g][1][l] = pair(dec.sc[g][8], dec.sc[g][8]);
@@ -155,13 +160,13 @@ fn decode<W: DecodeK>(w: &[W], k: usize, tile: &mut [TileK], dec: &mut Decoded) 
 /// The tile against `C` activation rows (`y`: C rows of `k` super-blocks); `sums[j][l]`
 /// gets the dot of row `l` with activation row `j`.
 #[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vnni")]
-unsafe fn step<const C: usize>(
-    kind: Kind,
+unsafe fn step<W: DecodeK, const C: usize>(
     tile: &[TileK],
     y: &[BlockQ8K],
     k: usize,
     sums: &mut [[f32; LANES]; ACT_STEP],
 ) {
+    let kind = W::KIND;
     let ys: [&[BlockQ8K]; C] = rows_of(y, k, 0, usize::MAX);
     let tile = &tile[..k];
     // SAFETY: AVX-512 F/BW/VNNI per the caller; each load reads one 64-byte array of a
@@ -179,11 +184,33 @@ unsafe fn step<const C: usize>(
                 ];
                 for c in 0..GROUPS {
                     let w = _mm512_load_si512(t.q[g][c].as_ptr().cast());
+                    // IQ4_XS: `w` holds signed levels; multiply their magnitudes by the
+                    // activation negated where the level is negative (the row kernel's
+                    // `sign_epi8`; where the level is 0 the product is 0 either way).
+                    let (w, negative) = if kind == Kind::Iq4Xs {
+                        (_mm512_abs_epi8(w), _mm512_movepi8_mask(w))
+                    } else {
+                        (w, 0)
+                    };
                     for j in 0..C {
                         let f = &ys[j][b].qs[32 * g + 4 * c..][..4];
                         let a =
                             i32::from_le_bytes([f[0] as u8, f[1] as u8, f[2] as u8, f[3] as u8]);
-                        let p16 = _mm512_maddubs_epi16(w, _mm512_set1_epi32(a));
+                        let a = _mm512_set1_epi32(a);
+                        let p16 = match kind {
+                            // Quants stored plus 4: the same pair sums as the row kernel's
+                            // two maddubs, the 4 * a part shared by all sixteen rows.
+                            Kind::Q3K => _mm512_sub_epi16(
+                                _mm512_maddubs_epi16(w, a),
+                                _mm512_maddubs_epi16(_mm512_set1_epi8(4), a),
+                            ),
+                            Kind::Iq4Xs => {
+                                let zero = _mm512_setzero_si512();
+                                let signed = _mm512_mask_sub_epi8(a, negative, zero, a);
+                                _mm512_maddubs_epi16(w, signed)
+                            }
+                            _ => _mm512_maddubs_epi16(w, a),
+                        };
                         sumi[j][c] = _mm512_dpwssd_epi32(sumi[j][c], p16, sc[c / 4]);
                     }
                 }
@@ -193,8 +220,17 @@ unsafe fn step<const C: usize>(
                 let yb = &ys[j][b];
                 let d = _mm512_mul_ps(_mm512_set1_ps(yb.d), dw);
                 let bs = &yb.bsums;
+                let dmin = _mm512_mul_ps(_mm512_set1_ps(-yb.d), _mm512_load_ps(t.dmin.as_ptr()));
                 for c in 0..GROUPS {
                     let mut s = sumi[j][c];
+                    if kind == Kind::Q2K {
+                        // Lane c of the row kernel's mins (mins 2c, 2c + 1 · bsums 2c,
+                        // 2c + 1), into the same accumulator before the quants.
+                        let mins = _mm512_load_si512(t.sc16[c].as_ptr().cast());
+                        let bp = _mm512_set1_epi32(pair(bs[2 * c], bs[2 * c + 1]) as i32);
+                        let prod = _mm512_madd_epi16(mins, bp);
+                        acc[j][c] = _mm512_fmadd_ps(dmin, _mm512_cvtepi32_ps(prod), acc[j][c]);
+                    }
                     if kind == Kind::Q6K {
                         let sc16 = _mm512_load_si512(t.sc16[c].as_ptr().cast());
                         let bp = _mm512_set1_epi32(pair(bs[2 * c], bs[2 * c + 1]) as i32);
@@ -203,8 +239,6 @@ unsafe fn step<const C: usize>(
                     acc[j][c] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(s), acc[j][c]);
                 }
                 if kind == Kind::Q4K {
-                    let dmin =
-                        _mm512_mul_ps(_mm512_set1_ps(-yb.d), _mm512_load_ps(t.dmin.as_ptr()));
                     let mut mins = [_mm512_setzero_si512(); 4];
                     for (v, m) in mins.iter_mut().zip(&t.mins) {
                         *v = _mm512_load_si512(m.as_ptr().cast());
@@ -213,8 +247,6 @@ unsafe fn step<const C: usize>(
                 }
                 if kind == Kind::Q5K {
                     // The row's mins · group sums as one integer, then one fma.
-                    let dmin =
-                        _mm512_mul_ps(_mm512_set1_ps(-yb.d), _mm512_load_ps(t.dmin.as_ptr()));
                     let mut total = _mm512_setzero_si512();
                     for (m, mins) in t.mins.iter().enumerate() {
                         let gs = group_sum_pair(bs, m);
@@ -230,10 +262,7 @@ unsafe fn step<const C: usize>(
             let total = match kind {
                 Kind::Q4K => _mm512_add_ps(total, mins_total(&acc_m[j])),
                 Kind::Q5K => _mm512_add_ps(total, summs[j]),
-                Kind::Q6K => total,
-                Kind::Q2K | Kind::Q3K | Kind::Iq4Xs => {
-                    unreachable!("tiled_k runs these kinds on the AVX2 tile")
-                }
+                Kind::Q6K | Kind::Q2K | Kind::Q3K | Kind::Iq4Xs => total,
             };
             _mm512_storeu_ps(sums[j].as_mut_ptr(), total);
         }

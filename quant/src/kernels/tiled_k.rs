@@ -16,9 +16,8 @@
 //! levels' magnitudes and the levels themselves, whose signs go onto the activation per
 //! pair, as the row kernel's sign trick does.
 //!
-//! This is the AVX2 table's kernel, and the AVX-512 table's for Q2_K, Q3_K and IQ4_XS; for
-//! Q4_K, Q5_K and Q6_K the AVX-512 table runs `interleaved_k.rs`, which computes the same
-//! lanes for sixteen rows at once.
+//! This is the AVX2 table's kernel; the AVX-512 table runs `interleaved_k.rs`, which
+//! computes the same lanes for sixteen rows at once.
 
 #![allow(unused_unsafe)] // see avx2.rs: intrinsics are safe calls inside target_feature fns
 
@@ -104,13 +103,6 @@ pub(super) enum Kind {
     /// Signed levels: `maddubs(|level|, a signed as the level)`; `acc += (d * d8) * sumi`;
     /// result `hsum_f32x8(acc)`.
     Iq4Xs,
-}
-
-impl Kind {
-    /// Whether `interleaved_k.rs` has a kernel for this kind (the AVX-512 table runs it).
-    pub(super) fn interleaved(self) -> bool {
-        matches!(self, Kind::Q4K | Kind::Q5K | Kind::Q6K)
-    }
 }
 
 impl DecodeK for BlockQ4K {
@@ -247,7 +239,7 @@ pub(super) fn matmul<W: DecodeK>(
     out: &mut [f32],
     block_bytes: usize,
 ) -> Result<(), QuantError> {
-    if isa == TiledIsa::Avx512Vnni && W::KIND.interleaved() {
+    if isa == TiledIsa::Avx512Vnni {
         return super::interleaved_k::matmul::<W>(Weights::Rows(w), n_cols, act, out, block_bytes);
     }
     let Operands {
