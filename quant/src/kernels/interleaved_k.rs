@@ -1,6 +1,6 @@
-//! The AVX-512 VNNI batch kernel for Q4_K, Q5_K and Q6_K against Q8_K activations: sixteen
-//! weight rows interleaved, one row per i32 lane, as [`super::interleaved`] does for the
-//! Q8-family formats.
+//! The AVX-512 VNNI batch kernel for the K-quants (Q2_K to Q6_K) and IQ4_XS against Q8_K
+//! activations: sixteen weight rows interleaved, one row per i32 lane, as
+//! [`super::interleaved`] does for the Q8-family formats.
 //!
 //! The AVX2 row kernel keeps eight i32 lanes per super-block (lane `c`: over the eight
 //! groups, the group's scale times the four-product sum of quants `4c..4c + 4`; for Q6_K
@@ -14,6 +14,12 @@
 //! whole (group, lane) step for sixteen rows — two instructions where the tile needed two
 //! per row. The same integers, the same f32 products and `fma` chains, the same final
 //! additions: bit for bit `vec_dot`.
+//!
+//! Q2_K's mins go into the quants' own lanes first (lane `c`: mins `2c`, `2c + 1` times
+//! their bsums). Q3_K's quants are kept plus 4 and `maddubs(4, a)`, the same for all
+//! sixteen rows, comes off each pair sum. IQ4_XS's tile holds the signed levels; their
+//! magnitudes multiply the activation negated under the levels' sign mask, as the row
+//! kernel's `sign_epi8` trick does.
 
 #![allow(unused_unsafe)] // see avx2.rs: intrinsics are safe calls inside target_feature fns
 
@@ -39,14 +45,17 @@ const ACT_STEP: usize = 2;
 #[derive(Clone, Copy)]
 #[repr(C, align(64))]
 struct TileK {
-    /// `q[g][c][l]`: row `l`'s unsigned quants `32g + 4c .. 32g + 4c + 4`.
+    /// `q[g][c][l]`: row `l`'s unsigned quants `32g + 4c .. 32g + 4c + 4` (IQ4_XS: its
+    /// signed levels).
     q: [[[u32; LANES]; GROUPS]; GROUPS],
-    /// `sc[g][h][l]`: row `l`'s multiplier of group `g` for lanes `4h..4h + 4` (Q6_K's
-    /// two 16-weight scales; Q4_K's one scale twice), in both i16 halves.
+    /// `sc[g][h][l]`: row `l`'s multiplier of group `g` for lanes `4h..4h + 4` (Q2_K's,
+    /// Q3_K's and Q6_K's two 16-weight scales; the others' one scale twice), in both i16
+    /// halves.
     sc: [[[u32; LANES]; 2]; GROUPS],
-    /// Q6_K: `sc16[c][l]` = row `l`'s scales `2c`, `2c + 1` as two i16.
+    /// Q6_K: `sc16[c][l]` = row `l`'s scales `2c`, `2c + 1` as two i16; Q2_K: its mins
+    /// `2c`, `2c + 1`.
     sc16: [[u32; LANES]; GROUPS],
-    /// Q4_K: `mins[m][l]` = row `l`'s mins `2m`, `2m + 1` as two i16.
+    /// Q4_K, Q5_K: `mins[m][l]` = row `l`'s mins `2m`, `2m + 1` as two i16.
     mins: [[u32; LANES]; 4],
     d: [f32; LANES],
     dmin: [f32; LANES],
