@@ -142,14 +142,9 @@ fn decode<W: DecodeK>(w: &[W], k: usize, tile: &mut [TileK], dec: &mut Decoded) 
                 *dec = Decoded::default();
             }
             for g in 0..GROUPS {
-                // IQ4_XS: the signed levels, whose magnitudes and signs the step takes.
-                let q = if W::KIND == Kind::Iq4Xs {
-                    dec.levels[g].map(|v| v as u8)
-                } else {
-                    dec.q[g]
-                };
                 for c in 0..GROUPS {
-                    t.q[g][c][l] = u32::from_le_bytes(q[4 * c..4 * c + 4].try_into().expect("4"));
+                    t.q[g][c][l] =
+                        u32::from_le_bytes(dec.q[g][4 * c..4 * c + 4].try_into().expect("4"));
                 }
                 t.sc[g][0][l] = pair(dec.sc[g][0], dec.sc[g][0]);
                 t.sc[g][1][l] = pair(dec.sc[g][8], dec.sc[g][8]);

@@ -13,8 +13,9 @@
 //! `fma` sequence and horizontal sums. Q3_K's signed quants are kept as quant + 4
 //! (unsigned), and `maddubs(4, a)` is subtracted in i16, once per activation group for the
 //! whole tile: the same pair sums as the row kernel's two `maddubs`. IQ4_XS keeps its
-//! levels' magnitudes and the levels themselves, whose signs go onto the activation per
-//! pair, as the row kernel's sign trick does.
+//! signed levels; per pair their magnitudes multiply the activation signed as the levels,
+//! the row kernel's sign trick. (A second array of magnitudes would save the `abs` but
+//! grow the tile past L1 for 4096 columns, which slowed Q4_K and Q6_K by a fifth.)
 //!
 //! This is the AVX2 table's kernel; the AVX-512 table runs `interleaved_k.rs`, which
 //! computes the same lanes for sixteen rows at once.
@@ -42,14 +43,12 @@ const GROUPS: usize = QK_K / 32;
 #[repr(C, align(32))]
 pub(super) struct Decoded {
     /// The quants as the row kernels multiply them (unsigned), in element order: Q3_K's
-    /// plus 4, IQ4_XS's level magnitudes.
+    /// plus 4; IQ4_XS: the signed levels, as bytes.
     pub(super) q: [[u8; 32]; GROUPS],
     /// Per group the i16 multiplier of each pair lane of `maddubs` (Q4_K, Q5_K, IQ4_XS:
     /// the group's scale 16 times; Q2_K, Q3_K, Q6_K: the two 16-weight scales, 8 times
     /// each).
     pub(super) sc: [[i16; 16]; GROUPS],
-    /// IQ4_XS: the signed levels, whose signs go onto the activation; otherwise unused.
-    pub(super) levels: [[i8; 32]; GROUPS],
     /// Q4_K, Q5_K: the eight mins; otherwise unused.
     pub(super) mins: [i16; 8],
     /// The sixteen multipliers of the activation's `bsums`: Q6_K's scales (for the -32
@@ -59,9 +58,8 @@ pub(super) struct Decoded {
     pub(super) dmin: f32,
 }
 
-// `k_step` loads `q`, `sc` and `levels` with aligned loads.
+// `k_step` loads `q` and `sc` with aligned loads.
 const _: () = assert!(std::mem::offset_of!(Decoded, sc) % 32 == 0);
-const _: () = assert!(std::mem::offset_of!(Decoded, levels) % 32 == 0);
 
 impl Default for Decoded {
     fn default() -> Decoded {
@@ -70,7 +68,6 @@ impl Default for Decoded {
             sc: [[0; 16]; GROUPS],
             mins: [0; 8],
             sc16: [0; 16],
-            levels: [[0; 32]; GROUPS],
             d: 0.0,
             dmin: 0.0,
         }
@@ -218,8 +215,7 @@ impl DecodeK for BlockIq4Xs {
                 let nibble = if e < 16 { qs[e] & 0xF } else { qs[e - 16] >> 4 };
                 KVALUES_IQ4NL[nibble as usize]
             });
-            out.levels[g] = levels;
-            out.q[g] = levels.map(|v| v.unsigned_abs());
+            out.q[g] = levels.map(|v| v as u8);
             out.sc[g] = [(self.scale(g) - 32) as i16; 16];
         }
         out.d = self.d.to_f32();
@@ -325,12 +321,9 @@ macro_rules! k_step {
                         };
                         let p16 = match kind {
                             Kind::Q3K => _mm256_sub_epi16(_mm256_maddubs_epi16(q, a), four_a),
+                            // `q`: signed levels.
                             Kind::Iq4Xs => {
-                                let levels = dec.levels[g].as_ptr().cast();
-                                // SAFETY: a 32-byte array of a borrowed, 32-byte aligned
-                                // decoded block.
-                                let levels = unsafe { _mm256_load_si256(levels) };
-                                _mm256_maddubs_epi16(q, _mm256_sign_epi8(a, levels))
+                                _mm256_maddubs_epi16(_mm256_abs_epi8(q), _mm256_sign_epi8(a, q))
                             }
                             _ => _mm256_maddubs_epi16(q, a),
                         };
