@@ -715,11 +715,14 @@ impl Kernels {
                 Q4_1 => Some(tiled::matmul::<BlockQ4_1, BlockQ8_1>),
                 Q5_1 => Some(tiled::matmul::<BlockQ5_1, BlockQ8_1>),
                 IQ4_NL => Some(tiled::matmul::<BlockIq4Nl, BlockQ8_0>),
+                Q2_K => Some(tiled_k::matmul::<BlockQ2K>),
+                Q3_K => Some(tiled_k::matmul::<BlockQ3K>),
                 Q4_K => Some(tiled_k::matmul::<BlockQ4K>),
                 Q5_K => Some(tiled_k::matmul::<BlockQ5K>),
                 Q6_K => Some(tiled_k::matmul::<BlockQ6K>),
                 F16 => Some(tiled_float::matmul::<BlockF16>),
                 BF16 => Some(tiled_float::matmul::<BlockBf16>),
+                IQ4_XS => Some(tiled_k::matmul::<BlockIq4Xs>),
                 _ => None,
             };
             if let Some(tiled) = tiled {

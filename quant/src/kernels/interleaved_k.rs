@@ -1,6 +1,6 @@
-//! The AVX-512 VNNI batch kernel for Q4_K, Q5_K and Q6_K against Q8_K activations: sixteen
-//! weight rows interleaved, one row per i32 lane, as [`super::interleaved`] does for the
-//! Q8-family formats.
+//! The AVX-512 VNNI batch kernel for the K-quants (Q2_K to Q6_K) and IQ4_XS against Q8_K
+//! activations: sixteen weight rows interleaved, one row per i32 lane, as
+//! [`super::interleaved`] does for the Q8-family formats.
 //!
 //! The AVX2 row kernel keeps eight i32 lanes per super-block (lane `c`: over the eight
 //! groups, the group's scale times the four-product sum of quants `4c..4c + 4`; for Q6_K
@@ -14,6 +14,12 @@
 //! whole (group, lane) step for sixteen rows — two instructions where the tile needed two
 //! per row. The same integers, the same f32 products and `fma` chains, the same final
 //! additions: bit for bit `vec_dot`.
+//!
+//! Q2_K's mins go into the quants' own lanes first (lane `c`: mins `2c`, `2c + 1` times
+//! their bsums). Q3_K's quants are kept plus 4 and `maddubs(4, a)`, the same for all
+//! sixteen rows, comes off each pair sum. IQ4_XS's tile holds the signed levels; their
+//! magnitudes multiply the activation negated under the levels' sign mask, as the row
+//! kernel's `sign_epi8` trick does.
 
 #![allow(unused_unsafe)] // see avx2.rs: intrinsics are safe calls inside target_feature fns
 
@@ -39,14 +45,17 @@ const ACT_STEP: usize = 2;
 #[derive(Clone, Copy)]
 #[repr(C, align(64))]
 struct TileK {
-    /// `q[g][c][l]`: row `l`'s unsigned quants `32g + 4c .. 32g + 4c + 4`.
+    /// `q[g][c][l]`: row `l`'s unsigned quants `32g + 4c .. 32g + 4c + 4` (IQ4_XS: its
+    /// signed levels).
     q: [[[u32; LANES]; GROUPS]; GROUPS],
-    /// `sc[g][h][l]`: row `l`'s multiplier of group `g` for lanes `4h..4h + 4` (Q6_K's
-    /// two 16-weight scales; Q4_K's one scale twice), in both i16 halves.
+    /// `sc[g][h][l]`: row `l`'s multiplier of group `g` for lanes `4h..4h + 4` (Q2_K's,
+    /// Q3_K's and Q6_K's two 16-weight scales; the others' one scale twice), in both i16
+    /// halves.
     sc: [[[u32; LANES]; 2]; GROUPS],
-    /// Q6_K: `sc16[c][l]` = row `l`'s scales `2c`, `2c + 1` as two i16.
+    /// Q6_K: `sc16[c][l]` = row `l`'s scales `2c`, `2c + 1` as two i16; Q2_K: its mins
+    /// `2c`, `2c + 1`.
     sc16: [[u32; LANES]; GROUPS],
-    /// Q4_K: `mins[m][l]` = row `l`'s mins `2m`, `2m + 1` as two i16.
+    /// Q4_K, Q5_K: `mins[m][l]` = row `l`'s mins `2m`, `2m + 1` as two i16.
     mins: [[u32; LANES]; 4],
     d: [f32; LANES],
     dmin: [f32; LANES],
@@ -109,9 +118,9 @@ pub(super) fn matmul<W: DecodeK>(
                 // SAFETY: AVX-512 F/BW/VNNI per the caller.
                 unsafe {
                     if acts == 2 {
-                        step::<2>(W::KIND, tile, y, k, &mut sums)
+                        step::<W, 2>(tile, y, k, &mut sums)
                     } else {
-                        step::<1>(W::KIND, tile, y, k, &mut sums)
+                        step::<W, 1>(tile, y, k, &mut sums)
                     }
                 }
                 store(out, n_tile, a0, r0, rows, &sums[..acts]);
@@ -155,13 +164,13 @@ fn decode<W: DecodeK>(w: &[W], k: usize, tile: &mut [TileK], dec: &mut Decoded) 
 /// The tile against `C` activation rows (`y`: C rows of `k` super-blocks); `sums[j][l]`
 /// gets the dot of row `l` with activation row `j`.
 #[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vnni")]
-unsafe fn step<const C: usize>(
-    kind: Kind,
+unsafe fn step<W: DecodeK, const C: usize>(
     tile: &[TileK],
     y: &[BlockQ8K],
     k: usize,
     sums: &mut [[f32; LANES]; ACT_STEP],
 ) {
+    let kind = W::KIND;
     let ys: [&[BlockQ8K]; C] = rows_of(y, k, 0, usize::MAX);
     let tile = &tile[..k];
     // SAFETY: AVX-512 F/BW/VNNI per the caller; each load reads one 64-byte array of a
@@ -179,11 +188,33 @@ unsafe fn step<const C: usize>(
                 ];
                 for c in 0..GROUPS {
                     let w = _mm512_load_si512(t.q[g][c].as_ptr().cast());
+                    // IQ4_XS: `w` holds signed levels; multiply their magnitudes by the
+                    // activation negated where the level is negative (the row kernel's
+                    // `sign_epi8`; where the level is 0 the product is 0 either way).
+                    let (w, negative) = if kind == Kind::Iq4Xs {
+                        (_mm512_abs_epi8(w), _mm512_movepi8_mask(w))
+                    } else {
+                        (w, 0)
+                    };
                     for j in 0..C {
                         let f = &ys[j][b].qs[32 * g + 4 * c..][..4];
                         let a =
                             i32::from_le_bytes([f[0] as u8, f[1] as u8, f[2] as u8, f[3] as u8]);
-                        let p16 = _mm512_maddubs_epi16(w, _mm512_set1_epi32(a));
+                        let a = _mm512_set1_epi32(a);
+                        let p16 = match kind {
+                            // Quants stored plus 4: the same pair sums as the row kernel's
+                            // two maddubs, the 4 * a part shared by all sixteen rows.
+                            Kind::Q3K => _mm512_sub_epi16(
+                                _mm512_maddubs_epi16(w, a),
+                                _mm512_maddubs_epi16(_mm512_set1_epi8(4), a),
+                            ),
+                            Kind::Iq4Xs => {
+                                let zero = _mm512_setzero_si512();
+                                let signed = _mm512_mask_sub_epi8(a, negative, zero, a);
+                                _mm512_maddubs_epi16(w, signed)
+                            }
+                            _ => _mm512_maddubs_epi16(w, a),
+                        };
                         sumi[j][c] = _mm512_dpwssd_epi32(sumi[j][c], p16, sc[c / 4]);
                     }
                 }
@@ -193,8 +224,17 @@ unsafe fn step<const C: usize>(
                 let yb = &ys[j][b];
                 let d = _mm512_mul_ps(_mm512_set1_ps(yb.d), dw);
                 let bs = &yb.bsums;
+                let dmin = _mm512_mul_ps(_mm512_set1_ps(-yb.d), _mm512_load_ps(t.dmin.as_ptr()));
                 for c in 0..GROUPS {
                     let mut s = sumi[j][c];
+                    if kind == Kind::Q2K {
+                        // Lane c of the row kernel's mins (mins 2c, 2c + 1 · bsums 2c,
+                        // 2c + 1), into the same accumulator before the quants.
+                        let mins = _mm512_load_si512(t.sc16[c].as_ptr().cast());
+                        let bp = _mm512_set1_epi32(pair(bs[2 * c], bs[2 * c + 1]) as i32);
+                        let prod = _mm512_madd_epi16(mins, bp);
+                        acc[j][c] = _mm512_fmadd_ps(dmin, _mm512_cvtepi32_ps(prod), acc[j][c]);
+                    }
                     if kind == Kind::Q6K {
                         let sc16 = _mm512_load_si512(t.sc16[c].as_ptr().cast());
                         let bp = _mm512_set1_epi32(pair(bs[2 * c], bs[2 * c + 1]) as i32);
@@ -203,8 +243,6 @@ unsafe fn step<const C: usize>(
                     acc[j][c] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(s), acc[j][c]);
                 }
                 if kind == Kind::Q4K {
-                    let dmin =
-                        _mm512_mul_ps(_mm512_set1_ps(-yb.d), _mm512_load_ps(t.dmin.as_ptr()));
                     let mut mins = [_mm512_setzero_si512(); 4];
                     for (v, m) in mins.iter_mut().zip(&t.mins) {
                         *v = _mm512_load_si512(m.as_ptr().cast());
@@ -213,8 +251,6 @@ unsafe fn step<const C: usize>(
                 }
                 if kind == Kind::Q5K {
                     // The row's mins · group sums as one integer, then one fma.
-                    let dmin =
-                        _mm512_mul_ps(_mm512_set1_ps(-yb.d), _mm512_load_ps(t.dmin.as_ptr()));
                     let mut total = _mm512_setzero_si512();
                     for (m, mins) in t.mins.iter().enumerate() {
                         let gs = group_sum_pair(bs, m);
@@ -230,7 +266,7 @@ unsafe fn step<const C: usize>(
             let total = match kind {
                 Kind::Q4K => _mm512_add_ps(total, mins_total(&acc_m[j])),
                 Kind::Q5K => _mm512_add_ps(total, summs[j]),
-                Kind::Q6K => total,
+                Kind::Q6K | Kind::Q2K | Kind::Q3K | Kind::Iq4Xs => total,
             };
             _mm512_storeu_ps(sums[j].as_mut_ptr(), total);
         }

@@ -105,31 +105,37 @@ fn int_weight_bound(ty: GgmlType) -> f64 {
 
 /// A random weight row: random bytes with finite scales (1 with `unit`).
 fn random_weights(ty: GgmlType, nb: usize, rng: &mut XorShift, unit: bool) -> Vec<u8> {
-    use GgmlType::*;
     let mut bytes: Vec<u8> = (0..nb * ty.block_bytes())
         .map(|_| rng.next_u64() as u8)
         .collect();
-    let mut s = || Half::from_f32(if unit { 1.0 } else { rng.scale() });
+    let scale = || Half::from_f32(if unit { 1.0 } else { rng.scale() });
+    set_scales(ty, &mut bytes, nb, scale);
+    bytes
+}
+
+/// Give every block of a weight row (`nb` blocks of `ty`) the f16 scales `s()` (and
+/// mins), keeping its quant bytes.
+fn set_scales(ty: GgmlType, bytes: &mut [u8], nb: usize, mut s: impl FnMut() -> Half) {
+    use GgmlType::*;
     match ty {
         F32 | F16 | BF16 => {
             let x: Vec<f32> = (0..nb).map(|_| s().to_f32()).collect();
-            crate::quantize_row(ty, &x, &mut bytes).unwrap();
+            crate::quantize_row(ty, &x, bytes).unwrap();
         }
-        Q4_0 => set::<BlockQ4_0>(&mut bytes, |b| b.d = s()),
-        Q4_1 => set::<BlockQ4_1>(&mut bytes, |b| (b.d, b.m) = (s(), s())),
-        Q5_0 => set::<BlockQ5_0>(&mut bytes, |b| b.d = s()),
-        Q5_1 => set::<BlockQ5_1>(&mut bytes, |b| (b.d, b.m) = (s(), s())),
-        Q8_0 => set::<BlockQ8_0>(&mut bytes, |b| b.d = s()),
-        IQ4_NL => set::<BlockIq4Nl>(&mut bytes, |b| b.d = s()),
-        Q2_K => set::<BlockQ2K>(&mut bytes, |b| (b.d, b.dmin) = (s(), s())),
-        Q3_K => set::<BlockQ3K>(&mut bytes, |b| b.d = s()),
-        Q4_K => set::<BlockQ4K>(&mut bytes, |b| (b.d, b.dmin) = (s(), s())),
-        Q5_K => set::<BlockQ5K>(&mut bytes, |b| (b.d, b.dmin) = (s(), s())),
-        Q6_K => set::<BlockQ6K>(&mut bytes, |b| b.d = s()),
-        IQ4_XS => set::<BlockIq4Xs>(&mut bytes, |b| b.d = s()),
+        Q4_0 => set::<BlockQ4_0>(bytes, |b| b.d = s()),
+        Q4_1 => set::<BlockQ4_1>(bytes, |b| (b.d, b.m) = (s(), s())),
+        Q5_0 => set::<BlockQ5_0>(bytes, |b| b.d = s()),
+        Q5_1 => set::<BlockQ5_1>(bytes, |b| (b.d, b.m) = (s(), s())),
+        Q8_0 => set::<BlockQ8_0>(bytes, |b| b.d = s()),
+        IQ4_NL => set::<BlockIq4Nl>(bytes, |b| b.d = s()),
+        Q2_K => set::<BlockQ2K>(bytes, |b| (b.d, b.dmin) = (s(), s())),
+        Q3_K => set::<BlockQ3K>(bytes, |b| b.d = s()),
+        Q4_K => set::<BlockQ4K>(bytes, |b| (b.d, b.dmin) = (s(), s())),
+        Q5_K => set::<BlockQ5K>(bytes, |b| (b.d, b.dmin) = (s(), s())),
+        Q6_K => set::<BlockQ6K>(bytes, |b| b.d = s()),
+        IQ4_XS => set::<BlockIq4Xs>(bytes, |b| b.d = s()),
         _ => unreachable!(),
     }
-    bytes
 }
 
 fn set<B: BlockFormat>(bytes: &mut [u8], mut f: impl FnMut(&mut B)) {
@@ -1318,6 +1324,51 @@ fn dot_step_gives_the_same_bits(fast: &Kernels, reference: &Kernels) {
                 &out,
                 &what,
             );
+        }
+    }
+}
+
+#[test]
+fn batched_matmul_equals_row_dots_at_extreme_quants() {
+    // Weights whose quant and scale bytes are all 0x00, 0xFF, 0x0F or 0xF0 (each format's
+    // extreme quants and scales) against activations of +-127: the largest pair sums,
+    // where a batch kernel that regrouped products would saturate an i16 (or lose an
+    // offset) that the row kernel keeps.
+    let mut rng = XorShift(0x5eed_000b);
+    for k in available() {
+        for ty in INT_TYPES {
+            let act_ty = partner(ty);
+            let n_cols = 2 * ty.block_elems().max(32);
+            let nb = n_cols / ty.block_elems();
+            let bytes = [0x00u8, 0xFF, 0x0F, 0xF0];
+            let w: Vec<u8> = bytes
+                .iter()
+                .flat_map(|&byte| {
+                    let mut row = vec![byte; nb * ty.block_bytes()];
+                    set_scales(ty, &mut row, nb, || Half::from_f32(1.0));
+                    row
+                })
+                .collect();
+            let act: Vec<u8> = [127i8, -127]
+                .iter()
+                .flat_map(|&a| {
+                    let alternating: Vec<i8> = (0..n_cols)
+                        .map(|i| if i % 3 == 0 { -a } else { a })
+                        .collect();
+                    let random: Vec<i8> = (0..n_cols)
+                        .map(|_| if rng.next_u64() & 1 == 0 { a } else { -a })
+                        .collect();
+                    [vec![a; n_cols], alternating, random]
+                })
+                .flat_map(|q| acts_from_quants(act_ty, &q, 1.0))
+                .collect();
+            let (n_rows, n_act) = (bytes.len(), 6);
+            let (wr, ar) = (w.len() / n_rows, act.len() / n_act);
+            let mut out = vec![f32::NAN; n_act * n_rows];
+            k.matmul(ty, &w, n_rows, n_cols, &act, n_act, 0..n_rows, &mut out)
+                .unwrap();
+            let what = format!("{ty} {} extremes", k.name());
+            assert_row_dots(k, ty, n_cols, (&w, wr), (&act, ar), 0..n_rows, &out, &what);
         }
     }
 }

@@ -1,5 +1,5 @@
-//! The tiled matmul of [`super::tiled`] for Q4_K, Q5_K and Q6_K weights against Q8_K
-//! activations.
+//! The tiled matmul of [`super::tiled`] for the K-quants (Q2_K to Q6_K) and IQ4_XS
+//! against Q8_K activations.
 //!
 //! Decoding a K-quant super-block (nibbles and high bits apart, six-bit scales out of their
 //! packing) costs as much as its products; row by row it is redone for every activation
@@ -10,8 +10,15 @@
 //! As in `tiled.rs`, the result is that of the AVX2 row kernels bit for bit: per
 //! super-block the same eight exact i32 lanes (`maddubs` of the unsigned quants with the
 //! activation, then `madd` by the scales), the same f32 products of scales, the same
-//! `fma` sequence and horizontal sums. This is the AVX2 table's kernel; the AVX-512 table
-//! runs `interleaved_k.rs`, which computes the same lanes for sixteen rows at once.
+//! `fma` sequence and horizontal sums. Q3_K's signed quants are kept as quant + 4
+//! (unsigned), and `maddubs(4, a)` is subtracted in i16, once per activation group for the
+//! whole tile: the same pair sums as the row kernel's two `maddubs`. IQ4_XS keeps its
+//! signed levels; per pair their magnitudes multiply the activation signed as the levels,
+//! the row kernel's sign trick. (A second array of magnitudes would save the `abs` but
+//! grow the tile past L1 for 4096 columns, which slowed Q4_K and Q6_K by a fifth.)
+//!
+//! This is the AVX2 table's kernel; the AVX-512 table runs `interleaved_k.rs`, which
+//! computes the same lanes for sixteen rows at once.
 
 #![allow(unused_unsafe)] // see avx2.rs: intrinsics are safe calls inside target_feature fns
 
@@ -35,18 +42,24 @@ const GROUPS: usize = QK_K / 32;
 #[derive(Clone, Copy)]
 #[repr(C, align(32))]
 pub(super) struct Decoded {
-    /// The quants as the row kernels multiply them (unsigned), in element order.
+    /// The quants as the row kernels multiply them (unsigned), in element order: Q3_K's
+    /// plus 4; IQ4_XS: the signed levels, as bytes.
     pub(super) q: [[u8; 32]; GROUPS],
-    /// Per group the i16 multiplier of each pair lane of `maddubs` (Q4_K: the group's
-    /// scale 16 times; Q6_K: the two 16-weight scales, 8 times each).
+    /// Per group the i16 multiplier of each pair lane of `maddubs` (Q4_K, Q5_K, IQ4_XS:
+    /// the group's scale 16 times; Q2_K, Q3_K, Q6_K: the two 16-weight scales, 8 times
+    /// each).
     pub(super) sc: [[i16; 16]; GROUPS],
-    /// Q4_K: the eight mins; Q6_K: unused.
+    /// Q4_K, Q5_K: the eight mins; otherwise unused.
     pub(super) mins: [i16; 8],
-    /// Q6_K: the sixteen scales, for the -32 offset; Q4_K: unused.
+    /// The sixteen multipliers of the activation's `bsums`: Q6_K's scales (for the -32
+    /// offset), Q2_K's mins; otherwise unused.
     pub(super) sc16: [i16; 16],
     pub(super) d: f32,
     pub(super) dmin: f32,
 }
+
+// `k_step` loads `q` and `sc` with aligned loads.
+const _: () = assert!(std::mem::offset_of!(Decoded, sc) % 32 == 0);
 
 impl Default for Decoded {
     fn default() -> Decoded {
@@ -78,6 +91,15 @@ pub(super) enum Kind {
     /// As Q4K but the mins go into one f32 per row: `summs = fma(-d8 * dmin, (mins ·
     /// group sums) as one integer, summs)`; result `hsum_f32x8(acc) + summs`.
     Q5K,
+    /// `acc += (-d8 * dmin) * (mins · bsums in eight lanes)`, then into the same
+    /// accumulator `acc += (d8 * d) * sumi`; result `hsum_f32x8(acc)`.
+    Q2K,
+    /// Quants stored plus 4: `maddubs(4, a)` comes off each pair sum before the scales;
+    /// `acc += (d8 * d) * sumi`; result `hsum_f32x8(acc)`.
+    Q3K,
+    /// Signed levels: `maddubs(|level|, a signed as the level)`; `acc += (d * d8) * sumi`;
+    /// result `hsum_f32x8(acc)`.
+    Iq4Xs,
 }
 
 impl DecodeK for BlockQ4K {
@@ -143,6 +165,63 @@ impl DecodeK for BlockQ6K {
     }
 }
 
+/// The two 16-weight scales of each group as [`Decoded::sc`] holds them: scale `2g` for
+/// the first eight pair lanes, `2g + 1` for the rest.
+fn pair_scales(scales: [i16; 16]) -> [[i16; 16]; GROUPS] {
+    std::array::from_fn(|g| std::array::from_fn(|i| scales[2 * g + i / 8]))
+}
+
+/// Q2_K's and Q3_K's 2-bit fields: group `4 * half + s` element `l` in bits `2s..2s + 2`
+/// of byte `32 * half + l`.
+fn crumbs(qs: &[u8; QK_K / 4], g: usize) -> [u8; 32] {
+    let (half, shift) = (g / 4, 2 * (g % 4));
+    std::array::from_fn(|l| (qs[32 * half + l] >> shift) & 3)
+}
+
+impl DecodeK for BlockQ2K {
+    const KIND: Kind = Kind::Q2K;
+    fn decode(&self, out: &mut Decoded) {
+        for g in 0..GROUPS {
+            out.q[g] = crumbs(&self.qs, g);
+        }
+        out.sc = pair_scales(self.scales.map(|s| (s & 0xF) as i16));
+        out.sc16 = self.scales.map(|s| (s >> 4) as i16);
+        out.d = self.d.to_f32();
+        out.dmin = self.dmin.to_f32();
+    }
+}
+
+impl DecodeK for BlockQ3K {
+    const KIND: Kind = Kind::Q3K;
+    fn decode(&self, out: &mut Decoded) {
+        // Low two bits plus 4 where the high bit is set: the signed quant (low bits, less
+        // 4 where the high bit is clear) plus 4.
+        for g in 0..GROUPS {
+            let lo = crumbs(&self.qs, g);
+            out.q[g] = std::array::from_fn(|l| lo[l] | (((self.hmask[l] >> g) & 1) << 2));
+        }
+        out.sc = pair_scales(self.unpack_scales().map(|s| s as i16));
+        out.d = self.d.to_f32();
+    }
+}
+
+impl DecodeK for BlockIq4Xs {
+    const KIND: Kind = Kind::Iq4Xs;
+    fn decode(&self, out: &mut Decoded) {
+        for g in 0..GROUPS {
+            let qs = &self.qs[16 * g..16 * g + 16];
+            // Element j in the low nibble of byte j, element j + 16 in its high nibble.
+            let levels: [i8; 32] = std::array::from_fn(|e| {
+                let nibble = if e < 16 { qs[e] & 0xF } else { qs[e - 16] >> 4 };
+                KVALUES_IQ4NL[nibble as usize]
+            });
+            out.q[g] = levels.map(|v| v as u8);
+            out.sc[g] = [(self.scale(g) - 32) as i16; 16];
+        }
+        out.d = self.d.to_f32();
+    }
+}
+
 thread_local! {
     static TILE: RefCell<Vec<Decoded>> = const { RefCell::new(Vec::new()) };
 }
@@ -192,9 +271,9 @@ pub(super) fn matmul<W: DecodeK>(
                 // SAFETY: the caller guarantees the CPU runs AVX2.
                 unsafe {
                     if acts == 1 {
-                        avx2_step::<1>(W::KIND, &tile, k, y, &mut sums)
+                        avx2_step::<W, 1>(&tile, k, y, &mut sums)
                     } else {
-                        avx2_step::<2>(W::KIND, &tile, k, y, &mut sums)
+                        avx2_step::<W, 2>(&tile, k, y, &mut sums)
                     }
                 }
                 store(out, n_tile, a0, r0, rows, &sums[..acts]);
@@ -225,6 +304,12 @@ macro_rules! k_step {
                     let qa = &ys[j][b].qs[32 * g..32 * g + 32];
                     // SAFETY: a 32-byte slice of a borrowed activation block.
                     let a = unsafe { _mm256_loadu_si256(qa.as_ptr().cast()) };
+                    // Q3_K: the +4 of the stored quants, the same for every row.
+                    let four_a = if kind == Kind::Q3K {
+                        _mm256_maddubs_epi16(_mm256_set1_epi8(4), a)
+                    } else {
+                        _mm256_setzero_si256()
+                    };
                     for i in 0..TILE_ROWS {
                         let dec: &Decoded = &ts[i][b];
                         // SAFETY: 32-byte arrays of a borrowed, 32-byte aligned decoded block.
@@ -234,7 +319,15 @@ macro_rules! k_step {
                                 _mm256_load_si256(dec.sc[g].as_ptr().cast()),
                             )
                         };
-                        sumi[j][i] = $scaled(sumi[j][i], _mm256_maddubs_epi16(q, a), sc);
+                        let p16 = match kind {
+                            Kind::Q3K => _mm256_sub_epi16(_mm256_maddubs_epi16(q, a), four_a),
+                            // `q`: signed levels.
+                            Kind::Iq4Xs => {
+                                _mm256_maddubs_epi16(_mm256_abs_epi8(q), _mm256_sign_epi8(a, q))
+                            }
+                            _ => _mm256_maddubs_epi16(q, a),
+                        };
+                        sumi[j][i] = $scaled(sumi[j][i], p16, sc);
                     }
                 }
             }
@@ -255,6 +348,18 @@ macro_rules! k_step {
                         s = _mm256_sub_epi32(
                             s,
                             _mm256_slli_epi32(_mm256_madd_epi16(bsums, sc16), 5),
+                        );
+                    }
+                    if kind == Kind::Q2K {
+                        // The mins before the quants, into the same accumulator.
+                        // SAFETY: the 32-byte `sc16` of a borrowed decoded block.
+                        let mins = unsafe { _mm256_loadu_si256(dec.sc16.as_ptr().cast()) };
+                        let prod = _mm256_madd_epi16(mins, bsums);
+                        let dmin = -yb.d * dec.dmin;
+                        acc[j][i] = _mm256_fmadd_ps(
+                            _mm256_set1_ps(dmin),
+                            _mm256_cvtepi32_ps(prod),
+                            acc[j][i],
                         );
                     }
                     let d = yb.d * dec.d;
@@ -286,7 +391,7 @@ macro_rules! k_step {
                 $sums[j][i] = match kind {
                     Kind::Q4K => hsum_f32x8(acc[j][i]) + hsum_f32x4(acc_m[j][i]),
                     Kind::Q5K => hsum_f32x8(acc[j][i]) + summs[j][i],
-                    Kind::Q6K => hsum_f32x8(acc[j][i]),
+                    Kind::Q6K | Kind::Q2K | Kind::Q3K | Kind::Iq4Xs => hsum_f32x8(acc[j][i]),
                 };
             }
         }
@@ -294,8 +399,7 @@ macro_rules! k_step {
 }
 
 #[target_feature(enable = "avx2,fma")]
-unsafe fn avx2_step<const C: usize>(
-    kind: Kind,
+unsafe fn avx2_step<W: DecodeK, const C: usize>(
     tile: &[Decoded],
     k: usize,
     y: &[BlockQ8K],
@@ -306,6 +410,6 @@ unsafe fn avx2_step<const C: usize>(
         let scaled = |sumi: __m256i, p16: __m256i, sc: __m256i| {
             _mm256_add_epi32(sumi, _mm256_madd_epi16(sc, p16))
         };
-        k_step!(kind, tile, k, y, sums, C, scaled)
+        k_step!(W::KIND, tile, k, y, sums, C, scaled)
     }
 }
