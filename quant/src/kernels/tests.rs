@@ -724,33 +724,11 @@ fn i8mm_batches_give_the_scalar_bits() {
                             .flat_map(|_| random_acts(act_ty, n_cols, amax, &mut rng, round == 0))
                             .collect()
                     };
-                    let (wr, ar) = (w.len() / n_rows, act.len() / n_act);
                     for block_bytes in [usize::MAX, 1] {
-                        let mut out = vec![f32::NAN; n_act * n_rows];
-                        fast.matmul_in_blocks(
-                            ty,
-                            &w,
-                            n_rows,
-                            n_cols,
-                            &act,
-                            n_act,
-                            0..n_rows,
-                            &mut out,
-                            block_bytes,
-                        )
-                        .unwrap();
                         let what =
                             format!("{ty} i8mm {n_rows}x{n_act}, {nb} blocks, round {round}");
-                        assert_row_dots(
-                            scalar(),
-                            ty,
-                            n_cols,
-                            (&w, wr),
-                            (&act, ar),
-                            0..n_rows,
-                            &out,
-                            &what,
-                        );
+                        let batch = (&w[..], n_rows, &act[..], n_act, block_bytes);
+                        assert_batch_equals_row_dots(fast, scalar(), ty, n_cols, batch, &what);
                     }
                 }
             }
@@ -1153,36 +1131,11 @@ fn batched_matmul_equals_row_dots_over_tile_edges() {
                 let act: Vec<u8> = (0..n_act)
                     .flat_map(|_| random_acts(act_ty, n_cols, 127, &mut rng, false))
                     .collect();
-                let (wr, ar) = (w.len() / n_rows, act.len() / n_act);
-                let mut out = vec![f32::NAN; n_act * n_rows];
                 // Blocks of activation rows: all in one, and the fewest rows (4) per block.
                 let block_bytes = [usize::MAX, 1][n_act % 2];
-                k.matmul_in_blocks(
-                    ty,
-                    &w,
-                    n_rows,
-                    n_cols,
-                    &act,
-                    n_act,
-                    0..n_rows,
-                    &mut out,
-                    block_bytes,
-                )
-                .unwrap();
-                for a in 0..n_act {
-                    for r in 0..n_rows {
-                        let want = k
-                            .vec_dot(ty, n_cols, &w[r * wr..][..wr], &act[a * ar..][..ar])
-                            .unwrap();
-                        let got = out[a * n_rows + r];
-                        assert_eq!(
-                            got.to_bits(),
-                            want.to_bits(),
-                            "{ty} {} {n_rows}x{n_act}: a{a} r{r}",
-                            k.name()
-                        );
-                    }
-                }
+                let what = format!("{ty} {} {n_rows}x{n_act}", k.name());
+                let batch = (&w[..], n_rows, &act[..], n_act, block_bytes);
+                assert_batch_equals_row_dots(k, k, ty, n_cols, batch, &what);
             }
         }
     }
@@ -1206,24 +1159,11 @@ fn batched_float_matmul_equals_row_dots_over_every_tail() {
                     let act: Vec<u8> = (0..n_act)
                         .flat_map(|_| random_acts(ty, n_cols, 0, &mut rng, false))
                         .collect();
-                    let (wr, ar) = (w.len() / n_rows, act.len() / n_act);
-                    let mut out = vec![f32::NAN; n_act * n_rows];
                     // All activation rows in one block, and 4 rows per block.
                     let block_bytes = [usize::MAX, 1][n_act % 2];
-                    k.matmul_in_blocks(
-                        ty,
-                        &w,
-                        n_rows,
-                        n_cols,
-                        &act,
-                        n_act,
-                        0..n_rows,
-                        &mut out,
-                        block_bytes,
-                    )
-                    .unwrap();
                     let what = format!("{ty} {} n{n_cols} {n_rows}x{n_act}", k.name());
-                    assert_row_dots(k, ty, n_cols, (&w, wr), (&act, ar), 0..n_rows, &out, &what);
+                    let batch = (&w[..], n_rows, &act[..], n_act, block_bytes);
+                    assert_batch_equals_row_dots(k, k, ty, n_cols, batch, &what);
                 }
             }
         }
@@ -1394,6 +1334,43 @@ fn avxvnni_kernels_give_the_maddubs_bits() {
         return;
     };
     dot_step_gives_the_same_bits(vnni, reference);
+}
+
+/// `fast`'s batched matmul of every weight row of `w` (`n_rows` rows) by every row of
+/// `act` (`n_act` rows), in activation blocks of `block_bytes`, equals `reference`'s
+/// `vec_dot` of each pair bit for bit.
+fn assert_batch_equals_row_dots(
+    fast: &Kernels,
+    reference: &Kernels,
+    ty: GgmlType,
+    n_cols: usize,
+    (w, n_rows, act, n_act, block_bytes): (&[u8], usize, &[u8], usize, usize),
+    what: &str,
+) {
+    let mut out = vec![f32::NAN; n_act * n_rows];
+    fast.matmul_in_blocks(
+        ty,
+        w,
+        n_rows,
+        n_cols,
+        act,
+        n_act,
+        0..n_rows,
+        &mut out,
+        block_bytes,
+    )
+    .unwrap();
+    let (wr, ar) = (w.len() / n_rows, act.len() / n_act);
+    assert_row_dots(
+        reference,
+        ty,
+        n_cols,
+        (w, wr),
+        (act, ar),
+        0..n_rows,
+        &out,
+        what,
+    );
 }
 
 /// Every output of a matmul over weight rows `rows` equals the table's own `vec_dot` of
