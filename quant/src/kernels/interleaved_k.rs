@@ -16,8 +16,11 @@
 //! additions: bit for bit `vec_dot`.
 //!
 //! Q2_K's mins go into the quants' own lanes first (lane `c`: mins `2c`, `2c + 1` times
-//! their bsums). Q3_K's quants are kept plus 4 and `maddubs(4, a)`, the same for all
-//! sixteen rows, comes off each pair sum. IQ4_XS's tile holds the signed levels; their
+//! their bsums). Q3_K's tile holds each quant times its scale plus 124 (the products
+//! lie in -124..=128, so the sum fits a byte) and one `dpbusd` per four quants does what
+//! `maddubs` and `dpwssd` do for the others; `124 * (sum of the lane's activations)`, the
+//! same for all sixteen rows, starts each lane's sum negated. The i32 lanes are the row
+//! kernel's exactly (integer sums in another order, none saturating). IQ4_XS's tile holds the signed levels; their
 //! magnitudes multiply the activation negated under the levels' sign mask, as the row
 //! kernel's `sign_epi8` trick does.
 
@@ -41,12 +44,16 @@ const GROUPS: usize = QK_K / 32;
 /// Activation rows per step (eight i32 and eight f32 accumulators each).
 const ACT_STEP: usize = 2;
 
+/// Q3_K's scaled quants lie in -124..=128 (scales -32..=31, quants -4..=3): plus this
+/// they are an unsigned byte.
+const Q3K_BIAS: i32 = 124;
+
 /// One super-block of the tile's sixteen rows.
 #[derive(Clone, Copy)]
 #[repr(C, align(64))]
 struct TileK {
     /// `q[g][c][l]`: row `l`'s unsigned quants `32g + 4c .. 32g + 4c + 4` (IQ4_XS: its
-    /// signed levels).
+    /// signed levels; Q3_K: `scale * quant + Q3K_BIAS`).
     q: [[[u32; LANES]; GROUPS]; GROUPS],
     /// `sc[g][h][l]`: row `l`'s multiplier of group `g` for lanes `4h..4h + 4` (Q2_K's,
     /// Q3_K's and Q6_K's two 16-weight scales; the others' one scale twice), in both i16
@@ -78,9 +85,22 @@ fn pair(lo: i16, hi: i16) -> u32 {
     lo as u16 as u32 | (hi as u16 as u32) << 16
 }
 
+/// Per activation row and block, the start of each Q3_K lane: `-Q3K_BIAS` times the sum
+/// of the lane's activations (the same for every weight row).
+type LaneStarts = [i32; GROUPS];
+
+/// A thread's working room: the tile, one decoded block, packed rows put back, and the
+/// Q3_K lane starts of the activation rows.
+#[derive(Default)]
+struct Room {
+    tile: Vec<TileK>,
+    dec: Decoded,
+    rows_buf: Vec<u64>,
+    starts: Vec<LaneStarts>,
+}
+
 thread_local! {
-    static TILE: RefCell<(Vec<TileK>, Decoded, Vec<u64>)> =
-        RefCell::new((Vec::new(), Decoded::default(), Vec::new()));
+    static TILE: RefCell<Room> = RefCell::new(Room::default());
 }
 
 /// `out[a * n_tile + r] = dot(w row r, act row a)`, as [`super::tiled_k::matmul`], on
@@ -101,8 +121,17 @@ pub(super) fn matmul<W: DecodeK>(
     } = operands::<W, BlockQ8K>(w, act, n_cols)?;
     TILE.with(|t| {
         let mut t = t.borrow_mut();
-        let (tile, dec, rows_buf) = &mut *t;
+        let Room {
+            tile,
+            dec,
+            rows_buf,
+            starts,
+        } = &mut *t;
         tile.resize(k, TileK::default());
+        starts.clear();
+        if W::KIND == Kind::Q3K {
+            starts.extend(act.iter().map(q3k_lane_starts));
+        }
         let shape = BatchShape {
             n_act,
             n_tile,
@@ -114,13 +143,14 @@ pub(super) fn matmul<W: DecodeK>(
             Visit::Tile { r0, rows } => decode(w.tile(r0, rows, k, rows_buf), k, tile, dec),
             Visit::Acts { a0, acts, r0, rows } => {
                 let y = &act[a0 * k..(a0 + acts) * k];
+                let st = starts.get(a0 * k..(a0 + acts) * k).unwrap_or(&[]);
                 let mut sums = [[0f32; LANES]; ACT_STEP];
                 // SAFETY: AVX-512 F/BW/VNNI per the caller.
                 unsafe {
                     if acts == 2 {
-                        step::<W, 2>(tile, y, k, &mut sums)
+                        step::<W, 2>(tile, y, st, k, &mut sums)
                     } else {
-                        step::<W, 1>(tile, y, k, &mut sums)
+                        step::<W, 1>(tile, y, st, k, &mut sums)
                     }
                 }
                 store(out, n_tile, a0, r0, rows, &sums[..acts]);
@@ -143,8 +173,15 @@ fn decode<W: DecodeK>(w: &[W], k: usize, tile: &mut [TileK], dec: &mut Decoded) 
             }
             for g in 0..GROUPS {
                 for c in 0..GROUPS {
-                    t.q[g][c][l] =
-                        u32::from_le_bytes(dec.q[g][4 * c..4 * c + 4].try_into().expect("4"));
+                    let mut q: [u8; 4] = dec.q[g][4 * c..4 * c + 4].try_into().expect("4");
+                    if W::KIND == Kind::Q3K {
+                        for (i, q) in q.iter_mut().enumerate() {
+                            // Element 4c + i: stored plus 4, scaled by its pair lane's scale.
+                            let scale = i32::from(dec.sc[g][(4 * c + i) / 2]);
+                            *q = (scale * (i32::from(*q) - 4) + Q3K_BIAS) as u8;
+                        }
+                    }
+                    t.q[g][c][l] = u32::from_le_bytes(q);
                 }
                 t.sc[g][0][l] = pair(dec.sc[g][0], dec.sc[g][0]);
                 t.sc[g][1][l] = pair(dec.sc[g][8], dec.sc[g][8]);
@@ -161,12 +198,25 @@ fn decode<W: DecodeK>(w: &[W], k: usize, tile: &mut [TileK], dec: &mut Decoded) 
     }
 }
 
+/// Q3_K's [`LaneStarts`] of one activation block.
+fn q3k_lane_starts(y: &BlockQ8K) -> LaneStarts {
+    let mut s = [0i32; GROUPS];
+    for group in y.qs.chunks_exact(32) {
+        for (s, four) in s.iter_mut().zip(group.chunks_exact(4)) {
+            *s += four.iter().map(|&a| i32::from(a)).sum::<i32>();
+        }
+    }
+    s.map(|s| -Q3K_BIAS * s)
+}
+
 /// The tile against `C` activation rows (`y`: C rows of `k` super-blocks); `sums[j][l]`
-/// gets the dot of row `l` with activation row `j`.
+/// gets the dot of row `l` with activation row `j`. `starts` holds Q3_K's lane starts
+/// of the same rows and blocks (empty for the other formats).
 #[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vnni")]
 unsafe fn step<W: DecodeK, const C: usize>(
     tile: &[TileK],
     y: &[BlockQ8K],
+    starts: &[LaneStarts],
     k: usize,
     sums: &mut [[f32; LANES]; ACT_STEP],
 ) {
@@ -181,41 +231,57 @@ unsafe fn step<W: DecodeK, const C: usize>(
         let mut summs = [_mm512_setzero_ps(); C];
         for (b, t) in tile.iter().enumerate() {
             let mut sumi = [[_mm512_setzero_si512(); GROUPS]; C];
-            for g in 0..GROUPS {
-                let sc = [
-                    _mm512_load_si512(t.sc[g][0].as_ptr().cast()),
-                    _mm512_load_si512(t.sc[g][1].as_ptr().cast()),
-                ];
-                for c in 0..GROUPS {
-                    let w = _mm512_load_si512(t.q[g][c].as_ptr().cast());
-                    // IQ4_XS: `w` holds signed levels; multiply their magnitudes by the
-                    // activation negated where the level is negative (the row kernel's
-                    // `sign_epi8`; where the level is 0 the product is 0 either way).
-                    let (w, negative) = if kind == Kind::Iq4Xs {
-                        (_mm512_abs_epi8(w), _mm512_movepi8_mask(w))
-                    } else {
-                        (w, 0)
-                    };
-                    for j in 0..C {
-                        let f = &ys[j][b].qs[32 * g + 4 * c..][..4];
-                        let a =
-                            i32::from_le_bytes([f[0] as u8, f[1] as u8, f[2] as u8, f[3] as u8]);
-                        let a = _mm512_set1_epi32(a);
-                        let p16 = match kind {
-                            // Quants stored plus 4: the same pair sums as the row kernel's
-                            // two maddubs, the 4 * a part shared by all sixteen rows.
-                            Kind::Q3K => _mm512_sub_epi16(
-                                _mm512_maddubs_epi16(w, a),
-                                _mm512_maddubs_epi16(_mm512_set1_epi8(4), a),
-                            ),
-                            Kind::Iq4Xs => {
-                                let zero = _mm512_setzero_si512();
-                                let signed = _mm512_mask_sub_epi8(a, negative, zero, a);
-                                _mm512_maddubs_epi16(w, signed)
-                            }
-                            _ => _mm512_maddubs_epi16(w, a),
+            if kind == Kind::Q3K {
+                for (j, s) in sumi.iter_mut().enumerate() {
+                    let st = &starts[j * k + b];
+                    for (s, &v) in s.iter_mut().zip(st) {
+                        *s = _mm512_set1_epi32(v);
+                    }
+                }
+                for (g, qg) in t.q.iter().enumerate() {
+                    for (c, q) in qg.iter().enumerate() {
+                        let w = _mm512_load_si512(q.as_ptr().cast());
+                        for j in 0..C {
+                            let f = &ys[j][b].qs[32 * g + 4 * c..][..4];
+                            let a = i32::from_le_bytes([
+                                f[0] as u8, f[1] as u8, f[2] as u8, f[3] as u8,
+                            ]);
+                            sumi[j][c] = _mm512_dpbusd_epi32(sumi[j][c], w, _mm512_set1_epi32(a));
+                        }
+                    }
+                }
+            } else {
+                for g in 0..GROUPS {
+                    let sc = [
+                        _mm512_load_si512(t.sc[g][0].as_ptr().cast()),
+                        _mm512_load_si512(t.sc[g][1].as_ptr().cast()),
+                    ];
+                    for c in 0..GROUPS {
+                        let w = _mm512_load_si512(t.q[g][c].as_ptr().cast());
+                        // IQ4_XS: `w` holds signed levels; multiply their magnitudes by the
+                        // activation negated where the level is negative (the row kernel's
+                        // `sign_epi8`; where the level is 0 the product is 0 either way).
+                        let (w, negative) = if kind == Kind::Iq4Xs {
+                            (_mm512_abs_epi8(w), _mm512_movepi8_mask(w))
+                        } else {
+                            (w, 0)
                         };
-                        sumi[j][c] = _mm512_dpwssd_epi32(sumi[j][c], p16, sc[c / 4]);
+                        for j in 0..C {
+                            let f = &ys[j][b].qs[32 * g + 4 * c..][..4];
+                            let a = i32::from_le_bytes([
+                                f[0] as u8, f[1] as u8, f[2] as u8, f[3] as u8,
+                            ]);
+                            let a = _mm512_set1_epi32(a);
+                            let p16 = match kind {
+                                Kind::Iq4Xs => {
+                                    let zero = _mm512_setzero_si512();
+                                    let signed = _mm512_mask_sub_epi8(a, negative, zero, a);
+                                    _mm512_maddubs_epi16(w, signed)
+                                }
+                                _ => _mm512_maddubs_epi16(w, a),
+                            };
+                            sumi[j][c] = _mm512_dpwssd_epi32(sumi[j][c], p16, sc[c / 4]);
+                        }
                     }
                 }
             }
