@@ -168,20 +168,16 @@ fn decode<W: DecodeK>(w: &[W], k: usize, tile: &mut [TileK], dec: &mut Decoded) 
         for l in 0..LANES {
             if l < n {
                 w[l * k + b].decode(dec);
+                if W::KIND == Kind::Q3K {
+                    scale_q3k(dec);
+                }
             } else {
                 *dec = Decoded::default();
             }
             for g in 0..GROUPS {
                 for c in 0..GROUPS {
-                    let mut q: [u8; 4] = dec.q[g][4 * c..4 * c + 4].try_into().expect("4");
-                    if W::KIND == Kind::Q3K {
-                        for (i, q) in q.iter_mut().enumerate() {
-                            // Element 4c + i: stored plus 4, scaled by its pair lane's scale.
-                            let scale = i32::from(dec.sc[g][(4 * c + i) / 2]);
-                            *q = (scale * (i32::from(*q) - 4) + Q3K_BIAS) as u8;
-                        }
-                    }
-                    t.q[g][c][l] = u32::from_le_bytes(q);
+                    t.q[g][c][l] =
+                        u32::from_le_bytes(dec.q[g][4 * c..4 * c + 4].try_into().expect("4"));
                 }
                 t.sc[g][0][l] = pair(dec.sc[g][0], dec.sc[g][0]);
                 t.sc[g][1][l] = pair(dec.sc[g][8], dec.sc[g][8]);
@@ -194,6 +190,18 @@ fn decode<W: DecodeK>(w: &[W], k: usize, tile: &mut [TileK], dec: &mut Decoded) 
             }
             t.d[l] = dec.d;
             t.dmin[l] = dec.dmin;
+        }
+    }
+}
+
+/// A decoded Q3_K block's quants (stored plus 4) as the tile keeps them: `scale * quant
+/// + Q3K_BIAS`, each half group by its scale (whole-array loops, which vectorize).
+fn scale_q3k(dec: &mut Decoded) {
+    for (q, sc) in dec.q.iter_mut().zip(&dec.sc) {
+        for (half, s) in q.chunks_exact_mut(16).zip([sc[0], sc[8]]) {
+            for q in half {
+                *q = (s * (i16::from(*q) - 4) + Q3K_BIAS as i16) as u8;
+            }
         }
     }
 }
