@@ -403,6 +403,15 @@ unsafe fn packed_step<T: PackedBlock, const C: usize>(
     }
 }
 
+/// The first four activation quants of `q` as one i32, in every lane: `dpbusd`'s
+/// activation operand.
+#[inline(always)]
+pub(super) unsafe fn broadcast4(q: &[i8]) -> __m512i {
+    let four = i32::from_le_bytes([q[0] as u8, q[1] as u8, q[2] as u8, q[3] as u8]);
+    // SAFETY: a register-only AVX-512 F broadcast, enabled by every caller.
+    unsafe { _mm512_set1_epi32(four) }
+}
+
 /// `acc += d * f32(four-product sums of group c)` for sixteen rows (`w`: their unsigned
 /// quants of group `c`): one lane of the row kernel's accumulator, for each row.
 #[inline(always)]
@@ -414,11 +423,10 @@ unsafe fn group_fma<A: Q8Act>(
     c: usize,
     d: __m512,
 ) {
-    let f = &a.qs()[4 * c..4 * c + 4];
-    let four = i32::from_le_bytes([f[0] as u8, f[1] as u8, f[2] as u8, f[3] as u8]);
     // SAFETY: register-only AVX-512 F/VNNI, enabled by every caller.
     unsafe {
-        let sumi = _mm512_dpbusd_epi32(_mm512_set1_epi32(info.corr[c]), w, _mm512_set1_epi32(four));
+        let four = broadcast4(&a.qs()[4 * c..]);
+        let sumi = _mm512_dpbusd_epi32(_mm512_set1_epi32(info.corr[c]), w, four);
         *acc = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(sumi), *acc);
     }
 }

@@ -20,16 +20,16 @@
 //! lie in -124..=128, so the sum fits a byte) and one `dpbusd` per four quants does what
 //! `maddubs` and `dpwssd` do for the others; `124 * (sum of the lane's activations)`, the
 //! same for all sixteen rows, starts each lane's sum negated. The i32 lanes are the row
-//! kernel's exactly (integer sums in another order, none saturating). IQ4_XS's tile holds the signed levels; their
-//! magnitudes multiply the activation negated under the levels' sign mask, as the row
-//! kernel's `sign_epi8` trick does.
+//! kernel's exactly (integer sums in another order, none saturating). IQ4_XS's tile holds
+//! the signed levels; their magnitudes multiply the activation negated under the levels'
+//! sign mask, as the row kernel's `sign_epi8` trick does.
 
 #![allow(unused_unsafe)] // see avx2.rs: intrinsics are safe calls inside target_feature fns
 
 use std::arch::x86_64::*;
 use std::cell::RefCell;
 
-use super::interleaved::{hsum_groups, LANES};
+use super::interleaved::{broadcast4, hsum_groups, LANES};
 use super::tiled::{
     act_block_rows, operands, rows_of, store, BatchShape, Operands, Visit, Weights,
 };
@@ -240,24 +240,7 @@ unsafe fn step<W: DecodeK, const C: usize>(
         for (b, t) in tile.iter().enumerate() {
             let mut sumi = [[_mm512_setzero_si512(); GROUPS]; C];
             if kind == Kind::Q3K {
-                for (j, s) in sumi.iter_mut().enumerate() {
-                    let st = &starts[j * k + b];
-                    for (s, &v) in s.iter_mut().zip(st) {
-                        *s = _mm512_set1_epi32(v);
-                    }
-                }
-                for (g, qg) in t.q.iter().enumerate() {
-                    for (c, q) in qg.iter().enumerate() {
-                        let w = _mm512_load_si512(q.as_ptr().cast());
-                        for j in 0..C {
-                            let f = &ys[j][b].qs[32 * g + 4 * c..][..4];
-                            let a = i32::from_le_bytes([
-                                f[0] as u8, f[1] as u8, f[2] as u8, f[3] as u8,
-                            ]);
-                            sumi[j][c] = _mm512_dpbusd_epi32(sumi[j][c], w, _mm512_set1_epi32(a));
-                        }
-                    }
-                }
+                q3k_block_sums(t, &ys, b, starts, k, &mut sumi);
             } else {
                 for g in 0..GROUPS {
                     let sc = [
@@ -275,11 +258,7 @@ unsafe fn step<W: DecodeK, const C: usize>(
                             (w, 0)
                         };
                         for j in 0..C {
-                            let f = &ys[j][b].qs[32 * g + 4 * c..][..4];
-                            let a = i32::from_le_bytes([
-                                f[0] as u8, f[1] as u8, f[2] as u8, f[3] as u8,
-                            ]);
-                            let a = _mm512_set1_epi32(a);
+                            let a = broadcast4(&ys[j][b].qs[32 * g + 4 * c..]);
                             let p16 = match kind {
                                 Kind::Iq4Xs => {
                                     let zero = _mm512_setzero_si512();
@@ -343,6 +322,38 @@ unsafe fn step<W: DecodeK, const C: usize>(
                 Kind::Q6K | Kind::Q2K | Kind::Q3K | Kind::Iq4Xs => total,
             };
             _mm512_storeu_ps(sums[j].as_mut_ptr(), total);
+        }
+    }
+}
+
+/// Q3_K's i32 lanes of block `b` of the tile against `C` activation rows: each lane
+/// starts at its [`LaneStarts`] value, then one `dpbusd` per four scaled quants.
+#[inline(always)]
+unsafe fn q3k_block_sums<const C: usize>(
+    t: &TileK,
+    ys: &[&[BlockQ8K]; C],
+    b: usize,
+    starts: &[LaneStarts],
+    k: usize,
+    sumi: &mut [[__m512i; GROUPS]; C],
+) {
+    // SAFETY: AVX-512 F/BW/VNNI, enabled by every caller; aligned loads of the borrowed,
+    // 64-byte aligned tile block.
+    unsafe {
+        for (j, s) in sumi.iter_mut().enumerate() {
+            let st = &starts[j * k + b];
+            for (s, &v) in s.iter_mut().zip(st) {
+                *s = _mm512_set1_epi32(v);
+            }
+        }
+        for (g, qg) in t.q.iter().enumerate() {
+            for (c, q) in qg.iter().enumerate() {
+                let w = _mm512_load_si512(q.as_ptr().cast());
+                for j in 0..C {
+                    let a = broadcast4(&ys[j][b].qs[32 * g + 4 * c..]);
+                    sumi[j][c] = _mm512_dpbusd_epi32(sumi[j][c], w, a);
+                }
+            }
         }
     }
 }
@@ -492,11 +503,8 @@ unsafe fn packed_step<const C: usize>(
                     ];
                     for j in 0..C {
                         for h in 0..2 {
-                            let f = &ys[j][b].qs[32 * (2 * p + h) + 4 * c..][..4];
-                            let a = i32::from_le_bytes([
-                                f[0] as u8, f[1] as u8, f[2] as u8, f[3] as u8,
-                            ]);
-                            let p16 = _mm512_maddubs_epi16(w[h], _mm512_set1_epi32(a));
+                            let a = broadcast4(&ys[j][b].qs[32 * (2 * p + h) + 4 * c..]);
+                            let p16 = _mm512_maddubs_epi16(w[h], a);
                             sumi[j][c] = _mm512_dpwssd_epi32(sumi[j][c], p16, sc[h]);
                         }
                     }
@@ -581,11 +589,8 @@ unsafe fn packed_step_q6<const C: usize>(
                         for j in 0..C {
                             for (i, wi) in w.iter().enumerate() {
                                 let g = 4 * n + i;
-                                let f = &ys[j][b].qs[32 * g + 4 * c..][..4];
-                                let a = i32::from_le_bytes([
-                                    f[0] as u8, f[1] as u8, f[2] as u8, f[3] as u8,
-                                ]);
-                                let p16 = _mm512_maddubs_epi16(*wi, _mm512_set1_epi32(a));
+                                let a = broadcast4(&ys[j][b].qs[32 * g + 4 * c..]);
+                                let p16 = _mm512_maddubs_epi16(*wi, a);
                                 sumi[j] = _mm512_dpwssd_epi32(sumi[j], p16, sc[g]);
                             }
                         }
