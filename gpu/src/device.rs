@@ -1,0 +1,449 @@
+//! An opened adapter: weights uploaded once, matmuls run against them.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use loupe_quant::GgmlType;
+use wgpu::util::DeviceExt;
+
+use crate::adapter::{self, AdapterSummary, GpuChoice};
+use crate::shaders::{self, shader_source};
+use crate::{GpuError, Result};
+
+/// The most workgroups along one dispatch dimension every adapter accepts.
+const MAX_GROUPS: u32 = 65535;
+/// Weight bytes handed to the queue per write: bounds the driver's staging copies.
+const UPLOAD_CHUNK: usize = 64 << 20;
+
+/// `matmul.wgsl`'s `Params`, padded to a multiple of 16 bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct Params {
+    rows: u32,
+    cols: u32,
+    row_bytes: u32,
+    b: u32,
+    out_stride: u32,
+    row0: u32,
+    groups_x: u32,
+    x_off: u32,
+}
+
+impl Params {
+    fn bytes(&self) -> [u8; 32] {
+        let f = [
+            self.rows,
+            self.cols,
+            self.row_bytes,
+            self.b,
+            self.out_stride,
+            self.row0,
+            self.groups_x,
+            self.x_off,
+        ];
+        let mut b = [0u8; 32];
+        for (i, v) in f.iter().enumerate() {
+            b[4 * i..4 * i + 4].copy_from_slice(&v.to_le_bytes());
+        }
+        b
+    }
+}
+
+/// A weight matrix on the device: its rows in the file's block layout, in parts no larger
+/// than the adapter's binding limit.
+pub struct GpuMatrix {
+    pub ty: GgmlType,
+    pub rows: usize,
+    pub cols: usize,
+    row_bytes: usize,
+    parts: Vec<Part>,
+}
+
+struct Part {
+    row0: usize,
+    rows: usize,
+    buffer: wgpu::Buffer,
+}
+
+impl GpuMatrix {
+    /// Bytes the matrix takes on the device.
+    pub fn device_bytes(&self) -> u64 {
+        self.parts.iter().map(|p| p.buffer.size()).sum()
+    }
+}
+
+/// One matrix of a [`Gpu::matmul`] call and where its (b, rows) result goes.
+pub struct MatmulJob<'a> {
+    pub w: &'a GpuMatrix,
+    pub out: &'a mut [f32],
+}
+
+/// Buffers reused across calls, grown when a call needs more.
+struct Scratch {
+    x: Option<wgpu::Buffer>,
+    out: Option<wgpu::Buffer>,
+    readback: Option<wgpu::Buffer>,
+}
+
+pub struct Gpu {
+    device: wgpu::Device,
+    queue: wgpu::Queue,
+    summary: AdapterSummary,
+    layout: wgpu::BindGroupLayout,
+    pipeline_layout: wgpu::PipelineLayout,
+    pipelines: Mutex<HashMap<(GgmlType, u32), wgpu::ComputePipeline>>,
+    scratch: Mutex<Scratch>,
+}
+
+impl Gpu {
+    /// The adapter `choice` picks, opened; `Ok(None)` when none matches (or `Off`).
+    pub fn open(choice: GpuChoice) -> Result<Option<Gpu>> {
+        let instance = adapter::instance();
+        let Some((adapter, summary)) = adapter::pick(&instance, choice) else {
+            return Ok(None);
+        };
+        let limits = adapter.limits();
+        let required_limits = wgpu::Limits {
+            max_storage_buffer_binding_size: limits.max_storage_buffer_binding_size,
+            max_buffer_size: limits.max_buffer_size,
+            ..wgpu::Limits::downlevel_defaults()
+        };
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("loupe"),
+            required_features: wgpu::Features::empty(),
+            required_limits,
+            memory_hints: wgpu::MemoryHints::Performance,
+            ..Default::default()
+        }))
+        .map_err(|e| GpuError::Device {
+            adapter: summary.name.clone(),
+            reason: e.to_string(),
+        })?;
+        let storage = |binding, read_only| wgpu::BindGroupLayoutEntry {
+            binding,
+            visibility: wgpu::ShaderStages::COMPUTE,
+            ty: wgpu::BindingType::Buffer {
+                ty: wgpu::BufferBindingType::Storage { read_only },
+                has_dynamic_offset: false,
+                min_binding_size: None,
+            },
+            count: None,
+        };
+        let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+            label: Some("matmul"),
+            entries: &[
+                storage(0, true),
+                storage(1, true),
+                storage(2, false),
+                wgpu::BindGroupLayoutEntry {
+                    binding: 3,
+                    visibility: wgpu::ShaderStages::COMPUTE,
+                    ty: wgpu::BindingType::Buffer {
+                        ty: wgpu::BufferBindingType::Uniform,
+                        has_dynamic_offset: false,
+                        min_binding_size: None,
+                    },
+                    count: None,
+                },
+            ],
+        });
+        let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+            label: Some("matmul"),
+            bind_group_layouts: &[Some(&layout)],
+            immediate_size: 0,
+        });
+        Ok(Some(Gpu {
+            device,
+            queue,
+            summary,
+            layout,
+            pipeline_layout,
+            pipelines: Mutex::new(HashMap::new()),
+            scratch: Mutex::new(Scratch {
+                x: None,
+                out: None,
+                readback: None,
+            }),
+        }))
+    }
+
+    pub fn summary(&self) -> &AdapterSummary {
+        &self.summary
+    }
+
+    fn run_error(&self, what: &'static str, reason: impl ToString) -> GpuError {
+        GpuError::Run {
+            adapter: self.summary.name.clone(),
+            what,
+            reason: reason.to_string(),
+        }
+    }
+
+    /// Copies a (rows, cols) matrix of `ty`, `data` as the file stores it, to the device.
+    pub fn upload(&self, ty: GgmlType, rows: usize, cols: usize, data: &[u8]) -> Result<GpuMatrix> {
+        if !shaders::supported(ty) {
+            return Err(GpuError::Unsupported { ty });
+        }
+        let row_bytes = ty
+            .row_bytes(cols as u64)
+            .filter(|_| cols.is_multiple_of(8))
+            .ok_or_else(|| GpuError::Shape(format!("{ty} rows of {cols} elements")))?
+            as usize;
+        if data.len() != rows * row_bytes {
+            return Err(GpuError::Shape(format!(
+                "{rows} rows of {row_bytes} bytes need {} bytes, got {}",
+                rows * row_bytes,
+                data.len()
+            )));
+        }
+        // One spare word after the rows: the shader's unaligned reads may touch it.
+        let limit = (self
+            .summary
+            .max_binding_bytes
+            .min(self.summary.max_buffer_bytes) as usize)
+            .saturating_sub(8);
+        let rows_per_part = (limit / row_bytes.max(1)).min(u32::MAX as usize / row_bytes.max(1));
+        if rows_per_part == 0 {
+            return Err(GpuError::Shape(format!(
+                "a row of {row_bytes} bytes exceeds the adapter's binding limit"
+            )));
+        }
+        let mut parts = Vec::new();
+        let mut row0 = 0;
+        while row0 < rows {
+            let n = rows_per_part.min(rows - row0);
+            let bytes = &data[row0 * row_bytes..(row0 + n) * row_bytes];
+            let size = (bytes.len() as u64 + 4).next_multiple_of(4);
+            let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("weights"),
+                size,
+                usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            });
+            self.write_padded(&buffer, bytes);
+            parts.push(Part {
+                row0,
+                rows: n,
+                buffer,
+            });
+            row0 += n;
+        }
+        self.queue.submit([]);
+        Ok(GpuMatrix {
+            ty,
+            rows,
+            cols,
+            row_bytes,
+            parts,
+        })
+    }
+
+    /// Writes `bytes` at the start of `buffer` (whose size is a multiple of four and
+    /// larger), the last partial word zero-padded.
+    fn write_padded(&self, buffer: &wgpu::Buffer, bytes: &[u8]) {
+        let whole = bytes.len() & !3;
+        for (i, chunk) in bytes[..whole].chunks(UPLOAD_CHUNK).enumerate() {
+            self.queue
+                .write_buffer(buffer, (i * UPLOAD_CHUNK) as u64, chunk);
+            self.queue.submit([]);
+        }
+        if whole < bytes.len() {
+            let mut tail = [0u8; 4];
+            tail[..bytes.len() - whole].copy_from_slice(&bytes[whole..]);
+            self.queue.write_buffer(buffer, whole as u64, &tail);
+        }
+    }
+
+    fn pipeline(&self, ty: GgmlType, nc: u32) -> Result<wgpu::ComputePipeline> {
+        let mut cache = self.pipelines.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(p) = cache.get(&(ty, nc)) {
+            return Ok(p.clone());
+        }
+        let source = shader_source(ty, nc).ok_or(GpuError::Unsupported { ty })?;
+        let module = self
+            .device
+            .create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(ty.name()),
+                source: wgpu::ShaderSource::Wgsl(source.into()),
+            });
+        let pipeline = self
+            .device
+            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(ty.name()),
+                layout: Some(&self.pipeline_layout),
+                module: &module,
+                entry_point: Some("main"),
+                compilation_options: Default::default(),
+                cache: None,
+            });
+        cache.insert((ty, nc), pipeline.clone());
+        Ok(pipeline)
+    }
+
+    /// A buffer of at least `size` bytes in `slot`, replaced by a larger one when short.
+    fn ensure(
+        &self,
+        slot: &mut Option<wgpu::Buffer>,
+        size: u64,
+        usage: wgpu::BufferUsages,
+        label: &'static str,
+    ) -> wgpu::Buffer {
+        if let Some(b) = slot.as_ref().filter(|b| b.size() >= size) {
+            return b.clone();
+        }
+        let b = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: size.next_multiple_of(256).max(256),
+            usage,
+            mapped_at_creation: false,
+        });
+        *slot = Some(b.clone());
+        b
+    }
+
+    /// out_j (b, w_j.rows) = x (b, cols) · w_jᵀ for every job, in one submission; all
+    /// matrices have `cols` columns.
+    pub fn matmul(&self, x: &[f32], b: usize, jobs: &mut [MatmulJob<'_>]) -> Result<()> {
+        let Some(first) = jobs.first() else {
+            return Ok(());
+        };
+        let cols = first.w.cols;
+        if b == 0 || x.len() < b * cols {
+            return Err(GpuError::Shape(format!(
+                "{b} activation rows of {cols} need {} values, got {}",
+                b * cols,
+                x.len()
+            )));
+        }
+        for j in jobs.iter() {
+            if j.w.cols != cols || j.out.len() < b * j.w.rows {
+                return Err(GpuError::Shape(format!(
+                    "a ({}, {}) matrix in a call over {cols} columns, output of {} for {b} rows",
+                    j.w.rows,
+                    j.w.cols,
+                    j.out.len()
+                )));
+            }
+        }
+        // The results lie one after another, each start 256-byte aligned for the copy.
+        let mut offsets = Vec::with_capacity(jobs.len());
+        let mut total = 0u64;
+        for j in jobs.iter() {
+            offsets.push(total);
+            total += ((b * j.w.rows * 4) as u64).next_multiple_of(256);
+        }
+        let nc: u32 = match b {
+            1 => 1,
+            2..=4 => 4,
+            _ => 8,
+        };
+        let mut scratch = self.scratch.lock().unwrap_or_else(|e| e.into_inner());
+        use wgpu::BufferUsages as U;
+        let x_buf = self.ensure(
+            &mut scratch.x,
+            (b * cols * 4) as u64,
+            U::STORAGE | U::COPY_DST,
+            "activations",
+        );
+        let out_buf = self.ensure(&mut scratch.out, total, U::STORAGE | U::COPY_SRC, "results");
+        let readback = self.ensure(
+            &mut scratch.readback,
+            total,
+            U::MAP_READ | U::COPY_DST,
+            "readback",
+        );
+        let xb: Vec<u8> = x[..b * cols].iter().flat_map(|v| v.to_le_bytes()).collect();
+        self.queue.write_buffer(&x_buf, 0, &xb);
+
+        let mut encoder = self
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+        let mut keep = Vec::new();
+        for (j, &off) in jobs.iter().zip(&offsets) {
+            let pipeline = self.pipeline(j.w.ty, nc)?;
+            for part in &j.w.parts {
+                let groups_x = (part.rows as u32).min(MAX_GROUPS);
+                let groups_y = (part.rows as u32).div_ceil(groups_x);
+                let params = Params {
+                    rows: part.rows as u32,
+                    cols: cols as u32,
+                    row_bytes: j.w.row_bytes as u32,
+                    b: b as u32,
+                    out_stride: j.w.rows as u32,
+                    row0: part.row0 as u32,
+                    groups_x,
+                    x_off: 0,
+                };
+                let uniform = self
+                    .device
+                    .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                        label: Some("params"),
+                        contents: &params.bytes(),
+                        usage: U::UNIFORM,
+                    });
+                let bind = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                    label: None,
+                    layout: &self.layout,
+                    entries: &[
+                        entry(0, part.buffer.as_entire_buffer_binding()),
+                        entry(1, x_buf.as_entire_buffer_binding()),
+                        entry(
+                            2,
+                            wgpu::BufferBinding {
+                                buffer: &out_buf,
+                                offset: off,
+                                size: wgpu::BufferSize::new((b * j.w.rows * 4) as u64),
+                            },
+                        ),
+                        entry(3, uniform.as_entire_buffer_binding()),
+                    ],
+                });
+                let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: None,
+                    timestamp_writes: None,
+                });
+                pass.set_pipeline(&pipeline);
+                pass.set_bind_group(0, &bind, &[]);
+                pass.dispatch_workgroups(groups_x, groups_y, (b as u32).div_ceil(nc));
+                drop(pass);
+                keep.push(uniform);
+            }
+        }
+        encoder.copy_buffer_to_buffer(&out_buf, 0, &readback, 0, total);
+        self.queue.submit([encoder.finish()]);
+
+        let slice = readback.slice(..total);
+        let (tx, rx) = std::sync::mpsc::channel();
+        slice.map_async(wgpu::MapMode::Read, move |r| {
+            let _ = tx.send(r);
+        });
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| self.run_error("waiting for a matmul", e))?;
+        rx.recv()
+            .map_err(|e| self.run_error("reading a matmul back", e))?
+            .map_err(|e| self.run_error("reading a matmul back", e))?;
+        {
+            let view = slice
+                .get_mapped_range()
+                .map_err(|e| self.run_error("reading a matmul back", e))?;
+            for (j, &off) in jobs.iter_mut().zip(&offsets) {
+                let n = b * j.w.rows;
+                let src = &view[off as usize..off as usize + 4 * n];
+                for (o, s) in j.out[..n].iter_mut().zip(src.chunks_exact(4)) {
+                    *o = f32::from_le_bytes([s[0], s[1], s[2], s[3]]);
+                }
+            }
+        }
+        readback.unmap();
+        drop(keep);
+        Ok(())
+    }
+}
+
+fn entry(binding: u32, b: wgpu::BufferBinding<'_>) -> wgpu::BindGroupEntry<'_> {
+    wgpu::BindGroupEntry {
+        binding,
+        resource: wgpu::BindingResource::Buffer(b),
+    }
+}

@@ -1,0 +1,42 @@
+//! loupe's GPU kernels: matmuls over weights kept on the device in their GGUF block layout,
+//! written in WGSL and run through wgpu (Vulkan, Metal, DirectX 12).
+//!
+//! [`adapters`] lists what the machine has; [`Gpu::open`] picks one (hardware adapters by
+//! default; software ones such as Mesa's lavapipe only when asked for, so a CPU-only user
+//! never runs slower). [`Gpu::upload`] copies a weight matrix to the device once, split
+//! into parts that fit the adapter's binding limit; [`Gpu::matmul`] multiplies a batch of
+//! activation rows with one or several uploaded matrices in one submission.
+//!
+//! The kernels dequantize each weight in the shader and accumulate in f32; they agree
+//! with `loupe-quant`'s CPU kernels within the bounds the tests state, not bit for bit
+//! (the CPU dots quantized activations in integers).
+
+mod adapter;
+mod device;
+mod shaders;
+
+pub use adapter::{adapters, AdapterSummary, GpuChoice};
+pub use device::{Gpu, GpuMatrix, MatmulJob};
+pub use shaders::{shader_source, supported, SHADER_TYPES};
+
+use loupe_quant::GgmlType;
+
+#[derive(Debug, thiserror::Error)]
+pub enum GpuError {
+    #[error("no GPU adapter matches {0}")]
+    NoAdapter(String),
+    #[error("GPU adapter {adapter}: could not open a device: {reason}")]
+    Device { adapter: String, reason: String },
+    #[error("GPU kernels do not handle {ty} weights")]
+    Unsupported { ty: GgmlType },
+    #[error("GPU matmul: {0}")]
+    Shape(String),
+    #[error("{what} on the GPU ({adapter}): {reason}")]
+    Run {
+        adapter: String,
+        what: &'static str,
+        reason: String,
+    },
+}
+
+pub type Result<T, E = GpuError> = std::result::Result<T, E>;

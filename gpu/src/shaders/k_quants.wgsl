@@ -1,0 +1,108 @@
+// The 256-weight K-quant super-blocks. A chunk of eight weights (c) is the 1/32 of a
+// super-block that starts at weight e0 = 8 * (c % 32); all eight share one sub-block
+// scale, and their bytes are consecutive in each field.
+
+fn dq_q2_k(row_base: u32, c: u32) -> W8 {
+    let ob = row_base + (c >> 5u) * 84u;
+    let e0 = 8u * (c & 31u);
+    let n = e0 >> 7u;
+    let j = (e0 & 127u) >> 5u;
+    let l0 = e0 & 31u;
+    let sc = u8_at(ob + 8u * n + 2u * j + (l0 >> 4u));
+    let dl = f16_at(ob + 80u) * f32(sc & 15u);
+    let ml = f16_at(ob + 82u) * f32(sc >> 4u);
+    let f = fields8(u64_at(ob + 16u + 32u * n + l0), 2u * j, 3u);
+    var v: array<f32, 8>;
+    for (var k = 0u; k < 8u; k++) {
+        v[k] = dl * f32(f[k]) - ml;
+    }
+    return w8_from(v);
+}
+
+// Sub-block scale `is` (0..15) of Q3_K: four low bits in bytes 0..7 (two per byte), two
+// high bits in bytes 8..11 (four per byte); stored with a bias of 32.
+fn q3_k_scale(scales: u32, is: u32) -> f32 {
+    let low = (u8_at(scales + (is & 7u)) >> (4u * (is >> 3u))) & 15u;
+    let high = (u8_at(scales + 8u + (is & 3u)) >> (2u * (is >> 2u))) & 3u;
+    return f32(low | (high << 4u)) - 32.0;
+}
+
+fn dq_q3_k(row_base: u32, c: u32) -> W8 {
+    let ob = row_base + (c >> 5u) * 110u;
+    let e0 = 8u * (c & 31u);
+    let n = e0 >> 7u;
+    let j = (e0 & 127u) >> 5u;
+    let l0 = e0 & 31u;
+    let dl = f16_at(ob + 108u) * q3_k_scale(ob + 96u, 8u * n + 2u * j + (l0 >> 4u));
+    let f = fields8(u64_at(ob + 32u + 32u * n + l0), 2u * j, 3u);
+    let h = fields8(u64_at(ob + l0), 4u * n + j, 1u);
+    var v: array<f32, 8>;
+    for (var k = 0u; k < 8u; k++) {
+        // A clear high bit means the 2-bit value is 4 lower.
+        v[k] = dl * (f32(f[k]) - 4.0 * f32(1u - h[k]));
+    }
+    return w8_from(v);
+}
+
+// Q4_K and Q5_K: scale and min of sub-block j (0..7), 6 bits each, packed into 12 bytes.
+fn k4_scale_min(scales: u32, j: u32) -> vec2<f32> {
+    if j < 4u {
+        return vec2<f32>(f32(u8_at(scales + j) & 63u), f32(u8_at(scales + j + 4u) & 63u));
+    }
+    let b = u8_at(scales + j + 4u);
+    let sc = (b & 15u) | ((u8_at(scales + j - 4u) >> 6u) << 4u);
+    let m = (b >> 4u) | ((u8_at(scales + j) >> 6u) << 4u);
+    return vec2<f32>(f32(sc), f32(m));
+}
+
+fn dq_q4_k(row_base: u32, c: u32) -> W8 {
+    let ob = row_base + (c >> 5u) * 144u;
+    let e0 = 8u * (c & 31u);
+    let g = e0 >> 6u;
+    let h = (e0 & 63u) >> 5u;
+    let l0 = e0 & 31u;
+    let sm = k4_scale_min(ob + 4u, 2u * g + h);
+    let dl = f16_at(ob) * sm.x;
+    let ml = f16_at(ob + 2u) * sm.y;
+    let f = fields8(u64_at(ob + 16u + 32u * g + l0), 4u * h, 15u);
+    var v: array<f32, 8>;
+    for (var k = 0u; k < 8u; k++) {
+        v[k] = dl * f32(f[k]) - ml;
+    }
+    return w8_from(v);
+}
+
+fn dq_q5_k(row_base: u32, c: u32) -> W8 {
+    let ob = row_base + (c >> 5u) * 176u;
+    let e0 = 8u * (c & 31u);
+    let g = e0 >> 6u;
+    let h = (e0 & 63u) >> 5u;
+    let l0 = e0 & 31u;
+    let sm = k4_scale_min(ob + 4u, 2u * g + h);
+    let dl = f16_at(ob) * sm.x;
+    let ml = f16_at(ob + 2u) * sm.y;
+    let f = fields8(u64_at(ob + 48u + 32u * g + l0), 4u * h, 15u);
+    let hb = fields8(u64_at(ob + 16u + l0), 2u * g + h, 1u);
+    var v: array<f32, 8>;
+    for (var k = 0u; k < 8u; k++) {
+        v[k] = dl * f32(f[k] | (hb[k] << 4u)) - ml;
+    }
+    return w8_from(v);
+}
+
+fn dq_q6_k(row_base: u32, c: u32) -> W8 {
+    let ob = row_base + (c >> 5u) * 210u;
+    let e0 = 8u * (c & 31u);
+    let n = e0 >> 7u;
+    let k4 = (e0 & 127u) >> 5u;
+    let l0 = e0 & 31u;
+    let sc = bitcast<i32>(u8_at(ob + 192u + 8u * n + (l0 >> 4u) + 2u * k4) << 24u) >> 24u;
+    let dl = f16_at(ob + 208u) * f32(sc);
+    let lo = fields8(u64_at(ob + 64u * n + l0 + 32u * (k4 & 1u)), 4u * (k4 >> 1u), 15u);
+    let hi = fields8(u64_at(ob + 128u + 32u * n + l0), 2u * k4, 3u);
+    var v: array<f32, 8>;
+    for (var k = 0u; k < 8u; k++) {
+        v[k] = dl * (f32(lo[k] | (hi[k] << 4u)) - 32.0);
+    }
+    return w8_from(v);
+}
