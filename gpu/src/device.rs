@@ -7,7 +7,7 @@ use loupe_quant::GgmlType;
 use wgpu::util::DeviceExt;
 
 use crate::adapter::{self, AdapterSummary, GpuChoice};
-use crate::shaders::{self, shader_source};
+use crate::shaders::{self, shader_source, Reduction};
 use crate::{GpuError, Result};
 
 /// The most workgroups along one dispatch dimension every adapter accepts.
@@ -72,6 +72,28 @@ impl GpuMatrix {
     }
 }
 
+/// Choices made when an adapter is opened.
+#[derive(Clone, Copy, Debug)]
+pub struct GpuOptions {
+    /// Sum rows with subgroup operations where the adapter has them (the fast path);
+    /// false forces the shared-memory kernels every adapter runs.
+    pub subgroups: bool,
+}
+
+impl Default for GpuOptions {
+    fn default() -> Self {
+        GpuOptions { subgroups: true }
+    }
+}
+
+impl GpuOptions {
+    /// The defaults, with `LOUPE_GPU_SUBGROUPS=off` forcing the shared-memory kernels.
+    pub fn from_env() -> GpuOptions {
+        let off = std::env::var("LOUPE_GPU_SUBGROUPS").is_ok_and(|v| v == "off" || v == "0");
+        GpuOptions { subgroups: !off }
+    }
+}
+
 /// One matrix of a [`Gpu::matmul`] call and where its (b, rows) result goes.
 pub struct MatmulJob<'a> {
     pub w: &'a GpuMatrix,
@@ -91,16 +113,30 @@ pub struct Gpu {
     summary: AdapterSummary,
     layout: wgpu::BindGroupLayout,
     pipeline_layout: wgpu::PipelineLayout,
+    reduction: Reduction,
     pipelines: Mutex<HashMap<(GgmlType, u32), wgpu::ComputePipeline>>,
     scratch: Mutex<Scratch>,
 }
 
 impl Gpu {
-    /// The adapter `choice` picks, opened; `Ok(None)` when none matches (or `Off`).
+    /// The adapter `choice` picks, opened with [`GpuOptions::from_env`]; `Ok(None)` when
+    /// none matches (or `Off`).
     pub fn open(choice: GpuChoice) -> Result<Option<Gpu>> {
+        Gpu::open_with(choice, GpuOptions::from_env())
+    }
+
+    pub fn open_with(choice: GpuChoice, options: GpuOptions) -> Result<Option<Gpu>> {
         let instance = adapter::instance();
         let Some((adapter, summary)) = adapter::pick(&instance, choice) else {
             return Ok(None);
+        };
+        let subgroups = options.subgroups && summary.subgroups;
+        let reduction = if subgroups {
+            // Rows enough for the smallest subgroups the driver may pick to each take one.
+            let min = adapter.get_info().subgroup_min_size.clamp(1, 64);
+            Reduction::Subgroup { rows: 64 / min }
+        } else {
+            Reduction::Shared
         };
         let limits = adapter.limits();
         let required_limits = wgpu::Limits {
@@ -110,7 +146,11 @@ impl Gpu {
         };
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("loupe"),
-            required_features: wgpu::Features::empty(),
+            required_features: if subgroups {
+                wgpu::Features::SUBGROUP
+            } else {
+                wgpu::Features::empty()
+            },
             required_limits,
             memory_hints: wgpu::MemoryHints::Performance,
             ..Default::default()
@@ -158,6 +198,7 @@ impl Gpu {
             summary,
             layout,
             pipeline_layout,
+            reduction,
             pipelines: Mutex::new(HashMap::new()),
             scratch: Mutex::new(Scratch {
                 x: None,
@@ -169,6 +210,19 @@ impl Gpu {
 
     pub fn summary(&self) -> &AdapterSummary {
         &self.summary
+    }
+
+    /// How the matmul kernels sum a row on this device.
+    pub fn reduction(&self) -> Reduction {
+        self.reduction
+    }
+
+    pub(crate) fn device(&self) -> &wgpu::Device {
+        &self.device
+    }
+
+    pub(crate) fn queue(&self) -> &wgpu::Queue {
+        &self.queue
     }
 
     fn run_error(&self, what: &'static str, reason: impl ToString) -> GpuError {
@@ -259,7 +313,7 @@ impl Gpu {
         if let Some(p) = cache.get(&(ty, nc)) {
             return Ok(p.clone());
         }
-        let source = shader_source(ty, nc).ok_or(GpuError::Unsupported { ty })?;
+        let source = shader_source(ty, nc, self.reduction).ok_or(GpuError::Unsupported { ty })?;
         let module = self
             .device
             .create_shader_module(wgpu::ShaderModuleDescriptor {
@@ -332,11 +386,11 @@ impl Gpu {
             offsets.push(total);
             total += ((b * j.w.rows * 4) as u64).next_multiple_of(256);
         }
-        let nc: u32 = match b {
-            1 => 1,
-            2..=4 => 4,
-            _ => 8,
-        };
+        // The narrowest of the built widths that holds the batch, else the widest.
+        let nc = shaders::BATCH_WIDTHS
+            .into_iter()
+            .find(|&w| b <= w as usize)
+            .unwrap_or(shaders::BATCH_WIDTHS[shaders::BATCH_WIDTHS.len() - 1]);
         let mut scratch = self.scratch.lock().unwrap_or_else(|e| e.into_inner());
         use wgpu::BufferUsages as U;
         let x_buf = self.ensure(
@@ -362,8 +416,13 @@ impl Gpu {
         for (j, &off) in jobs.iter().zip(&offsets) {
             let pipeline = self.pipeline(j.w.ty, nc)?;
             for part in &j.w.parts {
-                let groups_x = (part.rows as u32).min(MAX_GROUPS);
-                let groups_y = (part.rows as u32).div_ceil(groups_x);
+                let rows_per_group = match self.reduction {
+                    Reduction::Subgroup { rows } => rows,
+                    Reduction::Shared => 1,
+                };
+                let groups = (part.rows as u32).div_ceil(rows_per_group);
+                let groups_x = groups.min(MAX_GROUPS);
+                let groups_y = groups.div_ceil(groups_x);
                 let params = Params {
                     rows: part.rows as u32,
                     cols: cols as u32,

@@ -12,12 +12,14 @@
 //! (the CPU dots quantized activations in integers).
 
 mod adapter;
+mod bandwidth;
 mod device;
 mod shaders;
 
 pub use adapter::{adapters, AdapterSummary, GpuChoice};
-pub use device::{Gpu, GpuMatrix, MatmulJob};
-pub use shaders::{shader_source, supported, SHADER_TYPES};
+pub use bandwidth::Bandwidth;
+pub use device::{Gpu, GpuMatrix, GpuOptions, MatmulJob};
+pub use shaders::{all_sources, shader_source, supported, Reduction, BATCH_WIDTHS, SHADER_TYPES};
 
 use loupe_quant::GgmlType;
 

@@ -1,14 +1,22 @@
-//! The WGSL sources: one matmul skeleton (`matmul.wgsl`) specialized per weight format by
-//! naming that format's dequantize function, and per number of activation rows each
-//! workgroup carries.
+//! The WGSL sources: two matmul skeletons (`matmul_subgroup.wgsl`, and
+//! `matmul_shared.wgsl` for adapters without subgroup operations), each specialized per
+//! weight format by naming that format's dequantize function, and per number of
+//! activation rows a workgroup carries.
 
 use loupe_quant::GgmlType;
 
-const MATMUL: &str = include_str!("shaders/matmul.wgsl");
+const BINDINGS: &str = include_str!("shaders/bindings.wgsl");
+const MATMUL_SUBGROUP: &str = include_str!("shaders/matmul_subgroup.wgsl");
+const MATMUL_SHARED: &str = include_str!("shaders/matmul_shared.wgsl");
 const BYTES: &str = include_str!("shaders/bytes.wgsl");
 const FLOAT: &str = include_str!("shaders/float.wgsl");
 const LEGACY: &str = include_str!("shaders/legacy.wgsl");
 const K_QUANTS: &str = include_str!("shaders/k_quants.wgsl");
+/// The copy kernel that measures bandwidth ([`crate::Bandwidth`]).
+pub(crate) const COPY: &str = include_str!("shaders/copy.wgsl");
+
+/// Rows of activations one matmul workgroup carries: the variants the crate builds.
+pub const BATCH_WIDTHS: [u32; 3] = [1, 4, 8];
 
 /// Every weight format the GPU kernels read.
 pub const SHADER_TYPES: [GgmlType; 15] = {
@@ -45,12 +53,41 @@ fn dequant_fn(ty: GgmlType) -> Option<(&'static str, &'static str)> {
     })
 }
 
-/// The matmul shader for `ty` with `nc` activation rows per workgroup; `None` for a
-/// format the kernels do not read.
-pub fn shader_source(ty: GgmlType, nc: u32) -> Option<String> {
+/// How a matmul kernel adds up the partial sums of a row.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Reduction {
+    /// The lanes of a subgroup, with `subgroupAdd`; each workgroup owns `rows` rows.
+    Subgroup { rows: u32 },
+    /// The 64 threads of a workgroup (one row), in shared memory with barriers: for
+    /// adapters without subgroup operations.
+    Shared,
+}
+
+/// The matmul shader for `ty` with `nc` activation rows per workgroup, summing by `red`;
+/// `None` for a format the kernels do not read.
+pub fn shader_source(ty: GgmlType, nc: u32, red: Reduction) -> Option<String> {
     let (name, file) = dequant_fn(ty)?;
+    let (head, kernel) = match red {
+        Reduction::Subgroup { rows } => (format!("const ROWS: u32 = {rows}u;\n"), MATMUL_SUBGROUP),
+        Reduction::Shared => (String::new(), MATMUL_SHARED),
+    };
     Some(format!(
-        "const NC: u32 = {nc}u;\n{}\n{BYTES}\n{file}\n",
-        MATMUL.replace("DEQUANT", name)
+        "{head}const NC: u32 = {nc}u;\n{BINDINGS}\n{}\n{BYTES}\n{file}\n",
+        kernel.replace("DEQUANT", name)
     ))
+}
+
+/// (name, WGSL) of every shader the crate can build: each format's matmul at each batch
+/// width with both reductions, and the copy kernel. For the translation tests.
+pub fn all_sources() -> Vec<(String, String)> {
+    let mut all = vec![("copy".to_string(), COPY.to_string())];
+    for ty in SHADER_TYPES {
+        for nc in BATCH_WIDTHS {
+            for red in [Reduction::Subgroup { rows: 8 }, Reduction::Shared] {
+                let source = shader_source(ty, nc, red).expect("every listed type has a shader");
+                all.push((format!("{ty} x{nc} {red:?}"), source));
+            }
+        }
+    }
+    all
 }

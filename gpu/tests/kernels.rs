@@ -4,18 +4,38 @@
 
 use std::sync::OnceLock;
 
-use loupe_gpu::{Gpu, GpuChoice, MatmulJob, SHADER_TYPES};
+use loupe_gpu::{Gpu, GpuChoice, GpuOptions, MatmulJob, Reduction, SHADER_TYPES};
 use loupe_quant::{dequantize_row, quantize_row, vec_dot, vec_dot_type, GgmlType};
 use rand::{Rng, SeedableRng};
 
+/// The adapter under test with its default kernels (subgroup sums where it has them).
 fn gpu() -> &'static Gpu {
     static GPU: OnceLock<Gpu> = OnceLock::new();
+    GPU.get_or_init(|| open(GpuOptions::default()))
+}
+
+/// The same adapter forced onto the fallback kernels every adapter runs.
+fn gpu_fallback() -> &'static Gpu {
+    static GPU: OnceLock<Gpu> = OnceLock::new();
     GPU.get_or_init(|| {
+        let g = open(GpuOptions { subgroups: false });
+        assert_eq!(g.reduction(), Reduction::Shared);
+        g
+    })
+}
+
+/// Both, to run every check on each.
+fn devices() -> [&'static Gpu; 2] {
+    [gpu(), gpu_fallback()]
+}
+
+fn open(options: GpuOptions) -> Gpu {
+    {
         let choice: GpuChoice = std::env::var("LOUPE_GPU")
             .unwrap_or_else(|_| "software".into())
             .parse()
             .expect("LOUPE_GPU");
-        let gpu = Gpu::open(choice)
+        let gpu = Gpu::open_with(choice, options)
             .expect("opening the adapter")
             .unwrap_or_else(|| {
                 panic!(
@@ -23,9 +43,9 @@ fn gpu() -> &'static Gpu {
                      (Debian: apt-get install mesa-vulkan-drivers libvulkan1)"
                 )
             });
-        eprintln!("testing on {:?}", gpu.summary());
+        eprintln!("testing on {:?}, {:?}", gpu.summary(), gpu.reduction());
         gpu
-    })
+    }
 }
 
 /// Rows of roughly normal values with a few outliers, as weights look.
@@ -109,8 +129,7 @@ fn references(c: &Case) -> (Vec<f64>, Vec<f64>) {
     (cpu, exact)
 }
 
-fn run(c: &Case) -> Vec<f32> {
-    let gpu = gpu();
+fn run(gpu: &Gpu, c: &Case) -> Vec<f32> {
     let m = gpu.upload(c.ty, c.rows, c.cols, &c.w).unwrap();
     let mut out = vec![f32::NAN; c.b * c.rows];
     gpu.matmul(
@@ -126,17 +145,24 @@ fn run(c: &Case) -> Vec<f32> {
 }
 
 fn check(c: &Case) {
-    let got = run(c);
     let (cpu, exact) = references(c);
-    let (vs_cpu, vs_exact) = (nmse(&got, &cpu), nmse(&got, &exact));
-    eprintln!(
-        "{} {}x{} b={}: nmse vs CPU kernels {vs_cpu:.2e}, vs exact {vs_exact:.2e}",
-        c.ty, c.rows, c.cols, c.b
-    );
-    // llama.cpp's bound for its backends; the f32 sums over dequantized weights should
-    // be far closer to the exact product than that.
-    assert!(vs_cpu <= 5e-4, "{}: nmse vs CPU {vs_cpu:e}", c.ty);
-    assert!(vs_exact <= 1e-9, "{}: nmse vs exact {vs_exact:e}", c.ty);
+    for gpu in devices() {
+        let got = run(gpu, c);
+        let (vs_cpu, vs_exact) = (nmse(&got, &cpu), nmse(&got, &exact));
+        let red = gpu.reduction();
+        eprintln!(
+            "{} {}x{} b={} {red:?}: nmse vs CPU kernels {vs_cpu:.2e}, vs exact {vs_exact:.2e}",
+            c.ty, c.rows, c.cols, c.b
+        );
+        // llama.cpp's bound for its backends; the f32 sums over dequantized weights
+        // should be far closer to the exact product than that.
+        assert!(vs_cpu <= 5e-4, "{} {red:?}: nmse vs CPU {vs_cpu:e}", c.ty);
+        assert!(
+            vs_exact <= 1e-9,
+            "{} {red:?}: nmse vs exact {vs_exact:e}",
+            c.ty
+        );
+    }
 }
 
 fn cols_for(ty: GgmlType) -> usize {
@@ -190,8 +216,8 @@ fn several_matrices_share_one_call() {
         ],
     )
     .unwrap();
-    assert_eq!(oa, run(&a));
-    assert_eq!(ob, run(&b));
+    assert_eq!(oa, run(gpu, &a));
+    assert_eq!(ob, run(gpu, &b));
 }
 
 #[test]

@@ -1,27 +1,12 @@
-// out (b, rows) = x (b, cols) · wᵀ for a weight matrix stored as its GGUF blocks.
+// out (b, rows) = x (b, cols) · wᵀ for a weight matrix stored as its GGUF blocks; the
+// variant for adapters without subgroup operations.
 //
 // One workgroup per output row (and per group of NC activation rows): each thread walks
 // the row in chunks of eight weights, dequantizes a chunk once (`DEQUANT`, chosen per
 // format when the pipeline is built) and dots it with the same eight elements of each of
-// its NC activation rows; the workgroup then adds its threads' sums. The weight bytes are
-// read as they lie in the file (blocks of 18, 22, 110 ... bytes, not 4-aligned), through
-// the byte helpers in `bytes.wgsl`.
-
-struct Params {
-    rows: u32,       // rows in this part of the matrix
-    cols: u32,       // elements per row (a multiple of 8)
-    row_bytes: u32,  // bytes per row in the file
-    b: u32,          // activation rows
-    out_stride: u32, // elements per output row (all rows of the matrix)
-    row0: u32,       // the first row of this part
-    groups_x: u32,   // workgroups along x in this dispatch (rows wrap into y)
-    x_off: u32,      // the first element of x (in f32s)
-}
-
-@group(0) @binding(0) var<storage, read> w: array<u32>;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read_write> out: array<f32>;
-@group(0) @binding(3) var<uniform> p: Params;
+// its NC activation rows; the workgroup then adds its threads' sums in shared memory. The
+// weight bytes are read as they lie in the file (blocks of 18, 22, 110 ... bytes, not
+// 4-aligned), through the byte helpers in `bytes.wgsl`.
 
 const WG: u32 = 64u;
 var<workgroup> partial: array<f32, WG * NC>;
@@ -41,10 +26,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         let wq = DEQUANT(row_base, c);
         for (var j = 0u; j < NC; j++) {
             if col0 + j < p.b {
-                let xo = p.x_off + (col0 + j) * p.cols + c * 8u;
-                let x0 = vec4<f32>(x[xo], x[xo + 1u], x[xo + 2u], x[xo + 3u]);
-                let x1 = vec4<f32>(x[xo + 4u], x[xo + 5u], x[xo + 6u], x[xo + 7u]);
-                acc[j] += dot(wq.lo, x0) + dot(wq.hi, x1);
+                let xo = (p.x_off + (col0 + j) * p.cols + c * 8u) / 4u;
+                acc[j] += dot(wq.lo, x[xo]) + dot(wq.hi, x[xo + 1u]);
             }
         }
     }

@@ -1,0 +1,19 @@
+// What every matmul kernel binds: the weight part, the activations, the results and
+// the shape of this dispatch.
+
+struct Params {
+    rows: u32,       // rows in this part of the matrix
+    cols: u32,       // elements per row (a multiple of 8)
+    row_bytes: u32,  // bytes per row in the file
+    b: u32,          // activation rows
+    out_stride: u32, // elements per output row (all rows of the matrix)
+    row0: u32,       // the first row of this part
+    groups_x: u32,   // workgroups along x in this dispatch (rows wrap into y)
+    x_off: u32,      // the first element of x (in f32s, a multiple of 4)
+}
+
+@group(0) @binding(0) var<storage, read> w: array<u32>;
+// Activation rows start at multiples of eight elements (cols is one), so vec4 loads align.
+@group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read_write> out: array<f32>;
+@group(0) @binding(3) var<uniform> p: Params;
