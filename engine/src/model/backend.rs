@@ -33,6 +33,12 @@ pub trait Backend: Send {
     /// A short name for messages ("cpu").
     fn name(&self) -> &'static str;
 
+    /// Whether [`Backend::attention`] runs here; when not, the layer's attention runs on
+    /// backend 0 (the CPU, which holds the cache).
+    fn attends(&self) -> bool {
+        true
+    }
+
     /// out (b, w.rows) = x (b, w.cols) · wᵀ.
     fn matmul(&mut self, w: Matrix<'_>, x: &[f32], b: usize, out: &mut [f32]) -> Result<()>;
 

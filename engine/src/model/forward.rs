@@ -89,6 +89,12 @@ impl Scratch {
             placement: Placement::single(c.n_layer),
         }
     }
+
+    /// Adds a backend (it becomes index `backends.len()`) and places layers by `placement`.
+    pub fn add_backend(&mut self, backend: Box<dyn Backend>, placement: Placement) {
+        self.backends.push(backend);
+        self.placement = placement;
+    }
 }
 
 impl Scratch {
@@ -146,7 +152,7 @@ pub fn forward<'s>(
     }
 
     for (l, lw) in w.layers.iter().enumerate() {
-        let be = &mut s.backends[s.placement.layers[l]];
+        let on = s.placement.layers[l];
         // ---- attention: norm, Q/K/V projections (+ biases) ----
         s.xb[..n * dim].copy_from_slice(&s.x[..n * dim]);
         each_row(&mut s.xb[..n * dim], dim, |row| {
@@ -155,7 +161,7 @@ pub fn forward<'s>(
         captured(&mut s.capture, "attn_norm", l, &s.xb[..n * dim]);
         let qkv = [&lw.wq, &lw.wk, &lw.wv].map(|t| model.matrix(t));
         let outs = [&mut s.q[..], &mut s.k[..], &mut s.v[..]];
-        be.qkv(qkv, &s.xb[..n * dim], n, outs)?;
+        s.backends[on].qkv(qkv, &s.xb[..n * dim], n, outs)?;
         add_bias(&mut s.q[..n * c.q_dim()], lw.bq.as_deref());
         add_bias(&mut s.k[..n * c.kv_dim()], lw.bk.as_deref());
         add_bias(&mut s.v[..n * c.kv_dim_v()], lw.bv.as_deref());
@@ -223,7 +229,8 @@ pub fn forward<'s>(
             k: &s.k[..n * c.kv_dim()],
             v: &s.v[..n * c.kv_dim_v()],
         };
-        be.attention(input, cache, &mut s.att_out)?;
+        let attends_on = if s.backends[on].attends() { on } else { 0 };
+        s.backends[attends_on].attention(input, cache, &mut s.att_out)?;
 
         captured(
             &mut s.capture,
@@ -231,6 +238,7 @@ pub fn forward<'s>(
             l,
             &s.att_out[..n * c.n_head * c.head_dim_v],
         );
+        let be = &mut s.backends[on];
         // ---- output projection, post-norm (gemma), residual ----
         let att_out = &s.att_out[..n * c.n_head * c.head_dim_v];
         be.matmul(model.matrix(&lw.wo), att_out, n, &mut s.xb2)?;

@@ -7,6 +7,7 @@ pub mod config;
 pub mod cpu;
 pub mod forward;
 pub mod ftype;
+pub mod gpu;
 pub mod kv_cache;
 pub mod matmul;
 pub mod memory;
@@ -34,6 +35,8 @@ pub struct Model {
     pub weights: Weights,
     /// Weights being repacked for the kernels in the background, if any.
     repack: Option<repack::Repack>,
+    /// The layers offloaded to a GPU ([`Model::offload`]), shared by every context.
+    gpu: Option<Arc<gpu::GpuWeights>>,
 }
 
 impl Model {
@@ -65,7 +68,30 @@ impl Model {
             config,
             weights,
             repack,
+            gpu: None,
         })
+    }
+
+    /// Puts the last `n_gpu` layers (and the output projection too when `n_gpu` exceeds
+    /// the layer count, llama.cpp's `-ngl` rule) on `gpu`: their weights are uploaded now,
+    /// `progress(done, total)` counting bytes, and contexts made afterwards run them there.
+    pub fn offload(
+        &mut self,
+        gpu: loupe_gpu::Gpu,
+        n_gpu: usize,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<()> {
+        self.gpu = None;
+        if n_gpu > 0 {
+            let w = gpu::GpuWeights::upload(self, gpu, n_gpu, progress)?;
+            self.gpu = Some(Arc::new(w));
+        }
+        Ok(())
+    }
+
+    /// The offloaded weights, if any.
+    pub fn gpu(&self) -> Option<&gpu::GpuWeights> {
+        self.gpu.as_deref()
     }
 
     /// Check that `file` is a model loupe can run, its configuration and tensors in
@@ -196,10 +222,18 @@ impl<'m> Context<'m> {
         // Before a byte is allocated: the buffers below must fit in the memory available.
         memory::check(model, &o)?;
         let batch = o.batch.clamp(1, o.n_ctx);
+        let mut scratch = Scratch::new(c, o.n_ctx, batch, o.threads);
+        if let Some(g) = &model.gpu {
+            let n_gpu = if g.output { c.n_layer + 1 } else { g.layers };
+            scratch.add_backend(
+                Box::new(gpu::GpuBackend::new(g.clone())),
+                backend::Placement::offload_last(c.n_layer, n_gpu, 1),
+            );
+        }
         Ok(Context {
             model,
             cache: KvCache::new(o.kv_type, c, o.n_ctx)?,
-            scratch: Scratch::new(c, o.n_ctx, batch, o.threads),
+            scratch,
             pool,
             n_past: 0,
             logits_rows: 0,

@@ -1,0 +1,266 @@
+//! The GPU backend: layers placed on an adapter run their matmuls there, against weights
+//! uploaded once at load ([`GpuWeights`]) in their GGUF block layout.
+//!
+//! What this backend runs today: the layer's matmuls (Q/K/V together, gate and up
+//! together, the output and down projections) and the output projection. Norms, RoPE and
+//! attention over the cache stay on the CPU ([`Backend::attends`] is false), so each
+//! matmul's activations cross the bus both ways.
+//!
+//! The activations go up as the CPU kernels see them: quantized to the format the CPU
+//! pairs the weights with (Q8_0 or Q8_K blocks, f16 for F16 weights) and back to f32. The
+//! GPU then computes the CPU's products up to the order of float sums, and a layer gives
+//! the same logits wherever it runs (as llama.cpp's GPU backends quantize activations to
+//! 8 bits for their integer dot products).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use anyhow::{anyhow, bail, Context as _, Result};
+use loupe_gpu::{Gpu, GpuMatrix, MatmulJob};
+use loupe_quant::GgmlType;
+
+use super::backend::{AttentionInput, Backend};
+use super::kv_cache::KvCache;
+use super::weights::{Matrix, Tensor};
+use super::Model;
+
+/// How many layers go to the GPU (llama.cpp's `-ngl`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GpuLayers {
+    /// Every layer and the output, on a hardware adapter; none on a software one.
+    Auto,
+    /// The last N layers; more than the model has puts the output there too.
+    Count(usize),
+}
+
+impl FromStr for GpuLayers {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "auto" => Ok(GpuLayers::Auto),
+            "all" => Ok(GpuLayers::Count(usize::MAX)),
+            n => n.parse().map(GpuLayers::Count).map_err(|_| {
+                format!("--gpu-layers takes a number of layers, all or auto, not {n:?}")
+            }),
+        }
+    }
+}
+
+impl fmt::Display for GpuLayers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            GpuLayers::Auto => write!(f, "auto"),
+            GpuLayers::Count(n) => write!(f, "{n}"),
+        }
+    }
+}
+
+/// The weights of the offloaded layers (and the output projection when it is offloaded)
+/// on one adapter, keyed by where their rows lie in the model's map.
+pub struct GpuWeights {
+    gpu: Gpu,
+    matrices: HashMap<usize, GpuMatrix>,
+    /// The last `layers` layers are on the GPU.
+    pub layers: usize,
+    /// Whether the output projection is.
+    pub output: bool,
+}
+
+impl GpuWeights {
+    /// Uploads the last `n_gpu` layers' matrices (and the output's, when `n_gpu` exceeds
+    /// the layer count) to `gpu`; `progress(done, total)` counts bytes.
+    pub fn upload(
+        model: &Model,
+        gpu: Gpu,
+        n_gpu: usize,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<GpuWeights> {
+        let w = &model.weights;
+        let n_layer = w.layers.len();
+        let layers = n_gpu.min(n_layer);
+        let output = n_gpu > n_layer;
+        let mut tensors: Vec<(String, &Tensor)> = Vec::new();
+        for l in n_layer - layers..n_layer {
+            let lw = &w.layers[l];
+            for (name, t) in [
+                ("attn_q", &lw.wq),
+                ("attn_k", &lw.wk),
+                ("attn_v", &lw.wv),
+                ("attn_output", &lw.wo),
+                ("ffn_gate", &lw.w_gate),
+                ("ffn_up", &lw.w_up),
+                ("ffn_down", &lw.w_down),
+            ] {
+                tensors.push((format!("blk.{l}.{name}"), t));
+            }
+        }
+        if output {
+            tensors.push(("output".into(), &w.output));
+        }
+        for (name, t) in &tensors {
+            if !loupe_gpu::supported(t.ty) {
+                bail!(
+                    "--gpu-layers: tensor {name} is {}, which the GPU kernels do not read \
+                     (offload fewer layers, or run on the CPU with --gpu off)",
+                    t.ty
+                );
+            }
+        }
+        let total: u64 = tensors
+            .iter()
+            .map(|(_, t)| model.matrix(t).data.len() as u64)
+            .sum();
+        let mut done = 0;
+        let mut matrices = HashMap::new();
+        for (name, t) in &tensors {
+            let m = model.matrix(t);
+            let key = m.data.as_ptr() as usize;
+            if matrices.contains_key(&key) {
+                continue;
+            }
+            let g = gpu
+                .upload(m.ty, m.rows, m.cols, m.data)
+                .with_context(|| format!("uploading {name} to {}", gpu.summary().name))?;
+            matrices.insert(key, g);
+            done += m.data.len() as u64;
+            progress(done, total);
+        }
+        Ok(GpuWeights {
+            gpu,
+            matrices,
+            layers,
+            output,
+        })
+    }
+
+    pub fn gpu(&self) -> &Gpu {
+        &self.gpu
+    }
+
+    /// Bytes the uploaded weights take on the device.
+    pub fn device_bytes(&self) -> u64 {
+        self.matrices.values().map(|m| m.device_bytes()).sum()
+    }
+
+    fn get(&self, w: &Matrix<'_>) -> Result<&GpuMatrix> {
+        self.matrices
+            .get(&(w.data.as_ptr() as usize))
+            .ok_or_else(|| {
+                anyhow!(
+                    "a ({}, {}) {} matrix is not on the GPU",
+                    w.rows,
+                    w.cols,
+                    w.ty
+                )
+            })
+    }
+}
+
+/// The backend of the layers on the GPU; one per context, all sharing the weights.
+pub struct GpuBackend {
+    weights: Arc<GpuWeights>,
+    /// One activation row in the CPU's partner format, and the activations decoded back.
+    row_buf: Vec<u8>,
+    x_seen: Vec<f32>,
+}
+
+impl GpuBackend {
+    pub fn new(weights: Arc<GpuWeights>) -> GpuBackend {
+        GpuBackend {
+            weights,
+            row_buf: Vec::new(),
+            x_seen: Vec::new(),
+        }
+    }
+
+    /// Runs `jobs` (all with the same number of columns) on `x` (b rows), each group of
+    /// matrices that the CPU pairs with the same activation format in one submission.
+    fn run(&mut self, x: &[f32], b: usize, jobs: Vec<(Matrix<'_>, &mut [f32])>) -> Result<()> {
+        let weights = Arc::clone(&self.weights);
+        let mut jobs: Vec<_> = jobs
+            .into_iter()
+            .map(|(w, out)| Ok((partner(w.ty)?, weights.get(&w)?, out)))
+            .collect::<Result<_>>()?;
+        while let Some((p, cols)) = jobs.first().map(|j| (j.0, j.1.cols)) {
+            self.as_the_cpu_sees(p, x, b, cols)?;
+            let (now, later): (Vec<_>, Vec<_>) = jobs.into_iter().partition(|j| j.0 == p);
+            let mut batch: Vec<MatmulJob<'_>> = now
+                .into_iter()
+                .map(|(_, w, out)| MatmulJob { w, out })
+                .collect();
+            weights.gpu.matmul(&self.x_seen, b, &mut batch)?;
+            jobs = later;
+        }
+        Ok(())
+    }
+
+    /// `x` (b rows of `cols`) quantized to `p` and decoded back into `x_seen`: the values
+    /// the CPU's dot products multiply the weights with.
+    fn as_the_cpu_sees(&mut self, p: GgmlType, x: &[f32], b: usize, cols: usize) -> Result<()> {
+        let n = b * cols;
+        self.x_seen.resize(n, 0.0);
+        if p == GgmlType::F32 {
+            self.x_seen.copy_from_slice(&x[..n]);
+            return Ok(());
+        }
+        let row_bytes = p
+            .row_bytes(cols as u64)
+            .ok_or_else(|| anyhow!("{p} rows of {cols}"))? as usize;
+        self.row_buf.resize(row_bytes, 0);
+        for (src, dst) in x[..n]
+            .chunks_exact(cols)
+            .zip(self.x_seen.chunks_exact_mut(cols))
+        {
+            loupe_quant::quantize_activation(p, src, &mut self.row_buf)?;
+            loupe_quant::dequantize_row(p, &self.row_buf, dst)?;
+        }
+        Ok(())
+    }
+}
+
+/// The format the CPU kernels quantize activations to for weights of `ty`.
+fn partner(ty: GgmlType) -> Result<GgmlType> {
+    loupe_quant::vec_dot_type(ty).ok_or_else(|| anyhow!("no activation format for {ty} weights"))
+}
+
+impl Backend for GpuBackend {
+    fn name(&self) -> &'static str {
+        "gpu"
+    }
+
+    fn attends(&self) -> bool {
+        false
+    }
+
+    fn matmul(&mut self, w: Matrix<'_>, x: &[f32], b: usize, out: &mut [f32]) -> Result<()> {
+        self.run(x, b, vec![(w, out)])
+    }
+
+    fn qkv(&mut self, w: [Matrix<'_>; 3], x: &[f32], b: usize, out: [&mut [f32]; 3]) -> Result<()> {
+        let ([wq, wk, wv], [q, k, v]) = (w, out);
+        self.run(x, b, vec![(wq, q), (wk, k), (wv, v)])
+    }
+
+    fn gated(
+        &mut self,
+        [gate, up]: [Matrix<'_>; 2],
+        x: &[f32],
+        b: usize,
+        act: fn(f32) -> f32,
+        out: &mut [f32],
+        up_out: &mut [f32],
+    ) -> Result<()> {
+        let n = b * gate.rows;
+        self.run(x, b, vec![(gate, &mut *out), (up, &mut *up_out)])?;
+        for (g, &u) in out[..n].iter_mut().zip(&up_out[..n]) {
+            *g = act(*g) * u;
+        }
+        Ok(())
+    }
+
+    fn attention(&mut self, _: AttentionInput<'_>, _: &mut KvCache, _: &mut [f32]) -> Result<()> {
+        bail!("attention of GPU layers runs on the CPU backend")
+    }
+}
