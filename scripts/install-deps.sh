@@ -2,7 +2,8 @@
 # Install what building and testing loupe needs on a Debian machine, only what is missing:
 # a C++ compiler, cmake and libclang for the peer (llama.cpp through llama-cpp-sys-2, whose
 # bindgen needs libclang itself, not only libclang-cpp), and python3 with pip for fetching
-# the test models; then the `openai` Python package that tests/serve_openai.rs drives
+# the test models; Mesa's software Vulkan driver (lavapipe) and the Vulkan loader, on which
+# the GPU backend's tests run the real shaders without a GPU; then the `openai` Python package that tests/serve_openai.rs drives
 # `loupe serve` with, into $LOUPE_PYLIB (default ~/.cache/loupe/pylib: pip --target, so
 # the system's Python stays untouched). Needs root (or sudo) only when a system package
 # is missing.
@@ -34,6 +35,9 @@ command -v c++ >/dev/null || missing+=(g++)
   || missing+=(libclang-dev)
 command -v python3 >/dev/null || missing+=(python3)
 python3 -m pip --version >/dev/null 2>&1 || missing+=(python3-pip)
+# The loader, and lavapipe's driver manifest (lvp_icd.<arch>.json).
+compgen -G "/usr/lib/*/libvulkan.so.1" >/dev/null || compgen -G "/lib/*/libvulkan.so.1" >/dev/null || missing+=(libvulkan1)
+compgen -G "/usr/share/vulkan/icd.d/lvp_icd.*.json" >/dev/null || missing+=(mesa-vulkan-drivers)
 
 if [ ${#missing[@]} -eq 0 ]; then
   echo "install-deps: every system package is present"

@@ -55,6 +55,8 @@ pub struct BenchArgs {
     pub reps: usize,
     #[command(flatten)]
     pub kv: crate::cli::model_args::KvArgs,
+    #[command(flatten)]
+    pub gpu: crate::cli::model_args::GpuArgs,
     /// Print one JSON line instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -78,7 +80,8 @@ pub fn run(args: &BenchArgs, out: &mut impl Write) -> Result<()> {
     warn_if_busy();
 
     let t0 = Instant::now();
-    let model = Model::load(path)?;
+    let mut model = Model::load(path)?;
+    args.gpu.offload(&mut model)?;
     let load_s = t0.elapsed().as_secs_f64();
     let tokenizer = Tokenizer::from_metadata(model.file.metadata())
         .with_context(|| format!("cannot build the tokenizer of {}", path.display()))?;
@@ -160,6 +163,13 @@ pub fn run(args: &BenchArgs, out: &mut impl Write) -> Result<()> {
             obj.insert("peak_rss_bytes".into(), peak_rss.into());
             obj.insert("file_bytes".into(), model.file.file_size().into());
             obj.insert("weight_bytes_per_token".into(), weight_bytes.into());
+            let gpu = model.gpu();
+            obj.insert("gpu_layers".into(), gpu.map_or(0, |g| g.layers).into());
+            obj.insert("gpu_output".into(), gpu.is_some_and(|g| g.output).into());
+            obj.insert(
+                "gpu".into(),
+                gpu.map(|g| g.gpu().summary().name.clone()).into(),
+            );
             writeln!(out, "{}", serde_json::Value::Object(obj))?;
         }
         return Ok(());
@@ -178,6 +188,16 @@ pub fn run(args: &BenchArgs, out: &mut impl Write) -> Result<()> {
         "KV cache {kv_type}: {kv_per_token} bytes per token, {:.1} MiB for a context of {n_ctx}",
         kv_bytes as f64 / (1u64 << 20) as f64
     )?;
+    if let Some(g) = model.gpu() {
+        writeln!(
+            out,
+            "GPU {}: {} of {} layers{}",
+            g.gpu().summary().name,
+            g.layers,
+            model.config.n_layer,
+            if g.output { " and the output" } else { "" }
+        )?;
+    }
     if args.synthetic_depth {
         writeln!(
             out,

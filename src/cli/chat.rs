@@ -40,6 +40,8 @@ pub struct ChatArgs {
     pub threads: Option<usize>,
     #[command(flatten)]
     pub kv: crate::cli::model_args::KvArgs,
+    #[command(flatten)]
+    pub gpu: crate::cli::model_args::GpuArgs,
     /// Most prompt tokens evaluated in one batch.
     #[arg(long, value_name = "N", default_value_t = 512)]
     pub batch: usize,
@@ -82,7 +84,8 @@ pub fn run(args: &ChatArgs, out: &mut impl Write) -> Result<()> {
         Some(p) => crate::cli::pull::model_path(p)?,
         None => default_model()?,
     };
-    let model = Model::load(&path)?;
+    let mut model = Model::load(&path)?;
+    args.gpu.offload(&mut model)?;
     let tok = Tokenizer::from_metadata(model.file.metadata())
         .with_context(|| format!("cannot build the tokenizer of {}", path.display()))?;
     for w in tok.warnings() {

@@ -4,6 +4,7 @@ mod bench;
 mod chat;
 mod compare;
 mod format;
+mod gpu;
 mod inspect;
 mod list;
 pub mod model_args;
@@ -44,6 +45,9 @@ pub enum Command {
     /// Which quantization to run: score models against a base (PPL, KL divergence, same
     /// top token, speed), or quantize a source to a ladder of types and compare them all.
     Compare(compare::CompareArgs),
+    /// The GPU adapters (Vulkan, Metal, DirectX 12): name, kind, driver, limits, and which
+    /// one --gpu auto picks.
+    Gpu(gpu::GpuArgs),
     /// Show what a GGUF model file holds: architecture, sizes, types, tensors, metadata.
     Inspect(inspect::InspectArgs),
     /// The models in the store: name, size, type, architecture, parameters.
@@ -97,6 +101,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Chat(args) => chat::run(&args, &mut out),
         Command::Compare(args) => compare::run(&args, &mut out),
+        Command::Gpu(args) => gpu::run(&args, &mut out),
         Command::Inspect(args) => inspect::run(&args, &mut out),
         Command::List(args) => list::run(&args, &mut out),
         Command::Pull(args) => pull::run(&args, &mut out),

@@ -1,15 +1,18 @@
 //! Options every command that runs a model takes: the file, context length, threads, KV
 //! cache type, batch size; and loading all of it with clear errors.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
 use clap::Args;
 
+use loupe_engine::model::gpu::GpuLayers;
 use loupe_engine::model::kv_cache::{KvType, KvTypes};
 use loupe_engine::model::{default_threads, Model, RunOptions};
 use loupe_engine::tokenizer::Tokenizer;
+use loupe_gpu::{Gpu, GpuChoice};
 
 #[derive(Args, Debug, Clone)]
 pub struct ModelArgs {
@@ -28,6 +31,77 @@ pub struct ModelArgs {
     /// Most prompt tokens evaluated in one batch.
     #[arg(long, value_name = "N", default_value_t = 512)]
     pub batch: usize,
+    #[command(flatten)]
+    pub gpu: GpuArgs,
+}
+
+/// Where the layers run: `--gpu-layers` (llama.cpp's `-ngl`) and `--gpu`.
+#[derive(Args, Debug, Clone)]
+pub struct GpuArgs {
+    /// Layers on the GPU, llama.cpp's -ngl rule: the last N, and the output projection too
+    /// when N exceeds the layer count; `all`; or `auto`: all on a hardware adapter, none
+    /// without one. 0 keeps everything on the CPU.
+    #[arg(
+        long = "gpu-layers",
+        visible_alias = "n-gpu-layers",
+        value_name = "N",
+        default_value = "auto"
+    )]
+    pub gpu_layers: GpuLayers,
+    /// The adapter: auto (the first hardware GPU; a software one is never picked),
+    /// software (any adapter, Mesa's lavapipe included), an index from `loupe gpu`, or
+    /// off.
+    #[arg(long, value_name = "WHICH", env = "LOUPE_GPU", default_value = "auto")]
+    pub gpu: GpuChoice,
+}
+
+impl GpuArgs {
+    /// Upload the layers these options put on a GPU, with a progress line on stderr and
+    /// a summary line after; nothing when they put none there or no adapter matches.
+    pub fn offload(&self, model: &mut Model) -> Result<()> {
+        let n_layer = model.config.n_layer;
+        let n_gpu = match self.gpu_layers {
+            GpuLayers::Count(0) => return Ok(()),
+            GpuLayers::Count(n) => n,
+            GpuLayers::Auto => n_layer + 1,
+        };
+        if self.gpu == GpuChoice::Off {
+            return Ok(());
+        }
+        let t0 = Instant::now();
+        let Some(gpu) = Gpu::open(self.gpu)? else {
+            if self.gpu_layers != GpuLayers::Auto || self.gpu != GpuChoice::Auto {
+                eprintln!(
+                    "note: no GPU adapter matches --gpu {} (`loupe gpu` lists them): \
+                     running on the CPU",
+                    self.gpu
+                );
+            }
+            return Ok(());
+        };
+        let name = format!("{} ({})", gpu.summary().name, gpu.summary().backend);
+        let tty = std::io::stderr().is_terminal();
+        let mut shown = 0;
+        model.offload(gpu, n_gpu, &mut |done, total| {
+            let pct = (done * 100).checked_div(total).unwrap_or(100);
+            if tty && pct != shown {
+                shown = pct;
+                eprint!("\ruploading weights to {name}: {pct}%");
+            }
+        })?;
+        if tty {
+            eprint!("\r\x1b[K");
+        }
+        let g = model.gpu().expect("offloaded");
+        eprintln!(
+            "gpu: {}/{n_layer} layers{} on {name}, {:.0} MiB uploaded in {:.1} s",
+            g.layers,
+            if g.output { " and the output" } else { "" },
+            g.device_bytes() as f64 / (1 << 20) as f64,
+            t0.elapsed().as_secs_f64()
+        );
+        Ok(())
+    }
 }
 
 /// The KV cache's element types: `--kv-type` for both, llama.cpp's `--cache-type-k` /
@@ -58,8 +132,11 @@ impl KvArgs {
 }
 
 /// llama.cpp's multi-letter short options loupe accepts, and their long names.
-pub const LLAMA_SHORT_OPTIONS: [(&str, &str); 2] =
-    [("-ctk", "--cache-type-k"), ("-ctv", "--cache-type-v")];
+pub const LLAMA_SHORT_OPTIONS: [(&str, &str); 3] = [
+    ("-ctk", "--cache-type-k"),
+    ("-ctv", "--cache-type-v"),
+    ("-ngl", "--gpu-layers"),
+];
 
 /// A model with its tokenizer, and how long loading took.
 pub struct Loaded {
@@ -77,7 +154,8 @@ impl ModelArgs {
         } else {
             Instant::now()
         };
-        let model = Model::load(&path)?;
+        let mut model = Model::load(&path)?;
+        self.gpu.offload(&mut model)?;
         let tokenizer = Tokenizer::from_metadata(model.file.metadata())
             .with_context(|| format!("cannot build the tokenizer of {}", path.display()))?;
         for w in tokenizer.warnings() {

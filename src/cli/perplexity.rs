@@ -33,6 +33,8 @@ pub struct PerplexityArgs {
     pub threads: Option<usize>,
     #[command(flatten)]
     pub kv: crate::cli::model_args::KvArgs,
+    #[command(flatten)]
+    pub gpu: crate::cli::model_args::GpuArgs,
     /// Print one JSON object at the end.
     #[arg(long)]
     pub json: bool,
@@ -51,6 +53,7 @@ pub fn run(args: &PerplexityArgs, out: &mut impl Write) -> Result<()> {
         threads: args.threads,
         kv: args.kv.clone(),
         batch: args.ctx,
+        gpu: args.gpu.clone(),
     };
     let loaded = margs.load()?;
     let (model, tok) = (&loaded.model, &loaded.tokenizer);

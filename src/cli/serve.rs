@@ -27,6 +27,8 @@ pub struct ServeArgs {
     pub threads: Option<usize>,
     #[command(flatten)]
     pub kv: crate::cli::model_args::KvArgs,
+    #[command(flatten)]
+    pub gpu: crate::cli::model_args::GpuArgs,
     /// Most prompt tokens evaluated in one batch.
     #[arg(long, value_name = "N", default_value_t = 512)]
     pub batch: usize,
@@ -99,6 +101,7 @@ pub fn run(args: &ServeArgs, _out: &mut impl Write) -> Result<()> {
         threads: args.threads,
         kv: args.kv.clone(),
         batch: args.batch,
+        gpu: args.gpu.clone(),
     };
     // The model lives as long as the process: the slots' threads borrow it.
     let loaded = Box::leak(Box::new(model_args.load()?));
