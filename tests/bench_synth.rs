@@ -1,13 +1,14 @@
 //! `loupe synth` and `loupe bench` as a user drives them, on tiny synthetic models with the
-//! Qwen2.5-Coder test model's vocabulary. No timing is asserted: only that the files load,
-//! have the layout and types asked for, generate, and that the JSON has the peer's shape.
+//! Qwen2.5-Coder test model's vocabulary or a generated one. No timing is asserted: only
+//! that the files load, have the layout and types asked for, generate, and that the JSON
+//! has the peer's shape.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use loupe::quantize::FileType;
 use loupe::store::QWEN25_CODER_05B;
-use loupe::synth::{write_shape, Shape, WeightTypes};
+use loupe::synth::{write_shape, Shape, VocabSource, WeightTypes};
 use loupe_engine::model::kv_cache::KvTypes;
 use loupe_engine::model::{Context, Logits, Model, RunOptions};
 use loupe_gguf::GgufFile;
@@ -24,11 +25,23 @@ fn donor() -> GgufFile {
 }
 
 fn loupe(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_loupe"))
-        .args(args)
+    loupe_with_models(args, None)
+}
+
+/// `loupe ARGS`, with `$LOUPE_MODELS` set to `models` when given.
+fn loupe_with_models(args: &[&str], models: Option<&Path>) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_loupe"));
+    if let Some(dir) = models {
+        cmd.env("LOUPE_MODELS", dir);
+    }
+    cmd.args(args)
         .stdin(Stdio::null())
         .output()
         .expect("run loupe")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 /// Load `path`, check it evaluates a prompt and generates a few tokens.
@@ -90,7 +103,14 @@ fn tiny_shapes_in_several_types_load_and_generate() {
     ] {
         let shape = Shape::named(shape).unwrap();
         let path = dir.path().join(format!("{}-{ty}.gguf", shape.name));
-        let report = write_shape(&shape, WeightTypes::Pure(ty), 3, &donor, &path).unwrap();
+        let report = write_shape(
+            &shape,
+            WeightTypes::Pure(ty),
+            3,
+            VocabSource::Donor(&donor),
+            &path,
+        )
+        .unwrap();
         let model = generates(&path);
         // Per layer: 2 norms + 7 matrices, plus 3 biases for qwen2; outside: embedding, norm.
         let per_layer = 9 + if shape.qkv_bias { 3 } else { 0 };
@@ -119,7 +139,14 @@ fn a_mix_follows_llama_cpp_recipe() {
         ..Shape::named("tiny").unwrap()
     };
     let path = dir.path().join("tiny8-q4km.gguf");
-    write_shape(&shape, WeightTypes::Mix(FileType::Q4_K_M), 5, &donor, &path).unwrap();
+    write_shape(
+        &shape,
+        WeightTypes::Mix(FileType::Q4_K_M),
+        5,
+        VocabSource::Donor(&donor),
+        &path,
+    )
+    .unwrap();
     let model = generates(&path);
     let types = types_of(&model);
     let ty = |n: &str| types.iter().find(|(name, _)| name == n).unwrap().1;
@@ -207,4 +234,129 @@ fn bench_json_has_the_peer_shape() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let table = String::from_utf8(o.stdout).unwrap();
     assert!(table.contains("pp16") && table.contains("tg4"), "{table}");
+}
+
+#[test]
+fn a_generated_vocabulary_needs_no_donor_and_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    // No models at all: the default donor is missing too.
+    let no_models = dir.path().join("no-models");
+    std::fs::create_dir(&no_models).unwrap();
+    let path = dir.path().join("tiny-generated.gguf");
+    let path_s = path.to_str().unwrap();
+    let o = loupe_with_models(
+        &[
+            "synth",
+            "--shape",
+            "tiny",
+            "--type",
+            "Q8_0",
+            "--vocab-from",
+            "generated",
+            path_s,
+        ],
+        Some(&no_models),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(stdout.contains("vocabulary 32000 generated"), "{stdout}");
+    assert!(!stderr(&o).contains("note:"), "{}", stderr(&o));
+
+    let f = GgufFile::open(&path).unwrap();
+    let md = f.metadata();
+    assert_eq!(md.get_str("tokenizer.ggml.model").unwrap(), "gpt2");
+    assert_eq!(md.get_array("tokenizer.ggml.tokens").unwrap().len(), 32000);
+    assert_eq!(
+        f.tensor("token_embd.weight").unwrap().dims,
+        vec![256, 32000]
+    );
+    drop(f);
+    generates(&path);
+
+    let o = loupe_with_models(
+        &[
+            "run",
+            path_s,
+            "-p",
+            "hello",
+            "-n",
+            "4",
+            "--ignore-eos",
+            "--json",
+        ],
+        Some(&no_models),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(j["tokens"].as_array().unwrap().len(), 4, "{j}");
+    // BOS, then "hello" as one token.
+    assert_eq!(j["prompt_tokens"], 2, "{j}");
+
+    let o = loupe_with_models(
+        &[
+            "bench", path_s, "-p", "8", "-n", "4", "--reps", "1", "-t", "2",
+        ],
+        Some(&no_models),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+#[test]
+fn a_missing_default_donor_falls_back_to_a_generated_vocabulary() {
+    let dir = tempfile::tempdir().unwrap();
+    let no_models = dir.path().join("no-models");
+    std::fs::create_dir(&no_models).unwrap();
+    let path = dir.path().join("tiny.gguf");
+    let o = loupe_with_models(
+        &[
+            "synth",
+            "--shape",
+            "tiny-qwen2",
+            "--type",
+            "Q4_0",
+            path.to_str().unwrap(),
+        ],
+        Some(&no_models),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("note: the default vocabulary donor")
+            && err.contains("using a generated vocabulary"),
+        "{err}"
+    );
+    assert!(String::from_utf8_lossy(&o.stdout).contains("vocabulary 32000 generated"));
+    generates(&path);
+}
+
+#[test]
+fn an_unreadable_donor_given_explicitly_stays_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let no_models = dir.path().join("no-models");
+    std::fs::create_dir(&no_models).unwrap();
+    let not_gguf = dir.path().join("not.gguf");
+    std::fs::write(&not_gguf, b"not a model").unwrap();
+    let out = dir.path().join("out.gguf");
+    for donor in [no_models.join("missing.gguf"), not_gguf] {
+        let o = loupe_with_models(
+            &[
+                "synth",
+                "--shape",
+                "tiny",
+                "--type",
+                "Q8_0",
+                "--vocab-from",
+                donor.to_str().unwrap(),
+                out.to_str().unwrap(),
+            ],
+            Some(&no_models),
+        );
+        assert!(!o.status.success());
+        let err = stderr(&o);
+        assert!(
+            err.contains("cannot read the vocabulary donor") && err.contains("generated"),
+            "{err}"
+        );
+        assert!(!out.exists());
+    }
 }

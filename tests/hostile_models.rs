@@ -17,7 +17,7 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use loupe::store::{GEMMA3_270M, QWEN25_CODER_05B};
-use loupe::synth::{write_shape, Shape, WeightTypes};
+use loupe::synth::{write_shape, Shape, VocabSource, WeightTypes};
 use loupe_engine::generate::check_finite;
 use loupe_engine::model::config::Arch;
 use loupe_engine::model::kv_cache::KvTypes;
@@ -450,7 +450,7 @@ fn every_command_refuses_an_inconsistent_model_by_name() {
         &tiny_shape(),
         WeightTypes::Pure(GgmlType::Q4_K),
         7,
-        &donor,
+        VocabSource::Donor(&donor),
         &good,
     )
     .unwrap();

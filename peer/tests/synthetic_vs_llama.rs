@@ -8,7 +8,7 @@
 
 mod common;
 
-use loupe::synth::{write_shape, Shape, WeightTypes};
+use loupe::synth::{write_shape, Shape, VocabSource, WeightTypes};
 use loupe_engine::model::config::Arch;
 use loupe_engine::model::kv_cache::KvTypes;
 use loupe_engine::model::{Context, Logits, Model, RunOptions};
@@ -49,7 +49,7 @@ fn check(arch: Arch, vocab_model: &str, weight_type: GgmlType, untied: bool, rop
         &shape,
         WeightTypes::Pure(weight_type),
         seed,
-        &vocab_from,
+        VocabSource::Donor(&vocab_from),
         &path,
     )
     .unwrap();

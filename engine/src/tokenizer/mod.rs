@@ -527,6 +527,13 @@ impl Tokenizer {
     }
 }
 
+/// The character byte-level BPE ("gpt2") vocabularies spell byte `b` with (GPT-2's map:
+/// printable Latin-1 bytes stand for themselves, the others move to U+0100 and up), for
+/// code that writes such a vocabulary.
+pub fn gpt2_byte_char(b: u8) -> char {
+    unicode::BYTE_TO_CHAR[b as usize]
+}
+
 /// llama.cpp's `clean_up_tokenization_spaces`, three passes over the bytes:
 /// " ?" " !" " ." " ," lose the space; " ' " becomes "'"; " 's" " 'm" " 're" " 've"
 /// lose the space.

@@ -1,5 +1,6 @@
 //! Synthetic models: a GGUF with the tensor layout of a real architecture and seeded
-//! random weights, with the tokenizer of a real model copied in so it tokenizes.
+//! random weights, with a tokenizer so it tokenizes: a real model's copied in, or one
+//! generated here ([`vocab`]) where no model is at hand.
 //!
 //! Random weights make gibberish, but the same gibberish from loupe and llama.cpp proves
 //! the forward pass of architectures that have no small real model here; and the speed
@@ -30,6 +31,10 @@ use loupe_gguf::{
     DEFAULT_ALIGNMENT,
 };
 
+pub mod vocab;
+
+use vocab::{GeneratedVocab, GENERATED_VOCAB_SIZE};
+
 /// The tensor layout of a model: sizes and the architecture switches that add tensors.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Shape {
@@ -41,7 +46,8 @@ pub struct Shape {
     pub n_kv_head: usize,
     pub head_dim: usize,
     pub hidden_dim: usize,
-    /// Vocabulary size; `None` takes the donor model's.
+    /// Vocabulary size; `None` takes the donor model's (a generated vocabulary's is then
+    /// [`GENERATED_VOCAB_SIZE`]).
     pub vocab: Option<usize>,
     pub n_ctx_train: usize,
     pub rope_base: f32,
@@ -125,7 +131,7 @@ pub const SHAPES: [Shape; 7] = [
         untied_output: true,
         rope_freqs: false,
     },
-    // Small shapes for tests: the donor's vocabulary, rows that fit every block size.
+    // Small shapes for tests: the donor's vocabulary size, rows that fit every block size.
     TINY,
     Shape {
         name: "tiny-qwen2",
@@ -369,10 +375,35 @@ fn choose_types(
 /// Metadata pairs, in order.
 type Pairs = Vec<(String, Value)>;
 
+/// Where a synthetic model's tokenizer comes from.
+#[derive(Clone, Copy, Debug)]
+pub enum VocabSource<'a> {
+    /// Copied from this model, fitted to the shape's vocabulary size.
+    Donor(&'a GgufFile),
+    /// Made here ([`GeneratedVocab`]): a byte-level BPE vocabulary of the shape's size, or
+    /// of [`GENERATED_VOCAB_SIZE`] for shapes that take the donor's.
+    Generated,
+}
+
+/// The `tokenizer.*` pairs from `source`, the vocabulary size, and how a donor's
+/// vocabulary was fitted to the shape when it had to be.
+fn tokenizer_metadata(
+    source: VocabSource,
+    n_vocab: Option<usize>,
+) -> Result<(Pairs, usize, Option<String>)> {
+    match source {
+        VocabSource::Donor(file) => donor_tokenizer_metadata(file.metadata(), n_vocab),
+        VocabSource::Generated => {
+            let n = n_vocab.unwrap_or(GENERATED_VOCAB_SIZE);
+            Ok((GeneratedVocab::new(n)?.metadata(), n, None))
+        }
+    }
+}
+
 /// The donor's `tokenizer.*` keys, fitted to `n_vocab` tokens when that is set and differs:
 /// padded with unused `[PAD<id>]` tokens (as llama.cpp's converter pads qwen2's vocabulary),
 /// or truncated, dropping the merges and special-token ids that point past the end.
-fn tokenizer_metadata(
+fn donor_tokenizer_metadata(
     src: &Metadata,
     n_vocab: Option<usize>,
 ) -> Result<(Pairs, usize, Option<String>)> {
@@ -542,16 +573,16 @@ fn fill_row(fill: Fill, seed: u64, index: usize, row: usize, xs: &mut [f32]) {
 }
 
 /// Write `shape` with `weights` to `out` (atomically: a temporary file, synced, renamed),
-/// with the tokenizer of `vocab_from` fitted to the shape's vocabulary size. An existing
-/// `out` is replaced only when it is a GGUF model.
+/// with the tokenizer `vocab` gives, of the shape's vocabulary size. An existing `out` is
+/// replaced only when it is a GGUF model.
 pub fn write_shape(
     shape: &Shape,
     weights: WeightTypes,
     seed: u64,
-    vocab_from: &GgufFile,
+    vocab: VocabSource,
     out: &Path,
 ) -> Result<SynthReport> {
-    write_shape_with(shape, weights, seed, vocab_from, out, Overwrite::SameKind)
+    write_shape_with(shape, weights, seed, vocab, out, Overwrite::SameKind)
 }
 
 /// [`write_shape`], saying which existing file `out` may replace (`--force`: any regular
@@ -560,7 +591,7 @@ pub fn write_shape_with(
     shape: &Shape,
     weights: WeightTypes,
     seed: u64,
-    vocab_from: &GgufFile,
+    vocab: VocabSource,
     out: &Path,
     overwrite: Overwrite,
 ) -> Result<SynthReport> {
@@ -574,7 +605,7 @@ pub fn write_shape_with(
         shape.n_head,
         shape.n_kv_head
     );
-    let (tok_md, n_vocab, vocab_note) = tokenizer_metadata(vocab_from.metadata(), shape.vocab)?;
+    let (tok_md, n_vocab, vocab_note) = tokenizer_metadata(vocab, shape.vocab)?;
     let planned = plan(shape, n_vocab);
     let (types, fallbacks) = choose_types(shape, weights, &planned)?;
 
