@@ -56,14 +56,14 @@ arm=(env RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc CARGO_TARGET_DIR=target/a
 if [ "$mode" = --clippy ]; then
   # Debian's cargo runs Debian's clippy, which matches Debian's rustc and arm64 std.
   PATH="/usr/bin:$PATH" CARGO_TARGET_DIR=target/aarch64 /usr/bin/cargo clippy -q \
-    --target "$target" -p loupe-quant -p loupe-engine --all-targets -- -D warnings
+    --target "$target" -p loupe-quant -p loupe-engine --no-default-features --all-targets -- -D warnings
   say "clippy for $target: clean"
   exit 0
 fi
 
 say "building the quant tests and the logit_bits example for $target"
 "${arm[@]}" cargo build -q --target "$target" -p loupe-quant --lib --tests
-"${arm[@]}" cargo build -q --target "$target" -p loupe-engine --example logit_bits
+"${arm[@]}" cargo build -q --target "$target" -p loupe-engine --no-default-features --example logit_bits
 
 for cpu in max neoverse-n1 cortex-a72; do
   say "quant tests on qemu's $cpu CPU"

@@ -7,6 +7,7 @@ pub mod config;
 pub mod cpu;
 pub mod forward;
 pub mod ftype;
+#[cfg(feature = "gpu")]
 pub mod gpu;
 pub mod kv_cache;
 pub mod matmul;
@@ -36,6 +37,7 @@ pub struct Model {
     /// Weights being repacked for the kernels in the background, if any.
     repack: Option<repack::Repack>,
     /// The layers offloaded to a GPU ([`Model::offload`]), shared by every context.
+    #[cfg(feature = "gpu")]
     gpu: Option<Arc<gpu::GpuWeights>>,
 }
 
@@ -68,10 +70,12 @@ impl Model {
             config,
             weights,
             repack,
+            #[cfg(feature = "gpu")]
             gpu: None,
         })
     }
 
+    #[cfg(feature = "gpu")]
     /// Puts the last `n_gpu` layers (and the output projection too when `n_gpu` exceeds
     /// the layer count, llama.cpp's `-ngl` rule) on `gpu`: their weights are uploaded now,
     /// `progress(done, total)` counting bytes, and contexts made afterwards run them there.
@@ -90,6 +94,7 @@ impl Model {
     }
 
     /// The offloaded weights, if any.
+    #[cfg(feature = "gpu")]
     pub fn gpu(&self) -> Option<&gpu::GpuWeights> {
         self.gpu.as_deref()
     }
@@ -222,7 +227,9 @@ impl<'m> Context<'m> {
         // Before a byte is allocated: the buffers below must fit in the memory available.
         memory::check(model, &o)?;
         let batch = o.batch.clamp(1, o.n_ctx);
+        #[allow(unused_mut)] // without the gpu feature nothing is added
         let mut scratch = Scratch::new(c, o.n_ctx, batch, o.threads);
+        #[cfg(feature = "gpu")]
         if let Some(g) = &model.gpu {
             let n_gpu = if g.output { c.n_layer + 1 } else { g.layers };
             scratch.add_backend(

@@ -30,30 +30,23 @@ fn f16_at(o: u32) -> f32 {
     return unpack2x16float(u16_at(o)).x;
 }
 
-// Byte k (0..3) of a word.
-fn byte_of(v: u32, k: u32) -> u32 {
-    return (v >> (k * 8u)) & 0xffu;
-}
-
 // The eight bytes at o as two words.
 fn u64_at(o: u32) -> vec2<u32> {
     return vec2<u32>(u32_at(o), u32_at(o + 4u));
 }
 
-// Byte k (0..7) of eight bytes.
-fn byte8(v: vec2<u32>, k: u32) -> u32 {
-    return byte_of(select(v.y, v.x, k < 4u), k & 3u);
+// Bits `shift..shift+width` of each byte of a word (width given as a mask), as four
+// floats: four weights' fields in one vector step.
+fn fields4(v: u32, shift: u32, mask: u32) -> vec4<f32> {
+    return vec4<f32>((vec4<u32>(v) >> (vec4<u32>(0u, 8u, 16u, 24u) + shift)) & vec4<u32>(mask));
 }
 
-// Byte k of each of the eight bytes, shifted right and masked: one field per weight.
-fn fields8(v: vec2<u32>, shift: u32, mask: u32) -> array<u32, 8> {
-    var f: array<u32, 8>;
-    for (var k = 0u; k < 8u; k++) {
-        f[k] = (byte8(v, k) >> shift) & mask;
-    }
-    return f;
+// Each byte of a word as a signed 8-bit value.
+fn signed4(v: u32) -> vec4<f32> {
+    return vec4<f32>(bitcast<vec4<i32>>(vec4<u32>(v) << vec4<u32>(24u, 16u, 8u, 0u)) >> vec4<u32>(24u));
 }
 
-fn w8_from(v: array<f32, 8>) -> W8 {
-    return W8(vec4<f32>(v[0], v[1], v[2], v[3]), vec4<f32>(v[4], v[5], v[6], v[7]));
+// Bits `first..first+4` of a word, one per lane.
+fn bits4(v: u32, first: u32) -> vec4<f32> {
+    return vec4<f32>((vec4<u32>(v) >> (vec4<u32>(0u, 1u, 2u, 3u) + first)) & vec4<u32>(1u));
 }

@@ -11,12 +11,8 @@ fn dq_q2_k(row_base: u32, c: u32) -> W8 {
     let sc = u8_at(ob + 8u * n + 2u * j + (l0 >> 4u));
     let dl = f16_at(ob + 80u) * f32(sc & 15u);
     let ml = f16_at(ob + 82u) * f32(sc >> 4u);
-    let f = fields8(u64_at(ob + 16u + 32u * n + l0), 2u * j, 3u);
-    var v: array<f32, 8>;
-    for (var k = 0u; k < 8u; k++) {
-        v[k] = dl * f32(f[k]) - ml;
-    }
-    return w8_from(v);
+    let q = u64_at(ob + 16u + 32u * n + l0);
+    return W8(dl * fields4(q.x, 2u * j, 3u) - ml, dl * fields4(q.y, 2u * j, 3u) - ml);
 }
 
 // Sub-block scale `is` (0..15) of Q3_K: four low bits in bytes 0..7 (two per byte), two
@@ -34,14 +30,13 @@ fn dq_q3_k(row_base: u32, c: u32) -> W8 {
     let j = (e0 & 127u) >> 5u;
     let l0 = e0 & 31u;
     let dl = f16_at(ob + 108u) * q3_k_scale(ob + 96u, 8u * n + 2u * j + (l0 >> 4u));
-    let f = fields8(u64_at(ob + 32u + 32u * n + l0), 2u * j, 3u);
-    let h = fields8(u64_at(ob + l0), 4u * n + j, 1u);
-    var v: array<f32, 8>;
-    for (var k = 0u; k < 8u; k++) {
-        // A clear high bit means the 2-bit value is 4 lower.
-        v[k] = dl * (f32(f[k]) - 4.0 * f32(1u - h[k]));
-    }
-    return w8_from(v);
+    let q = u64_at(ob + 32u + 32u * n + l0);
+    let h = u64_at(ob + l0);
+    let bit = 4u * n + j;
+    // A clear high bit means the 2-bit value is 4 lower.
+    let lo = fields4(q.x, 2u * j, 3u) + 4.0 * fields4(h.x, bit, 1u) - 4.0;
+    let hi = fields4(q.y, 2u * j, 3u) + 4.0 * fields4(h.y, bit, 1u) - 4.0;
+    return W8(dl * lo, dl * hi);
 }
 
 // Q4_K and Q5_K: scale and min of sub-block j (0..7), 6 bits each, packed into 12 bytes.
@@ -64,12 +59,8 @@ fn dq_q4_k(row_base: u32, c: u32) -> W8 {
     let sm = k4_scale_min(ob + 4u, 2u * g + h);
     let dl = f16_at(ob) * sm.x;
     let ml = f16_at(ob + 2u) * sm.y;
-    let f = fields8(u64_at(ob + 16u + 32u * g + l0), 4u * h, 15u);
-    var v: array<f32, 8>;
-    for (var k = 0u; k < 8u; k++) {
-        v[k] = dl * f32(f[k]) - ml;
-    }
-    return w8_from(v);
+    let q = u64_at(ob + 16u + 32u * g + l0);
+    return W8(dl * fields4(q.x, 4u * h, 15u) - ml, dl * fields4(q.y, 4u * h, 15u) - ml);
 }
 
 fn dq_q5_k(row_base: u32, c: u32) -> W8 {
@@ -81,13 +72,12 @@ fn dq_q5_k(row_base: u32, c: u32) -> W8 {
     let sm = k4_scale_min(ob + 4u, 2u * g + h);
     let dl = f16_at(ob) * sm.x;
     let ml = f16_at(ob + 2u) * sm.y;
-    let f = fields8(u64_at(ob + 48u + 32u * g + l0), 4u * h, 15u);
-    let hb = fields8(u64_at(ob + 16u + l0), 2u * g + h, 1u);
-    var v: array<f32, 8>;
-    for (var k = 0u; k < 8u; k++) {
-        v[k] = dl * f32(f[k] | (hb[k] << 4u)) - ml;
-    }
-    return w8_from(v);
+    let q = u64_at(ob + 48u + 32u * g + l0);
+    let qh = u64_at(ob + 16u + l0);
+    let bit = 2u * g + h;
+    let lo = fields4(q.x, 4u * h, 15u) + 16.0 * fields4(qh.x, bit, 1u);
+    let hi = fields4(q.y, 4u * h, 15u) + 16.0 * fields4(qh.y, bit, 1u);
+    return W8(dl * lo - ml, dl * hi - ml);
 }
 
 fn dq_q6_k(row_base: u32, c: u32) -> W8 {
@@ -98,11 +88,10 @@ fn dq_q6_k(row_base: u32, c: u32) -> W8 {
     let l0 = e0 & 31u;
     let sc = bitcast<i32>(u8_at(ob + 192u + 8u * n + (l0 >> 4u) + 2u * k4) << 24u) >> 24u;
     let dl = f16_at(ob + 208u) * f32(sc);
-    let lo = fields8(u64_at(ob + 64u * n + l0 + 32u * (k4 & 1u)), 4u * (k4 >> 1u), 15u);
-    let hi = fields8(u64_at(ob + 128u + 32u * n + l0), 2u * k4, 3u);
-    var v: array<f32, 8>;
-    for (var k = 0u; k < 8u; k++) {
-        v[k] = dl * (f32(lo[k] | (hi[k] << 4u)) - 32.0);
-    }
-    return w8_from(v);
+    let ql = u64_at(ob + 64u * n + l0 + 32u * (k4 & 1u));
+    let qh = u64_at(ob + 128u + 32u * n + l0);
+    let s = 4u * (k4 >> 1u);
+    let lo = fields4(ql.x, s, 15u) + 16.0 * fields4(qh.x, 2u * k4, 3u) - 32.0;
+    let hi = fields4(ql.y, s, 15u) + 16.0 * fields4(qh.y, 2u * k4, 3u) - 32.0;
+    return W8(dl * lo, dl * hi);
 }

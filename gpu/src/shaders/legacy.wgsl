@@ -10,24 +10,16 @@ fn nibble_chunk(row_base: u32, c: u32, block_bytes: u32) -> vec3<u32> {
 fn dq_q4_0(row_base: u32, c: u32) -> W8 {
     let at = nibble_chunk(row_base, c, 18u);
     let d = f16_at(at.x);
-    let f = fields8(u64_at(at.x + 2u + at.y), at.z, 15u);
-    var v: array<f32, 8>;
-    for (var k = 0u; k < 8u; k++) {
-        v[k] = d * (f32(f[k]) - 8.0);
-    }
-    return w8_from(v);
+    let q = u64_at(at.x + 2u + at.y);
+    return W8(d * (fields4(q.x, at.z, 15u) - 8.0), d * (fields4(q.y, at.z, 15u) - 8.0));
 }
 
 fn dq_q4_1(row_base: u32, c: u32) -> W8 {
     let at = nibble_chunk(row_base, c, 20u);
     let d = f16_at(at.x);
     let m = f16_at(at.x + 2u);
-    let f = fields8(u64_at(at.x + 4u + at.y), at.z, 15u);
-    var v: array<f32, 8>;
-    for (var k = 0u; k < 8u; k++) {
-        v[k] = d * f32(f[k]) + m;
-    }
-    return w8_from(v);
+    let q = u64_at(at.x + 4u + at.y);
+    return W8(d * fields4(q.x, at.z, 15u) + m, d * fields4(q.y, at.z, 15u) + m);
 }
 
 // Weight i of a Q5 block takes bit i of the block's 32 high bits.
@@ -35,12 +27,10 @@ fn dq_q5_0(row_base: u32, c: u32) -> W8 {
     let at = nibble_chunk(row_base, c, 22u);
     let d = f16_at(at.x);
     let qh = u32_at(at.x + 2u) >> ((c & 3u) * 8u);
-    let f = fields8(u64_at(at.x + 6u + at.y), at.z, 15u);
-    var v: array<f32, 8>;
-    for (var k = 0u; k < 8u; k++) {
-        v[k] = d * (f32(f[k] | (((qh >> k) & 1u) << 4u)) - 16.0);
-    }
-    return w8_from(v);
+    let q = u64_at(at.x + 6u + at.y);
+    let lo = fields4(q.x, at.z, 15u) + 16.0 * bits4(qh, 0u);
+    let hi = fields4(q.y, at.z, 15u) + 16.0 * bits4(qh, 4u);
+    return W8(d * (lo - 16.0), d * (hi - 16.0));
 }
 
 fn dq_q5_1(row_base: u32, c: u32) -> W8 {
@@ -48,23 +38,17 @@ fn dq_q5_1(row_base: u32, c: u32) -> W8 {
     let d = f16_at(at.x);
     let m = f16_at(at.x + 2u);
     let qh = u32_at(at.x + 4u) >> ((c & 3u) * 8u);
-    let f = fields8(u64_at(at.x + 8u + at.y), at.z, 15u);
-    var v: array<f32, 8>;
-    for (var k = 0u; k < 8u; k++) {
-        v[k] = d * f32(f[k] | (((qh >> k) & 1u) << 4u)) + m;
-    }
-    return w8_from(v);
+    let q = u64_at(at.x + 8u + at.y);
+    let lo = fields4(q.x, at.z, 15u) + 16.0 * bits4(qh, 0u);
+    let hi = fields4(q.y, at.z, 15u) + 16.0 * bits4(qh, 4u);
+    return W8(d * lo + m, d * hi + m);
 }
 
 fn dq_q8_0(row_base: u32, c: u32) -> W8 {
     let ob = row_base + (c >> 2u) * 34u;
     let d = f16_at(ob);
     let q = u64_at(ob + 2u + 8u * (c & 3u));
-    var v: array<f32, 8>;
-    for (var k = 0u; k < 8u; k++) {
-        v[k] = d * f32(bitcast<i32>(byte8(q, k) << 24u) >> 24u);
-    }
-    return w8_from(v);
+    return W8(d * signed4(q.x), d * signed4(q.y));
 }
 
 // The non-linear 4-bit codebook of IQ4_NL and IQ4_XS.
@@ -73,15 +57,17 @@ const IQ4_VALUES = array<f32, 16>(
     1.0, 13.0, 25.0, 38.0, 53.0, 69.0, 89.0, 113.0,
 );
 
+// The codebook values of four 4-bit indices (as fields4 gives them).
+fn iq4_values(i: vec4<f32>) -> vec4<f32> {
+    let u = vec4<u32>(i);
+    return vec4<f32>(IQ4_VALUES[u.x], IQ4_VALUES[u.y], IQ4_VALUES[u.z], IQ4_VALUES[u.w]);
+}
+
 fn dq_iq4_nl(row_base: u32, c: u32) -> W8 {
     let at = nibble_chunk(row_base, c, 18u);
     let d = f16_at(at.x);
-    let f = fields8(u64_at(at.x + 2u + at.y), at.z, 15u);
-    var v: array<f32, 8>;
-    for (var k = 0u; k < 8u; k++) {
-        v[k] = d * IQ4_VALUES[f[k]];
-    }
-    return w8_from(v);
+    let q = u64_at(at.x + 2u + at.y);
+    return W8(d * iq4_values(fields4(q.x, at.z, 15u)), d * iq4_values(fields4(q.y, at.z, 15u)));
 }
 
 // 256-weight super-blocks of eight IQ4_NL-like sub-blocks with 6-bit scales.
@@ -93,10 +79,7 @@ fn dq_iq4_xs(row_base: u32, c: u32) -> W8 {
     let low = (u8_at(ob + 4u + (ib >> 1u)) >> (4u * (ib & 1u))) & 15u;
     let high = (u16_at(ob + 2u) >> (2u * ib)) & 3u;
     let dl = d * (f32(low | (high << 4u)) - 32.0);
-    let f = fields8(u64_at(ob + 8u + 16u * ib + 8u * (q & 1u)), 4u * (q >> 1u), 15u);
-    var v: array<f32, 8>;
-    for (var k = 0u; k < 8u; k++) {
-        v[k] = dl * IQ4_VALUES[f[k]];
-    }
-    return w8_from(v);
+    let v = u64_at(ob + 8u + 16u * ib + 8u * (q & 1u));
+    let shift = 4u * (q >> 1u);
+    return W8(dl * iq4_values(fields4(v.x, shift, 15u)), dl * iq4_values(fields4(v.y, shift, 15u)));
 }
