@@ -18,6 +18,11 @@ use loupe_gpu::{Gpu, GpuChoice};
 const CTX: usize = 32;
 const CHUNKS: usize = 4;
 const GREEDY: usize = 32;
+/// A top-two logit gap below this is a near tie (the two within e^0.5 in probability),
+/// the bound the agreement tests with llama.cpp use: two correct roundings of a
+/// quantized model (here the CPU's and the GPU's float sums over the same products) swap
+/// such pairs after a few layers of 8-bit activations.
+const NEAR_TIE: f32 = 0.5;
 
 fn gpu() -> Gpu {
     let choice: GpuChoice = std::env::var("LOUPE_GPU")
@@ -85,11 +90,11 @@ fn offloaded(m: KnownModel, n_gpu: usize) {
 
     // Greedy: identical until the first step where the CPU's top two were within a
     // rounding's reach; after a divergence the texts differ and are not compared.
-    let prompt = &tokens[..8];
+    let prompt = &tokens[..16];
     let (want, got) = (greedy(&mut cpu, prompt), greedy(&mut dev, prompt));
     if let Some(i) = (0..GREEDY).find(|&i| want[i].0 != got[i].0) {
         assert!(
-            want[i].1 < 0.1,
+            want[i].1 < NEAR_TIE,
             "{}: greedy step {i}: GPU {} vs CPU {} with a CPU margin of {}",
             m.file,
             got[i].0,
