@@ -1,0 +1,88 @@
+//! The GPU options as a user meets them, through the binary: `loupe gpu` lists lavapipe
+//! as a software adapter that the default never picks; `-ngl` with `--gpu software` runs a
+//! model on it and continues a prompt as the CPU does; bad values are refused by name.
+
+mod common;
+
+use common::loupe;
+
+#[test]
+fn loupe_gpu_lists_the_software_adapter_and_the_default_skips_it() {
+    let o = loupe(&["gpu"]);
+    assert!(o.status.success());
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("llvmpipe"), "{text}");
+    assert!(
+        text.contains("software: used only with --gpu software"),
+        "{text}"
+    );
+    let o = loupe(&["gpu", "--json"]);
+    let json = String::from_utf8_lossy(&o.stdout);
+    assert!(json.contains("\"kind\":\"cpu\""), "{json}");
+    let o = loupe(&["gpu", "--bandwidth", "--gpu", "software"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("GB/s"));
+}
+
+#[test]
+fn offloaded_layers_continue_a_prompt_as_the_cpu_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tiny.gguf");
+    let p = path.to_str().unwrap();
+    let o = loupe(&[
+        "synth",
+        "--shape",
+        "tiny",
+        "--type",
+        "Q4_K_M",
+        "--vocab-from",
+        "generated",
+        p,
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "run",
+            p,
+            "-p",
+            "the model said",
+            "-n",
+            "12",
+            "--ignore-eos",
+            "--temp",
+            "0",
+        ];
+        args.extend_from_slice(extra);
+        let o = loupe(&args);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        (
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let (cpu, cpu_err) = run(&["--gpu", "off"]);
+    assert!(!cpu_err.contains("gpu:"), "{cpu_err}");
+    // The default never takes a software adapter: the same as off, no upload.
+    let (auto, auto_err) = run(&[]);
+    assert!(!auto_err.contains("gpu:"), "{auto_err}");
+    assert_eq!(auto, cpu);
+    let (gpu, gpu_err) = run(&["-ngl", "99", "--gpu", "software"]);
+    assert!(
+        gpu_err.contains("layers and the output on llvmpipe"),
+        "{gpu_err}"
+    );
+    assert_eq!(gpu, cpu, "greedy text on the GPU differs from the CPU's");
+    let (half, half_err) = run(&["--gpu-layers", "1", "--gpu", "software"]);
+    assert!(half_err.contains("gpu: 1/"), "{half_err}");
+    assert_eq!(half, cpu);
+}
+
+#[test]
+fn bad_gpu_options_are_refused_by_name() {
+    let o = loupe(&["run", "x.gguf", "-ngl", "many"]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--gpu-layers takes"));
+    let o = loupe(&["run", "x.gguf", "--gpu", "fastest"]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--gpu takes"));
+}
