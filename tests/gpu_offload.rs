@@ -76,7 +76,9 @@ fn offloaded(m: KnownModel, n_gpu: usize) {
     let mut gpu_model = Model::load_without_repacking(&path).unwrap();
     let n_layer = gpu_model.config.n_layer;
     let n_gpu = n_gpu.min(n_layer + 1);
-    gpu_model.offload(gpu(), n_gpu, &mut |_, _| {}).unwrap();
+    gpu_model
+        .offload(gpu(), n_gpu, false, &mut |_, _| {})
+        .unwrap();
     let g = gpu_model.gpu().unwrap();
     assert_eq!((g.layers, g.output), (n_gpu.min(n_layer), n_gpu > n_layer));
     let mut cpu = Context::new(&cpu_model, options()).unwrap();

@@ -1,7 +1,7 @@
 //! An opened adapter: weights uploaded once, matmuls run against them.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use loupe_quant::GgmlType;
 use wgpu::util::DeviceExt;
@@ -114,6 +114,8 @@ pub struct Gpu {
     layout: wgpu::BindGroupLayout,
     pipeline_layout: wgpu::PipelineLayout,
     reduction: Reduction,
+    /// The last error no scope caught (wgpu's default handler would panic).
+    uncaptured: Arc<Mutex<Option<String>>>,
     pipelines: Mutex<HashMap<(GgmlType, u32), wgpu::ComputePipeline>>,
     scratch: Mutex<Scratch>,
 }
@@ -159,6 +161,11 @@ impl Gpu {
             adapter: summary.name.clone(),
             reason: e.to_string(),
         })?;
+        let uncaptured: Arc<Mutex<Option<String>>> = Arc::default();
+        let slot = Arc::clone(&uncaptured);
+        device.on_uncaptured_error(Arc::new(move |e| {
+            *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+        }));
         let storage = |binding, read_only| wgpu::BindGroupLayoutEntry {
             binding,
             visibility: wgpu::ShaderStages::COMPUTE,
@@ -199,6 +206,7 @@ impl Gpu {
             layout,
             pipeline_layout,
             reduction,
+            uncaptured,
             pipelines: Mutex::new(HashMap::new()),
             scratch: Mutex::new(Scratch {
                 x: None,
@@ -262,6 +270,10 @@ impl Gpu {
                 "a row of {row_bytes} bytes exceeds the adapter's binding limit"
             )));
         }
+        // Errors come back through scopes, not wgpu's default handler (which panics): an
+        // allocation the device cannot hold is an error the caller can act on.
+        let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let invalid = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let mut parts = Vec::new();
         let mut row0 = 0;
         while row0 < rows {
@@ -283,6 +295,16 @@ impl Gpu {
             row0 += n;
         }
         self.queue.submit([]);
+        if let Some(e) = pollster::block_on(invalid.pop()) {
+            return Err(self.run_error("uploading weights", e));
+        }
+        if let Some(e) = pollster::block_on(oom.pop()) {
+            return Err(GpuError::OutOfMemory {
+                adapter: self.summary.name.clone(),
+                bytes: data.len() as u64,
+                reason: e.to_string(),
+            });
+        }
         Ok(GpuMatrix {
             ty,
             rows,
@@ -314,6 +336,7 @@ impl Gpu {
             return Ok(p.clone());
         }
         let source = shader_source(ty, nc, self.reduction).ok_or(GpuError::Unsupported { ty })?;
+        let invalid = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let module = self
             .device
             .create_shader_module(wgpu::ShaderModuleDescriptor {
@@ -330,6 +353,9 @@ impl Gpu {
                 compilation_options: Default::default(),
                 cache: None,
             });
+        if let Some(e) = pollster::block_on(invalid.pop()) {
+            return Err(self.run_error("building a matmul kernel", e));
+        }
         cache.insert((ty, nc), pipeline.clone());
         Ok(pipeline)
     }
@@ -482,6 +508,15 @@ impl Gpu {
         rx.recv()
             .map_err(|e| self.run_error("reading a matmul back", e))?
             .map_err(|e| self.run_error("reading a matmul back", e))?;
+        let failed = self
+            .uncaptured
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(e) = failed {
+            readback.unmap();
+            return Err(self.run_error("a matmul", e));
+        }
         {
             let view = slice
                 .get_mapped_range()

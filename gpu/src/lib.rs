@@ -31,6 +31,12 @@ pub enum GpuError {
     Device { adapter: String, reason: String },
     #[error("GPU kernels do not handle {ty} weights")]
     Unsupported { ty: GgmlType },
+    #[error("GPU adapter {adapter} is out of memory for {bytes} more bytes of weights: {reason}")]
+    OutOfMemory {
+        adapter: String,
+        bytes: u64,
+        reason: String,
+    },
     #[error("GPU matmul: {0}")]
     Shape(String),
     #[error("{what} on the GPU ({adapter}): {reason}")]

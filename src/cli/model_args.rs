@@ -39,8 +39,9 @@ pub struct ModelArgs {
 #[derive(Args, Debug, Clone)]
 pub struct GpuArgs {
     /// Layers on the GPU, llama.cpp's -ngl rule: the last N, and the output projection too
-    /// when N exceeds the layer count; `all`; or `auto`: all on a hardware adapter, none
-    /// without one. 0 keeps everything on the CPU.
+    /// when N exceeds the layer count; `all`; or `auto`: on a hardware adapter as many as
+    /// its memory holds (all, then the output, if they fit), none without one. 0 keeps
+    /// everything on the CPU.
     #[arg(
         long = "gpu-layers",
         visible_alias = "n-gpu-layers",
@@ -82,7 +83,8 @@ impl GpuArgs {
         let name = format!("{} ({})", gpu.summary().name, gpu.summary().backend);
         let tty = std::io::stderr().is_terminal();
         let mut shown = 0;
-        model.offload(gpu, n_gpu, &mut |done, total| {
+        let fit = self.gpu_layers == GpuLayers::Auto;
+        model.offload(gpu, n_gpu, fit, &mut |done, total| {
             let pct = (done * 100).checked_div(total).unwrap_or(100);
             if tty && pct != shown {
                 shown = pct;
@@ -92,7 +94,10 @@ impl GpuArgs {
         if tty {
             eprint!("\r\x1b[K");
         }
-        let g = model.gpu().expect("offloaded");
+        let Some(g) = model.gpu() else {
+            eprintln!("gpu: not one layer fits on {name}: running on the CPU");
+            return Ok(());
+        };
         eprintln!(
             "gpu: {}/{n_layer} layers{} on {name}, {:.0} MiB uploaded in {:.1} s",
             g.layers,

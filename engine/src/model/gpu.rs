@@ -17,7 +17,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
 
-use anyhow::{anyhow, bail, Context as _, Result};
+use anyhow::{anyhow, bail, Result};
 use loupe_gpu::{Gpu, GpuMatrix, MatmulJob};
 use loupe_quant::GgmlType;
 
@@ -29,7 +29,8 @@ use super::Model;
 /// How many layers go to the GPU (llama.cpp's `-ngl`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GpuLayers {
-    /// Every layer and the output, on a hardware adapter; none on a software one.
+    /// As many layers as the adapter's memory holds, the last first, then the output
+    /// (on a hardware adapter; the application opens none otherwise).
     Auto,
     /// The last N layers; more than the model has puts the output there too.
     Count(usize),
@@ -70,36 +71,42 @@ pub struct GpuWeights {
 
 impl GpuWeights {
     /// Uploads the last `n_gpu` layers' matrices (and the output's, when `n_gpu` exceeds
-    /// the layer count) to `gpu`; `progress(done, total)` counts bytes.
+    /// the layer count) to `gpu`, the last layer first; `progress(done, total)` counts
+    /// bytes. With `fit`, running out of device memory ends the upload instead of failing
+    /// it: the layers uploaded whole stay (a layer is all or nothing, and the output only
+    /// follows every layer), which is `--gpu-layers auto`.
     pub fn upload(
         model: &Model,
         gpu: Gpu,
         n_gpu: usize,
+        fit: bool,
         progress: &mut dyn FnMut(u64, u64),
     ) -> Result<GpuWeights> {
         let w = &model.weights;
         let n_layer = w.layers.len();
-        let layers = n_gpu.min(n_layer);
-        let output = n_gpu > n_layer;
-        let mut tensors: Vec<(String, &Tensor)> = Vec::new();
-        for l in n_layer - layers..n_layer {
+        // Groups in upload order: layers from the last down, then the output.
+        let mut groups: Vec<Vec<(String, &Tensor)>> = Vec::new();
+        for l in (n_layer - n_gpu.min(n_layer)..n_layer).rev() {
             let lw = &w.layers[l];
-            for (name, t) in [
-                ("attn_q", &lw.wq),
-                ("attn_k", &lw.wk),
-                ("attn_v", &lw.wv),
-                ("attn_output", &lw.wo),
-                ("ffn_gate", &lw.w_gate),
-                ("ffn_up", &lw.w_up),
-                ("ffn_down", &lw.w_down),
-            ] {
-                tensors.push((format!("blk.{l}.{name}"), t));
-            }
+            groups.push(
+                [
+                    ("attn_q", &lw.wq),
+                    ("attn_k", &lw.wk),
+                    ("attn_v", &lw.wv),
+                    ("attn_output", &lw.wo),
+                    ("ffn_gate", &lw.w_gate),
+                    ("ffn_up", &lw.w_up),
+                    ("ffn_down", &lw.w_down),
+                ]
+                .into_iter()
+                .map(|(name, t)| (format!("blk.{l}.{name}"), t))
+                .collect(),
+            );
         }
-        if output {
-            tensors.push(("output".into(), &w.output));
+        if n_gpu > n_layer {
+            groups.push(vec![("output".into(), &w.output)]);
         }
-        for (name, t) in &tensors {
+        for (name, t) in groups.iter().flatten() {
             if !loupe_gpu::supported(t.ty) {
                 bail!(
                     "--gpu-layers: tensor {name} is {}, which the GPU kernels do not read \
@@ -108,30 +115,52 @@ impl GpuWeights {
                 );
             }
         }
-        let total: u64 = tensors
+        let total: u64 = groups
             .iter()
+            .flatten()
             .map(|(_, t)| model.matrix(t).data.len() as u64)
             .sum();
         let mut done = 0;
         let mut matrices = HashMap::new();
-        for (name, t) in &tensors {
-            let m = model.matrix(t);
-            let key = m.data.as_ptr() as usize;
-            if matrices.contains_key(&key) {
-                continue;
+        let mut whole_groups = 0;
+        'groups: for group in &groups {
+            let mut added = Vec::new();
+            for (name, t) in group {
+                let m = model.matrix(t);
+                let key = m.data.as_ptr() as usize;
+                if matrices.contains_key(&key) {
+                    continue;
+                }
+                match gpu.upload(m.ty, m.rows, m.cols, m.data) {
+                    Ok(g) => {
+                        matrices.insert(key, g);
+                        added.push(key);
+                    }
+                    Err(loupe_gpu::GpuError::OutOfMemory { .. }) if fit => {
+                        // Free this group's part: a layer runs wholly on one device.
+                        for k in added {
+                            matrices.remove(&k);
+                        }
+                        break 'groups;
+                    }
+                    Err(e) => {
+                        return Err(anyhow::Error::new(e).context(format!(
+                            "uploading {name} to {} (offload fewer layers with --gpu-layers N)",
+                            gpu.summary().name
+                        )))
+                    }
+                }
+                done += m.data.len() as u64;
+                progress(done, total);
             }
-            let g = gpu
-                .upload(m.ty, m.rows, m.cols, m.data)
-                .with_context(|| format!("uploading {name} to {}", gpu.summary().name))?;
-            matrices.insert(key, g);
-            done += m.data.len() as u64;
-            progress(done, total);
+            whole_groups += 1;
         }
+        let layers = whole_groups.min(n_gpu.min(n_layer));
         Ok(GpuWeights {
             gpu,
             matrices,
             layers,
-            output,
+            output: n_gpu > n_layer && whole_groups == groups.len(),
         })
     }
 

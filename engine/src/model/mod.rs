@@ -79,16 +79,18 @@ impl Model {
     /// Puts the last `n_gpu` layers (and the output projection too when `n_gpu` exceeds
     /// the layer count, llama.cpp's `-ngl` rule) on `gpu`: their weights are uploaded now,
     /// `progress(done, total)` counting bytes, and contexts made afterwards run them there.
+    /// With `fit`, as many of them as the device holds (see [`gpu::GpuWeights::upload`]).
     pub fn offload(
         &mut self,
         gpu: loupe_gpu::Gpu,
         n_gpu: usize,
+        fit: bool,
         progress: &mut dyn FnMut(u64, u64),
     ) -> Result<()> {
         self.gpu = None;
         if n_gpu > 0 {
-            let w = gpu::GpuWeights::upload(self, gpu, n_gpu, progress)?;
-            self.gpu = Some(Arc::new(w));
+            let w = gpu::GpuWeights::upload(self, gpu, n_gpu, fit, progress)?;
+            self.gpu = (w.layers > 0).then(|| Arc::new(w));
         }
         Ok(())
     }
