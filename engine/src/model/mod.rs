@@ -92,6 +92,12 @@ impl Model {
             let w = gpu::GpuWeights::upload(self, gpu, n_gpu, fit, progress)?;
             self.gpu = (w.layers > 0).then(|| Arc::new(w));
         }
+        // With every matrix on the GPU, a CPU repack would only cost memory and time:
+        // dropping it stops the background thread (the map's rows stay for the CPU).
+        let (n_layer, gpu) = (self.config.n_layer, self.gpu.as_deref());
+        if gpu.is_some_and(|g| g.layers == n_layer && g.output) {
+            self.repack = None;
+        }
         Ok(())
     }
 
