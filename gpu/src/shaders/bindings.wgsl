@@ -17,3 +17,14 @@ struct Params {
 @group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;
 @group(0) @binding(3) var<uniform> p: Params;
+
+// Adds one chunk of eight weights times the same eight elements of each of the
+// workgroup's NC activation rows (those that exist) to `acc`.
+fn dot_chunk(wq: W8, c: u32, col0: u32, acc: ptr<function, array<f32, NC>>) {
+    for (var j = 0u; j < NC; j++) {
+        if col0 + j < p.b {
+            let xo = (p.x_off + (col0 + j) * p.cols + c * 8u) / 4u;
+            (*acc)[j] += dot(wq.lo, x[xo]) + dot(wq.hi, x[xo + 1u]);
+        }
+    }
+}

@@ -50,34 +50,41 @@ fn k4_scale_min(scales: u32, j: u32) -> vec2<f32> {
     return vec2<f32>(f32(sc), f32(m));
 }
 
-fn dq_q4_k(row_base: u32, c: u32) -> W8 {
-    let ob = row_base + (c >> 5u) * 144u;
+// Where a chunk of a Q4_K or Q5_K super-block (`block_bytes` long) lies: the block's
+// offset, its 64-weight group g, which half h of the group's bytes' nibbles, and the
+// first of its 32 bytes l0; and the chunk's scale and min, d and dmin applied.
+struct K4Chunk {
+    ob: u32,
+    g: u32,
+    h: u32,
+    l0: u32,
+    dl: f32,
+    ml: f32,
+}
+
+fn k4_chunk(row_base: u32, c: u32, block_bytes: u32) -> K4Chunk {
+    let ob = row_base + (c >> 5u) * block_bytes;
     let e0 = 8u * (c & 31u);
     let g = e0 >> 6u;
     let h = (e0 & 63u) >> 5u;
-    let l0 = e0 & 31u;
     let sm = k4_scale_min(ob + 4u, 2u * g + h);
-    let dl = f16_at(ob) * sm.x;
-    let ml = f16_at(ob + 2u) * sm.y;
-    let q = u64_at(ob + 16u + 32u * g + l0);
-    return W8(dl * fields4(q.x, 4u * h, 15u) - ml, dl * fields4(q.y, 4u * h, 15u) - ml);
+    return K4Chunk(ob, g, h, e0 & 31u, f16_at(ob) * sm.x, f16_at(ob + 2u) * sm.y);
+}
+
+fn dq_q4_k(row_base: u32, c: u32) -> W8 {
+    let k = k4_chunk(row_base, c, 144u);
+    let q = u64_at(k.ob + 16u + 32u * k.g + k.l0);
+    return W8(k.dl * fields4(q.x, 4u * k.h, 15u) - k.ml, k.dl * fields4(q.y, 4u * k.h, 15u) - k.ml);
 }
 
 fn dq_q5_k(row_base: u32, c: u32) -> W8 {
-    let ob = row_base + (c >> 5u) * 176u;
-    let e0 = 8u * (c & 31u);
-    let g = e0 >> 6u;
-    let h = (e0 & 63u) >> 5u;
-    let l0 = e0 & 31u;
-    let sm = k4_scale_min(ob + 4u, 2u * g + h);
-    let dl = f16_at(ob) * sm.x;
-    let ml = f16_at(ob + 2u) * sm.y;
-    let q = u64_at(ob + 48u + 32u * g + l0);
-    let qh = u64_at(ob + 16u + l0);
-    let bit = 2u * g + h;
-    let lo = fields4(q.x, 4u * h, 15u) + 16.0 * fields4(qh.x, bit, 1u);
-    let hi = fields4(q.y, 4u * h, 15u) + 16.0 * fields4(qh.y, bit, 1u);
-    return W8(dl * lo - ml, dl * hi - ml);
+    let k = k4_chunk(row_base, c, 176u);
+    let q = u64_at(k.ob + 48u + 32u * k.g + k.l0);
+    let qh = u64_at(k.ob + 16u + k.l0);
+    let bit = 2u * k.g + k.h;
+    let lo = fields4(q.x, 4u * k.h, 15u) + 16.0 * fields4(qh.x, bit, 1u);
+    let hi = fields4(q.y, 4u * k.h, 15u) + 16.0 * fields4(qh.y, bit, 1u);
+    return W8(k.dl * lo - k.ml, k.dl * hi - k.ml);
 }
 
 fn dq_q6_k(row_base: u32, c: u32) -> W8 {

@@ -23,13 +23,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let chunks = p.cols / 8u;
     var acc: array<f32, NC>;
     for (var c = tid; c < chunks; c += WG) {
-        let wq = DEQUANT(row_base, c);
-        for (var j = 0u; j < NC; j++) {
-            if col0 + j < p.b {
-                let xo = (p.x_off + (col0 + j) * p.cols + c * 8u) / 4u;
-                acc[j] += dot(wq.lo, x[xo]) + dot(wq.hi, x[xo + 1u]);
-            }
-        }
+        dot_chunk(DEQUANT(row_base, c), c, col0, &acc);
     }
     for (var j = 0u; j < NC; j++) {
         partial[j * WG + tid] = acc[j];

@@ -29,13 +29,7 @@ fn main(
         let row_base = row * p.row_bytes;
         var acc: array<f32, NC>;
         for (var c = lane; c < chunks; c += sg_size) {
-            let wq = DEQUANT(row_base, c);
-            for (var j = 0u; j < NC; j++) {
-                if col0 + j < p.b {
-                    let xo = (p.x_off + (col0 + j) * p.cols + c * 8u) / 4u;
-                    acc[j] += dot(wq.lo, x[xo]) + dot(wq.hi, x[xo + 1u]);
-                }
-            }
+            dot_chunk(DEQUANT(row_base, c), c, col0, &acc);
         }
         for (var j = 0u; j < NC; j++) {
             let sum = subgroupAdd(acc[j]);
