@@ -2,13 +2,15 @@
 # What loupe's GPU backend does on this machine's GPU, from a prebuilt `loupe` binary
 # alone: nothing installed and no model needed (the models are synthesized).
 #
-#   scripts/gpu-check.sh [--reps N] [--types Q4_K_M,Q4_0] [--dir DIR] [--vocab-from M] [LOUPE]
+#   scripts/gpu-check.sh [--reps N] [--types Q4_K_M,Q4_0] [--shape llama3-8b] [--dir DIR]
+#                        [--vocab-from MODEL] [--gpu WHICH] [LOUPE]
 #
 # Prints the adapters and the chosen adapter's copy bandwidth, then for a synthetic
 # llama3-8b of each type: `loupe bench -p 512 -n 128` with every layer and the output on
 # the GPU and on the CPU alone, tg as a fraction of the bandwidth limit (weights read per
 # token over the copy bandwidth), and the GPU/CPU ratios. The synthetic models are kept in
-# DIR (default /tmp/loupe-gpu-check) for a rerun.
+# DIR (default /tmp/loupe-gpu-check) for a rerun. `--gpu software --shape tiny` runs the
+# script's plumbing on a software driver (a functional check, never a speed).
 #
 # Needs a Vulkan driver (the GPU vendor's, with the Vulkan loader libvulkan.so.1); on
 # macOS, Metal. Without one it says so and exits with status 2.
@@ -18,6 +20,8 @@ reps=3
 types=Q4_K_M,Q4_0
 dir=/tmp/loupe-gpu-check
 vocab=generated
+shape=llama3-8b
+gpu=auto
 loupe=
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -25,7 +29,9 @@ while [ $# -gt 0 ]; do
     --types) types=$2; shift 2 ;;
     --dir) dir=$2; shift 2 ;;
     --vocab-from) vocab=$2; shift 2 ;;
-    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    --shape) shape=$2; shift 2 ;;
+    --gpu) gpu=$2; shift 2 ;;
+    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
     *) loupe=$1; shift ;;
   esac
 done
@@ -46,41 +52,49 @@ median() { sed -n "s/.*\"$1\":{\"max\":[^,]*,\"median\":\([^,}]*\).*/\1/p;s/.*\"
 echo "== loupe $("$loupe" --version | awk '{print $2}') on $(uname -srm), $(nproc) CPUs"
 echo "== adapters"
 "$loupe" gpu
-if ! "$loupe" gpu --json | grep -q '"kind":"\(discrete\|integrated\)"'; then
+if [ "$gpu" = auto ] && ! "$loupe" gpu --json | grep -q '"kind":"\(discrete\|integrated\)"'; then
   if ! { ldconfig -p 2>/dev/null | grep -q 'libvulkan\.so\.1'; } && [ "$(uname)" = Linux ]; then
     echo "gpu-check: no Vulkan loader (libvulkan.so.1): install the GPU driver's Vulkan support (Debian: libvulkan1 and the vendor's driver)" >&2
   else
     echo "gpu-check: no hardware GPU adapter found (no Vulkan/Metal/DirectX 12 driver for a GPU here)" >&2
+    # Seen on an NVIDIA machine with a bare userland: the loader alone found no adapter;
+    # with Debian's libglvnd packages beside it, NVIDIA's Vulkan driver loaded.
+    if compgen -G "/usr/share/vulkan/icd.d/nvidia*.json" >/dev/null \
+      || compgen -G "/etc/vulkan/icd.d/nvidia*.json" >/dev/null \
+      || compgen -G "/usr/local/nvidia/share/vulkan/icd.d/nvidia*.json" >/dev/null; then
+      ldconfig -p 2>/dev/null | grep -q 'libGLdispatch' \
+        || echo "gpu-check: NVIDIA's Vulkan driver needs libglvnd (Debian: libglvnd0 libglx0 libegl1)" >&2
+    fi
   fi
   exit 2
 fi
 
 echo "== bandwidth"
-bw_json=$("$loupe" gpu --bandwidth --json)
+bw_json=$("$loupe" gpu --bandwidth --json --gpu "$gpu")
 echo "$bw_json"
 gbps=$(echo "$bw_json" | field gb_per_s)
 echo "copy bandwidth: $gbps GB/s (read + write)"
 
 for ty in ${types//,/ }; do
-  model="$dir/llama3-8b-$ty.gguf"
+  model="$dir/$shape-$ty.gguf"
   if [ ! -s "$model" ]; then
-    echo "== synth llama3-8b $ty"
+    echo "== synth $shape $ty"
     t0=$(date +%s)
-    "$loupe" synth --shape llama3-8b --type "$ty" --vocab-from "$vocab" "$model"
+    "$loupe" synth --shape "$shape" --type "$ty" --vocab-from "$vocab" "$model"
     echo "synthesized in $(( $(date +%s) - t0 )) s"
   fi
-  echo "== llama3-8b $ty: GPU (all layers and the output)"
-  gpu_json=$("$loupe" bench --json --reps "$reps" -p 512 -n 128 --gpu-layers all "$model")
+  echo "== $shape $ty: GPU (all layers and the output)"
+  gpu_json=$("$loupe" bench --json --reps "$reps" -p 512 -n 128 --gpu-layers all --gpu "$gpu" "$model")
   echo "$gpu_json"
-  echo "== llama3-8b $ty: CPU alone"
+  echo "== $shape $ty: CPU alone"
   cpu_json=$("$loupe" bench --json --reps "$reps" -p 512 -n 128 --gpu off "$model")
   echo "$cpu_json"
   wb=$(echo "$gpu_json" | field weight_bytes_per_token)
   g_pp=$(echo "$gpu_json" | median pp512); g_tg=$(echo "$gpu_json" | median tg128)
   c_pp=$(echo "$cpu_json" | median pp512); c_tg=$(echo "$cpu_json" | median tg128)
-  awk -v ty="$ty" -v wb="$wb" -v gbps="$gbps" -v gpp="$g_pp" -v gtg="$g_tg" -v cpp="$c_pp" -v ctg="$c_tg" 'BEGIN {
+  awk -v ty="$ty" -v shape="$shape" -v wb="$wb" -v gbps="$gbps" -v gpp="$g_pp" -v gtg="$g_tg" -v cpp="$c_pp" -v ctg="$c_tg" 'BEGIN {
     limit = gbps * 1e9 / wb;
-    printf "llama3-8b %s: weights %.2f GiB read per token\n", ty, wb / 2^30;
+    printf "%s %s: weights %.2f GiB read per token\n", shape, ty, wb / 2^30;
     printf "  GPU pp512 %.1f tok/s, tg128 %.1f tok/s = %.1f%% of the bandwidth limit (%.0f tok/s)\n", gpp, gtg, 100 * gtg / limit, limit;
     printf "  CPU pp512 %.1f tok/s, tg128 %.1f tok/s\n", cpp, ctg;
     printf "  GPU / CPU: pp512 %.2fx, tg128 %.2fx\n", gpp / cpp, gtg / ctg;
