@@ -70,8 +70,22 @@ impl GpuArgs {
             return Ok(());
         }
         let t0 = Instant::now();
-        let Some(gpu) = Gpu::open(self.gpu)? else {
-            if self.gpu_layers != GpuLayers::Auto || self.gpu != GpuChoice::Auto {
+        // Nobody asked for the GPU: one that fails to open or to take the weights is a
+        // warning and the command runs on the CPU. An explicit request stays an error.
+        let asked = self.gpu_layers != GpuLayers::Auto || self.gpu != GpuChoice::Auto;
+        let tolerate = |e: anyhow::Error| -> Result<()> {
+            if asked {
+                return Err(e);
+            }
+            eprintln!("warning: {e:#}: running on the CPU (--gpu off silences this)");
+            Ok(())
+        };
+        let gpu = match Gpu::open(self.gpu) {
+            Ok(gpu) => gpu,
+            Err(e) => return tolerate(e.into()),
+        };
+        let Some(gpu) = gpu else {
+            if asked {
                 eprintln!(
                     "note: no GPU adapter matches --gpu {} (`loupe gpu` lists them): \
                      running on the CPU",
@@ -84,15 +98,18 @@ impl GpuArgs {
         let tty = std::io::stderr().is_terminal();
         let mut shown = 0;
         let fit = self.gpu_layers == GpuLayers::Auto;
-        model.offload(gpu, n_gpu, fit, &mut |done, total| {
+        let uploaded = model.offload(gpu, n_gpu, fit, &mut |done, total| {
             let pct = (done * 100).checked_div(total).unwrap_or(100);
             if tty && pct != shown {
                 shown = pct;
                 eprint!("\ruploading weights to {name}: {pct}%");
             }
-        })?;
+        });
         if tty {
             eprint!("\r\x1b[K");
+        }
+        if let Err(e) = uploaded {
+            return tolerate(e.into());
         }
         let Some(g) = model.gpu() else {
             eprintln!("gpu: not one layer fits on {name}: running on the CPU");
