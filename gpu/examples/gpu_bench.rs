@@ -1,5 +1,5 @@
 //! Matmul speed of the GPU kernels: `cargo run -p loupe-gpu --release --example gpu_bench
-//! -- ROWS COLS BATCH [TYPES]` on the adapter LOUPE_GPU names (default auto; `software`
+//! -- ROWS COLS BATCH [TYPES] [REPS]` on the adapter LOUPE_GPU names (default auto; `software`
 //! for lavapipe). Prints weight bytes read per second and multiply-adds per nanosecond.
 
 use std::time::Instant;
@@ -18,6 +18,7 @@ fn main() {
             .collect(),
         None => SHADER_TYPES.to_vec(),
     };
+    let reps = num(4, 6);
     let choice: GpuChoice = std::env::var("LOUPE_GPU")
         .unwrap_or_else(|_| "auto".into())
         .parse()
@@ -38,7 +39,7 @@ fn main() {
         let m = gpu.upload(ty, rows, cols, &w).unwrap();
         let mut out = vec![0f32; b * rows];
         let mut best = f64::INFINITY;
-        for _ in 0..6 {
+        for _ in 0..reps {
             let t = Instant::now();
             gpu.matmul(
                 &x,
