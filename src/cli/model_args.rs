@@ -109,7 +109,7 @@ impl GpuArgs {
             eprint!("\r\x1b[K");
         }
         if let Err(e) = uploaded {
-            return tolerate(e.into());
+            return tolerate(e);
         }
         let Some(g) = model.gpu() else {
             eprintln!("gpu: not one layer fits on {name}: running on the CPU");
