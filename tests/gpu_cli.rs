@@ -1,6 +1,7 @@
 //! The GPU options as a user meets them, through the binary: `loupe gpu` lists lavapipe
 //! as a software adapter that the default never picks; `-ngl` with `--gpu software` runs a
-//! model on it and continues a prompt as the CPU does; bad values are refused by name.
+//! model on it and continues a prompt as the CPU does, and bench counts its calls; bad
+//! values are refused by name.
 
 mod common;
 
@@ -75,6 +76,19 @@ fn offloaded_layers_continue_a_prompt_as_the_cpu_does() {
     let (half, half_err) = run(&["--gpu-layers", "1", "--gpu", "software"]);
     assert!(half_err.contains("gpu: 1/"), "{half_err}");
     assert_eq!(half, cpu);
+
+    // bench accounts for the GPU calls of tg: per token, Q/K/V, the attention output,
+    // gate/up and down of each of the 2 layers, then the output projection.
+    let o = loupe(&[
+        "bench", "--json", "-p", "8", "-n", "4", "--reps", "1", "-ngl", "all", "--gpu", "software",
+        p,
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let line: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let calls = &line["tg4_gpu_calls"];
+    assert_eq!(calls["calls_per_token"], 9.0, "{line}");
+    let share = calls["share_of_time"].as_f64().unwrap();
+    assert!(share > 0.0 && share <= 1.0, "{line}");
 }
 
 #[test]

@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use loupe_quant::GgmlType;
 use wgpu::util::DeviceExt;
@@ -100,6 +101,36 @@ pub struct MatmulJob<'a> {
     pub out: &'a mut [f32],
 }
 
+/// Where the time of [`Gpu::matmul`] calls went, summed since the device was opened:
+/// what a bench needs to tell the submissions' cost from the kernels' and the CPU's.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct CallStats {
+    pub calls: u64,
+    /// Converting the activations, writing them, encoding and submitting.
+    pub prepare_s: f64,
+    /// From the submission until the results could be read: the kernels, the copy to
+    /// the readback buffer and the driver's round trip.
+    pub wait_s: f64,
+    /// Copying the results out of the mapped readback buffer.
+    pub read_s: f64,
+}
+
+impl CallStats {
+    /// The calls made after `earlier` was taken.
+    pub fn since(&self, earlier: &CallStats) -> CallStats {
+        CallStats {
+            calls: self.calls - earlier.calls,
+            prepare_s: self.prepare_s - earlier.prepare_s,
+            wait_s: self.wait_s - earlier.wait_s,
+            read_s: self.read_s - earlier.read_s,
+        }
+    }
+
+    pub fn total_s(&self) -> f64 {
+        self.prepare_s + self.wait_s + self.read_s
+    }
+}
+
 /// Buffers reused across calls, grown when a call needs more.
 struct Scratch {
     x: Option<wgpu::Buffer>,
@@ -118,6 +149,7 @@ pub struct Gpu {
     uncaptured: Arc<Mutex<Option<String>>>,
     pipelines: Mutex<HashMap<(GgmlType, u32), wgpu::ComputePipeline>>,
     scratch: Mutex<Scratch>,
+    stats: Mutex<CallStats>,
 }
 
 impl Gpu {
@@ -213,6 +245,7 @@ impl Gpu {
                 out: None,
                 readback: None,
             }),
+            stats: Mutex::new(CallStats::default()),
         }))
     }
 
@@ -381,6 +414,11 @@ impl Gpu {
         b
     }
 
+    /// The matmul calls' time so far ([`CallStats::since`] gives an interval's).
+    pub fn call_stats(&self) -> CallStats {
+        *self.stats.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// out_j (b, w_j.rows) = x (b, cols) · w_jᵀ for every job, in one submission; all
     /// matrices have `cols` columns.
     pub fn matmul(&self, x: &[f32], b: usize, jobs: &mut [MatmulJob<'_>]) -> Result<()> {
@@ -405,6 +443,7 @@ impl Gpu {
                 )));
             }
         }
+        let t0 = Instant::now();
         // The results lie one after another, each start 256-byte aligned for the copy.
         let mut offsets = Vec::with_capacity(jobs.len());
         let mut total = 0u64;
@@ -496,6 +535,7 @@ impl Gpu {
         }
         encoder.copy_buffer_to_buffer(&out_buf, 0, &readback, 0, total);
         self.queue.submit([encoder.finish()]);
+        let t1 = Instant::now();
 
         let slice = readback.slice(..total);
         let (tx, rx) = std::sync::mpsc::channel();
@@ -508,6 +548,7 @@ impl Gpu {
         rx.recv()
             .map_err(|e| self.run_error("reading a matmul back", e))?
             .map_err(|e| self.run_error("reading a matmul back", e))?;
+        let t2 = Instant::now();
         let failed = self
             .uncaptured
             .lock()
@@ -531,6 +572,11 @@ impl Gpu {
         }
         readback.unmap();
         drop(keep);
+        let mut stats = self.stats.lock().unwrap_or_else(|e| e.into_inner());
+        stats.calls += 1;
+        stats.prepare_s += (t1 - t0).as_secs_f64();
+        stats.wait_s += (t2 - t1).as_secs_f64();
+        stats.read_s += t2.elapsed().as_secs_f64();
         Ok(())
     }
 }

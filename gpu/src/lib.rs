@@ -18,7 +18,7 @@ mod shaders;
 
 pub use adapter::{adapters, AdapterSummary, GpuChoice};
 pub use bandwidth::Bandwidth;
-pub use device::{Gpu, GpuMatrix, GpuOptions, MatmulJob};
+pub use device::{CallStats, Gpu, GpuMatrix, GpuOptions, MatmulJob};
 pub use shaders::{all_sources, shader_source, supported, Reduction, BATCH_WIDTHS, SHADER_TYPES};
 
 use loupe_quant::GgmlType;

@@ -14,6 +14,7 @@ use clap::Args;
 use crate::bench;
 use loupe_engine::model::{default_threads, Context, Model, RunOptions};
 use loupe_engine::tokenizer::Tokenizer;
+use loupe_gpu::CallStats;
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
@@ -130,17 +131,26 @@ pub fn run(args: &BenchArgs, out: &mut impl Write) -> Result<()> {
         let pp = (args.n_prompt > 0)
             .then(|| bench::pp(&mut ctx, args.n_prompt, depth, args.reps, bos))
             .transpose()?;
+        let gpu_before = gpu_stats(&model);
+        let t_tg = Instant::now();
         let tg = (args.n_gen > 0)
             .then(|| bench::tg(&mut ctx, args.n_gen, depth, args.reps, bos))
             .transpose()?;
-        rows.push((depth, pp, tg));
+        // The tg test evaluates one warm-up token, then reps × n_gen.
+        let tg_tokens = (1 + args.reps * args.n_gen) as f64;
+        let gpu_tg = tg
+            .as_ref()
+            .and(gpu_before)
+            .zip(gpu_stats(&model))
+            .map(|(a, b)| GpuShare::of(b.since(&a), tg_tokens, t_tg.elapsed().as_secs_f64()));
+        rows.push((depth, pp, tg, gpu_tg));
     }
     let peak_rss = bench::peak_rss_bytes();
     let (pp_name, tg_name) = (format!("pp{}", args.n_prompt), format!("tg{}", args.n_gen));
 
     if args.json {
         // One line per depth; the tests keep their plain names ("pp512"), the depth is a field.
-        for (depth, pp, tg) in &rows {
+        for (depth, pp, tg, gpu_tg) in &rows {
             let mut obj = serde_json::Map::new();
             if let Some(s) = pp {
                 obj.insert(pp_name.clone(), s.to_json());
@@ -170,6 +180,9 @@ pub fn run(args: &BenchArgs, out: &mut impl Write) -> Result<()> {
                 "gpu".into(),
                 gpu.map(|g| g.gpu().summary().name.clone()).into(),
             );
+            if let Some(g) = gpu_tg {
+                obj.insert(format!("{tg_name}_gpu_calls"), g.to_json());
+            }
             writeln!(out, "{}", serde_json::Value::Object(obj))?;
         }
         return Ok(());
@@ -206,7 +219,7 @@ pub fn run(args: &BenchArgs, out: &mut impl Write) -> Result<()> {
     }
     let width = rows
         .iter()
-        .map(|(d, _, _)| bench::test_name("pp", args.n_prompt.max(args.n_gen), *d).len())
+        .map(|(d, ..)| bench::test_name("pp", args.n_prompt.max(args.n_gen), *d).len())
         .max()
         .unwrap_or(8)
         .max(8);
@@ -215,7 +228,7 @@ pub fn run(args: &BenchArgs, out: &mut impl Write) -> Result<()> {
         "{:>width$} {:>10} {:>10} {:>10}",
         "test", "median", "min", "max"
     )?;
-    for (depth, pp, tg) in &rows {
+    for (depth, pp, tg, _) in &rows {
         let tests = [("pp", args.n_prompt, pp), ("tg", args.n_gen, tg)];
         for (kind, n, s) in tests {
             if let Some(s) = s {
@@ -228,6 +241,22 @@ pub fn run(args: &BenchArgs, out: &mut impl Write) -> Result<()> {
                     s.max
                 )?;
             }
+        }
+    }
+    for (depth, _, _, gpu_tg) in &rows {
+        if let Some(g) = gpu_tg {
+            writeln!(
+                out,
+                "{} on the GPU: {:.1} matmul calls per token, {:.0} µs each (prepare {:.0}, \
+                 wait {:.0}, read {:.0}), {:.0}% of the time",
+                bench::test_name("tg", args.n_gen, *depth),
+                g.calls_per_token,
+                g.prepare_us + g.wait_us + g.read_us,
+                g.prepare_us,
+                g.wait_us,
+                g.read_us,
+                100.0 * g.share
+            )?;
         }
     }
     writeln!(out, "load {load_s:.3} s")?;
@@ -261,6 +290,43 @@ fn bandwidth(args: &BenchArgs, threads: usize, out: &mut impl Write) -> Result<(
         )?;
     }
     Ok(())
+}
+
+/// The GPU matmul calls of a tg test: how many per token, what each cost on average, and
+/// their share of the test's wall time (the rest is the CPU's work between them).
+struct GpuShare {
+    calls_per_token: f64,
+    prepare_us: f64,
+    wait_us: f64,
+    read_us: f64,
+    share: f64,
+}
+
+impl GpuShare {
+    fn of(c: CallStats, tokens: f64, wall_s: f64) -> GpuShare {
+        let per_call = |s: f64| 1e6 * s / (c.calls.max(1) as f64);
+        GpuShare {
+            calls_per_token: c.calls as f64 / tokens,
+            prepare_us: per_call(c.prepare_s),
+            wait_us: per_call(c.wait_s),
+            read_us: per_call(c.read_s),
+            share: c.total_s() / wall_s,
+        }
+    }
+
+    fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "calls_per_token": self.calls_per_token,
+            "prepare_us": self.prepare_us,
+            "wait_us": self.wait_us,
+            "read_us": self.read_us,
+            "share_of_time": self.share,
+        })
+    }
+}
+
+fn gpu_stats(model: &Model) -> Option<CallStats> {
+    model.gpu().map(|g| g.gpu().call_stats())
 }
 
 /// Numbers from a shared machine mislead; say so when the load average shows it.
