@@ -5,7 +5,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use loupe_quant::GgmlType;
-use wgpu::util::DeviceExt;
 
 use crate::adapter::{self, AdapterSummary, GpuChoice};
 use crate::shaders::{self, shader_source, Reduction};
@@ -131,12 +130,31 @@ impl CallStats {
     }
 }
 
-/// Buffers reused across calls, grown when a call needs more.
+/// Buffers reused across calls, grown when a call needs more, and the bind groups made
+/// over them (valid until one of them is replaced).
 struct Scratch {
-    x: Option<wgpu::Buffer>,
+    /// Each dispatch's [`Params`] in a 256-byte slot, then the activations: one write
+    /// per call.
+    inputs: Option<wgpu::Buffer>,
     out: Option<wgpu::Buffer>,
     readback: Option<wgpu::Buffer>,
+    binds: HashMap<BindKey, wgpu::BindGroup>,
 }
+
+/// What a dispatch's bind group depends on besides the scratch buffers: the weight part,
+/// its parameter slot and its range of the results.
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct BindKey {
+    part: wgpu::Buffer,
+    slot: u64,
+    out_off: u64,
+    out_len: u64,
+}
+
+/// Bind groups kept at most; past this (prompts of many batch sizes) the cache restarts.
+const MAX_BINDS: usize = 4096;
+/// The alignment of a uniform binding's offset (WebGPU's largest allowed minimum).
+const SLOT: u64 = 256;
 
 pub struct Gpu {
     device: wgpu::Device,
@@ -241,9 +259,10 @@ impl Gpu {
             uncaptured,
             pipelines: Mutex::new(HashMap::new()),
             scratch: Mutex::new(Scratch {
-                x: None,
+                inputs: None,
                 out: None,
                 readback: None,
+                binds: HashMap::new(),
             }),
             stats: Mutex::new(CallStats::default()),
         }))
@@ -400,9 +419,9 @@ impl Gpu {
         size: u64,
         usage: wgpu::BufferUsages,
         label: &'static str,
-    ) -> wgpu::Buffer {
+    ) -> (wgpu::Buffer, bool) {
         if let Some(b) = slot.as_ref().filter(|b| b.size() >= size) {
-            return b.clone();
+            return (b.clone(), false);
         }
         let b = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),
@@ -411,7 +430,7 @@ impl Gpu {
             mapped_at_creation: false,
         });
         *slot = Some(b.clone());
-        b
+        (b, true)
     }
 
     /// The matmul calls' time so far ([`CallStats::since`] gives an interval's).
@@ -456,39 +475,20 @@ impl Gpu {
             .into_iter()
             .find(|&w| b <= w as usize)
             .unwrap_or(shaders::BATCH_WIDTHS[shaders::BATCH_WIDTHS.len() - 1]);
-        let mut scratch = self.scratch.lock().unwrap_or_else(|e| e.into_inner());
-        use wgpu::BufferUsages as U;
-        let x_buf = self.ensure(
-            &mut scratch.x,
-            (b * cols * 4) as u64,
-            U::STORAGE | U::COPY_DST,
-            "activations",
-        );
-        let out_buf = self.ensure(&mut scratch.out, total, U::STORAGE | U::COPY_SRC, "results");
-        let readback = self.ensure(
-            &mut scratch.readback,
-            total,
-            U::MAP_READ | U::COPY_DST,
-            "readback",
-        );
-        let xb: Vec<u8> = x[..b * cols].iter().flat_map(|v| v.to_le_bytes()).collect();
-        self.queue.write_buffer(&x_buf, 0, &xb);
-
-        let mut encoder = self
-            .device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
-        let mut keep = Vec::new();
+        let rows_per_group = match self.reduction {
+            Reduction::Subgroup { rows } => rows,
+            Reduction::Shared => 1,
+        };
+        // Every dispatch: its pipeline, weight part, result range and workgroup grid.
+        let mut dispatches = Vec::new();
+        let mut params = Vec::new();
         for (j, &off) in jobs.iter().zip(&offsets) {
             let pipeline = self.pipeline(j.w.ty, nc)?;
             for part in &j.w.parts {
-                let rows_per_group = match self.reduction {
-                    Reduction::Subgroup { rows } => rows,
-                    Reduction::Shared => 1,
-                };
                 let groups = (part.rows as u32).div_ceil(rows_per_group);
                 let groups_x = groups.min(MAX_GROUPS);
                 let groups_y = groups.div_ceil(groups_x);
-                let params = Params {
+                params.push(Params {
                     rows: part.rows as u32,
                     cols: cols as u32,
                     row_bytes: j.w.row_bytes as u32,
@@ -496,41 +496,91 @@ impl Gpu {
                     out_stride: j.w.rows as u32,
                     row0: part.row0 as u32,
                     groups_x,
-                    x_off: 0,
-                };
-                let uniform = self
-                    .device
-                    .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                        label: Some("params"),
-                        contents: &params.bytes(),
-                        usage: U::UNIFORM,
-                    });
-                let bind = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
-                    label: None,
-                    layout: &self.layout,
-                    entries: &[
-                        entry(0, part.buffer.as_entire_buffer_binding()),
-                        entry(1, x_buf.as_entire_buffer_binding()),
-                        entry(
-                            2,
-                            wgpu::BufferBinding {
-                                buffer: &out_buf,
-                                offset: off,
-                                size: wgpu::BufferSize::new((b * j.w.rows * 4) as u64),
-                            },
-                        ),
-                        entry(3, uniform.as_entire_buffer_binding()),
-                    ],
+                    x_off: 0, // set below, once the slots are counted
                 });
-                let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                    label: None,
-                    timestamp_writes: None,
+                let key = BindKey {
+                    part: part.buffer.clone(),
+                    slot: dispatches.len() as u64,
+                    out_off: off,
+                    out_len: (b * j.w.rows * 4) as u64,
+                };
+                dispatches.push((pipeline.clone(), key, groups_x, groups_y));
+            }
+        }
+        let x_start = dispatches.len() as u64 * SLOT;
+        let mut bytes = vec![0u8; x_start as usize + b * cols * 4];
+        for (i, p) in params.iter_mut().enumerate() {
+            p.x_off = (x_start / 4) as u32;
+            bytes[i * SLOT as usize..][..32].copy_from_slice(&p.bytes());
+        }
+        for (dst, v) in bytes[x_start as usize..]
+            .chunks_exact_mut(4)
+            .zip(&x[..b * cols])
+        {
+            dst.copy_from_slice(&v.to_le_bytes());
+        }
+
+        let mut scratch = self.scratch.lock().unwrap_or_else(|e| e.into_inner());
+        let scratch = &mut *scratch;
+        use wgpu::BufferUsages as U;
+        let inputs_usage = U::UNIFORM | U::STORAGE | U::COPY_DST;
+        let (inputs, new_inputs) = self.ensure(
+            &mut scratch.inputs,
+            bytes.len() as u64,
+            inputs_usage,
+            "inputs",
+        );
+        let (out_buf, new_out) =
+            self.ensure(&mut scratch.out, total, U::STORAGE | U::COPY_SRC, "results");
+        let (readback, _) = self.ensure(
+            &mut scratch.readback,
+            total,
+            U::MAP_READ | U::COPY_DST,
+            "readback",
+        );
+        if new_inputs || new_out || scratch.binds.len() > MAX_BINDS {
+            scratch.binds.clear();
+        }
+        self.queue.write_buffer(&inputs, 0, &bytes);
+
+        let mut encoder = self
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+        {
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: None,
+                timestamp_writes: None,
+            });
+            for (pipeline, key, groups_x, groups_y) in dispatches {
+                let bind = scratch.binds.entry(key).or_insert_with_key(|k| {
+                    self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                        label: None,
+                        layout: &self.layout,
+                        entries: &[
+                            entry(0, k.part.as_entire_buffer_binding()),
+                            entry(1, inputs.as_entire_buffer_binding()),
+                            entry(
+                                2,
+                                wgpu::BufferBinding {
+                                    buffer: &out_buf,
+                                    offset: k.out_off,
+                                    size: wgpu::BufferSize::new(k.out_len),
+                                },
+                            ),
+                            entry(
+                                3,
+                                wgpu::BufferBinding {
+                                    buffer: &inputs,
+                                    offset: k.slot * SLOT,
+                                    size: wgpu::BufferSize::new(32),
+                                },
+                            ),
+                        ],
+                    })
                 });
                 pass.set_pipeline(&pipeline);
-                pass.set_bind_group(0, &bind, &[]);
+                pass.set_bind_group(0, &*bind, &[]);
                 pass.dispatch_workgroups(groups_x, groups_y, (b as u32).div_ceil(nc));
-                drop(pass);
-                keep.push(uniform);
             }
         }
         encoder.copy_buffer_to_buffer(&out_buf, 0, &readback, 0, total);
@@ -571,7 +621,6 @@ impl Gpu {
             }
         }
         readback.unmap();
-        drop(keep);
         let mut stats = self.stats.lock().unwrap_or_else(|e| e.into_inner());
         stats.calls += 1;
         stats.prepare_s += (t1 - t0).as_secs_f64();
