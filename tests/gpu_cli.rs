@@ -1,7 +1,7 @@
 //! The GPU options as a user meets them, through the binary: `loupe gpu` lists lavapipe
 //! as a software adapter that the default never picks; `-ngl` with `--gpu software` runs a
-//! model on it and continues a prompt as the CPU does, and bench counts its calls; bad
-//! values are refused by name.
+//! model on it and continues a prompt as the CPU does, bench counts its calls and the
+//! CPU repacks only its own layers; bad values are refused by name.
 
 mod common;
 
@@ -77,18 +77,34 @@ fn offloaded_layers_continue_a_prompt_as_the_cpu_does() {
     assert!(half_err.contains("gpu: 1/"), "{half_err}");
     assert_eq!(half, cpu);
 
+    let bench = |gpu: &[&str]| -> serde_json::Value {
+        let mut args = vec!["bench", "--json", "-p", "8", "-n", "4", "--reps", "1", p];
+        args.extend_from_slice(gpu);
+        let o = loupe(&args);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        serde_json::from_slice(&o.stdout).unwrap()
+    };
     // bench accounts for the GPU calls of tg: per token, Q/K/V, the attention output,
     // gate/up and down of each of the 2 layers, then the output projection.
-    let o = loupe(&[
-        "bench", "--json", "-p", "8", "-n", "4", "--reps", "1", "-ngl", "all", "--gpu", "software",
-        p,
-    ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let line: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    let calls = &line["tg4_gpu_calls"];
-    assert_eq!(calls["calls_per_token"], 9.0, "{line}");
+    let all = bench(&["-ngl", "all", "--gpu", "software"]);
+    let calls = &all["tg4_gpu_calls"];
+    assert_eq!(calls["calls_per_token"], 9.0, "{all}");
     let share = calls["share_of_time"].as_f64().unwrap();
-    assert!(share > 0.0 && share <= 1.0, "{line}");
+    assert!(share > 0.0 && share <= 1.0, "{all}");
+
+    // The CPU repacks only the matrices it runs (where it repacks at all: AVX-512 VNNI).
+    let cpu_bytes = bench(&["--gpu", "off"])["repacked_bytes"].as_u64().unwrap();
+    let half = bench(&["-ngl", "1", "--gpu", "software"]);
+    let half_bytes = half["repacked_bytes"].as_u64().unwrap();
+    assert_eq!(all["repacked_bytes"], 0, "{all}");
+    if cpu_bytes > 0 {
+        assert!(
+            0 < half_bytes && half_bytes < cpu_bytes,
+            "{half} vs {cpu_bytes}"
+        );
+    } else {
+        assert_eq!(half_bytes, 0, "{half}");
+    }
 }
 
 #[test]

@@ -139,6 +139,8 @@ struct Scratch {
     out: Option<wgpu::Buffer>,
     readback: Option<wgpu::Buffer>,
     binds: HashMap<BindKey, wgpu::BindGroup>,
+    /// The bytes of `inputs` as the host builds them.
+    staging: Vec<u8>,
 }
 
 /// What a dispatch's bind group depends on besides the scratch buffers: the weight part,
@@ -263,6 +265,7 @@ impl Gpu {
                 out: None,
                 readback: None,
                 binds: HashMap::new(),
+                staging: Vec::new(),
             }),
             stats: Mutex::new(CallStats::default()),
         }))
@@ -507,8 +510,12 @@ impl Gpu {
                 dispatches.push((pipeline.clone(), key, groups_x, groups_y));
             }
         }
+        let mut scratch = self.scratch.lock().unwrap_or_else(|e| e.into_inner());
+        let scratch = &mut *scratch;
         let x_start = dispatches.len() as u64 * SLOT;
-        let mut bytes = vec![0u8; x_start as usize + b * cols * 4];
+        let bytes = &mut scratch.staging;
+        bytes.clear();
+        bytes.resize(x_start as usize + b * cols * 4, 0);
         for (i, p) in params.iter_mut().enumerate() {
             p.x_off = (x_start / 4) as u32;
             bytes[i * SLOT as usize..][..32].copy_from_slice(&p.bytes());
@@ -520,16 +527,11 @@ impl Gpu {
             dst.copy_from_slice(&v.to_le_bytes());
         }
 
-        let mut scratch = self.scratch.lock().unwrap_or_else(|e| e.into_inner());
-        let scratch = &mut *scratch;
         use wgpu::BufferUsages as U;
         let inputs_usage = U::UNIFORM | U::STORAGE | U::COPY_DST;
-        let (inputs, new_inputs) = self.ensure(
-            &mut scratch.inputs,
-            bytes.len() as u64,
-            inputs_usage,
-            "inputs",
-        );
+        let n_bytes = scratch.staging.len() as u64;
+        let (inputs, new_inputs) =
+            self.ensure(&mut scratch.inputs, n_bytes, inputs_usage, "inputs");
         let (out_buf, new_out) =
             self.ensure(&mut scratch.out, total, U::STORAGE | U::COPY_SRC, "results");
         let (readback, _) = self.ensure(
@@ -541,7 +543,7 @@ impl Gpu {
         if new_inputs || new_out || scratch.binds.len() > MAX_BINDS {
             scratch.binds.clear();
         }
-        self.queue.write_buffer(&inputs, 0, &bytes);
+        self.queue.write_buffer(&inputs, 0, &scratch.staging);
 
         let mut encoder = self
             .device

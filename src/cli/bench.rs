@@ -170,6 +170,7 @@ pub fn run(args: &BenchArgs, out: &mut impl Write) -> Result<()> {
             obj.insert("load_s".into(), load_s.into());
             obj.insert("repacked".into(), repacked.into());
             obj.insert("repack_s".into(), repack_s.into());
+            obj.insert("repacked_bytes".into(), model.repack_bytes().into());
             obj.insert("peak_rss_bytes".into(), peak_rss.into());
             obj.insert("file_bytes".into(), model.file.file_size().into());
             obj.insert("weight_bytes_per_token".into(), weight_bytes.into());

@@ -61,7 +61,7 @@ impl Model {
             Weights::load(&file, &config).with_context(|| format!("{}", path.display()))?;
         let file = Arc::new(file);
         let repack = if repack {
-            weights.start_repack(&file)?
+            weights.start_repack(&file, config.n_layer, true)?
         } else {
             None
         };
@@ -92,11 +92,16 @@ impl Model {
             let w = gpu::GpuWeights::upload(self, gpu, n_gpu, fit, progress)?;
             self.gpu = (w.layers > 0).then(|| Arc::new(w));
         }
-        // With every matrix on the GPU, a CPU repack would only cost memory and time:
-        // dropping it stops the background thread (the map's rows stay for the CPU).
-        let (n_layer, gpu) = (self.config.n_layer, self.gpu.as_deref());
-        if gpu.is_some_and(|g| g.layers == n_layer && g.output) {
-            self.repack = None;
+        // A packed copy of a GPU's matrices would only cost memory and time: the repack
+        // started at load stops (dropping it joins its thread) and, if the CPU keeps
+        // some layers, starts again on theirs alone.
+        if let Some(g) = self.gpu.as_deref() {
+            let (cpu_layers, output_on_cpu) = (self.config.n_layer - g.layers, !g.output);
+            if self.repack.take().is_some() {
+                self.repack = self
+                    .weights
+                    .start_repack(&self.file, cpu_layers, output_on_cpu)?;
+            }
         }
         Ok(())
     }
@@ -128,6 +133,12 @@ impl Model {
     /// A weight of this model as the kernels read it, borrowed from the model's map.
     pub fn matrix<'a>(&'a self, t: &'a weights::Tensor) -> weights::Matrix<'a> {
         t.view(&self.file)
+    }
+
+    /// Bytes of the weights the background repack covers (the matrices the CPU runs in
+    /// a packed layout); 0 when nothing is repacked.
+    pub fn repack_bytes(&self) -> u64 {
+        self.repack.as_ref().map_or(0, |r| r.bytes())
     }
 
     /// Why the background repack gave up, if it did (see [`repack::Repack::failure`]).

@@ -58,6 +58,8 @@ pub struct Job {
 pub struct Repack {
     table: Arc<PackTable>,
     thread: Mutex<Option<JoinHandle<()>>>,
+    /// Bytes of the matrices it repacks, as they lie in the file.
+    bytes: u64,
 }
 
 impl Repack {
@@ -71,6 +73,10 @@ impl Repack {
                 index,
             })
             .collect();
+        let bytes = jobs
+            .iter()
+            .filter_map(|j| Some(j.ty.row_bytes(j.cols as u64)? * j.rows as u64))
+            .sum();
         let t = table.clone();
         let thread = std::thread::Builder::new()
             .name("loupe-repack".into())
@@ -83,6 +89,7 @@ impl Repack {
         let repack = Repack {
             table,
             thread: Mutex::new(Some(thread)),
+            bytes,
         };
         Ok((repack, slots))
     }
@@ -100,6 +107,11 @@ impl Repack {
     /// rows (slower, the same results).
     pub fn failure(&self) -> Option<&str> {
         self.table.failed.get().map(String::as_str)
+    }
+
+    /// Bytes of the matrices repacked (in the file's layout).
+    pub fn bytes(&self) -> u64 {
+        self.bytes
     }
 
     /// Whether the packed matrices are in use.

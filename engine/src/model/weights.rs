@@ -333,26 +333,25 @@ impl Weights {
     /// (AVX-512 VNNI) and `LOUPE_NO_REPACK` is not set to something other than `0`: the
     /// kernels then read each matrix in one sequential pass per token, sixteen rows at a
     /// time. `None` when nothing is repacked.
-    pub fn start_repack(&mut self, file: &Arc<GgufFile>) -> Result<Option<Repack>> {
+    ///
+    /// Only the matrices the CPU runs are repacked: the first `cpu_layers` layers', and
+    /// the output projection's when `output_on_cpu` (a GPU's layers would only cost
+    /// memory that cannot be paged out). Every other tensor loses its packed copy.
+    pub fn start_repack(
+        &mut self,
+        file: &Arc<GgufFile>,
+        cpu_layers: usize,
+        output_on_cpu: bool,
+    ) -> Result<Option<Repack>> {
+        for t in self.matrices_mut(usize::MAX, true) {
+            t.pack = None;
+        }
         if super::repack::disabled_by_env() || !loupe_quant::kernels().runs_packed() {
             return Ok(None);
         }
         let embd = self.token_embd.index;
         let todo: Vec<&mut Tensor> = self
-            .layers
-            .iter_mut()
-            .flat_map(|l| {
-                [
-                    &mut l.wq,
-                    &mut l.wk,
-                    &mut l.wv,
-                    &mut l.wo,
-                    &mut l.w_gate,
-                    &mut l.w_up,
-                    &mut l.w_down,
-                ]
-            })
-            .chain(std::iter::once(&mut self.output))
+            .matrices_mut(cpu_layers, output_on_cpu)
             .filter(|t| packed::packs(t.ty) && t.index != embd)
             .collect();
         if todo.is_empty() {
@@ -372,6 +371,26 @@ impl Weights {
             t.pack = Some(slot);
         }
         Ok(Some(repack))
+    }
+
+    /// The matrices a matmul reads: the projections of the first `layers` layers, then
+    /// the output projection if `output`.
+    fn matrices_mut(&mut self, layers: usize, output: bool) -> impl Iterator<Item = &mut Tensor> {
+        self.layers
+            .iter_mut()
+            .take(layers)
+            .flat_map(|l| {
+                [
+                    &mut l.wq,
+                    &mut l.wk,
+                    &mut l.wv,
+                    &mut l.wo,
+                    &mut l.w_gate,
+                    &mut l.w_up,
+                    &mut l.w_down,
+                ]
+            })
+            .chain(output.then_some(&mut self.output))
     }
 
     /// The optional tensors (biases, QK-norms, post-norms) must be in every layer or in
