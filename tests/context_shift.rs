@@ -125,6 +125,9 @@ struct Exact {
     /// where they differ.
     agree: usize,
     gap_at_split: Option<f32>,
+    /// Where they differ: how far the fresh run's logits are from an f32 cache's on the
+    /// same tokens (how much the cache type's own rounding moves that row).
+    cache_noise_at_split: f32,
 }
 
 fn exact(m: KnownModel, kv: KvType) -> Exact {
@@ -157,6 +160,7 @@ fn exact(m: KnownModel, kv: KvType) -> Exact {
         top_gaps: Vec::new(),
         agree: 0,
         gap_at_split: None,
+        cache_noise_at_split: 0.0,
     };
     for (g, w) in got.chunks_exact(vocab).zip(want.chunks_exact(vocab)) {
         let d = kld(w, g);
@@ -168,6 +172,10 @@ fn exact(m: KnownModel, kv: KvType) -> Exact {
             e.top_gaps.push(top_gap(w));
         }
     }
+    // The same tokens over an f32 cache: how much the cache type alone moves a row.
+    let mut x = context(&model, KvType::F32);
+    x.eval(&all[..D + K], Logits::Last).unwrap();
+    let mut lx = x.eval(&all[D + K..], Logits::From(0)).unwrap()[(T - 1) * vocab..].to_vec();
     let (mut lg, mut lw) = (
         got[(T - 1) * vocab..].to_vec(),
         want[(T - 1) * vocab..].to_vec(),
@@ -176,11 +184,13 @@ fn exact(m: KnownModel, kv: KvType) -> Exact {
         let (a, b) = (argmax(&lg), argmax(&lw));
         if a != b {
             e.gap_at_split = Some(top_gap(&lw));
+            e.cache_noise_at_split = max_abs_diff(&lx, &lw);
             break;
         }
         e.agree += 1;
         lg = s.eval(&[a as u32], Logits::Last).unwrap().to_vec();
         lw = r.eval(&[b as u32], Logits::Last).unwrap().to_vec();
+        lx = x.eval(&[b as u32], Logits::Last).unwrap().to_vec();
     }
     e
 }
@@ -189,24 +199,40 @@ fn exact(m: KnownModel, kv: KvType) -> Exact {
 /// continuations (16 tokens) the same except at a near tie: where the fresh run's two
 /// best logits are closer than the two runs' logits were apart on the rows compared (the
 /// rounding noise of this very comparison; gemma q8_0 parted on one row of eight with the
-/// attention bit-identical to llama.cpp's).
+/// attention bit-identical to llama.cpp's), or closer than twice what the cache type's own
+/// rounding moves that row (the fresh run against an f32 cache there): the shifted keys
+/// carry two roundings to the fresh run's one. Qwen made all-sliding-window is that
+/// sensitive on a quantized cache: at the row where q8_0 parts (a gap of 3.1), the fresh
+/// q8_0 run alone is 2.3 from the f32 run (KL 0.70).
 fn check_exact(m: KnownModel, kv: KvType, bound: f64) {
     let e = exact(m, kv);
     let what = format!(
         "{} {kv}: mean KL {:.2e} (max {:.2e}, bound {bound:.0e}), max |Δlogit| {:.3}, same top \
-         {}/{T} (gaps where not {:?}), greedy agree {}/{GREEDY}, gap at split {:?}",
-        m.key, e.mean_kld, e.max_kld, e.max_diff, e.same_top, e.top_gaps, e.agree, e.gap_at_split
+         {}/{T} (gaps where not {:?}), greedy agree {}/{GREEDY}, gap at split {:?} (the f32 cache's distance there {:.3})",
+        m.key,
+        e.mean_kld,
+        e.max_kld,
+        e.max_diff,
+        e.same_top,
+        e.top_gaps,
+        e.agree,
+        e.gap_at_split,
+        e.cache_noise_at_split
     );
     eprintln!("{what}");
     assert!(e.mean_kld <= bound, "{what}");
     assert!(e.top_gaps.iter().all(|&g| g < e.max_diff), "{what}");
     assert!(
-        e.agree == GREEDY || e.gap_at_split.is_some_and(|g| g < e.max_diff),
+        e.agree == GREEDY
+            || e.gap_at_split
+                .is_some_and(|g| g < e.max_diff.max(2.0 * e.cache_noise_at_split)),
         "{what}"
     );
 }
 
-// Measured (2 threads, AVX2): mean KL 7e-5 f16, 1e-3 q8_0, greedy 16/16 in both. With
+// Measured (2 threads, AVX2): mean KL 7e-5 f16, greedy 16/16; q8_0 (keys Hadamard-rotated
+// since loupe follows llama.cpp there) 1.4e-3, greedy parting after 2 tokens at the row
+// described above (1e-3 and 16/16 before the rotation). With
 // the rotation broken (left out, wrong sign, half the angle): 0.29 to 2.1 (f16). Bound:
 // 5e-3.
 #[test]
@@ -219,7 +245,7 @@ fn exact_qwen() {
 // sensitive to rounding: during development, rows whose window held no shifted key at all
 // (the same tokens evaluated at other absolute positions) differed by a mean KL of ~0.05.
 // Measured: 0.013 f16 (greedy 15/16, parting at a gap of 0.94 < max |Δlogit| 2.45),
-// 0.011 q8_0 (16/16). Broken rotations (left out, wrong sign, half the angle, the bases
+// 0.011 q8_0 (16/16); 0.017 q8_0 with the rotated keys (16/16). Broken rotations (left out, wrong sign, half the angle, the bases
 // swapped) measured 0.69 to 2.6 (f16).
 // Bound: 0.05.
 #[test]
@@ -278,21 +304,24 @@ fn chat(m: KnownModel, kv: KvType, kld_bound: f64) {
     b.kv_cache().read_keys(0, n, &mut kb);
     let top = kb.iter().fold(0f32, |m, v| m.max(v.abs()));
     // One f16 step at the largest key is 2^-10 of its power of two; a Q8_0 step is at
-    // most the largest element / 127 (rounding the rotated key again can move a value by
-    // one step).
+    // most the largest element / 127. The Q8_0 cache holds keys Hadamard-rotated, and the
+    // shift turns them back, moves them and turns them again before rounding: the first
+    // rounding's error comes through the turns spread over the block and meets a second
+    // rounding, so allow two steps there (measured 1.17 qwen, 1.16 gemma).
     let step = match kv {
-        KvType::Q8_0 => top / 127.0 * 1.01,
+        KvType::Q8_0 => 2.0 * top / 127.0 * 1.01,
         _ => 2f32.powi(top.log2().floor() as i32 - 10),
     };
     let diff = max_abs_diff(&ka, &kb);
     assert!(
         diff <= step,
-        "{} {kv}: layer 0 keys differ by {diff} (one step: {step})",
+        "{} {kv}: layer 0 keys differ by {diff} (allowed: {step})",
         m.key
     );
 }
 
-// Measured KL after the shift against a fresh evaluation: qwen 0.057 f16, 0.072 q8_0;
+// Measured KL after the shift against a fresh evaluation: qwen 0.057 f16, 0.072 q8_0
+// (0.043 with the rotated keys);
 // without the rotation 1.9, wrong sign 1.5, half the angle 5.7.
 #[test]
 fn chat_qwen() {

@@ -216,6 +216,16 @@ pub enum SessionFileError {
         saved: String,
         current: String,
     },
+    #[error(
+        "{path} holds a {ty} KV cache with {saved}; this loupe stores {current} (as \
+         llama.cpp does), so the saved cache cannot be reused: start the conversation again"
+    )]
+    KvRotation {
+        path: String,
+        ty: String,
+        saved: String,
+        current: String,
+    },
     #[error("{path} holds {n} tokens, more than --ctx {n_ctx}: run with --ctx {n} or more")]
     TooLong {
         path: String,
@@ -440,6 +450,7 @@ impl Session<'_> {
             "model": model_fingerprint(model)?,
             "model_name": model_label(model),
             "kv_type": kv_name(cache.types),
+            "kv_rotation": cache.rotation.describe(),
             "n_ctx": self.n_ctx(),
             "tokens": self.tokens,
             "chat": extra,
@@ -569,6 +580,22 @@ impl Session<'_> {
                 path: p,
                 saved: saved_ty.into(),
                 current: ty,
+            }
+            .into());
+        }
+        // Files from before the rotation have no such field: their heads are unturned.
+        let turn = self.ctx.kv_cache().rotation.describe();
+        let saved_turn = header["kv_rotation"].as_str().unwrap_or("");
+        if saved_turn != turn {
+            let name = |t: &str| match t {
+                "" => "heads as they are".to_string(),
+                t => t.to_string(),
+            };
+            return Err(SessionFileError::KvRotation {
+                path: p,
+                ty,
+                saved: name(saved_turn),
+                current: name(&turn),
             }
             .into());
         }

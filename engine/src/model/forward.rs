@@ -14,6 +14,7 @@ use rayon::prelude::*;
 use super::backend::{AttentionInput, Backend, Placement};
 use super::config::{Activation, Config};
 use super::cpu::CpuBackend;
+use super::hadamard::rotate_blocks;
 use super::kv_cache::KvCache;
 use super::memory::product;
 use super::ops::{gelu, rmsnorm, rope_apply, rope_cache, silu, softcap};
@@ -219,6 +220,14 @@ pub fn forward<'s>(
 
         captured(&mut s.capture, "Qcur", l, &s.q[..n * c.q_dim()]);
         captured(&mut s.capture, "Kcur", l, &s.k[..n * c.kv_dim()]);
+        // ---- a quantized cache holds heads turned by a Hadamard rotation ----
+        if let Some(b) = cache.rotation.k {
+            rotate_heads(&mut s.q[..n * c.q_dim()], b, n);
+            rotate_heads(&mut s.k[..n * c.kv_dim()], b, n);
+        }
+        if let Some(b) = cache.rotation.v {
+            rotate_heads(&mut s.v[..n * c.kv_dim_v()], b, n);
+        }
         // ---- cache this batch's keys and values, attend over the cache ----
         let input = AttentionInput {
             config: c,
@@ -238,6 +247,10 @@ pub fn forward<'s>(
             l,
             &s.att_out[..n * c.n_head * c.head_dim_v],
         );
+        if let Some(b) = cache.rotation.v {
+            // The values were turned; their weighted sums turn back.
+            rotate_heads(&mut s.att_out[..n * c.n_head * c.head_dim_v], b, n);
+        }
         let be = &mut s.backends[on];
         // ---- output projection, post-norm (gemma), residual ----
         let att_out = &s.att_out[..n * c.n_head * c.head_dim_v];
@@ -321,6 +334,17 @@ fn each_row(x: &mut [f32], width: usize, f: impl Fn(&mut [f32]) + Sync + Send) {
         x.par_chunks_exact_mut(width).for_each(f);
     } else {
         x.chunks_exact_mut(width).for_each(f);
+    }
+}
+
+/// Turn every `block`-wide piece of the `n` token rows in `x`: over the pool for a batch.
+fn rotate_heads(x: &mut [f32], block: usize, n: usize) {
+    if n > 1 {
+        let row = x.len() / n;
+        x.par_chunks_exact_mut(row)
+            .for_each(|t| rotate_blocks(t, block));
+    } else {
+        rotate_blocks(x, block);
     }
 }
 

@@ -14,6 +14,7 @@ use loupe_quant::{GgmlType, F16};
 use rayon::prelude::*;
 
 use super::config::Config;
+use super::hadamard::KvRotation;
 use super::memory::product;
 
 /// Element type of the keys or the values in the cache.
@@ -249,6 +250,8 @@ impl Part {
 
 pub struct KvCache {
     pub types: KvTypes,
+    /// The turn heads take before they are stored (quantized caches, as llama.cpp).
+    pub rotation: KvRotation,
     pub n_ctx: usize,
     n_layer: usize,
     k: Part,
@@ -262,6 +265,7 @@ impl KvCache {
         types.check(c)?;
         Ok(KvCache {
             types,
+            rotation: KvRotation::for_cache(types, c),
             n_ctx,
             n_layer: c.n_layer,
             k: Part::new(types.k, c.n_layer, n_ctx, c.n_kv_head, c.head_dim),

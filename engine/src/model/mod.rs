@@ -9,6 +9,7 @@ pub mod forward;
 pub mod ftype;
 #[cfg(feature = "gpu")]
 pub mod gpu;
+pub mod hadamard;
 pub mod kv_cache;
 pub mod matmul;
 pub mod memory;
@@ -319,6 +320,18 @@ impl<'m> Context<'m> {
     /// The KV cache (read-only), e.g. to save positions `0..n_past()`.
     pub fn kv_cache(&self) -> &KvCache {
         &self.cache
+    }
+
+    /// Store a quantized cache's heads unturned (what llama.cpp's `LLAMA_ATTN_ROT_DISABLE`
+    /// does), so that what the rotation buys can be measured; only on an empty cache.
+    pub fn disable_kv_rotation(&mut self) -> Result<()> {
+        ensure!(
+            self.n_past == 0,
+            "the cache already holds {} rotated positions",
+            self.n_past
+        );
+        self.cache.rotation = hadamard::KvRotation::default();
+        Ok(())
     }
 
     /// Restore positions `0..n` of the cache from `KvCache::to_bytes(n)` and make them the

@@ -14,6 +14,7 @@
 
 use std::ops::Range;
 
+use super::hadamard::rotate_blocks;
 use super::kv_cache::KvCache;
 use super::ops::{rope_apply, rope_cache_at};
 use super::Model;
@@ -43,8 +44,17 @@ pub fn rotate_keys(model: &Model, cache: &mut KvCache, range: Range<usize>, delt
             t
         })
         .collect(); // (n_layer, n_rot) cos, sin per pair
+                    // A quantized cache holds keys Hadamard-rotated: turned back, moved, turned again
+                    // (llama.cpp's `build_rope_shift` does the same around its RoPE).
+    let hadamard = cache.rotation.k;
     cache.update_keys(range, |layer, _, key| {
-        rope_apply(key, c.n_rot, c.rope_style, &tables[layer])
+        if let Some(b) = hadamard {
+            rotate_blocks(key, b);
+        }
+        rope_apply(key, c.n_rot, c.rope_style, &tables[layer]);
+        if let Some(b) = hadamard {
+            rotate_blocks(key, b);
+        }
     });
 }
 
