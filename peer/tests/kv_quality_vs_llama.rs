@@ -8,11 +8,15 @@
 //! figures: `LOUPE_KV_CTX=4096 LOUPE_KV_CHUNKS=2 LOUPE_KV_MODELS=both`.
 //!
 //! Bounds: both engines order the types the same way (q8_0 closer to f16 than q4_0), and
-//! loupe's mean KLD for each type is within 30% of llama.cpp's or within three of its
-//! standard errors. The two quantize the cache to the same bytes (the same quantizers)
-//! but round everything around it differently, and a quantized cache's KLD is a small
-//! number that such rounding moves by more than the 1% the weight-quantization comparison
-//! holds to.
+//! loupe's mean KLD for each type is within 15% of llama.cpp's or within two of its
+//! standard errors. The two quantize the cache to the same bytes (the same quantizers,
+//! the same Hadamard rotation of the heads first) but round everything around it
+//! differently, and a quantized cache's KLD is a small number that such rounding moves by
+//! more than the 1% the weight-quantization comparison holds to. Measured at 4 × 512
+//! (loupe / llama.cpp): gemma q8_0 0.00696 / 0.00704, q4_0 0.121 / 0.130; qwen q8_0
+//! 0.0202 / 0.0203, q4_0 2.846 / 2.840. Before loupe rotated the heads as llama.cpp does,
+//! gemma's q4_0 stood 22% above llama.cpp's (43% at ctx 4096), which the old bound of 30%
+//! or three standard errors let through.
 
 mod common;
 
@@ -141,7 +145,7 @@ fn quantized_kv_caches_cost_what_they_cost_in_llama_cpp() {
                 ppl / ppl_base,
                 s.n_same_top as f64 / n,
             );
-            if (f.kld_mean / kld - 1.0).abs() > 0.3 && (f.kld_mean - kld).abs() > 3.0 * f.kld_err {
+            if (f.kld_mean / kld - 1.0).abs() > 0.15 && (f.kld_mean - kld).abs() > 2.0 * f.kld_err {
                 failures.push(format!(
                     "{file} {t}: mean KLD loupe {:.6} ± {:.6}, llama.cpp {kld:.6}",
                     f.kld_mean, f.kld_err
