@@ -2,6 +2,8 @@
 //! model: turns after the first evaluate only their new tokens, /undo and /edit rewind,
 //! Ctrl-C stops a reply and the next turn works, /save + `--resume` continue exactly.
 
+mod common;
+
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
@@ -197,28 +199,13 @@ fn save_then_resume_continues_identically_and_damage_is_refused() {
     assert!(err.contains("version 99"), "{err}");
 }
 
-/// `path`'s session file with its chat settings changed by `edit`, the checksum made
-/// good again, written to `to`. Layout (see `Session::save`): magic, version (u32),
-/// header length (u64), header JSON, cache length (u64), cache, SHA-256 of all before.
+/// `path`'s session file with its chat settings changed by `edit`, written to `to`.
 fn edit_session(
     path: &std::path::Path,
     to: &std::path::Path,
     edit: impl Fn(&mut serde_json::Value),
 ) {
-    use sha2::{Digest, Sha256};
-    let bytes = std::fs::read(path).unwrap();
-    let body = &bytes[..bytes.len() - 32];
-    let hlen = u64::from_le_bytes(body[12..20].try_into().unwrap()) as usize;
-    let mut header: serde_json::Value = serde_json::from_slice(&body[20..20 + hlen]).unwrap();
-    edit(&mut header["chat"]);
-    let header = serde_json::to_vec(&header).unwrap();
-    let mut out = body[..12].to_vec();
-    out.extend_from_slice(&(header.len() as u64).to_le_bytes());
-    out.extend_from_slice(&header);
-    out.extend_from_slice(&body[20 + hlen..]);
-    let sum = Sha256::digest(&out);
-    out.extend_from_slice(&sum);
-    std::fs::write(to, out).unwrap();
+    common::edit_session_header(path, to, |h| edit(&mut h["chat"]));
 }
 
 /// Send a command and return what it printed up to the next prompt, escape codes and

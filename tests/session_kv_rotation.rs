@@ -4,14 +4,15 @@
 //! attention would read as noise: it is refused by name, while an f16 file of that age
 //! (nothing turned either way) still loads.
 
+mod common;
+
 use loupe::store::QWEN25_CODER_05B;
 use loupe_engine::model::kv_cache::{KvType, KvTypes};
 use loupe_engine::model::{Context, Model, RunOptions};
 use loupe_engine::session::Session;
 use loupe_engine::tokenizer::Tokenizer;
 use loupe_gguf::atomic::Overwrite;
-use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
+use serde_json::json;
 
 fn session(model: &Model, kv: KvType) -> Session<'_> {
     let opts = RunOptions {
@@ -21,24 +22,6 @@ fn session(model: &Model, kv: KvType) -> Session<'_> {
         batch: 64,
     };
     Session::new(Context::new(model, opts).unwrap())
-}
-
-/// `from`'s session file with its header changed by `edit` and the checksum made good
-/// again (layout: magic, version u32, header length u64, header JSON, the rest, SHA-256).
-fn edit_header(from: &std::path::Path, to: &std::path::Path, edit: impl Fn(&mut Value)) {
-    let bytes = std::fs::read(from).unwrap();
-    let body = &bytes[..bytes.len() - 32];
-    let hlen = u64::from_le_bytes(body[12..20].try_into().unwrap()) as usize;
-    let mut header: Value = serde_json::from_slice(&body[20..20 + hlen]).unwrap();
-    edit(&mut header);
-    let header = serde_json::to_vec(&header).unwrap();
-    let mut out = body[..12].to_vec();
-    out.extend_from_slice(&(header.len() as u64).to_le_bytes());
-    out.extend_from_slice(&header);
-    out.extend_from_slice(&body[20 + hlen..]);
-    let sum = Sha256::digest(&out);
-    out.extend_from_slice(&sum);
-    std::fs::write(to, out).unwrap();
 }
 
 #[test]
@@ -70,7 +53,7 @@ fn rotated_caches_round_trip_and_unrotated_files_are_refused() {
 
         // A file as an older loupe wrote it: no rotation recorded.
         let old = dir.path().join(format!("{kv}-old.session"));
-        edit_header(&file, &old, |h| {
+        common::edit_session_header(&file, &old, |h| {
             h.as_object_mut().unwrap().remove("kv_rotation");
         });
         let loaded = session(&model, kv).load(&old);

@@ -25,3 +25,27 @@ pub fn loupe(args: &[&str]) -> Output {
         .output()
         .expect("run loupe")
 }
+
+/// `from`'s session file with its header JSON changed by `edit` and the checksum made good
+/// again, written to `to`. Layout (see `Session::save`): magic, version (u32), header
+/// length (u64), header JSON, cache length (u64), cache, SHA-256 of all before.
+pub fn edit_session_header(
+    from: &std::path::Path,
+    to: &std::path::Path,
+    edit: impl Fn(&mut serde_json::Value),
+) {
+    use sha2::{Digest, Sha256};
+    let bytes = std::fs::read(from).unwrap();
+    let body = &bytes[..bytes.len() - 32];
+    let hlen = u64::from_le_bytes(body[12..20].try_into().unwrap()) as usize;
+    let mut header: serde_json::Value = serde_json::from_slice(&body[20..20 + hlen]).unwrap();
+    edit(&mut header);
+    let header = serde_json::to_vec(&header).unwrap();
+    let mut out = body[..12].to_vec();
+    out.extend_from_slice(&(header.len() as u64).to_le_bytes());
+    out.extend_from_slice(&header);
+    out.extend_from_slice(&body[20 + hlen..]);
+    let sum = Sha256::digest(&out);
+    out.extend_from_slice(&sum);
+    std::fs::write(to, out).unwrap();
+}

@@ -634,11 +634,12 @@ fn pack_key_tiles(keys: &[f32], n_kv: usize, n_kv_head: usize, hd: usize, out: &
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::model::kv_cache::KvTypes;
 
-    fn values(n: usize, seed: u64) -> Vec<f32> {
+    /// `n` seeded values in [-1, 1) (xorshift), for the engine's unit tests.
+    pub(crate) fn values(n: usize, seed: u64) -> Vec<f32> {
         let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
         (0..n)
             .map(|_| {

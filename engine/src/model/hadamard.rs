@@ -90,6 +90,7 @@ pub fn rotate_blocks(x: &mut [f32], block: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::attention::tests::values as pseudo_random;
 
     /// Sylvester's matrix entry (i, j): the sign is the parity of the bits i and j share.
     fn sign(i: usize, j: usize) -> f64 {
@@ -98,18 +99,6 @@ mod tests {
         } else {
             -1.0
         }
-    }
-
-    fn pseudo_random(n: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed;
-        (0..n)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 8.0
-            })
-            .collect()
     }
 
     #[test]
