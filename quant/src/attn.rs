@@ -340,34 +340,96 @@ mod simd {
         }
     }
 
+    /// Query elements [`dots_f16`] widens once per call (16 KiB of stack); larger groups
+    /// take the plain loop.
+    const WIDE_Q: usize = 4096;
+
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) unsafe fn dots_f16(queries: &[F16], keys: &[F16], d: usize, out: &mut [f32]) {
         let n = keys.len() / d;
+        let g = queries.len() / d;
         let np = d / STEP * STEP;
-        for (j, k) in keys.chunks_exact(d).enumerate() {
-            for (h, q) in queries.chunks_exact(d).enumerate() {
-                if np < d {
-                    out[h * n + j] = dot_f16_ref(q, k);
-                    continue;
-                }
-                // SAFETY: every load reads eight halves at an offset below np <= d.
-                unsafe {
-                    let mut acc = [_mm256_setzero_ps(); 4];
-                    for i in (0..np).step_by(STEP) {
-                        for (r, a) in acc.iter_mut().enumerate() {
-                            let at = i + r * LANES;
-                            *a = _mm256_fmadd_ps(load_f16(&q[at..]), load_f16(&k[at..]), *a);
-                        }
-                    }
-                    let s01 = _mm256_add_ps(acc[0], acc[2]);
-                    let s23 = _mm256_add_ps(acc[1], acc[3]);
-                    let s = _mm256_add_ps(s01, s23);
-                    let t0 = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
-                    let t1 = _mm_hadd_ps(t0, t0);
-                    out[h * n + j] = _mm_cvtss_f32(_mm_hadd_ps(t1, t1));
+        if np < d || queries.len() > WIDE_Q {
+            for (j, k) in keys.chunks_exact(d).enumerate() {
+                for (h, q) in queries.chunks_exact(d).enumerate() {
+                    out[h * n + j] = if np < d {
+                        dot_f16_ref(q, k)
+                    } else {
+                        // SAFETY: AVX2, FMA and F16C per the caller; d is whole steps.
+                        unsafe { dot_f16(q, k) }
+                    };
                 }
             }
+            return;
         }
+        // The queries widened once (exact), and each key vector widened once for two heads:
+        // every lane's chain of fused multiply-adds is the one `dot_f16` runs, so the bits
+        // are the same with a third of the conversions.
+        let mut wide = [0f32; WIDE_Q];
+        for (w, q) in wide
+            .chunks_exact_mut(LANES)
+            .zip(queries.chunks_exact(LANES))
+        {
+            // SAFETY: eight halves in, eight floats out, both in bounds.
+            unsafe { _mm256_storeu_ps(w.as_mut_ptr(), load_f16(q)) };
+        }
+        let wide = &wide[..g * d];
+        for (j, k) in keys.chunks_exact(d).enumerate() {
+            let mut h = 0;
+            while h < g {
+                let pair = h + 1 < g;
+                let q0 = &wide[h * d..][..d];
+                let q1 = &wide[(h + pair as usize) * d..][..d];
+                let (mut a0, mut a1) = ([_mm256_setzero_ps(); 4], [_mm256_setzero_ps(); 4]);
+                for i in (0..np).step_by(STEP) {
+                    for r in 0..4 {
+                        let at = i + r * LANES;
+                        // SAFETY: at + LANES <= np <= d for the key and both query rows.
+                        unsafe {
+                            let kv = load_f16(&k[at..]);
+                            a0[r] = _mm256_fmadd_ps(_mm256_loadu_ps(q0[at..].as_ptr()), kv, a0[r]);
+                            a1[r] = _mm256_fmadd_ps(_mm256_loadu_ps(q1[at..].as_ptr()), kv, a1[r]);
+                        }
+                    }
+                }
+                // SAFETY: AVX2 per the caller.
+                out[h * n + j] = unsafe { reduce(a0) };
+                if pair {
+                    // SAFETY: as above.
+                    out[(h + 1) * n + j] = unsafe { reduce(a1) };
+                }
+                h += 2;
+            }
+        }
+    }
+
+    /// ggml's f16 dot of one query and one key (whole steps): four eight-lane chains.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn dot_f16(q: &[F16], k: &[F16]) -> f32 {
+        let mut acc = [_mm256_setzero_ps(); 4];
+        for i in (0..q.len()).step_by(STEP) {
+            for (r, a) in acc.iter_mut().enumerate() {
+                let at = i + r * LANES;
+                // SAFETY: at + LANES <= len, whole steps per the caller.
+                *a = unsafe { _mm256_fmadd_ps(load_f16(&q[at..]), load_f16(&k[at..]), *a) };
+            }
+        }
+        // SAFETY: AVX2 per the caller.
+        unsafe { reduce(acc) }
+    }
+
+    /// ggml's reduction of the four chains: (0 + 2) + (1 + 3), then the halves, then the
+    /// lanes pairwise.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn reduce(acc: [__m256; 4]) -> f32 {
+        let s01 = _mm256_add_ps(acc[0], acc[2]);
+        let s23 = _mm256_add_ps(acc[1], acc[3]);
+        let s = _mm256_add_ps(s01, s23);
+        let t0 = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
+        let t1 = _mm_hadd_ps(t0, t0);
+        _mm_cvtss_f32(_mm_hadd_ps(t1, t1))
     }
 
     /// Value dimensions one pass keeps in registers (eight vectors: enough independent
@@ -944,7 +1006,8 @@ mod tests {
     #[test]
     fn simd_matches_the_reference_bit_for_bit() {
         for d in [8, 31, 32, 64, 100, 128, 256] {
-            for (g, n) in [(1, 1), (1, 7), (7, 5), (4, 33)] {
+            // Odd and even groups (heads go in pairs), and one too large to widen at once.
+            for (g, n) in [(1, 1), (1, 7), (7, 5), (4, 33), (2, 3), (3, 9), (20, 3)] {
                 let q = halves(&values(g * d, d as u64 + 1));
                 let k = halves(&values(n * d, d as u64 + 2));
                 let mut got = vec![0f32; g * n];
