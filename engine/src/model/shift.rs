@@ -44,8 +44,9 @@ pub fn rotate_keys(model: &Model, cache: &mut KvCache, range: Range<usize>, delt
             t
         })
         .collect(); // (n_layer, n_rot) cos, sin per pair
-                    // A quantized cache holds keys Hadamard-rotated: turned back, moved, turned again
-                    // (llama.cpp's `build_rope_shift` does the same around its RoPE).
+
+    // A quantized cache holds keys Hadamard-rotated: turned back, moved, turned again
+    // (llama.cpp's `build_rope_shift` does the same around its RoPE).
     let hadamard = cache.rotation.k;
     cache.update_keys(range, |layer, _, key| {
         if let Some(b) = hadamard {
