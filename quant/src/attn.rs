@@ -375,11 +375,14 @@ mod simd {
         }
         let wide = &wide[..g * d];
         for (j, k) in keys.chunks_exact(d).enumerate() {
-            let mut h = 0;
-            while h < g {
-                let pair = h + 1 < g;
-                let q0 = &wide[h * d..][..d];
-                let q1 = &wide[(h + pair as usize) * d..][..d];
+            for h in (0..g).step_by(2) {
+                if h + 1 == g {
+                    // The odd head out: its own plain dot.
+                    // SAFETY: AVX2, FMA and F16C per the caller; d is whole steps.
+                    out[h * n + j] = unsafe { dot_f16(&queries[h * d..][..d], k) };
+                    continue;
+                }
+                let (q0, q1) = (&wide[h * d..][..d], &wide[(h + 1) * d..][..d]);
                 let (mut a0, mut a1) = ([_mm256_setzero_ps(); 4], [_mm256_setzero_ps(); 4]);
                 for i in (0..np).step_by(STEP) {
                     for r in 0..4 {
@@ -393,12 +396,10 @@ mod simd {
                     }
                 }
                 // SAFETY: AVX2 per the caller.
-                out[h * n + j] = unsafe { reduce(a0) };
-                if pair {
-                    // SAFETY: as above.
-                    out[(h + 1) * n + j] = unsafe { reduce(a1) };
+                unsafe {
+                    out[h * n + j] = reduce(a0);
+                    out[(h + 1) * n + j] = reduce(a1);
                 }
-                h += 2;
             }
         }
     }

@@ -35,7 +35,7 @@ impl KvRotation {
     }
 
     /// The same for heads of `head_dim` key and `head_dim_v` value elements.
-    pub fn for_heads(types: KvTypes, head_dim: usize, head_dim_v: usize) -> KvRotation {
+    fn for_heads(types: KvTypes, head_dim: usize, head_dim_v: usize) -> KvRotation {
         let quantized = |t: KvType| matches!(t, KvType::Q8_0 | KvType::Q4_0);
         let k = (quantized(types.k) && head_dim.is_multiple_of(BLOCK)).then(|| {
             let mut n = BLOCK;

@@ -327,7 +327,7 @@ impl<'m> Context<'m> {
     pub fn disable_kv_rotation(&mut self) -> Result<()> {
         ensure!(
             self.n_past == 0,
-            "the cache already holds {} rotated positions",
+            "the cache already holds {} positions",
             self.n_past
         );
         self.cache.rotation = hadamard::KvRotation::default();
