@@ -5,6 +5,8 @@
 
 mod common;
 
+use std::process::{Command, Stdio};
+
 use common::loupe;
 
 #[test]
@@ -84,13 +86,27 @@ fn offloaded_layers_continue_a_prompt_as_the_cpu_does() {
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         serde_json::from_slice(&o.stdout).unwrap()
     };
-    // bench accounts for the GPU calls of tg: per token, Q/K/V, the attention output,
-    // gate/up and down of each of the 2 layers, then the output projection.
+    // bench accounts for the GPU submissions of tg: whole layers and the output take one
+    // per token; matmul by matmul, Q/K/V, the attention output, gate/up and down of each
+    // of the 2 layers, then the output projection.
     let all = bench(&["-ngl", "all", "--gpu", "software"]);
     let calls = &all["tg4_gpu_calls"];
-    assert_eq!(calls["calls_per_token"], 9.0, "{all}");
+    assert_eq!(calls["calls_per_token"], 1.0, "{all}");
     let share = calls["share_of_time"].as_f64().unwrap();
     assert!(share > 0.0 && share <= 1.0, "{all}");
+    let o = Command::new(env!("CARGO_BIN_EXE_loupe"))
+        .args(["bench", "--json", "-p", "8", "-n", "4", "--reps", "1", p])
+        .args(["-ngl", "all", "--gpu", "software"])
+        .env("LOUPE_GPU_WHOLE_LAYERS", "off")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let matmuls: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        matmuls["tg4_gpu_calls"]["calls_per_token"], 9.0,
+        "{matmuls}"
+    );
 
     // The CPU repacks only the matrices it runs (where it repacks at all: AVX-512 VNNI).
     let cpu_bytes = bench(&["--gpu", "off"])["repacked_bytes"].as_u64().unwrap();

@@ -11,26 +11,26 @@ use crate::shaders::{self, shader_source, Reduction};
 use crate::{GpuError, Result};
 
 /// The most workgroups along one dispatch dimension every adapter accepts.
-const MAX_GROUPS: u32 = 65535;
+pub(crate) const MAX_GROUPS: u32 = 65535;
 /// Weight bytes handed to the queue per write: bounds the driver's staging copies.
 const UPLOAD_CHUNK: usize = 64 << 20;
 
 /// `matmul.wgsl`'s `Params`, padded to a multiple of 16 bytes.
 #[repr(C)]
 #[derive(Clone, Copy, Default)]
-struct Params {
-    rows: u32,
-    cols: u32,
-    row_bytes: u32,
-    b: u32,
-    out_stride: u32,
-    row0: u32,
-    groups_x: u32,
-    x_off: u32,
+pub(crate) struct Params {
+    pub(crate) rows: u32,
+    pub(crate) cols: u32,
+    pub(crate) row_bytes: u32,
+    pub(crate) b: u32,
+    pub(crate) out_stride: u32,
+    pub(crate) row0: u32,
+    pub(crate) groups_x: u32,
+    pub(crate) x_off: u32,
 }
 
 impl Params {
-    fn bytes(&self) -> [u8; 32] {
+    pub(crate) fn bytes(&self) -> [u8; 32] {
         let f = [
             self.rows,
             self.cols,
@@ -55,14 +55,14 @@ pub struct GpuMatrix {
     pub ty: GgmlType,
     pub rows: usize,
     pub cols: usize,
-    row_bytes: usize,
-    parts: Vec<Part>,
+    pub(crate) row_bytes: usize,
+    pub(crate) parts: Vec<Part>,
 }
 
-struct Part {
-    row0: usize,
-    rows: usize,
-    buffer: wgpu::Buffer,
+pub(crate) struct Part {
+    pub(crate) row0: usize,
+    pub(crate) rows: usize,
+    pub(crate) buffer: wgpu::Buffer,
 }
 
 impl GpuMatrix {
@@ -156,7 +156,7 @@ struct BindKey {
 /// Bind groups kept at most; past this (prompts of many batch sizes) the cache restarts.
 const MAX_BINDS: usize = 4096;
 /// The alignment of a uniform binding's offset (WebGPU's largest allowed minimum).
-const SLOT: u64 = 256;
+pub(crate) const SLOT: u64 = 256;
 
 pub struct Gpu {
     device: wgpu::Device,
@@ -288,7 +288,24 @@ impl Gpu {
         &self.queue
     }
 
-    fn run_error(&self, what: &'static str, reason: impl ToString) -> GpuError {
+    /// Adds one submission's times to [`Gpu::call_stats`].
+    pub(crate) fn count_call(&self, prepare_s: f64, wait_s: f64, read_s: f64) {
+        let mut stats = self.stats.lock().unwrap_or_else(|e| e.into_inner());
+        stats.calls += 1;
+        stats.prepare_s += prepare_s;
+        stats.wait_s += wait_s;
+        stats.read_s += read_s;
+    }
+
+    /// The last error no error scope caught, taken (the next call starts clean).
+    pub(crate) fn take_uncaptured(&self) -> Option<String> {
+        self.uncaptured
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+    }
+
+    pub(crate) fn run_error(&self, what: &'static str, reason: impl ToString) -> GpuError {
         GpuError::Run {
             adapter: self.summary.name.clone(),
             what,
@@ -436,7 +453,8 @@ impl Gpu {
         (b, true)
     }
 
-    /// The matmul calls' time so far ([`CallStats::since`] gives an interval's).
+    /// The submissions' time so far, matmul calls and whole-layer runs alike
+    /// ([`CallStats::since`] gives an interval's).
     pub fn call_stats(&self) -> CallStats {
         *self.stats.lock().unwrap_or_else(|e| e.into_inner())
     }

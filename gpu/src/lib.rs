@@ -14,11 +14,15 @@
 mod adapter;
 mod bandwidth;
 mod device;
+mod resident;
 mod shaders;
 
 pub use adapter::{adapters, AdapterSummary, GpuChoice};
 pub use bandwidth::Bandwidth;
 pub use device::{CallStats, Gpu, GpuMatrix, GpuOptions, MatmulJob};
+pub use resident::{
+    op_sources, ActRounding, AttnShape, Batch, Glu, RopePairs, Target, Workspace, WorkspaceSpec,
+};
 pub use shaders::{all_sources, shader_source, supported, Reduction, BATCH_WIDTHS, SHADER_TYPES};
 
 use loupe_quant::GgmlType;

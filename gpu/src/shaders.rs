@@ -78,9 +78,13 @@ pub fn shader_source(ty: GgmlType, nc: u32, red: Reduction) -> Option<String> {
 }
 
 /// (name, WGSL) of every shader the crate can build: each format's matmul at each batch
-/// width with both reductions, and the copy kernel. For the translation tests.
+/// width with both reductions, the layer ops, attention and the copy kernel. For the
+/// translation tests.
 pub fn all_sources() -> Vec<(String, String)> {
     let mut all = vec![("copy".to_string(), COPY.to_string())];
+    for (name, source) in crate::resident::op_sources() {
+        all.push((name.to_string(), source.to_string()));
+    }
     for ty in SHADER_TYPES {
         for nc in BATCH_WIDTHS {
             for red in [Reduction::Subgroup { rows: 8 }, Reduction::Shared] {

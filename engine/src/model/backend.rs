@@ -5,14 +5,21 @@
 //! biases, residuals) and hands every weight-bearing step to a [`Backend`]: the matmuls
 //! (with the fused shapes a token uses, Q/K/V and gate/up) and one layer's attention with
 //! its cache. [`Placement`] says which backend runs each layer and the output projection;
-//! today there is one, the CPU ([`super::cpu::CpuBackend`]). A device backend implements
-//! the same trait and is given layers by changing the placement, not `forward`.
+//! the CPU ([`super::cpu::CpuBackend`]) and the GPU ([`super::gpu::GpuBackend`]). A device
+//! backend implements the same trait and is given layers by changing the placement, not
+//! `forward`. A backend that keeps its own copy of the cache may also take a run of
+//! consecutive layers whole ([`Backend::layers`]), so that the residual stream stays on
+//! the device from the first of them to the last (and the logits too when the output is
+//! there).
 
-use anyhow::Result;
+use std::ops::Range;
+
+use anyhow::{bail, Result};
 
 use super::config::Config;
 use super::kv_cache::KvCache;
 use super::weights::Matrix;
+use super::Model;
 
 /// One layer's attention, as the forward pass hands it over: the new tokens' queries
 /// (n, q_dim), keys (n, kv_dim) and values (n, kv_dim_v) after RoPE, at positions
@@ -27,6 +34,21 @@ pub struct AttentionInput<'a> {
     pub v: &'a [f32],
 }
 
+/// Consecutive layers handed to one backend whole: the batch's residual stream `x` (n,
+/// dim) goes in after the layer before `layers` and comes out after the last of them.
+pub struct LayersJob<'a> {
+    pub model: &'a Model,
+    pub layers: Range<usize>,
+    /// Position of the batch's first token (the cache holds `0..pos`).
+    pub pos: usize,
+    pub n: usize,
+    pub x: &'a mut [f32],
+    /// When `layers` ends the model and the output projection is on this backend too:
+    /// the rows `from..n` go through the final norm and the output projection into the
+    /// slice ((n - from), vocab), and `x` is left as it came in.
+    pub logits: Option<(usize, &'a mut [f32])>,
+}
+
 /// What a device must do for the layers placed on it. Every method computes the same
 /// values the CPU backend does, within the bounds the agreement tests state.
 pub trait Backend: Send {
@@ -37,6 +59,18 @@ pub trait Backend: Send {
     /// backend 0 (the CPU, which holds the cache).
     fn attends(&self) -> bool {
         true
+    }
+
+    /// Whether [`Backend::layers`] runs with this cache (a backend may handle only some
+    /// cache types).
+    fn runs_layers(&self, _cache: &KvCache) -> bool {
+        false
+    }
+
+    /// Every step of `job.layers` (norms to residuals, attention with `cache`, whose
+    /// positions `pos..pos + n` it stores as the CPU would), and the output when asked.
+    fn layers(&mut self, _job: LayersJob<'_>, _cache: &mut KvCache) -> Result<()> {
+        bail!("the {} backend does not run whole layers", self.name())
     }
 
     /// out (b, w.rows) = x (b, w.cols) · wᵀ.

@@ -11,7 +11,7 @@
 use anyhow::{ensure, Result};
 use rayon::prelude::*;
 
-use super::backend::{AttentionInput, Backend, Placement};
+use super::backend::{AttentionInput, Backend, LayersJob, Placement};
 use super::config::{Activation, Config};
 use super::cpu::CpuBackend;
 use super::hadamard::rotate_blocks;
@@ -152,8 +152,37 @@ pub fn forward<'s>(
         }
     }
 
-    for (l, lw) in w.layers.iter().enumerate() {
+    let rows = n - logits_from;
+    let need = rows * c.vocab_size;
+    if s.logits.len() < need {
+        // Grows once to the largest request (a perplexity chunk), then stays.
+        s.logits.resize(need, 0.0);
+    }
+    let mut output_done = false;
+    let mut l = 0;
+    while l < c.n_layer {
         let on = s.placement.layers[l];
+        if s.capture.is_none() && s.backends[on].runs_layers(cache) {
+            // A run of layers the device takes whole (and the output, when it is there
+            // too): the residual stream stays on it in between.
+            let end = (l..c.n_layer)
+                .find(|&j| s.placement.layers[j] != on)
+                .unwrap_or(c.n_layer);
+            let output = end == c.n_layer && s.placement.output == on && rows > 0;
+            let job = LayersJob {
+                model,
+                layers: l..end,
+                pos,
+                n,
+                x: &mut s.x[..n * dim],
+                logits: output.then(|| (logits_from, &mut s.logits[..need])),
+            };
+            s.backends[on].layers(job, cache)?;
+            output_done = output;
+            l = end;
+            continue;
+        }
+        let lw = &w.layers[l];
         // ---- attention: norm, Q/K/V projections (+ biases) ----
         s.xb[..n * dim].copy_from_slice(&s.x[..n * dim]);
         each_row(&mut s.xb[..n * dim], dim, |row| {
@@ -302,23 +331,20 @@ pub fn forward<'s>(
         }
         add_into(&mut s.x[..n * dim], &s.xb2[..n * dim]);
         captured(&mut s.capture, "l_out", l, &s.x[..n * dim]);
+        l += 1;
     }
 
     // ---- final norm and output projection, only for the rows asked for ----
-    let rows = n - logits_from;
     if rows == 0 {
         return Ok(&s.logits[..0]);
     }
-    let xs = &mut s.x[logits_from * dim..n * dim];
-    each_row(xs, dim, |row| rmsnorm(row, &w.output_norm, c.norm_eps));
-    let need = rows * c.vocab_size;
-    if s.logits.len() < need {
-        // Grows once to the largest request (a perplexity chunk), then stays.
-        s.logits.resize(need, 0.0);
+    if !output_done {
+        let xs = &mut s.x[logits_from * dim..n * dim];
+        each_row(xs, dim, |row| rmsnorm(row, &w.output_norm, c.norm_eps));
+        let out = model.matrix(&w.output);
+        let be = &mut s.backends[s.placement.output];
+        be.matmul(out, &s.x[logits_from * dim..n * dim], rows, &mut s.logits)?;
     }
-    let out = model.matrix(&w.output);
-    let be = &mut s.backends[s.placement.output];
-    be.matmul(out, &s.x[logits_from * dim..n * dim], rows, &mut s.logits)?;
     if let Some(cap) = c.final_softcap {
         s.logits[..need]
             .par_iter_mut()

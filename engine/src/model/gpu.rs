@@ -1,10 +1,13 @@
 //! The GPU backend: layers placed on an adapter run their matmuls there, against weights
 //! uploaded once at load ([`GpuWeights`]) in their GGUF block layout.
 //!
-//! What this backend runs today: the layer's matmuls (Q/K/V together, gate and up
-//! together, the output and down projections) and the output projection. Norms, RoPE and
-//! attention over the cache stay on the CPU ([`Backend::attends`] is false), so each
-//! matmul's activations cross the bus both ways.
+//! With an f16 KV cache the offloaded layers run whole on the device ([`LayerRunner`]: one
+//! submission per batch, the device keeping its own copy of their cache). Otherwise (a
+//! quantized cache, `LOUPE_GPU_WHOLE_LAYERS=off`, or while intermediate activations are
+//! being captured) only the matmuls run there (Q/K/V together, gate and up together, the
+//! output and down projections, the output projection) and norms, RoPE and attention stay
+//! on the CPU ([`Backend::attends`] is false), so each matmul's activations cross the bus
+//! both ways.
 //!
 //! The activations go up as the CPU kernels see them: quantized to the format the CPU
 //! pairs the weights with (Q8_0 or Q8_K blocks, f16 for F16 weights) and back to f32. The
@@ -21,8 +24,9 @@ use anyhow::{anyhow, bail, Result};
 use loupe_gpu::{Gpu, GpuMatrix, MatmulJob};
 use loupe_quant::GgmlType;
 
-use super::backend::{AttentionInput, Backend};
-use super::kv_cache::KvCache;
+use super::backend::{AttentionInput, Backend, LayersJob};
+use super::gpu_layers::{self, LayerRunner};
+use super::kv_cache::{KvCache, KvTypes};
 use super::weights::{Matrix, Tensor};
 use super::Model;
 
@@ -173,7 +177,7 @@ impl GpuWeights {
         self.matrices.values().map(|m| m.device_bytes()).sum()
     }
 
-    fn get(&self, w: &Matrix<'_>) -> Result<&GpuMatrix> {
+    pub(crate) fn get(&self, w: &Matrix<'_>) -> Result<&GpuMatrix> {
         self.matrices
             .get(&(w.data.as_ptr() as usize))
             .ok_or_else(|| {
@@ -190,18 +194,52 @@ impl GpuWeights {
 /// The backend of the layers on the GPU; one per context, all sharing the weights.
 pub struct GpuBackend {
     weights: Arc<GpuWeights>,
+    /// The whole-layer runner, when the layers can run whole (see the module comment).
+    layers: Option<LayerRunner>,
+    /// Why they run matmul by matmul instead, if they do.
+    pub matmuls_only: Option<String>,
     /// One activation row in the CPU's partner format, and the activations decoded back.
     row_buf: Vec<u8>,
     x_seen: Vec<f32>,
 }
 
 impl GpuBackend {
-    pub fn new(weights: Arc<GpuWeights>) -> GpuBackend {
+    /// The backend of a context over `model` with a cache of `types` and `n_ctx`
+    /// positions and batches of up to `max_batch` tokens. Its layers run whole on the
+    /// device where they can; where not (the reason is kept in
+    /// [`GpuBackend::matmuls_only`]), matmul by matmul.
+    pub fn new(
+        weights: Arc<GpuWeights>,
+        model: &Model,
+        types: KvTypes,
+        n_ctx: usize,
+        max_batch: usize,
+    ) -> GpuBackend {
+        let off = std::env::var("LOUPE_GPU_WHOLE_LAYERS").is_ok_and(|v| v == "off" || v == "0");
+        let why_not = if off {
+            Some("LOUPE_GPU_WHOLE_LAYERS=off".to_string())
+        } else {
+            gpu_layers::unsupported(&model.config, types)
+        };
+        let (layers, matmuls_only) = match why_not {
+            Some(why) => (None, Some(why)),
+            None => match LayerRunner::new(model, &weights, n_ctx, max_batch) {
+                Ok(l) => (Some(l), None),
+                Err(e) => (None, Some(format!("{e:#}"))),
+            },
+        };
         GpuBackend {
             weights,
+            layers,
+            matmuls_only,
             row_buf: Vec::new(),
             x_seen: Vec::new(),
         }
+    }
+
+    /// Bytes the whole-layer runner holds on the device (its KV cache included).
+    pub fn layer_bytes(&self) -> u64 {
+        self.layers.as_ref().map_or(0, |l| l.device_bytes())
     }
 
     /// Runs `jobs` (all with the same number of columns) on `x` (b rows), each group of
@@ -261,6 +299,19 @@ impl Backend for GpuBackend {
 
     fn attends(&self) -> bool {
         false
+    }
+
+    fn runs_layers(&self, cache: &KvCache) -> bool {
+        self.layers.is_some() && cache.types == KvTypes::F16
+    }
+
+    fn layers(&mut self, job: LayersJob<'_>, cache: &mut KvCache) -> Result<()> {
+        let weights = Arc::clone(&self.weights);
+        let runner = self
+            .layers
+            .as_mut()
+            .ok_or_else(|| anyhow!("whole layers do not run on this GPU backend"))?;
+        runner.run(&weights, job, cache)
     }
 
     fn matmul(&mut self, w: Matrix<'_>, x: &[f32], b: usize, out: &mut [f32]) -> Result<()> {

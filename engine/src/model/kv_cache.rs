@@ -256,6 +256,9 @@ pub struct KvCache {
     n_layer: usize,
     k: Part,
     v: Part,
+    /// Counts the changes made other than by storing new positions (a context shift, a
+    /// loaded session): a device's copy of the cache is stale when this moved.
+    edits: u64,
 }
 
 impl KvCache {
@@ -270,7 +273,50 @@ impl KvCache {
             n_layer: c.n_layer,
             k: Part::new(types.k, c.n_layer, n_ctx, c.n_kv_head, c.head_dim),
             v: Part::new(types.v, c.n_layer, n_ctx, c.n_kv_head, c.head_dim_v),
+            edits: 0,
         })
+    }
+
+    /// How many times the cache was changed other than by [`KvCache::store`] and
+    /// [`KvCache::store_f16`]: positions moved, keys re-rotated, a session loaded.
+    pub fn edits(&self) -> u64 {
+        self.edits
+    }
+
+    /// Positions `pos..pos + n` of `layer` as f16 bits, position by position (all heads
+    /// of a position together): keys into `k` (n, kv_dim), values into `v` (n, kv_dim_v).
+    /// Only for an f16 cache.
+    pub fn read_f16(&self, layer: usize, pos: usize, n: usize, k: &mut [u16], v: &mut [u16]) {
+        for (part, out) in [(&self.k, k), (&self.v, v)] {
+            let (d, heads) = (part.head_dim, part.n_head);
+            for h in 0..heads {
+                let Rows::F16(rows) = part.rows(layer, h, pos..pos + n) else {
+                    panic!("read_f16 of a {} cache", part.ty);
+                };
+                for (t, row) in rows.chunks_exact(d).enumerate() {
+                    let dst = &mut out[(t * heads + h) * d..][..d];
+                    dst.iter_mut().zip(row).for_each(|(o, x)| *o = x.0);
+                }
+            }
+        }
+    }
+
+    /// The inverse of [`KvCache::read_f16`]: stores positions `pos..pos + n` of `layer`
+    /// from f16 bits (a device computed and rounded them). Only for an f16 cache.
+    pub fn store_f16(&mut self, layer: usize, pos: usize, n: usize, k: &[u16], v: &[u16]) {
+        for (part, src) in [(&mut self.k, k), (&mut self.v, v)] {
+            let (d, heads) = (part.head_dim, part.n_head);
+            for h in 0..heads {
+                let a = part.at(layer, h, pos);
+                let Store::F16(store) = &mut part.store else {
+                    panic!("store_f16 into a {} cache", part.ty);
+                };
+                for (t, row) in store[a..a + n * d].chunks_exact_mut(d).enumerate() {
+                    let from = &src[(t * heads + h) * d..][..d];
+                    row.iter_mut().zip(from).for_each(|(o, &x)| *o = F16(x));
+                }
+            }
+        }
     }
 
     /// Bytes the cache takes: what `--ctx` costs; `None` past 64 bits or when the types
@@ -325,6 +371,7 @@ impl KvCache {
             self.n_ctx
         );
         if n > 0 && from != to {
+            self.edits += 1;
             self.k.move_rows(from, to, n);
             self.v.move_rows(from, to, n);
         }
@@ -338,6 +385,7 @@ impl KvCache {
         range: Range<usize>,
         f: impl Fn(usize, usize, &mut [f32]) + Sync,
     ) {
+        self.edits += 1;
         let (d, n_head) = (self.k.head_dim, self.k.n_head);
         let (ty, n_ctx, row) = (self.k.ty, self.n_ctx, self.k.row);
         let layer_len = self.k.layer_len();
@@ -465,6 +513,7 @@ impl KvCache {
                 self.saved_len(n)
             );
         }
+        self.edits += 1;
         let mut at = 0;
         for layer in 0..self.n_layer {
             for part in [&mut self.k, &mut self.v] {

@@ -9,6 +9,8 @@ pub mod forward;
 pub mod ftype;
 #[cfg(feature = "gpu")]
 pub mod gpu;
+#[cfg(feature = "gpu")]
+mod gpu_layers;
 pub mod hadamard;
 pub mod kv_cache;
 pub mod matmul;
@@ -253,7 +255,13 @@ impl<'m> Context<'m> {
         if let Some(g) = &model.gpu {
             let n_gpu = if g.output { c.n_layer + 1 } else { g.layers };
             scratch.add_backend(
-                Box::new(gpu::GpuBackend::new(g.clone())),
+                Box::new(gpu::GpuBackend::new(
+                    g.clone(),
+                    model,
+                    o.kv_type,
+                    o.n_ctx,
+                    batch,
+                )),
                 backend::Placement::offload_last(c.n_layer, n_gpu, 1),
             );
         }

@@ -1,0 +1,560 @@
+//! Offloaded layers run whole on the GPU: every step from the attention norm to the last
+//! residual (and the final norm and output projection when the output is offloaded too)
+//! recorded into one submission per batch, so the residual stream goes up once and comes
+//! back once (or only the logits do).
+//!
+//! The device keeps its own copy of the offloaded layers' KV cache (f16, position by
+//! position). The CPU's [`KvCache`] stays the one that sessions save and context shifts
+//! edit: each run reads back the new positions' keys and values as the device rounded
+//! them and stores those bits, and when the CPU cache was edited since
+//! ([`KvCache::edits`]) the device copy is written again from it before the next run.
+//!
+//! Activations are rounded before each matmul as the CPU kernels quantize them (Q8_0,
+//! Q8_K, f16 …, see [`ActRounding`]), so the products are the CPU's up to the order of
+//! float sums; norms sum in f32 (the CPU in f64), attention accumulates in f32.
+
+use std::collections::HashMap;
+
+use anyhow::{anyhow, ensure, Result};
+use loupe_gpu::{
+    ActRounding, AttnShape, Batch, Glu, Gpu, GpuMatrix, RopePairs, Target, Workspace, WorkspaceSpec,
+};
+
+use super::backend::LayersJob;
+use super::config::{Activation, Arch, Config, RopeStyle};
+use super::gpu::GpuWeights;
+use super::kv_cache::{KvCache, KvTypes};
+use super::ops::rope_cache;
+use super::weights::Tensor;
+use super::Model;
+
+/// Where a layer's norm weights and biases lie in the device's constants.
+#[derive(Default)]
+struct LayerConsts {
+    attn_norm: u32,
+    ffn_norm: u32,
+    q_norm: Option<u32>,
+    k_norm: Option<u32>,
+    attn_post_norm: Option<u32>,
+    ffn_post_norm: Option<u32>,
+    bq: Option<u32>,
+    bk: Option<u32>,
+    bv: Option<u32>,
+    bo: Option<u32>,
+}
+
+/// Offsets (f32s) of the batch's run buffers in the arena, each for `rows` tokens.
+struct Arena {
+    x: u32,
+    xb: u32,
+    xb2: u32,
+    q: u32,
+    k: u32,
+    v: u32,
+    att: u32,
+    hb: u32,
+    hb2: u32,
+    /// cos/sin tables: the global layers', then the sliding-window layers'.
+    rope: [u32; 2],
+    len: usize,
+}
+
+impl Arena {
+    fn new(c: &Config, rows: usize) -> Arena {
+        let mut at = 0usize;
+        let mut take = |width: usize| {
+            let off = at as u32;
+            at += (rows * width).next_multiple_of(64);
+            off
+        };
+        Arena {
+            x: take(c.dim),
+            xb: take(c.dim),
+            xb2: take(c.dim),
+            q: take(c.q_dim()),
+            k: take(c.kv_dim()),
+            v: take(c.kv_dim_v()),
+            att: take(c.n_head * c.head_dim_v),
+            hb: take(c.hidden_dim),
+            hb2: take(c.hidden_dim),
+            rope: [take(c.n_rot), take(c.n_rot)],
+            len: at,
+        }
+    }
+
+    /// f32s of arena one token row takes (with a row's worth of alignment slack).
+    fn per_row(c: &Config) -> usize {
+        3 * c.dim
+            + c.q_dim()
+            + c.kv_dim()
+            + c.kv_dim_v()
+            + c.n_head * c.head_dim_v
+            + 2 * c.hidden_dim
+            + 2 * c.n_rot
+    }
+}
+
+/// The whole-layer runner of one context (see the module comment).
+pub struct LayerRunner {
+    ws: Workspace,
+    arena: Arena,
+    /// The first offloaded layer (the rest follow it to the model's end).
+    first: usize,
+    consts: Vec<LayerConsts>,
+    output_norm: Option<u32>,
+    /// Where each activation rounding's copy lies in the matmul input.
+    xin: HashMap<ActRounding, u32>,
+    /// Tokens per submission.
+    rows: usize,
+    /// The device's cache holds positions `0..synced` as the CPU's did at `edits`.
+    synced: usize,
+    edits: u64,
+    /// Run buffers on the host: cos/sin tables, the readback, f16 rows.
+    tables: [Vec<f32>; 2],
+    back: Vec<u8>,
+    k16: Vec<u16>,
+    v16: Vec<u16>,
+}
+
+/// Why layers cannot run whole on the device with this cache or model, if they cannot.
+pub fn unsupported(c: &Config, types: KvTypes) -> Option<String> {
+    if types != KvTypes::F16 {
+        return Some(format!(
+            "the {types} KV cache (whole layers on the GPU keep an f16 cache)"
+        ));
+    }
+    let max = AttnShape::MAX_HEAD as usize;
+    if c.head_dim > max || c.head_dim_v > max || !c.head_dim.is_multiple_of(2) {
+        return Some(format!(
+            "heads of {}/{} (the GPU attention takes even heads up to {max})",
+            c.head_dim, c.head_dim_v
+        ));
+    }
+    None
+}
+
+fn rounding(t: &Tensor) -> Result<ActRounding> {
+    ActRounding::for_weights(t.ty)
+        .ok_or_else(|| anyhow!("no activation format for {} weights", t.ty))
+}
+
+impl LayerRunner {
+    /// The workspace for the offloaded layers of `model` with a cache of `n_ctx`
+    /// positions and batches of up to `max_batch` tokens.
+    pub fn new(
+        model: &Model,
+        g: &GpuWeights,
+        n_ctx: usize,
+        max_batch: usize,
+    ) -> Result<LayerRunner> {
+        let (c, w) = (&model.config, &model.weights);
+        let gpu = g.gpu();
+        let first = c.n_layer - g.layers;
+        let mut consts: Vec<f32> = Vec::new();
+        let mut put = |v: &[f32]| {
+            let at = consts.len() as u32;
+            consts.extend_from_slice(v);
+            at
+        };
+        let mut layer_consts = Vec::new();
+        let mut roundings = Vec::new();
+        for lw in &w.layers[first..] {
+            layer_consts.push(LayerConsts {
+                attn_norm: put(&lw.attn_norm),
+                ffn_norm: put(&lw.ffn_norm),
+                q_norm: lw.q_norm.as_deref().map(&mut put),
+                k_norm: lw.k_norm.as_deref().map(&mut put),
+                attn_post_norm: lw.attn_post_norm.as_deref().map(&mut put),
+                ffn_post_norm: lw.ffn_post_norm.as_deref().map(&mut put),
+                bq: lw.bq.as_deref().map(&mut put),
+                bk: lw.bk.as_deref().map(&mut put),
+                bv: lw.bv.as_deref().map(&mut put),
+                bo: lw.bo.as_deref().map(&mut put),
+            });
+            for t in [
+                &lw.wq, &lw.wk, &lw.wv, &lw.wo, &lw.w_gate, &lw.w_up, &lw.w_down,
+            ] {
+                roundings.push(rounding(t)?);
+            }
+        }
+        let output_norm = g.output.then(|| put(&w.output_norm));
+        if g.output {
+            roundings.push(rounding(&w.output)?);
+        }
+        roundings.sort_by_key(|r| *r as u32);
+        roundings.dedup();
+        // Tokens per submission: what the adapter's largest binding holds.
+        let s = gpu.summary();
+        let limit = s.max_binding_bytes.min(s.max_buffer_bytes) as usize;
+        let max_cols = c.dim.max(c.n_head * c.head_dim_v).max(c.hidden_dim);
+        let mut rows = max_batch.max(1);
+        rows = rows.min(limit / 4 / (Arena::per_row(c) + 64 * 16));
+        rows = rows.min(limit / 4 / (max_cols * roundings.len().max(1)));
+        if g.output {
+            rows = rows.min(limit / 4 / c.vocab_size);
+        }
+        ensure!(
+            rows > 0,
+            "one token's buffers exceed the adapter's binding limit of {limit} bytes"
+        );
+        let arena = Arena::new(c, rows);
+        let mut xin = HashMap::new();
+        for (i, r) in roundings.iter().enumerate() {
+            xin.insert(*r, (i * (rows * max_cols).next_multiple_of(64)) as u32);
+        }
+        let kv_bytes = |d: usize| (n_ctx * c.n_kv_head * d * 2) as u64;
+        let ws = Workspace::new(
+            gpu,
+            WorkspaceSpec {
+                arena: arena.len,
+                xin: roundings.len() * (rows * max_cols).next_multiple_of(64),
+                logits: if g.output { rows * c.vocab_size } else { 0 },
+                consts: &consts,
+                kv: vec![(kv_bytes(c.head_dim), kv_bytes(c.head_dim_v)); g.layers],
+            },
+        )?;
+        Ok(LayerRunner {
+            ws,
+            arena,
+            first,
+            consts: layer_consts,
+            output_norm,
+            xin,
+            rows,
+            synced: 0,
+            edits: 0,
+            tables: [Vec::new(), Vec::new()],
+            back: Vec::new(),
+            k16: Vec::new(),
+            v16: Vec::new(),
+        })
+    }
+
+    /// Bytes the workspace holds on the device (the KV cache included).
+    pub fn device_bytes(&self) -> u64 {
+        self.ws.device_bytes()
+    }
+
+    /// Brings the device's cache up to positions `0..pos` of the CPU's.
+    fn sync_cache(&mut self, gpu: &Gpu, c: &Config, cache: &KvCache, pos: usize) {
+        if cache.edits() != self.edits {
+            self.edits = cache.edits();
+            self.synced = 0;
+        }
+        let from = self.synced.min(pos);
+        if from < pos {
+            let n = pos - from;
+            let (kd, vd) = (c.kv_dim(), c.kv_dim_v());
+            self.k16.resize(n * kd, 0);
+            self.v16.resize(n * vd, 0);
+            for i in 0..self.consts.len() {
+                cache.read_f16(self.first + i, from, n, &mut self.k16, &mut self.v16);
+                self.ws
+                    .write_cache(gpu, i, false, (from * kd * 2) as u64, &self.k16);
+                self.ws
+                    .write_cache(gpu, i, true, (from * vd * 2) as u64, &self.v16);
+            }
+        }
+        self.synced = pos;
+    }
+
+    /// Runs `job` (its layers are this runner's, to the model's end), one submission
+    /// per `rows` tokens.
+    pub fn run(&mut self, g: &GpuWeights, job: LayersJob<'_>, cache: &mut KvCache) -> Result<()> {
+        let LayersJob {
+            model,
+            layers,
+            pos,
+            n,
+            x,
+            logits,
+        } = job;
+        let c = &model.config;
+        ensure!(
+            layers.start == self.first && layers.end == c.n_layer,
+            "layers {layers:?} on the GPU, which holds {}..{}",
+            self.first,
+            c.n_layer
+        );
+        ensure!(
+            !(logits.is_some() && self.output_norm.is_none()),
+            "the output projection is not on the GPU"
+        );
+        self.sync_cache(g.gpu(), c, cache, pos);
+        let (from, mut out) = match logits {
+            Some((from, out)) => (from, Some(out)),
+            None => (n, None),
+        };
+        let (dim, vocab) = (c.dim, c.vocab_size);
+        let mut t0 = 0;
+        let mut written = 0;
+        while t0 < n {
+            let b = self.rows.min(n - t0);
+            let lo = from.clamp(t0, t0 + b) - t0;
+            let dst = out
+                .as_deref_mut()
+                .map(|o| (lo, &mut o[written * vocab..(written + b - lo) * vocab]));
+            if dst.is_some() {
+                written += b - lo;
+            }
+            self.submit(
+                g,
+                model,
+                pos + t0,
+                &mut x[t0 * dim..(t0 + b) * dim],
+                dst,
+                cache,
+            )?;
+            // A failed submission leaves the device's cache short; the next run rewrites it.
+            self.synced = pos + t0 + b;
+            t0 += b;
+        }
+        Ok(())
+    }
+
+    /// One submission: tokens at `pos..pos + b` (x holds b rows) through every offloaded
+    /// layer, then either the logits of rows `lo..b` into `out` or the residual back into
+    /// `x`; the new keys and values into `cache`.
+    fn submit(
+        &mut self,
+        g: &GpuWeights,
+        model: &Model,
+        pos: usize,
+        x: &mut [f32],
+        out: Option<(usize, &mut [f32])>,
+        cache: &mut KvCache,
+    ) -> Result<()> {
+        let (c, w) = (&model.config, &model.weights);
+        let b = x.len() / c.dim;
+        for (table, swa) in self.tables.iter_mut().zip([false, true]) {
+            let (base, scale) = if swa {
+                (c.rope_base_local, c.rope_freq_scale_local)
+            } else {
+                (c.rope_base, c.rope_freq_scale)
+            };
+            table.resize(b * c.n_rot, 0.0);
+            for (t, row) in table.chunks_exact_mut(c.n_rot.max(1)).enumerate() {
+                rope_cache(pos + t, c.n_rot, base, scale, w.rope_freqs.as_deref(), row);
+            }
+        }
+        let a = &self.arena;
+        let rec = Recorder {
+            model,
+            g,
+            a,
+            xin: &self.xin,
+            rows_per_group: self.ws.rows_per_group(),
+        };
+        let mut batch = Batch::new(b);
+        batch.upload(a.x, x);
+        batch.upload(a.rope[0], &self.tables[0]);
+        batch.upload(a.rope[1], &self.tables[1]);
+        for (i, lc) in self.consts.iter().enumerate() {
+            rec.layer(&mut batch, self.first + i, i, lc, pos, b)?;
+        }
+        let (kd, vd) = (c.kv_dim(), c.kv_dim_v());
+        let mut kv_at = Vec::with_capacity(self.consts.len());
+        for i in 0..self.consts.len() {
+            let k = batch.read_cache(i, false, (pos * kd * 2) as u64, (b * kd * 2) as u64);
+            let v = batch.read_cache(i, true, (pos * vd * 2) as u64, (b * vd * 2) as u64);
+            kv_at.push((k, v));
+        }
+        let back_at = match &out {
+            Some((lo, _)) if *lo < b => {
+                let rows = b - lo;
+                let norm = self.output_norm.expect("checked by run");
+                let xs = a.x + (lo * c.dim) as u32;
+                batch.rmsnorm(xs, a.xb, rows as u32, c.dim as u32, Some(norm), c.norm_eps);
+                rec.matmuls(
+                    &mut batch,
+                    a.xb,
+                    c.dim,
+                    rows,
+                    &[(&w.output, Target::Logits(0))],
+                )?;
+                Some(batch.read_logits(0, (rows * c.vocab_size) as u32))
+            }
+            Some(_) => None,
+            None => Some(batch.read_arena(a.x, (b * c.dim) as u32)),
+        };
+        self.ws.run(g.gpu(), batch, &mut self.back)?;
+
+        let floats = |at: usize, dst: &mut [f32]| {
+            for (d, s) in dst.iter_mut().zip(self.back[at..].chunks_exact(4)) {
+                *d = f32::from_le_bytes([s[0], s[1], s[2], s[3]]);
+            }
+        };
+        match (out, back_at) {
+            (Some((_, dst)), Some(at)) => floats(at, dst),
+            (None, Some(at)) => floats(at, x),
+            _ => {}
+        }
+        self.k16.resize(b * kd, 0);
+        self.v16.resize(b * vd, 0);
+        for (i, &(k, v)) in kv_at.iter().enumerate() {
+            let halves = |at: usize, dst: &mut [u16]| {
+                for (d, s) in dst.iter_mut().zip(self.back[at..].chunks_exact(2)) {
+                    *d = u16::from_le_bytes([s[0], s[1]]);
+                }
+            };
+            halves(k, &mut self.k16);
+            halves(v, &mut self.v16);
+            cache.store_f16(self.first + i, pos, b, &self.k16, &self.v16);
+        }
+        Ok(())
+    }
+}
+
+/// What recording a layer needs: the model, its uploaded matrices, the arena's layout.
+struct Recorder<'r> {
+    model: &'r Model,
+    g: &'r GpuWeights,
+    a: &'r Arena,
+    xin: &'r HashMap<ActRounding, u32>,
+    rows_per_group: u32,
+}
+
+impl<'r> Recorder<'r> {
+    fn matrix(&self, t: &Tensor) -> Result<&'r GpuMatrix> {
+        self.g.get(&self.model.matrix(t))
+    }
+
+    /// `rows` rows of `cols` at `src` rounded once per format the matrices' kernels take,
+    /// then each matrix's product into its target.
+    fn matmuls(
+        &self,
+        batch: &mut Batch<'r>,
+        src: u32,
+        cols: usize,
+        rows: usize,
+        jobs: &[(&Tensor, Target)],
+    ) -> Result<()> {
+        let mut done: Vec<ActRounding> = Vec::new();
+        for (t, target) in jobs {
+            let r = rounding(t)?;
+            let at = self.xin[&r];
+            if !done.contains(&r) {
+                batch.quantize(src, at, rows as u32, cols as u32, r);
+                done.push(r);
+            }
+            batch.matmul(
+                self.matrix(t)?,
+                at,
+                rows as u32,
+                *target,
+                self.rows_per_group,
+            );
+        }
+        Ok(())
+    }
+
+    /// Every step of layer `l` (the device's cache `i`) for b tokens at `pos`.
+    fn layer(
+        &self,
+        batch: &mut Batch<'r>,
+        l: usize,
+        i: usize,
+        lc: &LayerConsts,
+        pos: usize,
+        b: usize,
+    ) -> Result<()> {
+        let (c, a) = (&self.model.config, self.a);
+        let lw = &self.model.weights.layers[l];
+        let (bu, dim, eps) = (b as u32, c.dim as u32, c.norm_eps);
+        let rows = |width: usize| (b * width) as u32;
+
+        // ---- attention: norm, Q/K/V (+ biases), QK-norm, RoPE ----
+        batch.rmsnorm(a.x, a.xb, bu, dim, Some(lc.attn_norm), eps);
+        let qkv = [
+            (&lw.wq, Target::Arena(a.q)),
+            (&lw.wk, Target::Arena(a.k)),
+            (&lw.wv, Target::Arena(a.v)),
+        ];
+        self.matmuls(batch, a.xb, c.dim, b, &qkv)?;
+        for (bias, at, width) in [
+            (lc.bq, a.q, c.q_dim()),
+            (lc.bk, a.k, c.kv_dim()),
+            (lc.bv, a.v, c.kv_dim_v()),
+        ] {
+            if let Some(off) = bias {
+                batch.bias(at, bu, width as u32, off);
+            }
+        }
+        let hd = c.head_dim as u32;
+        if let Some(qn) = lc.q_norm {
+            batch.rmsnorm(a.q, a.q, rows(c.n_head), hd, Some(qn), eps);
+        }
+        if let Some(kn) = lc.k_norm {
+            batch.rmsnorm(a.k, a.k, rows(c.n_kv_head), hd, Some(kn), eps);
+        }
+        let pairs = match c.rope_style {
+            RopeStyle::Normal => RopePairs::Adjacent,
+            RopeStyle::Neox => RopePairs::Halves,
+        };
+        let table = a.rope[c.is_swa[l] as usize];
+        let heads = [c.n_head as u32, c.n_kv_head as u32];
+        batch.rope(a.q, a.k, bu, heads, hd, c.n_rot as u32, pairs, table);
+
+        // ---- the cache, attention, output projection, residual ----
+        let gemma = matches!(c.arch, Arch::Gemma2 | Arch::Gemma3);
+        let (q_scale, mut s_scale) = if gemma {
+            (c.attn_scale, 1.0)
+        } else {
+            (1.0, c.attn_scale)
+        };
+        let cap = c.attn_softcap.unwrap_or(0.0);
+        if cap > 0.0 {
+            s_scale /= cap;
+        }
+        let shape = AttnShape {
+            n_head: c.n_head as u32,
+            n_kv_head: c.n_kv_head as u32,
+            head_dim: hd,
+            head_dim_v: c.head_dim_v as u32,
+            window: if c.is_swa[l] {
+                c.sliding_window.unwrap_or(0) as u32
+            } else {
+                0
+            },
+            q_scale,
+            s_scale,
+            cap,
+        };
+        batch.store(i, a.k, a.v, pos as u32, bu, &shape);
+        batch.attend(i, a.q, a.att, pos as u32, bu, &shape);
+        let att_cols = c.n_head * c.head_dim_v;
+        self.matmuls(batch, a.att, att_cols, b, &[(&lw.wo, Target::Arena(a.xb2))])?;
+        if let Some(off) = lc.bo {
+            batch.bias(a.xb2, bu, dim, off);
+        }
+        if let Some(pn) = lc.attn_post_norm {
+            batch.rmsnorm(a.xb2, a.xb2, bu, dim, Some(pn), eps);
+        }
+        batch.add(a.x, a.xb2, rows(c.dim));
+
+        // ---- feed-forward: norm, gate and up, activation, down, post-norm, residual ----
+        batch.rmsnorm(a.x, a.xb, bu, dim, Some(lc.ffn_norm), eps);
+        let gate_up = [
+            (&lw.w_gate, Target::Arena(a.hb)),
+            (&lw.w_up, Target::Arena(a.hb2)),
+        ];
+        self.matmuls(batch, a.xb, c.dim, b, &gate_up)?;
+        let act = match c.activation {
+            Activation::Silu => Glu::Silu,
+            Activation::GeluTanh => Glu::Gelu,
+        };
+        batch.glu(a.hb, a.hb2, rows(c.hidden_dim), act);
+        self.matmuls(
+            batch,
+            a.hb,
+            c.hidden_dim,
+            b,
+            &[(&lw.w_down, Target::Arena(a.xb2))],
+        )?;
+        if let Some(pn) = lc.ffn_post_norm {
+            batch.rmsnorm(a.xb2, a.xb2, bu, dim, Some(pn), eps);
+        }
+        batch.add(a.x, a.xb2, rows(c.dim));
+        Ok(())
+    }
+}

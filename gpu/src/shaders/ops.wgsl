@@ -1,0 +1,227 @@
+// The steps of a transformer layer besides its matmuls, over the activation arena `a`:
+// one f32 buffer holding every run buffer of the batch at offsets the host picks.
+// Every kernel binds the same five things (see `resident.rs`); each uses what it needs.
+//
+// `b1`: the matmul input buffer (the `quantize` kernel writes it), or a layer's keys;
+// `b2`: a layer's values (or a spare word); `consts`: norm weights and biases.
+
+struct Op {
+    n: u32,     // elements, rows or pairs: what the kernel walks
+    width: u32, // elements per row
+    src: u32,   // offsets into `a` (or `b1` for the quantized copy)
+    dst: u32,
+    c: u32,     // offset into `consts`, or NONE
+    mode: u32,  // the kernel's variant (activation, rounding format, RoPE style)
+    groups_x: u32,
+    eps: f32,
+}
+
+const NONE: u32 = 0xffffffffu;
+const WG: u32 = 64u;
+
+@group(0) @binding(0) var<storage, read_write> a: array<f32>;
+@group(0) @binding(1) var<storage, read_write> b1: array<f32>;
+@group(0) @binding(2) var<storage, read_write> b2: array<u32>;
+@group(0) @binding(3) var<storage, read> consts: array<f32>;
+@group(0) @binding(4) var<uniform> p: Op;
+
+fn flat(wid: vec3<u32>, tid: u32) -> u32 {
+    return (wid.x + wid.y * p.groups_x) * WG + tid;
+}
+
+var<workgroup> red: array<f32, WG>;
+
+// Rows of `width` at `src` normalized into `dst` (in place when equal): x / √(mean(x²) +
+// eps), times the weight at `c` when there is one. One workgroup per row.
+@compute @workgroup_size(64)
+fn rmsnorm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
+    let row = wid.x + wid.y * p.groups_x;
+    if row >= p.n {
+        return;
+    }
+    let s = p.src + row * p.width;
+    let d = p.dst + row * p.width;
+    var sum = 0.0;
+    for (var i = tid; i < p.width; i += WG) {
+        let v = a[s + i];
+        sum += v * v;
+    }
+    red[tid] = sum;
+    workgroupBarrier();
+    for (var h = WG / 2u; h > 0u; h >>= 1u) {
+        if tid < h {
+            red[tid] += red[tid + h];
+        }
+        workgroupBarrier();
+    }
+    let scale = 1.0 / sqrt(red[0] / f32(p.width) + p.eps);
+    for (var i = tid; i < p.width; i += WG) {
+        var v = a[s + i] * scale;
+        if p.c != NONE {
+            v *= consts[p.c + i];
+        }
+        a[d + i] = v;
+    }
+}
+
+// a[dst + i] += a[src + i] for i < n.
+@compute @workgroup_size(64)
+fn add(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
+    let i = flat(wid, tid);
+    if i < p.n {
+        a[p.dst + i] += a[p.src + i];
+    }
+}
+
+// Each of the n rows of `width` at `dst` plus the bias at `c`.
+@compute @workgroup_size(64)
+fn bias(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
+    let i = flat(wid, tid);
+    if i < p.n * p.width {
+        a[p.dst + i] += consts[p.c + i % p.width];
+    }
+}
+
+// ggml's tanh-approximated GELU as its CPU backend tabulates it: input and output rounded
+// to f16, identity above 10 and zero below -10.
+fn gelu(x: f32) -> f32 {
+    if x <= -10.0 {
+        return 0.0;
+    }
+    if x >= 10.0 {
+        return x;
+    }
+    let h = unpack2x16float(pack2x16float(vec2<f32>(x, 0.0))).x;
+    let g = 0.5 * h * (1.0 + tanh(0.7978846 * h * (1.0 + 0.044715 * h * h)));
+    return unpack2x16float(pack2x16float(vec2<f32>(g, 0.0))).x;
+}
+
+// The gated feed-forward's join: a[dst + i] = act(a[dst + i]) · a[src + i]; mode 0 SiLU,
+// 1 GELU.
+@compute @workgroup_size(64)
+fn glu(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
+    let i = flat(wid, tid);
+    if i < p.n {
+        let g = a[p.dst + i];
+        var v: f32;
+        if p.mode == 0u {
+            v = g / (1.0 + exp(-g));
+        } else {
+            v = gelu(g);
+        }
+        a[p.dst + i] = v * a[p.src + i];
+    }
+}
+
+// RoPE over the query and key heads of n tokens: the x of `groups` is the pair, y the
+// head (query heads first, then key heads), z the token. `src` holds the queries, `dst`
+// the keys, `c` (in `a`) the cos/sin table of each token ((n, width) interleaved), `eps`
+// the query heads' count as bits, `mode` the style (0 adjacent pairs, 1 NeoX halves) and
+// the rotated dimensions in its upper bits.
+@compute @workgroup_size(64)
+fn rope(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32,
+        @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = wid.x * WG + tid;
+    let n_rot = p.mode >> 1u;
+    if i >= n_rot / 2u {
+        return;
+    }
+    let head = wid.y;
+    let t = wid.z;
+    let n_q = bitcast<u32>(p.eps);
+    var base: u32;
+    if head < n_q {
+        base = p.src + t * n_q * p.width + head * p.width;
+    } else {
+        let n_k = nwg.y - n_q;
+        base = p.dst + t * n_k * p.width + (head - n_q) * p.width;
+    }
+    var ia = 2u * i;
+    var ib = 2u * i + 1u;
+    if (p.mode & 1u) == 1u {
+        ia = i;
+        ib = i + n_rot / 2u;
+    }
+    let cs = p.c + t * n_rot + 2u * i;
+    let cos_t = a[cs];
+    let sin_t = a[cs + 1u];
+    let x0 = a[base + ia];
+    let x1 = a[base + ib];
+    a[base + ia] = x0 * cos_t - x1 * sin_t;
+    a[base + ib] = x0 * sin_t + x1 * cos_t;
+}
+
+// Rows (n of `width`) at `src` in `a`, rounded as the CPU quantizes activations for a
+// matmul, into `dst` in `b1`: mode 0 as they are, 1 Q8_0/Q8_1 (blocks of 32: scale
+// amax/127 stored as f16, quants rounded half to even), 2 Q8_K (blocks of 256: the signed
+// extreme maps to -127, scale kept in f32), 3 f16, 4 bf16. One thread per block of 32
+// (Q8_K: of 256).
+@compute @workgroup_size(64)
+fn quantize(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
+    var blk = 32u;
+    if p.mode == 2u {
+        blk = 256u;
+    }
+    let per_row = p.width / blk;
+    let i = flat(wid, tid);
+    if i >= p.n * per_row {
+        return;
+    }
+    let row = i / per_row;
+    let s = p.src + row * p.width + (i % per_row) * blk;
+    let d = p.dst + row * p.width + (i % per_row) * blk;
+    switch p.mode {
+        case 1u: {
+            var amax = 0.0;
+            for (var j = 0u; j < blk; j++) {
+                amax = max(amax, abs(a[s + j]));
+            }
+            let scale = unpack2x16float(pack2x16float(vec2<f32>(amax / 127.0, 0.0))).x;
+            var inv = 0.0;
+            if amax != 0.0 {
+                inv = 127.0 / amax;
+            }
+            for (var j = 0u; j < blk; j++) {
+                b1[d + j] = scale * round(a[s + j] * inv);
+            }
+        }
+        case 2u: {
+            var amax = 0.0;
+            var mx = 0.0;
+            for (var j = 0u; j < blk; j++) {
+                let v = a[s + j];
+                if abs(v) > amax {
+                    amax = abs(v);
+                    mx = v;
+                }
+            }
+            if amax == 0.0 {
+                for (var j = 0u; j < blk; j++) {
+                    b1[d + j] = 0.0;
+                }
+            } else {
+                let iscale = -127.0 / mx;
+                let scale = 1.0 / iscale;
+                for (var j = 0u; j < blk; j++) {
+                    b1[d + j] = scale * min(round(iscale * a[s + j]), 127.0);
+                }
+            }
+        }
+        case 3u: {
+            for (var j = 0u; j < blk; j++) {
+                b1[d + j] = unpack2x16float(pack2x16float(vec2<f32>(a[s + j], 0.0))).x;
+            }
+        }
+        case 4u: {
+            for (var j = 0u; j < blk; j++) {
+                let u = bitcast<u32>(a[s + j]);
+                b1[d + j] = bitcast<f32>((u + 0x7fffu + ((u >> 16u) & 1u)) & 0xffff0000u);
+            }
+        }
+        default: {
+            for (var j = 0u; j < blk; j++) {
+                b1[d + j] = a[s + j];
+            }
+        }
+    }
+}
