@@ -12,6 +12,8 @@ const BYTES: &str = include_str!("shaders/bytes.wgsl");
 const FLOAT: &str = include_str!("shaders/float.wgsl");
 const LEGACY: &str = include_str!("shaders/legacy.wgsl");
 const K_QUANTS: &str = include_str!("shaders/k_quants.wgsl");
+const MATVEC_WIDE: &str = include_str!("shaders/matvec_wide.wgsl");
+const WIDE: &str = include_str!("shaders/wide.wgsl");
 /// The copy kernel that measures bandwidth ([`crate::Bandwidth`]).
 pub(crate) const COPY: &str = include_str!("shaders/copy.wgsl");
 
@@ -53,6 +55,19 @@ fn dequant_fn(ty: GgmlType) -> Option<(&'static str, &'static str)> {
     })
 }
 
+/// The WGSL function that dots a whole unit of `ty` weights (see `wide.wgsl`) and the
+/// unit's size, for the formats that have one.
+fn wide_fn(ty: GgmlType) -> Option<(&'static str, u32)> {
+    use GgmlType::*;
+    Some(match ty {
+        Q4_0 => ("dot_q4_0", 32),
+        Q8_0 => ("dot_q8_0", 32),
+        Q4_K => ("dot_q4_k", 64),
+        Q6_K => ("dot_q6_k", 32),
+        _ => return None,
+    })
+}
+
 /// How a matmul kernel adds up the partial sums of a row.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Reduction {
@@ -67,6 +82,13 @@ pub enum Reduction {
 /// `None` for a format the kernels do not read.
 pub fn shader_source(ty: GgmlType, nc: u32, red: Reduction) -> Option<String> {
     let (name, file) = dequant_fn(ty)?;
+    if let (Reduction::Subgroup { rows }, Some((dot, unit))) = (red, wide_fn(ty)) {
+        return Some(format!(
+            "const ROWS: u32 = {rows}u;\nconst NC: u32 = {nc}u;\nconst UNIT: u32 = {unit}u;\n\
+             {BINDINGS}\n{}\n{BYTES}\n{K_QUANTS}\n{WIDE}\n",
+            MATVEC_WIDE.replace("DOT", dot)
+        ));
+    }
     let (head, kernel) = match red {
         Reduction::Subgroup { rows } => (format!("const ROWS: u32 = {rows}u;\n"), MATMUL_SUBGROUP),
         Reduction::Shared => (String::new(), MATMUL_SHARED),
