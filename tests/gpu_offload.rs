@@ -9,13 +9,13 @@
 mod common;
 
 use loupe::store::{KnownModel, GEMMA3_270M, QWEN25_CODER_05B};
-use loupe_engine::model::kv_cache::KvTypes;
+use loupe_engine::model::kv_cache::{KvType, KvTypes};
 use loupe_engine::model::{Context, Logits, Model, RunOptions};
 use loupe_engine::quality::{argmax, Agreement, Chunking};
 use loupe_engine::tokenizer::Tokenizer;
 use loupe_gpu::{Gpu, GpuChoice};
 
-const CTX: usize = 32;
+const CTX: usize = 64;
 const CHUNKS: usize = 4;
 const GREEDY: usize = 32;
 /// A top-two logit gap below this is a near tie (the two within e^0.5 in probability),
@@ -37,10 +37,10 @@ fn gpu() -> Gpu {
     })
 }
 
-fn options() -> RunOptions {
+fn options(kv_type: KvTypes) -> RunOptions {
     RunOptions {
         n_ctx: 256,
-        kv_type: KvTypes::F16,
+        kv_type,
         threads: 2,
         batch: CTX,
     }
@@ -70,7 +70,7 @@ fn greedy(ctx: &mut Context<'_>, prompt: &[u32]) -> Vec<(u32, f32)> {
     out
 }
 
-fn offloaded(m: KnownModel, n_gpu: usize) {
+fn offloaded(m: KnownModel, n_gpu: usize, kv: KvTypes) {
     let path = common::model(&m);
     let cpu_model = Model::load_without_repacking(&path).unwrap();
     let mut gpu_model = Model::load_without_repacking(&path).unwrap();
@@ -81,8 +81,8 @@ fn offloaded(m: KnownModel, n_gpu: usize) {
         .unwrap();
     let g = gpu_model.gpu().unwrap();
     assert_eq!((g.layers, g.output), (n_gpu.min(n_layer), n_gpu > n_layer));
-    let mut cpu = Context::new(&cpu_model, options()).unwrap();
-    let mut dev = Context::new(&gpu_model, options()).unwrap();
+    let mut cpu = Context::new(&cpu_model, options(kv)).unwrap();
+    let mut dev = Context::new(&gpu_model, options(kv)).unwrap();
 
     let tok = Tokenizer::from_metadata(cpu_model.file.metadata()).unwrap();
     let bos = tok.add_bos().then(|| tok.bos()).flatten();
@@ -127,7 +127,7 @@ fn offloaded(m: KnownModel, n_gpu: usize) {
     let (ppl_cpu, ppl_gpu) = (agree.nll_base.ppl(), agree.nll.ppl());
     let rel = (ppl_gpu / ppl_cpu - 1.0).abs();
     eprintln!(
-        "{} with {n_gpu} of {n_layer} layers on the GPU: {} positions, PPL CPU {ppl_cpu:.4}, \
+        "{} with {n_gpu} of {n_layer} layers on the GPU, {kv} cache: {} positions, PPL CPU {ppl_cpu:.4}, \
          GPU {ppl_gpu:.4} ({:.3}%), mean KLD {:.6}, same top {:.1}%",
         m.file,
         agree.count(),
@@ -139,22 +139,29 @@ fn offloaded(m: KnownModel, n_gpu: usize) {
     assert!(agree.mean_kld() <= 0.01, "mean KLD {}", agree.mean_kld());
 }
 
+// With an f16 cache the offloaded layers run whole on the device.
 #[test]
 fn qwen_fully_offloaded() {
-    offloaded(QWEN25_CODER_05B, usize::MAX);
+    offloaded(QWEN25_CODER_05B, usize::MAX, KvTypes::F16);
 }
 
 #[test]
 fn qwen_half_offloaded() {
-    offloaded(QWEN25_CODER_05B, 12);
+    offloaded(QWEN25_CODER_05B, 12, KvTypes::F16);
 }
 
 #[test]
 fn gemma_fully_offloaded() {
-    offloaded(GEMMA3_270M, usize::MAX);
+    offloaded(GEMMA3_270M, usize::MAX, KvTypes::F16);
 }
 
 #[test]
 fn gemma_half_offloaded() {
-    offloaded(GEMMA3_270M, 9);
+    offloaded(GEMMA3_270M, 9, KvTypes::F16);
+}
+
+// A quantized cache keeps attention on the CPU: the layers' matmuls go one by one.
+#[test]
+fn qwen_half_offloaded_over_a_q8_0_cache() {
+    offloaded(QWEN25_CODER_05B, 12, KvTypes::same(KvType::Q8_0));
 }

@@ -21,7 +21,8 @@ pub use adapter::{adapters, AdapterSummary, GpuChoice};
 pub use bandwidth::Bandwidth;
 pub use device::{CallStats, Gpu, GpuMatrix, GpuOptions, MatmulJob};
 pub use resident::{
-    op_sources, ActRounding, AttnShape, Batch, Glu, RopePairs, Target, Workspace, WorkspaceSpec,
+    op_sources, ActRounding, AttnShape, Batch, Glu, RopePairs, Split, Target, Workspace,
+    WorkspaceSpec,
 };
 pub use shaders::{all_sources, shader_source, supported, Reduction, BATCH_WIDTHS, SHADER_TYPES};
 

@@ -28,6 +28,8 @@ pub fn op_sources() -> [(&'static str, &'static str); 2] {
 
 /// Dispatches one [`Batch`] may hold (each takes a 256-byte parameter slot).
 const MAX_STEPS: usize = 16384;
+/// Steps recorded per submission (see [`Workspace::run`]).
+const STEPS_PER_SUBMIT: usize = 64;
 /// Matmul bind groups kept at most (one per weight part, output and batch size).
 const MAX_BINDS: usize = 8192;
 /// Threads per workgroup of the op kernels.
@@ -75,14 +77,6 @@ impl ActRounding {
             _ => return None,
         })
     }
-
-    /// Elements per block: rows must hold whole blocks.
-    pub fn block(self) -> usize {
-        match self {
-            ActRounding::Q8K => 256,
-            _ => 32,
-        }
-    }
 }
 
 /// The two gated activations.
@@ -121,6 +115,42 @@ impl AttnShape {
     pub const MAX_HEAD: u32 = 256;
 }
 
+/// How attention divides each query's keys among workgroups (flash decoding): `parts`
+/// chunks of `chunk` keys, their partial results at `at` in the arena ((n, n_head,
+/// parts, 2 + head_dim_v) f32s).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Split {
+    pub parts: u32,
+    pub chunk: u32,
+    pub at: u32,
+}
+
+impl Split {
+    /// One workgroup per query head and token, over all its keys.
+    pub const NONE: Split = Split {
+        parts: 1,
+        chunk: 1 << 30,
+        at: 0,
+    };
+    /// The most chunks a query's keys are cut into.
+    pub const MAX_PARTS: u32 = 32;
+
+    /// Chunks for one query over `keys` positions (whole tiles of 64 keys, at least 128
+    /// per chunk), partial results at `at`.
+    pub fn for_keys(keys: u32, at: u32) -> Split {
+        let parts = keys.div_ceil(128).clamp(1, Split::MAX_PARTS);
+        if parts == 1 {
+            return Split::NONE;
+        }
+        let chunk = keys.div_ceil(parts).next_multiple_of(64);
+        Split {
+            parts: keys.div_ceil(chunk),
+            chunk,
+            at,
+        }
+    }
+}
+
 /// Where a matmul writes: the arena at an offset (f32s, a multiple of 64), or the
 /// logits buffer at one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -139,10 +169,11 @@ enum Kernel {
     Quantize,
     Store,
     Attend,
+    Merge,
 }
 
 impl Kernel {
-    const ALL: [Kernel; 8] = [
+    const ALL: [Kernel; 9] = [
         Kernel::RmsNorm,
         Kernel::Add,
         Kernel::Bias,
@@ -151,6 +182,7 @@ impl Kernel {
         Kernel::Quantize,
         Kernel::Store,
         Kernel::Attend,
+        Kernel::Merge,
     ];
 
     fn entry(self) -> (&'static str, &'static str) {
@@ -163,6 +195,7 @@ impl Kernel {
             Kernel::Quantize => (OPS, "quantize"),
             Kernel::Store => (ATTENTION, "store"),
             Kernel::Attend => (ATTENTION, "attend"),
+            Kernel::Merge => (ATTENTION, "merge"),
         }
     }
 }
@@ -196,6 +229,10 @@ enum Read {
         off: u64,
         bytes: u64,
     },
+    Input {
+        off: u64,
+        bytes: u64,
+    },
     Logits {
         off: u64,
         bytes: u64,
@@ -211,9 +248,10 @@ enum Read {
 impl Read {
     fn bytes(&self) -> u64 {
         match *self {
-            Read::Arena { bytes, .. } | Read::Logits { bytes, .. } | Read::Cache { bytes, .. } => {
-                bytes
-            }
+            Read::Arena { bytes, .. }
+            | Read::Input { bytes, .. }
+            | Read::Logits { bytes, .. }
+            | Read::Cache { bytes, .. } => bytes,
         }
     }
 }
@@ -378,10 +416,16 @@ impl<'w> Batch<'w> {
     /// `rows` rows of `cols` at `src` in the arena rounded by `r` into the matmul input
     /// at `dst`.
     pub fn quantize(&mut self, src: u32, dst: u32, rows: u32, cols: u32, r: ActRounding) {
-        let blocks = rows * (cols / r.block() as u32);
-        self.flat(Kernel::Quantize, Binds::Plain, blocks, |gx| {
-            op_bytes([rows, cols, src, dst, 0, r as u32, gx, 0])
-        });
+        let groups = grid(rows * cols.div_ceil(256));
+        let p = op_bytes([rows, cols, src, dst, 0, r as u32, groups[0], 0]);
+        self.push(
+            Step::Op {
+                kernel: Kernel::Quantize,
+                binds: Binds::Plain,
+                groups,
+            },
+            &p,
+        );
     }
 
     /// out (b, w.rows) = xin[x..] (b, w.cols) · wᵀ, into `target` (rows of `w.rows`).
@@ -424,7 +468,16 @@ impl<'w> Batch<'w> {
         }
     }
 
-    fn attn_bytes(q: u32, out: u32, pos: u32, n: u32, s: &AttnShape, gx: u32) -> [u8; 56] {
+    #[allow(clippy::too_many_arguments)]
+    fn attn_bytes(
+        q: u32,
+        out: u32,
+        pos: u32,
+        n: u32,
+        s: &AttnShape,
+        gx: u32,
+        split: Split,
+    ) -> [u8; 80] {
         let f = [
             q,
             out,
@@ -440,8 +493,11 @@ impl<'w> Batch<'w> {
             s.s_scale.to_bits(),
             s.cap.to_bits(),
             gx,
+            split.parts,
+            split.chunk,
+            split.at,
         ];
-        let mut b = [0u8; 56];
+        let mut b = [0u8; 80];
         for (i, v) in f.iter().enumerate() {
             b[4 * i..4 * i + 4].copy_from_slice(&v.to_le_bytes());
         }
@@ -452,7 +508,7 @@ impl<'w> Batch<'w> {
     pub fn store(&mut self, layer: usize, k: u32, v: u32, pos: u32, n: u32, s: &AttnShape) {
         let pairs = n * s.n_kv_head * s.head_dim.max(s.head_dim_v) / 2;
         let groups = grid(pairs.div_ceil(WG));
-        let p = Self::attn_bytes(k, v, pos, n, s, groups[0]);
+        let p = Self::attn_bytes(k, v, pos, n, s, groups[0], Split::NONE);
         self.push(
             Step::Op {
                 kernel: Kernel::Store,
@@ -464,23 +520,52 @@ impl<'w> Batch<'w> {
     }
 
     /// Attention of `n` tokens' queries at `q` (positions `pos..`) over cache `layer`
-    /// into `out`.
-    pub fn attend(&mut self, layer: usize, q: u32, out: u32, pos: u32, n: u32, s: &AttnShape) {
-        let p = Self::attn_bytes(q, out, pos, n, s, 0);
+    /// into `out`; with `split`, each query's keys in chunks on several workgroups, then
+    /// merged.
+    #[allow(clippy::too_many_arguments)]
+    pub fn attend(
+        &mut self,
+        layer: usize,
+        q: u32,
+        out: u32,
+        pos: u32,
+        n: u32,
+        s: &AttnShape,
+        split: Split,
+    ) {
+        let p = Self::attn_bytes(q, out, pos, n, s, 0, split);
         self.push(
             Step::Op {
                 kernel: Kernel::Attend,
                 binds: Binds::Cache(layer),
-                groups: [s.n_head, n, 1],
+                groups: [s.n_head, n, split.parts.max(1)],
             },
             &p,
         );
+        if split.parts > 1 {
+            self.push(
+                Step::Op {
+                    kernel: Kernel::Merge,
+                    binds: Binds::Cache(layer),
+                    groups: [s.n_head, n, 1],
+                },
+                &p,
+            );
+        }
     }
 
     /// Copies `len` f32s of the arena at `off` back; returns where they start in
     /// [`Workspace::run`]'s output (bytes).
     pub fn read_arena(&mut self, off: u32, len: u32) -> usize {
         self.read(Read::Arena {
+            off: off as u64 * 4,
+            bytes: len as u64 * 4,
+        })
+    }
+
+    /// As [`Batch::read_arena`], from the matmul input.
+    pub fn read_input(&mut self, off: u32, len: u32) -> usize {
+        self.read(Read::Input {
             off: off as u64 * 4,
             bytes: len as u64 * 4,
         })
@@ -878,46 +963,57 @@ impl Workspace {
             }));
         }
         let readback = self.readback.clone().expect("made above");
-        let mut encoder =
-            device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
-        {
-            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: None,
-                timestamp_writes: None,
-            });
-            for (i, step) in batch.steps.iter().enumerate() {
-                let slot = (i as u64 * SLOT) as u32;
-                match step {
-                    Step::Op {
-                        kernel,
-                        binds,
-                        groups,
-                    } => {
-                        let bind = self.op_bind(&device, *binds)?;
-                        pass.set_pipeline(&self.ops[kernel]);
-                        pass.set_bind_group(0, &bind, &[slot]);
-                        pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
-                    }
-                    Step::Matmul {
-                        part,
-                        pipeline,
-                        target,
-                        out_len,
-                        groups,
-                    } => {
-                        let p = self.matmul_pipeline(gpu, *pipeline)?;
-                        let bind = self.mm_bind(&device, &part.buffer, *target, *out_len)?;
-                        pass.set_pipeline(&p);
-                        pass.set_bind_group(0, &bind, &[slot]);
-                        pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
+        // The steps go in several submissions, so the device starts on the first layers
+        // while the host records the rest.
+        let mut steps = batch.steps.iter().enumerate().peekable();
+        let mut encoder;
+        loop {
+            encoder =
+                device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+            {
+                let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: None,
+                    timestamp_writes: None,
+                });
+                for (i, step) in steps.by_ref().take(STEPS_PER_SUBMIT) {
+                    let slot = (i as u64 * SLOT) as u32;
+                    match step {
+                        Step::Op {
+                            kernel,
+                            binds,
+                            groups,
+                        } => {
+                            let bind = self.op_bind(&device, *binds)?;
+                            pass.set_pipeline(&self.ops[kernel]);
+                            pass.set_bind_group(0, &bind, &[slot]);
+                            pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
+                        }
+                        Step::Matmul {
+                            part,
+                            pipeline,
+                            target,
+                            out_len,
+                            groups,
+                        } => {
+                            let p = self.matmul_pipeline(gpu, *pipeline)?;
+                            let bind = self.mm_bind(&device, &part.buffer, *target, *out_len)?;
+                            pass.set_pipeline(&p);
+                            pass.set_bind_group(0, &bind, &[slot]);
+                            pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
+                        }
                     }
                 }
             }
+            if steps.peek().is_none() {
+                break;
+            }
+            queue.submit([encoder.finish()]);
         }
         let mut at = 0;
         for r in &batch.reads {
             let (src, off, bytes) = match *r {
                 Read::Arena { off, bytes } => (&self.arena, off, bytes),
+                Read::Input { off, bytes } => (&self.xin, off, bytes),
                 Read::Logits { off, bytes } => (
                     self.logits
                         .as_ref()

@@ -17,7 +17,8 @@ use std::collections::HashMap;
 
 use anyhow::{anyhow, ensure, Result};
 use loupe_gpu::{
-    ActRounding, AttnShape, Batch, Glu, Gpu, GpuMatrix, RopePairs, Target, Workspace, WorkspaceSpec,
+    ActRounding, AttnShape, Batch, Glu, Gpu, GpuMatrix, RopePairs, Split, Target, Workspace,
+    WorkspaceSpec,
 };
 
 use super::backend::LayersJob;
@@ -56,30 +57,35 @@ struct Arena {
     hb2: u32,
     /// cos/sin tables: the global layers', then the sliding-window layers'.
     rope: [u32; 2],
+    /// One token's split attention: each head's partial results.
+    part: u32,
     len: usize,
 }
 
 impl Arena {
     fn new(c: &Config, rows: usize) -> Arena {
         let mut at = 0usize;
-        let mut take = |width: usize| {
+        let mut take = |len: usize| {
             let off = at as u32;
-            at += (rows * width).next_multiple_of(64);
+            at += len.next_multiple_of(64);
             off
         };
-        Arena {
-            x: take(c.dim),
-            xb: take(c.dim),
-            xb2: take(c.dim),
-            q: take(c.q_dim()),
-            k: take(c.kv_dim()),
-            v: take(c.kv_dim_v()),
-            att: take(c.n_head * c.head_dim_v),
-            hb: take(c.hidden_dim),
-            hb2: take(c.hidden_dim),
-            rope: [take(c.n_rot), take(c.n_rot)],
-            len: at,
-        }
+        let mut arena = Arena {
+            x: take(rows * c.dim),
+            xb: take(rows * c.dim),
+            xb2: take(rows * c.dim),
+            q: take(rows * c.q_dim()),
+            k: take(rows * c.kv_dim()),
+            v: take(rows * c.kv_dim_v()),
+            att: take(rows * c.n_head * c.head_dim_v),
+            hb: take(rows * c.hidden_dim),
+            hb2: take(rows * c.hidden_dim),
+            rope: [take(rows * c.n_rot), take(rows * c.n_rot)],
+            part: take(c.n_head * Split::MAX_PARTS as usize * (2 + c.head_dim_v)),
+            len: 0,
+        };
+        arena.len = at;
+        arena
     }
 
     /// f32s of arena one token row takes (with a row's worth of alignment slack).
@@ -521,7 +527,17 @@ impl<'r> Recorder<'r> {
             cap,
         };
         batch.store(i, a.k, a.v, pos as u32, bu, &shape);
-        batch.attend(i, a.q, a.att, pos as u32, bu, &shape);
+        // One token (generation) has too few heads to fill a GPU: its keys are split.
+        let split = if b == 1 {
+            let seen = match shape.window {
+                0 => pos + 1,
+                w => (pos + 1).min(w as usize),
+            };
+            Split::for_keys(seen as u32, a.part)
+        } else {
+            Split::NONE
+        };
+        batch.attend(i, a.q, a.att, pos as u32, bu, &shape, split);
         let att_cols = c.n_head * c.head_dim_v;
         self.matmuls(batch, a.att, att_cols, b, &[(&lw.wo, Target::Arena(a.xb2))])?;
         if let Some(off) = lc.bo {

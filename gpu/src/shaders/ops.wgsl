@@ -151,77 +151,86 @@ fn rope(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     a[base + ib] = x0 * sin_t + x1 * cos_t;
 }
 
-// Rows (n of `width`) at `src` in `a`, rounded as the CPU quantizes activations for a
-// matmul, into `dst` in `b1`: mode 0 as they are, 1 Q8_0/Q8_1 (blocks of 32: scale
-// amax/127 stored as f16, quants rounded half to even), 2 Q8_K (blocks of 256: the signed
-// extreme maps to -127, scale kept in f32), 3 f16, 4 bf16. One thread per block of 32
-// (Q8_K: of 256).
+// Rows (n of `width`, a multiple of 32) at `src` in `a`, rounded as the CPU quantizes
+// activations for a matmul, into `dst` in `b1`: mode 0 as they are, 1 Q8_0/Q8_1 (blocks
+// of 32: scale amax/127 stored as f16, quants rounded half to even), 2 Q8_K (blocks of
+// 256: the first element of largest magnitude maps to -127, scale kept in f32), 3 f16,
+// 4 bf16. A workgroup takes 256 elements of a row, four per thread, and finds each
+// block's extreme in shared memory.
+var<workgroup> ext_abs: array<f32, WG>;
+var<workgroup> ext_val: array<f32, WG>;
+
 @compute @workgroup_size(64)
 fn quantize(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
-    var blk = 32u;
-    if p.mode == 2u {
-        blk = 256u;
-    }
-    let per_row = p.width / blk;
-    let i = flat(wid, tid);
-    if i >= p.n * per_row {
+    let chunks = (p.width + 255u) / 256u;
+    let g = wid.x + wid.y * p.groups_x;
+    if g >= p.n * chunks {
         return;
     }
-    let row = i / per_row;
-    let s = p.src + row * p.width + (i % per_row) * blk;
-    let d = p.dst + row * p.width + (i % per_row) * blk;
+    let row = g / chunks;
+    let e0 = (g % chunks) * 256u + 4u * tid;
+    let valid = e0 < p.width;
+    let s = p.src + row * p.width + e0;
+    var v = vec4<f32>(0.0);
+    if valid {
+        v = vec4<f32>(a[s], a[s + 1u], a[s + 2u], a[s + 3u]);
+    }
+    var m = abs(v.x);
+    var mv = v.x;
+    for (var k = 1u; k < 4u; k++) {
+        if abs(v[k]) > m {
+            m = abs(v[k]);
+            mv = v[k];
+        }
+    }
+    ext_abs[tid] = m;
+    ext_val[tid] = mv;
+    workgroupBarrier();
+    // Threads per block: 8 (32 elements) or 64 (256); the earlier element wins a tie.
+    var span = 8u;
+    if p.mode == 2u {
+        span = 64u;
+    }
+    for (var h = span / 2u; h > 0u; h >>= 1u) {
+        if (tid & (span - 1u)) < h && ext_abs[tid + h] > ext_abs[tid] {
+            ext_abs[tid] = ext_abs[tid + h];
+            ext_val[tid] = ext_val[tid + h];
+        }
+        workgroupBarrier();
+    }
+    let lead = tid & ~(span - 1u);
+    let amax = ext_abs[lead];
+    var r = v;
     switch p.mode {
         case 1u: {
-            var amax = 0.0;
-            for (var j = 0u; j < blk; j++) {
-                amax = max(amax, abs(a[s + j]));
-            }
             let scale = unpack2x16float(pack2x16float(vec2<f32>(amax / 127.0, 0.0))).x;
             var inv = 0.0;
             if amax != 0.0 {
                 inv = 127.0 / amax;
             }
-            for (var j = 0u; j < blk; j++) {
-                b1[d + j] = scale * round(a[s + j] * inv);
-            }
+            r = scale * round(v * inv);
         }
         case 2u: {
-            var amax = 0.0;
-            var mx = 0.0;
-            for (var j = 0u; j < blk; j++) {
-                let v = a[s + j];
-                if abs(v) > amax {
-                    amax = abs(v);
-                    mx = v;
-                }
-            }
-            if amax == 0.0 {
-                for (var j = 0u; j < blk; j++) {
-                    b1[d + j] = 0.0;
-                }
-            } else {
-                let iscale = -127.0 / mx;
-                let scale = 1.0 / iscale;
-                for (var j = 0u; j < blk; j++) {
-                    b1[d + j] = scale * min(round(iscale * a[s + j]), 127.0);
-                }
+            r = vec4<f32>(0.0);
+            if amax != 0.0 {
+                let iscale = -127.0 / ext_val[lead];
+                r = (1.0 / iscale) * min(round(iscale * v), vec4<f32>(127.0));
             }
         }
         case 3u: {
-            for (var j = 0u; j < blk; j++) {
-                b1[d + j] = unpack2x16float(pack2x16float(vec2<f32>(a[s + j], 0.0))).x;
-            }
+            r = vec4<f32>(unpack2x16float(pack2x16float(v.xy)), unpack2x16float(pack2x16float(v.zw)));
         }
         case 4u: {
-            for (var j = 0u; j < blk; j++) {
-                let u = bitcast<u32>(a[s + j]);
-                b1[d + j] = bitcast<f32>((u + 0x7fffu + ((u >> 16u) & 1u)) & 0xffff0000u);
-            }
+            let u = bitcast<vec4<u32>>(v);
+            r = bitcast<vec4<f32>>((u + 0x7fffu + ((u >> vec4<u32>(16u)) & vec4<u32>(1u))) & vec4<u32>(0xffff0000u));
         }
-        default: {
-            for (var j = 0u; j < blk; j++) {
-                b1[d + j] = a[s + j];
-            }
-        }
+        default: {}
+    }
+    if valid {
+        let d = p.dst + row * p.width + e0;
+        b1[d] = r.x;
+        b1[d + 1u] = r.y;
+        b1[d + 2u] = r.z;
+        b1[d + 3u] = r.w;
     }
 }
