@@ -165,3 +165,53 @@ fn gemma_half_offloaded() {
 fn qwen_half_offloaded_over_a_q8_0_cache() {
     offloaded(QWEN25_CODER_05B, 12, KvTypes::same(KvType::Q8_0));
 }
+
+/// The device's copy of the cache follows the CPU's through what edits it: a context
+/// shift (positions moved, keys turned again), a rewind, a restored cache. After each,
+/// the half-offloaded context scores the next tokens as the CPU context does.
+#[test]
+fn the_device_cache_follows_shifts_rewinds_and_restores() {
+    let path = common::model(&QWEN25_CODER_05B);
+    let cpu_model = Model::load_without_repacking(&path).unwrap();
+    let mut gpu_model = Model::load_without_repacking(&path).unwrap();
+    gpu_model.offload(gpu(), 12, false, &mut |_, _| {}).unwrap();
+    let mut cpu = Context::new(&cpu_model, options(KvTypes::F16)).unwrap();
+    let mut dev = Context::new(&gpu_model, options(KvTypes::F16)).unwrap();
+    let tok = Tokenizer::from_metadata(cpu_model.file.metadata()).unwrap();
+    let tokens = tok.encode(&prose(), false, false);
+    let vocab = cpu_model.config.vocab_size;
+
+    // Both score `next` (after what each holds): mean KLD over the rows.
+    let agree = |cpu: &mut Context<'_>, dev: &mut Context<'_>, next: &[u32], what: &str| {
+        let base = cpu.eval(next, Logits::From(0)).unwrap().to_vec();
+        let ours = dev.eval(next, Logits::From(0)).unwrap();
+        let mut a = Agreement::default();
+        for i in 0..next.len() - 1 {
+            let row = i * vocab..(i + 1) * vocab;
+            a.add(&base[row.clone()], &ours[row], next[i + 1] as usize);
+        }
+        eprintln!("{what}: mean KLD {:.5}", a.mean_kld());
+        assert!(a.mean_kld() <= 0.01, "{what}: mean KLD {}", a.mean_kld());
+    };
+    cpu.eval(&tokens[..48], Logits::Last).unwrap();
+    dev.eval(&tokens[..48], Logits::Last).unwrap();
+    agree(&mut cpu, &mut dev, &tokens[48..64], "after 48 tokens");
+
+    // Drop positions 8..40: the 24 after them move down and their keys turn.
+    cpu.shift(8..40).unwrap();
+    dev.shift(8..40).unwrap();
+    agree(&mut cpu, &mut dev, &tokens[64..80], "after a shift");
+
+    // Rewind into what the device wrote, then evaluate other tokens there.
+    cpu.truncate(20);
+    dev.truncate(20);
+    agree(&mut cpu, &mut dev, &tokens[100..120], "after a rewind");
+
+    // The CPU context's cache, restored into the GPU context.
+    let n = cpu.n_past();
+    let bytes = cpu.kv_cache().to_bytes(n);
+    dev.truncate(0);
+    dev.eval(&tokens[200..240], Logits::Last).unwrap();
+    dev.restore_cache(n, &bytes).unwrap();
+    agree(&mut cpu, &mut dev, &tokens[120..136], "after a restore");
+}

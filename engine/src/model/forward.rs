@@ -159,6 +159,11 @@ pub fn forward<'s>(
         s.logits.resize(need, 0.0);
     }
     let mut output_done = false;
+    if s.capture.is_some() && s.backends.iter().any(|b| b.runs_layers(cache)) {
+        // The device's layers run step by step on the CPU's cache this time: its copy
+        // misses these positions.
+        cache.mark_edited();
+    }
     let mut l = 0;
     while l < c.n_layer {
         let on = s.placement.layers[l];

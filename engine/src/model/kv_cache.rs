@@ -283,6 +283,13 @@ impl KvCache {
         self.edits
     }
 
+    /// Counts a change made through [`KvCache::store`] outside a forward pass that keeps
+    /// a device's copy (made-up positions, a pass that ran its attention on the CPU), so
+    /// that the copy is written again.
+    pub fn mark_edited(&mut self) {
+        self.edits += 1;
+    }
+
     /// Positions `pos..pos + n` of `layer` as f16 bits, position by position (all heads
     /// of a position together): keys into `k` (n, kv_dim), values into `v` (n, kv_dim_v).
     /// Only for an f16 cache.

@@ -377,6 +377,7 @@ impl<'m> Context<'m> {
                 self.cache.store(layer, pos, &k, &v);
             }
         }
+        self.cache.mark_edited();
         self.n_past = n;
         self.logits_rows = 0;
         Ok(())
