@@ -82,7 +82,10 @@ pub enum Reduction {
 /// `None` for a format the kernels do not read.
 pub fn shader_source(ty: GgmlType, nc: u32, red: Reduction) -> Option<String> {
     let (name, file) = dequant_fn(ty)?;
-    if let (Reduction::Subgroup { rows }, Some((dot, unit))) = (red, wide_fn(ty)) {
+    // The wide kernels serve one activation row (generation); batches keep the chunked
+    // kernel, which dequantizes eight weights once for all its rows.
+    let wide = wide_fn(ty).filter(|_| nc == 1);
+    if let (Reduction::Subgroup { rows }, Some((dot, unit))) = (red, wide) {
         return Some(format!(
             "const ROWS: u32 = {rows}u;\nconst NC: u32 = {nc}u;\nconst UNIT: u32 = {unit}u;\n\
              {BINDINGS}\n{}\n{BYTES}\n{K_QUANTS}\n{WIDE}\n",
