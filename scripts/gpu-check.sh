@@ -8,8 +8,9 @@
 # Prints the adapters and the chosen adapter's copy bandwidth, then for a synthetic
 # llama3-8b of each type: `loupe bench -p 512 -n 128` with every layer and the output on
 # the GPU and on the CPU alone, tg as a fraction of the bandwidth limit (weights read per
-# token over the copy bandwidth), and the GPU/CPU ratios. The synthetic models are kept in
-# DIR (default /tmp/loupe-gpu-check) for a rerun. `--gpu software --shape tiny` runs the
+# token over the copy bandwidth), the GPU/CPU ratios, and the device time per generated
+# token by kernel (each dispatch timed with timestamp queries). The synthetic models are
+# kept in DIR (default /tmp/loupe-gpu-check) for a rerun. `--gpu software --shape tiny` runs the
 # script's plumbing on a software driver (a functional check, never a speed).
 #
 # Needs a Vulkan driver (the GPU vendor's, with the Vulkan loader libvulkan.so.1); on
@@ -31,7 +32,7 @@ while [ $# -gt 0 ]; do
     --vocab-from) vocab=$2; shift 2 ;;
     --shape) shape=$2; shift 2 ;;
     --gpu) gpu=$2; shift 2 ;;
-    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
     *) loupe=$1; shift ;;
   esac
 done
@@ -86,6 +87,9 @@ for ty in ${types//,/ }; do
   echo "== $shape $ty: GPU (all layers and the output)"
   gpu_json=$("$loupe" bench --json --reps "$reps" -p 512 -n 128 --gpu-layers all --gpu "$gpu" "$model")
   echo "$gpu_json"
+  echo "== $shape $ty: where the GPU's time goes per generated token (LOUPE_GPU_PROFILE=1)"
+  LOUPE_GPU_PROFILE=1 "$loupe" bench --reps 1 -p 0 -n 32 --gpu-layers all --gpu "$gpu" "$model" 2>&1 \
+    | sed -n '/on the GPU:/,/^load/p' | sed '$d'
   echo "== $shape $ty: CPU alone"
   cpu_json=$("$loupe" bench --json --reps "$reps" -p 512 -n 128 --gpu off "$model")
   echo "$cpu_json"

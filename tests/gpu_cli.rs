@@ -94,19 +94,36 @@ fn offloaded_layers_continue_a_prompt_as_the_cpu_does() {
     assert_eq!(calls["calls_per_token"], 1.0, "{all}");
     let share = calls["share_of_time"].as_f64().unwrap();
     assert!(share > 0.0 && share <= 1.0, "{all}");
-    let o = Command::new(env!("CARGO_BIN_EXE_loupe"))
-        .args(["bench", "--json", "-p", "8", "-n", "4", "--reps", "1", p])
-        .args(["-ngl", "all", "--gpu", "software"])
-        .env("LOUPE_GPU_WHOLE_LAYERS", "off")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let matmuls: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    // The whole GPU offloaded, with one environment variable set.
+    let bench_with = |var: &str, value: &str| -> serde_json::Value {
+        let o = Command::new(env!("CARGO_BIN_EXE_loupe"))
+            .args(["bench", "--json", "-p", "8", "-n", "4", "--reps", "1", p])
+            .args(["-ngl", "all", "--gpu", "software"])
+            .env(var, value)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        serde_json::from_slice(&o.stdout).unwrap()
+    };
+    let matmuls = bench_with("LOUPE_GPU_WHOLE_LAYERS", "off");
     assert_eq!(
         matmuls["tg4_gpu_calls"]["calls_per_token"], 9.0,
         "{matmuls}"
     );
+    // LOUPE_GPU_PROFILE=1 times each dispatch of the whole-layer submissions: per token,
+    // each of the 2 layers attends once, and the matmuls are there by format.
+    let profiled = bench_with("LOUPE_GPU_PROFILE", "1");
+    let kernels = profiled["tg4_gpu_profile"].as_array().expect("a profile");
+    let attend = kernels.iter().find(|k| k["kernel"] == "attend");
+    assert_eq!(attend.unwrap()["dispatches_per_token"], 2.0, "{profiled}");
+    let named = |k: &serde_json::Value| k["kernel"].as_str().unwrap_or("").to_string();
+    assert!(
+        kernels.iter().any(|k| named(k).starts_with("matmul Q4_K")),
+        "{profiled}"
+    );
+    let timed = |k: &serde_json::Value| k["us_per_token"].as_f64().unwrap_or(0.0) > 0.0;
+    assert!(kernels.iter().all(timed), "{profiled}");
 
     // The CPU repacks only the matrices it runs (where it repacks at all: AVX-512 VNNI).
     let cpu_bytes = bench(&["--gpu", "off"])["repacked_bytes"].as_u64().unwrap();

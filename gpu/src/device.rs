@@ -78,19 +78,31 @@ pub struct GpuOptions {
     /// Sum rows with subgroup operations where the adapter has them (the fast path);
     /// false forces the shared-memory kernels every adapter runs.
     pub subgroups: bool,
+    /// Time every dispatch of the whole-layer submissions with timestamp queries (where
+    /// the adapter has them): [`Gpu::take_profile`]. Each dispatch then runs in its own
+    /// pass, so the run itself is slower.
+    pub profile: bool,
 }
 
 impl Default for GpuOptions {
     fn default() -> Self {
-        GpuOptions { subgroups: true }
+        GpuOptions {
+            subgroups: true,
+            profile: false,
+        }
     }
 }
 
 impl GpuOptions {
-    /// The defaults, with `LOUPE_GPU_SUBGROUPS=off` forcing the shared-memory kernels.
+    /// The defaults, with `LOUPE_GPU_SUBGROUPS=off` forcing the shared-memory kernels and
+    /// `LOUPE_GPU_PROFILE=1` timing each dispatch.
     pub fn from_env() -> GpuOptions {
         let off = std::env::var("LOUPE_GPU_SUBGROUPS").is_ok_and(|v| v == "off" || v == "0");
-        GpuOptions { subgroups: !off }
+        let profile = std::env::var("LOUPE_GPU_PROFILE").is_ok_and(|v| v == "1" || v == "on");
+        GpuOptions {
+            subgroups: !off,
+            profile,
+        }
     }
 }
 
@@ -170,6 +182,19 @@ pub struct Gpu {
     pipelines: Mutex<HashMap<(GgmlType, u32), wgpu::ComputePipeline>>,
     scratch: Mutex<Scratch>,
     stats: Mutex<CallStats>,
+    /// Whether dispatches are timed ([`GpuOptions::profile`] on an adapter with
+    /// timestamp queries), and the times so far by kernel.
+    timestamps: bool,
+    profile: Mutex<HashMap<String, KernelTime>>,
+}
+
+/// The device time of one kind of dispatch (a kernel, or a matmul of one format and
+/// batch width), summed over the dispatches timed.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct KernelTime {
+    pub kernel: String,
+    pub dispatches: u64,
+    pub seconds: f64,
 }
 
 impl Gpu {
@@ -192,6 +217,8 @@ impl Gpu {
         } else {
             Reduction::Shared
         };
+        let timestamps =
+            options.profile && adapter.features().contains(wgpu::Features::TIMESTAMP_QUERY);
         let limits = adapter.limits();
         let required_limits = wgpu::Limits {
             max_storage_buffer_binding_size: limits.max_storage_buffer_binding_size,
@@ -200,10 +227,15 @@ impl Gpu {
         };
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("loupe"),
-            required_features: if subgroups {
-                wgpu::Features::SUBGROUP
-            } else {
-                wgpu::Features::empty()
+            required_features: {
+                let mut f = wgpu::Features::empty();
+                if subgroups {
+                    f |= wgpu::Features::SUBGROUP;
+                }
+                if timestamps {
+                    f |= wgpu::Features::TIMESTAMP_QUERY;
+                }
+                f
             },
             required_limits,
             memory_hints: wgpu::MemoryHints::Performance,
@@ -268,6 +300,8 @@ impl Gpu {
                 staging: Vec::new(),
             }),
             stats: Mutex::new(CallStats::default()),
+            timestamps,
+            profile: Mutex::new(HashMap::new()),
         }))
     }
 
@@ -286,6 +320,30 @@ impl Gpu {
 
     pub(crate) fn queue(&self) -> &wgpu::Queue {
         &self.queue
+    }
+
+    /// Whether whole-layer dispatches are being timed ([`GpuOptions::profile`]).
+    pub fn profiling(&self) -> bool {
+        self.timestamps
+    }
+
+    /// The dispatch times gathered since the last call, the largest total first; empty
+    /// unless [`Gpu::profiling`].
+    pub fn take_profile(&self) -> Vec<KernelTime> {
+        let mut p = self.profile.lock().unwrap_or_else(|e| e.into_inner());
+        let mut all: Vec<KernelTime> = p.drain().map(|(_, t)| t).collect();
+        all.sort_by(|a, b| b.seconds.total_cmp(&a.seconds));
+        all
+    }
+
+    pub(crate) fn add_profile(&self, kernel: &str, seconds: f64) {
+        let mut p = self.profile.lock().unwrap_or_else(|e| e.into_inner());
+        let t = p.entry(kernel.to_string()).or_insert_with(|| KernelTime {
+            kernel: kernel.to_string(),
+            ..Default::default()
+        });
+        t.dispatches += 1;
+        t.seconds += seconds;
     }
 
     /// Adds one submission's times to [`Gpu::call_stats`].

@@ -19,7 +19,7 @@ mod shaders;
 
 pub use adapter::{adapters, AdapterSummary, GpuChoice};
 pub use bandwidth::Bandwidth;
-pub use device::{CallStats, Gpu, GpuMatrix, GpuOptions, MatmulJob};
+pub use device::{CallStats, Gpu, GpuMatrix, GpuOptions, KernelTime, MatmulJob};
 pub use resident::{
     op_sources, ActRounding, AttnShape, Batch, Glu, RopePairs, Split, Target, Workspace,
     WorkspaceSpec,

@@ -28,6 +28,9 @@ pub fn op_sources() -> [(&'static str, &'static str); 2] {
 
 /// Dispatches one [`Batch`] may hold (each takes a 256-byte parameter slot).
 const MAX_STEPS: usize = 16384;
+/// Steps timed per submission when profiling (two timestamps each; a query set holds
+/// at most 4096).
+const MAX_TIMED: usize = 2048;
 /// Steps recorded per submission (see [`Workspace::run`]).
 const STEPS_PER_SUBMIT: usize = 64;
 /// Matmul bind groups kept at most (one per weight part, output and batch size).
@@ -220,6 +223,16 @@ enum Step<'w> {
         out_len: u64,
         groups: [u32; 3],
     },
+}
+
+impl Step<'_> {
+    /// What a profile calls this step: the kernel, or the matmul's format and width.
+    fn name(&self) -> String {
+        match self {
+            Step::Op { kernel, .. } => kernel.entry().1.to_string(),
+            Step::Matmul { pipeline, .. } => format!("matmul {} x{}", pipeline.0, pipeline.1),
+        }
+    }
 }
 
 /// What [`Workspace::run`] copies back, in order.
@@ -931,6 +944,45 @@ impl Workspace {
         Ok(group)
     }
 
+    /// Puts one step into `pass`: its pipeline, bind group (parameters at its slot) and
+    /// workgroup grid.
+    fn record(
+        &mut self,
+        gpu: &Gpu,
+        device: &wgpu::Device,
+        pass: &mut wgpu::ComputePass<'_>,
+        i: usize,
+        step: &Step<'_>,
+    ) -> Result<()> {
+        let slot = (i as u64 * SLOT) as u32;
+        let (pipeline, bind, groups) = match step {
+            Step::Op {
+                kernel,
+                binds,
+                groups,
+            } => (
+                self.ops[kernel].clone(),
+                self.op_bind(device, *binds)?,
+                groups,
+            ),
+            Step::Matmul {
+                part,
+                pipeline,
+                target,
+                out_len,
+                groups,
+            } => (
+                self.matmul_pipeline(gpu, *pipeline)?,
+                self.mm_bind(device, &part.buffer, *target, *out_len)?,
+                groups,
+            ),
+        };
+        pass.set_pipeline(&pipeline);
+        pass.set_bind_group(0, &bind, &[slot]);
+        pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
+        Ok(())
+    }
+
     /// Runs `batch`: its uploads, every step in order, then its reads, copied into `out`
     /// (at the offsets its `read_*` calls returned).
     pub fn run(&mut self, gpu: &Gpu, batch: Batch<'_>, out: &mut Vec<u8>) -> Result<()> {
@@ -953,7 +1005,14 @@ impl Workspace {
                 .extend(data.iter().flat_map(|v| v.to_le_bytes()));
             queue.write_buffer(&self.arena, off, &self.staging);
         }
-        let total = batch.read_bytes.max(4);
+        // With profiling, each timed step's two timestamps follow the reads.
+        let timed = if gpu.profiling() {
+            batch.steps.len().min(MAX_TIMED)
+        } else {
+            0
+        };
+        let stamps_at = batch.read_bytes.next_multiple_of(8);
+        let total = (stamps_at + 16 * timed as u64).max(4);
         if self.readback.as_ref().is_none_or(|r| r.size() < total) {
             self.readback = Some(device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("layer readback"),
@@ -966,41 +1025,41 @@ impl Workspace {
         // The steps go in several submissions, so the device starts on the first layers
         // while the host records the rest.
         let mut steps = batch.steps.iter().enumerate().peekable();
+        let query_set = (timed > 0).then(|| {
+            device.create_query_set(&wgpu::QuerySetDescriptor {
+                label: Some("dispatch times"),
+                ty: wgpu::QueryType::Timestamp,
+                count: 2 * timed as u32,
+            })
+        });
         let mut encoder;
         loop {
             encoder =
                 device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
-            {
-                let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                    label: None,
-                    timestamp_writes: None,
-                });
-                for (i, step) in steps.by_ref().take(STEPS_PER_SUBMIT) {
-                    let slot = (i as u64 * SLOT) as u32;
-                    match step {
-                        Step::Op {
-                            kernel,
-                            binds,
-                            groups,
-                        } => {
-                            let bind = self.op_bind(&device, *binds)?;
-                            pass.set_pipeline(&self.ops[kernel]);
-                            pass.set_bind_group(0, &bind, &[slot]);
-                            pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
-                        }
-                        Step::Matmul {
-                            part,
-                            pipeline,
-                            target,
-                            out_len,
-                            groups,
-                        } => {
-                            let p = self.matmul_pipeline(gpu, *pipeline)?;
-                            let bind = self.mm_bind(&device, &part.buffer, *target, *out_len)?;
-                            pass.set_pipeline(&p);
-                            pass.set_bind_group(0, &bind, &[slot]);
-                            pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
-                        }
+            match &query_set {
+                // Timed: a pass per step, stamped at its start and end.
+                Some(qs) => {
+                    for (i, step) in steps.by_ref().take(STEPS_PER_SUBMIT) {
+                        let timestamp_writes =
+                            (i < timed).then(|| wgpu::ComputePassTimestampWrites {
+                                query_set: qs,
+                                beginning_of_pass_write_index: Some(2 * i as u32),
+                                end_of_pass_write_index: Some(2 * i as u32 + 1),
+                            });
+                        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                            label: None,
+                            timestamp_writes,
+                        });
+                        self.record(gpu, &device, &mut pass, i, step)?;
+                    }
+                }
+                None => {
+                    let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                        label: None,
+                        timestamp_writes: None,
+                    });
+                    for (i, step) in steps.by_ref().take(STEPS_PER_SUBMIT) {
+                        self.record(gpu, &device, &mut pass, i, step)?;
                     }
                 }
             }
@@ -1033,6 +1092,16 @@ impl Workspace {
             }
             at += bytes.next_multiple_of(4);
         }
+        if let Some(qs) = &query_set {
+            let resolve = device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("dispatch times"),
+                size: (16 * timed as u64).next_multiple_of(256),
+                usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+                mapped_at_creation: false,
+            });
+            encoder.resolve_query_set(qs, 0..2 * timed as u32, &resolve, 0);
+            encoder.copy_buffer_to_buffer(&resolve, 0, &readback, stamps_at, 16 * timed as u64);
+        }
         queue.submit([encoder.finish()]);
         let t1 = Instant::now();
         let slice = readback.slice(..total);
@@ -1057,6 +1126,13 @@ impl Workspace {
                 .map_err(|e| gpu.run_error("reading the layers back", e))?;
             out.clear();
             out.extend_from_slice(&view[..batch.read_bytes as usize]);
+            let stamps = &view[stamps_at as usize..][..16 * timed];
+            let ns_per_tick = f64::from(queue.get_timestamp_period());
+            for (step, t) in batch.steps.iter().zip(stamps.chunks_exact(16)) {
+                let tick = |b: &[u8]| u64::from_le_bytes(b.try_into().expect("8 bytes"));
+                let ticks = tick(&t[8..]).saturating_sub(tick(&t[..8]));
+                gpu.add_profile(&step.name(), ticks as f64 * ns_per_tick * 1e-9);
+            }
         }
         readback.unmap();
         let secs = |a: Instant, b: Instant| (b - a).as_secs_f64();

@@ -18,7 +18,10 @@ fn gpu() -> &'static Gpu {
 fn gpu_fallback() -> &'static Gpu {
     static GPU: OnceLock<Gpu> = OnceLock::new();
     GPU.get_or_init(|| {
-        let g = open(GpuOptions { subgroups: false });
+        let g = open(GpuOptions {
+            subgroups: false,
+            ..Default::default()
+        });
         assert_eq!(g.reduction(), Reduction::Shared);
         g
     })

@@ -132,25 +132,27 @@ pub fn run(args: &BenchArgs, out: &mut impl Write) -> Result<()> {
             .then(|| bench::pp(&mut ctx, args.n_prompt, depth, args.reps, bos))
             .transpose()?;
         let gpu_before = gpu_stats(&model);
+        // Dispatch times (LOUPE_GPU_PROFILE=1) of the tg test alone.
+        gpu_profile(&model);
         let t_tg = Instant::now();
         let tg = (args.n_gen > 0)
             .then(|| bench::tg(&mut ctx, args.n_gen, depth, args.reps, bos))
             .transpose()?;
-        // The tg test evaluates one warm-up token, then reps × n_gen.
-        let tg_tokens = (1 + args.reps * args.n_gen) as f64;
+        let tg_tokens = tg_tokens_of(args.reps, args.n_gen);
         let gpu_tg = tg
             .as_ref()
             .and(gpu_before)
             .zip(gpu_stats(&model))
             .map(|(a, b)| GpuShare::of(b.since(&a), tg_tokens, t_tg.elapsed().as_secs_f64()));
-        rows.push((depth, pp, tg, gpu_tg));
+        let profile = per_token(gpu_profile(&model), tg_tokens);
+        rows.push((depth, pp, tg, gpu_tg, profile));
     }
     let peak_rss = bench::peak_rss_bytes();
     let (pp_name, tg_name) = (format!("pp{}", args.n_prompt), format!("tg{}", args.n_gen));
 
     if args.json {
         // One line per depth; the tests keep their plain names ("pp512"), the depth is a field.
-        for (depth, pp, tg, gpu_tg) in &rows {
+        for (depth, pp, tg, gpu_tg, profile) in &rows {
             let mut obj = serde_json::Map::new();
             if let Some(s) = pp {
                 obj.insert(pp_name.clone(), s.to_json());
@@ -183,6 +185,19 @@ pub fn run(args: &BenchArgs, out: &mut impl Write) -> Result<()> {
             );
             if let Some(g) = gpu_tg {
                 obj.insert(format!("{tg_name}_gpu_calls"), g.to_json());
+            }
+            if !profile.is_empty() {
+                let kernels: Vec<_> = profile
+                    .iter()
+                    .map(|k| {
+                        serde_json::json!({
+                            "kernel": k.kernel,
+                            "dispatches_per_token": k.dispatches as f64 / tg_tokens_of(args.reps, args.n_gen),
+                            "us_per_token": k.seconds * 1e6,
+                        })
+                    })
+                    .collect();
+                obj.insert(format!("{tg_name}_gpu_profile"), kernels.into());
             }
             writeln!(out, "{}", serde_json::Value::Object(obj))?;
         }
@@ -229,7 +244,7 @@ pub fn run(args: &BenchArgs, out: &mut impl Write) -> Result<()> {
         "{:>width$} {:>10} {:>10} {:>10}",
         "test", "median", "min", "max"
     )?;
-    for (depth, pp, tg, _) in &rows {
+    for (depth, pp, tg, _, _) in &rows {
         let tests = [("pp", args.n_prompt, pp), ("tg", args.n_gen, tg)];
         for (kind, n, s) in tests {
             if let Some(s) = s {
@@ -244,11 +259,11 @@ pub fn run(args: &BenchArgs, out: &mut impl Write) -> Result<()> {
             }
         }
     }
-    for (depth, _, _, gpu_tg) in &rows {
+    for (depth, _, _, gpu_tg, profile) in &rows {
         if let Some(g) = gpu_tg {
             writeln!(
                 out,
-                "{} on the GPU: {:.1} matmul calls per token, {:.0} µs each (prepare {:.0}, \
+                "{} on the GPU: {:.1} submissions per token, {:.0} µs each (prepare {:.0}, \
                  wait {:.0}, read {:.0}), {:.0}% of the time",
                 bench::test_name("tg", args.n_gen, *depth),
                 g.calls_per_token,
@@ -257,6 +272,16 @@ pub fn run(args: &BenchArgs, out: &mut impl Write) -> Result<()> {
                 g.wait_us,
                 g.read_us,
                 100.0 * g.share
+            )?;
+        }
+        let tokens = tg_tokens_of(args.reps, args.n_gen);
+        for k in profile {
+            writeln!(
+                out,
+                "  {:<22} {:>7.1} µs per token over {:.0} dispatches",
+                k.kernel,
+                k.seconds * 1e6,
+                k.dispatches as f64 / tokens
             )?;
         }
     }
@@ -324,6 +349,25 @@ impl GpuShare {
             "share_of_time": self.share,
         })
     }
+}
+
+/// Tokens a tg test evaluates: one warm-up, then reps × n_gen.
+fn tg_tokens_of(reps: usize, n_gen: usize) -> f64 {
+    (1 + reps * n_gen) as f64
+}
+
+/// The dispatch times gathered since the last call (empty unless LOUPE_GPU_PROFILE=1).
+fn gpu_profile(model: &Model) -> Vec<loupe_gpu::KernelTime> {
+    model
+        .gpu()
+        .map(|g| g.gpu().take_profile())
+        .unwrap_or_default()
+}
+
+/// `times` with seconds per token (dispatch counts stay totals).
+fn per_token(mut times: Vec<loupe_gpu::KernelTime>, tokens: f64) -> Vec<loupe_gpu::KernelTime> {
+    times.iter_mut().for_each(|k| k.seconds /= tokens);
+    times
 }
 
 fn gpu_stats(model: &Model) -> Option<CallStats> {
