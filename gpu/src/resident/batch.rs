@@ -1,0 +1,350 @@
+//! Recording a submission: each step's kernel, bind group choice, workgroup grid and
+//! parameters (a 256-byte slot each), the uploads before and the reads after.
+
+use super::{
+    ActRounding, AttnShape, Binds, Glu, Kernel, Read, RopePairs, Split, Step, Target, NONE, WG,
+};
+use crate::device::{Params, MAX_GROUPS, SLOT};
+use crate::shaders;
+use crate::{GpuError, GpuMatrix};
+
+/// The steps of one submission, recorded in order.
+pub struct Batch<'w> {
+    pub(super) steps: Vec<Step<'w>>,
+    pub(super) params: Vec<u8>,
+    pub(super) uploads: Vec<(u64, &'w [f32])>,
+    pub(super) reads: Vec<Read>,
+    pub(super) read_bytes: u64,
+    nc: u32,
+    pub(super) error: Option<GpuError>,
+}
+
+/// A workgroup grid for `groups` workgroups: x up to the dimension limit, the rest in y.
+fn grid(groups: u32) -> [u32; 3] {
+    let x = groups.clamp(1, MAX_GROUPS);
+    [x, groups.div_ceil(x).max(1), 1]
+}
+
+fn op_bytes(f: [u32; 8]) -> [u8; 32] {
+    let mut b = [0u8; 32];
+    for (i, v) in f.iter().enumerate() {
+        b[4 * i..4 * i + 4].copy_from_slice(&v.to_le_bytes());
+    }
+    b
+}
+
+impl<'w> Batch<'w> {
+    /// An empty recording whose matmuls carry `b` activation rows.
+    pub fn new(b: usize) -> Batch<'w> {
+        let nc = shaders::BATCH_WIDTHS
+            .into_iter()
+            .find(|&w| b <= w as usize)
+            .unwrap_or(shaders::BATCH_WIDTHS[shaders::BATCH_WIDTHS.len() - 1]);
+        Batch {
+            steps: Vec::new(),
+            params: Vec::new(),
+            uploads: Vec::new(),
+            reads: Vec::new(),
+            read_bytes: 0,
+            nc,
+            error: None,
+        }
+    }
+
+    fn push(&mut self, step: Step<'w>, params: &[u8]) {
+        let at = self.params.len();
+        self.params.resize(at + SLOT as usize, 0);
+        self.params[at..at + params.len()].copy_from_slice(params);
+        self.steps.push(step);
+    }
+
+    /// An op over `threads` threads in a flat grid; `f` gets the grid's x width.
+    fn flat(&mut self, kernel: Kernel, binds: Binds, threads: u32, f: impl Fn(u32) -> [u8; 32]) {
+        let groups = grid(threads.div_ceil(WG));
+        let p = f(groups[0]);
+        self.push(
+            Step::Op {
+                kernel,
+                binds,
+                groups,
+            },
+            &p,
+        );
+    }
+
+    /// `data` written to the arena at `off` before the steps run.
+    pub fn upload(&mut self, off: u32, data: &'w [f32]) {
+        self.uploads.push((off as u64 * 4, data));
+    }
+
+    /// `rows` rows of `width` at `src` normalized into `dst` (may be `src`), times the
+    /// weight at `weight` in the constants when given.
+    pub fn rmsnorm(
+        &mut self,
+        src: u32,
+        dst: u32,
+        rows: u32,
+        width: u32,
+        weight: Option<u32>,
+        eps: f32,
+    ) {
+        let groups = grid(rows);
+        let p = op_bytes([
+            rows,
+            width,
+            src,
+            dst,
+            weight.unwrap_or(NONE),
+            0,
+            groups[0],
+            eps.to_bits(),
+        ]);
+        self.push(
+            Step::Op {
+                kernel: Kernel::RmsNorm,
+                binds: Binds::Plain,
+                groups,
+            },
+            &p,
+        );
+    }
+
+    /// dst += src over `len` elements.
+    pub fn add(&mut self, dst: u32, src: u32, len: u32) {
+        self.flat(Kernel::Add, Binds::Plain, len, |gx| {
+            op_bytes([len, 0, src, dst, 0, 0, gx, 0])
+        });
+    }
+
+    /// Each of `rows` rows of `width` at `dst` plus the bias at `bias` in the constants.
+    pub fn bias(&mut self, dst: u32, rows: u32, width: u32, bias: u32) {
+        self.flat(Kernel::Bias, Binds::Plain, rows * width, |gx| {
+            op_bytes([rows, width, 0, dst, bias, 0, gx, 0])
+        });
+    }
+
+    /// gate = act(gate) · up over `len` elements.
+    pub fn glu(&mut self, gate: u32, up: u32, len: u32, act: Glu) {
+        self.flat(Kernel::Glu, Binds::Plain, len, |gx| {
+            op_bytes([len, 0, up, gate, 0, act as u32, gx, 0])
+        });
+    }
+
+    /// RoPE of `n` tokens' query heads at `q` and key heads at `k` (heads of `head_dim`,
+    /// the first `n_rot` dimensions turned) by the cos/sin table at `table` in the arena
+    /// ((n, n_rot), interleaved per pair).
+    #[allow(clippy::too_many_arguments)]
+    pub fn rope(
+        &mut self,
+        q: u32,
+        k: u32,
+        n: u32,
+        heads: [u32; 2],
+        head_dim: u32,
+        n_rot: u32,
+        pairs: RopePairs,
+        table: u32,
+    ) {
+        let p = op_bytes([
+            0,
+            head_dim,
+            q,
+            k,
+            table,
+            (n_rot << 1) | pairs as u32,
+            0,
+            heads[0],
+        ]);
+        self.push(
+            Step::Op {
+                kernel: Kernel::Rope,
+                binds: Binds::Plain,
+                groups: [(n_rot / 2).div_ceil(WG).max(1), heads[0] + heads[1], n],
+            },
+            &p,
+        );
+    }
+
+    /// `rows` rows of `cols` at `src` in the arena rounded by `r` into the matmul input
+    /// at `dst`.
+    pub fn quantize(&mut self, src: u32, dst: u32, rows: u32, cols: u32, r: ActRounding) {
+        let groups = grid(rows * cols.div_ceil(256));
+        let p = op_bytes([rows, cols, src, dst, 0, r as u32, groups[0], 0]);
+        self.push(
+            Step::Op {
+                kernel: Kernel::Quantize,
+                binds: Binds::Plain,
+                groups,
+            },
+            &p,
+        );
+    }
+
+    /// out (b, w.rows) = xin[x..] (b, w.cols) · wᵀ, into `target` (rows of `w.rows`).
+    pub fn matmul(
+        &mut self,
+        w: &'w GpuMatrix,
+        x: u32,
+        b: u32,
+        target: Target,
+        rows_per_group: u32,
+    ) {
+        if !x.is_multiple_of(4) && self.error.is_none() {
+            self.error = Some(GpuError::Shape(format!(
+                "matmul input at {x} is not 16-byte aligned"
+            )));
+        }
+        for part in &w.parts {
+            let groups = (part.rows as u32).div_ceil(rows_per_group);
+            let gx = groups.clamp(1, MAX_GROUPS);
+            let p = Params {
+                rows: part.rows as u32,
+                cols: w.cols as u32,
+                row_bytes: w.row_bytes as u32,
+                b,
+                out_stride: w.rows as u32,
+                row0: part.row0 as u32,
+                groups_x: gx,
+                x_off: x,
+            };
+            self.push(
+                Step::Matmul {
+                    part,
+                    pipeline: (w.ty, self.nc),
+                    target,
+                    out_len: b as u64 * w.rows as u64 * 4,
+                    groups: [gx, groups.div_ceil(gx), b.div_ceil(self.nc)],
+                },
+                &p.bytes(),
+            );
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn attn_bytes(
+        q: u32,
+        out: u32,
+        pos: u32,
+        n: u32,
+        s: &AttnShape,
+        gx: u32,
+        split: Split,
+    ) -> [u8; 80] {
+        let f = [
+            q,
+            out,
+            pos,
+            n,
+            s.n_head / s.n_kv_head.max(1),
+            s.head_dim,
+            s.head_dim_v,
+            s.n_head,
+            s.n_kv_head,
+            s.window,
+            s.q_scale.to_bits(),
+            s.s_scale.to_bits(),
+            s.cap.to_bits(),
+            gx,
+            split.parts,
+            split.chunk,
+            split.at,
+        ];
+        let mut b = [0u8; 80];
+        for (i, v) in f.iter().enumerate() {
+            b[4 * i..4 * i + 4].copy_from_slice(&v.to_le_bytes());
+        }
+        b
+    }
+
+    /// The keys at `k` and values at `v` of `n` tokens into cache `layer` at `pos`.
+    pub fn store(&mut self, layer: usize, k: u32, v: u32, pos: u32, n: u32, s: &AttnShape) {
+        let pairs = n * s.n_kv_head * s.head_dim.max(s.head_dim_v) / 2;
+        let groups = grid(pairs.div_ceil(WG));
+        let p = Self::attn_bytes(k, v, pos, n, s, groups[0], Split::NONE);
+        self.push(
+            Step::Op {
+                kernel: Kernel::Store,
+                binds: Binds::Cache(layer),
+                groups,
+            },
+            &p,
+        );
+    }
+
+    /// Attention of `n` tokens' queries at `q` (positions `pos..`) over cache `layer`
+    /// into `out`; with `split`, each query's keys in chunks on several workgroups, then
+    /// merged.
+    #[allow(clippy::too_many_arguments)]
+    pub fn attend(
+        &mut self,
+        layer: usize,
+        q: u32,
+        out: u32,
+        pos: u32,
+        n: u32,
+        s: &AttnShape,
+        split: Split,
+    ) {
+        let p = Self::attn_bytes(q, out, pos, n, s, 0, split);
+        self.push(
+            Step::Op {
+                kernel: Kernel::Attend,
+                binds: Binds::Cache(layer),
+                groups: [s.n_head, n, split.parts.max(1)],
+            },
+            &p,
+        );
+        if split.parts > 1 {
+            self.push(
+                Step::Op {
+                    kernel: Kernel::Merge,
+                    binds: Binds::Cache(layer),
+                    groups: [s.n_head, n, 1],
+                },
+                &p,
+            );
+        }
+    }
+
+    /// Copies `len` f32s of the arena at `off` back; returns where they start in
+    /// [`Workspace::run`]'s output (bytes).
+    pub fn read_arena(&mut self, off: u32, len: u32) -> usize {
+        self.read(Read::Arena {
+            off: off as u64 * 4,
+            bytes: len as u64 * 4,
+        })
+    }
+
+    /// As [`Batch::read_arena`], from the matmul input.
+    pub fn read_input(&mut self, off: u32, len: u32) -> usize {
+        self.read(Read::Input {
+            off: off as u64 * 4,
+            bytes: len as u64 * 4,
+        })
+    }
+
+    /// As [`Batch::read_arena`], from the logits buffer.
+    pub fn read_logits(&mut self, off: u32, len: u32) -> usize {
+        self.read(Read::Logits {
+            off: off as u64 * 4,
+            bytes: len as u64 * 4,
+        })
+    }
+
+    /// `bytes` of cache `layer`'s keys (or values) from byte `off`.
+    pub fn read_cache(&mut self, layer: usize, values: bool, off: u64, bytes: u64) -> usize {
+        self.read(Read::Cache {
+            layer,
+            values,
+            off,
+            bytes,
+        })
+    }
+
+    fn read(&mut self, r: Read) -> usize {
+        let at = self.read_bytes;
+        self.read_bytes += r.bytes().next_multiple_of(4);
+        self.reads.push(r);
+        at as usize
+    }
+}

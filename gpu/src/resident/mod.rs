@@ -1,0 +1,271 @@
+//! Whole layers on the device: a [`Workspace`] holds the run buffers of a batch (one f32
+//! arena), the matmul input, the norm weights and biases, the KV cache of each offloaded
+//! layer and the logits; a [`Batch`] records the steps of a forward pass over it (norms,
+//! matmuls, RoPE, the cache, attention, activations, residuals) and [`Workspace::run`]
+//! submits them at once, so a token crosses the bus once each way instead of once per
+//! matmul.
+//!
+//! Offsets into the arena are in f32s; the host lays the buffers out (see the engine's GPU
+//! backend). The matmul kernels are those of [`crate::Gpu::matmul`], bound to the arena instead
+//! of per-call buffers.
+
+mod batch;
+mod workspace;
+
+pub use batch::Batch;
+pub use workspace::Workspace;
+
+use loupe_quant::GgmlType;
+
+use crate::device::Part;
+
+const OPS: &str = include_str!("../shaders/ops.wgsl");
+const ATTENTION: &str = include_str!("../shaders/attention.wgsl");
+
+/// The WGSL of the non-matmul kernels (for the translation tests): (name, source).
+pub fn op_sources() -> [(&'static str, &'static str); 2] {
+    [("ops", OPS), ("attention", ATTENTION)]
+}
+
+/// Dispatches one [`Batch`] may hold (each takes a 256-byte parameter slot).
+const MAX_STEPS: usize = 16384;
+/// Steps timed per submission when profiling (two timestamps each; a query set holds
+/// at most 4096).
+const MAX_TIMED: usize = 2048;
+/// Steps recorded per submission (see [`Workspace::run`]).
+const STEPS_PER_SUBMIT: usize = 64;
+/// Matmul bind groups kept at most (one per weight part, output and batch size).
+const MAX_BINDS: usize = 8192;
+/// Threads per workgroup of the op kernels.
+const WG: u32 = 64;
+/// `consts` offset meaning "no weight".
+const NONE: u32 = u32::MAX;
+
+/// The sizes a [`Workspace`] is made with.
+pub struct WorkspaceSpec<'a> {
+    /// f32s of the activation arena.
+    pub arena: usize,
+    /// f32s of the matmul input (activations as the CPU's kernels would round them).
+    pub xin: usize,
+    /// f32s of the logits buffer (0: the output projection is not on the device).
+    pub logits: usize,
+    /// Norm weights and biases, read by the op kernels at offsets the host keeps.
+    pub consts: &'a [f32],
+    /// Bytes of each offloaded layer's keys and values.
+    pub kv: Vec<(u64, u64)>,
+}
+
+/// How the activations of a matmul are rounded before it, as the CPU kernels quantize
+/// them for weights of some format (see `loupe_quant::vec_dot_type`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ActRounding {
+    None = 0,
+    /// Q8_0 and Q8_1: blocks of 32, an f16 scale.
+    Q8Blocks32 = 1,
+    /// Q8_K: blocks of 256, an f32 scale.
+    Q8K = 2,
+    F16 = 3,
+    Bf16 = 4,
+}
+
+impl ActRounding {
+    /// The rounding the CPU applies to activations multiplied with `ty` weights.
+    pub fn for_weights(ty: GgmlType) -> Option<ActRounding> {
+        use GgmlType::*;
+        Some(match loupe_quant::vec_dot_type(ty)? {
+            F32 => ActRounding::None,
+            Q8_0 | Q8_1 => ActRounding::Q8Blocks32,
+            Q8_K => ActRounding::Q8K,
+            F16 => ActRounding::F16,
+            BF16 => ActRounding::Bf16,
+            _ => return None,
+        })
+    }
+}
+
+/// The two gated activations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Glu {
+    Silu = 0,
+    Gelu = 1,
+}
+
+/// The two RoPE layouts: adjacent pairs, or the two halves of the rotated part (NeoX).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RopePairs {
+    Adjacent = 0,
+    Halves = 1,
+}
+
+/// Shape of one layer's attention (see `attention.wgsl`).
+#[derive(Clone, Copy, Debug)]
+pub struct AttnShape {
+    pub n_head: u32,
+    pub n_kv_head: u32,
+    pub head_dim: u32,
+    pub head_dim_v: u32,
+    /// Sliding window in tokens, 0 for none.
+    pub window: u32,
+    /// Queries are multiplied by this first (gemma), else 1.
+    pub q_scale: f32,
+    /// Dots are multiplied by this (already divided by the cap).
+    pub s_scale: f32,
+    /// Score soft-cap, 0 for none.
+    pub cap: f32,
+}
+
+impl AttnShape {
+    /// The widest head the attention kernel takes (keys or values).
+    pub const MAX_HEAD: u32 = 256;
+}
+
+/// How attention divides each query's keys among workgroups (flash decoding): `parts`
+/// chunks of `chunk` keys, their partial results at `at` in the arena ((n, n_head,
+/// parts, 2 + head_dim_v) f32s).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Split {
+    pub parts: u32,
+    pub chunk: u32,
+    pub at: u32,
+}
+
+impl Split {
+    /// One workgroup per query head and token, over all its keys.
+    pub const NONE: Split = Split {
+        parts: 1,
+        chunk: 1 << 30,
+        at: 0,
+    };
+    /// The most chunks a query's keys are cut into.
+    pub const MAX_PARTS: u32 = 32;
+
+    /// Chunks for one query over `keys` positions (whole tiles of 64 keys, at least 128
+    /// per chunk), partial results at `at`.
+    pub fn for_keys(keys: u32, at: u32) -> Split {
+        let parts = keys.div_ceil(128).clamp(1, Split::MAX_PARTS);
+        if parts == 1 {
+            return Split::NONE;
+        }
+        let chunk = keys.div_ceil(parts).next_multiple_of(64);
+        Split {
+            parts: keys.div_ceil(chunk),
+            chunk,
+            at,
+        }
+    }
+}
+
+/// Where a matmul writes: the arena at an offset (f32s, a multiple of 64), or the
+/// logits buffer at one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Target {
+    Arena(u32),
+    Logits(u32),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Kernel {
+    RmsNorm,
+    Add,
+    Bias,
+    Glu,
+    Rope,
+    Quantize,
+    Store,
+    Attend,
+    Merge,
+}
+
+impl Kernel {
+    const ALL: [Kernel; 9] = [
+        Kernel::RmsNorm,
+        Kernel::Add,
+        Kernel::Bias,
+        Kernel::Glu,
+        Kernel::Rope,
+        Kernel::Quantize,
+        Kernel::Store,
+        Kernel::Attend,
+        Kernel::Merge,
+    ];
+
+    fn entry(self) -> (&'static str, &'static str) {
+        match self {
+            Kernel::RmsNorm => (OPS, "rmsnorm"),
+            Kernel::Add => (OPS, "add"),
+            Kernel::Bias => (OPS, "bias"),
+            Kernel::Glu => (OPS, "glu"),
+            Kernel::Rope => (OPS, "rope"),
+            Kernel::Quantize => (OPS, "quantize"),
+            Kernel::Store => (ATTENTION, "store"),
+            Kernel::Attend => (ATTENTION, "attend"),
+            Kernel::Merge => (ATTENTION, "merge"),
+        }
+    }
+}
+
+/// Which buffers an op binds besides the arena: the matmul input, or a layer's cache.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Binds {
+    Plain,
+    Cache(usize),
+}
+
+enum Step<'w> {
+    Op {
+        kernel: Kernel,
+        binds: Binds,
+        groups: [u32; 3],
+    },
+    Matmul {
+        part: &'w Part,
+        pipeline: (GgmlType, u32),
+        target: Target,
+        out_len: u64,
+        groups: [u32; 3],
+    },
+}
+
+impl Step<'_> {
+    /// What a profile calls this step: the kernel, or the matmul's format and width.
+    fn name(&self) -> String {
+        match self {
+            Step::Op { kernel, .. } => kernel.entry().1.to_string(),
+            Step::Matmul { pipeline, .. } => format!("matmul {} x{}", pipeline.0, pipeline.1),
+        }
+    }
+}
+
+/// What [`Workspace::run`] copies back, in order.
+#[derive(Clone, Copy)]
+enum Read {
+    Arena {
+        off: u64,
+        bytes: u64,
+    },
+    Input {
+        off: u64,
+        bytes: u64,
+    },
+    Logits {
+        off: u64,
+        bytes: u64,
+    },
+    Cache {
+        layer: usize,
+        values: bool,
+        off: u64,
+        bytes: u64,
+    },
+}
+
+impl Read {
+    fn bytes(&self) -> u64 {
+        match *self {
+            Read::Arena { bytes, .. }
+            | Read::Input { bytes, .. }
+            | Read::Logits { bytes, .. }
+            | Read::Cache { bytes, .. } => bytes,
+        }
+    }
+}
