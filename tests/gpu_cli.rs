@@ -75,6 +75,16 @@ fn offloaded_layers_continue_a_prompt_as_the_cpu_does() {
         "{gpu_err}"
     );
     assert_eq!(gpu, cpu, "greedy text on the GPU differs from the CPU's");
+    assert!(!gpu_err.contains("matmul by matmul"), "{gpu_err}");
+    // A quantized cache keeps attention on the CPU, and the user is told why.
+    let q8 = [
+        "-ngl", "all", "--gpu", "software", "-ctk", "q8_0", "-ctv", "q8_0",
+    ];
+    let (_, q8_err) = run(&q8);
+    assert!(
+        q8_err.contains("matmul by matmul, attention on the CPU: the q8_0 KV cache"),
+        "{q8_err}"
+    );
     let (half, half_err) = run(&["--gpu-layers", "1", "--gpu", "software"]);
     assert!(half_err.contains("gpu: 1/"), "{half_err}");
     assert_eq!(half, cpu);

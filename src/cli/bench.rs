@@ -110,6 +110,8 @@ pub fn run(args: &BenchArgs, out: &mut impl Write) -> Result<()> {
             args.n_prompt, args.n_gen
         )
     })?;
+    crate::cli::model_args::note_gpu_path(&ctx);
+    let gpu_note = ctx.gpu_note().map(str::to_string);
     // Time the model as it runs once the background repack is done.
     let repacked = model.wait_repacked();
     if let Some(why) = model.repack_failure() {
@@ -186,6 +188,7 @@ pub fn run(args: &BenchArgs, out: &mut impl Write) -> Result<()> {
             if let Some(g) = gpu_tg {
                 obj.insert(format!("{tg_name}_gpu_calls"), g.to_json());
             }
+            obj.insert("gpu_matmuls_only".into(), gpu_note.clone().into());
             if !profile.is_empty() {
                 let kernels: Vec<_> = profile
                     .iter()

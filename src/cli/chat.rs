@@ -104,6 +104,7 @@ pub fn run(args: &ChatArgs, out: &mut impl Write) -> Result<()> {
             batch: args.batch.max(1),
         },
     )?;
+    crate::cli::model_args::note_gpu_path(&ctx);
     let arch = model.config.arch.name();
     let template = match &args.template_file {
         Some(file) => {

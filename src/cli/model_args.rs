@@ -10,7 +10,7 @@ use clap::Args;
 
 use loupe_engine::model::gpu::GpuLayers;
 use loupe_engine::model::kv_cache::{KvType, KvTypes};
-use loupe_engine::model::{default_threads, Model, RunOptions};
+use loupe_engine::model::{default_threads, Context, Model, RunOptions};
 use loupe_engine::tokenizer::Tokenizer;
 use loupe_gpu::{Gpu, GpuChoice};
 
@@ -236,5 +236,13 @@ pub fn read_prompt(prompt: Option<&str>, file: Option<&std::path::Path>) -> Resu
             .with_context(|| format!("cannot read the prompt file {}", f.display())),
         (Some(_), Some(_)) => anyhow::bail!("give the prompt with -p or -f, not both"),
         (None, None) => anyhow::bail!("no prompt: give -p TEXT, -p - (standard input) or -f FILE"),
+    }
+}
+
+/// Says on stderr when a context's offloaded layers run matmul by matmul (attention on
+/// the CPU) rather than whole on the device, and why.
+pub fn note_gpu_path(ctx: &Context<'_>) {
+    if let Some(why) = ctx.gpu_note() {
+        eprintln!("gpu: offloaded layers run matmul by matmul, attention on the CPU: {why}");
     }
 }

@@ -65,7 +65,9 @@ pub fn run(args: &NextArgs, out: &mut impl Write) -> Result<()> {
             ids.len()
         );
     }
-    let mut session = Session::new(Context::new(model, opts)?);
+    let ctx = Context::new(model, opts)?;
+    crate::cli::model_args::note_gpu_path(&ctx);
+    let mut session = Session::new(ctx);
     let mut sampler = Sampler::new(cfg, model.config.vocab_size)?;
     for &id in &ids {
         sampler.accept(id);

@@ -67,6 +67,7 @@ pub fn run(args: &PerplexityArgs, out: &mut impl Write) -> Result<()> {
     })?;
     let opts = margs.run_options(model, args.ctx)?;
     let mut ctx = Context::new(model, opts)?;
+    crate::cli::model_args::note_gpu_path(&ctx);
     let bos = if tok.add_bos() { tok.bos() } else { None };
 
     let t0 = Instant::now();

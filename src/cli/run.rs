@@ -63,7 +63,9 @@ pub fn run(args: &RunArgs, out: &mut impl Write) -> Result<()> {
     let loaded = args.model.load()?;
     let (model, tok) = (&loaded.model, &loaded.tokenizer);
     let opts = args.model.run_options(model, 1)?;
-    let mut session = Session::new(Context::new(model, opts)?);
+    let ctx = Context::new(model, opts)?;
+    crate::cli::model_args::note_gpu_path(&ctx);
+    let mut session = Session::new(ctx);
     let mut sampler = Sampler::new(cfg, model.config.vocab_size)?;
     if args.verbose {
         let kv_mib = opts

@@ -192,8 +192,11 @@ impl Pool {
         // stay warm from one slot's token to the next.
         let threads = Arc::new(thread_pool(opts.threads)?);
         let mut sessions = Vec::with_capacity(n);
-        for _ in 0..n {
+        for i in 0..n {
             let ctx = Context::with_pool(model, opts, Arc::clone(&threads))?;
+            if i == 0 {
+                crate::cli::model_args::note_gpu_path(&ctx);
+            }
             sessions.push(Session::new(ctx));
         }
         let mut senders = Vec::with_capacity(n);

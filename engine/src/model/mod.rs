@@ -209,6 +209,8 @@ pub struct Context<'m> {
     n_past: usize,
     /// Rows of logits the last evaluation left in the scratch (0 after a truncation).
     logits_rows: usize,
+    /// Why the offloaded layers run matmul by matmul rather than whole, if they do.
+    gpu_note: Option<String>,
 }
 
 /// Which logits an evaluation returns.
@@ -251,17 +253,15 @@ impl<'m> Context<'m> {
         let batch = o.batch.clamp(1, o.n_ctx);
         #[allow(unused_mut)] // without the gpu feature nothing is added
         let mut scratch = Scratch::new(c, o.n_ctx, batch, o.threads);
+        #[allow(unused_mut)]
+        let mut gpu_note = None;
         #[cfg(feature = "gpu")]
         if let Some(g) = &model.gpu {
             let n_gpu = if g.output { c.n_layer + 1 } else { g.layers };
+            let backend = gpu::GpuBackend::new(g.clone(), model, o.kv_type, o.n_ctx, batch);
+            gpu_note = backend.matmuls_only.clone();
             scratch.add_backend(
-                Box::new(gpu::GpuBackend::new(
-                    g.clone(),
-                    model,
-                    o.kv_type,
-                    o.n_ctx,
-                    batch,
-                )),
+                Box::new(backend),
                 backend::Placement::offload_last(c.n_layer, n_gpu, 1),
             );
         }
@@ -272,7 +272,15 @@ impl<'m> Context<'m> {
             pool,
             n_past: 0,
             logits_rows: 0,
+            gpu_note,
         })
+    }
+
+    /// Why the offloaded layers run matmul by matmul (attention on the CPU) instead of
+    /// whole on the device, when they do: a quantized KV cache, `LOUPE_GPU_WHOLE_LAYERS=off`,
+    /// or a device that could not hold the layers' buffers.
+    pub fn gpu_note(&self) -> Option<&str> {
+        self.gpu_note.as_deref()
     }
 
     pub fn n_ctx(&self) -> usize {
