@@ -466,27 +466,40 @@ impl Gpu {
             return Ok(p.clone());
         }
         let source = shader_source(ty, nc, self.reduction).ok_or(GpuError::Unsupported { ty })?;
+        let pipeline = self.build_pipeline(ty.name(), &source, "main", &self.pipeline_layout)?;
+        cache.insert((ty, nc), pipeline.clone());
+        Ok(pipeline)
+    }
+
+    /// The compute pipeline of `source`'s `entry` over `layout`; a shader or layout the
+    /// device rejects is an error here, not a panic in wgpu's default handler.
+    pub(crate) fn build_pipeline(
+        &self,
+        label: &str,
+        source: &str,
+        entry: &str,
+        layout: &wgpu::PipelineLayout,
+    ) -> Result<wgpu::ComputePipeline> {
         let invalid = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let module = self
             .device
             .create_shader_module(wgpu::ShaderModuleDescriptor {
-                label: Some(ty.name()),
+                label: Some(label),
                 source: wgpu::ShaderSource::Wgsl(source.into()),
             });
         let pipeline = self
             .device
             .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                label: Some(ty.name()),
-                layout: Some(&self.pipeline_layout),
+                label: Some(label),
+                layout: Some(layout),
                 module: &module,
-                entry_point: Some("main"),
+                entry_point: Some(entry),
                 compilation_options: Default::default(),
                 cache: None,
             });
         if let Some(e) = pollster::block_on(invalid.pop()) {
-            return Err(self.run_error("building a matmul kernel", e));
+            return Err(self.run_error("building a kernel", e));
         }
-        cache.insert((ty, nc), pipeline.clone());
         Ok(pipeline)
     }
 

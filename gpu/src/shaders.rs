@@ -12,7 +12,6 @@ const BYTES: &str = include_str!("shaders/bytes.wgsl");
 const FLOAT: &str = include_str!("shaders/float.wgsl");
 const LEGACY: &str = include_str!("shaders/legacy.wgsl");
 const K_QUANTS: &str = include_str!("shaders/k_quants.wgsl");
-const MATVEC_WIDE: &str = include_str!("shaders/matvec_wide.wgsl");
 const WIDE: &str = include_str!("shaders/wide.wgsl");
 /// The copy kernel that measures bandwidth ([`crate::Bandwidth`]).
 pub(crate) const COPY: &str = include_str!("shaders/copy.wgsl");
@@ -82,24 +81,28 @@ pub enum Reduction {
 /// `None` for a format the kernels do not read.
 pub fn shader_source(ty: GgmlType, nc: u32, red: Reduction) -> Option<String> {
     let (name, file) = dequant_fn(ty)?;
-    // The wide kernels serve one activation row (generation); batches keep the chunked
-    // kernel, which dequantizes eight weights once for all its rows.
-    let wide = wide_fn(ty).filter(|_| nc == 1);
-    if let (Reduction::Subgroup { rows }, Some((dot, unit))) = (red, wide) {
-        return Some(format!(
-            "const ROWS: u32 = {rows}u;\nconst NC: u32 = {nc}u;\nconst UNIT: u32 = {unit}u;\n\
-             {BINDINGS}\n{}\n{BYTES}\n{K_QUANTS}\n{WIDE}\n",
-            MATVEC_WIDE.replace("DOT", dot)
-        ));
-    }
-    let (head, kernel) = match red {
-        Reduction::Subgroup { rows } => (format!("const ROWS: u32 = {rows}u;\n"), MATMUL_SUBGROUP),
-        Reduction::Shared => (String::new(), MATMUL_SHARED),
+    let source = match red {
+        Reduction::Subgroup { rows } => {
+            // The wide kernels serve one activation row (generation); batches keep the
+            // chunked one, which dequantizes eight weights once for all its rows.
+            let (dot, unit, wide) = match wide_fn(ty).filter(|_| nc == 1) {
+                // The wide Q4_K dot reuses the K-quant scale helpers.
+                Some((dot, unit)) if file == K_QUANTS => (dot, unit, WIDE.to_string()),
+                Some((dot, unit)) => (dot, unit, format!("{K_QUANTS}\n{WIDE}")),
+                None => ("chunk_dot", 8, String::new()),
+            };
+            format!(
+                "const ROWS: u32 = {rows}u;\nconst UNIT: u32 = {unit}u;\nconst NC: u32 = {nc}u;\n\
+                 {BINDINGS}\n{}\n{BYTES}\n{file}\n{wide}\n",
+                MATMUL_SUBGROUP.replace("DEQUANT", name).replace("DOT", dot)
+            )
+        }
+        Reduction::Shared => format!(
+            "const NC: u32 = {nc}u;\n{BINDINGS}\n{}\n{BYTES}\n{file}\n",
+            MATMUL_SHARED.replace("DEQUANT", name)
+        ),
     };
-    Some(format!(
-        "{head}const NC: u32 = {nc}u;\n{BINDINGS}\n{}\n{BYTES}\n{file}\n",
-        kernel.replace("DEQUANT", name)
-    ))
+    Some(source)
 }
 
 /// (name, WGSL) of every shader the crate can build: each format's matmul at each batch

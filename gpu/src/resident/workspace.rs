@@ -36,21 +36,31 @@ pub struct Workspace {
     rows_per_group: u32,
 }
 
-fn layout_entry(
-    binding: u32,
-    ty: wgpu::BufferBindingType,
-    dynamic: bool,
-) -> wgpu::BindGroupLayoutEntry {
-    wgpu::BindGroupLayoutEntry {
-        binding,
-        visibility: wgpu::ShaderStages::COMPUTE,
-        ty: wgpu::BindingType::Buffer {
-            ty,
-            has_dynamic_offset: dynamic,
-            min_binding_size: None,
-        },
-        count: None,
-    }
+/// A bind group layout of buffers in binding order, the last (the parameters) bound at
+/// a dynamic offset.
+fn bind_layout(
+    device: &wgpu::Device,
+    label: &str,
+    types: &[wgpu::BufferBindingType],
+) -> wgpu::BindGroupLayout {
+    let entries: Vec<_> = types
+        .iter()
+        .enumerate()
+        .map(|(i, &ty)| wgpu::BindGroupLayoutEntry {
+            binding: i as u32,
+            visibility: wgpu::ShaderStages::COMPUTE,
+            ty: wgpu::BindingType::Buffer {
+                ty,
+                has_dynamic_offset: i + 1 == types.len(),
+                min_binding_size: None,
+            },
+            count: None,
+        })
+        .collect();
+    device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+        label: Some(label),
+        entries: &entries,
+    })
 }
 
 fn whole(binding: u32, b: &wgpu::Buffer) -> wgpu::BindGroupEntry<'_> {
@@ -146,26 +156,14 @@ impl Workspace {
         }
 
         use wgpu::BufferBindingType as T;
-        let storage = |read_only| T::Storage { read_only };
-        let op_layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-            label: Some("layer ops"),
-            entries: &[
-                layout_entry(0, storage(false), false),
-                layout_entry(1, storage(false), false),
-                layout_entry(2, storage(false), false),
-                layout_entry(3, storage(true), false),
-                layout_entry(4, T::Uniform, true),
-            ],
-        });
-        let mm_layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-            label: Some("layer matmuls"),
-            entries: &[
-                layout_entry(0, storage(true), false),
-                layout_entry(1, storage(true), false),
-                layout_entry(2, storage(false), false),
-                layout_entry(3, T::Uniform, true),
-            ],
-        });
+        let (rw, ro) = (
+            T::Storage { read_only: false },
+            T::Storage { read_only: true },
+        );
+        // Every op binds the arena, two buffers it may write, the constants and its
+        // parameters; a matmul its weights, input, output and parameters.
+        let op_layout = bind_layout(device, "layer ops", &[rw, rw, rw, ro, T::Uniform]);
+        let mm_layout = bind_layout(device, "layer matmuls", &[ro, ro, rw, T::Uniform]);
         let pipeline_layout = |l: &wgpu::BindGroupLayout| {
             device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
                 label: None,
@@ -175,29 +173,13 @@ impl Workspace {
         };
         let op_pipeline_layout = pipeline_layout(&op_layout);
         let mm_pipeline_layout = pipeline_layout(&mm_layout);
-        let invalid = device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let mut modules = HashMap::new();
         let mut ops = HashMap::new();
         for k in Kernel::ALL {
             let (source, entry) = k.entry();
-            let module = modules.entry(source.as_ptr()).or_insert_with(|| {
-                device.create_shader_module(wgpu::ShaderModuleDescriptor {
-                    label: Some(entry),
-                    source: wgpu::ShaderSource::Wgsl(source.into()),
-                })
-            });
-            let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                label: Some(entry),
-                layout: Some(&op_pipeline_layout),
-                module,
-                entry_point: Some(entry),
-                compilation_options: Default::default(),
-                cache: None,
-            });
-            ops.insert(k, pipeline);
-        }
-        if let Some(e) = pollster::block_on(invalid.pop()) {
-            return Err(gpu.run_error("building the layer kernels", e));
+            ops.insert(
+                k,
+                gpu.build_pipeline(entry, source, entry, &op_pipeline_layout)?,
+            );
         }
         Ok(Workspace {
             arena,
@@ -255,23 +237,8 @@ impl Workspace {
         }
         let source = shaders::shader_source(key.0, key.1, gpu.reduction())
             .ok_or(GpuError::Unsupported { ty: key.0 })?;
-        let device = gpu.device();
-        let invalid = device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
-            label: Some(key.0.name()),
-            source: wgpu::ShaderSource::Wgsl(source.into()),
-        });
-        let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-            label: Some(key.0.name()),
-            layout: Some(&self.mm_pipeline_layout),
-            module: &module,
-            entry_point: Some("main"),
-            compilation_options: Default::default(),
-            cache: None,
-        });
-        if let Some(e) = pollster::block_on(invalid.pop()) {
-            return Err(gpu.run_error("building a matmul kernel", e));
-        }
+        let pipeline =
+            gpu.build_pipeline(key.0.name(), &source, "main", &self.mm_pipeline_layout)?;
         self.matmuls.insert(key, pipeline.clone());
         Ok(pipeline)
     }

@@ -1,9 +1,11 @@
 // out (b, rows) = x (b, cols) · wᵀ for a weight matrix stored as its GGUF blocks; the
 // variant for adapters with subgroup operations (the default where they exist).
 //
-// Each subgroup computes whole rows: its lanes walk the row in chunks of eight weights
-// (`DEQUANT` dequantizes a chunk once, for all NC activation rows the workgroup carries)
-// and one subgroupAdd per activation row sums the lanes. No barriers and no shared
+// Each subgroup computes whole rows: its lanes walk the row a unit of UNIT weights at a
+// time (`DOT`: eight weights dequantized once for all NC activation rows the workgroup
+// carries, or for one row of a format in `wide.wgsl` a whole block, its scales decoded
+// once and its quants read as whole words) and one subgroupAdd per activation row sums
+// the lanes. No barriers and no shared
 // memory, which is what makes it fast on GPUs and on CPU drivers alike. A workgroup owns
 // ROWS consecutive rows and its subgroups take them in turn, so the kernel is right for
 // any subgroup size the driver picks.
@@ -20,7 +22,7 @@ fn main(
 ) {
     let first = (wid.x + wid.y * p.groups_x) * ROWS;
     let col0 = wid.z * NC;
-    let chunks = p.cols / 8u;
+    let units = p.cols / UNIT;
     for (var r = sg; r < ROWS; r += n_sg) {
         let row = first + r;
         if row >= p.rows {
@@ -28,8 +30,8 @@ fn main(
         }
         let row_base = row * p.row_bytes;
         var acc: array<f32, NC>;
-        for (var c = lane; c < chunks; c += sg_size) {
-            dot_chunk(DEQUANT(row_base, c), c, col0, &acc);
+        for (var u = lane; u < units; u += sg_size) {
+            DOT(row_base, u, col0, &acc);
         }
         for (var j = 0u; j < NC; j++) {
             let sum = subgroupAdd(acc[j]);
@@ -38,4 +40,10 @@ fn main(
             }
         }
     }
+}
+
+// A unit of eight weights (UNIT = 8): dequantized once for the NC activation rows. The
+// formats with a wide dot (`wide.wgsl`) name theirs as DOT instead, a whole block each.
+fn chunk_dot(row_base: u32, c: u32, col0: u32, acc: ptr<function, array<f32, NC>>) {
+    dot_chunk(DEQUANT(row_base, c), c, col0, acc);
 }

@@ -1,4 +1,5 @@
-// Dot products of whole blocks (the matvec_wide kernel): unit u of a row against the
+// Dot products of whole blocks (the subgroup kernel's DOT for one activation row of these
+// formats): unit u of a row against the
 // same UNIT elements of each of the NC activation rows, added to `acc`. Reads past the
 // batch's last activation row are harmless (their sums are never written).
 
