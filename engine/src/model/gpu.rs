@@ -237,11 +237,6 @@ impl GpuBackend {
         }
     }
 
-    /// Bytes the whole-layer runner holds on the device (its KV cache included).
-    pub fn layer_bytes(&self) -> u64 {
-        self.layers.as_ref().map_or(0, |l| l.device_bytes())
-    }
-
     /// Runs `jobs` (all with the same number of columns) on `x` (b rows), each group of
     /// matrices that the CPU pairs with the same activation format in one submission.
     fn run(&mut self, x: &[f32], b: usize, jobs: Vec<(Matrix<'_>, &mut [f32])>) -> Result<()> {

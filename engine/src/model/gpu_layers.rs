@@ -87,17 +87,6 @@ impl Arena {
         arena.len = at;
         arena
     }
-
-    /// f32s of arena one token row takes (with a row's worth of alignment slack).
-    fn per_row(c: &Config) -> usize {
-        3 * c.dim
-            + c.q_dim()
-            + c.kv_dim()
-            + c.kv_dim_v()
-            + c.n_head * c.head_dim_v
-            + 2 * c.hidden_dim
-            + 2 * c.n_rot
-    }
 }
 
 /// The whole-layer runner of one context (see the module comment).
@@ -115,6 +104,8 @@ pub struct LayerRunner {
     /// The device's cache holds positions `0..synced` as the CPU's did at `edits`.
     synced: usize,
     edits: u64,
+    /// Whether any offloaded layer has a sliding window (and so its own RoPE base).
+    swa: bool,
     /// Run buffers on the host: cos/sin tables, the readback, f16 rows.
     tables: [Vec<f32>; 2],
     back: Vec<u8>,
@@ -194,7 +185,9 @@ impl LayerRunner {
         let limit = s.max_binding_bytes.min(s.max_buffer_bytes) as usize;
         let max_cols = c.dim.max(c.n_head * c.head_dim_v).max(c.hidden_dim);
         let mut rows = max_batch.max(1);
-        rows = rows.min(limit / 4 / (Arena::per_row(c) + 64 * 16));
+        // The arena grows by at most len(1) - len(0) per token (each region rounds up).
+        let (fixed, one) = (Arena::new(c, 0).len, Arena::new(c, 1).len);
+        rows = rows.min((limit / 4).saturating_sub(fixed) / (one - fixed));
         rows = rows.min(limit / 4 / (max_cols * roundings.len().max(1)));
         if g.output {
             rows = rows.min(limit / 4 / c.vocab_size);
@@ -229,16 +222,12 @@ impl LayerRunner {
             rows,
             synced: 0,
             edits: 0,
+            swa: c.is_swa[first..].contains(&true),
             tables: [Vec::new(), Vec::new()],
             back: Vec::new(),
             k16: Vec::new(),
             v16: Vec::new(),
         })
-    }
-
-    /// Bytes the workspace holds on the device (the KV cache included).
-    pub fn device_bytes(&self) -> u64 {
-        self.ws.device_bytes()
     }
 
     /// Brings the device's cache up to positions `0..pos` of the CPU's.
@@ -332,7 +321,8 @@ impl LayerRunner {
     ) -> Result<()> {
         let (c, w) = (&model.config, &model.weights);
         let b = x.len() / c.dim;
-        for (table, swa) in self.tables.iter_mut().zip([false, true]) {
+        let tables = if self.swa { 2 } else { 1 };
+        for (table, swa) in self.tables.iter_mut().zip([false, true]).take(tables) {
             let (base, scale) = if swa {
                 (c.rope_base_local, c.rope_freq_scale_local)
             } else {
@@ -353,8 +343,9 @@ impl LayerRunner {
         };
         let mut batch = Batch::new(b);
         batch.upload(a.x, x);
-        batch.upload(a.rope[0], &self.tables[0]);
-        batch.upload(a.rope[1], &self.tables[1]);
+        for (at, table) in a.rope.iter().zip(&self.tables).take(tables) {
+            batch.upload(*at, table);
+        }
         for (i, lc) in self.consts.iter().enumerate() {
             rec.layer(&mut batch, self.first + i, i, lc, pos, b)?;
         }

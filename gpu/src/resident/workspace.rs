@@ -210,13 +210,6 @@ impl Workspace {
         self.rows_per_group
     }
 
-    /// Bytes the workspace holds on the device.
-    pub fn device_bytes(&self) -> u64 {
-        let mut b = self.arena.size() + self.xin.size() + self.consts.size() + self.params.size();
-        b += self.logits.as_ref().map_or(0, |l| l.size());
-        b + self.kv.iter().flatten().map(|k| k.size()).sum::<u64>()
-    }
-
     /// Writes f16 bits into cache `layer`'s keys (or values) at byte `off` (a multiple
     /// of four, as is the length in bytes).
     pub fn write_cache(&mut self, gpu: &Gpu, layer: usize, values: bool, off: u64, bits: &[u16]) {
