@@ -5,7 +5,8 @@
 //!
 //! Each loop exists as a scalar reference that spells out the order, and as an AVX2 +
 //! FMA + F16C version (x86_64) or a NEON one (aarch64) chosen at run time with the kernel
-//! table (`LOUPE_KERNELS=scalar` keeps the reference). They give the reference's bits
+//! table (`LOUPE_KERNELS=scalar` keeps the reference); with the AVX-512 table the key dots
+//! and the f16 value loop take several heads at once (`attn/avx512.rs`). They give the reference's bits
 //! (the AVX2 one for finite values: F16C keeps NaN payloads; the NEON one for every
 //! value), and tests hold them to it. Following ggml's order rather than a plain loop is
 //! what keeps loupe's attention on llama.cpp's rounding.
@@ -29,6 +30,11 @@ pub fn dots_f16(queries: &[F16], keys: &[F16], d: usize, out: &mut [f32]) {
         "dots_f16: {g} queries and {n} keys of {d} do not fill {} scores",
         out.len()
     );
+    #[cfg(target_arch = "x86_64")]
+    if use_avx512() {
+        // SAFETY: use_avx512() confirmed the AVX-512 table's features on this CPU.
+        return unsafe { avx512::dots_f16(queries, keys, d, out) };
+    }
     #[cfg(target_arch = "x86_64")]
     if use_simd() {
         // SAFETY: use_simd() confirmed AVX2, FMA and F16C on this CPU.
@@ -93,6 +99,11 @@ pub fn accumulate_f16(
         scores.len() == g * n && values.len() == n * dv && acc.len() == g * dv,
         "accumulate_f16: shapes do not match"
     );
+    #[cfg(target_arch = "x86_64")]
+    if use_avx512() && dv.is_multiple_of(avx512::CHUNK) {
+        // SAFETY: use_avx512() confirmed the AVX-512 table's features on this CPU.
+        return unsafe { avx512::accumulate_f16(scores, values, dv, acc, state) };
+    }
     #[cfg(target_arch = "x86_64")]
     if use_simd() {
         // SAFETY: use_simd() confirmed AVX2, FMA and F16C on this CPU.
@@ -309,6 +320,20 @@ fn use_simd() -> bool {
     *SIMD.get_or_init(|| crate::kernels().name() != "scalar")
 }
 
+/// Whether the kernel table in use is the AVX-512 one (so the one-query loops may use its
+/// 32 registers); `LOUPE_KERNELS=avx2` keeps the AVX2 loops.
+#[cfg(target_arch = "x86_64")]
+fn use_avx512() -> bool {
+    use std::sync::OnceLock;
+    static AVX512: OnceLock<bool> = OnceLock::new();
+    *AVX512.get_or_init(|| crate::kernels().name() == "avx512")
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512;
+#[cfg(target_arch = "x86_64")]
+mod expf;
+
 #[cfg(target_arch = "x86_64")]
 mod simd {
     //! Safety model: every function here requires AVX2, FMA and F16C (the callers check
@@ -316,12 +341,12 @@ mod simd {
     //! lengths were checked first.
     use std::arch::x86_64::*;
 
-    use super::{dot_f16_ref, Online, LANES, STEP};
+    use super::{dot_f16_ref, expf, Online, LANES, STEP};
     use crate::F16;
 
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn load_f16(p: &[F16]) -> __m256 {
+    pub(super) unsafe fn load_f16(p: &[F16]) -> __m256 {
         debug_assert!(p.len() >= LANES);
         // SAFETY: eight halves (16 bytes) are in bounds; unaligned load.
         unsafe { _mm256_cvtph_ps(_mm_loadu_si128(p.as_ptr() as *const __m128i)) }
@@ -342,7 +367,7 @@ mod simd {
 
     /// Query elements [`dots_f16`] widens once per call (16 KiB of stack); larger groups
     /// take the plain loop.
-    const WIDE_Q: usize = 4096;
+    pub(super) const WIDE_Q: usize = 4096;
 
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) unsafe fn dots_f16(queries: &[F16], keys: &[F16], d: usize, out: &mut [f32]) {
@@ -424,7 +449,7 @@ mod simd {
     /// lanes pairwise.
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn reduce(acc: [__m256; 4]) -> f32 {
+    pub(super) unsafe fn reduce(acc: [__m256; 4]) -> f32 {
         let s01 = _mm256_add_ps(acc[0], acc[2]);
         let s23 = _mm256_add_ps(acc[1], acc[3]);
         let s = _mm256_add_ps(s01, s23);
@@ -437,7 +462,7 @@ mod simd {
     /// chains to hide the fused multiply-add and the two conversions of each step).
     const CHUNK: usize = 64;
     /// Keys whose weights one pass computes first.
-    const KEYS: usize = 128;
+    pub(super) const KEYS: usize = expf::MAX_KEYS;
 
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) unsafe fn accumulate_f16(
@@ -456,9 +481,8 @@ mod simd {
             for (h, (a, st)) in acc.chunks_exact_mut(dv).zip(state.iter_mut()).enumerate() {
                 for k0 in (0..n).step_by(KEYS) {
                     let kn = KEYS.min(n - k0);
-                    for j in 0..kn {
-                        (ms[j], vs[j]) = st.step(scores[h * n + k0 + j]);
-                    }
+                    let s = &scores[h * n + k0..][..kn];
+                    expf::steps(st, s, &mut ms[..kn], &mut vs[..kn]);
                     for c0 in (0..dv).step_by(CHUNK) {
                         // SAFETY: AVX2, FMA and F16C per the caller; c0 + CHUNK <= dv.
                         unsafe {
@@ -803,9 +827,8 @@ pub(crate) mod neon {
             for (h, (a, st)) in acc.chunks_exact_mut(dv).zip(state.iter_mut()).enumerate() {
                 for k0 in (0..n).step_by(KEYS) {
                     let kn = KEYS.min(n - k0);
-                    for j in 0..kn {
-                        (ms[j], vs[j]) = st.step(scores[h * n + k0 + j]);
-                    }
+                    let s = &scores[h * n + k0..][..kn];
+                    expf::steps(st, s, &mut ms[..kn], &mut vs[..kn]);
                     for c0 in (0..dv).step_by(CHUNK) {
                         // SAFETY: NEON per the caller; c0 + CHUNK <= dv.
                         unsafe {
@@ -1110,6 +1133,91 @@ mod tests {
                         (got - want).abs() < 1e-3 * (1.0 + want.abs()),
                         "h {h} d {d}: {got} vs {want}"
                     );
+                }
+            }
+        }
+    }
+
+    /// The f16 value loop as the scalar reference runs it, key by key and head by head.
+    fn accumulate_f16_ref(scores: &[f32], vals: &[F16], dv: usize, g: usize) -> Vec<F16> {
+        let n = vals.len() / dv;
+        let (mut acc, mut st) = (vec![F16::ZERO; g * dv], vec![Online::START; g]);
+        for (j, v) in vals.chunks_exact(dv).enumerate() {
+            for h in 0..g {
+                let (ms, vs) = st[h].step(scores[h * n + j]);
+                let a = &mut acc[h * dv..][..dv];
+                if ms != 1.0 {
+                    scale_f16_ref(a, ms);
+                }
+                mad_f16_ref(a, v, vs);
+            }
+        }
+        acc
+    }
+
+    /// The AVX2 loops and the AVX-512 ones (each where this CPU runs it, whatever table
+    /// the process picked) give the reference's bits: group sizes that fill sets of four
+    /// heads and ones that leave a remainder, key counts across the value loop's blocks.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn x86_loops_match_the_reference_bit_for_bit() {
+        let (avx2, avx512) = (
+            crate::kernels::cpu_has_avx2(),
+            crate::kernels::cpu_has_avx512(),
+        );
+        if !avx2 {
+            eprintln!("no AVX2 on this CPU: nothing to compare");
+            return;
+        }
+        for d in [32, 64, 128, 256] {
+            for (g, n) in [(1, 3), (2, 5), (3, 9), (4, 130), (5, 7), (7, 40), (8, 3)] {
+                let q = halves(&values(g * d, d as u64 + 5));
+                let k = halves(&values(n * d, d as u64 + 6));
+                let want: Vec<u32> = (0..g * n)
+                    .map(|i| dot_f16_ref(&q[i / n * d..][..d], &k[i % n * d..][..d]).to_bits())
+                    .collect();
+                let mut got = vec![0f32; g * n];
+                // SAFETY: the CPU has AVX2, FMA and F16C (checked above).
+                unsafe { simd::dots_f16(&q, &k, d, &mut got) };
+                assert_eq!(bits(&got), want, "avx2 dots: d {d} g {g} n {n}");
+                if avx512 {
+                    got.fill(0.0);
+                    // SAFETY: the CPU runs the AVX-512 table (checked above).
+                    unsafe { avx512::dots_f16(&q, &k, d, &mut got) };
+                    assert_eq!(bits(&got), want, "avx512 dots: d {d} g {g} n {n}");
+                }
+                // Scores spread like attention's (a few new maxima, weights from 1 down
+                // to underflow) through the value loop in two calls, as the engine's
+                // score blocks do.
+                let scores: Vec<f32> = values(g * n, d as u64 + 7)
+                    .iter()
+                    .map(|x| x * 4.0)
+                    .collect();
+                let vals = halves(&values(n * d, d as u64 + 8));
+                let want = accumulate_f16_ref(&scores, &vals, d, g);
+                let run = |wide: bool| {
+                    let (mut acc, mut st) = (vec![F16::ZERO; g * d], vec![Online::START; g]);
+                    let half = n / 2;
+                    for part in [0..half, half..n] {
+                        let s: Vec<f32> = (0..g)
+                            .flat_map(|h| scores[h * n..][part.clone()].to_vec())
+                            .collect();
+                        let v = &vals[part.start * d..part.end * d];
+                        // SAFETY: AVX2, FMA and F16C always; the AVX-512 table's features
+                        // when `wide` (only asked for when the CPU has them).
+                        unsafe {
+                            if wide {
+                                avx512::accumulate_f16(&s, v, d, &mut acc, &mut st)
+                            } else {
+                                simd::accumulate_f16(&s, v, d, &mut acc, &mut st)
+                            }
+                        }
+                    }
+                    acc
+                };
+                assert_eq!(run(false), want, "avx2 values: d {d} g {g} n {n}");
+                if avx512 && d.is_multiple_of(avx512::CHUNK) {
+                    assert_eq!(run(true), want, "avx512 values: d {d} g {g} n {n}");
                 }
             }
         }
