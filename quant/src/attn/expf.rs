@@ -8,11 +8,16 @@
 //! cubic; the product rounded once to f32. Its FMA build fuses `x·32/ln 2 + shift`,
 //! `x·32/ln 2 - k` and the three polynomial steps, as below (read from the disassembly
 //! of Debian 12's libm). Underflow gives +0 as glibc does; NaN and overflow, which
-//! attention does not produce, call `f32::exp`. The test `inline_exp_is_libms` holds it
-//! to `f32::exp` over a spread of all floats (the ignored one over every float).
+//! attention does not produce, call `f32::exp`. With another libm (not Linux with glibc)
+//! every exponential calls `f32::exp`, as llama.cpp there calls that libm's `expf`. The
+//! test `inline_exp_is_libms` holds the inline one to `f32::exp` over a spread of all
+//! floats (the ignored one over every float).
 
 use super::Online;
 
+/// Whether `f32::exp` is glibc's (Linux with the GNU C library), which the inline
+/// exponential reproduces.
+const GLIBC: bool = cfg!(all(target_os = "linux", target_env = "gnu"));
 /// `x·32/ln 2` as glibc rounds the constant.
 const INV_LN2_32: f64 = f64::from_bits(0x4047_1547_652b_82fe);
 /// Adding it rounds to an integer in the low mantissa bits.
@@ -41,6 +46,10 @@ fn table() -> &'static [u64; 32] {
 #[inline]
 #[target_feature(enable = "fma")]
 pub(super) fn exp(x: f32, t: &[u64; 32]) -> f32 {
+    if !GLIBC {
+        // Another libm (and llama.cpp with it) may round differently: ask it.
+        return libm_exp(x);
+    }
     if x.to_bits() & 0x7fff_ffff >= SLOW_BITS {
         // glibc's special cases: below UNDERFLOW (minus infinity too) +0, which masked
         // and far-off keys give; NaN, +infinity and overflow as libm returns them; the
@@ -115,8 +124,8 @@ mod tests {
     /// Bit patterns of `|x|` where the inline exponential and `f32::exp` differ, every
     /// `stride`-th one, both signs; the first few shown.
     fn differences(stride: usize) -> usize {
-        if !crate::kernels::cpu_has_avx2() {
-            eprintln!("no FMA on this CPU: nothing to compare");
+        if !crate::kernels::cpu_has_avx2() || !GLIBC {
+            eprintln!("no FMA on this CPU or not glibc: nothing to compare");
             return 0;
         }
         let t = table();
@@ -164,7 +173,7 @@ mod tests {
             f32::INFINITY,
             f32::NAN,
         ];
-        if crate::kernels::cpu_has_avx2() {
+        if crate::kernels::cpu_has_avx2() && GLIBC {
             for x in edges {
                 // SAFETY: the AVX2 table's CPU check includes FMA.
                 let got = unsafe { exp(x, table()) };
