@@ -554,6 +554,31 @@ mod simd {
         state: &mut [Online],
     ) {
         let n = values.len() / dv;
+        if dv.is_multiple_of(CHUNK) {
+            // As the f16 loop: head by head, a chunk of the accumulator in registers
+            // through a block of keys, each head's softmax steps first.
+            let (mut ms, mut vs) = ([1f32; KEYS], [0f32; KEYS]);
+            for (h, (a, st)) in acc.chunks_exact_mut(dv).zip(state.iter_mut()).enumerate() {
+                for k0 in (0..n).step_by(KEYS) {
+                    let kn = KEYS.min(n - k0);
+                    let s = &scores[h * n + k0..][..kn];
+                    expf::steps(st, s, &mut ms[..kn], &mut vs[..kn]);
+                    for c0 in (0..dv).step_by(CHUNK) {
+                        // SAFETY: AVX2 and FMA per the caller; c0 + CHUNK <= dv.
+                        unsafe {
+                            chunk_f32(
+                                &values[k0 * dv + c0..],
+                                dv,
+                                &ms[..kn],
+                                &vs[..kn],
+                                &mut a[c0..][..CHUNK],
+                            )
+                        };
+                    }
+                }
+            }
+            return;
+        }
         for (j, v) in values.chunks_exact(dv).enumerate() {
             for (h, (a, st)) in acc.chunks_exact_mut(dv).zip(state.iter_mut()).enumerate() {
                 let (ms, vs) = st.step(scores[h * n + j]);
@@ -563,6 +588,37 @@ mod simd {
                 // SAFETY: AVX2, FMA and F16C per the caller; rows of equal length.
                 unsafe { mad_f32(a, v, vs) };
             }
+        }
+    }
+
+    /// [`chunk_f16`] for f32 values and accumulator: each step rescales by `ms[j]` when
+    /// it is not 1 and adds row `j` times `vs[j]` by fused multiply-add, as `mad_f32`
+    /// does for whole steps.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn chunk_f32(values: &[f32], stride: usize, ms: &[f32], vs: &[f32], acc: &mut [f32]) {
+        const V: usize = CHUNK / LANES;
+        let mut r = [_mm256_setzero_ps(); V];
+        for (i, x) in r.iter_mut().enumerate() {
+            // SAFETY: acc holds CHUNK floats.
+            *x = unsafe { _mm256_loadu_ps(acc[i * LANES..].as_ptr()) };
+        }
+        for (j, (&m, &w)) in ms.iter().zip(vs).enumerate() {
+            let row = &values[j * stride..][..CHUNK];
+            if m != 1.0 {
+                let m = _mm256_set1_ps(m);
+                r.iter_mut().for_each(|x| *x = _mm256_mul_ps(*x, m));
+            }
+            let w = _mm256_set1_ps(w);
+            for (i, x) in r.iter_mut().enumerate() {
+                // SAFETY: row holds CHUNK floats.
+                let v = unsafe { _mm256_loadu_ps(row[i * LANES..].as_ptr()) };
+                *x = _mm256_fmadd_ps(v, w, *x);
+            }
+        }
+        for (i, &x) in r.iter().enumerate() {
+            // SAFETY: acc holds CHUNK floats.
+            unsafe { _mm256_storeu_ps(acc[i * LANES..].as_mut_ptr(), x) };
         }
     }
 
@@ -1170,7 +1226,16 @@ mod tests {
             return;
         }
         for d in [32, 64, 128, 256] {
-            for (g, n) in [(1, 3), (2, 5), (3, 9), (4, 130), (5, 7), (7, 40), (8, 3)] {
+            for (g, n) in [
+                (1, 3),
+                (2, 5),
+                (3, 9),
+                (4, 130),
+                (5, 7),
+                (7, 40),
+                (8, 3),
+                (10, 300),
+            ] {
                 let q = halves(&values(g * d, d as u64 + 5));
                 let k = halves(&values(n * d, d as u64 + 6));
                 let want: Vec<u32> = (0..g * n)
@@ -1216,6 +1281,27 @@ mod tests {
                     acc
                 };
                 assert_eq!(run(false), want, "avx2 values: d {d} g {g} n {n}");
+                // The f32 value loop (quantized and f32 caches) against its reference.
+                let vals32: Vec<f32> = vals.iter().map(|v| v.to_f32()).collect();
+                let (mut want32, mut st) = (vec![0f32; g * d], vec![Online::START; g]);
+                for (j, v) in vals32.chunks_exact(d).enumerate() {
+                    for h in 0..g {
+                        let (ms, vs) = st[h].step(scores[h * n + j]);
+                        let a = &mut want32[h * d..][..d];
+                        if ms != 1.0 {
+                            a.iter_mut().for_each(|x| *x *= ms);
+                        }
+                        mad_f32_ref(a, v, vs);
+                    }
+                }
+                let (mut got32, mut st) = (vec![0f32; g * d], vec![Online::START; g]);
+                // SAFETY: the CPU has AVX2, FMA and F16C (checked above).
+                unsafe { simd::accumulate_f32(&scores, &vals32, d, &mut got32, &mut st) };
+                assert_eq!(
+                    bits(&got32),
+                    bits(&want32),
+                    "avx2 f32 values: d {d} g {g} n {n}"
+                );
                 if avx512 && d.is_multiple_of(avx512::CHUNK) {
                     assert_eq!(run(true), want, "avx512 values: d {d} g {g} n {n}");
                 }

@@ -105,13 +105,16 @@ pub(super) fn steps(st: &mut Online, scores: &[f32], ms: &mut [f32], vs: &mut [f
             *a = s - m;
         }
     }
+    // The sum's chain runs beside the exponentials, which do not wait for it; a rescale
+    // of 1 leaves the sum as it is, so only a new maximum pays for the multiply.
+    let mut sum = st.sum;
     for j in 0..n {
         let e = exp(arg[j], t);
         (ms[j], vs[j]) = if new_max[j] { (e, 1.0) } else { (1.0, e) };
-    }
-    let mut sum = st.sum;
-    for (&m, &v) in ms.iter().zip(vs.iter()) {
-        sum = sum * m + v;
+        if ms[j] != 1.0 {
+            sum *= ms[j];
+        }
+        sum += vs[j];
     }
     st.max = m;
     st.sum = sum;
