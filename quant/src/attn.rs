@@ -333,6 +333,8 @@ fn use_avx512() -> bool {
 mod avx512;
 #[cfg(target_arch = "x86_64")]
 mod expf;
+#[cfg(target_arch = "x86_64")]
+mod head_sets;
 
 #[cfg(target_arch = "x86_64")]
 mod simd {
@@ -341,7 +343,7 @@ mod simd {
     //! lengths were checked first.
     use std::arch::x86_64::*;
 
-    use super::{dot_f16_ref, expf, Online, LANES, STEP};
+    use super::{dot_f16_ref, expf, head_sets, Online, LANES, STEP};
     use crate::F16;
 
     #[inline]
@@ -366,15 +368,14 @@ mod simd {
     }
 
     /// Query elements [`dots_f16`] widens once per call (16 KiB of stack); larger groups
-    /// take the plain loop.
+    /// take the plain loop. Smaller ones go through the keys in sets of three heads.
     pub(super) const WIDE_Q: usize = 4096;
 
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) unsafe fn dots_f16(queries: &[F16], keys: &[F16], d: usize, out: &mut [f32]) {
         let n = keys.len() / d;
-        let g = queries.len() / d;
         let np = d / STEP * STEP;
-        if np < d || queries.len() > WIDE_Q {
+        if !head_sets::fits(queries, d) {
             for (j, k) in keys.chunks_exact(d).enumerate() {
                 for (h, q) in queries.chunks_exact(d).enumerate() {
                     out[h * n + j] = if np < d {
@@ -387,46 +388,8 @@ mod simd {
             }
             return;
         }
-        // The queries widened once (exact), and each key vector widened once for two heads:
-        // every lane's chain of fused multiply-adds is the one `dot_f16` runs, so the bits
-        // are the same with a third of the conversions.
-        let mut wide = [0f32; WIDE_Q];
-        for (w, q) in wide
-            .chunks_exact_mut(LANES)
-            .zip(queries.chunks_exact(LANES))
-        {
-            // SAFETY: eight halves in, eight floats out, both in bounds.
-            unsafe { _mm256_storeu_ps(w.as_mut_ptr(), load_f16(q)) };
-        }
-        let wide = &wide[..g * d];
-        for (j, k) in keys.chunks_exact(d).enumerate() {
-            for h in (0..g).step_by(2) {
-                if h + 1 == g {
-                    // The odd head out: its own plain dot.
-                    // SAFETY: AVX2, FMA and F16C per the caller; d is whole steps.
-                    out[h * n + j] = unsafe { dot_f16(&queries[h * d..][..d], k) };
-                    continue;
-                }
-                let (q0, q1) = (&wide[h * d..][..d], &wide[(h + 1) * d..][..d]);
-                let (mut a0, mut a1) = ([_mm256_setzero_ps(); 4], [_mm256_setzero_ps(); 4]);
-                for i in (0..np).step_by(STEP) {
-                    for r in 0..4 {
-                        let at = i + r * LANES;
-                        // SAFETY: at + LANES <= np <= d for the key and both query rows.
-                        unsafe {
-                            let kv = load_f16(&k[at..]);
-                            a0[r] = _mm256_fmadd_ps(_mm256_loadu_ps(q0[at..].as_ptr()), kv, a0[r]);
-                            a1[r] = _mm256_fmadd_ps(_mm256_loadu_ps(q1[at..].as_ptr()), kv, a1[r]);
-                        }
-                    }
-                }
-                // SAFETY: AVX2 per the caller.
-                unsafe {
-                    out[h * n + j] = reduce(a0);
-                    out[(h + 1) * n + j] = reduce(a1);
-                }
-            }
-        }
+        // SAFETY: AVX2, FMA and F16C per the caller; the shape fits (checked above).
+        unsafe { head_sets::dots::<3>(queries, keys, d, out) }
     }
 
     /// ggml's f16 dot of one query and one key (whole steps): four eight-lane chains.

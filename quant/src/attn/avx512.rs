@@ -14,12 +14,11 @@
 
 use std::arch::x86_64::*;
 
-use super::simd::{self, load_f16, reduce, KEYS, WIDE_Q};
-use super::{expf, Online, LANES, STEP};
+use super::simd::{self, KEYS};
+use super::{expf, head_sets, Online};
 use crate::F16;
 
-/// Query heads that go through the keys together (16 chains of the dot, 16 accumulator
-/// registers of the value loop).
+/// Query heads that go through the value rows together (16 accumulator registers).
 const SET: usize = 4;
 /// Lanes of one AVX-512 register.
 const WIDE: usize = 16;
@@ -27,96 +26,16 @@ const WIDE: usize = 16;
 pub(super) const CHUNK: usize = 64;
 const REGS: usize = CHUNK / WIDE;
 
-/// `out[h * n + j]` = query `h` · key `j`, as `super::dots_f16` (whole steps of the head
-/// dimension; other shapes go to the AVX2 loop).
+/// `out[h * n + j]` = query `h` · key `j`, as `super::dots_f16`: the AVX2 code of
+/// [`head_sets`] compiled here with 32 registers, so four heads share each key vector.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl")]
 pub(super) unsafe fn dots_f16(queries: &[F16], keys: &[F16], d: usize, out: &mut [f32]) {
-    if !d.is_multiple_of(STEP) || queries.len() > WIDE_Q {
+    if !head_sets::fits(queries, d) {
         // SAFETY: AVX2, FMA and F16C are part of this function's features.
         return unsafe { simd::dots_f16(queries, keys, d, out) };
     }
-    let n = keys.len() / d;
-    let g = queries.len() / d;
-    // The queries widened once (exact); each key vector is widened once per set of heads.
-    let mut wide = [0f32; WIDE_Q];
-    for (w, q) in wide
-        .chunks_exact_mut(LANES)
-        .zip(queries.chunks_exact(LANES))
-    {
-        // SAFETY: eight halves in, eight floats out, both in bounds.
-        unsafe { _mm256_storeu_ps(w.as_mut_ptr(), load_f16(q)) };
-    }
-    let mut h0 = 0;
-    while h0 < g {
-        let set = SET.min(g - h0);
-        let rows = &wide[h0 * d..][..set * d];
-        let out = &mut out[h0 * n..][..set * n];
-        // SAFETY: this function's features; rows hold `set` queries of whole steps.
-        unsafe {
-            match set {
-                4 => dots_sized::<4>(rows, keys, d, out),
-                3 => dots_sized::<3>(rows, keys, d, out),
-                2 => dots_sized::<2>(rows, keys, d, out),
-                _ => dots_sized::<1>(rows, keys, d, out),
-            }
-        }
-        h0 += set;
-    }
-}
-
-/// [`dots_set`] with the common head widths known when compiled: the loop over the
-/// dimensions unrolls and the row offsets fold (a third faster at 128).
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl")]
-unsafe fn dots_sized<const G: usize>(rows: &[f32], keys: &[F16], d: usize, out: &mut [f32]) {
-    // SAFETY: the caller's features and shapes, passed on.
-    unsafe {
-        match d {
-            64 => dots_set::<G, 64>(rows, keys, d, out),
-            128 => dots_set::<G, 128>(rows, keys, d, out),
-            256 => dots_set::<G, 256>(rows, keys, d, out),
-            _ => dots_set::<G, 0>(rows, keys, d, out),
-        }
-    }
-}
-
-/// The dots of `G` widened query rows with every key: per head the four eight-lane
-/// chains of ggml's f16 dot, each key vector widened once for the `G` heads. `D` is the
-/// head width when fixed at compile time (0: `d`).
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl")]
-unsafe fn dots_set<const G: usize, const D: usize>(
-    rows: &[f32],
-    keys: &[F16],
-    d: usize,
-    out: &mut [f32],
-) {
-    let d = if D == 0 { d } else { D };
-    let n = keys.len() / d;
-    assert!(rows.len() == G * d && out.len() == G * n && d.is_multiple_of(STEP));
-    let q = rows.as_ptr();
-    for (j, k) in keys.chunks_exact(d).enumerate() {
-        let k = k.as_ptr();
-        let mut acc = [[_mm256_setzero_ps(); 4]; G];
-        for i in (0..d).step_by(STEP) {
-            for r in 0..4 {
-                let at = i + r * LANES;
-                // SAFETY: at + LANES <= d (whole steps, asserted above): eight halves of
-                // this key and eight floats of each of the G query rows are in bounds.
-                unsafe {
-                    let kv = _mm256_cvtph_ps(_mm_loadu_si128(k.add(at) as *const __m128i));
-                    for (h, a) in acc.iter_mut().enumerate() {
-                        let qv = _mm256_loadu_ps(q.add(h * d + at));
-                        a[r] = _mm256_fmadd_ps(qv, kv, a[r]);
-                    }
-                }
-            }
-        }
-        for (h, a) in acc.into_iter().enumerate() {
-            // SAFETY: AVX2 is part of this function's features.
-            out[h * n + j] = unsafe { reduce(a) };
-        }
-    }
+    // SAFETY: this function's features include the callee's; the shape fits.
+    unsafe { head_sets::dots::<4>(queries, keys, d, out) }
 }
 
 /// `super::accumulate_f16` for a value width that is a whole number of [`CHUNK`]s (the
