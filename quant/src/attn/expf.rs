@@ -7,7 +7,8 @@
 //! table of `2^(i/32)` with `k/32`'s integer part added to the exponent; `2^(r/32)` by a
 //! cubic; the product rounded once to f32. Its FMA build fuses `x·32/ln 2 + shift`,
 //! `x·32/ln 2 - k` and the three polynomial steps, as below (read from the disassembly
-//! of Debian 12's libm). Underflow gives +0 as glibc does; NaN and overflow, which
+//! of Debian 12's libm), one at a time or eight at a time in AVX2 registers (the steps
+//! use the eights). Underflow gives +0 as glibc does; NaN and overflow, which
 //! attention does not produce, call `f32::exp`. With another libm (not Linux with glibc)
 //! every exponential calls `f32::exp`, as llama.cpp there calls that libm's `expf`. The
 //! test `inline_exp_is_libms` holds the inline one to `f32::exp` over a spread of all
@@ -74,6 +75,52 @@ pub(super) fn exp(x: f32, t: &[u64; 32]) -> f32 {
     (y * s) as f32
 }
 
+/// [`exp`] of eight arguments at once (two halves of four doubles, the table read by a
+/// gather): the same operations lane by lane, so the same bits. Any lane that glibc
+/// would send to libm (NaN, overflow) sends the eight to [`exp`].
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn exp8(x: &[f32; 8], t: &[u64; 32]) -> [f32; 8] {
+    use std::arch::x86_64::*;
+    // SAFETY: eight floats in bounds of the array; unaligned load.
+    let v = unsafe { _mm256_loadu_ps(x.as_ptr()) };
+    let odd = _mm256_or_ps(
+        _mm256_cmp_ps::<_CMP_UNORD_Q>(v, v),
+        _mm256_cmp_ps::<_CMP_GT_OQ>(v, _mm256_set1_ps(OVERFLOW)),
+    );
+    if !GLIBC || _mm256_movemask_ps(odd) != 0 {
+        return x.map(|x| exp(x, t));
+    }
+    let half = |h: __m128| -> __m128 {
+        let xd = _mm256_cvtps_pd(h);
+        let inv = _mm256_set1_pd(INV_LN2_32);
+        let shift = _mm256_set1_pd(SHIFT);
+        let kd = _mm256_fmadd_pd(inv, xd, shift);
+        let ki = _mm256_castpd_si256(kd);
+        let kd = _mm256_sub_pd(kd, shift);
+        let r = _mm256_fmsub_pd(inv, xd, kd);
+        let idx = _mm256_and_si256(ki, _mm256_set1_epi64x(31));
+        // SAFETY: every index is below 32, the table's length.
+        let tv = unsafe { _mm256_i64gather_epi64::<8>(t.as_ptr() as *const i64, idx) };
+        let s = _mm256_castsi256_pd(_mm256_add_epi64(tv, _mm256_slli_epi64::<47>(ki)));
+        let z = _mm256_fmadd_pd(_mm256_set1_pd(C0), r, _mm256_set1_pd(C1));
+        let r2 = _mm256_mul_pd(r, r);
+        let y = _mm256_fmadd_pd(r, _mm256_set1_pd(C2), _mm256_set1_pd(1.0));
+        let y = _mm256_fmadd_pd(z, r2, y);
+        _mm256_cvtpd_ps(_mm256_mul_pd(y, s))
+    };
+    let lo = half(_mm256_castps256_ps128(v));
+    let hi = half(_mm256_extractf128_ps::<1>(v));
+    let e = _mm256_set_m128(hi, lo);
+    // Below UNDERFLOW (minus infinity too) glibc returns +0.
+    let under = _mm256_cmp_ps::<_CMP_LT_OQ>(v, _mm256_set1_ps(UNDERFLOW));
+    let e = _mm256_andnot_ps(under, e);
+    let mut out = [0f32; 8];
+    // SAFETY: eight floats in bounds of the array; unaligned store.
+    unsafe { _mm256_storeu_ps(out.as_mut_ptr(), e) };
+    out
+}
+
 /// `f32::exp` behind a call the optimizer may not hoist: the intrinsic counts as free of
 /// side effects, and left inline it was turned into a libm call for every key.
 #[cold]
@@ -86,10 +133,9 @@ fn libm_exp(x: f32) -> f32 {
 pub(super) const MAX_KEYS: usize = 128;
 
 /// `Online::step` over `scores` in order, writing each key's rescale to `ms` and weight
-/// to `vs`: the
-/// running maximum first, then the exponentials (independent of each other, so they
-/// overlap), then the sum in order.
-#[target_feature(enable = "fma")]
+/// to `vs`: the running maximum first, then the exponentials eight at a time (they do
+/// not depend on each other), with the sum in order beside them.
+#[target_feature(enable = "avx2,fma")]
 pub(super) fn steps(st: &mut Online, scores: &[f32], ms: &mut [f32], vs: &mut [f32]) {
     let n = scores.len();
     assert!(n <= MAX_KEYS && ms.len() == n && vs.len() == n);
@@ -108,13 +154,21 @@ pub(super) fn steps(st: &mut Online, scores: &[f32], ms: &mut [f32], vs: &mut [f
     // The sum's chain runs beside the exponentials, which do not wait for it; a rescale
     // of 1 leaves the sum as it is, so only a new maximum pays for the multiply.
     let mut sum = st.sum;
-    for j in 0..n {
-        let e = exp(arg[j], t);
-        (ms[j], vs[j]) = if new_max[j] { (e, 1.0) } else { (1.0, e) };
-        if ms[j] != 1.0 {
-            sum *= ms[j];
+    for j0 in (0..n).step_by(8) {
+        let k = 8.min(n - j0);
+        let e = if k == 8 {
+            exp8(arg[j0..][..8].try_into().expect("eight"), t)
+        } else {
+            std::array::from_fn(|i| if i < k { exp(arg[j0 + i], t) } else { 0.0 })
+        };
+        for (i, &e) in e[..k].iter().enumerate() {
+            let j = j0 + i;
+            (ms[j], vs[j]) = if new_max[j] { (e, 1.0) } else { (1.0, e) };
+            if ms[j] != 1.0 {
+                sum *= ms[j];
+            }
+            sum += vs[j];
         }
-        sum += vs[j];
     }
     st.max = m;
     st.sum = sum;
@@ -124,28 +178,44 @@ pub(super) fn steps(st: &mut Online, scores: &[f32], ms: &mut [f32], vs: &mut [f
 mod tests {
     use super::*;
 
-    /// Bit patterns of `|x|` where the inline exponential and `f32::exp` differ, every
-    /// `stride`-th one, both signs; the first few shown.
+    /// Bit patterns of `|x|` where the inline exponential ([`exp`], and [`exp8`] over the
+    /// same arguments in eights) and `f32::exp` differ, every `stride`-th one, both
+    /// signs; the first few shown.
     fn differences(stride: usize) -> usize {
         if !crate::kernels::cpu_has_avx2() || !GLIBC {
-            eprintln!("no FMA on this CPU or not glibc: nothing to compare");
+            eprintln!("no AVX2 and FMA on this CPU or not glibc: nothing to compare");
             return 0;
         }
         let t = table();
         let mut bad = 0;
-        for b in (0..=0x7fff_ffff).step_by(stride) {
-            for x in [f32::from_bits(b), -f32::from_bits(b)] {
-                // SAFETY: the AVX2 table's CPU check includes FMA.
-                let got = unsafe { exp(x, t) };
-                if got.to_bits() != x.exp().to_bits() {
+        let mut check = |x: &[f32; 8]| {
+            // SAFETY: the AVX2 table's CPU check includes FMA.
+            let eight = unsafe { exp8(x, t) };
+            for (&x, e8) in x.iter().zip(eight) {
+                // SAFETY: as above.
+                let one = unsafe { exp(x, t) };
+                let want = x.exp().to_bits();
+                if one.to_bits() != want || e8.to_bits() != want {
                     if bad < 8 {
                         eprintln!(
-                            "e^{x:e} ({:#010x}): {got:e}, libm {:e}",
+                            "e^{x:e} ({:#010x}): {one:e} and {e8:e}, libm {:e}",
                             x.to_bits(),
                             x.exp()
                         );
                     }
                     bad += 1;
+                }
+            }
+        };
+        let mut batch = [0f32; 8];
+        let mut filled = 0;
+        for b in (0..=0x7fff_ffffu32).step_by(stride) {
+            for x in [f32::from_bits(b), -f32::from_bits(b)] {
+                batch[filled] = x;
+                filled += 1;
+                if filled == 8 {
+                    check(&batch);
+                    filled = 0;
                 }
             }
         }
@@ -175,12 +245,32 @@ mod tests {
             f32::NEG_INFINITY,
             f32::INFINITY,
             f32::NAN,
+            // The two floats whose last bit depends on fusing `x·32/ln 2 - k` (found by
+            // the exhaustive test with that step unfused).
+            f32::from_bits(0x4202_422f),
+            f32::from_bits(0xc27c_65d9),
         ];
         if crate::kernels::cpu_has_avx2() && GLIBC {
             for x in edges {
                 // SAFETY: the AVX2 table's CPU check includes FMA.
                 let got = unsafe { exp(x, table()) };
                 assert_eq!(got.to_bits(), x.exp().to_bits(), "e^{x}");
+            }
+            // Each edge among ordinary arguments, in every lane of the eight.
+            for x in edges {
+                for lane in 0..8 {
+                    let mut v = [-0.5f32, -3.25, -20.0, -1e-3, -87.5, -95.0, 0.0, -60.0];
+                    v[lane] = x;
+                    // SAFETY: as above.
+                    let got = unsafe { exp8(&v, table()) };
+                    for (g, v) in got.iter().zip(v) {
+                        assert_eq!(
+                            g.to_bits(),
+                            v.exp().to_bits(),
+                            "e^{v} beside {x} in lane {lane}"
+                        );
+                    }
+                }
             }
         }
     }
