@@ -440,27 +440,11 @@ mod simd {
             // Head by head (their states are independent), the accumulator in registers:
             // rounding it to f16 there after every step is what storing and reloading it
             // did, so the bits are the same without the memory round trip per key.
-            let (mut ms, mut vs) = ([1f32; KEYS], [0f32; KEYS]);
-            for (h, (a, st)) in acc.chunks_exact_mut(dv).zip(state.iter_mut()).enumerate() {
-                for k0 in (0..n).step_by(KEYS) {
-                    let kn = KEYS.min(n - k0);
-                    let s = &scores[h * n + k0..][..kn];
-                    expf::steps(st, s, &mut ms[..kn], &mut vs[..kn]);
-                    for c0 in (0..dv).step_by(CHUNK) {
-                        // SAFETY: AVX2, FMA and F16C per the caller; c0 + CHUNK <= dv.
-                        unsafe {
-                            chunk_f16(
-                                &values[k0 * dv + c0..],
-                                dv,
-                                &ms[..kn],
-                                &vs[..kn],
-                                &mut a[c0..][..CHUNK],
-                            )
-                        };
-                    }
-                }
-            }
-            return;
+            return by_chunks(scores, values, dv, acc, state, |v, ms, vs, a| {
+                // SAFETY: AVX2, FMA and F16C per the caller; `a` holds CHUNK halves and
+                // `v` the block's rows from this chunk on.
+                unsafe { chunk_f16(v, dv, ms, vs, a) }
+            });
         }
         for (j, v) in values.chunks_exact(dv).enumerate() {
             for (h, (a, st)) in acc.chunks_exact_mut(dv).zip(state.iter_mut()).enumerate() {
@@ -471,6 +455,39 @@ mod simd {
                         scale_f16(a, ms);
                     }
                     mad_f16(a, v, vs);
+                }
+            }
+        }
+    }
+
+    /// The value loops' common order for a width of whole [`CHUNK`]s: head by head, per
+    /// block of [`KEYS`] keys the head's softmax steps ([`expf::steps`]), then
+    /// `chunk(values from the chunk on, rescales, weights, the accumulator's chunk)` for
+    /// each chunk of its accumulator.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    fn by_chunks<T>(
+        scores: &[f32],
+        values: &[T],
+        dv: usize,
+        acc: &mut [T],
+        state: &mut [Online],
+        mut chunk: impl FnMut(&[T], &[f32], &[f32], &mut [T]),
+    ) {
+        let n = values.len() / dv;
+        let (mut ms, mut vs) = ([1f32; KEYS], [0f32; KEYS]);
+        for (h, (a, st)) in acc.chunks_exact_mut(dv).zip(state.iter_mut()).enumerate() {
+            for k0 in (0..n).step_by(KEYS) {
+                let kn = KEYS.min(n - k0);
+                let s = &scores[h * n + k0..][..kn];
+                expf::steps(st, s, &mut ms[..kn], &mut vs[..kn]);
+                for c0 in (0..dv).step_by(CHUNK) {
+                    chunk(
+                        &values[k0 * dv + c0..],
+                        &ms[..kn],
+                        &vs[..kn],
+                        &mut a[c0..][..CHUNK],
+                    );
                 }
             }
         }
@@ -518,29 +535,12 @@ mod simd {
     ) {
         let n = values.len() / dv;
         if dv.is_multiple_of(CHUNK) {
-            // As the f16 loop: head by head, a chunk of the accumulator in registers
-            // through a block of keys, each head's softmax steps first.
-            let (mut ms, mut vs) = ([1f32; KEYS], [0f32; KEYS]);
-            for (h, (a, st)) in acc.chunks_exact_mut(dv).zip(state.iter_mut()).enumerate() {
-                for k0 in (0..n).step_by(KEYS) {
-                    let kn = KEYS.min(n - k0);
-                    let s = &scores[h * n + k0..][..kn];
-                    expf::steps(st, s, &mut ms[..kn], &mut vs[..kn]);
-                    for c0 in (0..dv).step_by(CHUNK) {
-                        // SAFETY: AVX2 and FMA per the caller; c0 + CHUNK <= dv.
-                        unsafe {
-                            chunk_f32(
-                                &values[k0 * dv + c0..],
-                                dv,
-                                &ms[..kn],
-                                &vs[..kn],
-                                &mut a[c0..][..CHUNK],
-                            )
-                        };
-                    }
-                }
-            }
-            return;
+            // As the f16 loop, with f32 accumulators.
+            return by_chunks(scores, values, dv, acc, state, |v, ms, vs, a| {
+                // SAFETY: AVX2 and FMA per the caller; `a` holds CHUNK floats and `v` the
+                // block's rows from this chunk on.
+                unsafe { chunk_f32(v, dv, ms, vs, a) }
+            });
         }
         for (j, v) in values.chunks_exact(dv).enumerate() {
             for (h, (a, st)) in acc.chunks_exact_mut(dv).zip(state.iter_mut()).enumerate() {
