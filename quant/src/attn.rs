@@ -846,8 +846,9 @@ pub(crate) mod neon {
             for (h, (a, st)) in acc.chunks_exact_mut(dv).zip(state.iter_mut()).enumerate() {
                 for k0 in (0..n).step_by(KEYS) {
                     let kn = KEYS.min(n - k0);
-                    let s = &scores[h * n + k0..][..kn];
-                    expf::steps(st, s, &mut ms[..kn], &mut vs[..kn]);
+                    for j in 0..kn {
+                        (ms[j], vs[j]) = st.step(scores[h * n + k0 + j]);
+                    }
                     for c0 in (0..dv).step_by(CHUNK) {
                         // SAFETY: NEON per the caller; c0 + CHUNK <= dv.
                         unsafe {
@@ -1158,6 +1159,7 @@ mod tests {
     }
 
     /// The f16 value loop as the scalar reference runs it, key by key and head by head.
+    #[cfg(target_arch = "x86_64")]
     fn accumulate_f16_ref(scores: &[f32], vals: &[F16], dv: usize, g: usize) -> Vec<F16> {
         let n = vals.len() / dv;
         let (mut acc, mut st) = (vec![F16::ZERO; g * dv], vec![Online::START; g]);
