@@ -5,8 +5,10 @@
 //!
 //! Each loop exists as a scalar reference that spells out the order, and as an AVX2 +
 //! FMA + F16C version (x86_64) or a NEON one (aarch64) chosen at run time with the kernel
-//! table (`LOUPE_KERNELS=scalar` keeps the reference); with the AVX-512 table the key dots
-//! and the f16 value loop take several heads at once (`attn/avx512.rs`). They give the reference's bits
+//! table (`LOUPE_KERNELS=scalar` keeps the reference). On x86 the key dots take sets of
+//! heads per key vector (`attn/head_sets.rs`), the AVX-512 table's f16 value loop four
+//! heads per value row (`attn/avx512.rs`), and the softmax's exponentials are computed
+//! inline as glibc's `expf` does (`attn/expf.rs`). They give the reference's bits
 //! (the AVX2 one for finite values: F16C keeps NaN payloads; the NEON one for every
 //! value), and tests hold them to it. Following ggml's order rather than a plain loop is
 //! what keeps loupe's attention on llama.cpp's rounding.
