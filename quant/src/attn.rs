@@ -116,15 +116,7 @@ pub fn accumulate_f16(
         // SAFETY: NEON is part of the aarch64 baseline.
         return unsafe { neon::accumulate_f16(scores, values, dv, acc, state) };
     }
-    for (j, v) in values.chunks_exact(dv).enumerate() {
-        for (h, (a, st)) in acc.chunks_exact_mut(dv).zip(state.iter_mut()).enumerate() {
-            let (ms, vs) = st.step(scores[h * n + j]);
-            if ms != 1.0 {
-                scale_f16_ref(a, ms);
-            }
-            mad_f16_ref(a, v, vs);
-        }
-    }
+    accumulate_f16_ref(scores, values, dv, acc, state)
 }
 
 /// [`accumulate_f16`] with f32 values and accumulators ([`mad_f32`]; the rescale is an
@@ -152,15 +144,7 @@ pub fn accumulate_f32(
         // SAFETY: NEON is part of the aarch64 baseline.
         return unsafe { neon::accumulate_f32(scores, values, dv, acc, state) };
     }
-    for (j, v) in values.chunks_exact(dv).enumerate() {
-        for (h, (a, st)) in acc.chunks_exact_mut(dv).zip(state.iter_mut()).enumerate() {
-            let (ms, vs) = st.step(scores[h * n + j]);
-            if ms != 1.0 {
-                a.iter_mut().for_each(|x| *x *= ms);
-            }
-            mad_f32_ref(a, v, vs);
-        }
-    }
+    accumulate_f32_ref(scores, values, dv, acc, state)
 }
 
 /// `acc[i] = f16(acc[i] + x[i] * v)`, ggml's `ggml_vec_mad_f16` (fused for whole steps).
@@ -252,6 +236,46 @@ pub fn f32_to_f16(src: &[f32], dst: &mut [F16]) {
 }
 
 // The scalar references: what each loop above computes, in that order.
+
+/// [`accumulate_f16`] key by key and head by head.
+fn accumulate_f16_ref(
+    scores: &[f32],
+    values: &[F16],
+    dv: usize,
+    acc: &mut [F16],
+    state: &mut [Online],
+) {
+    let n = values.len() / dv;
+    for (j, v) in values.chunks_exact(dv).enumerate() {
+        for (h, (a, st)) in acc.chunks_exact_mut(dv).zip(state.iter_mut()).enumerate() {
+            let (ms, vs) = st.step(scores[h * n + j]);
+            if ms != 1.0 {
+                scale_f16_ref(a, ms);
+            }
+            mad_f16_ref(a, v, vs);
+        }
+    }
+}
+
+/// [`accumulate_f32`] key by key and head by head.
+fn accumulate_f32_ref(
+    scores: &[f32],
+    values: &[f32],
+    dv: usize,
+    acc: &mut [f32],
+    state: &mut [Online],
+) {
+    let n = values.len() / dv;
+    for (j, v) in values.chunks_exact(dv).enumerate() {
+        for (h, (a, st)) in acc.chunks_exact_mut(dv).zip(state.iter_mut()).enumerate() {
+            let (ms, vs) = st.step(scores[h * n + j]);
+            if ms != 1.0 {
+                a.iter_mut().for_each(|x| *x *= ms);
+            }
+            mad_f32_ref(a, v, vs);
+        }
+    }
+}
 
 fn mad_f16_ref(acc: &mut [F16], x: &[F16], v: f32) {
     let np = acc.len() / STEP * STEP;
@@ -1121,16 +1145,7 @@ mod tests {
                     accumulate_f16(&s0, &vh[..h * dv], dv, &mut acc, &mut st);
                     accumulate_f16(&s1, &vh[h * dv..], dv, &mut acc, &mut st);
                 } else {
-                    for (j, v) in vh.chunks_exact(dv).enumerate() {
-                        for h in 0..g {
-                            let (ms, vs) = st[h].step(scores[h * n + j]);
-                            let a = &mut acc[h * dv..][..dv];
-                            if ms != 1.0 {
-                                scale_f16_ref(a, ms);
-                            }
-                            mad_f16_ref(a, v, vs);
-                        }
-                    }
+                    accumulate_f16_ref(&scores, &vh, dv, &mut acc, &mut st);
                 }
                 (acc, st)
             };
@@ -1158,24 +1173,6 @@ mod tests {
                 }
             }
         }
-    }
-
-    /// The f16 value loop as the scalar reference runs it, key by key and head by head.
-    #[cfg(target_arch = "x86_64")]
-    fn accumulate_f16_ref(scores: &[f32], vals: &[F16], dv: usize, g: usize) -> Vec<F16> {
-        let n = vals.len() / dv;
-        let (mut acc, mut st) = (vec![F16::ZERO; g * dv], vec![Online::START; g]);
-        for (j, v) in vals.chunks_exact(dv).enumerate() {
-            for h in 0..g {
-                let (ms, vs) = st[h].step(scores[h * n + j]);
-                let a = &mut acc[h * dv..][..dv];
-                if ms != 1.0 {
-                    scale_f16_ref(a, ms);
-                }
-                mad_f16_ref(a, v, vs);
-            }
-        }
-        acc
     }
 
     /// The AVX2 loops and the AVX-512 ones (each where this CPU runs it, whatever table
@@ -1226,7 +1223,8 @@ mod tests {
                     .map(|x| x * 4.0)
                     .collect();
                 let vals = halves(&values(n * d, d as u64 + 8));
-                let want = accumulate_f16_ref(&scores, &vals, d, g);
+                let mut want = vec![F16::ZERO; g * d];
+                accumulate_f16_ref(&scores, &vals, d, &mut want, &mut vec![Online::START; g]);
                 let run = |wide: bool| {
                     let (mut acc, mut st) = (vec![F16::ZERO; g * d], vec![Online::START; g]);
                     let half = n / 2;
@@ -1251,16 +1249,7 @@ mod tests {
                 // The f32 value loop (quantized and f32 caches) against its reference.
                 let vals32: Vec<f32> = vals.iter().map(|v| v.to_f32()).collect();
                 let (mut want32, mut st) = (vec![0f32; g * d], vec![Online::START; g]);
-                for (j, v) in vals32.chunks_exact(d).enumerate() {
-                    for h in 0..g {
-                        let (ms, vs) = st[h].step(scores[h * n + j]);
-                        let a = &mut want32[h * d..][..d];
-                        if ms != 1.0 {
-                            a.iter_mut().for_each(|x| *x *= ms);
-                        }
-                        mad_f32_ref(a, v, vs);
-                    }
-                }
+                accumulate_f32_ref(&scores, &vals32, d, &mut want32, &mut st);
                 let (mut got32, mut st) = (vec![0f32; g * d], vec![Online::START; g]);
                 // SAFETY: the CPU has AVX2, FMA and F16C (checked above).
                 unsafe { simd::accumulate_f32(&scores, &vals32, d, &mut got32, &mut st) };
@@ -1311,14 +1300,8 @@ mod tests {
                 let scores = [0.0, s];
                 let (mut acc, mut st) = (vec![F16::ZERO; dv], [Online::START]);
                 accumulate_f16(&scores, &vals, dv, &mut acc, &mut st);
-                let (mut want, mut st) = (vec![F16::ZERO; dv], Online::START);
-                for (j, v) in vals.chunks_exact(dv).enumerate() {
-                    let (ms, vs) = st.step(scores[j]);
-                    if ms != 1.0 {
-                        scale_f16_ref(&mut want, ms);
-                    }
-                    mad_f16_ref(&mut want, v, vs);
-                }
+                let mut want = vec![F16::ZERO; dv];
+                accumulate_f16_ref(&scores, &vals, dv, &mut want, &mut [Online::START]);
                 assert_eq!(acc, want, "s {s}, dv {dv}");
                 let w = s.exp();
                 sharp += usize::from(want[0].to_f32() != -4096.0 + 6144.0 * w);
