@@ -100,6 +100,9 @@ fn decode_prompt(llama: &mut Llama, tokens: &[i32], pos0: usize) -> Result<()> {
     Ok(())
 }
 
+/// The seed of synthetic depths, loupe's (`src/bench.rs`).
+const SYNTHETIC_SEED: u64 = 0x5eed_0003;
+
 /// A test's name as llama-bench prints it: "pp512", "tg128 @ d4096".
 pub fn test_name(kind: &str, n: usize, depth: usize) -> String {
     if depth > 0 {
@@ -110,15 +113,19 @@ pub fn test_name(kind: &str, n: usize, depth: usize) -> String {
 }
 
 /// Fills the cache with `depth` tokens (a prompt like pp's), untimed: what "@ dD" tests
-/// start from. An empty cache for depth 0.
-pub fn fill_depth(llama: &mut Llama, depth: usize) -> Result<()> {
+/// start from. An empty cache for depth 0. With `synthetic`, the positions hold made-up
+/// keys and values instead ([`Llama::fill_synthetic`], the same numbers as loupe's
+/// `--synthetic-depth`): the same cost per timed token, without evaluating the prompt.
+pub fn fill_depth(llama: &mut Llama, depth: usize, synthetic: bool) -> Result<()> {
     ensure!(
         depth < llama.n_ctx(),
         "a depth of {depth} tokens needs a context larger than {}",
         llama.n_ctx()
     );
     llama.clear();
-    if depth > 0 {
+    if depth > 0 && synthetic {
+        llama.fill_synthetic(depth, SYNTHETIC_SEED)?;
+    } else if depth > 0 {
         let mut rng = TokenRng(0x5eed_0003);
         let tokens = prompt_tokens(llama, depth, &mut rng);
         decode_prompt(llama, &tokens, 0)?;

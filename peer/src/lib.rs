@@ -2,6 +2,7 @@
 //!
 //! - [`ggml_rows`]: ggml's dequantize/quantize of one row, for bit-exact block-format tests;
 //! - [`llama`]: a model + context on the CPU: tokenize, logits, greedy, perplexity;
+//! - [`kv_state`]: llama.cpp's saved KV state of a sequence, to fill a cache with made-up rows;
 //! - [`bench`]: prompt processing (pp) and token generation (tg) speed, like llama-bench.
 //!
 //! All `unsafe` of the crate lives in these modules, each block with its `SAFETY` line.
@@ -10,6 +11,7 @@
 
 pub mod bench;
 pub mod ggml_rows;
+pub mod kv_state;
 pub mod llama;
 
 pub use llama_cpp_sys_2 as sys;

@@ -11,6 +11,8 @@ use std::ptr::NonNull;
 use anyhow::{bail, ensure, Context as _, Result};
 use llama_cpp_sys_2 as sys;
 
+use crate::kv_state::Layout;
+
 /// Sizes of the context a [`Llama`] creates.
 #[derive(Clone, Copy, Debug)]
 pub struct Params {
@@ -358,6 +360,103 @@ impl Llama {
         Ok(())
     }
 
+    /// Makes the cache hold positions `0..n` of made-up keys and values, the sequence
+    /// loupe's `Context::fill_synthetic` stores for the same `seed`
+    /// ([`loupe_engine::model::synthetic_kv_values`]), converted to the cache's types by
+    /// ggml: for timing at a depth without evaluating `n` tokens. One position is decoded
+    /// first so that llama.cpp writes a state whose layout [`Layout::of_one_cell`] learns;
+    /// the state of `n` cells built from it is loaded back and checked.
+    pub fn fill_synthetic(&mut self, n: usize, seed: u64) -> Result<()> {
+        ensure!(
+            n > 0 && n <= self.n_ctx,
+            "cannot fill {n} positions: the context holds {}",
+            self.n_ctx
+        );
+        self.clear();
+        self.decode(&[self.bos().max(0)], 0, |_| false)?;
+        self.synchronize();
+        let ctx = self.ctx.as_ptr();
+        // SAFETY: ctx is live; sequence 0 exists.
+        let size = unsafe { sys::llama_state_seq_get_size(ctx, 0) };
+        let mut one = vec![0u8; size];
+        // SAFETY: `one` has room for `size` bytes, the size llama.cpp just reported.
+        let written = unsafe { sys::llama_state_seq_get_data(ctx, one.as_mut_ptr(), size, 0) };
+        ensure!(
+            written == size,
+            "llama.cpp wrote {written} of {size} state bytes"
+        );
+        // SAFETY: the model is live.
+        let n_layer = unsafe { sys::llama_model_n_layer(self.model.as_ptr()) }.max(0) as usize;
+        let layout = Layout::of_one_cell(&one, n_layer)
+            .context("llama.cpp's sequence state has a layout the peer does not know")?;
+        let mut widths = Vec::with_capacity(2 * n_layer);
+        for rows in layout.keys.iter().chain(&layout.values) {
+            let t = rows.ggml_type as sys::ggml_type;
+            ensure!(
+                [
+                    sys::GGML_TYPE_F32,
+                    sys::GGML_TYPE_F16,
+                    sys::GGML_TYPE_Q8_0,
+                    sys::GGML_TYPE_Q4_0
+                ]
+                .contains(&t),
+                "KV cache type id {t} is not one the peer fills"
+            );
+            // SAFETY: plain lookups in ggml's type table for a known type.
+            let (blck, bytes) =
+                unsafe { (sys::ggml_blck_size(t) as usize, sys::ggml_type_size(t)) };
+            ensure!(
+                rows.row_bytes % bytes == 0,
+                "a row of {} bytes is not whole blocks",
+                rows.row_bytes
+            );
+            widths.push(rows.row_bytes / bytes * blck);
+        }
+        let mut next = loupe_engine::model::synthetic_kv_values(seed);
+        let quantize = |t: i32, src: &[f32], width: usize, dst: &mut [u8]| {
+            let rows = (src.len() / width) as i64;
+            // SAFETY: `src` holds rows × width floats and `dst` rows × row_bytes bytes, the
+            // size ggml writes for that type and width (checked above); no importance
+            // matrix is needed by these four types.
+            let wrote = unsafe {
+                sys::ggml_quantize_chunk(
+                    t as sys::ggml_type,
+                    src.as_ptr(),
+                    dst.as_mut_ptr().cast(),
+                    0,
+                    rows,
+                    width as i64,
+                    std::ptr::null(),
+                )
+            };
+            assert_eq!(wrote, dst.len(), "ggml wrote a different number of bytes");
+        };
+        let state = layout.build(n, |layer, keys, values| {
+            let (kw, vw) = (widths[layer], widths[n_layer + layer]);
+            let (mut k, mut v) = (vec![0f32; n * kw], vec![0f32; n * vw]);
+            for pos in 0..n {
+                k[pos * kw..(pos + 1) * kw].fill_with(&mut next);
+                v[pos * vw..(pos + 1) * vw].fill_with(&mut next);
+            }
+            quantize(layout.keys[layer].ggml_type, &k, kw, keys);
+            quantize(layout.values[layer].ggml_type, &v, vw, values);
+        });
+        // SAFETY: ctx is live; `state` is `state.len()` readable bytes.
+        let read = unsafe { sys::llama_state_seq_set_data(ctx, state.as_ptr(), state.len(), 0) };
+        ensure!(
+            read == state.len(),
+            "llama.cpp took {read} of {} synthetic state bytes (set PEER_VERBOSE=1 for its log)",
+            state.len()
+        );
+        // SAFETY: ctx is live; its memory object lives as long as the context.
+        let last = unsafe { sys::llama_memory_seq_pos_max(sys::llama_get_memory(ctx), 0) };
+        ensure!(
+            last == n as i32 - 1,
+            "after loading {n} synthetic positions the cache ends at position {last}"
+        );
+        Ok(())
+    }
+
     /// Waits until the last decode has finished computing.
     pub fn synchronize(&mut self) {
         // SAFETY: ctx is live.
@@ -427,10 +526,16 @@ impl Llama {
             self.n_ctx
         );
         self.clear();
+        self.logits_after(tokens, 0)
+    }
+
+    /// Logits of every position of `tokens`, decoded at positions `pos0..` after what the
+    /// cache holds (`0..pos0`), in batches of n_batch.
+    pub fn logits_after(&mut self, tokens: &[i32], pos0: usize) -> Result<Vec<Vec<f32>>> {
         let mut out = Vec::with_capacity(tokens.len());
         let n_batch = self.n_batch;
         for (b, chunk) in tokens.chunks(n_batch).enumerate() {
-            self.decode(chunk, b * n_batch, |_| true)?;
+            self.decode(chunk, pos0 + b * n_batch, |_| true)?;
             for i in 0..chunk.len() {
                 out.push(self.logits_ith(i)?.to_vec());
             }

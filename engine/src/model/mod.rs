@@ -370,13 +370,7 @@ impl<'m> Context<'m> {
             self.cache.n_ctx
         );
         let c = &self.model.config;
-        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        let mut next = move || {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-        };
+        let mut next = synthetic_kv_values(seed);
         let (mut k, mut v) = (vec![0f32; c.kv_dim()], vec![0f32; c.kv_dim_v()]);
         for layer in 0..c.n_layer {
             for pos in 0..n {
@@ -436,5 +430,19 @@ impl<'m> Context<'m> {
         };
         self.logits_rows = rows;
         Ok(self.scratch.logits(rows * m.config.vocab_size))
+    }
+}
+
+/// The made-up cache values of [`Context::fill_synthetic`], in -1..1 (xorshift64 from
+/// `seed`), drawn in its order: for each layer, for each position, the key row, then the
+/// value row. The peer fills llama.cpp's cache from the same sequence, so both engines time
+/// attention over the same numbers.
+pub fn synthetic_kv_values(seed: u64) -> impl FnMut() -> f32 {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    move || {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
     }
 }
