@@ -77,7 +77,7 @@ fn offloaded(m: KnownModel, n_gpu: usize, kv: KvTypes) {
     let n_layer = gpu_model.config.n_layer;
     let n_gpu = n_gpu.min(n_layer + 1);
     gpu_model
-        .offload(gpu(), n_gpu, false, &mut |_, _| {})
+        .offload(gpu(), n_gpu, None, &mut |_, _| {})
         .unwrap();
     let g = gpu_model.gpu().unwrap();
     assert_eq!((g.layers, g.output), (n_gpu.min(n_layer), n_gpu > n_layer));
@@ -174,7 +174,7 @@ fn the_device_cache_follows_shifts_rewinds_and_restores() {
     let path = common::model(&QWEN25_CODER_05B);
     let cpu_model = Model::load_without_repacking(&path).unwrap();
     let mut gpu_model = Model::load_without_repacking(&path).unwrap();
-    gpu_model.offload(gpu(), 12, false, &mut |_, _| {}).unwrap();
+    gpu_model.offload(gpu(), 12, None, &mut |_, _| {}).unwrap();
     let mut cpu = Context::new(&cpu_model, options(KvTypes::F16)).unwrap();
     let mut dev = Context::new(&gpu_model, options(KvTypes::F16)).unwrap();
     let tok = Tokenizer::from_metadata(cpu_model.file.metadata()).unwrap();
@@ -214,4 +214,81 @@ fn the_device_cache_follows_shifts_rewinds_and_restores() {
     dev.eval(&tokens[200..240], Logits::Last).unwrap();
     dev.restore_cache(n, &bytes).unwrap();
     agree(&mut cpu, &mut dev, &tokens[120..136], "after a restore");
+}
+
+/// `--gpu-layers auto` on a device the weights alone would fill (a memory budget stands
+/// in for a smaller GPU): it gives back layers until one context's whole-layer buffers
+/// (KV cache and activations) fit beside the weights, so the layers it places run whole.
+/// Every layer's weights, which fit by themselves, leave the context no room: its layers
+/// fall back to matmuls alone (what `auto` did before it left the room).
+#[test]
+fn auto_leaves_room_for_the_whole_layer_buffers() {
+    use loupe_engine::model::gpu::Fit;
+    use loupe_gpu::GpuOptions;
+
+    let path = common::model(&QWEN25_CODER_05B);
+    let mut model = Model::load_without_repacking(&path).unwrap();
+    let n_layer = model.config.n_layer;
+    let run = RunOptions {
+        n_ctx: 4096,
+        ..options(KvTypes::F16)
+    };
+    let fit = Fit {
+        n_ctx: run.n_ctx,
+        max_batch: run.batch,
+        kv: run.kv_type,
+    };
+    let open = |budget: Option<u64>| {
+        let choice: GpuChoice = std::env::var("LOUPE_GPU")
+            .unwrap_or_else(|_| "software".into())
+            .parse()
+            .unwrap();
+        let options = GpuOptions {
+            memory_budget: budget,
+            ..GpuOptions::from_env().unwrap()
+        };
+        Gpu::open_with(choice, options)
+            .unwrap()
+            .expect("the adapter gpu() opens")
+    };
+
+    // What every layer takes without a budget: the weights (the output projection stays
+    // on the CPU), then one context's buffers.
+    model
+        .offload(open(None), n_layer, None, &mut |_, _| {})
+        .unwrap();
+    let weights = model.gpu().unwrap().gpu().memory_used();
+    let ctx = Context::new(&model, run).unwrap();
+    assert_eq!(ctx.gpu_note(), None, "whole layers without a budget");
+    let buffers = model.gpu().unwrap().gpu().memory_used() - weights;
+    drop(ctx);
+    assert!(buffers > 0);
+    let budget = weights + buffers / 2;
+
+    let placed = |model: &mut Model, n_gpu: usize, fit: Option<Fit>| {
+        model
+            .offload(open(Some(budget)), n_gpu, fit, &mut |_, _| {})
+            .unwrap();
+        let g = model.gpu().unwrap();
+        let ctx = Context::new(model, run).unwrap();
+        let used = g.gpu().memory_used();
+        (g.layers, g.output, ctx.gpu_note().map(str::to_string), used)
+    };
+    let (layers, output, note, used) = placed(&mut model, n_layer + 1, Some(fit));
+    eprintln!(
+        "budget {budget} B (every layer's weights {weights} + half of the context's {buffers}): \
+         {layers}/{n_layer} layers, output {output}, {used} B in use"
+    );
+    assert!(
+        layers > 0 && layers < n_layer && !output,
+        "{layers} layers, output {output}"
+    );
+    assert_eq!(note, None, "the layers placed run whole");
+    assert!(used <= budget);
+
+    // Every layer's weights fit the budget by themselves, and then leave no room.
+    let (layers, _, note, _) = placed(&mut model, n_layer, None);
+    assert_eq!(layers, n_layer);
+    let note = note.expect("no room is left for the whole-layer buffers");
+    assert!(note.contains("out of memory"), "{note}");
 }

@@ -7,6 +7,7 @@ use std::time::Instant;
 use loupe_quant::GgmlType;
 
 use crate::adapter::{self, AdapterSummary, GpuChoice};
+use crate::memory::{parse_bytes, Charge, Ledger};
 use crate::shaders::{self, shader_source, Reduction};
 use crate::{GpuError, Result};
 
@@ -57,6 +58,8 @@ pub struct GpuMatrix {
     pub cols: usize,
     pub(crate) row_bytes: usize,
     pub(crate) parts: Vec<Part>,
+    /// The parts' bytes, out of the device's budget until the matrix is dropped.
+    _charge: Charge,
 }
 
 pub(crate) struct Part {
@@ -82,6 +85,9 @@ pub struct GpuOptions {
     /// the adapter has them): [`Gpu::take_profile`]. Each dispatch then runs in its own
     /// pass, so the run itself is slower.
     pub profile: bool,
+    /// Most bytes loupe allocates on the device (weights and whole-layer buffers); `None`
+    /// leaves the limit to the device, which fails the allocation that does not fit.
+    pub memory_budget: Option<u64>,
 }
 
 impl Default for GpuOptions {
@@ -89,20 +95,27 @@ impl Default for GpuOptions {
         GpuOptions {
             subgroups: true,
             profile: false,
+            memory_budget: None,
         }
     }
 }
 
 impl GpuOptions {
-    /// The defaults, with `LOUPE_GPU_SUBGROUPS=off` forcing the shared-memory kernels and
-    /// `LOUPE_GPU_PROFILE=1` timing each dispatch.
-    pub fn from_env() -> GpuOptions {
+    /// The defaults, with `LOUPE_GPU_SUBGROUPS=off` forcing the shared-memory kernels,
+    /// `LOUPE_GPU_PROFILE=1` timing each dispatch and `LOUPE_GPU_MEMORY=SIZE` the budget
+    /// ([`parse_bytes`]: `6G`, `512MiB`); an error for a budget that is not a size.
+    pub fn from_env() -> Result<GpuOptions> {
         let off = std::env::var("LOUPE_GPU_SUBGROUPS").is_ok_and(|v| v == "off" || v == "0");
         let profile = std::env::var("LOUPE_GPU_PROFILE").is_ok_and(|v| v == "1" || v == "on");
-        GpuOptions {
+        let memory_budget = match std::env::var("LOUPE_GPU_MEMORY") {
+            Ok(v) => Some(parse_bytes(&v).ok_or(GpuError::BadBudget(v))?),
+            Err(_) => None,
+        };
+        Ok(GpuOptions {
             subgroups: !off,
             profile,
-        }
+            memory_budget,
+        })
     }
 }
 
@@ -186,6 +199,8 @@ pub struct Gpu {
     /// timestamp queries), and the times so far by kernel.
     timestamps: bool,
     profile: Mutex<HashMap<String, KernelTime>>,
+    /// What the weights and whole-layer buffers take, against the budget.
+    ledger: Arc<Ledger>,
 }
 
 /// The device time of one kind of dispatch (a kernel, or a matmul of one format and
@@ -201,7 +216,7 @@ impl Gpu {
     /// The adapter `choice` picks, opened with [`GpuOptions::from_env`]; `Ok(None)` when
     /// none matches (or `Off`).
     pub fn open(choice: GpuChoice) -> Result<Option<Gpu>> {
-        Gpu::open_with(choice, GpuOptions::from_env())
+        Gpu::open_with(choice, GpuOptions::from_env()?)
     }
 
     pub fn open_with(choice: GpuChoice, options: GpuOptions) -> Result<Option<Gpu>> {
@@ -302,11 +317,33 @@ impl Gpu {
             stats: Mutex::new(CallStats::default()),
             timestamps,
             profile: Mutex::new(HashMap::new()),
+            ledger: Ledger::new(options.memory_budget),
         }))
     }
 
     pub fn summary(&self) -> &AdapterSummary {
         &self.summary
+    }
+
+    /// Bytes the weights and whole-layer buffers take on the device now.
+    pub fn memory_used(&self) -> u64 {
+        self.ledger.used()
+    }
+
+    /// The budget they are held to ([`GpuOptions::memory_budget`]), if any.
+    pub fn memory_budget(&self) -> Option<u64> {
+        self.ledger.budget()
+    }
+
+    /// Takes `bytes` out of the budget (an out-of-memory error past it) until the
+    /// returned charge is dropped.
+    pub(crate) fn charge(&self, bytes: u64) -> Result<Charge> {
+        self.ledger.charge(bytes, &self.summary.name)
+    }
+
+    /// Waits until the device has finished its work and freed what was dropped.
+    pub fn wait_idle(&self) {
+        let _ = self.device.poll(wgpu::PollType::wait_indefinitely());
     }
 
     /// How the matmul kernels sum a row on this device.
@@ -402,6 +439,11 @@ impl Gpu {
         }
         // Errors come back through scopes, not wgpu's default handler (which panics): an
         // allocation the device cannot hold is an error the caller can act on.
+        // Each part holds its rows and 4 bytes more (kernels read whole words), rounded.
+        let size_of = |n: usize| (n as u64 * row_bytes as u64 + 4).next_multiple_of(4);
+        let (whole, rest) = (rows / rows_per_part, rows % rows_per_part);
+        let total = whole as u64 * size_of(rows_per_part) + (rest > 0) as u64 * size_of(rest);
+        let charge = self.charge(total)?;
         let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let invalid = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let mut parts = Vec::new();
@@ -409,7 +451,7 @@ impl Gpu {
         while row0 < rows {
             let n = rows_per_part.min(rows - row0);
             let bytes = &data[row0 * row_bytes..(row0 + n) * row_bytes];
-            let size = (bytes.len() as u64 + 4).next_multiple_of(4);
+            let size = size_of(n);
             let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("weights"),
                 size,
@@ -441,6 +483,7 @@ impl Gpu {
             cols,
             row_bytes,
             parts,
+            _charge: charge,
         })
     }
 

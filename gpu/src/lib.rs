@@ -14,12 +14,14 @@
 mod adapter;
 mod bandwidth;
 mod device;
+mod memory;
 mod resident;
 mod shaders;
 
 pub use adapter::{adapters, AdapterSummary, GpuChoice};
 pub use bandwidth::Bandwidth;
 pub use device::{CallStats, Gpu, GpuMatrix, GpuOptions, KernelTime, MatmulJob};
+pub use memory::parse_bytes;
 pub use resident::{
     op_sources, ActRounding, AttnShape, Batch, Glu, RopePairs, Split, Target, Workspace,
     WorkspaceSpec,
@@ -36,12 +38,14 @@ pub enum GpuError {
     Device { adapter: String, reason: String },
     #[error("GPU kernels do not handle {ty} weights")]
     Unsupported { ty: GgmlType },
-    #[error("GPU adapter {adapter} is out of memory for {bytes} more bytes of weights: {reason}")]
+    #[error("GPU adapter {adapter} is out of memory for {bytes} more bytes: {reason}")]
     OutOfMemory {
         adapter: String,
         bytes: u64,
         reason: String,
     },
+    #[error("LOUPE_GPU_MEMORY={0:?} is not a size (bytes, or a number with K, M or G after it)")]
+    BadBudget(String),
     #[error("GPU matmul: {0}")]
     Shape(String),
     #[error("{what} on the GPU ({adapter}): {reason}")]

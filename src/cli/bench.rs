@@ -12,6 +12,7 @@ use anyhow::{ensure, Context as _, Result};
 use clap::Args;
 
 use crate::bench;
+use loupe_engine::model::gpu::Fit;
 use loupe_engine::model::{default_threads, Context, Model, RunOptions};
 use loupe_engine::tokenizer::Tokenizer;
 use loupe_gpu::CallStats;
@@ -81,13 +82,6 @@ pub fn run(args: &BenchArgs, out: &mut impl Write) -> Result<()> {
     warn_if_busy();
 
     let t0 = Instant::now();
-    let mut model = Model::load(path)?;
-    args.gpu.offload(&mut model)?;
-    let load_s = t0.elapsed().as_secs_f64();
-    let tokenizer = Tokenizer::from_metadata(model.file.metadata())
-        .with_context(|| format!("cannot build the tokenizer of {}", path.display()))?;
-    let bos = tokenizer.add_bos().then(|| tokenizer.bos()).flatten();
-
     // One context for every depth, sized like llama-bench's for the deepest test: the depth
     // plus the longer of the two tests. The depth is filled in batches of at least 512
     // (llama-bench's micro-batch); a pp prompt always goes in one batch.
@@ -103,6 +97,18 @@ pub fn run(args: &BenchArgs, out: &mut impl Write) -> Result<()> {
         threads,
         batch: args.n_prompt.max(max_depth.min(512)).max(1),
     };
+    let mut model = Model::load(path)?;
+    let fit = Fit {
+        n_ctx,
+        max_batch: opts.batch,
+        kv: kv_type,
+    };
+    args.gpu.offload(&mut model, fit)?;
+    let load_s = t0.elapsed().as_secs_f64();
+    let tokenizer = Tokenizer::from_metadata(model.file.metadata())
+        .with_context(|| format!("cannot build the tokenizer of {}", path.display()))?;
+    let bos = tokenizer.add_bos().then(|| tokenizer.bos()).flatten();
+
     // Context::new checks the memory before it allocates anything.
     let mut ctx = Context::new(&model, opts).with_context(|| {
         format!(

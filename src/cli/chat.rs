@@ -13,6 +13,7 @@ use crate::chat::repl::{self, ReplInfo};
 use crate::chat::{ChatTemplate, Conversation};
 use crate::cli::sampler_args::SamplerArgs;
 use crate::store::{KnownModel, QWEN25_CODER_05B};
+use loupe_engine::model::gpu::Fit;
 use loupe_engine::model::{default_threads, Context, Model, RunOptions};
 use loupe_engine::session::{ContextPolicy, Session};
 use loupe_engine::tokenizer::Tokenizer;
@@ -85,14 +86,19 @@ pub fn run(args: &ChatArgs, out: &mut impl Write) -> Result<()> {
         None => default_model()?,
     };
     let mut model = Model::load(&path)?;
-    args.gpu.offload(&mut model)?;
+    let n_ctx = args.ctx.unwrap_or_else(|| model.default_ctx());
+    let kv_type = args.kv.types()?;
+    let fit = Fit {
+        n_ctx,
+        max_batch: args.batch.max(1),
+        kv: kv_type,
+    };
+    args.gpu.offload(&mut model, fit)?;
     let tok = Tokenizer::from_metadata(model.file.metadata())
         .with_context(|| format!("cannot build the tokenizer of {}", path.display()))?;
     for w in tok.warnings() {
         eprintln!("warning: {w}");
     }
-    let n_ctx = args.ctx.unwrap_or_else(|| model.default_ctx());
-    let kv_type = args.kv.types()?;
     let threads = crate::cli::model_args::threads(args.threads)?.unwrap_or_else(default_threads);
     // Context::new refuses a context the memory cannot hold, with the arithmetic.
     let ctx = Context::new(

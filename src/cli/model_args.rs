@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result};
 use clap::Args;
 
-use loupe_engine::model::gpu::GpuLayers;
+use loupe_engine::model::gpu::{Fit, GpuLayers};
 use loupe_engine::model::kv_cache::{KvType, KvTypes};
 use loupe_engine::model::{default_threads, Context, Model, RunOptions};
 use loupe_engine::tokenizer::Tokenizer;
@@ -59,7 +59,8 @@ pub struct GpuArgs {
 impl GpuArgs {
     /// Upload the layers these options put on a GPU, with a progress line on stderr and
     /// a summary line after; nothing when they put none there or no adapter matches.
-    pub fn offload(&self, model: &mut Model) -> Result<()> {
+    /// `auto` leaves room for the whole-layer buffers of one context of `fit`'s size.
+    pub fn offload(&self, model: &mut Model, fit: Fit) -> Result<()> {
         let n_layer = model.config.n_layer;
         let n_gpu = match self.gpu_layers {
             GpuLayers::Count(0) => return Ok(()),
@@ -97,7 +98,7 @@ impl GpuArgs {
         let name = format!("{} ({})", gpu.summary().name, gpu.summary().backend);
         let tty = std::io::stderr().is_terminal();
         let mut shown = 0;
-        let fit = self.gpu_layers == GpuLayers::Auto;
+        let fit = (self.gpu_layers == GpuLayers::Auto).then_some(fit);
         let uploaded = model.offload(gpu, n_gpu, fit, &mut |done, total| {
             let pct = (done * 100).checked_div(total).unwrap_or(100);
             if tty && pct != shown {
@@ -177,7 +178,12 @@ impl ModelArgs {
             Instant::now()
         };
         let mut model = Model::load(&path)?;
-        self.gpu.offload(&mut model)?;
+        let fit = Fit {
+            n_ctx: self.ctx.unwrap_or_else(|| model.default_ctx()),
+            max_batch: self.batch.max(1),
+            kv: self.kv.types()?,
+        };
+        self.gpu.offload(&mut model, fit)?;
         let tokenizer = Tokenizer::from_metadata(model.file.metadata())
             .with_context(|| format!("cannot build the tokenizer of {}", path.display()))?;
         for w in tokenizer.warnings() {

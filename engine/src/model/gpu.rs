@@ -62,6 +62,16 @@ impl fmt::Display for GpuLayers {
     }
 }
 
+/// What `--gpu-layers auto` leaves room for beside the weights: the whole-layer buffers of
+/// one context (the offloaded layers' KV cache for `n_ctx` positions, the activations of
+/// `max_batch` tokens), so that the layers placed also run whole.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Fit {
+    pub n_ctx: usize,
+    pub max_batch: usize,
+    pub kv: KvTypes,
+}
+
 /// The weights of the offloaded layers (and the output projection when it is offloaded)
 /// on one adapter, keyed by where their rows lie in the model's map.
 pub struct GpuWeights {
@@ -166,6 +176,48 @@ impl GpuWeights {
             layers,
             output: n_gpu > n_layer && whole_groups == groups.len(),
         })
+    }
+
+    /// Fits the weights to `fit` (see [`Fit`]): while one context's whole-layer buffers
+    /// run out of device memory beside them, gives back the output projection, then the
+    /// lowest layer on the device, and tries again. Whether the layers can run whole at
+    /// all (a KV type they do not run) is the context's to say; nothing is given back for
+    /// that.
+    pub(crate) fn fit(&mut self, model: &Model, fit: Fit) {
+        if gpu_layers::unsupported(&model.config, fit.kv).is_some() {
+            return;
+        }
+        while self.layers > 0 {
+            let Err(e) = LayerRunner::new(model, self, fit.n_ctx, fit.max_batch) else {
+                return;
+            };
+            let oom = e.chain().any(|c| {
+                matches!(
+                    c.downcast_ref(),
+                    Some(loupe_gpu::GpuError::OutOfMemory { .. })
+                )
+            });
+            if !oom {
+                return;
+            }
+            let w = &model.weights;
+            let given_back: Vec<&Tensor> = if self.output {
+                self.output = false;
+                vec![&w.output]
+            } else {
+                self.layers -= 1;
+                let lw = &w.layers[w.layers.len() - self.layers - 1];
+                vec![
+                    &lw.wq, &lw.wk, &lw.wv, &lw.wo, &lw.w_gate, &lw.w_up, &lw.w_down,
+                ]
+            };
+            for t in given_back {
+                self.matrices
+                    .remove(&(model.matrix(t).data.as_ptr() as usize));
+            }
+            // wgpu frees a dropped buffer's memory once the device is polled.
+            self.gpu.wait_idle();
+        }
     }
 
     pub fn gpu(&self) -> &Gpu {

@@ -82,17 +82,21 @@ impl Model {
     /// Puts the last `n_gpu` layers (and the output projection too when `n_gpu` exceeds
     /// the layer count, llama.cpp's `-ngl` rule) on `gpu`: their weights are uploaded now,
     /// `progress(done, total)` counting bytes, and contexts made afterwards run them there.
-    /// With `fit`, as many of them as the device holds (see [`gpu::GpuWeights::upload`]).
+    /// With `fit`, as many of them as the device holds beside one context's whole-layer
+    /// buffers of that size (see [`gpu::GpuWeights::upload`] and [`gpu::Fit`]).
     pub fn offload(
         &mut self,
         gpu: loupe_gpu::Gpu,
         n_gpu: usize,
-        fit: bool,
+        fit: Option<gpu::Fit>,
         progress: &mut dyn FnMut(u64, u64),
     ) -> Result<()> {
         self.gpu = None;
         if n_gpu > 0 {
-            let w = gpu::GpuWeights::upload(self, gpu, n_gpu, fit, progress)?;
+            let mut w = gpu::GpuWeights::upload(self, gpu, n_gpu, fit.is_some(), progress)?;
+            if let Some(fit) = fit {
+                w.fit(self, fit);
+            }
             self.gpu = (w.layers > 0).then(|| Arc::new(w));
         }
         // A packed copy of a GPU's matrices would only cost memory and time: the repack

@@ -11,6 +11,7 @@ use super::{
     STEPS_PER_SUBMIT,
 };
 use crate::device::SLOT;
+use crate::memory::Charge;
 use crate::shaders::{self, Reduction};
 use crate::{Gpu, GpuError, Result};
 
@@ -34,6 +35,8 @@ pub struct Workspace {
     /// Bytes of the uploads as the queue takes them.
     staging: Vec<u8>,
     rows_per_group: u32,
+    /// The buffers' bytes, out of the device's budget until the workspace is dropped.
+    _charge: Charge,
 }
 
 /// A bind group layout of buffers in binding order, the last (the parameters) bound at
@@ -100,6 +103,22 @@ impl Workspace {
             Ok(bytes)
         };
         use wgpu::BufferUsages as U;
+        // The big buffers (arena, matmul input, logits, constants, KV cache) are charged
+        // against the device's budget before any is made.
+        let logits_bytes = (spec.logits as u64 * 4).next_multiple_of(256);
+        let kv_bytes: u64 = spec
+            .kv
+            .iter()
+            .flat_map(|&(k, v)| [k, v])
+            .map(|b| b.max(4).next_multiple_of(256))
+            .sum();
+        let charge = gpu.charge(
+            floats(spec.arena, "activation arena")?
+                + floats(spec.xin, "matmul input")?
+                + (spec.logits > 0) as u64 * logits_bytes
+                + floats(spec.consts.len(), "constants")?
+                + kv_bytes,
+        )?;
         let oom = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let invalid = device.push_error_scope(wgpu::ErrorFilter::Validation);
         let buffer = |label: &'static str, size: u64, usage: U| {
@@ -113,10 +132,7 @@ impl Workspace {
         let rw = U::STORAGE | U::COPY_DST | U::COPY_SRC;
         let arena = buffer("arena", floats(spec.arena, "activation arena")?, rw);
         let xin = buffer("matmul input", floats(spec.xin, "matmul input")?, rw);
-        let logits = (spec.logits > 0).then(|| {
-            let bytes = (spec.logits as u64 * 4).next_multiple_of(256);
-            buffer("logits", bytes, rw)
-        });
+        let logits = (spec.logits > 0).then(|| buffer("logits", logits_bytes, rw));
         let consts = buffer("constants", floats(spec.consts.len(), "constants")?, rw);
         let spare = buffer("spare", 256, rw);
         let mut kv = Vec::with_capacity(spec.kv.len());
@@ -202,6 +218,7 @@ impl Workspace {
                 Reduction::Subgroup { rows } => rows,
                 Reduction::Shared => 1,
             },
+            _charge: charge,
         })
     }
 
