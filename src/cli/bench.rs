@@ -187,6 +187,11 @@ pub fn run(args: &BenchArgs, out: &mut impl Write) -> Result<()> {
             let gpu = model.gpu();
             obj.insert("gpu_layers".into(), gpu.map_or(0, |g| g.layers).into());
             obj.insert("gpu_output".into(), gpu.is_some_and(|g| g.output).into());
+            // Weights plus this context's whole-layer buffers (KV cache, activations).
+            obj.insert(
+                "gpu_device_bytes".into(),
+                gpu.map_or(0, |g| g.gpu().memory_used()).into(),
+            );
             obj.insert(
                 "gpu".into(),
                 gpu.map(|g| g.gpu().summary().name.clone()).into(),
@@ -229,11 +234,12 @@ pub fn run(args: &BenchArgs, out: &mut impl Write) -> Result<()> {
     if let Some(g) = model.gpu() {
         writeln!(
             out,
-            "GPU {}: {} of {} layers{}",
+            "GPU {}: {} of {} layers{}, {:.1} MiB on the device (weights and this context's buffers)",
             g.gpu().summary().name,
             g.layers,
             model.config.n_layer,
-            if g.output { " and the output" } else { "" }
+            if g.output { " and the output" } else { "" },
+            g.gpu().memory_used() as f64 / (1u64 << 20) as f64
         )?;
     }
     if args.synthetic_depth {
