@@ -330,11 +330,6 @@ impl Gpu {
         self.ledger.used()
     }
 
-    /// The budget they are held to ([`GpuOptions::memory_budget`]), if any.
-    pub fn memory_budget(&self) -> Option<u64> {
-        self.ledger.budget()
-    }
-
     /// Takes `bytes` out of the budget (an out-of-memory error past it) until the
     /// returned charge is dropped.
     pub(crate) fn charge(&self, bytes: u64) -> Result<Charge> {

@@ -38,10 +38,6 @@ impl Ledger {
         self.used.load(Ordering::Relaxed)
     }
 
-    pub(crate) fn budget(&self) -> Option<u64> {
-        self.budget
-    }
-
     /// Takes `bytes` for `what` on `adapter`, or an out-of-memory error when the budget
     /// would be exceeded (nothing is taken then).
     pub(crate) fn charge(self: &Arc<Self>, bytes: u64, adapter: &str) -> Result<Charge> {

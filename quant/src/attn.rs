@@ -141,8 +141,10 @@ pub fn accumulate_f32(
     }
     #[cfg(target_arch = "aarch64")]
     if use_simd() {
-        // SAFETY: NEON is part of the aarch64 baseline.
-        return unsafe { neon::accumulate_f32(scores, values, dv, acc, state) };
+        // The reference's loop with NEON's row step.
+        // SAFETY: NEON is part of the aarch64 baseline; the rows have equal lengths.
+        let mad = |a: &mut [f32], v: &[f32], w: f32| unsafe { neon::mad_f32(a, v, w) };
+        return key_by_key_f32(scores, values, dv, acc, state, mad);
     }
     accumulate_f32_ref(scores, values, dv, acc, state)
 }
@@ -265,6 +267,19 @@ fn accumulate_f32_ref(
     acc: &mut [f32],
     state: &mut [Online],
 ) {
+    key_by_key_f32(scores, values, dv, acc, state, mad_f32_ref)
+}
+
+/// The f32 loop key by key and head by head, each row step by `mad`.
+#[inline]
+fn key_by_key_f32(
+    scores: &[f32],
+    values: &[f32],
+    dv: usize,
+    acc: &mut [f32],
+    state: &mut [Online],
+    mut mad: impl FnMut(&mut [f32], &[f32], f32),
+) {
     let n = values.len() / dv;
     for (j, v) in values.chunks_exact(dv).enumerate() {
         for (h, (a, st)) in acc.chunks_exact_mut(dv).zip(state.iter_mut()).enumerate() {
@@ -272,7 +287,7 @@ fn accumulate_f32_ref(
             if ms != 1.0 {
                 a.iter_mut().for_each(|x| *x *= ms);
             }
-            mad_f32_ref(a, v, vs);
+            mad(a, v, vs);
         }
     }
 }
@@ -937,27 +952,6 @@ pub(crate) mod neon {
         for (i, &(lo, hi)) in r.iter().enumerate() {
             // SAFETY: acc holds CHUNK halves.
             unsafe { store_f16(&mut acc[i * LANES..], lo, hi) };
-        }
-    }
-
-    #[target_feature(enable = "neon")]
-    pub(super) unsafe fn accumulate_f32(
-        scores: &[f32],
-        values: &[f32],
-        dv: usize,
-        acc: &mut [f32],
-        state: &mut [Online],
-    ) {
-        let n = values.len() / dv;
-        for (j, v) in values.chunks_exact(dv).enumerate() {
-            for (h, (a, st)) in acc.chunks_exact_mut(dv).zip(state.iter_mut()).enumerate() {
-                let (ms, vs) = st.step(scores[h * n + j]);
-                if ms != 1.0 {
-                    a.iter_mut().for_each(|x| *x *= ms);
-                }
-                // SAFETY: NEON per the caller; rows of equal length.
-                unsafe { mad_f32(a, v, vs) };
-            }
         }
     }
 
