@@ -3,13 +3,15 @@
 # alone: nothing installed and no model needed (the models are synthesized).
 #
 #   scripts/gpu-check.sh [--reps N] [--types Q4_K_M,Q4_0] [--shape llama3-8b] [--dir DIR]
-#                        [--vocab-from MODEL] [--gpu WHICH] [LOUPE]
+#                        [--vocab-from MODEL] [--gpu WHICH] [--depth N] [LOUPE]
 #
 # Prints the adapters and the chosen adapter's copy bandwidth, then for a synthetic
 # llama3-8b of each type: `loupe bench -p 512 -n 128` with every layer and the output on
 # the GPU and on the CPU alone, tg as a fraction of the bandwidth limit (weights read per
 # token over the copy bandwidth), the GPU/CPU ratios, and the device time per generated
-# token by kernel (each dispatch timed with timestamp queries). The synthetic models are
+# token by kernel (each dispatch timed with timestamp queries), and tg at depth 0 and
+# --depth (default 4096, a synthetic cache) over an f16 and a q8_0 KV cache with every layer
+# on the GPU. The synthetic models are
 # kept in DIR (default /tmp/loupe-gpu-check) for a rerun. `--gpu software --shape tiny` runs the
 # script's plumbing on a software driver (a functional check, never a speed).
 #
@@ -23,6 +25,7 @@ dir=/tmp/loupe-gpu-check
 vocab=generated
 shape=llama3-8b
 gpu=auto
+depth=4096
 loupe=
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -32,7 +35,8 @@ while [ $# -gt 0 ]; do
     --vocab-from) vocab=$2; shift 2 ;;
     --shape) shape=$2; shift 2 ;;
     --gpu) gpu=$2; shift 2 ;;
-    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+    --depth) depth=$2; shift 2 ;;
+    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
     *) loupe=$1; shift ;;
   esac
 done
@@ -103,4 +107,9 @@ for ty in ${types//,/ }; do
     printf "  CPU pp512 %.1f tok/s, tg128 %.1f tok/s\n", cpp, ctg;
     printf "  GPU / CPU: pp512 %.2fx, tg128 %.2fx\n", gpp / cpp, gtg / ctg;
   }'
+  for kv in f16 q8_0; do
+    echo "== $shape $ty: GPU tg32 at depth 0 and $depth, $kv KV cache"
+    "$loupe" bench --reps "$reps" -p 0 -n 32 -d "0,$depth" --synthetic-depth --kv-type "$kv" \
+      --gpu-layers all --gpu "$gpu" "$model" 2>&1 | grep -E '^ *tg|^gpu:' || true
+  done
 done

@@ -76,14 +76,25 @@ fn offloaded_layers_continue_a_prompt_as_the_cpu_does() {
     );
     assert_eq!(gpu, cpu, "greedy text on the GPU differs from the CPU's");
     assert!(!gpu_err.contains("matmul by matmul"), "{gpu_err}");
-    // A quantized cache keeps attention on the CPU, and the user is told why.
-    let q8 = [
-        "-ngl", "all", "--gpu", "software", "-ctk", "q8_0", "-ctv", "q8_0",
-    ];
-    let (_, q8_err) = run(&q8);
+    // A quantized cache runs whole too (the device quantizes and reads the blocks), and
+    // the text is the CPU's with the same cache.
+    let q8 = ["-ctk", "q8_0", "-ctv", "q8_0"];
+    let (q8_cpu, _) = run(&[&q8[..], &["--gpu", "off"]].concat());
+    let (q8_gpu, q8_err) = run(&[&q8[..], &["-ngl", "all", "--gpu", "software"]].concat());
+    assert!(!q8_err.contains("matmul by matmul"), "{q8_err}");
+    assert_eq!(q8_gpu, q8_cpu, "greedy text over a q8_0 cache differs");
+    // Where the layers do run matmul by matmul, the user is told why.
+    let o = Command::new(env!("CARGO_BIN_EXE_loupe"))
+        .args(["run", p, "-p", "the model said", "-n", "2", "-ngl", "all"])
+        .args(["--gpu", "software"])
+        .env("LOUPE_GPU_WHOLE_LAYERS", "off")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let off_err = String::from_utf8_lossy(&o.stderr);
     assert!(
-        q8_err.contains("matmul by matmul, attention on the CPU: the q8_0 KV cache"),
-        "{q8_err}"
+        off_err.contains("matmul by matmul, attention on the CPU: LOUPE_GPU_WHOLE_LAYERS=off"),
+        "{off_err}"
     );
     let (half, half_err) = run(&["--gpu-layers", "1", "--gpu", "software"]);
     assert!(half_err.contains("gpu: 1/"), "{half_err}");

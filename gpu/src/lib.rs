@@ -23,8 +23,8 @@ pub use bandwidth::Bandwidth;
 pub use device::{CallStats, Gpu, GpuMatrix, GpuOptions, KernelTime, MatmulJob};
 pub use memory::parse_bytes;
 pub use resident::{
-    op_sources, ActRounding, AttnShape, Batch, Glu, RopePairs, Split, Target, Workspace,
-    WorkspaceSpec,
+    cache_row_bytes, op_sources, ActRounding, AttnShape, Batch, Glu, RopePairs, Split, Target,
+    Workspace, WorkspaceSpec,
 };
 pub use shaders::{all_sources, shader_source, supported, Reduction, BATCH_WIDTHS, SHADER_TYPES};
 

@@ -1,12 +1,12 @@
 //! The GPU backend: layers placed on an adapter run their matmuls there, against weights
 //! uploaded once at load ([`GpuWeights`]) in their GGUF block layout.
 //!
-//! With an f16 KV cache the offloaded layers run whole on the device ([`LayerRunner`]: one
-//! submission per batch, the device keeping its own copy of their cache). Otherwise (a
-//! quantized cache, `LOUPE_GPU_WHOLE_LAYERS=off`, or while intermediate activations are
-//! being captured) only the matmuls run there (Q/K/V together, gate and up together, the
-//! output and down projections, the output projection) and norms, RoPE and attention stay
-//! on the CPU ([`Backend::attends`] is false), so each matmul's activations cross the bus
+//! The offloaded layers run whole on the device ([`LayerRunner`]: one submission per
+//! batch, the device keeping its own copy of their cache, in any of the cache's types).
+//! Otherwise (heads the device's attention does not take, `LOUPE_GPU_WHOLE_LAYERS=off`,
+//! or while intermediate activations are being captured) only the matmuls run there
+//! (Q/K/V together, gate and up together, the output and down projections, the output
+//! projection) and norms, RoPE and attention stay on the CPU ([`Backend::attends`] is false), so each matmul's activations cross the bus
 //! both ways.
 //!
 //! The activations go up as the CPU kernels see them: quantized to the format the CPU
@@ -181,14 +181,14 @@ impl GpuWeights {
     /// Fits the weights to `fit` (see [`Fit`]): while one context's whole-layer buffers
     /// run out of device memory beside them, gives back the output projection, then the
     /// lowest layer on the device, and tries again. Whether the layers can run whole at
-    /// all (a KV type they do not run) is the context's to say; nothing is given back for
-    /// that.
+    /// all (heads the device's attention does not take) is the context's to say; nothing
+    /// is given back for that.
     pub(crate) fn fit(&mut self, model: &Model, fit: Fit) {
         if gpu_layers::unsupported(&model.config, fit.kv).is_some() {
             return;
         }
         while self.layers > 0 {
-            let Err(e) = LayerRunner::new(model, self, fit.n_ctx, fit.max_batch) else {
+            let Err(e) = LayerRunner::new(model, self, fit.kv, fit.n_ctx, fit.max_batch) else {
                 return;
             };
             let oom = e.chain().any(|c| {
@@ -275,7 +275,7 @@ impl GpuBackend {
         };
         let (layers, matmuls_only) = match why_not {
             Some(why) => (None, Some(why)),
-            None => match LayerRunner::new(model, &weights, n_ctx, max_batch) {
+            None => match LayerRunner::new(model, &weights, types, n_ctx, max_batch) {
                 Ok(l) => (Some(l), None),
                 Err(e) => (None, Some(format!("{e:#}"))),
             },
@@ -349,7 +349,9 @@ impl Backend for GpuBackend {
     }
 
     fn runs_layers(&self, cache: &KvCache) -> bool {
-        self.layers.is_some() && cache.types == KvTypes::F16
+        self.layers
+            .as_ref()
+            .is_some_and(|l| l.types() == cache.types)
     }
 
     fn layers(&mut self, job: LayersJob<'_>, cache: &mut KvCache) -> Result<()> {

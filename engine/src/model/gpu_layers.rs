@@ -3,11 +3,13 @@
 //! recorded into one submission per batch, so the residual stream goes up once and comes
 //! back once (or only the logits do).
 //!
-//! The device keeps its own copy of the offloaded layers' KV cache (f16, position by
-//! position). The CPU's [`KvCache`] stays the one that sessions save and context shifts
-//! edit: each run reads back the new positions' keys and values as the device rounded
-//! them and stores those bits, and when the CPU cache was edited since
-//! ([`KvCache::edits`]) the device copy is written again from it before the next run.
+//! The device keeps its own copy of the offloaded layers' KV cache, position by position,
+//! each head's row in the cache's format (f16, f32, Q8_0 or Q4_0, the heads turned by the
+//! cache's Hadamard rotation as on the CPU). The CPU's [`KvCache`] stays the one that
+//! sessions save and context shifts edit: each run reads back the new positions' keys
+//! and values as the device rounded them and stores those bytes, and when the CPU cache
+//! was edited since ([`KvCache::edits`]) the device copy is written again from it before
+//! the next run.
 //!
 //! Activations are rounded before each matmul as the CPU kernels quantize them (Q8_0,
 //! Q8_K, f16 …, see [`ActRounding`]), so the products are the CPU's up to the order of
@@ -17,13 +19,14 @@ use std::collections::HashMap;
 
 use anyhow::{anyhow, ensure, Result};
 use loupe_gpu::{
-    ActRounding, AttnShape, Batch, Glu, Gpu, GpuMatrix, RopePairs, Split, Target, Workspace,
-    WorkspaceSpec,
+    cache_row_bytes, ActRounding, AttnShape, Batch, Glu, Gpu, GpuMatrix, RopePairs, Split, Target,
+    Workspace, WorkspaceSpec,
 };
 
 use super::backend::LayersJob;
 use super::config::{Activation, Arch, Config, RopeStyle};
 use super::gpu::GpuWeights;
+use super::hadamard::KvRotation;
 use super::kv_cache::{KvCache, KvTypes};
 use super::ops::rope_cache;
 use super::weights::Tensor;
@@ -106,24 +109,38 @@ pub struct LayerRunner {
     edits: u64,
     /// Whether any offloaded layer has a sliding window (and so its own RoPE base).
     swa: bool,
-    /// Run buffers on the host: cos/sin tables, the readback, f16 rows.
+    /// The cache formats the device's copy holds, and the bytes of one head's keys and
+    /// values in it.
+    types: KvTypes,
+    strides: (usize, usize),
+    /// Run buffers on the host: cos/sin tables, the readback, cache rows.
     tables: [Vec<f32>; 2],
     back: Vec<u8>,
-    k16: Vec<u16>,
-    v16: Vec<u16>,
+    k_rows: Vec<u8>,
+    v_rows: Vec<u8>,
+}
+
+/// Bytes of one head's keys and values in the device's cache, when it holds these types
+/// for these heads.
+fn strides(c: &Config, types: KvTypes) -> Option<(usize, usize)> {
+    let row = |t: super::kv_cache::KvType, d: usize| {
+        cache_row_bytes(t.ggml(), u32::try_from(d).ok()?).map(|b| b as usize)
+    };
+    Some((row(types.k, c.head_dim)?, row(types.v, c.head_dim_v)?))
 }
 
 /// Why layers cannot run whole on the device with this cache or model, if they cannot.
 pub fn unsupported(c: &Config, types: KvTypes) -> Option<String> {
-    if types != KvTypes::F16 {
-        return Some(format!(
-            "the {types} KV cache (whole layers on the GPU keep an f16 cache)"
-        ));
-    }
     let max = AttnShape::MAX_HEAD as usize;
     if c.head_dim > max || c.head_dim_v > max || !c.head_dim.is_multiple_of(2) {
         return Some(format!(
             "heads of {}/{} (the GPU attention takes even heads up to {max})",
+            c.head_dim, c.head_dim_v
+        ));
+    }
+    if strides(c, types).is_none() {
+        return Some(format!(
+            "a {types} KV cache for heads of {}/{}",
             c.head_dim, c.head_dim_v
         ));
     }
@@ -136,15 +153,20 @@ fn rounding(t: &Tensor) -> Result<ActRounding> {
 }
 
 impl LayerRunner {
-    /// The workspace for the offloaded layers of `model` with a cache of `n_ctx`
-    /// positions and batches of up to `max_batch` tokens.
+    /// The workspace for the offloaded layers of `model` with a cache of `types` and
+    /// `n_ctx` positions and batches of up to `max_batch` tokens.
     pub fn new(
         model: &Model,
         g: &GpuWeights,
+        types: KvTypes,
         n_ctx: usize,
         max_batch: usize,
     ) -> Result<LayerRunner> {
         let (c, w) = (&model.config, &model.weights);
+        if let Some(why) = unsupported(c, types) {
+            anyhow::bail!("whole layers on the GPU do not take {why}");
+        }
+        let strides = strides(c, types).expect("checked by unsupported");
         let gpu = g.gpu();
         let first = c.n_layer - g.layers;
         let mut consts: Vec<f32> = Vec::new();
@@ -201,7 +223,7 @@ impl LayerRunner {
         for (i, r) in roundings.iter().enumerate() {
             xin.insert(*r, (i * (rows * max_cols).next_multiple_of(64)) as u32);
         }
-        let kv_bytes = |d: usize| (n_ctx * c.n_kv_head * d * 2) as u64;
+        let kv_bytes = |stride: usize| (n_ctx * c.n_kv_head * stride) as u64;
         let ws = Workspace::new(
             gpu,
             WorkspaceSpec {
@@ -209,7 +231,7 @@ impl LayerRunner {
                 xin: roundings.len() * (rows * max_cols).next_multiple_of(64),
                 logits: if g.output { rows * c.vocab_size } else { 0 },
                 consts: &consts,
-                kv: vec![(kv_bytes(c.head_dim), kv_bytes(c.head_dim_v)); g.layers],
+                kv: vec![(kv_bytes(strides.0), kv_bytes(strides.1)); g.layers],
             },
         )?;
         Ok(LayerRunner {
@@ -223,10 +245,26 @@ impl LayerRunner {
             synced: 0,
             edits: 0,
             swa: c.is_swa[first..].contains(&true),
+            types,
+            strides,
             tables: [Vec::new(), Vec::new()],
             back: Vec::new(),
-            k16: Vec::new(),
-            v16: Vec::new(),
+            k_rows: Vec::new(),
+            v_rows: Vec::new(),
+        })
+    }
+
+    /// The cache formats this runner's device cache holds.
+    pub fn types(&self) -> KvTypes {
+        self.types
+    }
+
+    /// Bytes of positions `pos..pos + n` of one layer's keys and values in the device's
+    /// cache, and where they start.
+    fn span(&self, c: &Config, pos: usize, n: usize) -> [(u64, u64); 2] {
+        [self.strides.0, self.strides.1].map(|s| {
+            let per_pos = (c.n_kv_head * s) as u64;
+            (pos as u64 * per_pos, n as u64 * per_pos)
         })
     }
 
@@ -239,15 +277,12 @@ impl LayerRunner {
         let from = self.synced.min(pos);
         if from < pos {
             let n = pos - from;
-            let (kd, vd) = (c.kv_dim(), c.kv_dim_v());
-            self.k16.resize(n * kd, 0);
-            self.v16.resize(n * vd, 0);
+            let [(k_at, _), (v_at, _)] = self.span(c, from, n);
             for i in 0..self.consts.len() {
-                cache.read_f16(self.first + i, from, n, &mut self.k16, &mut self.v16);
-                self.ws
-                    .write_cache(gpu, i, false, (from * kd * 2) as u64, &self.k16);
-                self.ws
-                    .write_cache(gpu, i, true, (from * vd * 2) as u64, &self.v16);
+                let (k, v) = (&mut self.k_rows, &mut self.v_rows);
+                cache.read_rows(self.first + i, (from, n), self.strides, k, v);
+                self.ws.write_cache(gpu, i, false, k_at, k);
+                self.ws.write_cache(gpu, i, true, v_at, v);
             }
         }
         self.synced = pos;
@@ -340,6 +375,8 @@ impl LayerRunner {
             a,
             xin: &self.xin,
             rows_per_group: self.ws.rows_per_group(),
+            types: self.types,
+            rotation: cache.rotation,
         };
         let mut batch = Batch::new(b);
         batch.upload(a.x, x);
@@ -349,11 +386,11 @@ impl LayerRunner {
         for (i, lc) in self.consts.iter().enumerate() {
             rec.layer(&mut batch, self.first + i, i, lc, pos, b)?;
         }
-        let (kd, vd) = (c.kv_dim(), c.kv_dim_v());
+        let [(k_at, k_len), (v_at, v_len)] = self.span(c, pos, b);
         let mut kv_at = Vec::with_capacity(self.consts.len());
         for i in 0..self.consts.len() {
-            let k = batch.read_cache(i, false, (pos * kd * 2) as u64, (b * kd * 2) as u64);
-            let v = batch.read_cache(i, true, (pos * vd * 2) as u64, (b * vd * 2) as u64);
+            let k = batch.read_cache(i, false, k_at, k_len);
+            let v = batch.read_cache(i, true, v_at, v_len);
             kv_at.push((k, v));
         }
         let back_at = match &out {
@@ -386,17 +423,12 @@ impl LayerRunner {
             (None, Some(at)) => floats(at, x),
             _ => {}
         }
-        self.k16.resize(b * kd, 0);
-        self.v16.resize(b * vd, 0);
         for (i, &(k, v)) in kv_at.iter().enumerate() {
-            let halves = |at: usize, dst: &mut [u16]| {
-                for (d, s) in dst.iter_mut().zip(self.back[at..].chunks_exact(2)) {
-                    *d = u16::from_le_bytes([s[0], s[1]]);
-                }
-            };
-            halves(k, &mut self.k16);
-            halves(v, &mut self.v16);
-            cache.store_f16(self.first + i, pos, b, &self.k16, &self.v16);
+            let (k, v) = (
+                &self.back[k..k + k_len as usize],
+                &self.back[v..v + v_len as usize],
+            );
+            cache.store_rows(self.first + i, (pos, b), self.strides, k, v);
         }
         Ok(())
     }
@@ -409,6 +441,9 @@ struct Recorder<'r> {
     a: &'r Arena,
     xin: &'r HashMap<ActRounding, u32>,
     rows_per_group: u32,
+    types: KvTypes,
+    /// The turn the cache's heads take (a quantized cache, as the CPU turns them).
+    rotation: KvRotation,
 }
 
 impl<'r> Recorder<'r> {
@@ -491,6 +526,17 @@ impl<'r> Recorder<'r> {
         let table = a.rope[c.is_swa[l] as usize];
         let heads = [c.n_head as u32, c.n_kv_head as u32];
         batch.rope(a.q, a.k, bu, heads, hd, c.n_rot as u32, pairs, table);
+        // A quantized cache holds heads turned by a Hadamard rotation (see the CPU's
+        // forward pass): queries and keys, values, and the attention output back.
+        if let Some(block) = self.rotation.k {
+            let pieces = |width: usize| (b * width / block) as u32;
+            let regions = [(a.q, pieces(c.q_dim())), (a.k, pieces(c.kv_dim()))];
+            batch.hadamard(&regions, block as u32);
+        }
+        if let Some(block) = self.rotation.v {
+            let pieces = (b * c.kv_dim_v() / block) as u32;
+            batch.hadamard(&[(a.v, pieces)], block as u32);
+        }
 
         // ---- the cache, attention, output projection, residual ----
         let gemma = matches!(c.arch, Arch::Gemma2 | Arch::Gemma3);
@@ -504,6 +550,8 @@ impl<'r> Recorder<'r> {
             s_scale /= cap;
         }
         let shape = AttnShape {
+            k_type: self.types.k.ggml(),
+            v_type: self.types.v.ggml(),
             n_head: c.n_head as u32,
             n_kv_head: c.n_kv_head as u32,
             head_dim: hd,
@@ -530,6 +578,9 @@ impl<'r> Recorder<'r> {
         };
         batch.attend(i, a.q, a.att, pos as u32, bu, &shape, split);
         let att_cols = c.n_head * c.head_dim_v;
+        if let Some(block) = self.rotation.v {
+            batch.hadamard(&[(a.att, (b * att_cols / block) as u32)], block as u32);
+        }
         self.matmuls(batch, a.att, att_cols, b, &[(&lw.wo, Target::Arena(a.xb2))])?;
         if let Some(off) = lc.bo {
             batch.bias(a.xb2, bu, dim, off);

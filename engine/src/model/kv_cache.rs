@@ -209,6 +209,38 @@ impl Part {
         }
     }
 
+    /// Row `pos` of `head` of `layer` as its bytes (little-endian elements, or the blocks)
+    /// into the start of `out`.
+    fn read_bytes(&self, layer: usize, head: usize, pos: usize, out: &mut [u8]) {
+        match self.rows(layer, head, pos..pos + 1) {
+            Rows::F16(r) => out
+                .chunks_exact_mut(2)
+                .zip(r)
+                .for_each(|(o, x)| o.copy_from_slice(&x.0.to_le_bytes())),
+            Rows::F32(r) => out
+                .chunks_exact_mut(4)
+                .zip(r)
+                .for_each(|(o, x)| o.copy_from_slice(&x.to_le_bytes())),
+            Rows::Blocks(_, r) => out[..r.len()].copy_from_slice(r),
+        }
+    }
+
+    /// The inverse of [`Part::read_bytes`].
+    fn write_bytes(&mut self, layer: usize, head: usize, pos: usize, src: &[u8]) {
+        let (a, row) = (self.at(layer, head, pos), self.row);
+        match &mut self.store {
+            Store::F16(s) => s[a..a + row]
+                .iter_mut()
+                .zip(src.chunks_exact(2))
+                .for_each(|(o, b)| *o = F16(u16::from_le_bytes([b[0], b[1]]))),
+            Store::F32(s) => s[a..a + row]
+                .iter_mut()
+                .zip(src.chunks_exact(4))
+                .for_each(|(o, b)| *o = f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+            Store::Blocks(_, s) => s[a..a + row].copy_from_slice(&src[..row]),
+        }
+    }
+
     /// Row `pos` of `head` of `layer` as f32.
     #[cfg(test)]
     fn read(&self, layer: usize, head: usize, pos: usize, out: &mut [f32]) {
@@ -278,7 +310,7 @@ impl KvCache {
     }
 
     /// How many times the cache was changed other than by [`KvCache::store`] and
-    /// [`KvCache::store_f16`]: positions moved, keys re-rotated, a session loaded.
+    /// [`KvCache::store_rows`]: positions moved, keys re-rotated, a session loaded.
     pub fn edits(&self) -> u64 {
         self.edits
     }
@@ -290,38 +322,42 @@ impl KvCache {
         self.edits += 1;
     }
 
-    /// Positions `pos..pos + n` of `layer` as f16 bits, position by position (all heads
-    /// of a position together): keys into `k` (n, kv_dim), values into `v` (n, kv_dim_v).
-    /// Only for an f16 cache.
-    pub fn read_f16(&self, layer: usize, pos: usize, n: usize, k: &mut [u16], v: &mut [u16]) {
-        for (part, out) in [(&self.k, k), (&self.v, v)] {
-            let (d, heads) = (part.head_dim, part.n_head);
-            for h in 0..heads {
-                let Rows::F16(rows) = part.rows(layer, h, pos..pos + n) else {
-                    panic!("read_f16 of a {} cache", part.ty);
-                };
-                for (t, row) in rows.chunks_exact(d).enumerate() {
-                    let dst = &mut out[(t * heads + h) * d..][..d];
-                    dst.iter_mut().zip(row).for_each(|(o, x)| *o = x.0);
-                }
+    /// Positions `pos..pos + n` of `layer` as bytes, position by position: each head's
+    /// row as the cache holds it (little-endian f16 or f32 elements, or the blocks) in
+    /// `strides.0` bytes for keys and `strides.1` for values, the padding zero. The
+    /// layout a device's copy of the cache keeps.
+    pub fn read_rows(
+        &self,
+        layer: usize,
+        (pos, n): (usize, usize),
+        strides: (usize, usize),
+        k: &mut Vec<u8>,
+        v: &mut Vec<u8>,
+    ) {
+        for (part, stride, out) in [(&self.k, strides.0, k), (&self.v, strides.1, v)] {
+            out.clear();
+            out.resize(n * part.n_head * stride, 0);
+            for (i, dst) in out.chunks_exact_mut(stride).enumerate() {
+                let (t, h) = (i / part.n_head, i % part.n_head);
+                part.read_bytes(layer, h, pos + t, dst);
             }
         }
     }
 
-    /// The inverse of [`KvCache::read_f16`]: stores positions `pos..pos + n` of `layer`
-    /// from f16 bits (a device computed and rounded them). Only for an f16 cache.
-    pub fn store_f16(&mut self, layer: usize, pos: usize, n: usize, k: &[u16], v: &[u16]) {
-        for (part, src) in [(&mut self.k, k), (&mut self.v, v)] {
-            let (d, heads) = (part.head_dim, part.n_head);
-            for h in 0..heads {
-                let a = part.at(layer, h, pos);
-                let Store::F16(store) = &mut part.store else {
-                    panic!("store_f16 into a {} cache", part.ty);
-                };
-                for (t, row) in store[a..a + n * d].chunks_exact_mut(d).enumerate() {
-                    let from = &src[(t * heads + h) * d..][..d];
-                    row.iter_mut().zip(from).for_each(|(o, &x)| *o = F16(x));
-                }
+    /// The inverse of [`KvCache::read_rows`]: stores positions `pos..pos + n` of `layer`
+    /// from a device's bytes (it computed and rounded them).
+    pub fn store_rows(
+        &mut self,
+        layer: usize,
+        (pos, n): (usize, usize),
+        strides: (usize, usize),
+        k: &[u8],
+        v: &[u8],
+    ) {
+        for (part, stride, src) in [(&mut self.k, strides.0, k), (&mut self.v, strides.1, v)] {
+            let heads = part.n_head;
+            for (i, row) in src.chunks_exact(stride).take(n * heads).enumerate() {
+                part.write_bytes(layer, i % heads, pos + i / heads, row);
             }
         }
     }
@@ -627,6 +663,41 @@ mod tests {
             let mut k = vec![0f32; 32];
             a.k.read(0, 1, 2, &mut k);
             assert!(k.iter().all(|&x| (x - 0.5).abs() < 1e-3), "{t}: {k:?}");
+        }
+    }
+
+    /// A device's layout (position by position, each head's row padded) carries the
+    /// cache's own bytes both ways, for every type.
+    #[test]
+    fn rows_go_to_a_device_layout_and_back() {
+        for t in KvType::ALL {
+            let c = Config::for_tests(2, 2, 32);
+            let types = KvTypes::same(t);
+            let mut a = KvCache::new(types, &c, 8).unwrap();
+            for p in 0..6 {
+                let row: Vec<f32> = (0..64)
+                    .map(|i| (i * 7 % 13) as f32 - 6.0 + p as f32)
+                    .collect();
+                a.store(1, p, &row, &row);
+            }
+            let pad = t.row_bytes(32).unwrap().next_multiple_of(4) + 4;
+            let (mut k, mut v) = (Vec::new(), Vec::new());
+            a.read_rows(1, (2, 3), (pad, pad), &mut k, &mut v);
+            assert_eq!(k.len(), 3 * 2 * pad, "{t}");
+            let mut b = KvCache::new(types, &c, 8).unwrap();
+            b.store_rows(1, (2, 3), (pad, pad), &k, &v);
+            // Positions 2..5 came across; the others stored in `a` did not.
+            for p in 0..6 {
+                for h in 0..2 {
+                    let (mut x, mut y) = (vec![0f32; 32], vec![0f32; 32]);
+                    a.k.read(1, h, p, &mut x);
+                    b.k.read(1, h, p, &mut y);
+                    let moved = (2..5).contains(&p);
+                    assert_eq!(moved, x == y, "{t}: head {h} at {p}");
+                }
+            }
+            // The padding stays zero.
+            assert!(k.chunks_exact(pad).all(|r| r[pad - 4..] == [0; 4]), "{t}");
         }
     }
 }

@@ -281,8 +281,8 @@ impl<'m> Context<'m> {
     }
 
     /// Why the offloaded layers run matmul by matmul (attention on the CPU) instead of
-    /// whole on the device, when they do: a quantized KV cache, `LOUPE_GPU_WHOLE_LAYERS=off`,
-    /// or a device that could not hold the layers' buffers.
+    /// whole on the device, when they do: heads the device's attention does not take,
+    /// `LOUPE_GPU_WHOLE_LAYERS=off`, or a device that could not hold the layers' buffers.
     pub fn gpu_note(&self) -> Option<&str> {
         self.gpu_note.as_deref()
     }

@@ -2,11 +2,13 @@
 //! parameters (a 256-byte slot each), the uploads before and the reads after.
 
 use super::{
-    ActRounding, AttnShape, Binds, Glu, Kernel, Read, RopePairs, Split, Step, Target, NONE, WG,
+    cache_code, cache_row_bytes, ActRounding, AttnShape, Binds, Glu, Kernel, Read, RopePairs,
+    Split, Step, Target, NONE, WG,
 };
 use crate::device::{Params, MAX_GROUPS, SLOT};
 use crate::shaders;
 use crate::{GpuError, GpuMatrix};
+use loupe_quant::GgmlType;
 
 /// The steps of one submission, recorded in order.
 pub struct Batch<'w> {
@@ -180,6 +182,35 @@ impl<'w> Batch<'w> {
         );
     }
 
+    /// Turns every `block`-wide piece of the `regions` of the arena ((offset, pieces),
+    /// one or two) by the orthonormal Walsh–Hadamard matrix, in place: the heads going
+    /// into (or coming out of) a quantized cache, as the CPU turns them. `block` is a
+    /// power of two up to 256; the scale is the CPU's `1 / √block` in f32.
+    pub fn hadamard(&mut self, regions: &[(u32, u32)], block: u32) {
+        let (first, second) = match *regions {
+            [a] => (a, (a.0, 0)),
+            [a, b] => (a, b),
+            _ => return self.fail(format!("{} regions to turn", regions.len())),
+        };
+        if !block.is_power_of_two() || block > 256 {
+            return self.fail(format!("a Hadamard block of {block}"));
+        }
+        let scale = 1.0 / (block as f32).sqrt();
+        let pieces = first.1 + second.1;
+        self.flat(Kernel::Hadamard, Binds::Plain, pieces, |gx| {
+            op_bytes([
+                pieces,
+                block,
+                first.0,
+                second.0,
+                first.1,
+                0,
+                gx,
+                scale.to_bits(),
+            ])
+        });
+    }
+
     /// out (b, w.rows) = xin[x..] (b, w.cols) · wᵀ, into `target` (rows of `w.rows`).
     pub fn matmul(
         &mut self,
@@ -189,10 +220,8 @@ impl<'w> Batch<'w> {
         target: Target,
         rows_per_group: u32,
     ) {
-        if !x.is_multiple_of(4) && self.error.is_none() {
-            self.error = Some(GpuError::Shape(format!(
-                "matmul input at {x} is not 16-byte aligned"
-            )));
+        if !x.is_multiple_of(4) {
+            self.fail(format!("matmul input at {x} is not 16-byte aligned"));
         }
         for part in &w.parts {
             let groups = (part.rows as u32).div_ceil(rows_per_group);
@@ -220,8 +249,19 @@ impl<'w> Batch<'w> {
         }
     }
 
+    /// Marks the batch failed (its first error is the one reported).
+    fn fail(&mut self, why: String) {
+        if self.error.is_none() {
+            self.error = Some(GpuError::Shape(why));
+        }
+    }
+
+    /// The parameters of `store`/`attend`/`merge` (the `Attn` struct of
+    /// `attention.wgsl`); `None` (and the batch failed) for cache formats or heads the
+    /// kernel does not take.
     #[allow(clippy::too_many_arguments)]
     fn attn_bytes(
+        &mut self,
         q: u32,
         out: u32,
         pos: u32,
@@ -229,7 +269,17 @@ impl<'w> Batch<'w> {
         s: &AttnShape,
         gx: u32,
         split: Split,
-    ) -> [u8; 80] {
+    ) -> Option<[u8; 96]> {
+        let format = |ty, d| Some((cache_code(ty)?, cache_row_bytes(ty, d)?));
+        let (Some((kt, k_row)), Some((vt, v_row))) =
+            (format(s.k_type, s.head_dim), format(s.v_type, s.head_dim_v))
+        else {
+            self.fail(format!(
+                "no device cache of {} keys ({}) and {} values ({})",
+                s.k_type, s.head_dim, s.v_type, s.head_dim_v
+            ));
+            return None;
+        };
         let f = [
             q,
             out,
@@ -248,19 +298,31 @@ impl<'w> Batch<'w> {
             split.parts,
             split.chunk,
             split.at,
+            kt,
+            vt,
+            k_row,
+            v_row,
         ];
-        let mut b = [0u8; 80];
+        let mut b = [0u8; 96];
         for (i, v) in f.iter().enumerate() {
             b[4 * i..4 * i + 4].copy_from_slice(&v.to_le_bytes());
         }
-        b
+        Some(b)
     }
 
-    /// The keys at `k` and values at `v` of `n` tokens into cache `layer` at `pos`.
+    /// The keys at `k` and values at `v` of `n` tokens into cache `layer` at `pos`, in the
+    /// cache's formats: a thread per pair of f16s, per f32, or per head of blocks.
     pub fn store(&mut self, layer: usize, k: u32, v: u32, pos: u32, n: u32, s: &AttnShape) {
-        let pairs = n * s.n_kv_head * s.head_dim.max(s.head_dim_v) / 2;
-        let groups = grid(pairs.div_ceil(WG));
-        let p = Self::attn_bytes(k, v, pos, n, s, groups[0], Split::NONE);
+        let units = |ty: GgmlType, d: u32| match ty {
+            GgmlType::F16 => n * s.n_kv_head * d / 2,
+            GgmlType::F32 => n * s.n_kv_head * d,
+            _ => n * s.n_kv_head,
+        };
+        let threads = units(s.k_type, s.head_dim).max(units(s.v_type, s.head_dim_v));
+        let groups = grid(threads.div_ceil(WG));
+        let Some(p) = self.attn_bytes(k, v, pos, n, s, groups[0], Split::NONE) else {
+            return;
+        };
         self.push(
             Step::Op {
                 kernel: Kernel::Store,
@@ -285,7 +347,9 @@ impl<'w> Batch<'w> {
         s: &AttnShape,
         split: Split,
     ) {
-        let p = Self::attn_bytes(q, out, pos, n, s, 0, split);
+        let Some(p) = self.attn_bytes(q, out, pos, n, s, 0, split) else {
+            return;
+        };
         self.push(
             Step::Op {
                 kernel: Kernel::Attend,

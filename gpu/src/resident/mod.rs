@@ -100,6 +100,10 @@ pub enum RopePairs {
 /// Shape of one layer's attention (see `attention.wgsl`).
 #[derive(Clone, Copy, Debug)]
 pub struct AttnShape {
+    /// Element types of the cached keys and values: F16, F32, Q8_0 or Q4_0 (see
+    /// [`cache_row_bytes`]).
+    pub k_type: GgmlType,
+    pub v_type: GgmlType,
     pub n_head: u32,
     pub n_kv_head: u32,
     pub head_dim: u32,
@@ -117,6 +121,34 @@ pub struct AttnShape {
 impl AttnShape {
     /// The widest head the attention kernel takes (keys or values).
     pub const MAX_HEAD: u32 = 256;
+}
+
+/// The cache formats the attention kernel reads, as `attention.wgsl` numbers them.
+fn cache_code(ty: GgmlType) -> Option<u32> {
+    Some(match ty {
+        GgmlType::F16 => 0,
+        GgmlType::F32 => 1,
+        GgmlType::Q8_0 => 2,
+        GgmlType::Q4_0 => 3,
+        _ => return None,
+    })
+}
+
+/// Bytes one head of `head_dim` elements takes in a device cache of `ty`: the head's row
+/// as the CPU's cache stores it (f16 or f32 elements, or Q8_0/Q4_0 blocks), padded to
+/// whole words so that each head's row is written by one thread. `None` for a format the
+/// kernel does not read or a head that is not a whole number of its blocks (or of pairs,
+/// for f16).
+pub fn cache_row_bytes(ty: GgmlType, head_dim: u32) -> Option<u32> {
+    cache_code(ty)?;
+    let (block, bytes) = match ty {
+        GgmlType::F16 => (2, 4),
+        _ => (ty.block_elems() as u32, ty.block_bytes() as u32),
+    };
+    if head_dim == 0 || head_dim > AttnShape::MAX_HEAD || !head_dim.is_multiple_of(block) {
+        return None;
+    }
+    Some((head_dim / block * bytes).next_multiple_of(4))
 }
 
 /// How attention divides each query's keys among workgroups (flash decoding): `parts`
@@ -174,10 +206,11 @@ enum Kernel {
     Store,
     Attend,
     Merge,
+    Hadamard,
 }
 
 impl Kernel {
-    const ALL: [Kernel; 9] = [
+    const ALL: [Kernel; 10] = [
         Kernel::RmsNorm,
         Kernel::Add,
         Kernel::Bias,
@@ -187,6 +220,7 @@ impl Kernel {
         Kernel::Store,
         Kernel::Attend,
         Kernel::Merge,
+        Kernel::Hadamard,
     ];
 
     fn entry(self) -> (&'static str, &'static str) {
@@ -200,6 +234,7 @@ impl Kernel {
             Kernel::Store => (ATTENTION, "store"),
             Kernel::Attend => (ATTENTION, "attend"),
             Kernel::Merge => (ATTENTION, "merge"),
+            Kernel::Hadamard => (OPS, "hadamard"),
         }
     }
 }

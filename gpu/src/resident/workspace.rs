@@ -66,6 +66,12 @@ fn bind_layout(
     })
 }
 
+/// A cache buffer of `bytes`, with a spare word: the kernel reads blocks a word at a time
+/// at any byte offset, so the last block's read may reach past its end.
+fn kv_buffer_bytes(bytes: u64) -> u64 {
+    (bytes + 4).next_multiple_of(256)
+}
+
 fn whole(binding: u32, b: &wgpu::Buffer) -> wgpu::BindGroupEntry<'_> {
     wgpu::BindGroupEntry {
         binding,
@@ -110,7 +116,7 @@ impl Workspace {
             .kv
             .iter()
             .flat_map(|&(k, v)| [k, v])
-            .map(|b| b.max(4).next_multiple_of(256))
+            .map(kv_buffer_bytes)
             .sum();
         let charge = gpu.charge(
             floats(spec.arena, "activation arena")?
@@ -146,8 +152,8 @@ impl Workspace {
                 }
             }
             kv.push([
-                buffer("keys", k.max(4).next_multiple_of(256), rw),
-                buffer("values", v.max(4).next_multiple_of(256), rw),
+                buffer("keys", kv_buffer_bytes(k), rw),
+                buffer("values", kv_buffer_bytes(v), rw),
             ]);
         }
         let params = buffer(
@@ -227,14 +233,12 @@ impl Workspace {
         self.rows_per_group
     }
 
-    /// Writes f16 bits into cache `layer`'s keys (or values) at byte `off` (a multiple
-    /// of four, as is the length in bytes).
-    pub fn write_cache(&mut self, gpu: &Gpu, layer: usize, values: bool, off: u64, bits: &[u16]) {
-        self.staging.clear();
-        self.staging
-            .extend(bits.iter().flat_map(|h| h.to_le_bytes()));
+    /// Writes `bytes` into cache `layer`'s keys (or values) at byte `off`: whole heads in
+    /// the device's layout (see [`crate::cache_row_bytes`]), so a multiple of four at a
+    /// multiple of four.
+    pub fn write_cache(&mut self, gpu: &Gpu, layer: usize, values: bool, off: u64, bytes: &[u8]) {
         let b = &self.kv[layer][values as usize];
-        gpu.queue().write_buffer(b, off, &self.staging);
+        gpu.queue().write_buffer(b, off, bytes);
     }
 
     fn matmul_pipeline(

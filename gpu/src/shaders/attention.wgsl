@@ -1,5 +1,7 @@
-// One layer's KV cache on the device and attention over it. The cache holds f16 pairs
-// position by position: keys (n_ctx, kv_dim) in `kc`, values (n_ctx, kv_dim_v) in `vc`.
+// One layer's KV cache on the device and attention over it. The cache holds each
+// position's heads in turn, each head's row in the cache's format (`k_type`, `v_type`):
+// 0 f16, 1 f32, 2 Q8_0 blocks, 3 Q4_0 blocks, as the CPU's cache stores a row, padded to
+// whole words (`k_row`, `v_row` bytes): keys in `kc`, values in `vc`.
 
 struct Attn {
     q: u32,          // the queries in `a`: (n, n_head * head_dim); the new keys for `store`
@@ -19,6 +21,10 @@ struct Attn {
     split: u32,      // workgroups per query head (z), each over `chunk` keys; 1: no split
     chunk: u32,
     part: u32,       // with a split: the partial results in `a`, (n, n_head, split, 2 + head_dim_v)
+    k_type: u32,
+    v_type: u32,
+    k_row: u32,      // bytes of one head's keys (values) at one position
+    v_row: u32,
 }
 
 const WG: u32 = 64u;
@@ -28,6 +34,10 @@ const TILE: u32 = 64u;
 const MAX_HEAD: u32 = 256u;
 // Below every score: exp of it minus a real score is 0.
 const LOW: f32 = -3.0e38;
+const F16: u32 = 0u;
+const F32: u32 = 1u;
+const Q8_0: u32 = 2u;
+const Q4_0: u32 = 3u;
 
 @group(0) @binding(0) var<storage, read_write> a: array<f32>;
 @group(0) @binding(1) var<storage, read_write> kc: array<u32>;
@@ -35,54 +45,241 @@ const LOW: f32 = -3.0e38;
 @group(0) @binding(3) var<storage, read> consts: array<f32>;
 @group(0) @binding(4) var<uniform> p: Attn;
 
-// The new keys (at `q`) and values (at `out`) of n tokens into the cache, rounded to f16:
-// one thread per pair of elements.
-@compute @workgroup_size(64)
-fn store(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
-    let i = (wid.x + wid.y * p.groups_x) * WG + tid;
-    let kv_dim = p.n_kv_head * p.head_dim;
-    let kv_dim_v = p.n_kv_head * p.head_dim_v;
-    let k_pairs = p.n * kv_dim / 2u;
-    let v_pairs = p.n * kv_dim_v / 2u;
-    if i < k_pairs {
-        let s = p.q + 2u * i;
-        kc[p.pos * kv_dim / 2u + i] = pack2x16float(vec2<f32>(a[s], a[s + 1u]));
-    }
-    if i < v_pairs {
-        let s = p.out + 2u * i;
-        vc[p.pos * kv_dim_v / 2u + i] = pack2x16float(vec2<f32>(a[s], a[s + 1u]));
-    }
-}
-
-var<workgroup> qs: array<f32, MAX_HEAD>;
-var<workgroup> scores: array<f32, TILE>;
-
 fn f16_round(x: f32) -> f32 {
     return unpack2x16float(pack2x16float(vec2<f32>(x, 0.0))).x;
 }
 
-fn value(i: u32) -> f32 {
-    let pair = unpack2x16float(vc[i >> 1u]);
-    return select(pair.x, pair.y, (i & 1u) == 1u);
+// ---- writing: one head's row of blocks is built in `row`, then copied ----
+
+// A Q8_0 head row of the widest head: 8 blocks of 34 bytes.
+var<private> row: array<u32, 68>;
+
+fn put_byte(o: u32, v: u32) {
+    let s = (o & 3u) * 8u;
+    row[o >> 2u] = (row[o >> 2u] & ~(0xffu << s)) | ((v & 0xffu) << s);
+}
+
+fn put_f16(o: u32, x: f32) {
+    let bits = pack2x16float(vec2<f32>(x, 0.0)) & 0xffffu;
+    put_byte(o, bits);
+    put_byte(o + 1u, bits >> 8u);
+}
+
+// The `d` elements at `src` in `a` as blocks into `row`, as the CPU's cache quantizes
+// them: Q8_0 as activations (scale amax/127 stored as f16, quants rounded half to even,
+// `quantize_activation`), Q4_0 by ggml's reference (scale max/-8 where max is the first
+// element of largest magnitude, quants min(15, trunc(x/scale + 8.5))).
+fn pack_blocks(ty: u32, src: u32, d: u32) {
+    for (var b = 0u; b < d / 32u; b++) {
+        let x0 = src + 32u * b;
+        var amax = 0.0;
+        var top = 0.0;
+        for (var j = 0u; j < 32u; j++) {
+            let v = a[x0 + j];
+            if abs(v) > amax {
+                amax = abs(v);
+                top = v;
+            }
+        }
+        if ty == Q8_0 {
+            let o = 34u * b;
+            put_f16(o, amax / 127.0);
+            var inv = 0.0;
+            if amax != 0.0 {
+                inv = 127.0 / amax;
+            }
+            for (var j = 0u; j < 32u; j++) {
+                put_byte(o + 2u + j, bitcast<u32>(i32(round(a[x0 + j] * inv))));
+            }
+        } else {
+            let o = 18u * b;
+            let scale = top / -8.0;
+            put_f16(o, scale);
+            var inv = 0.0;
+            if scale != 0.0 {
+                inv = 1.0 / scale;
+            }
+            for (var j = 0u; j < 16u; j++) {
+                let lo = min(15u, u32(i32(a[x0 + j] * inv + 8.5)));
+                let hi = min(15u, u32(i32(a[x0 + j + 16u] * inv + 8.5)));
+                put_byte(o + 2u + j, lo | (hi << 4u));
+            }
+        }
+    }
+}
+
+// Unit `i` of n tokens' keys or values (heads of `d`, `row_bytes` apart, at `src` in
+// `a`) into `row`: a pair of f16s, an f32, or a head's blocks. Returns the first word
+// in the cache and the words to copy (0 past the last unit).
+fn pack_unit(ty: u32, src: u32, d: u32, row_bytes: u32, i: u32) -> vec2<u32> {
+    let heads = p.n * p.n_kv_head;
+    let first_word = p.pos * p.n_kv_head * row_bytes / 4u;
+    switch ty {
+        case F16: {
+            if i >= heads * d / 2u {
+                return vec2<u32>(0u);
+            }
+            row[0] = pack2x16float(vec2<f32>(a[src + 2u * i], a[src + 2u * i + 1u]));
+            return vec2<u32>(first_word + i, 1u);
+        }
+        case F32: {
+            if i >= heads * d {
+                return vec2<u32>(0u);
+            }
+            row[0] = bitcast<u32>(a[src + i]);
+            return vec2<u32>(first_word + i, 1u);
+        }
+        default: {
+            if i >= heads {
+                return vec2<u32>(0u);
+            }
+            for (var w = 0u; w < row_bytes / 4u; w++) {
+                row[w] = 0u;
+            }
+            pack_blocks(ty, src + i * d, d);
+            return vec2<u32>(first_word + i * row_bytes / 4u, row_bytes / 4u);
+        }
+    }
+}
+
+// The new keys (at `q`) and values (at `out`) of n tokens into the cache.
+@compute @workgroup_size(64)
+fn store(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
+    let i = (wid.x + wid.y * p.groups_x) * WG + tid;
+    let k = pack_unit(p.k_type, p.q, p.head_dim, p.k_row, i);
+    for (var w = 0u; w < k.y; w++) {
+        kc[k.x + w] = row[w];
+    }
+    let v = pack_unit(p.v_type, p.out, p.head_dim_v, p.v_row, i);
+    for (var w = 0u; w < v.y; w++) {
+        vc[v.x + w] = row[w];
+    }
+}
+
+// ---- reading ----
+
+// The query of the head being attended, as the key dot takes it (f16-rounded, as is, or
+// Q8_0 quants as integers with their block scales in `qd`).
+var<workgroup> qs: array<f32, MAX_HEAD>;
+var<workgroup> qd: array<f32, 8>;
+var<workgroup> scores: array<f32, TILE>;
+
+fn k_word(o: u32) -> u32 {
+    let s = (o & 3u) * 8u;
+    if s == 0u {
+        return kc[o >> 2u];
+    }
+    return (kc[o >> 2u] >> s) | (kc[(o >> 2u) + 1u] << (32u - s));
+}
+
+fn v_word(o: u32) -> u32 {
+    let s = (o & 3u) * 8u;
+    if s == 0u {
+        return vc[o >> 2u];
+    }
+    return (vc[o >> 2u] >> s) | (vc[(o >> 2u) + 1u] << (32u - s));
+}
+
+// Each byte of a word as a signed 8-bit value.
+fn signed4(v: u32) -> vec4<f32> {
+    return vec4<f32>(bitcast<vec4<i32>>(vec4<u32>(v) << vec4<u32>(24u, 16u, 8u, 0u)) >> vec4<u32>(24u));
+}
+
+fn nibbles4(v: u32, shift: u32) -> vec4<f32> {
+    return vec4<f32>((vec4<u32>(v) >> (vec4<u32>(0u, 8u, 16u, 24u) + shift)) & vec4<u32>(15u)) - 8.0;
+}
+
+fn qs4(d: u32) -> vec4<f32> {
+    return vec4<f32>(qs[d], qs[d + 1u], qs[d + 2u], qs[d + 3u]);
+}
+
+// The dot of the query in `qs` with the key row at byte `o` of `kc`, as ggml's CPU dots
+// them: in f32 over f16 or f32 keys; over blocks, each block's integer sum times the
+// product of the two scales, added block by block.
+fn key_dot(o: u32) -> f32 {
+    var total = 0.0;
+    switch p.k_type {
+        case F16: {
+            for (var d = 0u; d < p.head_dim; d += 2u) {
+                let k2 = unpack2x16float(kc[(o >> 2u) + d / 2u]);
+                total += qs[d] * k2.x + qs[d + 1u] * k2.y;
+            }
+        }
+        case F32: {
+            for (var d = 0u; d < p.head_dim; d++) {
+                total += qs[d] * bitcast<f32>(kc[(o >> 2u) + d]);
+            }
+        }
+        case Q8_0: {
+            for (var b = 0u; b < p.head_dim / 32u; b++) {
+                let ob = o + 34u * b;
+                let dk = unpack2x16float(k_word(ob) & 0xffffu).x;
+                var sum = 0.0;
+                for (var w = 0u; w < 8u; w++) {
+                    sum += dot(signed4(k_word(ob + 2u + 4u * w)), qs4(32u * b + 4u * w));
+                }
+                total += sum * (dk * qd[b]);
+            }
+        }
+        default: {
+            for (var b = 0u; b < p.head_dim / 32u; b++) {
+                let ob = o + 18u * b;
+                let dk = unpack2x16float(k_word(ob) & 0xffffu).x;
+                var sum = 0.0;
+                for (var w = 0u; w < 4u; w++) {
+                    let q = k_word(ob + 2u + 4u * w);
+                    sum += dot(nibbles4(q, 0u), qs4(32u * b + 4u * w));
+                    sum += dot(nibbles4(q, 4u), qs4(32u * b + 16u + 4u * w));
+                }
+                total += sum * (dk * qd[b]);
+            }
+        }
+    }
+    return total;
+}
+
+// Element `d` of the value row at byte `o` of `vc`.
+fn value(o: u32, d: u32) -> f32 {
+    switch p.v_type {
+        case F16: {
+            let pair = unpack2x16float(vc[(o >> 2u) + d / 2u]);
+            return select(pair.x, pair.y, (d & 1u) == 1u);
+        }
+        case F32: {
+            return bitcast<f32>(vc[(o >> 2u) + d]);
+        }
+        case Q8_0: {
+            let ob = o + 34u * (d / 32u);
+            let scale = unpack2x16float(v_word(ob) & 0xffffu).x;
+            let q = (v_word(ob + 2u + (d & 31u)) << 24u);
+            return scale * f32(bitcast<i32>(q) >> 24u);
+        }
+        default: {
+            let ob = o + 18u * (d / 32u);
+            let scale = unpack2x16float(v_word(ob) & 0xffffu).x;
+            let j = d & 31u;
+            let q = (v_word(ob + 2u + (j & 15u)) >> (4u * (j >> 4u))) & 15u;
+            return scale * (f32(q) - 8.0);
+        }
+    }
 }
 
 // Query head `wid.x` of token `wid.y` over the cached positions it sees (causal, and
-// within the window), as ggml's CPU flash attention computes one query over an f16
-// cache: the query rounded to f16, each score a dot in f32, then an online softmax key
-// by key whose value accumulator is rounded to f16 at every step. The threads score a
-// tile of keys (one each), then each walks the tile in order for its value dimensions
-// (the running maximum and sum are the same in every thread), loading the values of
-// eight keys before it uses them. With a split, workgroup z takes the z-th chunk of the
-// keys and leaves its maximum, sum and unnormalized values for `merge` (flash decoding,
-// as ggml's CPU path splits one query's keys across threads).
+// within the window), as ggml's CPU flash attention computes one query: the query
+// converted to the keys' dot format (f16 for f16 keys, Q8_0 for block keys), each
+// score a dot in f32, then an online softmax key by key whose value accumulator is
+// rounded to f16 at every step over f16 values and kept in f32 over the others. The
+// threads score a tile of keys (one each), then each walks the tile in order for its
+// value dimensions (the running maximum and sum are the same in every thread), loading
+// the values of eight keys before it uses them. With a split, workgroup z takes the z-th
+// chunk of the keys and leaves its maximum, sum and unnormalized values for `merge`
+// (flash decoding, as ggml's CPU path splits one query's keys across threads).
 @compute @workgroup_size(64)
 fn attend(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
     let h = wid.x;
     let t = wid.y;
     let z = wid.z;
     let kvh = h / p.group;
-    let kv_dim = p.n_kv_head * p.head_dim;
-    let kv_dim_v = p.n_kv_head * p.head_dim_v;
     let qpos = p.pos + t;
     var first = 0u;
     if p.window > 0u && qpos + 1u > p.window {
@@ -92,23 +289,35 @@ fn attend(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
     let hi = min(first + (z + 1u) * p.chunk, qpos + 1u);
     let q0 = p.q + t * p.n_head * p.head_dim + h * p.head_dim;
     for (var d = tid; d < p.head_dim; d += WG) {
-        qs[d] = f16_round(a[q0 + d] * p.q_scale);
+        let x = a[q0 + d] * p.q_scale;
+        qs[d] = select(x, f16_round(x), p.k_type == F16);
     }
     workgroupBarrier();
+    if p.k_type >= Q8_0 {
+        // Q8_0 blocks of the query, as the CPU quantizes activations (see `pack_blocks`).
+        if tid < p.head_dim / 32u {
+            var amax = 0.0;
+            for (var j = 0u; j < 32u; j++) {
+                amax = max(amax, abs(qs[32u * tid + j]));
+            }
+            qd[tid] = f16_round(amax / 127.0);
+            scores[tid] = select(0.0, 127.0 / amax, amax != 0.0);
+        }
+        workgroupBarrier();
+        for (var d = tid; d < p.head_dim; d += WG) {
+            qs[d] = round(qs[d] * scores[d / 32u]);
+        }
+        workgroupBarrier();
+    }
     var m = LOW;
     var l = 0.0;
     var acc = vec4<f32>(0.0);
-    let v_head = kvh * p.head_dim_v;
+    let k_pos = p.n_kv_head * p.k_row;
+    let v_pos = p.n_kv_head * p.v_row;
     for (var j0 = lo; j0 < hi; j0 += TILE) {
         let j = j0 + tid;
         if j < hi {
-            let kb = (j * kv_dim + kvh * p.head_dim) / 2u;
-            var dot = 0.0;
-            for (var d = 0u; d < p.head_dim; d += 2u) {
-                let k2 = unpack2x16float(kc[kb + d / 2u]);
-                dot += qs[d] * k2.x + qs[d + 1u] * k2.y;
-            }
-            var s = dot * p.s_scale;
+            var s = key_dot(j * k_pos + kvh * p.k_row) * p.s_scale;
             if p.cap > 0.0 {
                 s = tanh(s) * p.cap;
             }
@@ -119,10 +328,10 @@ fn attend(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
         for (var g0 = 0u; g0 < count; g0 += 8u) {
             var vals: array<vec4<f32>, 8>;
             for (var i = 0u; i < 8u; i++) {
-                let v0 = (j0 + g0 + min(i, count - 1u - g0)) * kv_dim_v + v_head;
+                let v0 = (j0 + g0 + min(i, count - 1u - g0)) * v_pos + kvh * p.v_row;
                 for (var r = 0u; r < 4u; r++) {
                     let d = min(tid + r * WG, p.head_dim_v - 1u);
-                    vals[i][r] = value(v0 + d);
+                    vals[i][r] = value(v0, d);
                 }
             }
             for (var i = 0u; i < min(8u, count - g0); i++) {
@@ -136,8 +345,12 @@ fn attend(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
                     vs = exp(s - m);
                 }
                 l = l * ms + vs;
-                for (var r = 0u; r < 4u; r++) {
-                    acc[r] = f16_round(f16_round(acc[r] * ms) + vals[i][r] * vs);
+                if p.v_type == F16 {
+                    for (var r = 0u; r < 4u; r++) {
+                        acc[r] = f16_round(f16_round(acc[r] * ms) + vals[i][r] * vs);
+                    }
+                } else {
+                    acc = acc * ms + vals[i] * vs;
                 }
             }
         }

@@ -234,3 +234,32 @@ fn quantize(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_ind
         b1[d + 3u] = r.w;
     }
 }
+
+// The Walsh–Hadamard turn of n pieces of `width` (a power of two) in place: the first
+// `c` pieces at `src`, the rest at `dst`. One thread per piece, with the CPU's operations
+// in its order (every element times the scale in `eps`, then for spans 1, 2, 4, … each
+// pair (u, v) made (u + v, u − v)), so the same bits.
+@compute @workgroup_size(64)
+fn hadamard(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
+    let i = flat(wid, tid);
+    if i >= p.n {
+        return;
+    }
+    var base = p.src + i * p.width;
+    if i >= p.c {
+        base = p.dst + (i - p.c) * p.width;
+    }
+    for (var j = 0u; j < p.width; j++) {
+        a[base + j] *= p.eps;
+    }
+    for (var len = 1u; len < p.width; len <<= 1u) {
+        for (var j = 0u; j < p.width; j++) {
+            if (j & len) == 0u {
+                let u = a[base + j];
+                let v = a[base + j + len];
+                a[base + j] = u + v;
+                a[base + j + len] = u - v;
+            }
+        }
+    }
+}
