@@ -8,7 +8,9 @@ use loupe_gpu::{
     cache_row_bytes, ActRounding, AttnShape, Batch, Gpu, GpuChoice, RopePairs, Split, Workspace,
     WorkspaceSpec,
 };
-use loupe_quant::{dequantize_row, quantize_activation, quantize_row, GgmlType, F16};
+use loupe_quant::{
+    dequantize_row, quantize_activation, quantize_row, walsh_hadamard, GgmlType, F16,
+};
 use rand::{Rng, SeedableRng};
 
 fn gpu() -> Gpu {
@@ -402,24 +404,6 @@ fn the_cache_is_stored_in_each_format_as_the_cpu_holds_it() {
                 }
             }
         }
-    }
-}
-
-/// llama.cpp's fast Walsh–Hadamard transform (`ggml_compute_forward_fwht`): scale, then
-/// butterflies from the closest pairs out.
-fn walsh_hadamard(x: &mut [f32]) {
-    let n = x.len();
-    let scale = 1.0 / (n as f32).sqrt();
-    x.iter_mut().for_each(|v| *v *= scale);
-    let mut len = 1;
-    while len < n {
-        for pair in x.chunks_exact_mut(2 * len) {
-            let (lo, hi) = pair.split_at_mut(len);
-            for (u, v) in lo.iter_mut().zip(hi) {
-                (*u, *v) = (*u + *v, *u - *v);
-            }
-        }
-        len *= 2;
     }
 }
 

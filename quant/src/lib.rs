@@ -13,12 +13,14 @@ pub mod fa_tile;
 pub mod float16;
 pub mod formats;
 pub mod ggml_type;
+pub mod hadamard;
 pub mod kernels;
 pub mod packed;
 
 pub use block::{BlockFormat, QuantizeBlock};
 pub use float16::{Bf16, F16};
 pub use ggml_type::{GgmlType, ALL_TYPES};
+pub use hadamard::walsh_hadamard;
 pub use kernels::{kernels, matmul, quantize_activation, vec_dot, Kernels, BATCH_TILE_ROWS};
 
 use formats::*;

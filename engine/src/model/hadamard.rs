@@ -10,8 +10,10 @@
 //! holds twice as many), values when the V cache is (blocks of 64), only for heads that
 //! are a multiple of 64 wide. Its CPU computes the product as a fast transform
 //! (`ggml_compute_forward_fwht`): scale by 1/√n first, then the butterflies from the
-//! closest pairs out; [`walsh_hadamard`] does the same operations in the same order, so
-//! the same bits.
+//! closest pairs out; [`walsh_hadamard`] (in `loupe-quant`, where the GPU's kernel is
+//! tested against it) does the same operations in the same order, so the same bits.
+
+pub use loupe_quant::walsh_hadamard;
 
 use super::config::Config;
 use super::kv_cache::{KvType, KvTypes};
@@ -58,26 +60,6 @@ impl KvRotation {
                 format!("keys and values Hadamard-rotated in blocks of {k} and {v}")
             }
         }
-    }
-}
-
-/// Turn `x` (a power-of-two length) by the orthonormal Walsh–Hadamard matrix in Sylvester's
-/// order, with llama.cpp's operations: every element scaled by 1/√n, then for widths 1, 2,
-/// 4, … each pair (u, v) replaced by (u + v, u − v).
-pub fn walsh_hadamard(x: &mut [f32]) {
-    let n = x.len();
-    debug_assert!(n.is_power_of_two(), "a Hadamard block of {n}");
-    let scale = 1.0 / (n as f32).sqrt();
-    x.iter_mut().for_each(|v| *v *= scale);
-    let mut len = 1;
-    while len < n {
-        for pair in x.chunks_exact_mut(2 * len) {
-            let (lo, hi) = pair.split_at_mut(len);
-            for (u, v) in lo.iter_mut().zip(hi) {
-                (*u, *v) = (*u + *v, *u - *v);
-            }
-        }
-        len *= 2;
     }
 }
 
