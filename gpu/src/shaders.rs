@@ -110,9 +110,7 @@ pub fn shader_source(ty: GgmlType, nc: u32, red: Reduction) -> Option<String> {
 /// translation tests.
 pub fn all_sources() -> Vec<(String, String)> {
     let mut all = vec![("copy".to_string(), COPY.to_string())];
-    for (name, source) in crate::resident::op_sources() {
-        all.push((name.to_string(), source.to_string()));
-    }
+    all.extend(crate::resident::op_sources());
     for ty in SHADER_TYPES {
         for nc in BATCH_WIDTHS {
             for red in [Reduction::Subgroup { rows: 8 }, Reduction::Shared] {

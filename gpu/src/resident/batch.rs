@@ -2,7 +2,7 @@
 //! parameters (a 256-byte slot each), the uploads before and the reads after.
 
 use super::{
-    cache_code, cache_row_bytes, ActRounding, AttnShape, Binds, Glu, Kernel, Read, RopePairs,
+    cache_row_bytes, formats_code, ActRounding, AttnShape, Binds, Glu, Kernel, Read, RopePairs,
     Split, Step, Target, NONE, WG,
 };
 use crate::device::{Params, MAX_GROUPS, SLOT};
@@ -67,6 +67,7 @@ impl<'w> Batch<'w> {
         self.push(
             Step::Op {
                 kernel,
+                formats: 0,
                 binds,
                 groups,
             },
@@ -104,6 +105,7 @@ impl<'w> Batch<'w> {
         self.push(
             Step::Op {
                 kernel: Kernel::RmsNorm,
+                formats: 0,
                 binds: Binds::Plain,
                 groups,
             },
@@ -160,6 +162,7 @@ impl<'w> Batch<'w> {
         self.push(
             Step::Op {
                 kernel: Kernel::Rope,
+                formats: 0,
                 binds: Binds::Plain,
                 groups: [(n_rot / 2).div_ceil(WG).max(1), heads[0] + heads[1], n],
             },
@@ -175,6 +178,7 @@ impl<'w> Batch<'w> {
         self.push(
             Step::Op {
                 kernel: Kernel::Quantize,
+                formats: 0,
                 binds: Binds::Plain,
                 groups,
             },
@@ -269,11 +273,12 @@ impl<'w> Batch<'w> {
         s: &AttnShape,
         gx: u32,
         split: Split,
-    ) -> Option<[u8; 96]> {
-        let format = |ty, d| Some((cache_code(ty)?, cache_row_bytes(ty, d)?));
-        let (Some((kt, k_row)), Some((vt, v_row))) =
-            (format(s.k_type, s.head_dim), format(s.v_type, s.head_dim_v))
-        else {
+    ) -> Option<([u8; 96], u32)> {
+        let (Some(formats), Some(k_row), Some(v_row)) = (
+            formats_code(s.k_type, s.v_type),
+            cache_row_bytes(s.k_type, s.head_dim),
+            cache_row_bytes(s.v_type, s.head_dim_v),
+        ) else {
             self.fail(format!(
                 "no device cache of {} keys ({}) and {} values ({})",
                 s.k_type, s.head_dim, s.v_type, s.head_dim_v
@@ -298,8 +303,6 @@ impl<'w> Batch<'w> {
             split.parts,
             split.chunk,
             split.at,
-            kt,
-            vt,
             k_row,
             v_row,
         ];
@@ -307,7 +310,7 @@ impl<'w> Batch<'w> {
         for (i, v) in f.iter().enumerate() {
             b[4 * i..4 * i + 4].copy_from_slice(&v.to_le_bytes());
         }
-        Some(b)
+        Some((b, formats))
     }
 
     /// The keys at `k` and values at `v` of `n` tokens into cache `layer` at `pos`, in the
@@ -320,12 +323,13 @@ impl<'w> Batch<'w> {
         };
         let threads = units(s.k_type, s.head_dim).max(units(s.v_type, s.head_dim_v));
         let groups = grid(threads.div_ceil(WG));
-        let Some(p) = self.attn_bytes(k, v, pos, n, s, groups[0], Split::NONE) else {
+        let Some((p, formats)) = self.attn_bytes(k, v, pos, n, s, groups[0], Split::NONE) else {
             return;
         };
         self.push(
             Step::Op {
                 kernel: Kernel::Store,
+                formats,
                 binds: Binds::Cache(layer),
                 groups,
             },
@@ -347,12 +351,13 @@ impl<'w> Batch<'w> {
         s: &AttnShape,
         split: Split,
     ) {
-        let Some(p) = self.attn_bytes(q, out, pos, n, s, 0, split) else {
+        let Some((p, formats)) = self.attn_bytes(q, out, pos, n, s, 0, split) else {
             return;
         };
         self.push(
             Step::Op {
                 kernel: Kernel::Attend,
+                formats,
                 binds: Binds::Cache(layer),
                 groups: [s.n_head, n, split.parts.max(1)],
             },
@@ -362,6 +367,7 @@ impl<'w> Batch<'w> {
             self.push(
                 Step::Op {
                     kernel: Kernel::Merge,
+                    formats: 0,
                     binds: Binds::Cache(layer),
                     groups: [s.n_head, n, 1],
                 },

@@ -22,9 +22,25 @@ use crate::device::Part;
 const OPS: &str = include_str!("../shaders/ops.wgsl");
 const ATTENTION: &str = include_str!("../shaders/attention.wgsl");
 
-/// The WGSL of the non-matmul kernels (for the translation tests): (name, source).
-pub fn op_sources() -> [(&'static str, &'static str); 2] {
-    [("ops", OPS), ("attention", ATTENTION)]
+/// The attention kernels' WGSL for a cache whose keys and values are in the formats
+/// `formats` (see [`formats_code`]): the formats are constants, so each pair's pipeline
+/// carries only its own reads and writes.
+fn attention_source(formats: u32) -> String {
+    format!(
+        "const K_TYPE: u32 = {}u;\nconst V_TYPE: u32 = {}u;\n{ATTENTION}",
+        formats >> 2,
+        formats & 3
+    )
+}
+
+/// The WGSL of the non-matmul kernels (for the translation tests): (name, source), the
+/// attention kernels for every pair of cache formats.
+pub fn op_sources() -> Vec<(String, String)> {
+    let mut all = vec![("ops".to_string(), OPS.to_string())];
+    for formats in 0..16 {
+        all.push((format!("attention {formats}"), attention_source(formats)));
+    }
+    all
 }
 
 /// Dispatches one [`Batch`] may hold (each takes a 256-byte parameter slot).
@@ -123,7 +139,7 @@ impl AttnShape {
     pub const MAX_HEAD: u32 = 256;
 }
 
-/// The cache formats the attention kernel reads, as `attention.wgsl` numbers them.
+/// The cache formats the attention kernels read, as `attention.wgsl` numbers them.
 fn cache_code(ty: GgmlType) -> Option<u32> {
     Some(match ty {
         GgmlType::F16 => 0,
@@ -132,6 +148,11 @@ fn cache_code(ty: GgmlType) -> Option<u32> {
         GgmlType::Q4_0 => 3,
         _ => return None,
     })
+}
+
+/// The keys' and values' formats as one number: the attention pipeline's key.
+fn formats_code(k: GgmlType, v: GgmlType) -> Option<u32> {
+    Some(cache_code(k)? << 2 | cache_code(v)?)
 }
 
 /// Bytes one head of `head_dim` elements takes in a device cache of `ty`: the head's row
@@ -223,18 +244,27 @@ impl Kernel {
         Kernel::Hadamard,
     ];
 
-    fn entry(self) -> (&'static str, &'static str) {
+    /// The kernel's entry point, and whether it lives in `attention.wgsl` (else `ops.wgsl`).
+    fn entry(self) -> (&'static str, bool) {
         match self {
-            Kernel::RmsNorm => (OPS, "rmsnorm"),
-            Kernel::Add => (OPS, "add"),
-            Kernel::Bias => (OPS, "bias"),
-            Kernel::Glu => (OPS, "glu"),
-            Kernel::Rope => (OPS, "rope"),
-            Kernel::Quantize => (OPS, "quantize"),
-            Kernel::Store => (ATTENTION, "store"),
-            Kernel::Attend => (ATTENTION, "attend"),
-            Kernel::Merge => (ATTENTION, "merge"),
-            Kernel::Hadamard => (OPS, "hadamard"),
+            Kernel::RmsNorm => ("rmsnorm", false),
+            Kernel::Add => ("add", false),
+            Kernel::Bias => ("bias", false),
+            Kernel::Glu => ("glu", false),
+            Kernel::Rope => ("rope", false),
+            Kernel::Quantize => ("quantize", false),
+            Kernel::Store => ("store", true),
+            Kernel::Attend => ("attend", true),
+            Kernel::Merge => ("merge", true),
+            Kernel::Hadamard => ("hadamard", false),
+        }
+    }
+
+    /// The WGSL the kernel is built from, for a cache of `formats`.
+    fn source(self, formats: u32) -> String {
+        match self.entry() {
+            (_, true) => attention_source(formats),
+            (_, false) => OPS.to_string(),
         }
     }
 }
@@ -249,6 +279,8 @@ enum Binds {
 enum Step<'w> {
     Op {
         kernel: Kernel,
+        /// The cache's formats ([`formats_code`]) for the attention kernels, else 0.
+        formats: u32,
         binds: Binds,
         groups: [u32; 3],
     },
@@ -265,7 +297,7 @@ impl Step<'_> {
     /// What a profile calls this step: the kernel, or the matmul's format and width.
     fn name(&self) -> String {
         match self {
-            Step::Op { kernel, .. } => kernel.entry().1.to_string(),
+            Step::Op { kernel, .. } => kernel.entry().0.to_string(),
             Step::Matmul { pipeline, .. } => format!("matmul {} x{}", pipeline.0, pipeline.1),
         }
     }

@@ -28,7 +28,9 @@ pub struct Workspace {
     op_layout: wgpu::BindGroupLayout,
     mm_layout: wgpu::BindGroupLayout,
     mm_pipeline_layout: wgpu::PipelineLayout,
-    ops: HashMap<Kernel, wgpu::ComputePipeline>,
+    op_pipeline_layout: wgpu::PipelineLayout,
+    /// The op kernels by kernel and cache formats (0 for the kernels without a cache).
+    ops: HashMap<(Kernel, u32), wgpu::ComputePipeline>,
     matmuls: HashMap<(GgmlType, u32), wgpu::ComputePipeline>,
     op_binds: HashMap<Binds, wgpu::BindGroup>,
     mm_binds: HashMap<(wgpu::Buffer, Target, u64), wgpu::BindGroup>,
@@ -195,13 +197,13 @@ impl Workspace {
         };
         let op_pipeline_layout = pipeline_layout(&op_layout);
         let mm_pipeline_layout = pipeline_layout(&mm_layout);
+        // Every kernel now, the attention kernels of an f16 cache among them; those of other
+        // cache formats when a batch first uses them.
         let mut ops = HashMap::new();
         for k in Kernel::ALL {
-            let (source, entry) = k.entry();
-            ops.insert(
-                k,
-                gpu.build_pipeline(entry, source, entry, &op_pipeline_layout)?,
-            );
+            let entry = k.entry().0;
+            let pipeline = gpu.build_pipeline(entry, &k.source(0), entry, &op_pipeline_layout)?;
+            ops.insert((k, 0), pipeline);
         }
         Ok(Workspace {
             arena,
@@ -213,6 +215,7 @@ impl Workspace {
             params,
             readback: None,
             op_layout,
+            op_pipeline_layout,
             mm_layout,
             mm_pipeline_layout,
             ops,
@@ -239,6 +242,22 @@ impl Workspace {
     pub fn write_cache(&mut self, gpu: &Gpu, layer: usize, values: bool, off: u64, bytes: &[u8]) {
         let b = &self.kv[layer][values as usize];
         gpu.queue().write_buffer(b, off, bytes);
+    }
+
+    fn op_pipeline(
+        &mut self,
+        gpu: &Gpu,
+        kernel: Kernel,
+        formats: u32,
+    ) -> Result<wgpu::ComputePipeline> {
+        if let Some(p) = self.ops.get(&(kernel, formats)) {
+            return Ok(p.clone());
+        }
+        let entry = kernel.entry().0;
+        let source = kernel.source(formats);
+        let pipeline = gpu.build_pipeline(entry, &source, entry, &self.op_pipeline_layout)?;
+        self.ops.insert((kernel, formats), pipeline.clone());
+        Ok(pipeline)
     }
 
     fn matmul_pipeline(
@@ -343,10 +362,11 @@ impl Workspace {
         let (pipeline, bind, groups) = match step {
             Step::Op {
                 kernel,
+                formats,
                 binds,
                 groups,
             } => (
-                self.ops[kernel].clone(),
+                self.op_pipeline(gpu, *kernel, *formats)?,
                 self.op_bind(device, *binds)?,
                 groups,
             ),

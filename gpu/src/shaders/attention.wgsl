@@ -1,7 +1,8 @@
 // One layer's KV cache on the device and attention over it. The cache holds each
-// position's heads in turn, each head's row in the cache's format (`k_type`, `v_type`):
-// 0 f16, 1 f32, 2 Q8_0 blocks, 3 Q4_0 blocks, as the CPU's cache stores a row, padded to
-// whole words (`k_row`, `v_row` bytes): keys in `kc`, values in `vc`.
+// position's heads in turn, each head's row in the cache's format, as the CPU's cache
+// stores a row, padded to whole words (`k_row`, `v_row` bytes): keys in `kc`, values in
+// `vc`. The formats are the constants K_TYPE and V_TYPE the host puts before this source
+// (one pipeline per pair): 0 f16, 1 f32, 2 Q8_0 blocks, 3 Q4_0 blocks.
 
 struct Attn {
     q: u32,          // the queries in `a`: (n, n_head * head_dim); the new keys for `store`
@@ -21,8 +22,6 @@ struct Attn {
     split: u32,      // workgroups per query head (z), each over `chunk` keys; 1: no split
     chunk: u32,
     part: u32,       // with a split: the partial results in `a`, (n, n_head, split, 2 + head_dim_v)
-    k_type: u32,
-    v_type: u32,
     k_row: u32,      // bytes of one head's keys (values) at one position
     v_row: u32,
 }
@@ -146,11 +145,11 @@ fn pack_unit(ty: u32, src: u32, d: u32, row_bytes: u32, i: u32) -> vec2<u32> {
 @compute @workgroup_size(64)
 fn store(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
     let i = (wid.x + wid.y * p.groups_x) * WG + tid;
-    let k = pack_unit(p.k_type, p.q, p.head_dim, p.k_row, i);
+    let k = pack_unit(K_TYPE, p.q, p.head_dim, p.k_row, i);
     for (var w = 0u; w < k.y; w++) {
         kc[k.x + w] = row[w];
     }
-    let v = pack_unit(p.v_type, p.out, p.head_dim_v, p.v_row, i);
+    let v = pack_unit(V_TYPE, p.out, p.head_dim_v, p.v_row, i);
     for (var w = 0u; w < v.y; w++) {
         vc[v.x + w] = row[w];
     }
@@ -198,7 +197,7 @@ fn qs4(d: u32) -> vec4<f32> {
 // product of the two scales, added block by block.
 fn key_dot(o: u32) -> f32 {
     var total = 0.0;
-    switch p.k_type {
+    switch K_TYPE {
         case F16: {
             for (var d = 0u; d < p.head_dim; d += 2u) {
                 let k2 = unpack2x16float(kc[(o >> 2u) + d / 2u]);
@@ -240,7 +239,7 @@ fn key_dot(o: u32) -> f32 {
 
 // Element `d` of the value row at byte `o` of `vc`.
 fn value(o: u32, d: u32) -> f32 {
-    switch p.v_type {
+    switch V_TYPE {
         case F16: {
             let pair = unpack2x16float(vc[(o >> 2u) + d / 2u]);
             return select(pair.x, pair.y, (d & 1u) == 1u);
@@ -290,10 +289,10 @@ fn attend(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
     let q0 = p.q + t * p.n_head * p.head_dim + h * p.head_dim;
     for (var d = tid; d < p.head_dim; d += WG) {
         let x = a[q0 + d] * p.q_scale;
-        qs[d] = select(x, f16_round(x), p.k_type == F16);
+        qs[d] = select(x, f16_round(x), K_TYPE == F16);
     }
     workgroupBarrier();
-    if p.k_type >= Q8_0 {
+    if K_TYPE >= Q8_0 {
         // Q8_0 blocks of the query, as the CPU quantizes activations (see `pack_blocks`).
         if tid < p.head_dim / 32u {
             var amax = 0.0;
@@ -345,7 +344,7 @@ fn attend(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
                     vs = exp(s - m);
                 }
                 l = l * ms + vs;
-                if p.v_type == F16 {
+                if V_TYPE == F16 {
                     for (var r = 0u; r < 4u; r++) {
                         acc[r] = f16_round(f16_round(acc[r] * ms) + vals[i][r] * vs);
                     }
