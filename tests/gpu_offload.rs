@@ -51,6 +51,15 @@ fn prose() -> String {
         .expect("the test text comes from Debian's base-files")
 }
 
+/// The test text as `model` tokenizes it, after its start token when it takes one.
+fn prose_tokens(model: &Model) -> (Vec<u32>, Option<u32>) {
+    let tok = Tokenizer::from_metadata(model.file.metadata()).unwrap();
+    let bos = tok.add_bos().then(|| tok.bos()).flatten();
+    let mut tokens: Vec<u32> = bos.into_iter().collect();
+    tokens.extend(tok.encode(&prose(), false, false));
+    (tokens, bos)
+}
+
 /// Greedy tokens after `prompt`, with the CPU's top-two logit gap at each step.
 fn greedy(ctx: &mut Context<'_>, prompt: &[u32]) -> Vec<(u32, f32)> {
     ctx.truncate(0);
@@ -86,11 +95,7 @@ fn offloaded(m: KnownModel, n_gpu: usize, kv: KvTypes) {
     // Every cache type runs the offloaded layers whole on the device.
     assert_eq!(dev.gpu_note(), None);
 
-    let tok = Tokenizer::from_metadata(cpu_model.file.metadata()).unwrap();
-    let bos = tok.add_bos().then(|| tok.bos()).flatten();
-    let text = prose();
-    let mut tokens: Vec<u32> = bos.into_iter().collect();
-    tokens.extend(tok.encode(&text, false, false));
+    let (tokens, bos) = prose_tokens(&cpu_model);
 
     // Greedy: identical until the first step where the CPU's top two were within a
     // rounding's reach; after a divergence the texts differ and are not compared.
@@ -205,10 +210,7 @@ fn costs_what_the_cpu_path_does(m: KnownModel, kv: KvTypes) {
     let mut cpu = Context::new(&cpu_model, options(kv)).unwrap();
     let mut dev = Context::new(&gpu_model, options(kv)).unwrap();
     assert_eq!(dev.gpu_note(), None);
-    let tok = Tokenizer::from_metadata(cpu_model.file.metadata()).unwrap();
-    let bos = tok.add_bos().then(|| tok.bos()).flatten();
-    let mut tokens: Vec<u32> = bos.into_iter().collect();
-    tokens.extend(tok.encode(&prose(), false, false));
+    let (tokens, bos) = prose_tokens(&cpu_model);
     let chunking = Chunking::new(tokens.len(), CTX, Some(CHUNKS)).unwrap();
     let vocab = cpu_model.config.vocab_size;
     let (mut on_cpu, mut on_gpu) = (Agreement::default(), Agreement::default());

@@ -9,7 +9,7 @@ use loupe_gpu::{
     WorkspaceSpec,
 };
 use loupe_quant::{
-    dequantize_row, quantize_activation, quantize_row, walsh_hadamard, GgmlType, F16,
+    dequantize_row, quantize_activation, quantize_kv_row, walsh_hadamard, GgmlType, F16,
 };
 use rand::{Rng, SeedableRng};
 
@@ -162,12 +162,7 @@ fn cpu_cache_row(ty: GgmlType, x: &[f32]) -> Vec<u8> {
         GgmlType::F32 => x.iter().flat_map(|v| v.to_le_bytes()).collect(),
         _ => {
             let mut bytes = vec![0u8; ty.row_bytes(x.len() as u64).unwrap() as usize];
-            // The CPU's cache quantizes Q8_0 as activations, Q4_0 by ggml's reference.
-            if ty == GgmlType::Q8_0 {
-                quantize_activation(ty, x, &mut bytes).unwrap();
-            } else {
-                quantize_row(ty, x, &mut bytes).unwrap();
-            }
+            quantize_kv_row(ty, x, &mut bytes).unwrap();
             bytes
         }
     }

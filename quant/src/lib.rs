@@ -99,6 +99,18 @@ pub fn dequantize_row(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<(), Q
     }
 }
 
+/// Encode one head's keys or values as a block-format KV cache stores them (llama.cpp's
+/// CPU `from_float` for the cache type): Q8_0 as activations are quantized
+/// ([`quantize_activation`]: rounded half to even), other formats by [`quantize_row`]
+/// (Q4_0 by ggml's reference). The engine's cache and the GPU's cache tests share it.
+pub fn quantize_kv_row(ty: GgmlType, src: &[f32], dst: &mut [u8]) -> Result<(), QuantError> {
+    if ty == GgmlType::Q8_0 {
+        quantize_activation(ty, src, dst)
+    } else {
+        quantize_row(ty, src, dst)
+    }
+}
+
 /// Encode `src` as a row of type `ty` into `dst`, which must be exactly
 /// `ty.row_bytes(src.len())` bytes. Bit-identical to ggml's `ggml_quantize_chunk` without
 /// an importance matrix (what llama.cpp's quantizer runs): the `quantize_row_*_ref`

@@ -495,11 +495,7 @@ impl LayerMut<'_> {
         match self {
             LayerMut::F16(s) => loupe_quant::attn::f32_to_f16(x, &mut s[a..a + row]),
             LayerMut::F32(s) => s[a..a + row].copy_from_slice(x),
-            LayerMut::Blocks(s) if ty == KvType::Q8_0 => {
-                loupe_quant::quantize_activation(GgmlType::Q8_0, x, &mut s[a..a + row])
-                    .expect("a whole row of blocks")
-            }
-            LayerMut::Blocks(s) => loupe_quant::quantize_row(ty.ggml(), x, &mut s[a..a + row])
+            LayerMut::Blocks(s) => loupe_quant::quantize_kv_row(ty.ggml(), x, &mut s[a..a + row])
                 .expect("a whole row of blocks"),
         }
     }
