@@ -600,15 +600,8 @@ impl Gpu {
             offsets.push(total);
             total += ((b * j.w.rows * 4) as u64).next_multiple_of(256);
         }
-        // The narrowest of the built widths that holds the batch, else the widest.
-        let nc = shaders::BATCH_WIDTHS
-            .into_iter()
-            .find(|&w| b <= w as usize)
-            .unwrap_or(shaders::BATCH_WIDTHS[shaders::BATCH_WIDTHS.len() - 1]);
-        let rows_per_group = match self.reduction {
-            Reduction::Subgroup { rows } => rows,
-            Reduction::Shared => 1,
-        };
+        let nc = shaders::batch_width(b);
+        let rows_per_group = shaders::rows_per_group(nc, self.reduction);
         // Every dispatch: its pipeline, weight part, result range and workgroup grid.
         let mut dispatches = Vec::new();
         let mut params = Vec::new();

@@ -1,13 +1,15 @@
-//! The WGSL sources: two matmul skeletons (`matmul_subgroup.wgsl`, and
-//! `matmul_shared.wgsl` for adapters without subgroup operations), each specialized per
-//! weight format by naming that format's dequantize function, and per number of
-//! activation rows a workgroup carries.
+//! The WGSL sources: three matmul skeletons (`matmul_subgroup.wgsl` for one token and small
+//! batches, `matmul_shared.wgsl` for those on adapters without subgroup operations, and
+//! `matmul_tiled.wgsl` for prompt batches on every adapter), each specialized per weight
+//! format by naming that format's dequantize function, and per number of activation rows
+//! a workgroup carries.
 
 use loupe_quant::GgmlType;
 
 const BINDINGS: &str = include_str!("shaders/bindings.wgsl");
 const MATMUL_SUBGROUP: &str = include_str!("shaders/matmul_subgroup.wgsl");
 const MATMUL_SHARED: &str = include_str!("shaders/matmul_shared.wgsl");
+const MATMUL_TILED: &str = include_str!("shaders/matmul_tiled.wgsl");
 const BYTES: &str = include_str!("shaders/bytes.wgsl");
 const FLOAT: &str = include_str!("shaders/float.wgsl");
 const LEGACY: &str = include_str!("shaders/legacy.wgsl");
@@ -16,8 +18,33 @@ const WIDE: &str = include_str!("shaders/wide.wgsl");
 /// The copy kernel that measures bandwidth ([`crate::Bandwidth`]).
 pub(crate) const COPY: &str = include_str!("shaders/copy.wgsl");
 
-/// Rows of activations one matmul workgroup carries: the variants the crate builds.
+/// Rows of activations one mat-vec workgroup carries: the variants the crate builds.
 pub const BATCH_WIDTHS: [u32; 3] = [1, 4, 8];
+
+/// Rows of activations one tiled-matmul workgroup carries (its tile is `TILE_ROWS` weight
+/// rows by these); batches wider than the widest of [`BATCH_WIDTHS`] take that kernel.
+pub const TILE_WIDTH: u32 = 32;
+
+/// Weight rows one tiled-matmul workgroup computes (`TM` in `matmul_tiled.wgsl`).
+pub const TILE_ROWS: u32 = 64;
+
+/// The activation rows per workgroup of the kernel a batch of `b` rows takes: the
+/// narrowest mat-vec width that holds it, else the tiled matmul's.
+pub fn batch_width(b: usize) -> u32 {
+    BATCH_WIDTHS
+        .into_iter()
+        .find(|&w| b <= w as usize)
+        .unwrap_or(TILE_WIDTH)
+}
+
+/// Weight rows one workgroup of the width-`nc` kernel computes under `red`.
+pub fn rows_per_group(nc: u32, red: Reduction) -> u32 {
+    match red {
+        _ if nc == TILE_WIDTH => TILE_ROWS,
+        Reduction::Subgroup { rows } => rows,
+        Reduction::Shared => 1,
+    }
+}
 
 /// Every weight format the GPU kernels read.
 pub const SHADER_TYPES: [GgmlType; 15] = {
@@ -77,10 +104,16 @@ pub enum Reduction {
     Shared,
 }
 
-/// The matmul shader for `ty` with `nc` activation rows per workgroup, summing by `red`;
-/// `None` for a format the kernels do not read.
+/// The matmul shader for `ty` with `nc` activation rows per workgroup (the tiled matmul
+/// for [`TILE_WIDTH`]), summing by `red`; `None` for a format the kernels do not read.
 pub fn shader_source(ty: GgmlType, nc: u32, red: Reduction) -> Option<String> {
     let (name, file) = dequant_fn(ty)?;
+    if nc == TILE_WIDTH {
+        return Some(format!(
+            "const NC: u32 = {nc}u;\n{BINDINGS}\n{}\n{BYTES}\n{file}\n",
+            MATMUL_TILED.replace("DEQUANT", name)
+        ));
+    }
     let source = match red {
         Reduction::Subgroup { rows } => {
             // The wide kernels serve one activation row (generation); batches keep the
@@ -105,9 +138,9 @@ pub fn shader_source(ty: GgmlType, nc: u32, red: Reduction) -> Option<String> {
     Some(source)
 }
 
-/// (name, WGSL) of every shader the crate can build: each format's matmul at each batch
-/// width with both reductions, the layer ops, attention and the copy kernel. For the
-/// translation tests.
+/// (name, WGSL) of every shader the crate can build: each format's mat-vec at each batch
+/// width with both reductions and its tiled matmul, the layer ops, attention and the copy
+/// kernel. For the translation tests.
 pub fn all_sources() -> Vec<(String, String)> {
     let mut all = vec![("copy".to_string(), COPY.to_string())];
     all.extend(crate::resident::op_sources());
@@ -118,6 +151,8 @@ pub fn all_sources() -> Vec<(String, String)> {
                 all.push((format!("{ty} x{nc} {red:?}"), source));
             }
         }
+        let tiled = shader_source(ty, TILE_WIDTH, Reduction::Shared).expect("listed type");
+        all.push((format!("{ty} tiled"), tiled));
     }
     all
 }

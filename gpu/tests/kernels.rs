@@ -186,11 +186,27 @@ fn every_format_matches_the_cpu_for_one_token() {
 
 #[test]
 fn every_format_matches_the_cpu_for_a_batch() {
-    // 11 rows: one full group of eight and a partial one; 3: the small-batch shader.
+    // 7 rows: a partial group of the eight-row shader; 3: the four-row one.
     for (i, &ty) in SHADER_TYPES.iter().enumerate() {
-        check(&case(ty, 19, cols_for(ty), 11, 100 + i as u64));
+        check(&case(ty, 19, cols_for(ty), 7, 100 + i as u64));
         check(&case(ty, 5, cols_for(ty), 3, 200 + i as u64));
     }
+}
+
+#[test]
+fn every_format_matches_the_cpu_for_a_prompt_batch() {
+    // Batches wider than the mat-vec widths take the tiled matmul (tiles of 64 weight rows
+    // by 32 activation rows): 70 rows and 40 activation rows leave partial tiles both ways,
+    // and the float formats' 200 columns a partial step of 32.
+    assert_eq!(loupe_gpu::batch_width(40), loupe_gpu::TILE_WIDTH);
+    for (i, &ty) in SHADER_TYPES.iter().enumerate() {
+        let cols = match ty.block_elems() {
+            1 => 200,
+            _ => cols_for(ty),
+        };
+        check(&case(ty, 70, cols, 40, 300 + i as u64));
+    }
+    check(&case(GgmlType::Q4_K, 130, 512, 9, 400));
 }
 
 #[test]

@@ -1,12 +1,14 @@
 //! The whole-layer kernels (`ops.wgsl`, `attention.wgsl`) against the CPU: activation
-//! rounding bit for bit against `loupe-quant`'s quantizers, RMS norm, the cache written in
-//! each of its formats as the CPU's cache holds them, the Hadamard turn bit for bit, and
-//! RoPE with attention over the device's cache against f64 references. Runs on the adapter `LOUPE_GPU`
-//! names (default `software`: Mesa's lavapipe in CI).
+//! rounding bit for bit against `loupe-quant`'s quantizers (also where the residual join
+//! and the gated join round), RMS norm, the residual join (post-norm, add, next norm)
+//! bit for bit against its steps, the cache written in each of its formats as the CPU's
+//! cache holds them, the Hadamard turn bit for bit, and RoPE with attention over the
+//! device's cache against f64 references. Runs on the adapter `LOUPE_GPU` names (default
+//! `software`: Mesa's lavapipe in CI).
 
 use loupe_gpu::{
-    cache_row_bytes, ActRounding, AttnShape, Batch, Gpu, GpuChoice, RopePairs, Split, Workspace,
-    WorkspaceSpec,
+    cache_row_bytes, ActRounding, AttnShape, Batch, Glu, Gpu, GpuChoice, NextNorm, RopePairs,
+    Split, Workspace, WorkspaceSpec,
 };
 use loupe_quant::{
     dequantize_row, quantize_activation, quantize_kv_row, walsh_hadamard, GgmlType, F16,
@@ -99,7 +101,7 @@ fn activations_are_rounded_as_the_cpu_quantizes_them() {
         let mut ws = workspace(&gpu, rows * cols, &[0.0], Vec::new());
         let mut batch = Batch::new(rows);
         batch.upload(0, &x);
-        batch.quantize(0, 0, rows as u32, cols as u32, r);
+        batch.quantize(0, 0, (rows as u32, cols as u32), None, r);
         let mut back = Vec::new();
         let at = batch.read_input(0, (rows * cols) as u32);
         ws.run(&gpu, batch, &mut back).unwrap();
@@ -149,6 +151,169 @@ fn rmsnorm_matches_f64() {
                 "row {r} [{i}]: {g} vs {want}"
             );
         }
+    }
+}
+
+/// The stream, the branch and the matmul input after `record` ran over the stream and
+/// the branch (at 0 and at their length in the arena), with the two norm weights at 0
+/// and `width` in the constants.
+fn after(
+    gpu: &Gpu,
+    (stream, branch, weights): (&[f32], &[f32], &[f32]),
+    rows: usize,
+    record: impl Fn(&mut Batch<'_>, u32, u32),
+) -> [Vec<f32>; 3] {
+    let n = stream.len() as u32;
+    let mut ws = workspace(gpu, 2 * stream.len(), weights, Vec::new());
+    let mut batch = Batch::new(rows);
+    batch.upload(0, stream);
+    batch.upload(n, branch);
+    record(&mut batch, 0, n);
+    let at = [
+        batch.read_arena(0, n),
+        batch.read_arena(n, n),
+        batch.read_input(0, n),
+    ];
+    let mut back = Vec::new();
+    ws.run(gpu, batch, &mut back).unwrap();
+    at.map(|at| floats(&back[at..at + 4 * n as usize]))
+}
+
+#[test]
+fn the_residual_join_is_norm_add_norm_and_rounding_bit_for_bit() {
+    let gpu = gpu();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(9);
+    for (ty, rounding, width) in [
+        (GgmlType::Q8_K, ActRounding::Q8K, 1024),
+        (GgmlType::Q8_0, ActRounding::Q8Blocks32, 896),
+    ] {
+        let rows = 3;
+        let mut values = |lo: f32, hi: f32, n: usize| -> Vec<f32> {
+            (0..n).map(|_| rng.random_range(lo..hi)).collect()
+        };
+        let (stream, branch) = (
+            values(-20.0, 20.0, rows * width),
+            values(-3.0, 3.0, rows * width),
+        );
+        let weights = values(0.5, 1.5, 2 * width);
+        let (r, w, eps) = (rows as u32, width as u32, 1e-6);
+        let bufs = (&stream[..], &branch[..], &weights[..]);
+        // Post-norm, add, next norm and rounding in one dispatch, and the four steps one
+        // by one (the add alone is the join with neither norm).
+        let next = NextNorm {
+            weight: w,
+            xin: 0,
+            rounding,
+        };
+        let fused = after(&gpu, bufs, rows, |b, s, br| {
+            b.residual((s, br), (r, w), Some(0), Some(next), eps)
+        });
+        let steps = after(&gpu, bufs, rows, |b, s, br| {
+            b.rmsnorm(br, br, r, w, Some(0), eps);
+            b.residual((s, br), (r, w), None, None, eps);
+            b.rmsnorm(s, br, r, w, Some(w), eps);
+            b.quantize(br, 0, (r, w), None, rounding);
+        });
+        assert!(
+            fused == steps,
+            "{rounding:?}: the join differs from its steps"
+        );
+        let [got_x, got_norm, got_in] = fused;
+        // The rounded copy is the CPU's rounding of the normalized rows, bit for bit.
+        let want_in: Vec<f32> = got_norm
+            .chunks_exact(width)
+            .flat_map(|row| cpu_rounding(ty, row))
+            .collect();
+        assert!(
+            got_in == want_in,
+            "{rounding:?}: the rounded copy is not the CPU's"
+        );
+        // And the join itself against f64.
+        let norm = |row: &[f64], wt: &[f32]| -> Vec<f64> {
+            let ms = row.iter().map(|v| v * v).sum::<f64>() / row.len() as f64;
+            let scale = 1.0 / (ms + eps as f64).sqrt();
+            row.iter()
+                .zip(wt)
+                .map(|(v, &g)| v * scale * g as f64)
+                .collect()
+        };
+        for t in 0..rows {
+            let span = t * width..(t + 1) * width;
+            let br: Vec<f64> = branch[span.clone()].iter().map(|&v| v as f64).collect();
+            let post = norm(&br, &weights[..width]);
+            let x: Vec<f64> = stream[span]
+                .iter()
+                .zip(&post)
+                .map(|(&s, p)| s as f64 + p)
+                .collect();
+            let next = norm(&x, &weights[width..]);
+            for i in 0..width {
+                let (gx, gn) = (got_x[t * width + i] as f64, got_norm[t * width + i] as f64);
+                assert!(
+                    (gx - x[i]).abs() <= 1e-5 * x[i].abs().max(1.0),
+                    "stream {t}[{i}]"
+                );
+                assert!(
+                    (gn - next[i]).abs() <= 1e-5 * next[i].abs().max(1.0),
+                    "norm {t}[{i}]"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn the_gated_join_is_rounded_as_the_cpu_rounds_it() {
+    let gpu = gpu();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(10);
+    let (rows, cols) = (2, 1120);
+    let n = rows * cols;
+    let gates = activations(&mut rng, n);
+    let ups: Vec<f32> = (0..n).map(|_| rng.random_range(-2.0f32..2.0)).collect();
+    for act in [Glu::Silu, Glu::Gelu] {
+        let [joined, _, rounded] = after(&gpu, (&gates, &ups, &[0.0]), rows, |b, g, u| {
+            b.quantize(
+                g,
+                0,
+                (rows as u32, cols as u32),
+                Some((u, act)),
+                ActRounding::Q8Blocks32,
+            )
+        });
+        for i in 0..n {
+            let (g, u) = (gates[i] as f64, ups[i] as f64);
+            let (want, tol) = match act {
+                Glu::Silu => (g / (1.0 + (-g).exp()) * u, 1e-5),
+                // ggml's GELU rounds its input and output to f16 (and is exact past ±10).
+                Glu::Gelu => {
+                    let h = F16::from_f32(gates[i]).to_f32() as f64;
+                    let t = 0.5 * h * (1.0 + (0.7978845608 * h * (1.0 + 0.044715 * h * h)).tanh());
+                    (
+                        if g >= 10.0 {
+                            g
+                        } else if g <= -10.0 {
+                            0.0
+                        } else {
+                            t
+                        } * u,
+                        2e-3,
+                    )
+                }
+            };
+            let got = joined[i] as f64;
+            assert!(
+                (got - want).abs() <= tol * want.abs().max(1.0),
+                "{act:?} [{i}]: {got} vs {want}"
+            );
+        }
+        let want: Vec<f32> = joined
+            .chunks_exact(cols)
+            .flat_map(|row| cpu_rounding(GgmlType::Q8_0, row))
+            .collect();
+        assert!(
+            rounded == want,
+            "{act:?}: the rounded join is not the CPU's rounding"
+        );
     }
 }
 

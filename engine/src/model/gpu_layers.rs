@@ -19,8 +19,8 @@ use std::collections::HashMap;
 
 use anyhow::{anyhow, ensure, Result};
 use loupe_gpu::{
-    cache_row_bytes, ActRounding, AttnShape, Batch, Glu, Gpu, GpuMatrix, RopePairs, Split, Target,
-    Workspace, WorkspaceSpec,
+    cache_row_bytes, ActRounding, AttnShape, Batch, Glu, Gpu, GpuMatrix, NextNorm, Reduction,
+    RopePairs, Split, Target, Workspace, WorkspaceSpec,
 };
 
 use super::backend::LayersJob;
@@ -374,7 +374,7 @@ impl LayerRunner {
             g,
             a,
             xin: &self.xin,
-            rows_per_group: self.ws.rows_per_group(),
+            reduction: self.ws.reduction(),
             types: self.types,
             rotation: cache.rotation,
         };
@@ -384,7 +384,13 @@ impl LayerRunner {
             batch.upload(*at, table);
         }
         for (i, lc) in self.consts.iter().enumerate() {
-            rec.layer(&mut batch, self.first + i, i, lc, pos, b)?;
+            // Each layer's last residual also prepares the next layer's attention input.
+            let l = self.first + i;
+            let next_norm = match self.consts.get(i + 1) {
+                Some(n) => Some(rec.next_norm(n.attn_norm, &w.layers[l + 1].wq)?),
+                None => None,
+            };
+            rec.layer(&mut batch, (l, i), lc, (pos, b), i > 0, next_norm)?;
         }
         let [(k_at, k_len), (v_at, v_len)] = self.span(c, pos, b);
         let mut kv_at = Vec::with_capacity(self.consts.len());
@@ -401,7 +407,7 @@ impl LayerRunner {
                 batch.rmsnorm(xs, a.xb, rows as u32, c.dim as u32, Some(norm), c.norm_eps);
                 rec.matmuls(
                     &mut batch,
-                    a.xb,
+                    (a.xb, Input::Plain),
                     c.dim,
                     rows,
                     &[(&w.output, Target::Logits(0))],
@@ -434,13 +440,23 @@ impl LayerRunner {
     }
 }
 
+/// What a matmul's input rows hold besides themselves.
+#[derive(Clone, Copy)]
+enum Input {
+    Plain,
+    /// Already rounded this way into the matmul input (by the residual before).
+    Rounded(ActRounding),
+    /// Gates, to be joined with the up projection at this offset by this activation.
+    Gates(u32, Glu),
+}
+
 /// What recording a layer needs: the model, its uploaded matrices, the arena's layout.
 struct Recorder<'r> {
     model: &'r Model,
     g: &'r GpuWeights,
     a: &'r Arena,
     xin: &'r HashMap<ActRounding, u32>,
-    rows_per_group: u32,
+    reduction: Reduction,
     types: KvTypes,
     /// The turn the cache's heads take (a quantized cache, as the CPU turns them).
     rotation: KvRotation,
@@ -451,44 +467,60 @@ impl<'r> Recorder<'r> {
         self.g.get(&self.model.matrix(t))
     }
 
-    /// `rows` rows of `cols` at `src` rounded once per format the matrices' kernels take,
-    /// then each matrix's product into its target.
+    /// What a block's last residual prepares for the matrix `first` (the next block's
+    /// first): the stream normalized by `weight`, rounded as `first`'s kernel takes it.
+    fn next_norm(&self, weight: u32, first: &Tensor) -> Result<NextNorm> {
+        let r = rounding(first)?;
+        Ok(NextNorm {
+            weight,
+            xin: self.xin[&r],
+            rounding: r,
+        })
+    }
+
+    /// `rows` rows of `cols` at `src` (prepared as `input` says) rounded once per format
+    /// the matrices' kernels take, then each matrix's product into its target.
     fn matmuls(
         &self,
         batch: &mut Batch<'r>,
-        src: u32,
+        (src, input): (u32, Input),
         cols: usize,
         rows: usize,
         jobs: &[(&Tensor, Target)],
     ) -> Result<()> {
         let mut done: Vec<ActRounding> = Vec::new();
+        let mut glu = None;
+        match input {
+            Input::Plain => {}
+            Input::Rounded(r) => done.push(r),
+            Input::Gates(up, act) => glu = Some((up, act)),
+        }
         for (t, target) in jobs {
             let r = rounding(t)?;
             let at = self.xin[&r];
             if !done.contains(&r) {
-                batch.quantize(src, at, rows as u32, cols as u32, r);
+                // The gated join, when asked for, happens with the first rounding.
+                let shape = (rows as u32, cols as u32);
+                batch.quantize(src, at, shape, glu.take(), r);
                 done.push(r);
             }
-            batch.matmul(
-                self.matrix(t)?,
-                at,
-                rows as u32,
-                *target,
-                self.rows_per_group,
-            );
+            batch.matmul(self.matrix(t)?, at, rows as u32, *target, self.reduction);
         }
         Ok(())
     }
 
-    /// Every step of layer `l` (the device's cache `i`) for b tokens at `pos`.
+    /// Every step of layer `l` (the device's cache `i`) for b tokens at `pos`. `normed`:
+    /// the layer before left this layer's attention input (the normalized stream) in
+    /// `xb2` and rounded for `wq`; `next_norm`: what this layer's last residual prepares
+    /// for the next layer in the same way.
     fn layer(
         &self,
         batch: &mut Batch<'r>,
-        l: usize,
-        i: usize,
+        (l, i): (usize, usize),
         lc: &LayerConsts,
-        pos: usize,
-        b: usize,
+        (pos, b): (usize, usize),
+        normed: bool,
+        next_norm: Option<NextNorm>,
     ) -> Result<()> {
         let (c, a) = (&self.model.config, self.a);
         let lw = &self.model.weights.layers[l];
@@ -496,13 +528,18 @@ impl<'r> Recorder<'r> {
         let rows = |width: usize| (b * width) as u32;
 
         // ---- attention: norm, Q/K/V (+ biases), QK-norm, RoPE ----
-        batch.rmsnorm(a.x, a.xb, bu, dim, Some(lc.attn_norm), eps);
+        let input = if normed {
+            (a.xb2, Input::Rounded(rounding(&lw.wq)?))
+        } else {
+            batch.rmsnorm(a.x, a.xb, bu, dim, Some(lc.attn_norm), eps);
+            (a.xb, Input::Plain)
+        };
         let qkv = [
             (&lw.wq, Target::Arena(a.q)),
             (&lw.wk, Target::Arena(a.k)),
             (&lw.wv, Target::Arena(a.v)),
         ];
-        self.matmuls(batch, a.xb, c.dim, b, &qkv)?;
+        self.matmuls(batch, input, c.dim, b, &qkv)?;
         for (bias, at, width) in [
             (lc.bq, a.q, c.q_dim()),
             (lc.bk, a.k, c.kv_dim()),
@@ -581,38 +618,33 @@ impl<'r> Recorder<'r> {
         if let Some(block) = self.rotation.v {
             batch.hadamard(&[(a.att, (b * att_cols / block) as u32)], block as u32);
         }
-        self.matmuls(batch, a.att, att_cols, b, &[(&lw.wo, Target::Arena(a.xb2))])?;
+        let wo = [(&lw.wo, Target::Arena(a.xb2))];
+        self.matmuls(batch, (a.att, Input::Plain), att_cols, b, &wo)?;
         if let Some(off) = lc.bo {
             batch.bias(a.xb2, bu, dim, off);
         }
-        if let Some(pn) = lc.attn_post_norm {
-            batch.rmsnorm(a.xb2, a.xb2, bu, dim, Some(pn), eps);
-        }
-        batch.add(a.x, a.xb2, rows(c.dim));
+        // The post-norm (Gemma), the residual and the feed-forward's norm and rounding.
+        let ffn_in = self.next_norm(lc.ffn_norm, &lw.w_gate)?;
+        let post = lc.attn_post_norm;
+        batch.residual((a.x, a.xb2), (bu, dim), post, Some(ffn_in), eps);
 
-        // ---- feed-forward: norm, gate and up, activation, down, post-norm, residual ----
-        batch.rmsnorm(a.x, a.xb, bu, dim, Some(lc.ffn_norm), eps);
+        // ---- feed-forward: gate and up, activation, down, post-norm, residual ----
         let gate_up = [
             (&lw.w_gate, Target::Arena(a.hb)),
             (&lw.w_up, Target::Arena(a.hb2)),
         ];
-        self.matmuls(batch, a.xb, c.dim, b, &gate_up)?;
+        let rounded = Input::Rounded(ffn_in.rounding);
+        self.matmuls(batch, (a.xb2, rounded), c.dim, b, &gate_up)?;
         let act = match c.activation {
             Activation::Silu => Glu::Silu,
             Activation::GeluTanh => Glu::Gelu,
         };
-        batch.glu(a.hb, a.hb2, rows(c.hidden_dim), act);
-        self.matmuls(
-            batch,
-            a.hb,
-            c.hidden_dim,
-            b,
-            &[(&lw.w_down, Target::Arena(a.xb2))],
-        )?;
-        if let Some(pn) = lc.ffn_post_norm {
-            batch.rmsnorm(a.xb2, a.xb2, bu, dim, Some(pn), eps);
-        }
-        batch.add(a.x, a.xb2, rows(c.dim));
+        // The activation's join happens as the down projection's input is rounded.
+        let down = [(&lw.w_down, Target::Arena(a.xb2))];
+        let gates = (a.hb, Input::Gates(a.hb2, act));
+        self.matmuls(batch, gates, c.hidden_dim, b, &down)?;
+        let post = lc.ffn_post_norm;
+        batch.residual((a.x, a.xb2), (bu, dim), post, next_norm, eps);
         Ok(())
     }
 }

@@ -2,11 +2,11 @@
 //! parameters (a 256-byte slot each), the uploads before and the reads after.
 
 use super::{
-    cache_row_bytes, formats_code, ActRounding, AttnShape, Binds, Glu, Kernel, Read, RopePairs,
-    Split, Step, Target, NONE, WG,
+    cache_row_bytes, formats_code, ActRounding, AttnShape, Binds, Glu, Kernel, NextNorm, Read,
+    RopePairs, Split, Step, Target, NONE, WG,
 };
 use crate::device::{Params, MAX_GROUPS, SLOT};
-use crate::shaders;
+use crate::shaders::{self, Reduction};
 use crate::{GpuError, GpuMatrix};
 use loupe_quant::GgmlType;
 
@@ -27,9 +27,15 @@ fn grid(groups: u32) -> [u32; 3] {
     [x, groups.div_ceil(x).max(1), 1]
 }
 
-fn op_bytes(f: [u32; 8]) -> [u8; 32] {
-    let mut b = [0u8; 32];
-    for (i, v) in f.iter().enumerate() {
+/// An op's parameters (`Op` in `ops.wgsl`): the first eight fields, then `xin` and
+/// `variant`, which only `residual` and `quantize` read.
+fn op_bytes(f: [u32; 8]) -> [u8; 40] {
+    op_bytes_with(f, [0, 0])
+}
+
+fn op_bytes_with(f: [u32; 8], more: [u32; 2]) -> [u8; 40] {
+    let mut b = [0u8; 40];
+    for (i, v) in f.iter().chain(&more).enumerate() {
         b[4 * i..4 * i + 4].copy_from_slice(&v.to_le_bytes());
     }
     b
@@ -38,10 +44,7 @@ fn op_bytes(f: [u32; 8]) -> [u8; 32] {
 impl<'w> Batch<'w> {
     /// An empty recording whose matmuls carry `b` activation rows.
     pub fn new(b: usize) -> Batch<'w> {
-        let nc = shaders::BATCH_WIDTHS
-            .into_iter()
-            .find(|&w| b <= w as usize)
-            .unwrap_or(shaders::BATCH_WIDTHS[shaders::BATCH_WIDTHS.len() - 1]);
+        let nc = shaders::batch_width(b);
         Batch {
             steps: Vec::new(),
             params: Vec::new(),
@@ -61,7 +64,7 @@ impl<'w> Batch<'w> {
     }
 
     /// An op over `threads` threads in a flat grid; `f` gets the grid's x width.
-    fn flat(&mut self, kernel: Kernel, binds: Binds, threads: u32, f: impl Fn(u32) -> [u8; 32]) {
+    fn flat(&mut self, kernel: Kernel, binds: Binds, threads: u32, f: impl Fn(u32) -> [u8; 40]) {
         let groups = grid(threads.div_ceil(WG));
         let p = f(groups[0]);
         self.push(
@@ -113,24 +116,45 @@ impl<'w> Batch<'w> {
         );
     }
 
-    /// dst += src over `len` elements.
-    pub fn add(&mut self, dst: u32, src: u32, len: u32) {
-        self.flat(Kernel::Add, Binds::Plain, len, |gx| {
-            op_bytes([len, 0, src, dst, 0, 0, gx, 0])
-        });
+    /// A block's end over `rows` rows of `width`: the block's output at `branch`, times
+    /// the post-norm weight `post` (normalized) when given, added to the residual stream at
+    /// `stream`; then, with `next`, the stream normalized by the next norm into `branch`
+    /// and rounded for the next matmuls into their input.
+    pub fn residual(
+        &mut self,
+        (stream, branch): (u32, u32),
+        (rows, width): (u32, u32),
+        post: Option<u32>,
+        next: Option<NextNorm>,
+        eps: f32,
+    ) {
+        let groups = grid(rows);
+        let f = [
+            rows,
+            width,
+            branch,
+            stream,
+            post.unwrap_or(NONE),
+            next.map_or(NONE, |n| n.weight),
+            groups[0],
+            eps.to_bits(),
+        ];
+        let p = op_bytes_with(f, next.map_or([0, 0], |n| [n.xin, n.rounding as u32]));
+        self.push(
+            Step::Op {
+                kernel: Kernel::Residual,
+                formats: 0,
+                binds: Binds::Plain,
+                groups,
+            },
+            &p,
+        );
     }
 
     /// Each of `rows` rows of `width` at `dst` plus the bias at `bias` in the constants.
     pub fn bias(&mut self, dst: u32, rows: u32, width: u32, bias: u32) {
         self.flat(Kernel::Bias, Binds::Plain, rows * width, |gx| {
             op_bytes([rows, width, 0, dst, bias, 0, gx, 0])
-        });
-    }
-
-    /// gate = act(gate) · up over `len` elements.
-    pub fn glu(&mut self, gate: u32, up: u32, len: u32, act: Glu) {
-        self.flat(Kernel::Glu, Binds::Plain, len, |gx| {
-            op_bytes([len, 0, up, gate, 0, act as u32, gx, 0])
         });
     }
 
@@ -171,10 +195,21 @@ impl<'w> Batch<'w> {
     }
 
     /// `rows` rows of `cols` at `src` in the arena rounded by `r` into the matmul input
-    /// at `dst`.
-    pub fn quantize(&mut self, src: u32, dst: u32, rows: u32, cols: u32, r: ActRounding) {
+    /// at `dst`; with `glu` (the up projection's rows and the activation), the rows at
+    /// `src` are gates, and their join act(gate) · up is what is rounded (and kept at
+    /// `src`).
+    pub fn quantize(
+        &mut self,
+        src: u32,
+        dst: u32,
+        (rows, cols): (u32, u32),
+        glu: Option<(u32, Glu)>,
+        r: ActRounding,
+    ) {
         let groups = grid(rows * cols.div_ceil(256));
-        let p = op_bytes([rows, cols, src, dst, 0, r as u32, groups[0], 0]);
+        let (up, act) = glu.map_or((NONE, 0), |(up, act)| (up, act as u32));
+        let f = [rows, cols, src, dst, up, r as u32, groups[0], 0];
+        let p = op_bytes_with(f, [0, act]);
         self.push(
             Step::Op {
                 kernel: Kernel::Quantize,
@@ -216,17 +251,11 @@ impl<'w> Batch<'w> {
     }
 
     /// out (b, w.rows) = xin[x..] (b, w.cols) · wᵀ, into `target` (rows of `w.rows`).
-    pub fn matmul(
-        &mut self,
-        w: &'w GpuMatrix,
-        x: u32,
-        b: u32,
-        target: Target,
-        rows_per_group: u32,
-    ) {
+    pub fn matmul(&mut self, w: &'w GpuMatrix, x: u32, b: u32, target: Target, red: Reduction) {
         if !x.is_multiple_of(4) {
             self.fail(format!("matmul input at {x} is not 16-byte aligned"));
         }
+        let rows_per_group = shaders::rows_per_group(self.nc, red);
         for part in &w.parts {
             let groups = (part.rows as u32).div_ceil(rows_per_group);
             let gx = groups.clamp(1, MAX_GROUPS);

@@ -106,6 +106,16 @@ pub enum Glu {
     Gelu = 1,
 }
 
+/// What a block's last step ([`Batch::residual`]) prepares for the next block: the
+/// stream normalized by the norm weight at `weight` (in the constants), rounded by
+/// `rounding` into the matmul input at `xin`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NextNorm {
+    pub weight: u32,
+    pub xin: u32,
+    pub rounding: ActRounding,
+}
+
 /// The two RoPE layouts: adjacent pairs, or the two halves of the rotated part (NeoX).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RopePairs {
@@ -219,9 +229,8 @@ pub enum Target {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum Kernel {
     RmsNorm,
-    Add,
+    Residual,
     Bias,
-    Glu,
     Rope,
     Quantize,
     Store,
@@ -231,11 +240,10 @@ enum Kernel {
 }
 
 impl Kernel {
-    const ALL: [Kernel; 10] = [
+    const ALL: [Kernel; 9] = [
         Kernel::RmsNorm,
-        Kernel::Add,
+        Kernel::Residual,
         Kernel::Bias,
-        Kernel::Glu,
         Kernel::Rope,
         Kernel::Quantize,
         Kernel::Store,
@@ -248,9 +256,8 @@ impl Kernel {
     fn entry(self) -> (&'static str, bool) {
         match self {
             Kernel::RmsNorm => ("rmsnorm", false),
-            Kernel::Add => ("add", false),
+            Kernel::Residual => ("residual", false),
             Kernel::Bias => ("bias", false),
-            Kernel::Glu => ("glu", false),
             Kernel::Rope => ("rope", false),
             Kernel::Quantize => ("quantize", false),
             Kernel::Store => ("store", true),

@@ -36,7 +36,7 @@ pub struct Workspace {
     mm_binds: HashMap<(wgpu::Buffer, Target, u64), wgpu::BindGroup>,
     /// Bytes of the uploads as the queue takes them.
     staging: Vec<u8>,
-    rows_per_group: u32,
+    reduction: Reduction,
     /// The buffers' bytes, out of the device's budget until the workspace is dropped.
     _charge: Charge,
 }
@@ -223,17 +223,14 @@ impl Workspace {
             op_binds: HashMap::new(),
             mm_binds: HashMap::new(),
             staging: Vec::new(),
-            rows_per_group: match gpu.reduction() {
-                Reduction::Subgroup { rows } => rows,
-                Reduction::Shared => 1,
-            },
+            reduction: gpu.reduction(),
             _charge: charge,
         })
     }
 
-    /// Weight rows one matmul workgroup computes (for [`Batch::matmul`]).
-    pub fn rows_per_group(&self) -> u32 {
-        self.rows_per_group
+    /// How the mat-vec kernels sum a row on this device (for [`Batch::matmul`]).
+    pub fn reduction(&self) -> Reduction {
+        self.reduction
     }
 
     /// Writes `bytes` into cache `layer`'s keys (or values) at byte `off`: whole heads in

@@ -14,6 +14,9 @@ struct Op {
     mode: u32,  // the kernel's variant (activation, rounding format, RoPE style)
     groups_x: u32,
     eps: f32,
+    xin: u32,     // `residual`: where in `b1` the rounded copy of the new norm goes
+    variant: u32, // `residual`: that copy's rounding (as `quantize`'s mode); `quantize`:
+                  // the gate's activation when `c` holds the up projection's offset
 }
 
 const NONE: u32 = 0xffffffffu;
@@ -31,16 +34,10 @@ fn flat(wid: vec3<u32>, tid: u32) -> u32 {
 
 var<workgroup> red: array<f32, WG>;
 
-// Rows of `width` at `src` normalized into `dst` (in place when equal): x / √(mean(x²) +
-// eps), times the weight at `c` when there is one. One workgroup per row.
-@compute @workgroup_size(64)
-fn rmsnorm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
-    let row = wid.x + wid.y * p.groups_x;
-    if row >= p.n {
-        return;
-    }
-    let s = p.src + row * p.width;
-    let d = p.dst + row * p.width;
+// 1 / √(mean(x²) + eps) of the row of `width` at `s`, over the workgroup's 64 threads
+// (each sums the elements tid, tid + 64, …; then a tree in shared memory). Every thread
+// gets it; the barrier at the end frees `red` for the next call.
+fn row_scale(s: u32, tid: u32) -> f32 {
     var sum = 0.0;
     for (var i = tid; i < p.width; i += WG) {
         let v = a[s + i];
@@ -55,6 +52,21 @@ fn rmsnorm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
         workgroupBarrier();
     }
     let scale = 1.0 / sqrt(red[0] / f32(p.width) + p.eps);
+    workgroupBarrier();
+    return scale;
+}
+
+// Rows of `width` at `src` normalized into `dst` (in place when equal): x / √(mean(x²) +
+// eps), times the weight at `c` when there is one. One workgroup per row.
+@compute @workgroup_size(64)
+fn rmsnorm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
+    let row = wid.x + wid.y * p.groups_x;
+    if row >= p.n {
+        return;
+    }
+    let s = p.src + row * p.width;
+    let d = p.dst + row * p.width;
+    let scale = row_scale(s, tid);
     for (var i = tid; i < p.width; i += WG) {
         var v = a[s + i] * scale;
         if p.c != NONE {
@@ -64,12 +76,54 @@ fn rmsnorm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
     }
 }
 
-// a[dst + i] += a[src + i] for i < n.
+// A block's end, one workgroup per row: the block's output rows at `src` (first
+// normalized in place by the post-norm weight at `c`, when there is one) added to the
+// residual stream at `dst`; then, when `mode` holds the next norm's weight, the new
+// stream normalized by it back into `src` and rounded for the next matmuls into `xin`
+// in `b1` (by `variant`). The same operations in the same order as `rmsnorm`, add,
+// `rmsnorm`, `quantize` one after another, in one dispatch instead of four.
 @compute @workgroup_size(64)
-fn add(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
-    let i = flat(wid, tid);
-    if i < p.n {
-        a[p.dst + i] += a[p.src + i];
+fn residual(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
+    let row = wid.x + wid.y * p.groups_x;
+    if row >= p.n {
+        return;
+    }
+    let s = p.src + row * p.width;
+    let d = p.dst + row * p.width;
+    if p.c != NONE {
+        let scale = row_scale(s, tid);
+        for (var i = tid; i < p.width; i += WG) {
+            a[s + i] = a[s + i] * scale * consts[p.c + i];
+        }
+    }
+    for (var i = tid; i < p.width; i += WG) {
+        a[d + i] += a[s + i];
+    }
+    if p.mode == NONE {
+        return;
+    }
+    let scale = row_scale(d, tid);
+    // The threads' elements change from strided to four in a row (as `round4` takes
+    // them), so the stream's new values must be visible across the workgroup.
+    storageBarrier();
+    for (var chunk = 0u; chunk < (p.width + 255u) / 256u; chunk++) {
+        let e0 = chunk * 256u + 4u * tid;
+        let valid = e0 < p.width;
+        var v = vec4<f32>(0.0);
+        if valid {
+            for (var k = 0u; k < 4u; k++) {
+                v[k] = a[d + e0 + k] * scale * consts[p.mode + e0 + k];
+                a[s + e0 + k] = v[k];
+            }
+        }
+        let r = round4(v, tid, p.variant);
+        if valid {
+            let x = p.xin + row * p.width + e0;
+            b1[x] = r.x;
+            b1[x + 1u] = r.y;
+            b1[x + 2u] = r.z;
+            b1[x + 3u] = r.w;
+        }
     }
 }
 
@@ -96,21 +150,16 @@ fn gelu(x: f32) -> f32 {
     return unpack2x16float(pack2x16float(vec2<f32>(g, 0.0))).x;
 }
 
-// The gated feed-forward's join: a[dst + i] = act(a[dst + i]) · a[src + i]; mode 0 SiLU,
-// 1 GELU.
-@compute @workgroup_size(64)
-fn glu(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
-    let i = flat(wid, tid);
-    if i < p.n {
-        let g = a[p.dst + i];
-        var v: f32;
-        if p.mode == 0u {
-            v = g / (1.0 + exp(-g));
-        } else {
-            v = gelu(g);
-        }
-        a[p.dst + i] = v * a[p.src + i];
+// The gated feed-forward's join of a gate value g and an up value u: act(g) · u, for
+// `act` 0 SiLU, 1 GELU.
+fn glu(g: f32, u: f32, act: u32) -> f32 {
+    var v: f32;
+    if act == 0u {
+        v = g / (1.0 + exp(-g));
+    } else {
+        v = gelu(g);
     }
+    return v * u;
 }
 
 // RoPE over the query and key heads of n tokens: the x of `groups` is the pair, y the
@@ -151,15 +200,78 @@ fn rope(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     a[base + ib] = x0 * sin_t + x1 * cos_t;
 }
 
-// Rows (n of `width`, a multiple of 32) at `src` in `a`, rounded as the CPU quantizes
-// activations for a matmul, into `dst` in `b1`: mode 0 as they are, 1 Q8_0/Q8_1 (blocks
-// of 32: scale amax/127 stored as f16, quants rounded half to even), 2 Q8_K (blocks of
-// 256: the first element of largest magnitude maps to -127, scale kept in f32), 3 f16,
-// 4 bf16. A workgroup takes 256 elements of a row, four per thread, and finds each
-// block's extreme in shared memory.
+// Activations rounded as the CPU quantizes them for a matmul: mode 0 as they are, 1
+// Q8_0/Q8_1 (blocks of 32: scale amax/127 stored as f16, quants rounded half to even), 2
+// Q8_K (blocks of 256: the first element of largest magnitude maps to -127, scale kept in
+// f32), 3 f16, 4 bf16. `v`: elements 4·tid … 4·tid + 3 of a 256-element piece of a row
+// (zeros past its end); each block's extreme is found in shared memory, so every thread
+// of the workgroup calls this together.
 var<workgroup> ext_abs: array<f32, WG>;
 var<workgroup> ext_val: array<f32, WG>;
 
+fn round4(v: vec4<f32>, tid: u32, mode: u32) -> vec4<f32> {
+    var m = abs(v.x);
+    var mv = v.x;
+    for (var k = 1u; k < 4u; k++) {
+        if abs(v[k]) > m {
+            m = abs(v[k]);
+            mv = v[k];
+        }
+    }
+    ext_abs[tid] = m;
+    ext_val[tid] = mv;
+    workgroupBarrier();
+    // Threads per block: 8 (32 elements) or 64 (256); the earlier element wins a tie.
+    var span = 8u;
+    if mode == 2u {
+        span = 64u;
+    }
+    for (var h = span / 2u; h > 0u; h >>= 1u) {
+        if (tid & (span - 1u)) < h && ext_abs[tid + h] > ext_abs[tid] {
+            ext_abs[tid] = ext_abs[tid + h];
+            ext_val[tid] = ext_val[tid + h];
+        }
+        workgroupBarrier();
+    }
+    let lead = tid & ~(span - 1u);
+    let amax = ext_abs[lead];
+    let lead_val = ext_val[lead];
+    // Before a next call writes the extremes again.
+    workgroupBarrier();
+    var r = v;
+    switch mode {
+        case 1u: {
+            let scale = unpack2x16float(pack2x16float(vec2<f32>(amax / 127.0, 0.0))).x;
+            var inv = 0.0;
+            if amax != 0.0 {
+                inv = 127.0 / amax;
+            }
+            r = scale * round(v * inv);
+        }
+        case 2u: {
+            r = vec4<f32>(0.0);
+            if amax != 0.0 {
+                let iscale = -127.0 / lead_val;
+                r = (1.0 / iscale) * min(round(iscale * v), vec4<f32>(127.0));
+            }
+        }
+        case 3u: {
+            r = vec4<f32>(unpack2x16float(pack2x16float(v.xy)), unpack2x16float(pack2x16float(v.zw)));
+        }
+        case 4u: {
+            let u = bitcast<vec4<u32>>(v);
+            r = bitcast<vec4<f32>>((u + 0x7fffu + ((u >> vec4<u32>(16u)) & vec4<u32>(1u))) & vec4<u32>(0xffff0000u));
+        }
+        default: {}
+    }
+    return r;
+}
+
+// Rows (n of `width`, a multiple of 32) at `src` in `a` rounded by `mode` (see `round4`)
+// into `dst` in `b1`. When `c` holds an offset, the rows are first the gated join of
+// the gates at `src` with the up projections at `c` (in `a`), by the activation in
+// `variant`, and are written back to `src` as well. A workgroup takes 256 elements of a
+// row, four per thread.
 @compute @workgroup_size(64)
 fn quantize(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
     let chunks = (p.width + 255u) / 256u;
@@ -174,58 +286,15 @@ fn quantize(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_ind
     var v = vec4<f32>(0.0);
     if valid {
         v = vec4<f32>(a[s], a[s + 1u], a[s + 2u], a[s + 3u]);
-    }
-    var m = abs(v.x);
-    var mv = v.x;
-    for (var k = 1u; k < 4u; k++) {
-        if abs(v[k]) > m {
-            m = abs(v[k]);
-            mv = v[k];
-        }
-    }
-    ext_abs[tid] = m;
-    ext_val[tid] = mv;
-    workgroupBarrier();
-    // Threads per block: 8 (32 elements) or 64 (256); the earlier element wins a tie.
-    var span = 8u;
-    if p.mode == 2u {
-        span = 64u;
-    }
-    for (var h = span / 2u; h > 0u; h >>= 1u) {
-        if (tid & (span - 1u)) < h && ext_abs[tid + h] > ext_abs[tid] {
-            ext_abs[tid] = ext_abs[tid + h];
-            ext_val[tid] = ext_val[tid + h];
-        }
-        workgroupBarrier();
-    }
-    let lead = tid & ~(span - 1u);
-    let amax = ext_abs[lead];
-    var r = v;
-    switch p.mode {
-        case 1u: {
-            let scale = unpack2x16float(pack2x16float(vec2<f32>(amax / 127.0, 0.0))).x;
-            var inv = 0.0;
-            if amax != 0.0 {
-                inv = 127.0 / amax;
-            }
-            r = scale * round(v * inv);
-        }
-        case 2u: {
-            r = vec4<f32>(0.0);
-            if amax != 0.0 {
-                let iscale = -127.0 / ext_val[lead];
-                r = (1.0 / iscale) * min(round(iscale * v), vec4<f32>(127.0));
+        if p.c != NONE {
+            let u = p.c + row * p.width + e0;
+            for (var k = 0u; k < 4u; k++) {
+                v[k] = glu(v[k], a[u + k], p.variant);
+                a[s + k] = v[k];
             }
         }
-        case 3u: {
-            r = vec4<f32>(unpack2x16float(pack2x16float(v.xy)), unpack2x16float(pack2x16float(v.zw)));
-        }
-        case 4u: {
-            let u = bitcast<vec4<u32>>(v);
-            r = bitcast<vec4<f32>>((u + 0x7fffu + ((u >> vec4<u32>(16u)) & vec4<u32>(1u))) & vec4<u32>(0xffff0000u));
-        }
-        default: {}
     }
+    let r = round4(v, tid, p.mode);
     if valid {
         let d = p.dst + row * p.width + e0;
         b1[d] = r.x;

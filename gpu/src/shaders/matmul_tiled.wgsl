@@ -1,0 +1,86 @@
+// out (b, rows) = x (b, cols) · wᵀ for prompt batches: a tiled matmul that every adapter
+// runs (shared memory and barriers, no subgroup operations).
+//
+// A workgroup owns a tile of TM weight rows by NC activation rows. It walks the columns
+// TK at a time: its threads dequantize the tile's TM × TK weights once (`DEQUANT`, eight
+// at a time, the format's own function) and load the NC × TK activations, both into shared
+// memory; then each thread adds the products for its 4 × 4 outputs from there. So a
+// weight is dequantized once per NC activation rows (the mat-vec kernels: once per row or
+// per eight), and the activations are read once per TM rows.
+
+const TM: u32 = 64u;
+const TK: u32 = 32u;
+const WG: u32 = 128u;
+// Threads across the tile's weight rows; the rest go across its activation rows.
+const TX: u32 = 16u;
+const TY: u32 = WG / TX;
+
+// Column-major by k, so the threads of a step read consecutive words.
+var<workgroup> wt: array<f32, TK * TM>;
+var<workgroup> xt: array<f32, TK * NC>;
+
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
+    // Uniform per workgroup, so the barriers below are reached by all threads or none.
+    let row0 = (wid.x + wid.y * p.groups_x) * TM;
+    if row0 >= p.rows {
+        return;
+    }
+    let col0 = wid.z * NC;
+    let chunks = p.cols / 8u;
+    let tx = tid % TX;
+    let ty = tid / TX;
+    var acc: array<array<f32, 4>, 4>;
+    for (var k0 = 0u; k0 < p.cols; k0 += TK) {
+        // TM rows × TK/8 chunks of weights, zero past the matrix's rows or columns.
+        for (var q = tid; q < TM * (TK / 8u); q += WG) {
+            let m = q / (TK / 8u);
+            let cc = q % (TK / 8u);
+            let c = k0 / 8u + cc;
+            var wq = W8(vec4<f32>(0.0), vec4<f32>(0.0));
+            if row0 + m < p.rows && c < chunks {
+                wq = DEQUANT((row0 + m) * p.row_bytes, c);
+            }
+            for (var e = 0u; e < 4u; e++) {
+                wt[(cc * 8u + e) * TM + m] = wq.lo[e];
+                wt[(cc * 8u + 4u + e) * TM + m] = wq.hi[e];
+            }
+        }
+        // NC rows × TK/4 vec4s of activations, zero past the batch or the columns.
+        for (var q = tid; q < NC * (TK / 4u); q += WG) {
+            let n = q / (TK / 4u);
+            let kv = q % (TK / 4u);
+            var v = vec4<f32>(0.0);
+            if col0 + n < p.b && k0 + kv * 4u < p.cols {
+                v = x[(p.x_off + (col0 + n) * p.cols + k0) / 4u + kv];
+            }
+            for (var e = 0u; e < 4u; e++) {
+                xt[(kv * 4u + e) * NC + n] = v[e];
+            }
+        }
+        workgroupBarrier();
+        for (var k = 0u; k < TK; k++) {
+            var a: array<f32, 4>;
+            var v: array<f32, 4>;
+            for (var i = 0u; i < 4u; i++) {
+                a[i] = wt[k * TM + tx + TX * i];
+                v[i] = xt[k * NC + ty + TY * i];
+            }
+            for (var i = 0u; i < 4u; i++) {
+                for (var j = 0u; j < 4u; j++) {
+                    acc[i][j] = fma(a[i], v[j], acc[i][j]);
+                }
+            }
+        }
+        workgroupBarrier();
+    }
+    for (var i = 0u; i < 4u; i++) {
+        let row = row0 + tx + TX * i;
+        for (var j = 0u; j < 4u; j++) {
+            let n = col0 + ty + TY * j;
+            if row < p.rows && n < p.b {
+                out[n * p.out_stride + p.row0 + row] = acc[i][j];
+            }
+        }
+    }
+}
