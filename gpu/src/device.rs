@@ -28,10 +28,12 @@ pub(crate) struct Params {
     pub(crate) row0: u32,
     pub(crate) groups_x: u32,
     pub(crate) x_off: u32,
+    /// The bias's offset in the bias binding (whole layers' constants), or `NONE`.
+    pub(crate) bias: u32,
 }
 
 impl Params {
-    pub(crate) fn bytes(&self) -> [u8; 32] {
+    pub(crate) fn bytes(&self) -> [u8; 36] {
         let f = [
             self.rows,
             self.cols,
@@ -41,8 +43,9 @@ impl Params {
             self.row0,
             self.groups_x,
             self.x_off,
+            self.bias,
         ];
-        let mut b = [0u8; 32];
+        let mut b = [0u8; 36];
         for (i, v) in f.iter().enumerate() {
             b[4 * i..4 * i + 4].copy_from_slice(&v.to_le_bytes());
         }
@@ -291,6 +294,7 @@ impl Gpu {
                     },
                     count: None,
                 },
+                storage(4, true),
             ],
         });
         let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
@@ -620,6 +624,7 @@ impl Gpu {
                     row0: part.row0 as u32,
                     groups_x,
                     x_off: 0, // set below, once the slots are counted
+                    bias: crate::resident::NONE,
                 });
                 let key = BindKey {
                     part: part.buffer.clone(),
@@ -638,7 +643,8 @@ impl Gpu {
         bytes.resize(x_start as usize + b * cols * 4, 0);
         for (i, p) in params.iter_mut().enumerate() {
             p.x_off = (x_start / 4) as u32;
-            bytes[i * SLOT as usize..][..32].copy_from_slice(&p.bytes());
+            let pb = p.bytes();
+            bytes[i * SLOT as usize..][..pb.len()].copy_from_slice(&pb);
         }
         for (dst, v) in bytes[x_start as usize..]
             .chunks_exact_mut(4)
@@ -694,9 +700,11 @@ impl Gpu {
                                 wgpu::BufferBinding {
                                     buffer: &inputs,
                                     offset: k.slot * SLOT,
-                                    size: wgpu::BufferSize::new(32),
+                                    size: wgpu::BufferSize::new(SLOT),
                                 },
                             ),
+                            // No biases in these calls; the binding only has to exist.
+                            entry(4, inputs.as_entire_buffer_binding()),
                         ],
                     })
                 });

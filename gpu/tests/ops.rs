@@ -317,6 +317,48 @@ fn the_gated_join_is_rounded_as_the_cpu_rounds_it() {
     }
 }
 
+#[test]
+fn matmuls_add_their_bias_as_a_separate_step_would() {
+    let gpu = gpu();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+    let (rows, cols, ty) = (70, 256, GgmlType::Q4_K);
+    let row_bytes = ty.row_bytes(cols as u64).unwrap() as usize;
+    let mut w = vec![0u8; rows * row_bytes];
+    for r in w.chunks_exact_mut(row_bytes) {
+        let src: Vec<f32> = (0..cols).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+        loupe_quant::quantize_row(ty, &src, r).unwrap();
+    }
+    let m = gpu.upload(ty, rows, cols, &w).unwrap();
+    let bias: Vec<f32> = (0..rows).map(|_| rng.random_range(-5.0f32..5.0)).collect();
+    // One token, a mat-vec batch and a prompt batch (the tiled kernel).
+    for b in [1, 5, 40] {
+        let x = activations(&mut rng, b * cols);
+        let out = (b * cols) as u32;
+        let products = |with: Option<u32>| {
+            let mut ws = workspace(&gpu, b * (cols + rows), &bias, Vec::new());
+            let mut batch = Batch::new(b);
+            batch.upload(0, &x);
+            batch.quantize(0, 0, (b as u32, cols as u32), None, ActRounding::None);
+            let target = (loupe_gpu::Target::Arena(out), with);
+            batch.matmul(&m, 0, b as u32, target, gpu.reduction());
+            let at = batch.read_arena(out, (b * rows) as u32);
+            let mut back = Vec::new();
+            ws.run(&gpu, batch, &mut back).unwrap();
+            floats(&back[at..at + 4 * b * rows])
+        };
+        let (plain, biased) = (products(None), products(Some(0)));
+        for (i, (p, got)) in plain.iter().zip(&biased).enumerate() {
+            assert_eq!(
+                *got,
+                p + bias[i % rows],
+                "b={b}, token {} row {}",
+                i / rows,
+                i % rows
+            );
+        }
+    }
+}
+
 /// The bytes a CPU cache of `ty` holds for one head's row `x`.
 fn cpu_cache_row(ty: GgmlType, x: &[f32]) -> Vec<u8> {
     match ty {

@@ -410,7 +410,7 @@ impl LayerRunner {
                     (a.xb, Input::Plain),
                     c.dim,
                     rows,
-                    &[(&w.output, Target::Logits(0))],
+                    &[(&w.output, Target::Logits(0), None)],
                 )?;
                 Some(batch.read_logits(0, (rows * c.vocab_size) as u32))
             }
@@ -479,14 +479,15 @@ impl<'r> Recorder<'r> {
     }
 
     /// `rows` rows of `cols` at `src` (prepared as `input` says) rounded once per format
-    /// the matrices' kernels take, then each matrix's product into its target.
+    /// the matrices' kernels take, then each matrix's product (plus its bias, at an
+    /// offset into the constants) into its target.
     fn matmuls(
         &self,
         batch: &mut Batch<'r>,
         (src, input): (u32, Input),
         cols: usize,
         rows: usize,
-        jobs: &[(&Tensor, Target)],
+        jobs: &[(&Tensor, Target, Option<u32>)],
     ) -> Result<()> {
         let mut done: Vec<ActRounding> = Vec::new();
         let mut glu = None;
@@ -495,7 +496,7 @@ impl<'r> Recorder<'r> {
             Input::Rounded(r) => done.push(r),
             Input::Gates(up, act) => glu = Some((up, act)),
         }
-        for (t, target) in jobs {
+        for &(t, target, bias) in jobs {
             let r = rounding(t)?;
             let at = self.xin[&r];
             if !done.contains(&r) {
@@ -504,7 +505,8 @@ impl<'r> Recorder<'r> {
                 batch.quantize(src, at, shape, glu.take(), r);
                 done.push(r);
             }
-            batch.matmul(self.matrix(t)?, at, rows as u32, *target, self.reduction);
+            let out = (target, bias);
+            batch.matmul(self.matrix(t)?, at, rows as u32, out, self.reduction);
         }
         Ok(())
     }
@@ -535,20 +537,11 @@ impl<'r> Recorder<'r> {
             (a.xb, Input::Plain)
         };
         let qkv = [
-            (&lw.wq, Target::Arena(a.q)),
-            (&lw.wk, Target::Arena(a.k)),
-            (&lw.wv, Target::Arena(a.v)),
+            (&lw.wq, Target::Arena(a.q), lc.bq),
+            (&lw.wk, Target::Arena(a.k), lc.bk),
+            (&lw.wv, Target::Arena(a.v), lc.bv),
         ];
         self.matmuls(batch, input, c.dim, b, &qkv)?;
-        for (bias, at, width) in [
-            (lc.bq, a.q, c.q_dim()),
-            (lc.bk, a.k, c.kv_dim()),
-            (lc.bv, a.v, c.kv_dim_v()),
-        ] {
-            if let Some(off) = bias {
-                batch.bias(at, bu, width as u32, off);
-            }
-        }
         let hd = c.head_dim as u32;
         if let Some(qn) = lc.q_norm {
             batch.rmsnorm(a.q, a.q, rows(c.n_head), hd, Some(qn), eps);
@@ -618,11 +611,8 @@ impl<'r> Recorder<'r> {
         if let Some(block) = self.rotation.v {
             batch.hadamard(&[(a.att, (b * att_cols / block) as u32)], block as u32);
         }
-        let wo = [(&lw.wo, Target::Arena(a.xb2))];
+        let wo = [(&lw.wo, Target::Arena(a.xb2), lc.bo)];
         self.matmuls(batch, (a.att, Input::Plain), att_cols, b, &wo)?;
-        if let Some(off) = lc.bo {
-            batch.bias(a.xb2, bu, dim, off);
-        }
         // The post-norm (Gemma), the residual and the feed-forward's norm and rounding.
         let ffn_in = self.next_norm(lc.ffn_norm, &lw.w_gate)?;
         let post = lc.attn_post_norm;
@@ -630,8 +620,8 @@ impl<'r> Recorder<'r> {
 
         // ---- feed-forward: gate and up, activation, down, post-norm, residual ----
         let gate_up = [
-            (&lw.w_gate, Target::Arena(a.hb)),
-            (&lw.w_up, Target::Arena(a.hb2)),
+            (&lw.w_gate, Target::Arena(a.hb), None),
+            (&lw.w_up, Target::Arena(a.hb2), None),
         ];
         let rounded = Input::Rounded(ffn_in.rounding);
         self.matmuls(batch, (a.xb2, rounded), c.dim, b, &gate_up)?;
@@ -640,7 +630,7 @@ impl<'r> Recorder<'r> {
             Activation::GeluTanh => Glu::Gelu,
         };
         // The activation's join happens as the down projection's input is rounded.
-        let down = [(&lw.w_down, Target::Arena(a.xb2))];
+        let down = [(&lw.w_down, Target::Arena(a.xb2), None)];
         let gates = (a.hb, Input::Gates(a.hb2, act));
         self.matmuls(batch, gates, c.hidden_dim, b, &down)?;
         let post = lc.ffn_post_norm;

@@ -151,13 +151,6 @@ impl<'w> Batch<'w> {
         );
     }
 
-    /// Each of `rows` rows of `width` at `dst` plus the bias at `bias` in the constants.
-    pub fn bias(&mut self, dst: u32, rows: u32, width: u32, bias: u32) {
-        self.flat(Kernel::Bias, Binds::Plain, rows * width, |gx| {
-            op_bytes([rows, width, 0, dst, bias, 0, gx, 0])
-        });
-    }
-
     /// RoPE of `n` tokens' query heads at `q` and key heads at `k` (heads of `head_dim`,
     /// the first `n_rot` dimensions turned) by the cos/sin table at `table` in the arena
     /// ((n, n_rot), interleaved per pair).
@@ -250,8 +243,16 @@ impl<'w> Batch<'w> {
         });
     }
 
-    /// out (b, w.rows) = xin[x..] (b, w.cols) · wᵀ, into `target` (rows of `w.rows`).
-    pub fn matmul(&mut self, w: &'w GpuMatrix, x: u32, b: u32, target: Target, red: Reduction) {
+    /// out (b, w.rows) = xin[x..] (b, w.cols) · wᵀ (plus the bias at `bias` in the
+    /// constants, when given), into `target` (rows of `w.rows`).
+    pub fn matmul(
+        &mut self,
+        w: &'w GpuMatrix,
+        x: u32,
+        b: u32,
+        (target, bias): (Target, Option<u32>),
+        red: Reduction,
+    ) {
         if !x.is_multiple_of(4) {
             self.fail(format!("matmul input at {x} is not 16-byte aligned"));
         }
@@ -268,6 +269,7 @@ impl<'w> Batch<'w> {
                 row0: part.row0 as u32,
                 groups_x: gx,
                 x_off: x,
+                bias: bias.unwrap_or(NONE),
             };
             self.push(
                 Step::Matmul {

@@ -55,7 +55,7 @@ const MAX_BINDS: usize = 8192;
 /// Threads per workgroup of the op kernels.
 const WG: u32 = 64;
 /// `consts` offset meaning "no weight".
-const NONE: u32 = u32::MAX;
+pub(crate) const NONE: u32 = u32::MAX;
 
 /// The sizes a [`Workspace`] is made with.
 pub struct WorkspaceSpec<'a> {
@@ -65,7 +65,8 @@ pub struct WorkspaceSpec<'a> {
     pub xin: usize,
     /// f32s of the logits buffer (0: the output projection is not on the device).
     pub logits: usize,
-    /// Norm weights and biases, read by the op kernels at offsets the host keeps.
+    /// Norm weights and biases, read by the op kernels (norms) and the matmuls (biases, added
+    /// to their sums) at offsets the host keeps.
     pub consts: &'a [f32],
     /// Bytes of each offloaded layer's keys and values.
     pub kv: Vec<(u64, u64)>,
@@ -230,7 +231,6 @@ pub enum Target {
 enum Kernel {
     RmsNorm,
     Residual,
-    Bias,
     Rope,
     Quantize,
     Store,
@@ -240,10 +240,9 @@ enum Kernel {
 }
 
 impl Kernel {
-    const ALL: [Kernel; 9] = [
+    const ALL: [Kernel; 8] = [
         Kernel::RmsNorm,
         Kernel::Residual,
-        Kernel::Bias,
         Kernel::Rope,
         Kernel::Quantize,
         Kernel::Store,
@@ -257,7 +256,6 @@ impl Kernel {
         match self {
             Kernel::RmsNorm => ("rmsnorm", false),
             Kernel::Residual => ("residual", false),
-            Kernel::Bias => ("bias", false),
             Kernel::Rope => ("rope", false),
             Kernel::Quantize => ("quantize", false),
             Kernel::Store => ("store", true),

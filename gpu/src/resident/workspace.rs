@@ -56,7 +56,7 @@ fn bind_layout(
             visibility: wgpu::ShaderStages::COMPUTE,
             ty: wgpu::BindingType::Buffer {
                 ty,
-                has_dynamic_offset: i + 1 == types.len(),
+                has_dynamic_offset: ty == wgpu::BufferBindingType::Uniform,
                 min_binding_size: None,
             },
             count: None,
@@ -187,7 +187,7 @@ impl Workspace {
         // Every op binds the arena, two buffers it may write, the constants and its
         // parameters; a matmul its weights, input, output and parameters.
         let op_layout = bind_layout(device, "layer ops", &[rw, rw, rw, ro, T::Uniform]);
-        let mm_layout = bind_layout(device, "layer matmuls", &[ro, ro, rw, T::Uniform]);
+        let mm_layout = bind_layout(device, "layer matmuls", &[ro, ro, rw, T::Uniform, ro]);
         let pipeline_layout = |l: &wgpu::BindGroupLayout| {
             device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
                 label: None,
@@ -339,6 +339,7 @@ impl Workspace {
                 whole(1, &self.xin),
                 range(2, out, off, len),
                 range(3, &self.params, 0, SLOT),
+                whole(4, &self.consts),
             ],
         });
         self.mm_binds.insert(key, group.clone());

@@ -1,9 +1,11 @@
 // The steps of a transformer layer besides its matmuls, over the activation arena `a`:
 // one f32 buffer holding every run buffer of the batch at offsets the host picks.
-// Every kernel binds the same five things (see `resident.rs`); each uses what it needs.
+// Every kernel binds the same five things (see `resident/workspace.rs`); each uses what
+// it needs.
 //
 // `b1`: the matmul input buffer (the `quantize` kernel writes it), or a layer's keys;
-// `b2`: a layer's values (or a spare word); `consts`: norm weights and biases.
+// `b2`: a layer's values (or a spare word); `consts`: norm weights (and the biases the
+// matmuls add).
 
 struct Op {
     n: u32,     // elements, rows or pairs: what the kernel walks
@@ -124,15 +126,6 @@ fn residual(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_ind
             b1[x + 2u] = r.z;
             b1[x + 3u] = r.w;
         }
-    }
-}
-
-// Each of the n rows of `width` at `dst` plus the bias at `c`.
-@compute @workgroup_size(64)
-fn bias(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
-    let i = flat(wid, tid);
-    if i < p.n * p.width {
-        a[p.dst + i] += consts[p.c + i % p.width];
     }
 }
 
