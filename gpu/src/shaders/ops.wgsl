@@ -120,11 +120,7 @@ fn residual(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_ind
         }
         let r = round4(v, tid, p.variant);
         if valid {
-            let x = p.xin + row * p.width + e0;
-            b1[x] = r.x;
-            b1[x + 1u] = r.y;
-            b1[x + 2u] = r.z;
-            b1[x + 3u] = r.w;
+            put_input(p.xin + row * p.width + e0, r);
         }
     }
 }
@@ -191,6 +187,14 @@ fn rope(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let x1 = a[base + ib];
     a[base + ia] = x0 * cos_t - x1 * sin_t;
     a[base + ib] = x0 * sin_t + x1 * cos_t;
+}
+
+// Four rounded activations into the matmul input at `at`.
+fn put_input(at: u32, r: vec4<f32>) {
+    b1[at] = r.x;
+    b1[at + 1u] = r.y;
+    b1[at + 2u] = r.z;
+    b1[at + 3u] = r.w;
 }
 
 // Activations rounded as the CPU quantizes them for a matmul: mode 0 as they are, 1
@@ -289,11 +293,7 @@ fn quantize(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_ind
     }
     let r = round4(v, tid, p.mode);
     if valid {
-        let d = p.dst + row * p.width + e0;
-        b1[d] = r.x;
-        b1[d + 1u] = r.y;
-        b1[d + 2u] = r.z;
-        b1[d + 3u] = r.w;
+        put_input(p.dst + row * p.width + e0, r);
     }
 }
 
