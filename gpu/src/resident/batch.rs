@@ -78,6 +78,22 @@ impl<'w> Batch<'w> {
         );
     }
 
+    /// An op with one workgroup per row, over `rows` rows; `f` gets the grid's x width.
+    fn per_row(&mut self, kernel: Kernel, rows: u32, f: impl Fn(u32) -> [u8; 40]) {
+        let groups = grid(rows);
+        let p = f(groups[0]);
+        let binds = Binds::Plain;
+        self.push(
+            Step::Op {
+                kernel,
+                formats: 0,
+                binds,
+                groups,
+            },
+            &p,
+        );
+    }
+
     /// `data` written to the arena at `off` before the steps run.
     pub fn upload(&mut self, off: u32, data: &'w [f32]) {
         self.uploads.push((off as u64 * 4, data));
@@ -94,26 +110,10 @@ impl<'w> Batch<'w> {
         weight: Option<u32>,
         eps: f32,
     ) {
-        let groups = grid(rows);
-        let p = op_bytes([
-            rows,
-            width,
-            src,
-            dst,
-            weight.unwrap_or(NONE),
-            0,
-            groups[0],
-            eps.to_bits(),
-        ]);
-        self.push(
-            Step::Op {
-                kernel: Kernel::RmsNorm,
-                formats: 0,
-                binds: Binds::Plain,
-                groups,
-            },
-            &p,
-        );
+        self.per_row(Kernel::RmsNorm, rows, |gx| {
+            let w = weight.unwrap_or(NONE);
+            op_bytes([rows, width, src, dst, w, 0, gx, eps.to_bits()])
+        });
     }
 
     /// A block's end over `rows` rows of `width`: the block's output at `branch`, times
@@ -128,27 +128,11 @@ impl<'w> Batch<'w> {
         next: Option<NextNorm>,
         eps: f32,
     ) {
-        let groups = grid(rows);
-        let f = [
-            rows,
-            width,
-            branch,
-            stream,
-            post.unwrap_or(NONE),
-            next.map_or(NONE, |n| n.weight),
-            groups[0],
-            eps.to_bits(),
-        ];
-        let p = op_bytes_with(f, next.map_or([0, 0], |n| [n.xin, n.rounding as u32]));
-        self.push(
-            Step::Op {
-                kernel: Kernel::Residual,
-                formats: 0,
-                binds: Binds::Plain,
-                groups,
-            },
-            &p,
-        );
+        self.per_row(Kernel::Residual, rows, |gx| {
+            let (post, norm) = (post.unwrap_or(NONE), next.map_or(NONE, |n| n.weight));
+            let f = [rows, width, branch, stream, post, norm, gx, eps.to_bits()];
+            op_bytes_with(f, next.map_or([0, 0], |n| [n.xin, n.rounding as u32]))
+        });
     }
 
     /// RoPE of `n` tokens' query heads at `q` and key heads at `k` (heads of `head_dim`,
