@@ -9,7 +9,8 @@
 # llama3-8b of each type: `loupe bench -p 512 -n 128` with every layer and the output on
 # the GPU and on the CPU alone, tg as a fraction of the bandwidth limit (weights read per
 # token over the copy bandwidth), the GPU/CPU ratios, and the device time per generated
-# token by kernel (each dispatch timed with timestamp queries), and tg at depth 0 and
+# token by kernel (each dispatch timed with timestamp queries) with the share of the
+# device's span spent between dispatches, and tg at depth 0 and
 # --depth (default 4096, a synthetic cache) over an f16 and a q8_0 KV cache with every layer
 # on the GPU. The synthetic models are
 # kept in DIR (default /tmp/loupe-gpu-check) for a rerun. `--gpu software --shape tiny` runs the
@@ -36,7 +37,7 @@ while [ $# -gt 0 ]; do
     --shape) shape=$2; shift 2 ;;
     --gpu) gpu=$2; shift 2 ;;
     --depth) depth=$2; shift 2 ;;
-    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
     *) loupe=$1; shift ;;
   esac
 done

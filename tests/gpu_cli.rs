@@ -145,6 +145,18 @@ fn offloaded_layers_continue_a_prompt_as_the_cpu_does() {
     );
     let timed = |k: &serde_json::Value| k["us_per_token"].as_f64().unwrap_or(0.0) > 0.0;
     assert!(kernels.iter().all(timed), "{profiled}");
+    // The device's span per token holds every dispatch (lavapipe runs them one by one).
+    let calls = &profiled["tg4_gpu_calls"];
+    let span = calls["span_us"].as_f64().unwrap() * calls["calls_per_token"].as_f64().unwrap();
+    let busy: f64 = kernels
+        .iter()
+        .map(|k| k["us_per_token"].as_f64().unwrap())
+        .sum();
+    assert!(
+        busy > 0.0 && busy <= span * 1.001,
+        "{busy} µs in a {span} µs span: {profiled}"
+    );
+    assert_eq!(matmuls["tg4_gpu_calls"]["span_us"], 0.0, "{matmuls}");
 
     // The CPU repacks only the matrices it runs (where it repacks at all: AVX-512 VNNI).
     let cpu_bytes = bench(&["--gpu", "off"])["repacked_bytes"].as_u64().unwrap();

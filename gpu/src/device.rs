@@ -140,6 +140,11 @@ pub struct CallStats {
     pub wait_s: f64,
     /// Copying the results out of the mapped readback buffer.
     pub read_s: f64,
+    /// With dispatches timed ([`Gpu::profiling`]): from the start of a submission's first
+    /// timed dispatch to the end of its last, on the device's clock; 0 otherwise. What
+    /// the dispatches' own times leave of it is the device between dispatches: issuing
+    /// each after the one before, or waiting for the host to record more.
+    pub span_s: f64,
 }
 
 impl CallStats {
@@ -150,6 +155,7 @@ impl CallStats {
             prepare_s: self.prepare_s - earlier.prepare_s,
             wait_s: self.wait_s - earlier.wait_s,
             read_s: self.read_s - earlier.read_s,
+            span_s: self.span_s - earlier.span_s,
         }
     }
 
@@ -383,12 +389,13 @@ impl Gpu {
     }
 
     /// Adds one submission's times to [`Gpu::call_stats`].
-    pub(crate) fn count_call(&self, prepare_s: f64, wait_s: f64, read_s: f64) {
+    pub(crate) fn count_call(&self, prepare_s: f64, wait_s: f64, read_s: f64, span_s: f64) {
         let mut stats = self.stats.lock().unwrap_or_else(|e| e.into_inner());
         stats.calls += 1;
         stats.prepare_s += prepare_s;
         stats.wait_s += wait_s;
         stats.read_s += read_s;
+        stats.span_s += span_s;
     }
 
     /// The last error no error scope caught, taken (the next call starts clean).
@@ -751,11 +758,8 @@ impl Gpu {
             }
         }
         readback.unmap();
-        let mut stats = self.stats.lock().unwrap_or_else(|e| e.into_inner());
-        stats.calls += 1;
-        stats.prepare_s += (t1 - t0).as_secs_f64();
-        stats.wait_s += (t2 - t1).as_secs_f64();
-        stats.read_s += t2.elapsed().as_secs_f64();
+        let secs = |a: Instant, b: Instant| (b - a).as_secs_f64();
+        self.count_call(secs(t0, t1), secs(t1, t2), t2.elapsed().as_secs_f64(), 0.0);
         Ok(())
     }
 }

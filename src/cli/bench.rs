@@ -299,6 +299,21 @@ pub fn run(args: &BenchArgs, out: &mut impl Write) -> Result<()> {
                 k.dispatches as f64 / tokens
             )?;
         }
+        // What the dispatches leave of the device's span is the cost of issuing them one
+        // after another (or of waiting for the host to record more): the figure that
+        // says whether fewer dispatches or faster kernels come first.
+        if let Some(g) = gpu_tg.as_ref().filter(|g| g.span_us > 0.0) {
+            let busy: f64 = profile.iter().map(|k| k.seconds * 1e6).sum();
+            let span = g.calls_per_token * g.span_us;
+            writeln!(
+                out,
+                "  {:<22} {:>7.1} µs per token of a {:.1} µs span on the device: {:.0}% between dispatches",
+                "all dispatches",
+                busy,
+                span,
+                100.0 * (1.0 - busy / span).max(0.0)
+            )?;
+        }
     }
     writeln!(out, "load {load_s:.3} s")?;
     if repacked {
@@ -340,6 +355,8 @@ struct GpuShare {
     prepare_us: f64,
     wait_us: f64,
     read_us: f64,
+    /// From the first timed dispatch's start to the last one's end (0 unless profiled).
+    span_us: f64,
     share: f64,
 }
 
@@ -351,6 +368,7 @@ impl GpuShare {
             prepare_us: per_call(c.prepare_s),
             wait_us: per_call(c.wait_s),
             read_us: per_call(c.read_s),
+            span_us: per_call(c.span_s),
             share: c.total_s() / wall_s,
         }
     }
@@ -361,6 +379,7 @@ impl GpuShare {
             "prepare_us": self.prepare_us,
             "wait_us": self.wait_us,
             "read_us": self.read_us,
+            "span_us": self.span_us,
             "share_of_time": self.share,
         })
     }

@@ -523,6 +523,7 @@ impl Workspace {
             readback.unmap();
             return Err(gpu.run_error("running the layers", e));
         }
+        let mut span_s = 0.0;
         {
             let view = slice
                 .get_mapped_range()
@@ -530,16 +531,27 @@ impl Workspace {
             out.clear();
             out.extend_from_slice(&view[..batch.read_bytes as usize]);
             let stamps = &view[stamps_at as usize..][..16 * timed];
-            let ns_per_tick = f64::from(queue.get_timestamp_period());
+            let s_per_tick = f64::from(queue.get_timestamp_period()) * 1e-9;
+            let tick = |b: &[u8]| u64::from_le_bytes(b.try_into().expect("8 bytes"));
+            let (mut first, mut last) = (u64::MAX, 0);
             for (step, t) in batch.steps.iter().zip(stamps.chunks_exact(16)) {
-                let tick = |b: &[u8]| u64::from_le_bytes(b.try_into().expect("8 bytes"));
-                let ticks = tick(&t[8..]).saturating_sub(tick(&t[..8]));
-                gpu.add_profile(&step.name(), ticks as f64 * ns_per_tick * 1e-9);
+                let (start, end) = (tick(&t[..8]), tick(&t[8..]));
+                gpu.add_profile(&step.name(), end.saturating_sub(start) as f64 * s_per_tick);
+                first = first.min(start);
+                last = last.max(end);
+            }
+            if timed > 0 {
+                span_s = last.saturating_sub(first) as f64 * s_per_tick;
             }
         }
         readback.unmap();
         let secs = |a: Instant, b: Instant| (b - a).as_secs_f64();
-        gpu.count_call(secs(t0, t1), secs(t1, t2), t2.elapsed().as_secs_f64());
+        gpu.count_call(
+            secs(t0, t1),
+            secs(t1, t2),
+            t2.elapsed().as_secs_f64(),
+            span_s,
+        );
         Ok(())
     }
 }
