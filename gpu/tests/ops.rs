@@ -2,13 +2,14 @@
 //! rounding bit for bit against `loupe-quant`'s quantizers (also where the residual join
 //! and the gated join round), RMS norm, the residual join (post-norm, add, next norm)
 //! bit for bit against its steps, the cache written in each of its formats as the CPU's
-//! cache holds them, the Hadamard turn bit for bit, and RoPE with attention over the
-//! device's cache against f64 references. Runs on the adapter `LOUPE_GPU` names (default
+//! cache holds them, the Hadamard turn bit for bit, RoPE with attention over the
+//! device's cache against f64 references, and RoPE applied as the attention reads bit for
+//! bit against the RoPE step. Runs on the adapter `LOUPE_GPU` names (default
 //! `software`: Mesa's lavapipe in CI).
 
 use loupe_gpu::{
-    cache_row_bytes, ActRounding, AttnShape, Batch, Glu, Gpu, GpuChoice, NextNorm, RopePairs,
-    Split, Workspace, WorkspaceSpec,
+    cache_row_bytes, ActRounding, AttnRope, AttnShape, Batch, Glu, Gpu, GpuChoice, NextNorm,
+    RopePairs, Split, Workspace, WorkspaceSpec,
 };
 use loupe_quant::{
     dequantize_row, quantize_activation, quantize_kv_row, walsh_hadamard, GgmlType, F16,
@@ -398,6 +399,83 @@ fn query_seen(ty: GgmlType, x: &[f32]) -> Vec<f64> {
 /// as that cache holds them and the query as the key dot sees it: `n` tokens attend in
 /// one batch (with `window`), then, when `last` is given, one more token alone with its
 /// keys split in that many chunks.
+/// Queries, keys and values of `n` tokens (and one more with `last`), heads of the
+/// shape's width, with each token's RoPE table (`n_rot` wide).
+struct AttnInputs<'a> {
+    q: &'a [f32],
+    k: &'a [f32],
+    v: &'a [f32],
+    table: &'a [f32],
+    n: usize,
+    /// One more token attended alone, its keys split in this many parts.
+    last: Option<u32>,
+}
+
+fn bits(x: &[f32]) -> Vec<u32> {
+    x.iter().map(|v| v.to_bits()).collect()
+}
+
+/// Every token's attention output and the cache's keys after them: the first `n`
+/// tokens in one batch, then the last alone; RoPE (`rope`, its table placed by this
+/// function) as a step before `store` and `attend`, or with `fused` as they read.
+fn attend_tokens(
+    gpu: &Gpu,
+    mut shape: AttnShape,
+    x: &AttnInputs,
+    rope: AttnRope,
+    fused: bool,
+) -> (Vec<f32>, Vec<u8>) {
+    let (n_head, n_kv, hd) = (
+        shape.n_head as usize,
+        shape.n_kv_head as usize,
+        shape.head_dim as usize,
+    );
+    let n_rot = rope.n_rot as usize;
+    let total = x.n + x.last.is_some() as usize;
+    let region = (total * n_head * hd).next_multiple_of(64) as u32;
+    let [qa, ka, va, ta, oa, pa] = [0, 1, 2, 3, 4, 5].map(|i| i * region);
+    shape.rope = fused.then_some(AttnRope { table: ta, ..rope });
+    let kv_bytes = |ty| (total * n_kv) as u64 * cache_row_bytes(ty, hd as u32).unwrap() as u64;
+    let key_bytes = kv_bytes(shape.k_type);
+    let mut ws = workspace(
+        gpu,
+        6 * region as usize + 65536,
+        &[0.0],
+        vec![(key_bytes, kv_bytes(shape.v_type))],
+    );
+    let heads = [n_head as u32, n_kv as u32];
+    let mut got = vec![0f32; total * n_head * hd];
+    let mut back = Vec::new();
+    // Batches of tokens `from..to`: RoPE, store, attend, read back.
+    let mut run = |from: usize, to: usize, split: Split| {
+        let b = to - from;
+        let mut batch = Batch::new(b);
+        batch.upload(qa, &x.q[from * n_head * hd..to * n_head * hd]);
+        batch.upload(ka, &x.k[from * n_kv * hd..to * n_kv * hd]);
+        batch.upload(va, &x.v[from * n_kv * hd..to * n_kv * hd]);
+        batch.upload(ta, &x.table[from * n_rot..to * n_rot]);
+        let (pos, bu) = (from as u32, b as u32);
+        if !fused {
+            batch.rope(qa, ka, bu, heads, hd as u32, rope.n_rot, rope.pairs, ta);
+        }
+        batch.store(0, ka, va, pos, bu, &shape);
+        batch.attend(0, qa, oa, pos, bu, &shape, split);
+        let at = batch.read_arena(oa, (b * n_head * hd) as u32);
+        let keys = batch.read_cache(0, false, 0, key_bytes);
+        ws.run(gpu, batch, &mut back).unwrap();
+        got[from * n_head * hd..to * n_head * hd]
+            .copy_from_slice(&floats(&back[at..at + 4 * b * n_head * hd]));
+        back[keys..keys + key_bytes as usize].to_vec()
+    };
+    let mut keys = run(0, x.n, Split::NONE);
+    if let Some(parts) = x.last {
+        let split = Split::for_keys(total as u32, pa);
+        assert_eq!(split.parts, parts, "{split:?}");
+        keys = run(x.n, total, split);
+    }
+    (got, keys)
+}
+
 fn check_attention(n: usize, window: usize, last: Option<u32>, types: (GgmlType, GgmlType)) {
     let gpu = gpu();
     let mut rng = rand::rngs::StdRng::seed_from_u64(9);
@@ -414,6 +492,7 @@ fn check_attention(n: usize, window: usize, last: Option<u32>, types: (GgmlType,
         q_scale: 1.0,
         s_scale: 0.125 / 30.0,
         cap: 30.0,
+        rope: None,
     };
     let q: Vec<f32> = (0..total * n_head * hd)
         .map(|_| rng.random_range(-2.0f32..2.0))
@@ -432,50 +511,29 @@ fn check_attention(n: usize, window: usize, last: Option<u32>, types: (GgmlType,
             })
         })
         .collect();
-    let region = (total * n_head * hd).next_multiple_of(64) as u32;
-    let [qa, ka, va, ta, oa, pa] = [0, 1, 2, 3, 4, 5].map(|i| i * region);
-    let kv_bytes = |ty| (total * n_kv) as u64 * cache_row_bytes(ty, hd as u32).unwrap() as u64;
-    let mut ws = workspace(
-        &gpu,
-        6 * region as usize + 65536,
-        &[0.0],
-        vec![(kv_bytes(types.0), kv_bytes(types.1))],
-    );
-    let heads = [n_head as u32, n_kv as u32];
-    let mut got = vec![0f32; total * n_head * hd];
-    let mut back = Vec::new();
-    // Batches of tokens `from..to`: RoPE, store, attend, read back.
-    let mut run = |from: usize, to: usize, split: Split| {
-        let b = to - from;
-        let mut batch = Batch::new(b);
-        batch.upload(qa, &q[from * n_head * hd..to * n_head * hd]);
-        batch.upload(ka, &k[from * n_kv * hd..to * n_kv * hd]);
-        batch.upload(va, &v[from * n_kv * hd..to * n_kv * hd]);
-        batch.upload(ta, &table[from * hd..to * hd]);
-        let (pos, bu) = (from as u32, b as u32);
-        batch.rope(
-            qa,
-            ka,
-            bu,
-            heads,
-            hd as u32,
-            hd as u32,
-            RopePairs::Halves,
-            ta,
-        );
-        batch.store(0, ka, va, pos, bu, &shape);
-        batch.attend(0, qa, oa, pos, bu, &shape, split);
-        let at = batch.read_arena(oa, (b * n_head * hd) as u32);
-        ws.run(&gpu, batch, &mut back).unwrap();
-        got[from * n_head * hd..to * n_head * hd]
-            .copy_from_slice(&floats(&back[at..at + 4 * b * n_head * hd]));
+    let inputs = AttnInputs {
+        q: &q,
+        k: &k,
+        v: &v,
+        table: &table,
+        n,
+        last,
     };
-    run(0, n, Split::NONE);
-    if let Some(parts) = last {
-        let split = Split::for_keys((n + 1) as u32, pa);
-        assert_eq!(split.parts, parts, "{split:?}");
-        run(n, n + 1, split);
-    }
+    let rope = AttnRope {
+        table: 0,
+        n_rot: hd as u32,
+        pairs: RopePairs::Halves,
+    };
+    let (got, keys) = attend_tokens(&gpu, shape, &inputs, rope, false);
+    let (fused, fused_keys) = attend_tokens(&gpu, shape, &inputs, rope, true);
+    assert!(
+        bits(&fused) == bits(&got),
+        "{types:?}: RoPE as read differs"
+    );
+    assert!(
+        fused_keys == keys,
+        "{types:?}: keys turned as stored differ"
+    );
 
     let rope = |x: &[f32], t: usize| -> Vec<f64> {
         let mut y: Vec<f64> = x.iter().map(|&v| v as f64).collect();
@@ -555,6 +613,65 @@ fn attention_over_quantized_and_f32_caches_matches_f64() {
     check_attention(300, 0, Some(3), (Q8_0, Q4_0));
 }
 
+/// RoPE applied as `store` and `attend` read (a layer then has no RoPE step) gives the
+/// bits the RoPE step gives: both pair layouts, all or part of each head turned, every
+/// cache format, a query scale.
+#[test]
+fn rope_as_the_attention_reads_is_the_rope_step_bit_for_bit() {
+    use GgmlType::*;
+    let gpu = gpu();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(12);
+    let (n_head, n_kv, hd, n) = (4usize, 2usize, 64usize, 9usize);
+    for (pairs, n_rot) in [
+        (RopePairs::Adjacent, 64u32),
+        (RopePairs::Adjacent, 32),
+        (RopePairs::Halves, 32),
+    ] {
+        for k_type in [F16, F32, Q8_0, Q4_0] {
+            let shape = AttnShape {
+                k_type,
+                v_type: F16,
+                n_head: n_head as u32,
+                n_kv_head: n_kv as u32,
+                head_dim: hd as u32,
+                head_dim_v: hd as u32,
+                window: 0,
+                q_scale: 0.3,
+                s_scale: 0.125,
+                cap: 0.0,
+                rope: None,
+            };
+            let q = activations(&mut rng, n * n_head * hd);
+            let k = activations(&mut rng, n * n_kv * hd);
+            let v = activations(&mut rng, n * n_kv * hd);
+            let table: Vec<f32> = (0..n * n_rot as usize / 2)
+                .flat_map(|i| {
+                    let a = i as f32 * 0.37;
+                    [a.cos(), a.sin()]
+                })
+                .collect();
+            let inputs = AttnInputs {
+                q: &q,
+                k: &k,
+                v: &v,
+                table: &table,
+                n,
+                last: None,
+            };
+            let rope = AttnRope {
+                table: 0,
+                n_rot,
+                pairs,
+            };
+            let (got, keys) = attend_tokens(&gpu, shape, &inputs, rope, false);
+            let (fused, fused_keys) = attend_tokens(&gpu, shape, &inputs, rope, true);
+            let what = format!("{pairs:?}, {n_rot} of {hd} turned, {k_type} keys");
+            assert!(bits(&fused) == bits(&got), "{what}: outputs differ");
+            assert!(fused_keys == keys, "{what}: cached keys differ");
+        }
+    }
+}
+
 /// `store` writes each head's row as the CPU's cache of that format holds it (the same
 /// bytes; the padding of a row to whole words left zero), at the batch's positions.
 #[test]
@@ -582,6 +699,7 @@ fn the_cache_is_stored_in_each_format_as_the_cpu_holds_it() {
                 q_scale: 1.0,
                 s_scale: 1.0,
                 cap: 0.0,
+                rope: None,
             };
             let mut batch = Batch::new(n);
             batch.upload(0, &k);

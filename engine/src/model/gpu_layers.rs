@@ -19,8 +19,8 @@ use std::collections::HashMap;
 
 use anyhow::{anyhow, ensure, Result};
 use loupe_gpu::{
-    cache_row_bytes, ActRounding, AttnShape, Batch, Glu, Gpu, GpuMatrix, NextNorm, Reduction,
-    RopePairs, Split, Target, Workspace, WorkspaceSpec,
+    cache_row_bytes, ActRounding, AttnRope, AttnShape, Batch, Glu, Gpu, GpuMatrix, NextNorm,
+    Reduction, RopePairs, Split, Target, Workspace, WorkspaceSpec,
 };
 
 use super::backend::LayersJob;
@@ -554,8 +554,18 @@ impl<'r> Recorder<'r> {
             RopeStyle::Neox => RopePairs::Halves,
         };
         let table = a.rope[c.is_swa[l] as usize];
-        let heads = [c.n_head as u32, c.n_kv_head as u32];
-        batch.rope(a.q, a.k, bu, heads, hd, c.n_rot as u32, pairs, table);
+        let rope = AttnRope {
+            table,
+            n_rot: c.n_rot as u32,
+            pairs,
+        };
+        // RoPE happens as the attention reads the queries and stores the keys, unless
+        // the Hadamard turn of a quantized cache must come between.
+        let rope_as_read = self.rotation.k.is_none();
+        if !rope_as_read {
+            let heads = [c.n_head as u32, c.n_kv_head as u32];
+            batch.rope(a.q, a.k, bu, heads, hd, rope.n_rot, pairs, table);
+        }
         // A quantized cache holds heads turned by a Hadamard rotation (see the CPU's
         // forward pass): queries and keys, values, and the attention output back.
         if let Some(block) = self.rotation.k {
@@ -594,6 +604,7 @@ impl<'r> Recorder<'r> {
             q_scale,
             s_scale,
             cap,
+            rope: rope_as_read.then_some(rope),
         };
         batch.store(i, a.k, a.v, pos as u32, bu, &shape);
         // One token (generation) has too few heads to fill a GPU: its keys are split.

@@ -300,6 +300,13 @@ impl<'w> Batch<'w> {
             ));
             return None;
         };
+        if let Some(r) = s.rope.filter(|r| r.n_rot % 2 == 1 || r.n_rot > s.head_dim) {
+            self.fail(format!(
+                "RoPE of {} dimensions in heads of {}",
+                r.n_rot, s.head_dim
+            ));
+            return None;
+        }
         let f = [
             q,
             out,
@@ -320,6 +327,8 @@ impl<'w> Batch<'w> {
             split.at,
             k_row,
             v_row,
+            s.rope.map_or(NONE, |r| r.table),
+            s.rope.map_or(NONE, |r| (r.n_rot << 1) | r.pairs as u32),
         ];
         let mut b = [0u8; 96];
         for (i, v) in f.iter().enumerate() {

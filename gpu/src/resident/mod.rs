@@ -124,6 +124,19 @@ pub enum RopePairs {
     Halves = 1,
 }
 
+/// RoPE as the attention kernels apply it while they read: `store` turns the new keys
+/// and `attend` the queries, each element computed as [`Batch::rope`] computes it, so a
+/// layer needs no RoPE step of its own (where nothing else, such as the Hadamard turn of
+/// a quantized cache, comes between the turn and the cache).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AttnRope {
+    /// The cos/sin table in the arena, as [`Batch::rope`] takes it.
+    pub table: u32,
+    /// Dimensions turned from each head's start (even, at most the head's width).
+    pub n_rot: u32,
+    pub pairs: RopePairs,
+}
+
 /// Shape of one layer's attention (see `attention.wgsl`).
 #[derive(Clone, Copy, Debug)]
 pub struct AttnShape {
@@ -143,6 +156,8 @@ pub struct AttnShape {
     pub s_scale: f32,
     /// Score soft-cap, 0 for none.
     pub cap: f32,
+    /// RoPE applied as queries and keys are read, or `None` where they come turned.
+    pub rope: Option<AttnRope>,
 }
 
 impl AttnShape {

@@ -24,6 +24,8 @@ struct Attn {
     part: u32,       // with a split: the partial results in `a`, (n, n_head, split, 2 + head_dim_v)
     k_row: u32,      // bytes of one head's keys (values) at one position
     v_row: u32,
+    rope_table: u32, // the cos/sin table in `a` when keys and queries are turned as read
+    rope: u32,       // rotated dimensions << 1 | the pairs' layout (1 NeoX halves), or NO_ROPE
 }
 
 const WG: u32 = 64u;
@@ -38,6 +40,8 @@ const F32: u32 = 1u;
 const Q8_0: u32 = 2u;
 const Q4_0: u32 = 3u;
 
+const NO_ROPE: u32 = 0xffffffffu;
+
 @group(0) @binding(0) var<storage, read_write> a: array<f32>;
 @group(0) @binding(1) var<storage, read_write> kc: array<u32>;
 @group(0) @binding(2) var<storage, read_write> vc: array<u32>;
@@ -46,6 +50,42 @@ const Q4_0: u32 = 3u;
 
 fn f16_round(x: f32) -> f32 {
     return unpack2x16float(pack2x16float(vec2<f32>(x, 0.0))).x;
+}
+
+// Element `j` of token `t`'s head at `base` in `a`, turned by RoPE when `p.rope` asks
+// for it: the same products and sums as the `rope` op (`ops.wgsl`) makes in place.
+fn roped(base: u32, j: u32, t: u32) -> f32 {
+    let n_rot = p.rope >> 1u;
+    if p.rope == NO_ROPE || j >= n_rot {
+        return a[base + j];
+    }
+    var i = j / 2u;
+    var ia = 2u * i;
+    var ib = ia + 1u;
+    if (p.rope & 1u) == 1u {
+        i = j % (n_rot / 2u);
+        ia = i;
+        ib = i + n_rot / 2u;
+    }
+    let cs = p.rope_table + t * n_rot + 2u * i;
+    let cos_t = a[cs];
+    let sin_t = a[cs + 1u];
+    let x0 = a[base + ia];
+    let x1 = a[base + ib];
+    if j == ia {
+        return x0 * cos_t - x1 * sin_t;
+    }
+    return x0 * sin_t + x1 * cos_t;
+}
+
+// Element `e` of the new keys (`turn`, RoPE as `roped`) or values at `src` in `a`: n
+// tokens' heads of `d`.
+fn new_elem(src: u32, e: u32, d: u32, turn: bool) -> f32 {
+    if !turn {
+        return a[src + e];
+    }
+    let j = e % d;
+    return roped(src + e - j, j, e / (p.n_kv_head * d));
 }
 
 // ---- writing: one head's row of blocks is built in `row`, then copied ----
@@ -64,17 +104,18 @@ fn put_f16(o: u32, x: f32) {
     put_byte(o + 1u, bits >> 8u);
 }
 
-// The `d` elements at `src` in `a` as blocks into `row`, as the CPU's cache quantizes
-// them: Q8_0 as activations (scale amax/127 stored as f16, quants rounded half to even,
-// `quantize_activation`), Q4_0 by ggml's reference (scale max/-8 where max is the first
-// element of largest magnitude, quants min(15, trunc(x/scale + 8.5))).
-fn pack_blocks(ty: u32, src: u32, d: u32) {
+// The `d` elements from `e0` of the new keys or values at `src` (see `new_elem`) as
+// blocks into `row`, as the CPU's cache quantizes them: Q8_0 as activations (scale
+// amax/127 stored as f16, quants rounded half to even, `quantize_activation`), Q4_0 by
+// ggml's reference (scale max/-8 where max is the first element of largest magnitude,
+// quants min(15, trunc(x/scale + 8.5))).
+fn pack_blocks(ty: u32, src: u32, e0: u32, d: u32, turn: bool) {
     for (var b = 0u; b < d / 32u; b++) {
-        let x0 = src + 32u * b;
+        let x0 = e0 + 32u * b;
         var amax = 0.0;
         var top = 0.0;
         for (var j = 0u; j < 32u; j++) {
-            let v = a[x0 + j];
+            let v = new_elem(src, x0 + j, d, turn);
             if abs(v) > amax {
                 amax = abs(v);
                 top = v;
@@ -88,7 +129,8 @@ fn pack_blocks(ty: u32, src: u32, d: u32) {
                 inv = 127.0 / amax;
             }
             for (var j = 0u; j < 32u; j++) {
-                put_byte(o + 2u + j, bitcast<u32>(i32(round(a[x0 + j] * inv))));
+                let v = new_elem(src, x0 + j, d, turn);
+                put_byte(o + 2u + j, bitcast<u32>(i32(round(v * inv))));
             }
         } else {
             let o = 18u * b;
@@ -99,18 +141,18 @@ fn pack_blocks(ty: u32, src: u32, d: u32) {
                 inv = 1.0 / scale;
             }
             for (var j = 0u; j < 16u; j++) {
-                let lo = min(15u, u32(i32(a[x0 + j] * inv + 8.5)));
-                let hi = min(15u, u32(i32(a[x0 + j + 16u] * inv + 8.5)));
+                let lo = min(15u, u32(i32(new_elem(src, x0 + j, d, turn) * inv + 8.5)));
+                let hi = min(15u, u32(i32(new_elem(src, x0 + j + 16u, d, turn) * inv + 8.5)));
                 put_byte(o + 2u + j, lo | (hi << 4u));
             }
         }
     }
 }
 
-// Unit `i` of n tokens' keys or values (heads of `d`, `row_bytes` apart, at `src` in
-// `a`) into `row`: a pair of f16s, an f32, or a head's blocks. Returns the first word
-// in the cache and the words to copy (0 past the last unit).
-fn pack_unit(ty: u32, src: u32, d: u32, row_bytes: u32, i: u32) -> vec2<u32> {
+// Unit `i` of n tokens' keys (`turn`) or values (heads of `d`, `row_bytes` apart, at
+// `src` in `a`) into `row`: a pair of f16s, an f32, or a head's blocks. Returns the
+// first word in the cache and the words to copy (0 past the last unit).
+fn pack_unit(ty: u32, src: u32, d: u32, row_bytes: u32, i: u32, turn: bool) -> vec2<u32> {
     let heads = p.n * p.n_kv_head;
     let first_word = p.pos * p.n_kv_head * row_bytes / 4u;
     switch ty {
@@ -118,14 +160,15 @@ fn pack_unit(ty: u32, src: u32, d: u32, row_bytes: u32, i: u32) -> vec2<u32> {
             if i >= heads * d / 2u {
                 return vec2<u32>(0u);
             }
-            row[0] = pack2x16float(vec2<f32>(a[src + 2u * i], a[src + 2u * i + 1u]));
+            let x = vec2<f32>(new_elem(src, 2u * i, d, turn), new_elem(src, 2u * i + 1u, d, turn));
+            row[0] = pack2x16float(x);
             return vec2<u32>(first_word + i, 1u);
         }
         case F32: {
             if i >= heads * d {
                 return vec2<u32>(0u);
             }
-            row[0] = bitcast<u32>(a[src + i]);
+            row[0] = bitcast<u32>(new_elem(src, i, d, turn));
             return vec2<u32>(first_word + i, 1u);
         }
         default: {
@@ -135,7 +178,7 @@ fn pack_unit(ty: u32, src: u32, d: u32, row_bytes: u32, i: u32) -> vec2<u32> {
             for (var w = 0u; w < row_bytes / 4u; w++) {
                 row[w] = 0u;
             }
-            pack_blocks(ty, src + i * d, d);
+            pack_blocks(ty, src, i * d, d, turn);
             return vec2<u32>(first_word + i * row_bytes / 4u, row_bytes / 4u);
         }
     }
@@ -145,11 +188,11 @@ fn pack_unit(ty: u32, src: u32, d: u32, row_bytes: u32, i: u32) -> vec2<u32> {
 @compute @workgroup_size(64)
 fn store(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
     let i = (wid.x + wid.y * p.groups_x) * WG + tid;
-    let k = pack_unit(K_TYPE, p.q, p.head_dim, p.k_row, i);
+    let k = pack_unit(K_TYPE, p.q, p.head_dim, p.k_row, i, true);
     for (var w = 0u; w < k.y; w++) {
         kc[k.x + w] = row[w];
     }
-    let v = pack_unit(V_TYPE, p.out, p.head_dim_v, p.v_row, i);
+    let v = pack_unit(V_TYPE, p.out, p.head_dim_v, p.v_row, i, false);
     for (var w = 0u; w < v.y; w++) {
         vc[v.x + w] = row[w];
     }
@@ -288,7 +331,7 @@ fn attend(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
     let hi = min(first + (z + 1u) * p.chunk, qpos + 1u);
     let q0 = p.q + t * p.n_head * p.head_dim + h * p.head_dim;
     for (var d = tid; d < p.head_dim; d += WG) {
-        let x = a[q0 + d] * p.q_scale;
+        let x = roped(q0, d, t) * p.q_scale;
         qs[d] = select(x, f16_round(x), K_TYPE == F16);
     }
     workgroupBarrier();
