@@ -21,13 +21,19 @@ use crate::device::Part;
 
 const OPS: &str = include_str!("../shaders/ops.wgsl");
 const ATTENTION: &str = include_str!("../shaders/attention.wgsl");
+const ROPE: &str = include_str!("../shaders/rope.wgsl");
+
+/// The layer ops' WGSL.
+fn ops_source() -> String {
+    format!("{OPS}\n{ROPE}")
+}
 
 /// The attention kernels' WGSL for a cache whose keys and values are in the formats
 /// `formats` (see [`formats_code`]): the formats are constants, so each pair's pipeline
 /// carries only its own reads and writes.
 fn attention_source(formats: u32) -> String {
     format!(
-        "const K_TYPE: u32 = {}u;\nconst V_TYPE: u32 = {}u;\n{ATTENTION}",
+        "const K_TYPE: u32 = {}u;\nconst V_TYPE: u32 = {}u;\n{ATTENTION}\n{ROPE}",
         formats >> 2,
         formats & 3
     )
@@ -36,7 +42,7 @@ fn attention_source(formats: u32) -> String {
 /// The WGSL of the non-matmul kernels (for the translation tests): (name, source), the
 /// attention kernels for every pair of cache formats.
 pub fn op_sources() -> Vec<(String, String)> {
-    let mut all = vec![("ops".to_string(), OPS.to_string())];
+    let mut all = vec![("ops".to_string(), ops_source())];
     for formats in 0..16 {
         all.push((format!("attention {formats}"), attention_source(formats)));
     }
@@ -284,7 +290,7 @@ impl Kernel {
     fn source(self, formats: u32) -> String {
         match self.entry() {
             (_, true) => attention_source(formats),
-            (_, false) => OPS.to_string(),
+            (_, false) => ops_source(),
         }
     }
 }

@@ -53,29 +53,18 @@ fn f16_round(x: f32) -> f32 {
 }
 
 // Element `j` of token `t`'s head at `base` in `a`, turned by RoPE when `p.rope` asks
-// for it: the same products and sums as the `rope` op (`ops.wgsl`) makes in place.
+// for it, as the `rope` op (`ops.wgsl`) turns it in place (`rope.wgsl`).
 fn roped(base: u32, j: u32, t: u32) -> f32 {
     let n_rot = p.rope >> 1u;
     if p.rope == NO_ROPE || j >= n_rot {
         return a[base + j];
     }
-    var i = j / 2u;
-    var ia = 2u * i;
-    var ib = ia + 1u;
-    if (p.rope & 1u) == 1u {
-        i = j % (n_rot / 2u);
-        ia = i;
-        ib = i + n_rot / 2u;
-    }
+    let halves = (p.rope & 1u) == 1u;
+    let i = select(j / 2u, j % (n_rot / 2u), halves);
+    let ij = rope_pair(i, n_rot, halves);
     let cs = p.rope_table + t * n_rot + 2u * i;
-    let cos_t = a[cs];
-    let sin_t = a[cs + 1u];
-    let x0 = a[base + ia];
-    let x1 = a[base + ib];
-    if j == ia {
-        return x0 * cos_t - x1 * sin_t;
-    }
-    return x0 * sin_t + x1 * cos_t;
+    let y = rope_turn(a[base + ij.x], a[base + ij.y], a[cs], a[cs + 1u]);
+    return select(y.y, y.x, j == ij.x);
 }
 
 // Element `e` of the new keys (`turn`, RoPE as `roped`) or values at `src` in `a`: n

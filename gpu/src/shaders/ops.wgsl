@@ -174,19 +174,11 @@ fn rope(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         let n_k = nwg.y - n_q;
         base = p.dst + t * n_k * p.width + (head - n_q) * p.width;
     }
-    var ia = 2u * i;
-    var ib = 2u * i + 1u;
-    if (p.mode & 1u) == 1u {
-        ia = i;
-        ib = i + n_rot / 2u;
-    }
+    let ij = rope_pair(i, n_rot, (p.mode & 1u) == 1u);
     let cs = p.c + t * n_rot + 2u * i;
-    let cos_t = a[cs];
-    let sin_t = a[cs + 1u];
-    let x0 = a[base + ia];
-    let x1 = a[base + ib];
-    a[base + ia] = x0 * cos_t - x1 * sin_t;
-    a[base + ib] = x0 * sin_t + x1 * cos_t;
+    let y = rope_turn(a[base + ij.x], a[base + ij.y], a[cs], a[cs + 1u]);
+    a[base + ij.x] = y.x;
+    a[base + ij.y] = y.y;
 }
 
 // Four rounded activations into the matmul input at `at`.
