@@ -80,18 +80,8 @@ impl<'w> Batch<'w> {
 
     /// An op with one workgroup per row, over `rows` rows; `f` gets the grid's x width.
     fn per_row(&mut self, kernel: Kernel, rows: u32, f: impl Fn(u32) -> [u8; 40]) {
-        let groups = grid(rows);
-        let p = f(groups[0]);
-        let binds = Binds::Plain;
-        self.push(
-            Step::Op {
-                kernel,
-                formats: 0,
-                binds,
-                groups,
-            },
-            &p,
-        );
+        // A workgroup's worth of threads per row is a grid of `rows` workgroups.
+        self.flat(kernel, Binds::Plain, rows * WG, f);
     }
 
     /// `data` written to the arena at `off` before the steps run.

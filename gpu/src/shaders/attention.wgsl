@@ -70,7 +70,7 @@ fn roped(base: u32, j: u32, t: u32) -> f32 {
 // Element `e` of the new keys (`turn`, RoPE as `roped`) or values at `src` in `a`: n
 // tokens' heads of `d`.
 fn new_elem(src: u32, e: u32, d: u32, turn: bool) -> f32 {
-    if !turn {
+    if !turn || p.rope == NO_ROPE {
         return a[src + e];
     }
     let j = e % d;
