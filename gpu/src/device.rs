@@ -84,6 +84,10 @@ pub struct GpuOptions {
     /// Sum rows with subgroup operations where the adapter has them (the fast path);
     /// false forces the shared-memory kernels every adapter runs.
     pub subgroups: bool,
+    /// Let the one-token mat-vecs (with subgroups) and prompt matmuls of quantized weights
+    /// in whole layers dot the packed int8 copy of their input with `dot4I8Packed`; false
+    /// keeps them on the float kernels.
+    pub int8: bool,
     /// Time every dispatch of the whole-layer submissions with timestamp queries (where
     /// the adapter has them): [`Gpu::take_profile`]. Each dispatch then runs in its own
     /// pass, so the run itself is slower.
@@ -97,6 +101,7 @@ impl Default for GpuOptions {
     fn default() -> Self {
         GpuOptions {
             subgroups: true,
+            int8: true,
             profile: false,
             memory_budget: None,
         }
@@ -105,17 +110,19 @@ impl Default for GpuOptions {
 
 impl GpuOptions {
     /// The defaults, with `LOUPE_GPU_SUBGROUPS=off` forcing the shared-memory kernels,
-    /// `LOUPE_GPU_PROFILE=1` timing each dispatch and `LOUPE_GPU_MEMORY=SIZE` the budget
-    /// ([`parse_bytes`]: `6G`, `512MiB`); an error for a budget that is not a size.
+    /// `LOUPE_GPU_INT8=off` the float matmuls, `LOUPE_GPU_PROFILE=1` timing each dispatch
+    /// and `LOUPE_GPU_MEMORY=SIZE` the budget ([`parse_bytes`]: `6G`, `512MiB`); an error
+    /// for a budget that is not a size.
     pub fn from_env() -> Result<GpuOptions> {
-        let off = std::env::var("LOUPE_GPU_SUBGROUPS").is_ok_and(|v| v == "off" || v == "0");
+        let off = |name| std::env::var(name).is_ok_and(|v| v == "off" || v == "0");
         let profile = std::env::var("LOUPE_GPU_PROFILE").is_ok_and(|v| v == "1" || v == "on");
         let memory_budget = match std::env::var("LOUPE_GPU_MEMORY") {
             Ok(v) => Some(parse_bytes(&v).ok_or(GpuError::BadBudget(v))?),
             Err(_) => None,
         };
         Ok(GpuOptions {
-            subgroups: !off,
+            subgroups: !off("LOUPE_GPU_SUBGROUPS"),
+            int8: !off("LOUPE_GPU_INT8"),
             profile,
             memory_budget,
         })
@@ -199,6 +206,7 @@ pub struct Gpu {
     layout: wgpu::BindGroupLayout,
     pipeline_layout: wgpu::PipelineLayout,
     reduction: Reduction,
+    int8: bool,
     /// The last error no scope caught (wgpu's default handler would panic).
     uncaptured: Arc<Mutex<Option<String>>>,
     pipelines: Mutex<HashMap<(GgmlType, u32), wgpu::ComputePipeline>>,
@@ -315,6 +323,7 @@ impl Gpu {
             layout,
             pipeline_layout,
             reduction,
+            int8: options.int8,
             uncaptured,
             pipelines: Mutex::new(HashMap::new()),
             scratch: Mutex::new(Scratch {
@@ -354,6 +363,11 @@ impl Gpu {
     /// How the matmul kernels sum a row on this device.
     pub fn reduction(&self) -> Reduction {
         self.reduction
+    }
+
+    /// Whether whole layers' matmuls may read the packed int8 input ([`GpuOptions::int8`]).
+    pub fn int8(&self) -> bool {
+        self.int8
     }
 
     pub(crate) fn device(&self) -> &wgpu::Device {

@@ -7,9 +7,10 @@
 //! into parts that fit the adapter's binding limit; [`Gpu::matmul`] multiplies a batch of
 //! activation rows with one or several uploaded matrices in one submission.
 //!
-//! The kernels dequantize each weight in the shader and accumulate in f32; they agree
-//! with `loupe-quant`'s CPU kernels within the bounds the tests state, not bit for bit
-//! (the CPU dots quantized activations in integers).
+//! The float kernels dequantize each weight in the shader and accumulate in f32; whole
+//! layers' matmuls over quantized weights dot the weights' integers with the activations'
+//! packed int8 copy instead, as the CPU does. Both agree with `loupe-quant`'s CPU kernels
+//! within the bounds the tests state, not bit for bit (the order of f32 additions differs).
 
 mod adapter;
 mod bandwidth;
@@ -27,8 +28,8 @@ pub use resident::{
     Split, Target, Workspace, WorkspaceSpec,
 };
 pub use shaders::{
-    all_sources, batch_width, shader_source, supported, Reduction, BATCH_WIDTHS, SHADER_TYPES,
-    TILE_WIDTH,
+    all_sources, batch_width, int8_dot, shader_source, supported, Reduction, BATCH_WIDTHS,
+    SHADER_TYPES, TILE_WIDTH,
 };
 
 use loupe_quant::GgmlType;

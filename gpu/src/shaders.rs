@@ -2,11 +2,18 @@
 //! batches, `matmul_shared.wgsl` for those on adapters without subgroup operations, and
 //! `matmul_tiled.wgsl` for prompt batches on every adapter), each specialized per weight
 //! format by naming that format's dequantize function, and per number of activation rows
-//! a workgroup carries.
+//! a workgroup carries. The float kernels read their input as f32s (`input_f32.wgsl`); for
+//! the quantized formats ([`int8_dot`]) the one-token mat-vec and the tiled matmul have
+//! variants that read its packed int8 copy instead (`dot_int8.wgsl`,
+//! `matmul_tiled_int8.wgsl`).
 
 use loupe_quant::GgmlType;
 
 const BINDINGS: &str = include_str!("shaders/bindings.wgsl");
+const INPUT_F32: &str = include_str!("shaders/input_f32.wgsl");
+const DOT_INT8: &str = include_str!("shaders/dot_int8.wgsl");
+const INT8_RUNS: &str = include_str!("shaders/int8_runs.wgsl");
+const MATMUL_TILED_INT8: &str = include_str!("shaders/matmul_tiled_int8.wgsl");
 const MATMUL_SUBGROUP: &str = include_str!("shaders/matmul_subgroup.wgsl");
 const MATMUL_SHARED: &str = include_str!("shaders/matmul_shared.wgsl");
 const MATMUL_TILED: &str = include_str!("shaders/matmul_tiled.wgsl");
@@ -94,6 +101,56 @@ fn wide_fn(ty: GgmlType) -> Option<(&'static str, u32)> {
     })
 }
 
+/// The WGSL function that dots a unit of `ty` weights with the packed int8 input (see
+/// `dot_int8.wgsl`) and the unit's size: every quantized format (the CPU rounds their
+/// activations to Q8_0, Q8_1 or Q8_K); `None` for the float ones.
+pub fn int8_dot(ty: GgmlType) -> Option<(&'static str, u32)> {
+    use GgmlType::*;
+    Some(match ty {
+        Q4_0 => ("dot8_q4_0", 32),
+        Q4_1 => ("dot8_q4_1", 32),
+        Q5_0 => ("dot8_q5_0", 32),
+        Q5_1 => ("dot8_q5_1", 32),
+        Q8_0 => ("dot8_q8_0", 32),
+        IQ4_NL => ("dot8_iq4_nl", 32),
+        Q2_K => ("dot8_q2_k", 32),
+        Q3_K => ("dot8_q3_k", 32),
+        Q4_K => ("dot8_q4_k", 64),
+        Q5_K => ("dot8_q5_k", 64),
+        Q6_K => ("dot8_q6_k", 32),
+        IQ4_XS => ("dot8_iq4_xs", 32),
+        _ => return None,
+    })
+}
+
+/// Whether [`int8_source`] has a kernel for `ty` at width `nc` under `red`.
+pub fn has_int8(ty: GgmlType, nc: u32, red: Reduction) -> bool {
+    int8_dot(ty).is_some()
+        && (nc == TILE_WIDTH || (nc == 1 && matches!(red, Reduction::Subgroup { .. })))
+}
+
+/// The kernel for `ty` over the packed int8 input at width `nc`: the one-token mat-vec
+/// (`nc` 1, with subgroup sums, `red`'s rows a workgroup) or the tiled matmul for prompt
+/// batches ([`TILE_WIDTH`], any reduction); `None` for a format without int8 dots or
+/// another width.
+pub fn int8_source(ty: GgmlType, nc: u32, red: Reduction) -> Option<String> {
+    let (dot, unit) = int8_dot(ty)?;
+    let common = format!("{BINDINGS}\n{DOT_INT8}\n{BYTES}\n{K_QUANTS}\n");
+    match (nc, red) {
+        // Each format's runs (`int8_runs.wgsl`) are named as its dot, `i8_` for `dot8_`.
+        (TILE_WIDTH, _) => Some(format!(
+            "const NC: u32 = {nc}u;\n{common}\n{INT8_RUNS}\n{}",
+            MATMUL_TILED_INT8.replace("DEQUANT8", &dot.replace("dot8_", "i8_"))
+        )),
+        (1, Reduction::Subgroup { rows }) => Some(format!(
+            "const ROWS: u32 = {rows}u;\nconst UNIT: u32 = {unit}u;\nconst NC: u32 = 1u;\n\
+             {common}\n{}",
+            MATMUL_SUBGROUP.replace("DOT", dot)
+        )),
+        _ => None,
+    }
+}
+
 /// How a matmul kernel adds up the partial sums of a row.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Reduction {
@@ -109,10 +166,13 @@ pub enum Reduction {
 pub fn shader_source(ty: GgmlType, nc: u32, red: Reduction) -> Option<String> {
     let (name, file) = dequant_fn(ty)?;
     if nc == TILE_WIDTH {
-        return Some(format!(
-            "const NC: u32 = {nc}u;\n{BINDINGS}\n{}\n{BYTES}\n{file}\n",
-            MATMUL_TILED.replace("DEQUANT", name)
-        ));
+        return Some(
+            format!(
+                "const NC: u32 = {nc}u;\n{BINDINGS}\n{INPUT_F32}\n{}\n{BYTES}\n{file}\n",
+                MATMUL_TILED
+            )
+            .replace("DEQUANT", name),
+        );
     }
     let source = match red {
         Reduction::Subgroup { rows } => {
@@ -126,16 +186,15 @@ pub fn shader_source(ty: GgmlType, nc: u32, red: Reduction) -> Option<String> {
             };
             format!(
                 "const ROWS: u32 = {rows}u;\nconst UNIT: u32 = {unit}u;\nconst NC: u32 = {nc}u;\n\
-                 {BINDINGS}\n{}\n{BYTES}\n{file}\n{wide}\n",
-                MATMUL_SUBGROUP.replace("DEQUANT", name).replace("DOT", dot)
+                 {BINDINGS}\n{INPUT_F32}\n{}\n{BYTES}\n{file}\n{wide}\n",
+                MATMUL_SUBGROUP.replace("DOT", dot)
             )
         }
         Reduction::Shared => format!(
-            "const NC: u32 = {nc}u;\n{BINDINGS}\n{}\n{BYTES}\n{file}\n",
-            MATMUL_SHARED.replace("DEQUANT", name)
+            "const NC: u32 = {nc}u;\n{BINDINGS}\n{INPUT_F32}\n{MATMUL_SHARED}\n{BYTES}\n{file}\n"
         ),
     };
-    Some(source)
+    Some(source.replace("DEQUANT", name))
 }
 
 /// (name, WGSL) of every shader the crate can build: each format's mat-vec at each batch
@@ -153,6 +212,12 @@ pub fn all_sources() -> Vec<(String, String)> {
         }
         let tiled = shader_source(ty, TILE_WIDTH, Reduction::Shared).expect("listed type");
         all.push((format!("{ty} tiled"), tiled));
+        if let Some(int8) = int8_source(ty, 1, Reduction::Subgroup { rows: 8 }) {
+            all.push((format!("{ty} x1 int8"), int8));
+        }
+        if let Some(int8) = int8_source(ty, TILE_WIDTH, Reduction::Shared) {
+            all.push((format!("{ty} tiled int8"), int8));
+        }
     }
     all
 }

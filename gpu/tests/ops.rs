@@ -3,13 +3,14 @@
 //! and the gated join round), RMS norm, the residual join (post-norm, add, next norm)
 //! bit for bit against its steps, the cache written in each of its formats as the CPU's
 //! cache holds them, the Hadamard turn bit for bit, RoPE with attention over the
-//! device's cache against f64 references, and RoPE applied as the attention reads bit for
-//! bit against the RoPE step. Runs on the adapter `LOUPE_GPU` names (default
+//! device's cache against f64 references, RoPE applied as the attention reads bit for
+//! bit against the RoPE step, and the int8 matmuls of every quantized format against the
+//! CPU's integer kernels. Runs on the adapter `LOUPE_GPU` names (default
 //! `software`: Mesa's lavapipe in CI).
 
 use loupe_gpu::{
-    cache_row_bytes, ActRounding, AttnRope, AttnShape, Batch, Glu, Gpu, GpuChoice, NextNorm,
-    RopePairs, Split, Workspace, WorkspaceSpec,
+    cache_row_bytes, ActRounding, AttnRope, AttnShape, Batch, Glu, Gpu, GpuChoice, GpuOptions,
+    NextNorm, RopePairs, Split, Workspace, WorkspaceSpec,
 };
 use loupe_quant::{
     dequantize_row, quantize_activation, quantize_kv_row, walsh_hadamard, GgmlType, F16,
@@ -356,6 +357,156 @@ fn matmuls_add_their_bias_as_a_separate_step_would() {
                 i / rows,
                 i % rows
             );
+        }
+    }
+}
+
+/// The adapter `LOUPE_GPU` names, opened with `options`.
+fn gpu_with(options: GpuOptions) -> Gpu {
+    let choice: GpuChoice = std::env::var("LOUPE_GPU")
+        .unwrap_or_else(|_| "software".into())
+        .parse()
+        .expect("LOUPE_GPU");
+    Gpu::open_with(choice, options)
+        .unwrap()
+        .expect("the adapter opened before")
+}
+
+/// Sum of squared differences over the reference's sum of squares.
+fn nmse(got: &[f32], want: &[f64]) -> f64 {
+    let err: f64 = got
+        .iter()
+        .zip(want)
+        .map(|(&g, &w)| (g as f64 - w).powi(2))
+        .sum();
+    err / want.iter().map(|w| w * w).sum::<f64>().max(1e-30)
+}
+
+/// The CPU's products of `w` (rows of `cols` in `ty`) with each row of `x`: the
+/// activations quantized to the weights' partner, integer dots.
+fn cpu_products(ty: GgmlType, w: &[u8], cols: usize, x: &[f32]) -> Vec<f64> {
+    let partner = loupe_quant::vec_dot_type(ty).unwrap();
+    let row_bytes = ty.row_bytes(cols as u64).unwrap() as usize;
+    let mut act = vec![0u8; partner.row_bytes(cols as u64).unwrap() as usize];
+    let mut all = Vec::new();
+    for xr in x.chunks_exact(cols) {
+        quantize_activation(partner, xr, &mut act).unwrap();
+        all.extend(
+            w.chunks_exact(row_bytes)
+                .map(|r| loupe_quant::vec_dot(ty, cols, r, &act).unwrap() as f64),
+        );
+    }
+    all
+}
+
+#[test]
+fn int8_matmuls_are_the_cpu_kernels_products() {
+    let int8 = gpu();
+    let float = gpu_with(GpuOptions {
+        int8: false,
+        ..Default::default()
+    });
+    assert!(int8.int8() && !float.int8());
+    let mut rng = rand::rngs::StdRng::seed_from_u64(13);
+    for ty in loupe_gpu::SHADER_TYPES {
+        if loupe_gpu::int8_dot(ty).is_none() {
+            continue;
+        }
+        let (rows, cols) = (70, if ty.block_elems() == 256 { 768 } else { 352 });
+        let row_bytes = ty.row_bytes(cols as u64).unwrap() as usize;
+        let mut w = vec![0u8; rows * row_bytes];
+        for r in w.chunks_exact_mut(row_bytes) {
+            let src: Vec<f32> = (0..cols).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+            loupe_quant::quantize_row(ty, &src, r).unwrap();
+        }
+        let partner = loupe_quant::vec_dot_type(ty).unwrap();
+        let rounding = ActRounding::for_weights(ty).unwrap();
+        // One token (the mat-vec, where the adapter has subgroups) and a prompt batch of
+        // 40 (the tiled matmul, two workgroups of tokens, one short).
+        let one_token = matches!(int8.reduction(), loupe_gpu::Reduction::Subgroup { .. });
+        for b in [1, 40].into_iter().filter(|&b| b > 1 || one_token) {
+            let x = activations(&mut rng, b * cols);
+            // The input at an offset into the matmul input, rounded by `quantize` or by
+            // the residual join (x as the branch added to a zero stream, then normalized
+            // by unit weights: the rounded input is x's RMS norm).
+            let n = (b * cols) as u32;
+            let (xin, out) = (64, 2 * n);
+            let (ones, zeros) = (vec![1.0f32; cols], vec![0.0f32; b * cols]);
+            let on = |gpu: &Gpu| {
+                let m = gpu.upload(ty, rows, cols, &w).unwrap();
+                let ws = workspace(gpu, 2 * b * cols + b * rows + 64, &ones, Vec::new());
+                (m, ws)
+            };
+            let (mut on_int8, mut on_float) = (on(&int8), on(&float));
+            // The products, and how many int8 dispatches computed them.
+            let mut products = |int8_on: bool, how: ActRounding, residual: bool| {
+                let (gpu, (m, ws)) = match int8_on {
+                    true => (&int8, &mut on_int8),
+                    false => (&float, &mut on_float),
+                };
+                let before = ws.int8_dispatches();
+                let mut batch = Batch::new(b);
+                batch.upload(0, &x);
+                let shape = (b as u32, cols as u32);
+                if residual {
+                    batch.upload(n, &zeros);
+                    let next = NextNorm {
+                        weight: 0,
+                        xin,
+                        rounding: how,
+                    };
+                    batch.residual((n, 0), shape, None, Some(next), 1e-6);
+                } else {
+                    batch.quantize(0, xin, shape, None, how);
+                }
+                let target = (loupe_gpu::Target::Arena(out), None);
+                batch.matmul(m, xin, b as u32, target, gpu.reduction());
+                let at = batch.read_arena(out, (b * rows) as u32);
+                let mut back = Vec::new();
+                ws.run(gpu, batch, &mut back).unwrap();
+                let got = floats(&back[at..at + 4 * b * rows]);
+                (got, ws.int8_dispatches() - before)
+            };
+            let want = cpu_products(ty, &w, cols, &x);
+            let (got, n) = products(true, rounding, false);
+            assert_eq!(n, 1, "{ty} b={b}: the int8 kernel did not run");
+            let (floats_got, n) = products(false, rounding, false);
+            assert_eq!(n, 0, "{ty} b={b}: int8 kernels where they are off");
+            let (e, e_float) = (nmse(&got, &want), nmse(&floats_got, &want));
+            eprintln!(
+                "{ty} {b}x{cols}: nmse vs the CPU kernels {e:.2e} (int8), {e_float:.2e} (float)"
+            );
+            // Integer sums scaled once per block (per 16 in the tiled matmul), as the CPU
+            // does: only f32 roundings differ. Except where the CPU's Q8_1 blocks keep
+            // their sum times the scale as an f16, which the kernels (int8 and float) take
+            // exactly.
+            let bound = if partner == GgmlType::Q8_1 {
+                1e-5
+            } else {
+                1e-10
+            };
+            assert!(e <= bound, "{ty} b={b}: int8 nmse vs the CPU kernels {e:e}");
+            assert!(e_float <= 5e-4, "{ty} b={b}: float kernel");
+            // An input the int8 kernels have no packed copy of takes the float kernels.
+            let (unrounded, n) = products(true, ActRounding::None, false);
+            assert_eq!(n, 0, "{ty} b={b}: an unrounded input took an int8 kernel");
+            assert_eq!(
+                bits(&unrounded),
+                bits(&products(false, ActRounding::None, false).0),
+            );
+            // The residual join writes the packed copy too.
+            let normed: Vec<f32> = x
+                .chunks_exact(cols)
+                .flat_map(|r| {
+                    let ms = r.iter().map(|v| v * v).sum::<f32>() / cols as f32;
+                    let scale = 1.0 / (ms + 1e-6).sqrt();
+                    r.iter().map(move |v| v * scale)
+                })
+                .collect();
+            let (joined, n) = products(true, rounding, true);
+            assert_eq!(n, 1, "{ty} b={b}: no int8 kernel after the residual join");
+            let e = nmse(&joined, &cpu_products(ty, &w, cols, &normed));
+            assert!(e <= 1e-6, "{ty} b={b}: after the residual join, nmse {e:e}");
         }
     }
 }

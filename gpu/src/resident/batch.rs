@@ -18,6 +18,9 @@ pub struct Batch<'w> {
     pub(super) reads: Vec<Read>,
     pub(super) read_bytes: u64,
     nc: u32,
+    /// The matmul input's regions as the last rounding wrote them (start, elements, how):
+    /// where the packed int8 copy the int8 kernels read is current.
+    rounded: Vec<(u32, u32, ActRounding)>,
     pub(super) error: Option<GpuError>,
 }
 
@@ -52,6 +55,7 @@ impl<'w> Batch<'w> {
             reads: Vec::new(),
             read_bytes: 0,
             nc,
+            rounded: Vec::new(),
             error: None,
         }
     }
@@ -82,6 +86,21 @@ impl<'w> Batch<'w> {
     fn per_row(&mut self, kernel: Kernel, rows: u32, f: impl Fn(u32) -> [u8; 40]) {
         // A workgroup's worth of threads per row is a grid of `rows` workgroups.
         self.flat(kernel, Binds::Plain, rows * WG, f);
+    }
+
+    /// Notes that `len` elements of the matmul input from `at` were rounded by `r`.
+    fn rounded_into(&mut self, at: u32, len: u32, r: ActRounding) {
+        let end = at + len;
+        self.rounded.retain(|&(s, n, _)| s + n <= at || end <= s);
+        self.rounded.push((at, len, r));
+    }
+
+    /// Whether the `len` elements of the matmul input from `at` were last rounded by `r`
+    /// in this batch, all by one step.
+    fn rounded_as(&self, at: u32, len: u32, r: ActRounding) -> bool {
+        self.rounded
+            .iter()
+            .any(|&(s, n, how)| how == r && s <= at && at + len <= s + n)
     }
 
     /// `data` written to the arena at `off` before the steps run.
@@ -118,6 +137,9 @@ impl<'w> Batch<'w> {
         next: Option<NextNorm>,
         eps: f32,
     ) {
+        if let Some(n) = next {
+            self.rounded_into(n.xin, rows * width, n.rounding);
+        }
         self.per_row(Kernel::Residual, rows, |gx| {
             let (post, norm) = (post.unwrap_or(NONE), next.map_or(NONE, |n| n.weight));
             let f = [rows, width, branch, stream, post, norm, gx, eps.to_bits()];
@@ -173,6 +195,7 @@ impl<'w> Batch<'w> {
         glu: Option<(u32, Glu)>,
         r: ActRounding,
     ) {
+        self.rounded_into(dst, rows * cols, r);
         let groups = grid(rows * cols.div_ceil(256));
         let (up, act) = glu.map_or((NONE, 0), |(up, act)| (up, act as u32));
         let f = [rows, cols, src, dst, up, r as u32, groups[0], 0];
@@ -218,7 +241,9 @@ impl<'w> Batch<'w> {
     }
 
     /// out (b, w.rows) = xin[x..] (b, w.cols) · wᵀ (plus the bias at `bias` in the
-    /// constants, when given), into `target` (rows of `w.rows`).
+    /// constants, when given), into `target` (rows of `w.rows`). A one-token or prompt
+    /// product whose input this batch rounded as the CPU rounds it for `w` may take an
+    /// int8 kernel (where the workspace allows it: [`crate::Gpu::int8`]).
     pub fn matmul(
         &mut self,
         w: &'w GpuMatrix,
@@ -231,6 +256,11 @@ impl<'w> Batch<'w> {
             self.fail(format!("matmul input at {x} is not 16-byte aligned"));
         }
         let rows_per_group = shaders::rows_per_group(self.nc, red);
+        // The packed copy is found by 32-element blocks of the input's offset.
+        let int8 = shaders::has_int8(w.ty, self.nc, red)
+            && x.is_multiple_of(32)
+            && ActRounding::for_weights(w.ty)
+                .is_some_and(|r| self.rounded_as(x, b * w.cols as u32, r));
         for part in &w.parts {
             let groups = (part.rows as u32).div_ceil(rows_per_group);
             let gx = groups.clamp(1, MAX_GROUPS);
@@ -249,6 +279,7 @@ impl<'w> Batch<'w> {
                 Step::Matmul {
                     part,
                     pipeline: (w.ty, self.nc),
+                    int8,
                     target,
                     out_len: b as u64 * w.rows as u64 * 4,
                     groups: [gx, groups.div_ceil(gx), b.div_ceil(self.nc)],

@@ -313,6 +313,9 @@ enum Step<'w> {
     Matmul {
         part: &'w Part,
         pipeline: (GgmlType, u32),
+        /// Whether the packed int8 copy of its input is current, so that the int8 kernel
+        /// may run it (see [`Batch::matmul`]).
+        int8: bool,
         target: Target,
         out_len: u64,
         groups: [u32; 3],
@@ -320,11 +323,19 @@ enum Step<'w> {
 }
 
 impl Step<'_> {
-    /// What a profile calls this step: the kernel, or the matmul's format and width.
-    fn name(&self) -> String {
+    /// What a profile calls this step: the kernel, or the matmul's format and width (and
+    /// "int8" when it runs on the packed input: `int8` says whether the workspace allows it).
+    fn name(&self, int8: bool) -> String {
         match self {
             Step::Op { kernel, .. } => kernel.entry().0.to_string(),
-            Step::Matmul { pipeline, .. } => format!("matmul {} x{}", pipeline.0, pipeline.1),
+            Step::Matmul {
+                pipeline,
+                int8: packed,
+                ..
+            } => {
+                let kind = if int8 && *packed { " int8" } else { "" };
+                format!("matmul {} x{}{kind}", pipeline.0, pipeline.1)
+            }
         }
     }
 }

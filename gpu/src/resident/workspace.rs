@@ -19,9 +19,11 @@ use crate::{Gpu, GpuError, Result};
 pub struct Workspace {
     arena: wgpu::Buffer,
     xin: wgpu::Buffer,
+    /// The packed int8 copy of `xin` where its roundings are 8-bit (nine words per 32
+    /// elements: see `put_input` in `ops.wgsl`).
+    xq: wgpu::Buffer,
     logits: Option<wgpu::Buffer>,
     consts: wgpu::Buffer,
-    spare: wgpu::Buffer,
     kv: Vec<[wgpu::Buffer; 2]>,
     params: wgpu::Buffer,
     readback: Option<wgpu::Buffer>,
@@ -31,12 +33,17 @@ pub struct Workspace {
     op_pipeline_layout: wgpu::PipelineLayout,
     /// The op kernels by kernel and cache formats (0 for the kernels without a cache).
     ops: HashMap<(Kernel, u32), wgpu::ComputePipeline>,
-    matmuls: HashMap<(GgmlType, u32), wgpu::ComputePipeline>,
+    /// The matmul kernels by format, width and whether they read the packed input.
+    matmuls: HashMap<(GgmlType, u32, bool), wgpu::ComputePipeline>,
     op_binds: HashMap<Binds, wgpu::BindGroup>,
-    mm_binds: HashMap<(wgpu::Buffer, Target, u64), wgpu::BindGroup>,
+    mm_binds: HashMap<(wgpu::Buffer, Target, u64, bool), wgpu::BindGroup>,
     /// Bytes of the uploads as the queue takes them.
     staging: Vec<u8>,
     reduction: Reduction,
+    /// Whether matmuls may read `xq` ([`Gpu::int8`]).
+    int8: bool,
+    /// Matmul dispatches recorded on the int8 kernels so far.
+    int8_dispatches: u64,
     /// The buffers' bytes, out of the device's budget until the workspace is dropped.
     _charge: Charge,
 }
@@ -120,9 +127,13 @@ impl Workspace {
             .flat_map(|&(k, v)| [k, v])
             .map(kv_buffer_bytes)
             .sum();
+        // Nine words per 32 elements of the input (whole blocks: rows are multiples of 32
+        // wherever the rounding is 8-bit).
+        let packed_words = spec.xin.div_ceil(32) * 9;
         let charge = gpu.charge(
             floats(spec.arena, "activation arena")?
                 + floats(spec.xin, "matmul input")?
+                + floats(packed_words, "packed matmul input")?
                 + (spec.logits > 0) as u64 * logits_bytes
                 + floats(spec.consts.len(), "constants")?
                 + kv_bytes,
@@ -140,9 +151,13 @@ impl Workspace {
         let rw = U::STORAGE | U::COPY_DST | U::COPY_SRC;
         let arena = buffer("arena", floats(spec.arena, "activation arena")?, rw);
         let xin = buffer("matmul input", floats(spec.xin, "matmul input")?, rw);
+        let xq = buffer(
+            "packed matmul input",
+            floats(packed_words, "packed matmul input")?,
+            rw,
+        );
         let logits = (spec.logits > 0).then(|| buffer("logits", logits_bytes, rw));
         let consts = buffer("constants", floats(spec.consts.len(), "constants")?, rw);
-        let spare = buffer("spare", 256, rw);
         let mut kv = Vec::with_capacity(spec.kv.len());
         for &(k, v) in &spec.kv {
             for b in [k, v] {
@@ -174,6 +189,7 @@ impl Workspace {
                 adapter: gpu.summary().name.clone(),
                 bytes: arena.size()
                     + xin.size()
+                    + xq.size()
                     + kv.iter().flatten().map(|b| b.size()).sum::<u64>(),
                 reason: e.to_string(),
             });
@@ -208,9 +224,9 @@ impl Workspace {
         Ok(Workspace {
             arena,
             xin,
+            xq,
             logits,
             consts,
-            spare,
             kv,
             params,
             readback: None,
@@ -224,6 +240,8 @@ impl Workspace {
             mm_binds: HashMap::new(),
             staging: Vec::new(),
             reduction: gpu.reduction(),
+            int8: gpu.int8(),
+            int8_dispatches: 0,
             _charge: charge,
         })
     }
@@ -231,6 +249,12 @@ impl Workspace {
     /// How the mat-vec kernels sum a row on this device (for [`Batch::matmul`]).
     pub fn reduction(&self) -> Reduction {
         self.reduction
+    }
+
+    /// Matmul dispatches that ran on the int8 kernels (over the packed input) since the
+    /// workspace was made.
+    pub fn int8_dispatches(&self) -> u64 {
+        self.int8_dispatches
     }
 
     /// Writes `bytes` into cache `layer`'s keys (or values) at byte `off`: whole heads in
@@ -260,13 +284,17 @@ impl Workspace {
     fn matmul_pipeline(
         &mut self,
         gpu: &Gpu,
-        key: (GgmlType, u32),
+        key: (GgmlType, u32, bool),
     ) -> Result<wgpu::ComputePipeline> {
         if let Some(p) = self.matmuls.get(&key) {
             return Ok(p.clone());
         }
-        let source = shaders::shader_source(key.0, key.1, gpu.reduction())
-            .ok_or(GpuError::Unsupported { ty: key.0 })?;
+        let source = if key.2 {
+            shaders::int8_source(key.0, key.1, gpu.reduction())
+        } else {
+            shaders::shader_source(key.0, key.1, gpu.reduction())
+        }
+        .ok_or(GpuError::Unsupported { ty: key.0 })?;
         let pipeline =
             gpu.build_pipeline(key.0.name(), &source, "main", &self.mm_pipeline_layout)?;
         self.matmuls.insert(key, pipeline.clone());
@@ -278,7 +306,7 @@ impl Workspace {
             return Ok(b.clone());
         }
         let (b1, b2) = match binds {
-            Binds::Plain => (&self.xin, &self.spare),
+            Binds::Plain => (&self.xin, &self.xq),
             Binds::Cache(l) => {
                 let kv = self.kv.get(l).ok_or_else(|| {
                     GpuError::Shape(format!("cache {l} of {} on the device", self.kv.len()))
@@ -307,8 +335,9 @@ impl Workspace {
         part: &wgpu::Buffer,
         target: Target,
         len: u64,
+        int8: bool,
     ) -> Result<wgpu::BindGroup> {
-        let key = (part.clone(), target, len);
+        let key = (part.clone(), target, len, int8);
         if let Some(b) = self.mm_binds.get(&key) {
             return Ok(b.clone());
         }
@@ -336,7 +365,7 @@ impl Workspace {
             layout: &self.mm_layout,
             entries: &[
                 whole(0, part),
-                whole(1, &self.xin),
+                whole(1, if int8 { &self.xq } else { &self.xin }),
                 range(2, out, off, len),
                 range(3, &self.params, 0, SLOT),
                 whole(4, &self.consts),
@@ -371,14 +400,19 @@ impl Workspace {
             Step::Matmul {
                 part,
                 pipeline,
+                int8,
                 target,
                 out_len,
                 groups,
-            } => (
-                self.matmul_pipeline(gpu, *pipeline)?,
-                self.mm_bind(device, &part.buffer, *target, *out_len)?,
-                groups,
-            ),
+            } => {
+                let int8 = *int8 && self.int8;
+                self.int8_dispatches += int8 as u64;
+                (
+                    self.matmul_pipeline(gpu, (pipeline.0, pipeline.1, int8))?,
+                    self.mm_bind(device, &part.buffer, *target, *out_len, int8)?,
+                    groups,
+                )
+            }
         };
         pass.set_pipeline(&pipeline);
         pass.set_bind_group(0, &bind, &[slot]);
@@ -536,7 +570,10 @@ impl Workspace {
             let (mut first, mut last) = (u64::MAX, 0);
             for (step, t) in batch.steps.iter().zip(stamps.chunks_exact(16)) {
                 let (start, end) = (tick(&t[..8]), tick(&t[8..]));
-                gpu.add_profile(&step.name(), end.saturating_sub(start) as f64 * s_per_tick);
+                gpu.add_profile(
+                    &step.name(self.int8),
+                    end.saturating_sub(start) as f64 * s_per_tick,
+                );
                 first = first.min(start);
                 last = last.max(end);
             }

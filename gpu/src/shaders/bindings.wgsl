@@ -1,5 +1,5 @@
-// What every matmul kernel binds: the weight part, the activations, the results and
-// the shape of this dispatch.
+// What every matmul kernel binds besides its input (`input_f32.wgsl` or `dot_int8.wgsl`):
+// the weight part, the results and the shape of this dispatch.
 
 struct Params {
     rows: u32,       // rows in this part of the matrix
@@ -16,8 +16,6 @@ struct Params {
 const NONE: u32 = 0xffffffffu;
 
 @group(0) @binding(0) var<storage, read> w: array<u32>;
-// Activation rows start at multiples of eight elements (cols is one), so vec4 loads align.
-@group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;
 @group(0) @binding(3) var<uniform> p: Params;
 // The layer constants (norm weights and biases) for whole layers; any buffer otherwise.
@@ -30,15 +28,4 @@ fn result(row: u32, sum: f32) -> f32 {
         return sum;
     }
     return sum + biases[p.bias + p.row0 + row];
-}
-
-// Adds one chunk of eight weights times the same eight elements of each of the
-// workgroup's NC activation rows (those that exist) to `acc`.
-fn dot_chunk(wq: W8, c: u32, col0: u32, acc: ptr<function, array<f32, NC>>) {
-    for (var j = 0u; j < NC; j++) {
-        if col0 + j < p.b {
-            let xo = (p.x_off + (col0 + j) * p.cols + c * 8u) / 4u;
-            (*acc)[j] += dot(wq.lo, x[xo]) + dot(wq.hi, x[xo + 1u]);
-        }
-    }
 }

@@ -50,3 +50,15 @@ fn signed4(v: u32) -> vec4<f32> {
 fn bits4(v: u32, first: u32) -> vec4<f32> {
     return vec4<f32>((vec4<u32>(v) >> (vec4<u32>(0u, 1u, 2u, 3u) + first)) & vec4<u32>(1u));
 }
+
+// 16 bytes from byte offset o (any alignment) as four words, the first byte lowest.
+fn bytes16(o: u32) -> vec4<u32> {
+    let i = o >> 2u;
+    let a = vec4<u32>(w[i], w[i + 1u], w[i + 2u], w[i + 3u]);
+    let s = (o & 3u) * 8u;
+    if s == 0u {
+        return a;
+    }
+    let b = vec4<u32>(w[i + 1u], w[i + 2u], w[i + 3u], w[i + 4u]);
+    return (a >> vec4<u32>(s)) | (b << vec4<u32>(32u - s));
+}

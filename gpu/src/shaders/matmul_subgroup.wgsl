@@ -3,12 +3,12 @@
 //
 // Each subgroup computes whole rows: its lanes walk the row a unit of UNIT weights at a
 // time (`DOT`: eight weights dequantized once for all NC activation rows the workgroup
-// carries, or for one row of a format in `wide.wgsl` a whole block, its scales decoded
-// once and its quants read as whole words) and one subgroupAdd per activation row sums
-// the lanes. No barriers and no shared
-// memory, which is what makes it fast on GPUs and on CPU drivers alike. A workgroup owns
-// ROWS consecutive rows and its subgroups take them in turn, so the kernel is right for
-// any subgroup size the driver picks.
+// carries, `chunk_dot` in `input_f32.wgsl`; for one row of a format in `wide.wgsl` a whole
+// block, its scales decoded once and its quants read as whole words; or, over the packed
+// int8 input, a block's integer dot in `dot_int8.wgsl`) and one subgroupAdd per activation
+// row sums the lanes. No barriers and no shared memory, which is what makes it fast on
+// GPUs and on CPU drivers alike. A workgroup owns ROWS consecutive rows and its subgroups
+// take them in turn, so the kernel is right for any subgroup size the driver picks.
 
 const WG: u32 = 64u;
 
@@ -40,10 +40,4 @@ fn main(
             }
         }
     }
-}
-
-// A unit of eight weights (UNIT = 8): dequantized once for the NC activation rows. The
-// formats with a wide dot (`wide.wgsl`) name theirs as DOT instead, a whole block each.
-fn chunk_dot(row_base: u32, c: u32, col0: u32, acc: ptr<function, array<f32, NC>>) {
-    dot_chunk(DEQUANT(row_base, c), c, col0, acc);
 }

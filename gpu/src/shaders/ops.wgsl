@@ -4,8 +4,8 @@
 // it needs.
 //
 // `b1`: the matmul input buffer (the `quantize` kernel writes it), or a layer's keys;
-// `b2`: a layer's values (or a spare word); `consts`: norm weights (and the biases the
-// matmuls add).
+// `b2`: the packed int8 copy of the matmul input (see `put_input`), or a layer's values;
+// `consts`: norm weights (and the biases the matmuls add).
 
 struct Op {
     n: u32,     // elements, rows or pairs: what the kernel walks
@@ -120,7 +120,7 @@ fn residual(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_ind
         }
         let r = round4(v, tid, p.variant);
         if valid {
-            put_input(p.xin + row * p.width + e0, r);
+            put_input(p.xin + row * p.width + e0, r, p.variant);
         }
     }
 }
@@ -181,12 +181,32 @@ fn rope(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     a[base + ij.y] = y.y;
 }
 
-// Four rounded activations into the matmul input at `at`.
-fn put_input(at: u32, r: vec4<f32>) {
-    b1[at] = r.x;
-    b1[at + 1u] = r.y;
-    b1[at + 2u] = r.z;
-    b1[at + 3u] = r.w;
+// Four rounded activations into the matmul input at `at` (a multiple of four). The 8-bit
+// roundings (modes 1 and 2) also go into the packed copy in `b2` that the int8 mat-vecs
+// read (`dot_int8.wgsl`): each 32-element block of the input as nine words, its integers
+// four to a word, then its scale as an f32, at block (at / 32) · 9 whatever row the
+// element is in, so a matmul finds its input's blocks from the input's own offset.
+fn put_input(at: u32, r: Rounded, mode: u32) {
+    b1[at] = r.v.x;
+    b1[at + 1u] = r.v.y;
+    b1[at + 2u] = r.v.z;
+    b1[at + 3u] = r.v.w;
+    if mode == 1u || mode == 2u {
+        let block = 9u * (at / 32u);
+        let bytes = bitcast<vec4<u32>>(vec4<i32>(r.q)) & vec4<u32>(0xffu);
+        b2[block + (at % 32u) / 4u] = bytes.x | (bytes.y << 8u) | (bytes.z << 16u) | (bytes.w << 24u);
+        if at % 32u == 0u {
+            b2[block + 8u] = bitcast<u32>(r.scale);
+        }
+    }
+}
+
+// Four activations as `round4` rounds them: the values the float kernels read, and for
+// the 8-bit modes the integers (as floats) and the block's scale they are the product of.
+struct Rounded {
+    v: vec4<f32>,
+    q: vec4<f32>,
+    scale: f32,
 }
 
 // Activations rounded as the CPU quantizes them for a matmul: mode 0 as they are, 1
@@ -198,7 +218,7 @@ fn put_input(at: u32, r: vec4<f32>) {
 var<workgroup> ext_abs: array<f32, WG>;
 var<workgroup> ext_val: array<f32, WG>;
 
-fn round4(v: vec4<f32>, tid: u32, mode: u32) -> vec4<f32> {
+fn round4(v: vec4<f32>, tid: u32, mode: u32) -> Rounded {
     var m = abs(v.x);
     var mv = v.x;
     for (var k = 1u; k < 4u; k++) {
@@ -227,29 +247,32 @@ fn round4(v: vec4<f32>, tid: u32, mode: u32) -> vec4<f32> {
     let lead_val = ext_val[lead];
     // Before a next call writes the extremes again.
     workgroupBarrier();
-    var r = v;
+    var r = Rounded(v, vec4<f32>(0.0), 0.0);
     switch mode {
         case 1u: {
-            let scale = unpack2x16float(pack2x16float(vec2<f32>(amax / 127.0, 0.0))).x;
+            r.scale = unpack2x16float(pack2x16float(vec2<f32>(amax / 127.0, 0.0))).x;
             var inv = 0.0;
             if amax != 0.0 {
                 inv = 127.0 / amax;
             }
-            r = scale * round(v * inv);
+            r.q = round(v * inv);
+            r.v = r.scale * r.q;
         }
         case 2u: {
-            r = vec4<f32>(0.0);
+            r.v = vec4<f32>(0.0);
             if amax != 0.0 {
                 let iscale = -127.0 / lead_val;
-                r = (1.0 / iscale) * min(round(iscale * v), vec4<f32>(127.0));
+                r.scale = 1.0 / iscale;
+                r.q = min(round(iscale * v), vec4<f32>(127.0));
+                r.v = r.scale * r.q;
             }
         }
         case 3u: {
-            r = vec4<f32>(unpack2x16float(pack2x16float(v.xy)), unpack2x16float(pack2x16float(v.zw)));
+            r.v = vec4<f32>(unpack2x16float(pack2x16float(v.xy)), unpack2x16float(pack2x16float(v.zw)));
         }
         case 4u: {
             let u = bitcast<vec4<u32>>(v);
-            r = bitcast<vec4<f32>>((u + 0x7fffu + ((u >> vec4<u32>(16u)) & vec4<u32>(1u))) & vec4<u32>(0xffff0000u));
+            r.v = bitcast<vec4<f32>>((u + 0x7fffu + ((u >> vec4<u32>(16u)) & vec4<u32>(1u))) & vec4<u32>(0xffff0000u));
         }
         default: {}
     }
@@ -285,7 +308,7 @@ fn quantize(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_ind
     }
     let r = round4(v, tid, p.mode);
     if valid {
-        put_input(p.dst + row * p.width + e0, r);
+        put_input(p.dst + row * p.width + e0, r, p.mode);
     }
 }
 

@@ -5,18 +5,6 @@
 
 const BYTE_SHIFTS = vec4<u32>(0u, 8u, 16u, 24u);
 
-// 16 bytes from byte offset o (any alignment) as four words, the first byte lowest.
-fn bytes16(o: u32) -> vec4<u32> {
-    let i = o >> 2u;
-    let a = vec4<u32>(w[i], w[i + 1u], w[i + 2u], w[i + 3u]);
-    let s = (o & 3u) * 8u;
-    if s == 0u {
-        return a;
-    }
-    let b = vec4<u32>(w[i + 1u], w[i + 2u], w[i + 3u], w[i + 4u]);
-    return (a >> vec4<u32>(s)) | (b << vec4<u32>(32u - s));
-}
-
 // The nibbles (`shift` 0: low, 4: high) of a word's four bytes.
 fn nibbles(v: u32, shift: u32) -> vec4<f32> {
     return vec4<f32>((vec4<u32>(v) >> (BYTE_SHIFTS + shift)) & vec4<u32>(15u));
