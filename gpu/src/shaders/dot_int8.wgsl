@@ -21,11 +21,9 @@ fn xq_scale(block: u32) -> f32 {
     return bitcast<f32>(xq[block + 8u]);
 }
 
-// Q4_0 · Q8_0: the nibbles are 0..15 (8 above the weight), so 8 · Σx comes off the sum.
-fn dot8_q4_0(row_base: u32, u: u32, col0: u32, acc: ptr<function, array<f32, NC>>) {
-    let ob = row_base + u * 18u;
-    let q = bytes16(ob + 2u);
-    let xb = xq_block(col0, u * 32u);
+// The nibbles of a 32-weight block's 16 quant bytes `q` (low: weights 0..15, high:
+// 16..31) against the block's input: (Σ q·x, Σ x).
+fn nibble_sums(q: vec4<u32>, xb: u32) -> vec2<i32> {
     var s = 0;
     var sx = 0;
     for (var k = 0u; k < 4u; k++) {
@@ -34,7 +32,15 @@ fn dot8_q4_0(row_base: u32, u: u32, col0: u32, acc: ptr<function, array<f32, NC>
         s += dot4I8Packed(q[k] & LOW_NIBBLES, lo) + dot4I8Packed((q[k] >> 4u) & LOW_NIBBLES, hi);
         sx += dot4I8Packed(ONES, lo) + dot4I8Packed(ONES, hi);
     }
-    (*acc)[0] += f16_at(ob) * xq_scale(xb) * f32(s - 8 * sx);
+    return vec2<i32>(s, sx);
+}
+
+// Q4_0 · Q8_0: the nibbles are 8 above the weight.
+fn dot8_q4_0(row_base: u32, u: u32, col0: u32, acc: ptr<function, array<f32, NC>>) {
+    let ob = row_base + u * 18u;
+    let xb = xq_block(col0, u * 32u);
+    let s = nibble_sums(bytes16(ob + 2u), xb);
+    (*acc)[0] += f16_at(ob) * xq_scale(xb) * f32(s.x - 8 * s.y);
 }
 
 // Q8_0 · Q8_0: signed bytes against signed bytes.
@@ -50,15 +56,17 @@ fn dot8_q8_0(row_base: u32, u: u32, col0: u32, acc: ptr<function, array<f32, NC>
     (*acc)[0] += f16_at(ob) * xq_scale(xb) * f32(s);
 }
 
-// Q4_K · Q8_K, a unit being the 64-weight group g of a super-block: sub-blocks 2g (low
-// nibbles) and 2g + 1 (high nibbles), each d · scale · Σ q·x − dmin · min · Σ x.
-fn dot8_q4_k(row_base: u32, u: u32, col0: u32, acc: ptr<function, array<f32, NC>>) {
-    let ob = row_base + (u >> 2u) * 144u;
+// Q4_K and Q5_K · Q8_K, a unit being the 64-weight group g of a super-block of
+// `block_bytes` whose quants start at byte `qs` (Q5_K's fifth bits at byte 16: bit 2g for
+// the low nibbles, 2g + 1 for the high): sub-blocks 2g (low nibbles) and 2g + 1 (high
+// nibbles), each d · scale · Σ q·x − dmin · min · Σ x.
+fn k4_group(row_base: u32, u: u32, col0: u32, block_bytes: u32, qs: u32, five: bool) -> f32 {
+    let ob = row_base + (u >> 2u) * block_bytes;
     let g = u & 3u;
     let dm = unpack2x16float(w[ob >> 2u]);
     let s0 = vec2<i32>(k4_scale_min(ob + 4u, 2u * g));
     let s1 = vec2<i32>(k4_scale_min(ob + 4u, 2u * g + 1u));
-    let qi = (ob + 16u + 32u * g) >> 2u;
+    let qi = (ob + qs + 32u * g) >> 2u;
     let xb0 = xq_block(col0, u * 64u);
     let xb1 = xb0 + 9u;
     var q0 = 0;
@@ -67,16 +75,31 @@ fn dot8_q4_k(row_base: u32, u: u32, col0: u32, acc: ptr<function, array<f32, NC>
     var x1 = 0;
     for (var k = 0u; k < 8u; k++) {
         let v = w[qi + k];
+        var lo = v & LOW_NIBBLES;
+        var hi = (v >> 4u) & LOW_NIBBLES;
+        if five {
+            let h = w[((ob + 16u) >> 2u) + k];
+            lo |= ((h >> (2u * g)) & ONES) << 4u;
+            hi |= ((h >> (2u * g + 1u)) & ONES) << 4u;
+        }
         let a = xq[xb0 + k];
         let b = xq[xb1 + k];
-        q0 += dot4I8Packed(v & LOW_NIBBLES, a);
-        q1 += dot4I8Packed((v >> 4u) & LOW_NIBBLES, b);
+        q0 += dot4I8Packed(lo, a);
+        q1 += dot4I8Packed(hi, b);
         x0 += dot4I8Packed(ONES, a);
         x1 += dot4I8Packed(ONES, b);
     }
     let sums = s0.x * q0 + s1.x * q1;
     let mins = s0.y * x0 + s1.y * x1;
-    (*acc)[0] += xq_scale(xb0) * (dm.x * f32(sums) - dm.y * f32(mins));
+    return xq_scale(xb0) * (dm.x * f32(sums) - dm.y * f32(mins));
+}
+
+fn dot8_q4_k(row_base: u32, u: u32, col0: u32, acc: ptr<function, array<f32, NC>>) {
+    (*acc)[0] += k4_group(row_base, u, col0, 144u, 16u, false);
+}
+
+fn dot8_q5_k(row_base: u32, u: u32, col0: u32, acc: ptr<function, array<f32, NC>>) {
+    (*acc)[0] += k4_group(row_base, u, col0, 176u, 48u, true);
 }
 
 // Q6_K · Q8_K, a unit being the quarter k4 of the 128-weight half n of a super-block: two
@@ -112,17 +135,9 @@ fn dot8_q6_k(row_base: u32, u: u32, col0: u32, acc: ptr<function, array<f32, NC>
 // Q4_1 · Q8_1: weights d·q + m with q 0..15, so d · Σ q·x + m · Σ x.
 fn dot8_q4_1(row_base: u32, u: u32, col0: u32, acc: ptr<function, array<f32, NC>>) {
     let ob = row_base + u * 20u;
-    let q = bytes16(ob + 4u);
     let xb = xq_block(col0, u * 32u);
-    var s = 0;
-    var sx = 0;
-    for (var k = 0u; k < 4u; k++) {
-        let lo = xq[xb + k];
-        let hi = xq[xb + 4u + k];
-        s += dot4I8Packed(q[k] & LOW_NIBBLES, lo) + dot4I8Packed((q[k] >> 4u) & LOW_NIBBLES, hi);
-        sx += dot4I8Packed(ONES, lo) + dot4I8Packed(ONES, hi);
-    }
-    (*acc)[0] += xq_scale(xb) * (f16_at(ob) * f32(s) + f16_at(ob + 2u) * f32(sx));
+    let s = nibble_sums(bytes16(ob + 4u), xb);
+    (*acc)[0] += xq_scale(xb) * (f16_at(ob) * f32(s.x) + f16_at(ob + 2u) * f32(s.y));
 }
 
 // Bits `first..first + 4` of a Q5 block's 32 high bits as bit 4 of four bytes: the fifth
@@ -205,37 +220,6 @@ fn dot8_iq4_xs(row_base: u32, u: u32, col0: u32, acc: ptr<function, array<f32, N
     let xb = xq_block(col0, u * 32u);
     let s = iq4_sum(bytes16(ob + 8u + 16u * ib), xb);
     (*acc)[0] += f16_at(ob) * xq_scale(xb) * f32(ls * s);
-}
-
-// Q5_K · Q8_K: Q4_K's group of 64 with a fifth bit per weight from qh (bit 2g for the
-// low nibbles, 2g + 1 for the high).
-fn dot8_q5_k(row_base: u32, u: u32, col0: u32, acc: ptr<function, array<f32, NC>>) {
-    let ob = row_base + (u >> 2u) * 176u;
-    let g = u & 3u;
-    let dm = unpack2x16float(w[ob >> 2u]);
-    let s0 = vec2<i32>(k4_scale_min(ob + 4u, 2u * g));
-    let s1 = vec2<i32>(k4_scale_min(ob + 4u, 2u * g + 1u));
-    let qi = (ob + 48u + 32u * g) >> 2u;
-    let hi = (ob + 16u) >> 2u;
-    let xb0 = xq_block(col0, u * 64u);
-    let xb1 = xb0 + 9u;
-    var q0 = 0;
-    var q1 = 0;
-    var x0 = 0;
-    var x1 = 0;
-    for (var k = 0u; k < 8u; k++) {
-        let v = w[qi + k];
-        let h = w[hi + k];
-        let a = xq[xb0 + k];
-        let b = xq[xb1 + k];
-        q0 += dot4I8Packed((v & LOW_NIBBLES) | (((h >> (2u * g)) & ONES) << 4u), a);
-        q1 += dot4I8Packed(((v >> 4u) & LOW_NIBBLES) | (((h >> (2u * g + 1u)) & ONES) << 4u), b);
-        x0 += dot4I8Packed(ONES, a);
-        x1 += dot4I8Packed(ONES, b);
-    }
-    let sums = s0.x * q0 + s1.x * q1;
-    let mins = s0.y * x0 + s1.y * x1;
-    (*acc)[0] += xq_scale(xb0) * (dm.x * f32(sums) - dm.y * f32(mins));
 }
 
 // Q2_K and Q3_K: a unit is the 32 weights of one 2-bit field (shift 2j) of the 32 bytes

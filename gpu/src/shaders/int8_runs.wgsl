@@ -110,26 +110,28 @@ fn i8_q3_k(row_base: u32, h16: u32) -> I8Run {
 }
 
 // Q4_K and Q5_K: weight e is in 64-weight group g = e / 64, nibble half hh = (e % 64) / 32
-// (sub-block 2g + hh), byte e % 32 of the group's 32.
-fn i8_q4_k(row_base: u32, h16: u32) -> I8Run {
-    let ob = row_base + (h16 >> 4u) * 144u;
+// (sub-block 2g + hh), byte e % 32 of the group's 32 quant bytes from byte `qs` of the
+// super-block (of `block_bytes`); Q5_K's fifth bits are bit 2g + hh of bytes 16 … 47.
+fn k4_run(row_base: u32, h16: u32, block_bytes: u32, qs: u32, five: bool) -> I8Run {
+    let ob = row_base + (h16 >> 4u) * block_bytes;
     let e = 16u * (h16 & 15u);
     let g = e >> 6u;
     let hh = (e & 63u) >> 5u;
     let sm = k4_scale_min(ob + 4u, 2u * g + hh);
-    let q = nibbles16(bytes16(ob + 16u + 32u * g + (e & 31u)), 4u * hh);
+    var q = nibbles16(bytes16(ob + qs + 32u * g + (e & 31u)), 4u * hh);
+    if five {
+        let high = (bytes16(ob + 16u + (e & 31u)) >> vec4<u32>(2u * g + hh)) & vec4<u32>(ONES);
+        q |= high << vec4<u32>(4u);
+    }
     return I8Run(q, vec2<f32>(f16_at(ob) * sm.x, -f16_at(ob + 2u) * sm.y));
 }
 
+fn i8_q4_k(row_base: u32, h16: u32) -> I8Run {
+    return k4_run(row_base, h16, 144u, 16u, false);
+}
+
 fn i8_q5_k(row_base: u32, h16: u32) -> I8Run {
-    let ob = row_base + (h16 >> 4u) * 176u;
-    let e = 16u * (h16 & 15u);
-    let g = e >> 6u;
-    let hh = (e & 63u) >> 5u;
-    let sm = k4_scale_min(ob + 4u, 2u * g + hh);
-    let low = nibbles16(bytes16(ob + 48u + 32u * g + (e & 31u)), 4u * hh);
-    let high = (bytes16(ob + 16u + (e & 31u)) >> vec4<u32>(2u * g + hh)) & vec4<u32>(ONES);
-    return I8Run(low | (high << vec4<u32>(4u)), vec2<f32>(f16_at(ob) * sm.x, -f16_at(ob + 2u) * sm.y));
+    return k4_run(row_base, h16, 176u, 48u, true);
 }
 
 // Q6_K: weight e is quarter k4 = (e % 128) / 32 of half n = e / 128 (four bits of ql, two
