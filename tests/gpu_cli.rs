@@ -99,6 +99,16 @@ fn offloaded_layers_continue_a_prompt_as_the_cpu_does() {
     let (half, half_err) = run(&["--gpu-layers", "1", "--gpu", "software"]);
     assert!(half_err.contains("gpu: 1/"), "{half_err}");
     assert_eq!(half, cpu);
+    // Each matrix in its own dispatch (LOUPE_GPU_STACK=off): the same text.
+    let o = Command::new(env!("CARGO_BIN_EXE_loupe"))
+        .args(["run", p, "-p", "the model said", "-n", "12", "--ignore-eos"])
+        .args(["--temp", "0", "-ngl", "all", "--gpu", "software"])
+        .env("LOUPE_GPU_STACK", "off")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), cpu);
 
     let bench = |gpu: &[&str]| -> serde_json::Value {
         let mut args = vec!["bench", "--json", "-p", "8", "-n", "4", "--reps", "1", p];
@@ -115,18 +125,19 @@ fn offloaded_layers_continue_a_prompt_as_the_cpu_does() {
     assert_eq!(calls["calls_per_token"], 1.0, "{all}");
     let share = calls["share_of_time"].as_f64().unwrap();
     assert!(share > 0.0 && share <= 1.0, "{all}");
-    // The whole GPU offloaded, with one environment variable set.
-    let bench_with = |var: &str, value: &str| -> serde_json::Value {
+    // The whole GPU offloaded, with environment variables set.
+    let bench_env = |vars: &[(&str, &str)]| -> serde_json::Value {
         let o = Command::new(env!("CARGO_BIN_EXE_loupe"))
             .args(["bench", "--json", "-p", "8", "-n", "4", "--reps", "1", p])
             .args(["-ngl", "all", "--gpu", "software"])
-            .env(var, value)
+            .envs(vars.iter().copied())
             .stdin(Stdio::null())
             .output()
             .unwrap();
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         serde_json::from_slice(&o.stdout).unwrap()
     };
+    let bench_with = |var: &str, value: &str| bench_env(&[(var, value)]);
     let matmuls = bench_with("LOUPE_GPU_WHOLE_LAYERS", "off");
     assert_eq!(
         matmuls["tg4_gpu_calls"]["calls_per_token"], 9.0,
@@ -157,6 +168,23 @@ fn offloaded_layers_continue_a_prompt_as_the_cpu_does() {
         "{busy} µs in a {span} µs span: {profiled}"
     );
     assert_eq!(matmuls["tg4_gpu_calls"]["span_us"], 0.0, "{matmuls}");
+    // Q/K/V and gate/up go up stacked where they share a type, one dispatch each: the
+    // tiny Q4_K_M has gate and up of one type, and Q and K, in both layers.
+    let matmul_dispatches = |v: &serde_json::Value| -> f64 {
+        let kernels = v["tg4_gpu_profile"].as_array().expect("a profile");
+        kernels
+            .iter()
+            .filter(|k| named(k).starts_with("matmul"))
+            .map(|k| k["dispatches_per_token"].as_f64().unwrap())
+            .sum()
+    };
+    let single = bench_env(&[("LOUPE_GPU_PROFILE", "1"), ("LOUPE_GPU_STACK", "off")]);
+    let (stacked, alone) = (matmul_dispatches(&profiled), matmul_dispatches(&single));
+    assert_eq!(alone, 2.0 * 7.0 + 1.0, "{single}");
+    assert!(
+        stacked <= alone - 4.0,
+        "{stacked} matmul dispatches stacked: {profiled}"
+    );
 
     // The CPU repacks only the matrices it runs (where it repacks at all: AVX-512 VNNI).
     let cpu_bytes = bench(&["--gpu", "off"])["repacked_bytes"].as_u64().unwrap();

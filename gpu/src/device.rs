@@ -15,8 +15,10 @@ use crate::{GpuError, Result};
 pub(crate) const MAX_GROUPS: u32 = 65535;
 /// Weight bytes handed to the queue per write: bounds the driver's staging copies.
 const UPLOAD_CHUNK: usize = 64 << 20;
+/// Most matrices one [`GpuMatrix`] stacks (the kernels' `Params` have three outputs).
+pub const MAX_STACKED: usize = 3;
 
-/// `matmul.wgsl`'s `Params`, padded to a multiple of 16 bytes.
+/// `bindings.wgsl`'s `Params`, padded to a multiple of 16 bytes.
 #[repr(C)]
 #[derive(Clone, Copy, Default)]
 pub(crate) struct Params {
@@ -28,12 +30,56 @@ pub(crate) struct Params {
     pub(crate) row0: u32,
     pub(crate) groups_x: u32,
     pub(crate) x_off: u32,
-    /// The bias's offset in the bias binding (whole layers' constants), or `NONE`.
-    pub(crate) bias: u32,
+    /// Where each stacked matrix's rows go ([`Segments`]).
+    pub(crate) seg: Segments,
+}
+
+/// The outputs of a matmul over a stacked matrix ([`GpuMatrix::stacked`]): the rows of
+/// each of its (up to three) matrices go to their own output, (b, rows of that matrix),
+/// with their own bias. A matrix of one writes all its rows as (b, rows) at `outs[0]`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct Segments {
+    /// The rows where the second and third matrices start (the row count when absent).
+    pub(crate) starts: [u32; 2],
+    /// Each matrix's output, in f32s from the start of the output binding.
+    pub(crate) outs: [u32; 3],
+    /// Each matrix's bias in the bias binding (f32s), or `NONE`.
+    pub(crate) biases: [u32; 3],
+}
+
+impl Default for Segments {
+    fn default() -> Self {
+        Segments {
+            starts: [0; 2],
+            outs: [0; 3],
+            biases: [crate::resident::NONE; 3],
+        }
+    }
+}
+
+impl Segments {
+    /// The outputs of `w` for `b` activation rows one after another from the binding's
+    /// start (each matrix's (b, rows) whole), without biases.
+    pub(crate) fn packed(w: &GpuMatrix, b: usize) -> Segments {
+        let mut seg = Segments {
+            starts: [w.rows as u32; 2],
+            ..Segments::default()
+        };
+        let mut row = 0;
+        for (i, &rows) in w.stacked.iter().enumerate() {
+            if i > 0 {
+                seg.starts[i - 1] = row as u32;
+            }
+            seg.outs[i] = (b * row) as u32;
+            row += rows;
+        }
+        seg
+    }
 }
 
 impl Params {
-    pub(crate) fn bytes(&self) -> [u8; 36] {
+    pub(crate) fn bytes(&self) -> [u8; 64] {
+        let s = &self.seg;
         let f = [
             self.rows,
             self.cols,
@@ -43,9 +89,16 @@ impl Params {
             self.row0,
             self.groups_x,
             self.x_off,
-            self.bias,
+            s.starts[0],
+            s.starts[1],
+            s.outs[0],
+            s.outs[1],
+            s.outs[2],
+            s.biases[0],
+            s.biases[1],
+            s.biases[2],
         ];
-        let mut b = [0u8; 36];
+        let mut b = [0u8; 64];
         for (i, v) in f.iter().enumerate() {
             b[4 * i..4 * i + 4].copy_from_slice(&v.to_le_bytes());
         }
@@ -61,6 +114,10 @@ pub struct GpuMatrix {
     pub cols: usize,
     pub(crate) row_bytes: usize,
     pub(crate) parts: Vec<Part>,
+    /// The row counts of the matrices stacked into this one, in order (one entry for a
+    /// matrix uploaded alone): matrices that take the same input, up to three, which one
+    /// dispatch then multiplies together ([`Gpu::upload_stacked`]).
+    pub stacked: Vec<usize>,
     /// The parts' bytes, out of the device's budget until the matrix is dropped.
     _charge: Charge,
 }
@@ -95,6 +152,10 @@ pub struct GpuOptions {
     /// Most bytes loupe allocates on the device (weights and whole-layer buffers); `None`
     /// leaves the limit to the device, which fails the allocation that does not fit.
     pub memory_budget: Option<u64>,
+    /// Most bytes one part of a weight matrix holds, below the adapter's binding limit
+    /// (`None`: that limit): a small value splits matrices into parts as an adapter with
+    /// a small binding limit would, which is how tests reach that path.
+    pub part_bytes: Option<u64>,
 }
 
 impl Default for GpuOptions {
@@ -104,6 +165,7 @@ impl Default for GpuOptions {
             int8: true,
             profile: false,
             memory_budget: None,
+            part_bytes: None,
         }
     }
 }
@@ -125,11 +187,13 @@ impl GpuOptions {
             int8: !off("LOUPE_GPU_INT8"),
             profile,
             memory_budget,
+            part_bytes: None,
         })
     }
 }
 
-/// One matrix of a [`Gpu::matmul`] call and where its (b, rows) result goes.
+/// One matrix of a [`Gpu::matmul`] call and where its (b, rows) result goes (for a
+/// stacked matrix, each of its matrices' (b, rows) one after another).
 pub struct MatmulJob<'a> {
     pub w: &'a GpuMatrix,
     pub out: &'a mut [f32],
@@ -218,6 +282,8 @@ pub struct Gpu {
     profile: Mutex<HashMap<String, KernelTime>>,
     /// What the weights and whole-layer buffers take, against the budget.
     ledger: Arc<Ledger>,
+    /// Most bytes of one weight part ([`GpuOptions::part_bytes`]).
+    part_bytes: u64,
 }
 
 /// The device time of one kind of dispatch (a kernel, or a matmul of one format and
@@ -337,6 +403,7 @@ impl Gpu {
             timestamps,
             profile: Mutex::new(HashMap::new()),
             ledger: Ledger::new(options.memory_budget),
+            part_bytes: options.part_bytes.unwrap_or(u64::MAX),
         }))
     }
 
@@ -430,26 +497,49 @@ impl Gpu {
 
     /// Copies a (rows, cols) matrix of `ty`, `data` as the file stores it, to the device.
     pub fn upload(&self, ty: GgmlType, rows: usize, cols: usize, data: &[u8]) -> Result<GpuMatrix> {
+        self.upload_stacked(ty, cols, &[(rows, data)])
+    }
+
+    /// Copies up to three matrices of `ty` with `cols` columns ((rows, data as the file
+    /// stores it) each) to the device as one, their rows one after another: a matmul over
+    /// it is one dispatch that writes each matrix's product to its own output
+    /// ([`GpuMatrix::stacked`]).
+    pub fn upload_stacked(
+        &self,
+        ty: GgmlType,
+        cols: usize,
+        matrices: &[(usize, &[u8])],
+    ) -> Result<GpuMatrix> {
         if !shaders::supported(ty) {
             return Err(GpuError::Unsupported { ty });
+        }
+        if matrices.is_empty() || matrices.len() > MAX_STACKED {
+            return Err(GpuError::Shape(format!(
+                "{} matrices stacked (1 to {MAX_STACKED})",
+                matrices.len()
+            )));
         }
         let row_bytes = ty
             .row_bytes(cols as u64)
             .filter(|_| cols.is_multiple_of(8))
             .ok_or_else(|| GpuError::Shape(format!("{ty} rows of {cols} elements")))?
             as usize;
-        if data.len() != rows * row_bytes {
-            return Err(GpuError::Shape(format!(
-                "{rows} rows of {row_bytes} bytes need {} bytes, got {}",
-                rows * row_bytes,
-                data.len()
-            )));
+        for &(rows, data) in matrices {
+            if data.len() != rows * row_bytes {
+                return Err(GpuError::Shape(format!(
+                    "{rows} rows of {row_bytes} bytes need {} bytes, got {}",
+                    rows * row_bytes,
+                    data.len()
+                )));
+            }
         }
+        let rows: usize = matrices.iter().map(|m| m.0).sum();
         // One spare word after the rows: the shader's unaligned reads may touch it.
         let limit = (self
             .summary
             .max_binding_bytes
-            .min(self.summary.max_buffer_bytes) as usize)
+            .min(self.summary.max_buffer_bytes)
+            .min(self.part_bytes) as usize)
             .saturating_sub(8);
         let rows_per_part = (limit / row_bytes.max(1)).min(u32::MAX as usize / row_bytes.max(1));
         if rows_per_part == 0 {
@@ -470,15 +560,23 @@ impl Gpu {
         let mut row0 = 0;
         while row0 < rows {
             let n = rows_per_part.min(rows - row0);
-            let bytes = &data[row0 * row_bytes..(row0 + n) * row_bytes];
-            let size = size_of(n);
             let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("weights"),
-                size,
+                size: size_of(n),
                 usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
                 mapped_at_creation: false,
             });
-            self.write_padded(&buffer, bytes);
+            // The part's rows, from whichever matrices hold them.
+            let mut words = WordWriter::new(self, &buffer);
+            let mut first = 0;
+            for &(m_rows, data) in matrices {
+                let (lo, hi) = (row0.max(first), (row0 + n).min(first + m_rows));
+                if lo < hi {
+                    words.push(&data[(lo - first) * row_bytes..(hi - first) * row_bytes]);
+                }
+                first += m_rows;
+            }
+            words.finish();
             parts.push(Part {
                 row0,
                 rows: n,
@@ -493,7 +591,7 @@ impl Gpu {
         if let Some(e) = pollster::block_on(oom.pop()) {
             return Err(GpuError::OutOfMemory {
                 adapter: self.summary.name.clone(),
-                bytes: data.len() as u64,
+                bytes: (rows * row_bytes) as u64,
                 reason: e.to_string(),
             });
         }
@@ -503,24 +601,9 @@ impl Gpu {
             cols,
             row_bytes,
             parts,
+            stacked: matrices.iter().map(|m| m.0).collect(),
             _charge: charge,
         })
-    }
-
-    /// Writes `bytes` at the start of `buffer` (whose size is a multiple of four and
-    /// larger), the last partial word zero-padded.
-    fn write_padded(&self, buffer: &wgpu::Buffer, bytes: &[u8]) {
-        let whole = bytes.len() & !3;
-        for (i, chunk) in bytes[..whole].chunks(UPLOAD_CHUNK).enumerate() {
-            self.queue
-                .write_buffer(buffer, (i * UPLOAD_CHUNK) as u64, chunk);
-            self.queue.submit([]);
-        }
-        if whole < bytes.len() {
-            let mut tail = [0u8; 4];
-            tail[..bytes.len() - whole].copy_from_slice(&bytes[whole..]);
-            self.queue.write_buffer(buffer, whole as u64, &tail);
-        }
     }
 
     fn pipeline(&self, ty: GgmlType, nc: u32) -> Result<wgpu::ComputePipeline> {
@@ -645,7 +728,7 @@ impl Gpu {
                     row0: part.row0 as u32,
                     groups_x,
                     x_off: 0, // set below, once the slots are counted
-                    bias: crate::resident::NONE,
+                    seg: Segments::packed(j.w, b),
                 });
                 let key = BindKey {
                     part: part.buffer.clone(),
@@ -782,5 +865,60 @@ fn entry(binding: u32, b: wgpu::BufferBinding<'_>) -> wgpu::BindGroupEntry<'_> {
     wgpu::BindGroupEntry {
         binding,
         resource: wgpu::BindingResource::Buffer(b),
+    }
+}
+
+/// Writes a buffer from its start, slice after slice, in whole words (the queue copies
+/// nothing smaller): a word split between two slices is carried to the next one, and
+/// the last partial word is zero-padded.
+struct WordWriter<'g> {
+    gpu: &'g Gpu,
+    buffer: &'g wgpu::Buffer,
+    /// Bytes written so far (a multiple of four).
+    at: u64,
+    carry: ([u8; 4], usize),
+}
+
+impl<'g> WordWriter<'g> {
+    fn new(gpu: &'g Gpu, buffer: &'g wgpu::Buffer) -> WordWriter<'g> {
+        WordWriter {
+            gpu,
+            buffer,
+            at: 0,
+            carry: ([0; 4], 0),
+        }
+    }
+
+    fn push(&mut self, mut bytes: &[u8]) {
+        let (word, held) = &mut self.carry;
+        if *held > 0 {
+            let take = (4 - *held).min(bytes.len());
+            word[*held..*held + take].copy_from_slice(&bytes[..take]);
+            *held += take;
+            bytes = &bytes[take..];
+            if *held < 4 {
+                return;
+            }
+            self.gpu.queue.write_buffer(self.buffer, self.at, word);
+            self.at += 4;
+            *held = 0;
+        }
+        let whole = bytes.len() & !3;
+        for chunk in bytes[..whole].chunks(UPLOAD_CHUNK) {
+            self.gpu.queue.write_buffer(self.buffer, self.at, chunk);
+            self.gpu.queue.submit([]);
+            self.at += chunk.len() as u64;
+        }
+        let rest = &bytes[whole..];
+        word[..rest.len()].copy_from_slice(rest);
+        *held = rest.len();
+    }
+
+    fn finish(self) {
+        let (mut word, held) = self.carry;
+        if held > 0 {
+            word[held..].fill(0);
+            self.gpu.queue.write_buffer(self.buffer, self.at, &word);
+        }
     }
 }

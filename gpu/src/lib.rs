@@ -4,7 +4,9 @@
 //! [`adapters`] lists what the machine has; [`Gpu::open`] picks one (hardware adapters by
 //! default; software ones such as Mesa's lavapipe only when asked for, so a CPU-only user
 //! never runs slower). [`Gpu::upload`] copies a weight matrix to the device once, split
-//! into parts that fit the adapter's binding limit; [`Gpu::matmul`] multiplies a batch of
+//! into parts that fit the adapter's binding limit ([`Gpu::upload_stacked`] copies up to
+//! three that take the same input as one, so one dispatch multiplies them all, each
+//! product to its own output); [`Gpu::matmul`] multiplies a batch of
 //! activation rows with one or several uploaded matrices in one submission.
 //!
 //! The float kernels dequantize each weight in the shader and accumulate in f32; whole

@@ -342,7 +342,7 @@ fn matmuls_add_their_bias_as_a_separate_step_would() {
             batch.upload(0, &x);
             batch.quantize(0, 0, (b as u32, cols as u32), None, ActRounding::None);
             let target = (loupe_gpu::Target::Arena(out), with);
-            batch.matmul(&m, 0, b as u32, target, gpu.reduction());
+            batch.matmul(&m, 0, b as u32, &[target], gpu.reduction());
             let at = batch.read_arena(out, (b * rows) as u32);
             let mut back = Vec::new();
             ws.run(&gpu, batch, &mut back).unwrap();
@@ -460,7 +460,7 @@ fn int8_matmuls_are_the_cpu_kernels_products() {
                     batch.quantize(0, xin, shape, None, how);
                 }
                 let target = (loupe_gpu::Target::Arena(out), None);
-                batch.matmul(m, xin, b as u32, target, gpu.reduction());
+                batch.matmul(m, xin, b as u32, &[target], gpu.reduction());
                 let at = batch.read_arena(out, (b * rows) as u32);
                 let mut back = Vec::new();
                 ws.run(gpu, batch, &mut back).unwrap();

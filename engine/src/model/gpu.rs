@@ -73,14 +73,66 @@ pub struct Fit {
 }
 
 /// The weights of the offloaded layers (and the output projection when it is offloaded)
-/// on one adapter, keyed by where their rows lie in the model's map.
+/// on one adapter, keyed by where their rows lie in the model's map. Matrices that take
+/// the same input and have one type share a device matrix (see [`stacks`]), so one
+/// dispatch computes them all.
 pub struct GpuWeights {
     gpu: Gpu,
-    matrices: HashMap<usize, GpuMatrix>,
+    /// The device matrices, keyed by their first file matrix.
+    matrices: HashMap<usize, Stack>,
+    /// Every file matrix on the device: the key of the stack that holds it.
+    stack_of: HashMap<usize, usize>,
     /// The last `layers` layers are on the GPU.
     pub layers: usize,
     /// Whether the output projection is.
     pub output: bool,
+}
+
+/// A device matrix and the file matrices stacked in it, in order.
+struct Stack {
+    matrix: GpuMatrix,
+    members: Vec<usize>,
+}
+
+/// Where a matrix's rows lie in the model's map: what the device's matrices are keyed by.
+fn key(m: &Matrix<'_>) -> usize {
+    m.data.as_ptr() as usize
+}
+
+/// A layer's matrices (name, tensor) in upload order, in the stacks they are uploaded as:
+/// Q, K and V, and gate and up, each take one input, so neighbours among them of one type
+/// go up as one device matrix; with `stack` false (`LOUPE_GPU_STACK=off`), each alone.
+fn stacks<'t>(
+    layer: usize,
+    lw: &'t super::weights::LayerWeights,
+    stack: bool,
+) -> Vec<Vec<(String, &'t Tensor)>> {
+    let named = |name: &str, t: &'t Tensor| (format!("blk.{layer}.{name}"), t);
+    let sets = [
+        vec![
+            named("attn_q", &lw.wq),
+            named("attn_k", &lw.wk),
+            named("attn_v", &lw.wv),
+        ],
+        vec![named("attn_output", &lw.wo)],
+        vec![named("ffn_gate", &lw.w_gate), named("ffn_up", &lw.w_up)],
+        vec![named("ffn_down", &lw.w_down)],
+    ];
+    let mut out: Vec<Vec<(String, &Tensor)>> = Vec::new();
+    for set in sets {
+        let mut run: Vec<(String, &Tensor)> = Vec::new();
+        for (name, t) in set {
+            if run
+                .last()
+                .is_some_and(|(_, last)| !stack || last.ty != t.ty)
+            {
+                out.push(std::mem::take(&mut run));
+            }
+            run.push((name, t));
+        }
+        out.push(run);
+    }
+    out
 }
 
 impl GpuWeights {
@@ -98,29 +150,18 @@ impl GpuWeights {
     ) -> Result<GpuWeights> {
         let w = &model.weights;
         let n_layer = w.layers.len();
-        // Groups in upload order: layers from the last down, then the output.
-        let mut groups: Vec<Vec<(String, &Tensor)>> = Vec::new();
+        let stack = !std::env::var("LOUPE_GPU_STACK").is_ok_and(|v| v == "off" || v == "0");
+        // Groups in upload order: layers from the last down, then the output; each a list
+        // of stacks.
+        let mut groups: Vec<Vec<Vec<(String, &Tensor)>>> = Vec::new();
         for l in (n_layer - n_gpu.min(n_layer)..n_layer).rev() {
-            let lw = &w.layers[l];
-            groups.push(
-                [
-                    ("attn_q", &lw.wq),
-                    ("attn_k", &lw.wk),
-                    ("attn_v", &lw.wv),
-                    ("attn_output", &lw.wo),
-                    ("ffn_gate", &lw.w_gate),
-                    ("ffn_up", &lw.w_up),
-                    ("ffn_down", &lw.w_down),
-                ]
-                .into_iter()
-                .map(|(name, t)| (format!("blk.{l}.{name}"), t))
-                .collect(),
-            );
+            groups.push(stacks(l, &w.layers[l], stack));
         }
         if n_gpu > n_layer {
-            groups.push(vec![("output".into(), &w.output)]);
+            groups.push(vec![vec![("output".into(), &w.output)]]);
         }
-        for (name, t) in groups.iter().flatten() {
+        let all = || groups.iter().flatten().flatten();
+        for (name, t) in all() {
             if !loupe_gpu::supported(t.ty) {
                 bail!(
                     "--gpu-layers: tensor {name} is {}, which the GPU kernels do not read \
@@ -129,53 +170,68 @@ impl GpuWeights {
                 );
             }
         }
-        let total: u64 = groups
-            .iter()
-            .flatten()
-            .map(|(_, t)| model.matrix(t).data.len() as u64)
-            .sum();
+        let total: u64 = all().map(|(_, t)| model.matrix(t).data.len() as u64).sum();
+        let mut weights = GpuWeights {
+            gpu,
+            matrices: HashMap::new(),
+            stack_of: HashMap::new(),
+            layers: 0,
+            output: false,
+        };
         let mut done = 0;
-        let mut matrices = HashMap::new();
         let mut whole_groups = 0;
         'groups: for group in &groups {
             let mut added = Vec::new();
-            for (name, t) in group {
-                let m = model.matrix(t);
-                let key = m.data.as_ptr() as usize;
-                if matrices.contains_key(&key) {
+            for stack in group {
+                let ms: Vec<Matrix<'_>> = stack.iter().map(|(_, t)| model.matrix(t)).collect();
+                if ms.iter().any(|m| weights.stack_of.contains_key(&key(m))) {
                     continue;
                 }
-                match gpu.upload(m.ty, m.rows, m.cols, m.data) {
+                let rows: Vec<(usize, &[u8])> = ms.iter().map(|m| (m.rows, m.data)).collect();
+                match weights.gpu.upload_stacked(ms[0].ty, ms[0].cols, &rows) {
                     Ok(g) => {
-                        matrices.insert(key, g);
-                        added.push(key);
+                        let members: Vec<usize> = ms.iter().map(key).collect();
+                        for &k in &members {
+                            weights.stack_of.insert(k, members[0]);
+                        }
+                        added.push(members[0]);
+                        weights
+                            .matrices
+                            .insert(members[0], Stack { matrix: g, members });
                     }
                     Err(loupe_gpu::GpuError::OutOfMemory { .. }) if fit => {
                         // Free this group's part: a layer runs wholly on one device.
                         for k in added {
-                            matrices.remove(&k);
+                            weights.remove(k);
                         }
                         break 'groups;
                     }
                     Err(e) => {
+                        let names: Vec<&str> = stack.iter().map(|(n, _)| n.as_str()).collect();
                         return Err(anyhow::Error::new(e).context(format!(
-                            "uploading {name} to {} (offload fewer layers with --gpu-layers N)",
-                            gpu.summary().name
-                        )))
+                            "uploading {} to {} (offload fewer layers with --gpu-layers N)",
+                            names.join(", "),
+                            weights.gpu.summary().name
+                        )));
                     }
                 }
-                done += m.data.len() as u64;
+                done += ms.iter().map(|m| m.data.len() as u64).sum::<u64>();
                 progress(done, total);
             }
             whole_groups += 1;
         }
-        let layers = whole_groups.min(n_gpu.min(n_layer));
-        Ok(GpuWeights {
-            gpu,
-            matrices,
-            layers,
-            output: n_gpu > n_layer && whole_groups == groups.len(),
-        })
+        weights.layers = whole_groups.min(n_gpu.min(n_layer));
+        weights.output = n_gpu > n_layer && whole_groups == groups.len();
+        Ok(weights)
+    }
+
+    /// Drops the stack keyed `first` from the device.
+    fn remove(&mut self, first: usize) {
+        if let Some(s) = self.matrices.remove(&first) {
+            for k in s.members {
+                self.stack_of.remove(&k);
+            }
+        }
     }
 
     /// Fits the weights to `fit` (see [`Fit`]): while one context's whole-layer buffers
@@ -212,8 +268,9 @@ impl GpuWeights {
                 ]
             };
             for t in given_back {
-                self.matrices
-                    .remove(&(model.matrix(t).data.as_ptr() as usize));
+                if let Some(&first) = self.stack_of.get(&key(&model.matrix(t))) {
+                    self.remove(first);
+                }
             }
             // wgpu frees a dropped buffer's memory once the device is polled.
             self.gpu.wait_idle();
@@ -226,12 +283,18 @@ impl GpuWeights {
 
     /// Bytes the uploaded weights take on the device.
     pub fn device_bytes(&self) -> u64 {
-        self.matrices.values().map(|m| m.device_bytes()).sum()
+        self.matrices
+            .values()
+            .map(|s| s.matrix.device_bytes())
+            .sum()
     }
 
-    pub(crate) fn get(&self, w: &Matrix<'_>) -> Result<&GpuMatrix> {
-        self.matrices
-            .get(&(w.data.as_ptr() as usize))
+    /// The device matrix that holds `w`, and `w`'s place among the matrices stacked in it.
+    pub(crate) fn get(&self, w: &Matrix<'_>) -> Result<(&GpuMatrix, usize)> {
+        let stack = self
+            .stack_of
+            .get(&key(w))
+            .and_then(|first| self.matrices.get(first))
             .ok_or_else(|| {
                 anyhow!(
                     "a ({}, {}) {} matrix is not on the GPU",
@@ -239,7 +302,9 @@ impl GpuWeights {
                     w.cols,
                     w.ty
                 )
-            })
+            })?;
+        let at = stack.members.iter().position(|&k| k == key(w));
+        Ok((&stack.matrix, at.expect("every member is listed")))
     }
 }
 
@@ -253,6 +318,8 @@ pub struct GpuBackend {
     /// One activation row in the CPU's partner format, and the activations decoded back.
     row_buf: Vec<u8>,
     x_seen: Vec<f32>,
+    /// The products of stacked matrices, before they are split (see [`GpuBackend::run`]).
+    stacked_out: Vec<Vec<f32>>,
 }
 
 impl GpuBackend {
@@ -286,26 +353,55 @@ impl GpuBackend {
             matmuls_only,
             row_buf: Vec::new(),
             x_seen: Vec::new(),
+            stacked_out: Vec::new(),
         }
     }
 
-    /// Runs `jobs` (all with the same number of columns) on `x` (b rows), each group of
-    /// matrices that the CPU pairs with the same activation format in one submission.
+    /// Runs `jobs` (all with the same number of columns) on `x` (b rows): one dispatch
+    /// per device matrix they lie in (a stack's products go to a scratch buffer and are
+    /// split from there), each group of matrices that the CPU pairs with the same
+    /// activation format in one submission.
     fn run(&mut self, x: &[f32], b: usize, jobs: Vec<(Matrix<'_>, &mut [f32])>) -> Result<()> {
         let weights = Arc::clone(&self.weights);
-        let mut jobs: Vec<_> = jobs
-            .into_iter()
-            .map(|(w, out)| Ok((partner(w.ty)?, weights.get(&w)?, out)))
-            .collect::<Result<_>>()?;
-        while let Some((p, cols)) = jobs.first().map(|j| (j.0, j.1.cols)) {
+        // Per device matrix: the activation format, and each job's place in it and output.
+        type Call<'m, 'o> = (GgmlType, &'m GpuMatrix, Vec<(usize, &'o mut [f32])>);
+        let mut calls: Vec<Call<'_, '_>> = Vec::new();
+        for (w, out) in jobs {
+            let (m, at) = weights.get(&w)?;
+            match calls.iter_mut().find(|c| std::ptr::eq(c.1, m)) {
+                Some(c) => c.2.push((at, out)),
+                None => calls.push((partner(w.ty)?, m, vec![(at, out)])),
+            }
+        }
+        while let Some((p, cols)) = calls.first().map(|c| (c.0, c.1.cols)) {
             self.as_the_cpu_sees(p, x, b, cols)?;
-            let (now, later): (Vec<_>, Vec<_>) = jobs.into_iter().partition(|j| j.0 == p);
+            let (mut now, later): (Vec<_>, Vec<_>) = calls.into_iter().partition(|c| c.0 == p);
+            let alone = |m: &GpuMatrix| m.stacked.len() == 1;
+            let mut scratch = std::mem::take(&mut self.stacked_out);
+            scratch.resize_with(now.len(), Vec::new);
+            for (c, s) in now.iter().zip(&mut scratch) {
+                s.resize(if alone(c.1) { 0 } else { b * c.1.rows }, 0.0);
+            }
             let mut batch: Vec<MatmulJob<'_>> = now
-                .into_iter()
-                .map(|(_, w, out)| MatmulJob { w, out })
+                .iter_mut()
+                .zip(&mut scratch)
+                .map(|(c, s)| MatmulJob {
+                    w: c.1,
+                    out: if alone(c.1) { &mut *c.2[0].1 } else { s },
+                })
                 .collect();
             weights.gpu.matmul(&self.x_seen, b, &mut batch)?;
-            jobs = later;
+            drop(batch);
+            // A stack's products lie one matrix after another, (b, rows) each.
+            for (c, s) in now.iter_mut().zip(&scratch).filter(|(c, _)| !alone(c.1)) {
+                for (at, out) in &mut c.2 {
+                    let start = b * c.1.stacked[..*at].iter().sum::<usize>();
+                    let n = b * c.1.stacked[*at];
+                    out[..n].copy_from_slice(&s[start..start + n]);
+                }
+            }
+            self.stacked_out = scratch;
+            calls = later;
         }
         Ok(())
     }

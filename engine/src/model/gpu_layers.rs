@@ -17,7 +17,7 @@
 
 use std::collections::HashMap;
 
-use anyhow::{anyhow, ensure, Result};
+use anyhow::{anyhow, bail, ensure, Result};
 use loupe_gpu::{
     cache_row_bytes, ActRounding, AttnRope, AttnShape, Batch, Glu, Gpu, GpuMatrix, NextNorm,
     Reduction, RopePairs, Split, Target, Workspace, WorkspaceSpec,
@@ -463,7 +463,8 @@ struct Recorder<'r> {
 }
 
 impl<'r> Recorder<'r> {
-    fn matrix(&self, t: &Tensor) -> Result<&'r GpuMatrix> {
+    /// The device matrix that holds `t`, and `t`'s place among those stacked in it.
+    fn matrix(&self, t: &Tensor) -> Result<(&'r GpuMatrix, usize)> {
         self.g.get(&self.model.matrix(t))
     }
 
@@ -480,7 +481,8 @@ impl<'r> Recorder<'r> {
 
     /// `rows` rows of `cols` at `src` (prepared as `input` says) rounded once per format
     /// the matrices' kernels take, then each matrix's product (plus its bias, at an
-    /// offset into the constants) into its target.
+    /// offset into the constants) into its target: one dispatch for each device matrix,
+    /// whose stacked matrices must come in `jobs` together and in order.
     fn matmuls(
         &self,
         batch: &mut Batch<'r>,
@@ -496,7 +498,22 @@ impl<'r> Recorder<'r> {
             Input::Rounded(r) => done.push(r),
             Input::Gates(up, act) => glu = Some((up, act)),
         }
-        for &(t, target, bias) in jobs {
+        let mut rest = jobs;
+        while let Some(&(t, _, _)) = rest.first() {
+            let (m, _) = self.matrix(t)?;
+            let n = m.stacked.len();
+            // The next n jobs must be m's matrices 0..n, in order.
+            let in_place = |(i, j): (usize, &(&Tensor, Target, Option<u32>))| {
+                self.matrix(j.0)
+                    .is_ok_and(|(o, k)| std::ptr::eq(o, m) && k == i)
+            };
+            let Some(stacked) = rest
+                .get(..n)
+                .filter(|js| js.iter().enumerate().all(in_place))
+            else {
+                bail!("a matmul over one of {n} stacked matrices without the others");
+            };
+            rest = &rest[n..];
             let r = rounding(t)?;
             let at = self.xin[&r];
             if !done.contains(&r) {
@@ -505,8 +522,11 @@ impl<'r> Recorder<'r> {
                 batch.quantize(src, at, shape, glu.take(), r);
                 done.push(r);
             }
-            let out = (target, bias);
-            batch.matmul(self.matrix(t)?, at, rows as u32, out, self.reduction);
+            let outs: Vec<(Target, Option<u32>)> = stacked
+                .iter()
+                .map(|&(_, target, bias)| (target, bias))
+                .collect();
+            batch.matmul(m, at, rows as u32, &outs, self.reduction);
         }
         Ok(())
     }

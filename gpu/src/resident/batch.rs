@@ -5,7 +5,7 @@ use super::{
     cache_row_bytes, formats_code, ActRounding, AttnShape, Binds, Glu, Kernel, NextNorm, Read,
     RopePairs, Split, Step, Target, NONE, WG,
 };
-use crate::device::{Params, MAX_GROUPS, SLOT};
+use crate::device::{Params, Segments, MAX_GROUPS, SLOT};
 use crate::shaders::{self, Reduction};
 use crate::{GpuError, GpuMatrix};
 use loupe_quant::GgmlType;
@@ -240,21 +240,26 @@ impl<'w> Batch<'w> {
         });
     }
 
-    /// out (b, w.rows) = xin[x..] (b, w.cols) · wᵀ (plus the bias at `bias` in the
-    /// constants, when given), into `target` (rows of `w.rows`). A one-token or prompt
-    /// product whose input this batch rounded as the CPU rounds it for `w` may take an
-    /// int8 kernel (where the workspace allows it: [`crate::Gpu::int8`]).
+    /// out (b, w.rows) = xin[x..] (b, w.cols) · wᵀ into `outs`, one (target, bias) per
+    /// matrix stacked in `w` ([`GpuMatrix::stacked`]): each matrix's (b, rows) product,
+    /// plus its bias at an offset into the constants when given, into its target (the
+    /// targets of a stacked matrix all in the arena). A one-token or prompt product whose
+    /// input this batch rounded as the CPU rounds it for `w` may take an int8 kernel
+    /// (where the workspace allows it: [`crate::Gpu::int8`]).
     pub fn matmul(
         &mut self,
         w: &'w GpuMatrix,
         x: u32,
         b: u32,
-        (target, bias): (Target, Option<u32>),
+        outs: &[(Target, Option<u32>)],
         red: Reduction,
     ) {
         if !x.is_multiple_of(4) {
             self.fail(format!("matmul input at {x} is not 16-byte aligned"));
         }
+        let Some((target, out_len, seg)) = self.segments(w, b, outs) else {
+            return;
+        };
         let rows_per_group = shaders::rows_per_group(self.nc, red);
         // The packed copy is found by 32-element blocks of the input's offset.
         let int8 = shaders::has_int8(w.ty, self.nc, red)
@@ -273,7 +278,7 @@ impl<'w> Batch<'w> {
                 row0: part.row0 as u32,
                 groups_x: gx,
                 x_off: x,
-                bias: bias.unwrap_or(NONE),
+                seg,
             };
             self.push(
                 Step::Matmul {
@@ -281,7 +286,7 @@ impl<'w> Batch<'w> {
                     pipeline: (w.ty, self.nc),
                     int8,
                     target,
-                    out_len: b as u64 * w.rows as u64 * 4,
+                    out_len,
                     groups: [gx, groups.div_ceil(gx), b.div_ceil(self.nc)],
                 },
                 &p.bytes(),
@@ -289,6 +294,57 @@ impl<'w> Batch<'w> {
         }
     }
 
+    /// The binding (target and bytes) that holds every output of `w`'s product for `b`
+    /// activation rows into `outs`, and where each lies in it; `None` (and the batch
+    /// failed) when `outs` does not match `w`'s stack.
+    fn segments(
+        &mut self,
+        w: &GpuMatrix,
+        b: u32,
+        outs: &[(Target, Option<u32>)],
+    ) -> Option<(Target, u64, Segments)> {
+        let fail = |batch: &mut Self, why: String| {
+            batch.fail(why);
+            None
+        };
+        if outs.len() != w.stacked.len() {
+            let n = w.stacked.len();
+            return fail(self, format!("{} outputs for a stack of {n}", outs.len()));
+        }
+        let mut seg = Segments {
+            starts: [w.rows as u32; 2],
+            ..Segments::default()
+        };
+        if let [(target, bias)] = *outs {
+            seg.biases[0] = bias.unwrap_or(NONE);
+            return Some((target, b as u64 * w.rows as u64 * 4, seg));
+        }
+        // Several outputs: one binding of the arena from the lowest to the highest end.
+        let mut arena = Vec::with_capacity(outs.len());
+        for &(target, _) in outs {
+            match target {
+                Target::Arena(off) => arena.push(off),
+                Target::Logits(_) => {
+                    return fail(self, "a stacked matrix's output to the logits".into())
+                }
+            }
+        }
+        let base = *arena.iter().min().expect("two or more");
+        let mut end = base;
+        let mut row = 0;
+        for (i, (&rows, (&off, &(_, bias)))) in
+            w.stacked.iter().zip(arena.iter().zip(outs)).enumerate()
+        {
+            if i > 0 {
+                seg.starts[i - 1] = row;
+            }
+            seg.outs[i] = off - base;
+            seg.biases[i] = bias.unwrap_or(NONE);
+            end = end.max(off + b * rows as u32);
+            row += rows as u32;
+        }
+        Some((Target::Arena(base), (end - base) as u64 * 4, seg))
+    }
     /// Marks the batch failed (its first error is the one reported).
     fn fail(&mut self, why: String) {
         if self.error.is_none() {

@@ -38,6 +38,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         workgroupBarrier();
     }
     if tid < NC && col0 + tid < p.b {
-        out[(col0 + tid) * p.out_stride + p.row0 + row] = result(row, partial[tid * WG]);
+        put(row, col0 + tid, partial[tid * WG]);
     }
 }

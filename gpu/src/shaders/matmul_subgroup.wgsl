@@ -36,7 +36,7 @@ fn main(
         for (var j = 0u; j < NC; j++) {
             let sum = subgroupAdd(acc[j]);
             if lane == 0u && col0 + j < p.b {
-                out[(col0 + j) * p.out_stride + p.row0 + row] = result(row, sum);
+                put(row, col0 + j, sum);
             }
         }
     }

@@ -94,7 +94,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         for (var j = 0u; j < 4u; j++) {
             let n = col0 + ty + TY * j;
             if row < p.rows && n < p.b {
-                out[n * p.out_stride + p.row0 + row] = result(row, acc[i][j]);
+                put(row, n, acc[i][j]);
             }
         }
     }
