@@ -1,12 +1,12 @@
 //! The whole-layer kernels (`ops.wgsl`, `attention.wgsl`) against the CPU: activation
 //! rounding bit for bit against `loupe-quant`'s quantizers (also where the residual join
-//! and the gated join round), RMS norm, the residual join (post-norm, add, next norm)
-//! bit for bit against its steps, the cache written in each of its formats as the CPU's
-//! cache holds them, the Hadamard turn bit for bit, RoPE with attention over the
-//! device's cache against f64 references, RoPE applied as the attention reads bit for
-//! bit against the RoPE step, and the int8 matmuls of every quantized format against the
-//! CPU's integer kernels. Runs on the adapter `LOUPE_GPU` names (default
-//! `software`: Mesa's lavapipe in CI).
+//! and the gated join round), RMS norm (and QK-norm's pair in one dispatch, bit for bit
+//! against two), the residual join (post-norm, add, next norm) bit for bit against its
+//! steps, the cache written in each of its formats as the CPU's cache holds them, the
+//! Hadamard turn bit for bit, RoPE with attention over the device's cache against f64
+//! references, RoPE applied as the attention reads bit for bit against the RoPE step, and
+//! the int8 matmuls of every quantized format against the CPU's integer kernels. Runs on
+//! the adapter `LOUPE_GPU` names (default `software`: Mesa's lavapipe in CI).
 
 use loupe_gpu::{
     cache_row_bytes, ActRounding, AttnRope, AttnShape, Batch, Glu, Gpu, GpuChoice, GpuOptions,
@@ -154,6 +154,41 @@ fn rmsnorm_matches_f64() {
             );
         }
     }
+}
+
+#[test]
+fn qk_norm_in_one_dispatch_is_the_two_norms_bit_for_bit() {
+    let gpu = gpu();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(12);
+    // Query heads and key heads of 64 (5 and 3 rows), the keys further on in the arena.
+    let (width, q_rows, k_rows) = (64usize, 5usize, 3usize);
+    let (q, k) = (0u32, 1024u32);
+    let x: Vec<f32> = (0..2048).map(|_| rng.random_range(-9.0f32..9.0)).collect();
+    let w: Vec<f32> = (0..2 * width)
+        .map(|_| rng.random_range(0.5f32..1.5))
+        .collect();
+    let mut ws = workspace(&gpu, 2048, &w, Vec::new());
+    let mut normed = |pair: bool| {
+        let mut batch = Batch::new(1);
+        batch.upload(0, &x);
+        let (wd, qr, kr) = (width as u32, q_rows as u32, k_rows as u32);
+        if pair {
+            batch.rmsnorm_pair((q, qr, 0), (k, kr, wd), wd, 1e-6);
+        } else {
+            batch.rmsnorm(q, q, qr, wd, Some(0), 1e-6);
+            batch.rmsnorm(k, k, kr, wd, Some(wd), 1e-6);
+        }
+        let at = batch.read_arena(0, 2048);
+        let mut back = Vec::new();
+        ws.run(&gpu, batch, &mut back).unwrap();
+        bits(&floats(&back[at..at + 4 * 2048]))
+    };
+    let (one, two) = (normed(true), normed(false));
+    assert!(one == two, "the paired norm differs from two norms");
+    // And it did normalize both sets, and nothing between them.
+    let untouched = |range: std::ops::Range<usize>| range.clone().all(|i| one[i] == x[i].to_bits());
+    assert!(!untouched(0..width) && !untouched(1024..1024 + width));
+    assert!(untouched(q_rows * width..1024) && untouched(1024 + k_rows * width..2048));
 }
 
 /// The stream, the branch and the matmul input after `record` ran over the stream and

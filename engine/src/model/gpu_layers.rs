@@ -563,11 +563,19 @@ impl<'r> Recorder<'r> {
         ];
         self.matmuls(batch, input, c.dim, b, &qkv)?;
         let hd = c.head_dim as u32;
-        if let Some(qn) = lc.q_norm {
-            batch.rmsnorm(a.q, a.q, rows(c.n_head), hd, Some(qn), eps);
-        }
-        if let Some(kn) = lc.k_norm {
-            batch.rmsnorm(a.k, a.k, rows(c.n_kv_head), hd, Some(kn), eps);
+        match (lc.q_norm, lc.k_norm) {
+            (Some(qn), Some(kn)) => {
+                let (q, k) = ((a.q, rows(c.n_head), qn), (a.k, rows(c.n_kv_head), kn));
+                batch.rmsnorm_pair(q, k, hd, eps);
+            }
+            (qn, kn) => {
+                if let Some(qn) = qn {
+                    batch.rmsnorm(a.q, a.q, rows(c.n_head), hd, Some(qn), eps);
+                }
+                if let Some(kn) = kn {
+                    batch.rmsnorm(a.k, a.k, rows(c.n_kv_head), hd, Some(kn), eps);
+                }
+            }
         }
         let pairs = match c.rope_style {
             RopeStyle::Normal => RopePairs::Adjacent,

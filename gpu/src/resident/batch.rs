@@ -121,7 +121,24 @@ impl<'w> Batch<'w> {
     ) {
         self.per_row(Kernel::RmsNorm, rows, |gx| {
             let w = weight.unwrap_or(NONE);
-            op_bytes([rows, width, src, dst, w, 0, gx, eps.to_bits()])
+            op_bytes([rows, width, src, dst, w, rows, gx, eps.to_bits()])
+        });
+    }
+
+    /// Two sets of rows of `width` normalized in place in one dispatch, each (offset,
+    /// rows, weight in the constants): QK-norm's query heads and key heads. The same
+    /// operations as two [`Batch::rmsnorm`]s.
+    pub fn rmsnorm_pair(
+        &mut self,
+        (q, q_rows, q_weight): (u32, u32, u32),
+        (k, k_rows, k_weight): (u32, u32, u32),
+        width: u32,
+        eps: f32,
+    ) {
+        let rows = q_rows + k_rows;
+        self.per_row(Kernel::RmsNorm, rows, |gx| {
+            let f = [rows, width, q, q, q_weight, q_rows, gx, eps.to_bits()];
+            op_bytes_with(f, [k, k_weight])
         });
     }
 

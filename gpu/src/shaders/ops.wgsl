@@ -59,20 +59,28 @@ fn row_scale(s: u32, tid: u32) -> f32 {
 }
 
 // Rows of `width` at `src` normalized into `dst` (in place when equal): x / √(mean(x²) +
-// eps), times the weight at `c` when there is one. One workgroup per row.
+// eps), times the weight at `c` when there is one. One workgroup per row. Rows from
+// `mode` on are a second set, normalized in place at `xin` by the weight at `variant`
+// (QK-norm's key heads beside its query heads, one dispatch for both).
 @compute @workgroup_size(64)
 fn rmsnorm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
     let row = wid.x + wid.y * p.groups_x;
     if row >= p.n {
         return;
     }
-    let s = p.src + row * p.width;
-    let d = p.dst + row * p.width;
+    var s = p.src + row * p.width;
+    var d = p.dst + row * p.width;
+    var c = p.c;
+    if row >= p.mode {
+        s = p.xin + (row - p.mode) * p.width;
+        d = s;
+        c = p.variant;
+    }
     let scale = row_scale(s, tid);
     for (var i = tid; i < p.width; i += WG) {
         var v = a[s + i] * scale;
-        if p.c != NONE {
-            v *= consts[p.c + i];
+        if c != NONE {
+            v *= consts[c + i];
         }
         a[d + i] = v;
     }
