@@ -222,6 +222,8 @@ fn the_residual_join_is_norm_add_norm_and_rounding_bit_for_bit() {
     let mut rng = rand::rngs::StdRng::seed_from_u64(9);
     for (ty, rounding, width) in [
         (GgmlType::Q8_K, ActRounding::Q8K, 1024),
+        // Three steps of the kernel's 1024 elements, the last a quarter full.
+        (GgmlType::Q8_K, ActRounding::Q8K, 2304),
         (GgmlType::Q8_0, ActRounding::Q8Blocks32, 896),
     ] {
         let rows = 3;
