@@ -36,12 +36,45 @@ fn flat(wid: vec3<u32>, tid: u32) -> u32 {
 
 var<workgroup> red: array<f32, WG>;
 
+// The row kernels give a whole row one workgroup, and for one token that row is all the
+// dispatch has: each thread walks it 64 elements apart, and read one at a time a
+// 4096-wide row would be 64 round trips to memory. So the walks take four steps at once:
+// elements i, i + 64, i + 128 and i + 192 of the row at `base`, read together (the same
+// values, in the same order of arithmetic, as four single steps).
+fn a4(base: u32, i: u32) -> vec4<f32> {
+    return vec4<f32>(a[base + i], a[base + i + WG], a[base + i + 2u * WG], a[base + i + 3u * WG]);
+}
+
+fn consts4(base: u32, i: u32) -> vec4<f32> {
+    return vec4<f32>(
+        consts[base + i],
+        consts[base + i + WG],
+        consts[base + i + 2u * WG],
+        consts[base + i + 3u * WG],
+    );
+}
+
+fn put4(base: u32, i: u32, v: vec4<f32>) {
+    a[base + i] = v.x;
+    a[base + i + WG] = v.y;
+    a[base + i + 2u * WG] = v.z;
+    a[base + i + 3u * WG] = v.w;
+}
+
 // 1 / √(mean(x²) + eps) of the row of `width` at `s`, over the workgroup's 64 threads
-// (each sums the elements tid, tid + 64, …; then a tree in shared memory). Every thread
-// gets it; the barrier at the end frees `red` for the next call.
+// (each sums the elements tid, tid + 64, … in turn; then a tree in shared memory). Every
+// thread gets it; the barrier at the end frees `red` for the next call.
 fn row_scale(s: u32, tid: u32) -> f32 {
     var sum = 0.0;
-    for (var i = tid; i < p.width; i += WG) {
+    var i = tid;
+    for (; i + 3u * WG < p.width; i += 4u * WG) {
+        let v = a4(s, i);
+        sum += v.x * v.x;
+        sum += v.y * v.y;
+        sum += v.z * v.z;
+        sum += v.w * v.w;
+    }
+    for (; i < p.width; i += WG) {
         let v = a[s + i];
         sum += v * v;
     }
@@ -77,7 +110,15 @@ fn rmsnorm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
         c = p.variant;
     }
     let scale = row_scale(s, tid);
-    for (var i = tid; i < p.width; i += WG) {
+    var i = tid;
+    for (; i + 3u * WG < p.width; i += 4u * WG) {
+        var v = a4(s, i) * scale;
+        if c != NONE {
+            v *= consts4(c, i);
+        }
+        put4(d, i, v);
+    }
+    for (; i < p.width; i += WG) {
         var v = a[s + i] * scale;
         if c != NONE {
             v *= consts[c + i];
@@ -102,11 +143,19 @@ fn residual(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_ind
     let d = p.dst + row * p.width;
     if p.c != NONE {
         let scale = row_scale(s, tid);
-        for (var i = tid; i < p.width; i += WG) {
+        var i = tid;
+        for (; i + 3u * WG < p.width; i += 4u * WG) {
+            put4(s, i, a4(s, i) * scale * consts4(p.c, i));
+        }
+        for (; i < p.width; i += WG) {
             a[s + i] = a[s + i] * scale * consts[p.c + i];
         }
     }
-    for (var i = tid; i < p.width; i += WG) {
+    var i = tid;
+    for (; i + 3u * WG < p.width; i += 4u * WG) {
+        put4(d, i, a4(d, i) + a4(s, i));
+    }
+    for (; i < p.width; i += WG) {
         a[d + i] += a[s + i];
     }
     if p.mode == NONE {
@@ -116,19 +165,38 @@ fn residual(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_ind
     // The threads' elements change from strided to four in a row (as `round4` takes
     // them), so the stream's new values must be visible across the workgroup.
     storageBarrier();
-    for (var chunk = 0u; chunk < (p.width + 255u) / 256u; chunk++) {
-        let e0 = chunk * 256u + 4u * tid;
-        let valid = e0 < p.width;
-        var v = vec4<f32>(0.0);
-        if valid {
-            for (var k = 0u; k < 4u; k++) {
-                v[k] = a[d + e0 + k] * scale * consts[p.mode + e0 + k];
-                a[s + e0 + k] = v[k];
+    // Each step takes four pieces of 256 elements (a thread's four in a row of each):
+    // their reads first, so they are in flight together, then each piece's rounding,
+    // which needs the whole workgroup.
+    let pieces = (p.width + 255u) / 256u;
+    for (var first = 0u; first < pieces; first += 4u) {
+        var vs: array<vec4<f32>, 4>;
+        for (var j = 0u; j < 4u; j++) {
+            let e0 = (first + j) * 256u + 4u * tid;
+            if e0 < p.width {
+                let x = vec4<f32>(a[d + e0], a[d + e0 + 1u], a[d + e0 + 2u], a[d + e0 + 3u]);
+                let m = p.mode + e0;
+                let g = vec4<f32>(consts[m], consts[m + 1u], consts[m + 2u], consts[m + 3u]);
+                vs[j] = x * scale * g;
             }
         }
-        let r = round4(v, tid, p.variant);
-        if valid {
-            put_input(p.xin + row * p.width + e0, r, p.variant);
+        for (var j = 0u; j < 4u; j++) {
+            let e0 = (first + j) * 256u + 4u * tid;
+            if e0 < p.width {
+                for (var k = 0u; k < 4u; k++) {
+                    a[s + e0 + k] = vs[j][k];
+                }
+            }
+        }
+        for (var j = 0u; j < 4u; j++) {
+            if first + j >= pieces {
+                break;
+            }
+            let e0 = (first + j) * 256u + 4u * tid;
+            let r = round4(vs[j], tid, p.variant);
+            if e0 < p.width {
+                put_input(p.xin + row * p.width + e0, r, p.variant);
+            }
         }
     }
 }
@@ -307,9 +375,11 @@ fn quantize(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_ind
     if valid {
         v = vec4<f32>(a[s], a[s + 1u], a[s + 2u], a[s + 3u]);
         if p.c != NONE {
+            // The up values read before any write, so the reads are in flight together.
             let u = p.c + row * p.width + e0;
+            let up = vec4<f32>(a[u], a[u + 1u], a[u + 2u], a[u + 3u]);
             for (var k = 0u; k < 4u; k++) {
-                v[k] = glu(v[k], a[u + k], p.variant);
+                v[k] = glu(v[k], up[k], p.variant);
                 a[s + k] = v[k];
             }
         }
