@@ -38,7 +38,7 @@ while [ $# -gt 0 ]; do
     --shape) shape=$2; shift 2 ;;
     --gpu) gpu=$2; shift 2 ;;
     --depth) depth=$2; shift 2 ;;
-    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
     *) loupe=$1; shift ;;
   esac
 done
