@@ -2,9 +2,12 @@
 //! odd row counts, one and many activation rows. Runs on whatever adapter
 //! `LOUPE_GPU` names (default `software`: Mesa's lavapipe in CI).
 
+mod common;
+
 use std::sync::OnceLock;
 
-use loupe_gpu::{Gpu, GpuChoice, GpuOptions, MatmulJob, Reduction, SHADER_TYPES};
+use common::nmse;
+use loupe_gpu::{Gpu, GpuOptions, MatmulJob, Reduction, SHADER_TYPES};
 use loupe_quant::{dequantize_row, quantize_row, vec_dot, vec_dot_type, GgmlType};
 use rand::{Rng, SeedableRng};
 
@@ -33,22 +36,9 @@ fn devices() -> [&'static Gpu; 2] {
 }
 
 fn open(options: GpuOptions) -> Gpu {
-    {
-        let choice: GpuChoice = std::env::var("LOUPE_GPU")
-            .unwrap_or_else(|_| "software".into())
-            .parse()
-            .expect("LOUPE_GPU");
-        let gpu = Gpu::open_with(choice, options)
-            .expect("opening the adapter")
-            .unwrap_or_else(|| {
-                panic!(
-                    "no Vulkan adapter found for {choice}: install Mesa's software driver \
-                     (Debian: apt-get install mesa-vulkan-drivers libvulkan1)"
-                )
-            });
-        eprintln!("testing on {:?}, {:?}", gpu.summary(), gpu.reduction());
-        gpu
-    }
+    let gpu = common::open(options);
+    eprintln!("testing on {:?}, {:?}", gpu.summary(), gpu.reduction());
+    gpu
 }
 
 /// Rows of roughly normal values with a few outliers, as weights look.
@@ -96,17 +86,6 @@ fn case(ty: GgmlType, rows: usize, cols: usize, b: usize, seed: u64) -> Case {
         x,
         b,
     }
-}
-
-/// Sum of squared differences over sum of squares of the reference.
-fn nmse(got: &[f32], want: &[f64]) -> f64 {
-    let err: f64 = got
-        .iter()
-        .zip(want)
-        .map(|(&g, &w)| (g as f64 - w).powi(2))
-        .sum();
-    let norm: f64 = want.iter().map(|w| w * w).sum();
-    err / norm.max(1e-30)
 }
 
 /// The CPU kernels' result (activations quantized to the format's partner, as the CPU

@@ -8,9 +8,12 @@
 //! the int8 matmuls of every quantized format against the CPU's integer kernels. Runs on
 //! the adapter `LOUPE_GPU` names (default `software`: Mesa's lavapipe in CI).
 
+mod common;
+
+use common::nmse;
 use loupe_gpu::{
-    cache_row_bytes, ActRounding, AttnRope, AttnShape, Batch, Glu, Gpu, GpuChoice, GpuOptions,
-    NextNorm, RopePairs, Split, Workspace, WorkspaceSpec,
+    cache_row_bytes, ActRounding, AttnRope, AttnShape, Batch, Glu, Gpu, GpuOptions, NextNorm,
+    RopePairs, Split, Workspace, WorkspaceSpec,
 };
 use loupe_quant::{
     dequantize_row, quantize_activation, quantize_kv_row, walsh_hadamard, GgmlType, F16,
@@ -18,18 +21,7 @@ use loupe_quant::{
 use rand::{Rng, SeedableRng};
 
 fn gpu() -> Gpu {
-    let choice: GpuChoice = std::env::var("LOUPE_GPU")
-        .unwrap_or_else(|_| "software".into())
-        .parse()
-        .expect("LOUPE_GPU");
-    Gpu::open(choice)
-        .expect("opening the adapter")
-        .unwrap_or_else(|| {
-            panic!(
-                "no Vulkan adapter found for {choice}: install Mesa's software driver \
-                 (Debian: apt-get install mesa-vulkan-drivers libvulkan1)"
-            )
-        })
+    common::open(GpuOptions::from_env().expect("LOUPE_GPU_* settings"))
 }
 
 fn workspace(gpu: &Gpu, arena: usize, consts: &[f32], kv: Vec<(u64, u64)>) -> Workspace {
@@ -398,27 +390,6 @@ fn matmuls_add_their_bias_as_a_separate_step_would() {
     }
 }
 
-/// The adapter `LOUPE_GPU` names, opened with `options`.
-fn gpu_with(options: GpuOptions) -> Gpu {
-    let choice: GpuChoice = std::env::var("LOUPE_GPU")
-        .unwrap_or_else(|_| "software".into())
-        .parse()
-        .expect("LOUPE_GPU");
-    Gpu::open_with(choice, options)
-        .unwrap()
-        .expect("the adapter opened before")
-}
-
-/// Sum of squared differences over the reference's sum of squares.
-fn nmse(got: &[f32], want: &[f64]) -> f64 {
-    let err: f64 = got
-        .iter()
-        .zip(want)
-        .map(|(&g, &w)| (g as f64 - w).powi(2))
-        .sum();
-    err / want.iter().map(|w| w * w).sum::<f64>().max(1e-30)
-}
-
 /// The CPU's products of `w` (rows of `cols` in `ty`) with each row of `x`: the
 /// activations quantized to the weights' partner, integer dots.
 fn cpu_products(ty: GgmlType, w: &[u8], cols: usize, x: &[f32]) -> Vec<f64> {
@@ -439,7 +410,7 @@ fn cpu_products(ty: GgmlType, w: &[u8], cols: usize, x: &[f32]) -> Vec<f64> {
 #[test]
 fn int8_matmuls_are_the_cpu_kernels_products() {
     let int8 = gpu();
-    let float = gpu_with(GpuOptions {
+    let float = common::open(GpuOptions {
         int8: false,
         ..Default::default()
     });

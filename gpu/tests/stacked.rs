@@ -6,30 +6,17 @@
 //! straddle them and rows whose bytes end mid-word. Runs on the adapter `LOUPE_GPU` names
 //! (default `software`: Mesa's lavapipe in CI).
 
+mod common;
+
+use common::open;
 use loupe_gpu::{
-    ActRounding, Batch, Gpu, GpuChoice, GpuMatrix, GpuOptions, MatmulJob, Target, Workspace,
-    WorkspaceSpec,
+    ActRounding, Batch, Gpu, GpuMatrix, GpuOptions, MatmulJob, Target, Workspace, WorkspaceSpec,
 };
 use loupe_quant::GgmlType;
 use rand::{Rng, SeedableRng};
 
 /// Rows of the three stacked matrices (Q, K and V of a layer in miniature).
 const STACK: [usize; 3] = [37, 13, 21];
-
-fn open(options: GpuOptions) -> Gpu {
-    let choice: GpuChoice = std::env::var("LOUPE_GPU")
-        .unwrap_or_else(|_| "software".into())
-        .parse()
-        .expect("LOUPE_GPU");
-    Gpu::open_with(choice, options)
-        .expect("opening the adapter")
-        .unwrap_or_else(|| {
-            panic!(
-                "no Vulkan adapter found for {choice}: install Mesa's software driver \
-                 (Debian: apt-get install mesa-vulkan-drivers libvulkan1)"
-            )
-        })
-}
 
 /// `rows` random rows of `cols` in `ty`, as the file stores them.
 fn matrix(rng: &mut impl Rng, ty: GgmlType, rows: usize, cols: usize) -> Vec<u8> {

@@ -82,29 +82,23 @@ fn i8_iq4_xs(row_base: u32, h16: u32) -> I8Run {
     return I8Run(q, vec2<f32>(dl, 0.0));
 }
 
-// Q2_K and Q3_K: weight e is field j = (e % 128) / 32 (bits 2j, 2j + 1) of byte e % 32 of
-// half n = e / 128's 32 quant bytes; a scale per 16.
+// Q2_K and Q3_K: run h16 % 16 of super-block h16 / 16, where `site2` says its bytes and
+// its scale lie (a scale per 16).
 fn i8_q2_k(row_base: u32, h16: u32) -> I8Run {
     let ob = row_base + (h16 >> 4u) * 84u;
-    let e = 16u * (h16 & 15u);
-    let n = e >> 7u;
-    let j = (e & 127u) >> 5u;
-    let l0 = e & 31u;
-    let sc = u8_at(ob + 8u * n + 2u * j + (l0 >> 4u));
-    let q = (bytes16(ob + 16u + 32u * n + l0) >> vec4<u32>(2u * j)) & vec4<u32>(0x03030303u);
+    let at = site2(16u * (h16 & 15u));
+    let sc = u8_at(ob + site2_scale(at));
+    let q = (bytes16(ob + 16u + 32u * at.n + at.l) >> vec4<u32>(2u * at.j)) & vec4<u32>(0x03030303u);
     let a = f16_at(ob + 80u) * f32(sc & 15u);
     return I8Run(q, vec2<f32>(a, -f16_at(ob + 82u) * f32(sc >> 4u)));
 }
 
 fn i8_q3_k(row_base: u32, h16: u32) -> I8Run {
     let ob = row_base + (h16 >> 4u) * 110u;
-    let e = 16u * (h16 & 15u);
-    let n = e >> 7u;
-    let j = (e & 127u) >> 5u;
-    let l0 = e & 31u;
-    let low = (bytes16(ob + 32u + 32u * n + l0) >> vec4<u32>(2u * j)) & vec4<u32>(0x03030303u);
-    let high = (bytes16(ob + l0) >> vec4<u32>(4u * n + j)) & vec4<u32>(ONES);
-    let a = f16_at(ob + 108u) * q3_k_scale(ob + 96u, 8u * n + 2u * j + (l0 >> 4u));
+    let at = site2(16u * (h16 & 15u));
+    let low = (bytes16(ob + 32u + 32u * at.n + at.l) >> vec4<u32>(2u * at.j)) & vec4<u32>(0x03030303u);
+    let high = (bytes16(ob + at.l) >> vec4<u32>(4u * at.n + at.j)) & vec4<u32>(ONES);
+    let a = f16_at(ob + 108u) * q3_k_scale(ob + 96u, site2_scale(at));
     // A clear high bit means 4 lower: low + 4·high is 4 above the weight.
     return I8Run(minus(low | (high << vec4<u32>(2u)), 4u), vec2<f32>(a, 0.0));
 }

@@ -2,17 +2,31 @@
 // super-block that starts at weight e0 = 8 * (c % 32); all eight share one sub-block
 // scale, and their bytes are consecutive in each field.
 
+// Where weight e (0..255) of a Q2_K or Q3_K super-block lies: in half n = e / 128 of the
+// quants, in the 2-bit field j = (e % 128) / 32 of byte l = e % 32 of that half; its
+// scale is number 8n + 2j + l / 16.
+struct Site2 {
+    n: u32,
+    j: u32,
+    l: u32,
+}
+
+fn site2(e: u32) -> Site2 {
+    return Site2(e >> 7u, (e & 127u) >> 5u, e & 31u);
+}
+
+fn site2_scale(s: Site2) -> u32 {
+    return 8u * s.n + 2u * s.j + (s.l >> 4u);
+}
+
 fn dq_q2_k(row_base: u32, c: u32) -> W8 {
     let ob = row_base + (c >> 5u) * 84u;
-    let e0 = 8u * (c & 31u);
-    let n = e0 >> 7u;
-    let j = (e0 & 127u) >> 5u;
-    let l0 = e0 & 31u;
-    let sc = u8_at(ob + 8u * n + 2u * j + (l0 >> 4u));
+    let at = site2(8u * (c & 31u));
+    let sc = u8_at(ob + site2_scale(at));
     let dl = f16_at(ob + 80u) * f32(sc & 15u);
     let ml = f16_at(ob + 82u) * f32(sc >> 4u);
-    let q = u64_at(ob + 16u + 32u * n + l0);
-    return W8(dl * fields4(q.x, 2u * j, 3u) - ml, dl * fields4(q.y, 2u * j, 3u) - ml);
+    let q = u64_at(ob + 16u + 32u * at.n + at.l);
+    return W8(dl * fields4(q.x, 2u * at.j, 3u) - ml, dl * fields4(q.y, 2u * at.j, 3u) - ml);
 }
 
 // Sub-block scale `is` (0..15) of Q3_K: four low bits in bytes 0..7 (two per byte), two
@@ -25,17 +39,14 @@ fn q3_k_scale(scales: u32, is: u32) -> f32 {
 
 fn dq_q3_k(row_base: u32, c: u32) -> W8 {
     let ob = row_base + (c >> 5u) * 110u;
-    let e0 = 8u * (c & 31u);
-    let n = e0 >> 7u;
-    let j = (e0 & 127u) >> 5u;
-    let l0 = e0 & 31u;
-    let dl = f16_at(ob + 108u) * q3_k_scale(ob + 96u, 8u * n + 2u * j + (l0 >> 4u));
-    let q = u64_at(ob + 32u + 32u * n + l0);
-    let h = u64_at(ob + l0);
-    let bit = 4u * n + j;
+    let at = site2(8u * (c & 31u));
+    let dl = f16_at(ob + 108u) * q3_k_scale(ob + 96u, site2_scale(at));
+    let q = u64_at(ob + 32u + 32u * at.n + at.l);
+    let h = u64_at(ob + at.l);
+    let bit = 4u * at.n + at.j;
     // A clear high bit means the 2-bit value is 4 lower.
-    let lo = fields4(q.x, 2u * j, 3u) + 4.0 * fields4(h.x, bit, 1u) - 4.0;
-    let hi = fields4(q.y, 2u * j, 3u) + 4.0 * fields4(h.y, bit, 1u) - 4.0;
+    let lo = fields4(q.x, 2u * at.j, 3u) + 4.0 * fields4(h.x, bit, 1u) - 4.0;
+    let hi = fields4(q.y, 2u * at.j, 3u) + 4.0 * fields4(h.y, bit, 1u) - 4.0;
     return W8(dl * lo, dl * hi);
 }
 
