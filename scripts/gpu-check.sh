@@ -11,7 +11,8 @@
 # token over the copy bandwidth), the GPU/CPU ratios, and the device time per generated
 # token by kernel (each dispatch timed with timestamp queries) with the share of the
 # device's span spent between dispatches, tg with the float mat-vecs instead of the int8
-# ones (LOUPE_GPU_INT8=off) and with one dispatch per matrix instead of stacked Q/K/V and
+# ones (LOUPE_GPU_INT8=off), with the int8 mat-vecs giving a lane a block rather than a word
+# (LOUPE_GPU_WORDS=off), with one dispatch per matrix instead of stacked Q/K/V and
 # gate/up (LOUPE_GPU_STACK=off), and tg at depth 0 and --depth (default 4096, a synthetic
 # cache) over an f16 and a q8_0 KV cache with every layer on the GPU. The synthetic models are
 # kept in DIR (default /tmp/loupe-gpu-check) for a rerun. `--gpu software --shape tiny` runs the
@@ -99,6 +100,9 @@ for ty in ${types//,/ }; do
   echo "== $shape $ty: GPU tg128 with the float mat-vecs (LOUPE_GPU_INT8=off)"
   float_json=$(LOUPE_GPU_INT8=off "$loupe" bench --json --reps "$reps" -p 0 -n 128 --gpu-layers all --gpu "$gpu" "$model")
   echo "$float_json"
+  echo "== $shape $ty: GPU tg128 with a lane per block in the int8 mat-vecs (LOUPE_GPU_WORDS=off)"
+  blocks_json=$(LOUPE_GPU_WORDS=off "$loupe" bench --json --reps "$reps" -p 0 -n 128 --gpu-layers all --gpu "$gpu" "$model")
+  echo "$blocks_json"
   echo "== $shape $ty: GPU tg128 with one dispatch per matrix (LOUPE_GPU_STACK=off)"
   single_json=$(LOUPE_GPU_STACK=off "$loupe" bench --json --reps "$reps" -p 0 -n 128 --gpu-layers all --gpu "$gpu" "$model")
   echo "$single_json"
@@ -110,13 +114,15 @@ for ty in ${types//,/ }; do
   c_pp=$(echo "$cpu_json" | median pp512); c_tg=$(echo "$cpu_json" | median tg128)
   f_tg=$(echo "$float_json" | median tg128)
   s_tg=$(echo "$single_json" | median tg128)
-  awk -v ty="$ty" -v shape="$shape" -v wb="$wb" -v gbps="$gbps" -v gpp="$g_pp" -v gtg="$g_tg" -v cpp="$c_pp" -v ctg="$c_tg" -v ftg="$f_tg" -v stg="$s_tg" 'BEGIN {
+  b_tg=$(echo "$blocks_json" | median tg128)
+  awk -v ty="$ty" -v shape="$shape" -v wb="$wb" -v gbps="$gbps" -v gpp="$g_pp" -v gtg="$g_tg" -v cpp="$c_pp" -v ctg="$c_tg" -v ftg="$f_tg" -v stg="$s_tg" -v btg="$b_tg" 'BEGIN {
     limit = gbps * 1e9 / wb;
     printf "%s %s: weights %.2f GiB read per token\n", shape, ty, wb / 2^30;
     printf "  GPU pp512 %.1f tok/s, tg128 %.1f tok/s = %.1f%% of the bandwidth limit (%.0f tok/s)\n", gpp, gtg, 100 * gtg / limit, limit;
     printf "  CPU pp512 %.1f tok/s, tg128 %.1f tok/s\n", cpp, ctg;
     printf "  GPU / CPU: pp512 %.2fx, tg128 %.2fx\n", gpp / cpp, gtg / ctg;
     printf "  GPU tg128 with int8 mat-vecs / float ones: %.1f / %.1f tok/s = %.2fx\n", gtg, ftg, gtg / ftg;
+    printf "  GPU tg128 with a lane per word / per block in the int8 mat-vecs: %.1f / %.1f tok/s = %.2fx\n", gtg, btg, gtg / btg;
     printf "  GPU tg128 with stacked Q/K/V and gate/up / one dispatch per matrix: %.1f / %.1f tok/s = %.2fx\n", gtg, stg, gtg / stg;
   }'
   for kv in f16 q8_0; do

@@ -99,16 +99,19 @@ fn offloaded_layers_continue_a_prompt_as_the_cpu_does() {
     let (half, half_err) = run(&["--gpu-layers", "1", "--gpu", "software"]);
     assert!(half_err.contains("gpu: 1/"), "{half_err}");
     assert_eq!(half, cpu);
-    // Each matrix in its own dispatch (LOUPE_GPU_STACK=off): the same text.
-    let o = Command::new(env!("CARGO_BIN_EXE_loupe"))
-        .args(["run", p, "-p", "the model said", "-n", "12", "--ignore-eos"])
-        .args(["--temp", "0", "-ngl", "all", "--gpu", "software"])
-        .env("LOUPE_GPU_STACK", "off")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert_eq!(String::from_utf8_lossy(&o.stdout), cpu);
+    // Each matrix in its own dispatch (LOUPE_GPU_STACK=off), and the int8 mat-vecs with
+    // a lane per word as hardware adapters take them (LOUPE_GPU_WORDS=on): the same text.
+    for (var, value) in [("LOUPE_GPU_STACK", "off"), ("LOUPE_GPU_WORDS", "on")] {
+        let o = Command::new(env!("CARGO_BIN_EXE_loupe"))
+            .args(["run", p, "-p", "the model said", "-n", "12", "--ignore-eos"])
+            .args(["--temp", "0", "-ngl", "all", "--gpu", "software"])
+            .env(var, value)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        assert_eq!(String::from_utf8_lossy(&o.stdout), cpu, "{var}={value}");
+    }
 
     let bench = |gpu: &[&str]| -> serde_json::Value {
         let mut args = vec!["bench", "--json", "-p", "8", "-n", "4", "--reps", "1", p];

@@ -13,7 +13,7 @@ use loupe_engine::model::kv_cache::{KvType, KvTypes};
 use loupe_engine::model::{Context, Logits, Model, RunOptions};
 use loupe_engine::quality::{argmax, Agreement, Chunking};
 use loupe_engine::tokenizer::Tokenizer;
-use loupe_gpu::{Gpu, GpuChoice};
+use loupe_gpu::{Gpu, GpuChoice, GpuOptions};
 
 /// Positions per chunk of the agreement tests (4 chunks scored), by model. Two correct
 /// orders of the f32 additions over the same products move the perplexity gap by an
@@ -43,11 +43,19 @@ const GREEDY: usize = 32;
 const NEAR_TIE: f32 = 0.5;
 
 fn gpu() -> Gpu {
+    gpu_with(None)
+}
+
+/// The adapter with the int8 mat-vecs' lane per word forced on or off (`None`: as the
+/// environment and the adapter have it).
+fn gpu_with(int8_words: Option<bool>) -> Gpu {
     let choice: GpuChoice = std::env::var("LOUPE_GPU")
         .unwrap_or_else(|_| "software".into())
         .parse()
         .unwrap();
-    Gpu::open(choice).unwrap().unwrap_or_else(|| {
+    let mut options = GpuOptions::from_env().unwrap();
+    options.int8_words = int8_words.or(options.int8_words);
+    Gpu::open_with(choice, options).unwrap().unwrap_or_else(|| {
         panic!(
             "no Vulkan adapter for {choice}: install Mesa's software driver \
              (Debian: apt-get install mesa-vulkan-drivers libvulkan1)"
@@ -99,14 +107,16 @@ fn greedy(ctx: &mut Context<'_>, prompt: &[u32]) -> Vec<(u32, f32)> {
 }
 
 fn offloaded(m: KnownModel, n_gpu: usize, kv: KvTypes) {
+    offloaded_on(gpu(), m, n_gpu, kv)
+}
+
+fn offloaded_on(gpu: Gpu, m: KnownModel, n_gpu: usize, kv: KvTypes) {
     let path = common::model(&m);
     let cpu_model = Model::load_without_repacking(&path).unwrap();
     let mut gpu_model = Model::load_without_repacking(&path).unwrap();
     let n_layer = gpu_model.config.n_layer;
     let n_gpu = n_gpu.min(n_layer + 1);
-    gpu_model
-        .offload(gpu(), n_gpu, None, &mut |_, _| {})
-        .unwrap();
+    gpu_model.offload(gpu, n_gpu, None, &mut |_, _| {}).unwrap();
     let g = gpu_model.gpu().unwrap();
     assert_eq!((g.layers, g.output), (n_gpu.min(n_layer), n_gpu > n_layer));
     let mut cpu = Context::new(&cpu_model, options(kv)).unwrap();
@@ -166,9 +176,13 @@ fn offloaded(m: KnownModel, n_gpu: usize, kv: KvTypes) {
     assert!(agree.mean_kld() <= 0.01, "mean KLD {}", agree.mean_kld());
 }
 
+/// With the int8 mat-vecs a hardware adapter takes by default: a lane per word (qwen's
+/// Q4_K, Q6_K and Q8_0 have that variant), which software drivers take only when told.
 #[test]
 fn qwen_fully_offloaded() {
-    offloaded(QWEN25_CODER_05B, usize::MAX, KvTypes::F16);
+    let gpu = gpu_with(Some(true));
+    assert!(gpu.int8_words());
+    offloaded_on(gpu, QWEN25_CODER_05B, usize::MAX, KvTypes::F16);
 }
 
 #[test]
@@ -333,7 +347,6 @@ fn follows_edits(kv: KvTypes) {
 #[test]
 fn auto_leaves_room_for_the_whole_layer_buffers() {
     use loupe_engine::model::gpu::Fit;
-    use loupe_gpu::GpuOptions;
 
     let path = common::model(&QWEN25_CODER_05B);
     let mut model = Model::load_without_repacking(&path).unwrap();

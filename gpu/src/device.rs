@@ -145,6 +145,13 @@ pub struct GpuOptions {
     /// in whole layers dot the packed int8 copy of their input with `dot4I8Packed`; false
     /// keeps them on the float kernels.
     pub int8: bool,
+    /// Give the int8 one-token mat-vecs a lane per word of quants (`dot_int8_words.wgsl`,
+    /// for the formats that have that variant) rather than a lane per block; `None`: on
+    /// hardware adapters, whose memory serves a subgroup's load in one piece only when
+    /// its lanes read neighbouring words, and off on software drivers, whose lanes are a
+    /// CPU core's vector lanes and for which decoding a block's scales per word is the
+    /// larger cost (lavapipe's Q4_K mat-vec takes twice as long with it).
+    pub int8_words: Option<bool>,
     /// Time every dispatch of the whole-layer submissions with timestamp queries (where
     /// the adapter has them): [`Gpu::take_profile`]. Each dispatch then runs in its own
     /// pass, so the run itself is slower.
@@ -163,6 +170,7 @@ impl Default for GpuOptions {
         GpuOptions {
             subgroups: true,
             int8: true,
+            int8_words: None,
             profile: false,
             memory_budget: None,
             part_bytes: None,
@@ -172,11 +180,13 @@ impl Default for GpuOptions {
 
 impl GpuOptions {
     /// The defaults, with `LOUPE_GPU_SUBGROUPS=off` forcing the shared-memory kernels,
-    /// `LOUPE_GPU_INT8=off` the float matmuls, `LOUPE_GPU_PROFILE=1` timing each dispatch
+    /// `LOUPE_GPU_INT8=off` the float matmuls, `LOUPE_GPU_WORDS=on|off` the int8 mat-vecs
+    /// with a lane per word or per block, `LOUPE_GPU_PROFILE=1` timing each dispatch
     /// and `LOUPE_GPU_MEMORY=SIZE` the budget ([`parse_bytes`]: `6G`, `512MiB`); an error
     /// for a budget that is not a size.
     pub fn from_env() -> Result<GpuOptions> {
         let off = |name| std::env::var(name).is_ok_and(|v| v == "off" || v == "0");
+        let on = |name| std::env::var(name).is_ok_and(|v| v == "on" || v == "1");
         let profile = std::env::var("LOUPE_GPU_PROFILE").is_ok_and(|v| v == "1" || v == "on");
         let memory_budget = match std::env::var("LOUPE_GPU_MEMORY") {
             Ok(v) => Some(parse_bytes(&v).ok_or(GpuError::BadBudget(v))?),
@@ -185,6 +195,11 @@ impl GpuOptions {
         Ok(GpuOptions {
             subgroups: !off("LOUPE_GPU_SUBGROUPS"),
             int8: !off("LOUPE_GPU_INT8"),
+            int8_words: match (on("LOUPE_GPU_WORDS"), off("LOUPE_GPU_WORDS")) {
+                (true, _) => Some(true),
+                (_, true) => Some(false),
+                _ => None,
+            },
             profile,
             memory_budget,
             part_bytes: None,
@@ -271,6 +286,7 @@ pub struct Gpu {
     pipeline_layout: wgpu::PipelineLayout,
     reduction: Reduction,
     int8: bool,
+    int8_words: bool,
     /// The last error no scope caught (wgpu's default handler would panic).
     uncaptured: Arc<Mutex<Option<String>>>,
     pipelines: Mutex<HashMap<(GgmlType, u32), wgpu::ComputePipeline>>,
@@ -308,6 +324,7 @@ impl Gpu {
             return Ok(None);
         };
         let subgroups = options.subgroups && summary.subgroups;
+        let int8_words = options.int8_words.unwrap_or(summary.is_hardware());
         let reduction = if subgroups {
             // Rows enough for the smallest subgroups the driver may pick to each take one.
             let min = adapter.get_info().subgroup_min_size.clamp(1, 64);
@@ -390,6 +407,7 @@ impl Gpu {
             pipeline_layout,
             reduction,
             int8: options.int8,
+            int8_words,
             uncaptured,
             pipelines: Mutex::new(HashMap::new()),
             scratch: Mutex::new(Scratch {
@@ -435,6 +453,11 @@ impl Gpu {
     /// Whether whole layers' matmuls may read the packed int8 input ([`GpuOptions::int8`]).
     pub fn int8(&self) -> bool {
         self.int8
+    }
+
+    /// Whether the int8 mat-vecs take a lane per word ([`GpuOptions::int8_words`]).
+    pub fn int8_words(&self) -> bool {
+        self.int8_words
     }
 
     pub(crate) fn device(&self) -> &wgpu::Device {

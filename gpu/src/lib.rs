@@ -30,8 +30,8 @@ pub use resident::{
     Split, Target, Workspace, WorkspaceSpec,
 };
 pub use shaders::{
-    all_sources, batch_width, int8_dot, shader_source, supported, Reduction, BATCH_WIDTHS,
-    SHADER_TYPES, TILE_WIDTH,
+    all_sources, batch_width, int8_dot, int8_word_dot, shader_source, supported, Reduction,
+    BATCH_WIDTHS, SHADER_TYPES, TILE_WIDTH,
 };
 
 use loupe_quant::GgmlType;

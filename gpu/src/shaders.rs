@@ -12,6 +12,7 @@ use loupe_quant::GgmlType;
 const BINDINGS: &str = include_str!("shaders/bindings.wgsl");
 const INPUT_F32: &str = include_str!("shaders/input_f32.wgsl");
 const DOT_INT8: &str = include_str!("shaders/dot_int8.wgsl");
+const DOT_INT8_WORDS: &str = include_str!("shaders/dot_int8_words.wgsl");
 const INT8_RUNS: &str = include_str!("shaders/int8_runs.wgsl");
 const MATMUL_TILED_INT8: &str = include_str!("shaders/matmul_tiled_int8.wgsl");
 const MATMUL_SUBGROUP: &str = include_str!("shaders/matmul_subgroup.wgsl");
@@ -123,6 +124,20 @@ pub fn int8_dot(ty: GgmlType) -> Option<(&'static str, u32)> {
     })
 }
 
+/// The lane-per-word variant of [`int8_dot`]'s one-token dot (see `dot_int8_words.wgsl`)
+/// and its unit, for the formats that have one.
+pub fn int8_word_dot(ty: GgmlType) -> Option<(&'static str, u32)> {
+    use GgmlType::*;
+    Some(match ty {
+        Q4_0 => ("word8_q4_0", 8),
+        Q8_0 => ("word8_q8_0", 8),
+        Q4_K => ("word8_q4_k", 8),
+        Q5_K => ("word8_q5_k", 8),
+        Q6_K => ("word8_q6_k", 8),
+        _ => return None,
+    })
+}
+
 /// Whether [`int8_source`] has a kernel for `ty` at width `nc` under `red`.
 pub fn has_int8(ty: GgmlType, nc: u32, red: Reduction) -> bool {
     int8_dot(ty).is_some()
@@ -132,21 +147,27 @@ pub fn has_int8(ty: GgmlType, nc: u32, red: Reduction) -> bool {
 /// The kernel for `ty` over the packed int8 input at width `nc`: the one-token mat-vec
 /// (`nc` 1, with subgroup sums, `red`'s rows a workgroup) or the tiled matmul for prompt
 /// batches ([`TILE_WIDTH`], any reduction); `None` for a format without int8 dots or
-/// another width.
-pub fn int8_source(ty: GgmlType, nc: u32, red: Reduction) -> Option<String> {
-    let (dot, unit) = int8_dot(ty)?;
-    let common = format!("{BINDINGS}\n{DOT_INT8}\n{BYTES}\n{K_QUANTS}\n");
+/// another width. `words` picks the mat-vec's lane-per-word dot where the format has one
+/// ([`int8_word_dot`]).
+pub fn int8_source(ty: GgmlType, nc: u32, red: Reduction, words: bool) -> Option<String> {
+    let (mut dot, mut unit) = int8_dot(ty)?;
+    let common = format!("{BINDINGS}\n{DOT_INT8}\n{DOT_INT8_WORDS}\n{BYTES}\n{K_QUANTS}\n");
     match (nc, red) {
         // Each format's runs (`int8_runs.wgsl`) are named as its dot, `i8_` for `dot8_`.
         (TILE_WIDTH, _) => Some(format!(
             "const NC: u32 = {nc}u;\n{common}\n{INT8_RUNS}\n{}",
             MATMUL_TILED_INT8.replace("DEQUANT8", &dot.replace("dot8_", "i8_"))
         )),
-        (1, Reduction::Subgroup { rows }) => Some(format!(
-            "const ROWS: u32 = {rows}u;\nconst UNIT: u32 = {unit}u;\nconst NC: u32 = 1u;\n\
+        (1, Reduction::Subgroup { rows }) => {
+            if let Some(word) = int8_word_dot(ty).filter(|_| words) {
+                (dot, unit) = word;
+            }
+            Some(format!(
+                "const ROWS: u32 = {rows}u;\nconst UNIT: u32 = {unit}u;\nconst NC: u32 = 1u;\n\
              {common}\n{}",
-            MATMUL_SUBGROUP.replace("DOT", dot)
-        )),
+                MATMUL_SUBGROUP.replace("DOT", dot)
+            ))
+        }
         _ => None,
     }
 }
@@ -212,10 +233,14 @@ pub fn all_sources() -> Vec<(String, String)> {
         }
         let tiled = shader_source(ty, TILE_WIDTH, Reduction::Shared).expect("listed type");
         all.push((format!("{ty} tiled"), tiled));
-        if let Some(int8) = int8_source(ty, 1, Reduction::Subgroup { rows: 8 }) {
+        if let Some(int8) = int8_source(ty, 1, Reduction::Subgroup { rows: 8 }, false) {
             all.push((format!("{ty} x1 int8"), int8));
         }
-        if let Some(int8) = int8_source(ty, TILE_WIDTH, Reduction::Shared) {
+        if int8_word_dot(ty).is_some() {
+            let words = int8_source(ty, 1, Reduction::Subgroup { rows: 8 }, true);
+            all.push((format!("{ty} x1 int8 words"), words.expect("quantized")));
+        }
+        if let Some(int8) = int8_source(ty, TILE_WIDTH, Reduction::Shared, false) {
             all.push((format!("{ty} tiled int8"), int8));
         }
     }

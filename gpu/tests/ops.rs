@@ -409,12 +409,21 @@ fn cpu_products(ty: GgmlType, w: &[u8], cols: usize, x: &[f32]) -> Vec<f64> {
 
 #[test]
 fn int8_matmuls_are_the_cpu_kernels_products() {
-    let int8 = gpu();
     let float = common::open(GpuOptions {
         int8: false,
         ..Default::default()
     });
-    assert!(int8.int8() && !float.int8());
+    // The one-token int8 mat-vecs with a lane per word (for the formats that have that
+    // variant) and with a lane per block, whichever the adapter takes by default.
+    let int8 = common::open(GpuOptions {
+        int8_words: Some(true),
+        ..Default::default()
+    });
+    let blocks = common::open(GpuOptions {
+        int8_words: Some(false),
+        ..Default::default()
+    });
+    assert!(int8.int8() && !float.int8() && int8.int8_words() && !blocks.int8_words());
     let mut rng = rand::rngs::StdRng::seed_from_u64(13);
     for ty in loupe_gpu::SHADER_TYPES {
         if loupe_gpu::int8_dot(ty).is_none() {
@@ -445,13 +454,12 @@ fn int8_matmuls_are_the_cpu_kernels_products() {
                 let ws = workspace(gpu, 2 * b * cols + b * rows + 64, &ones, Vec::new());
                 (m, ws)
             };
-            let (mut on_int8, mut on_float) = (on(&int8), on(&float));
-            // The products, and how many int8 dispatches computed them.
-            let mut products = |int8_on: bool, how: ActRounding, residual: bool| {
-                let (gpu, (m, ws)) = match int8_on {
-                    true => (&int8, &mut on_int8),
-                    false => (&float, &mut on_float),
-                };
+            let mut on_gpus = [on(&int8), on(&float), on(&blocks)];
+            // The products on gpus[which] (0: int8, 1: float, 2: int8 a lane per block),
+            // and how many int8 dispatches computed them.
+            let mut products = |which: usize, how: ActRounding, residual: bool| {
+                let gpu = [&int8, &float, &blocks][which];
+                let (m, ws) = &mut on_gpus[which];
                 let before = ws.int8_dispatches();
                 let mut batch = Batch::new(b);
                 batch.upload(0, &x);
@@ -476,13 +484,20 @@ fn int8_matmuls_are_the_cpu_kernels_products() {
                 (got, ws.int8_dispatches() - before)
             };
             let want = cpu_products(ty, &w, cols, &x);
-            let (got, n) = products(true, rounding, false);
+            let (got, n) = products(0, rounding, false);
             assert_eq!(n, 1, "{ty} b={b}: the int8 kernel did not run");
-            let (floats_got, n) = products(false, rounding, false);
+            let (by_block, n) = products(2, rounding, false);
+            assert_eq!(
+                n, 1,
+                "{ty} b={b}: the int8 kernel did not run (a lane per block)"
+            );
+            let (floats_got, n) = products(1, rounding, false);
             assert_eq!(n, 0, "{ty} b={b}: int8 kernels where they are off");
             let (e, e_float) = (nmse(&got, &want), nmse(&floats_got, &want));
+            let e_blocks = nmse(&by_block, &want);
             eprintln!(
-                "{ty} {b}x{cols}: nmse vs the CPU kernels {e:.2e} (int8), {e_float:.2e} (float)"
+                "{ty} {b}x{cols}: nmse vs the CPU kernels {e:.2e} (int8), {e_blocks:.2e} \
+                 (int8, a lane per block), {e_float:.2e} (float)"
             );
             // Integer sums scaled once per block (per 16 in the tiled matmul), as the CPU
             // does: only f32 roundings differ. Except where the CPU's Q8_1 blocks keep
@@ -494,13 +509,17 @@ fn int8_matmuls_are_the_cpu_kernels_products() {
                 1e-10
             };
             assert!(e <= bound, "{ty} b={b}: int8 nmse vs the CPU kernels {e:e}");
+            assert!(
+                e_blocks <= bound,
+                "{ty} b={b}: int8 a lane per block, {e_blocks:e}"
+            );
             assert!(e_float <= 5e-4, "{ty} b={b}: float kernel");
             // An input the int8 kernels have no packed copy of takes the float kernels.
-            let (unrounded, n) = products(true, ActRounding::None, false);
+            let (unrounded, n) = products(0, ActRounding::None, false);
             assert_eq!(n, 0, "{ty} b={b}: an unrounded input took an int8 kernel");
             assert_eq!(
                 bits(&unrounded),
-                bits(&products(false, ActRounding::None, false).0),
+                bits(&products(1, ActRounding::None, false).0),
             );
             // The residual join writes the packed copy too.
             let normed: Vec<f32> = x
@@ -511,7 +530,7 @@ fn int8_matmuls_are_the_cpu_kernels_products() {
                     r.iter().map(move |v| v * scale)
                 })
                 .collect();
-            let (joined, n) = products(true, rounding, true);
+            let (joined, n) = products(0, rounding, true);
             assert_eq!(n, 1, "{ty} b={b}: no int8 kernel after the residual join");
             let e = nmse(&joined, &cpu_products(ty, &w, cols, &normed));
             assert!(e <= 1e-6, "{ty} b={b}: after the residual join, nmse {e:e}");

@@ -290,7 +290,7 @@ impl Workspace {
             return Ok(p.clone());
         }
         let source = if key.2 {
-            shaders::int8_source(key.0, key.1, gpu.reduction())
+            shaders::int8_source(key.0, key.1, gpu.reduction(), gpu.int8_words())
         } else {
             shaders::shader_source(key.0, key.1, gpu.reduction())
         }

@@ -1,0 +1,94 @@
+// The one-token mat-vec's dots over the packed int8 input with a lane per word of quants:
+// unit u of a row is the u-th 32-bit word of its quants (two for Q8_0), so the lanes of
+// a subgroup, which take units one after another, read one run of consecutive words of
+// the weights and, for each nibble half, consecutive words of the input. The per-block
+// kernels in `dot_int8.wgsl` give each lane a whole block instead, and a subgroup's load
+// then touches as many 32-byte pieces of memory as it has lanes (GPUs fetch memory for a
+// whole subgroup's load at once, and pay for every piece it touches). The price here is
+// that every lane decodes its block's scales, which a GPU does while waiting for memory.
+// Uses the helpers of `dot_int8.wgsl` (`xq_block`, `xq_scale`, `ONES`, `LOW_NIBBLES`);
+// each word's integer sums are scaled once, as the CPU scales each block's.
+
+// Q4_0 · Q8_0, UNIT 8: word k of a block's 16 quant bytes, weights 4k.. (low nibbles)
+// and 16 + 4k.. (high).
+fn word8_q4_0(row_base: u32, u: u32, col0: u32, acc: ptr<function, array<f32, NC>>) {
+    let ob = row_base + (u >> 2u) * 18u;
+    let k = u & 3u;
+    let q = u32_at(ob + 2u + 4u * k);
+    let xb = xq_block(col0, (u >> 2u) * 32u);
+    let lo = xq[xb + k];
+    let hi = xq[xb + 4u + k];
+    let s = dot4I8Packed(q & LOW_NIBBLES, lo) + dot4I8Packed((q >> 4u) & LOW_NIBBLES, hi);
+    let sx = dot4I8Packed(ONES, lo) + dot4I8Packed(ONES, hi);
+    (*acc)[0] += f16_at(ob) * xq_scale(xb) * f32(s - 8 * sx);
+}
+
+// Q8_0 · Q8_0, UNIT 8: words 2k and 2k + 1 of a block's 32 signed bytes.
+fn word8_q8_0(row_base: u32, u: u32, col0: u32, acc: ptr<function, array<f32, NC>>) {
+    let ob = row_base + (u >> 2u) * 34u;
+    let k = u & 3u;
+    let q = u64_at(ob + 2u + 8u * k);
+    let xb = xq_block(col0, (u >> 2u) * 32u);
+    let s = dot4I8Packed(q.x, xq[xb + 2u * k]) + dot4I8Packed(q.y, xq[xb + 2u * k + 1u]);
+    (*acc)[0] += f16_at(ob) * xq_scale(xb) * f32(s);
+}
+
+// Q4_K and Q5_K · Q8_K, UNIT 8: word k of a super-block's 32 words of nibbles (at byte
+// `qs`), in 64-weight group g = k / 8: low nibbles weights 4(k % 8).. of sub-block 2g,
+// high nibbles the same of 2g + 1 (Q5_K's fifth bits in word k % 8 of its 32 high-bit
+// bytes at byte 16: bit 2g for the low nibbles, 2g + 1 for the high).
+fn k4_word(row_base: u32, u: u32, col0: u32, block_bytes: u32, qs: u32, five: bool) -> f32 {
+    let ob = row_base + (u >> 5u) * block_bytes;
+    let k = u & 31u;
+    let g = k >> 3u;
+    let kw = k & 7u;
+    let dm = unpack2x16float(w[ob >> 2u]);
+    let s0 = vec2<i32>(k4_scale_min(ob + 4u, 2u * g));
+    let s1 = vec2<i32>(k4_scale_min(ob + 4u, 2u * g + 1u));
+    let v = w[((ob + qs) >> 2u) + k];
+    var lo = v & LOW_NIBBLES;
+    var hi = (v >> 4u) & LOW_NIBBLES;
+    if five {
+        let h = w[((ob + 16u) >> 2u) + kw];
+        lo |= ((h >> (2u * g)) & ONES) << 4u;
+        hi |= ((h >> (2u * g + 1u)) & ONES) << 4u;
+    }
+    let xb0 = xq_block(col0, (u >> 5u) * 256u + 64u * g);
+    let a = xq[xb0 + kw];
+    let b = xq[xb0 + 9u + kw];
+    let sums = s0.x * dot4I8Packed(lo, a) + s1.x * dot4I8Packed(hi, b);
+    let mins = s0.y * dot4I8Packed(ONES, a) + s1.y * dot4I8Packed(ONES, b);
+    return xq_scale(xb0) * (dm.x * f32(sums) - dm.y * f32(mins));
+}
+
+fn word8_q4_k(row_base: u32, u: u32, col0: u32, acc: ptr<function, array<f32, NC>>) {
+    (*acc)[0] += k4_word(row_base, u, col0, 144u, 16u, false);
+}
+
+fn word8_q5_k(row_base: u32, u: u32, col0: u32, acc: ptr<function, array<f32, NC>>) {
+    (*acc)[0] += k4_word(row_base, u, col0, 176u, 48u, true);
+}
+
+// Q6_K · Q8_K, UNIT 8: word l4 of the t-th 32 bytes of half n's low bits (64n + 32t):
+// low nibbles weights 4·l4.. of quarter t of the half, high nibbles the same of quarter
+// t + 2; their top two bits in word l4 of the half's 32 high-bit bytes (bits 2q for
+// quarter q), their signed scales in byte 2q + l4 / 4 of the half's eight.
+fn word8_q6_k(row_base: u32, u: u32, col0: u32, acc: ptr<function, array<f32, NC>>) {
+    let ob = row_base + (u >> 5u) * 210u;
+    let n = (u >> 4u) & 1u;
+    let t = (u >> 3u) & 1u;
+    let l4 = u & 7u;
+    let ql = u32_at(ob + 64u * n + 32u * t + 4u * l4);
+    let qh = u32_at(ob + 128u + 32u * n + 4u * l4);
+    let lo = (ql & LOW_NIBBLES) | (((qh >> (2u * t)) & 0x03030303u) << 4u);
+    let hi = ((ql >> 4u) & LOW_NIBBLES) | (((qh >> (2u * t + 4u)) & 0x03030303u) << 4u);
+    let xb = xq_block(col0, (u >> 5u) * 256u + 128u * n + 32u * t);
+    let a = xq[xb + l4];
+    let b = xq[xb + 18u + l4];
+    let sc = ob + 192u + 8u * n + 2u * t + (l4 >> 2u);
+    let s_lo = bitcast<i32>(u8_at(sc) << 24u) >> 24u;
+    let s_hi = bitcast<i32>(u8_at(sc + 4u) << 24u) >> 24u;
+    let total = s_lo * (dot4I8Packed(lo, a) - 32 * dot4I8Packed(ONES, a))
+        + s_hi * (dot4I8Packed(hi, b) - 32 * dot4I8Packed(ONES, b));
+    (*acc)[0] += f16_at(ob + 208u) * xq_scale(xb) * f32(total);
+}
