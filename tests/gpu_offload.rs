@@ -176,8 +176,8 @@ fn offloaded_on(gpu: Gpu, m: KnownModel, n_gpu: usize, kv: KvTypes) {
     assert!(agree.mean_kld() <= 0.01, "mean KLD {}", agree.mean_kld());
 }
 
-/// With the int8 mat-vecs a hardware adapter takes by default: a lane per word (qwen's
-/// Q4_K, Q6_K and Q8_0 have that variant), which software drivers take only when told.
+/// With the int8 mat-vecs a hardware adapter takes by default, a lane per word, which
+/// software drivers take only when told.
 #[test]
 fn qwen_fully_offloaded() {
     let gpu = gpu_with(Some(true));

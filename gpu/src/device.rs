@@ -145,8 +145,8 @@ pub struct GpuOptions {
     /// in whole layers dot the packed int8 copy of their input with `dot4I8Packed`; false
     /// keeps them on the float kernels.
     pub int8: bool,
-    /// Give the int8 one-token mat-vecs a lane per word of quants (`dot_int8_words.wgsl`,
-    /// for the formats that have that variant) rather than a lane per block; `None`: on
+    /// Give the int8 one-token mat-vecs a lane per word of quants (`dot_int8_words.wgsl`)
+    /// rather than a lane per block (`dot_int8.wgsl`); `None`: on
     /// hardware adapters, whose memory serves a subgroup's load in one piece only when
     /// its lanes read neighbouring words, and off on software drivers, whose lanes are a
     /// CPU core's vector lanes and for which decoding a block's scales per word is the

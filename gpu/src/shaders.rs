@@ -125,15 +125,22 @@ pub fn int8_dot(ty: GgmlType) -> Option<(&'static str, u32)> {
 }
 
 /// The lane-per-word variant of [`int8_dot`]'s one-token dot (see `dot_int8_words.wgsl`)
-/// and its unit, for the formats that have one.
+/// and its unit: every quantized format.
 pub fn int8_word_dot(ty: GgmlType) -> Option<(&'static str, u32)> {
     use GgmlType::*;
     Some(match ty {
         Q4_0 => ("word8_q4_0", 8),
+        Q4_1 => ("word8_q4_1", 8),
+        Q5_0 => ("word8_q5_0", 8),
+        Q5_1 => ("word8_q5_1", 8),
         Q8_0 => ("word8_q8_0", 8),
+        IQ4_NL => ("word8_iq4_nl", 8),
+        Q2_K => ("word8_q2_k", 16),
+        Q3_K => ("word8_q3_k", 16),
         Q4_K => ("word8_q4_k", 8),
         Q5_K => ("word8_q5_k", 8),
         Q6_K => ("word8_q6_k", 8),
+        IQ4_XS => ("word8_iq4_xs", 8),
         _ => return None,
     })
 }

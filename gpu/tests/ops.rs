@@ -413,8 +413,8 @@ fn int8_matmuls_are_the_cpu_kernels_products() {
         int8: false,
         ..Default::default()
     });
-    // The one-token int8 mat-vecs with a lane per word (for the formats that have that
-    // variant) and with a lane per block, whichever the adapter takes by default.
+    // The one-token int8 mat-vecs with a lane per word and with a lane per block,
+    // whichever the adapter takes by default.
     let int8 = common::open(GpuOptions {
         int8_words: Some(true),
         ..Default::default()

@@ -1,7 +1,8 @@
 // The one-token mat-vec's dots over the packed int8 input with a lane per word of quants:
-// unit u of a row is the u-th 32-bit word of its quants (two for Q8_0), so the lanes of
-// a subgroup, which take units one after another, read one run of consecutive words of
-// the weights and, for each nibble half, consecutive words of the input. The per-block
+// unit u of a row is the u-th 32-bit word of its quants (two for Q8_0's bytes; Q2_K's and
+// Q3_K's hold four 2-bit fields), so the lanes of a subgroup, which take units one after
+// another, read one run of consecutive words of the weights and, for each nibble half or
+// field, consecutive words of the input. The per-block
 // kernels in `dot_int8.wgsl` give each lane a whole block instead, and a subgroup's load
 // then touches as many 32-byte pieces of memory as it has lanes (GPUs fetch memory for a
 // whole subgroup's load at once, and pay for every piece it touches). The price here is
@@ -21,6 +22,75 @@ fn word8_q4_0(row_base: u32, u: u32, col0: u32, acc: ptr<function, array<f32, NC
     let s = dot4I8Packed(q & LOW_NIBBLES, lo) + dot4I8Packed((q >> 4u) & LOW_NIBBLES, hi);
     let sx = dot4I8Packed(ONES, lo) + dot4I8Packed(ONES, hi);
     (*acc)[0] += f16_at(ob) * xq_scale(xb) * f32(s - 8 * sx);
+}
+
+// Q4_1 · Q8_1, UNIT 8: as Q4_0, weights d·q + m.
+fn word8_q4_1(row_base: u32, u: u32, col0: u32, acc: ptr<function, array<f32, NC>>) {
+    let ob = row_base + (u >> 2u) * 20u;
+    let k = u & 3u;
+    let q = u32_at(ob + 4u + 4u * k);
+    let xb = xq_block(col0, (u >> 2u) * 32u);
+    let lo = xq[xb + k];
+    let hi = xq[xb + 4u + k];
+    let s = dot4I8Packed(q & LOW_NIBBLES, lo) + dot4I8Packed((q >> 4u) & LOW_NIBBLES, hi);
+    let sx = dot4I8Packed(ONES, lo) + dot4I8Packed(ONES, hi);
+    (*acc)[0] += xq_scale(xb) * (f16_at(ob) * f32(s) + f16_at(ob + 2u) * f32(sx));
+}
+
+// The Q5_0 or Q5_1 block at `ob` whose high bits are at byte `qh` and nibbles at `qs`,
+// word k of its nibbles against the block's input: (Σ q·x, Σ x), q 0..31.
+fn q5_word(ob: u32, qh: u32, qs: u32, k: u32, xb: u32) -> vec2<i32> {
+    let h = u32_at(ob + qh);
+    let q = u32_at(ob + qs + 4u * k);
+    let lo = xq[xb + k];
+    let hi = xq[xb + 4u + k];
+    let s = dot4I8Packed((q & LOW_NIBBLES) | q5_high(h, 4u * k), lo)
+        + dot4I8Packed(((q >> 4u) & LOW_NIBBLES) | q5_high(h, 16u + 4u * k), hi);
+    return vec2<i32>(s, dot4I8Packed(ONES, lo) + dot4I8Packed(ONES, hi));
+}
+
+// Q5_0 · Q8_0, UNIT 8: quants 16 above the weight.
+fn word8_q5_0(row_base: u32, u: u32, col0: u32, acc: ptr<function, array<f32, NC>>) {
+    let ob = row_base + (u >> 2u) * 22u;
+    let xb = xq_block(col0, (u >> 2u) * 32u);
+    let s = q5_word(ob, 2u, 6u, u & 3u, xb);
+    (*acc)[0] += f16_at(ob) * xq_scale(xb) * f32(s.x - 16 * s.y);
+}
+
+// Q5_1 · Q8_1, UNIT 8: weights d·q + m.
+fn word8_q5_1(row_base: u32, u: u32, col0: u32, acc: ptr<function, array<f32, NC>>) {
+    let ob = row_base + (u >> 2u) * 24u;
+    let xb = xq_block(col0, (u >> 2u) * 32u);
+    let s = q5_word(ob, 4u, 8u, u & 3u, xb);
+    (*acc)[0] += xq_scale(xb) * (f16_at(ob) * f32(s.x) + f16_at(ob + 2u) * f32(s.y));
+}
+
+// IQ4_NL · Q8_0, UNIT 8: as Q4_0, each index through the codebook.
+fn word8_iq4_nl(row_base: u32, u: u32, col0: u32, acc: ptr<function, array<f32, NC>>) {
+    let ob = row_base + (u >> 2u) * 18u;
+    let k = u & 3u;
+    let q = u32_at(ob + 2u + 4u * k);
+    let xb = xq_block(col0, (u >> 2u) * 32u);
+    let s = dot4I8Packed(iq4_bytes(q & LOW_NIBBLES), xq[xb + k])
+        + dot4I8Packed(iq4_bytes((q >> 4u) & LOW_NIBBLES), xq[xb + 4u + k]);
+    (*acc)[0] += f16_at(ob) * xq_scale(xb) * f32(s);
+}
+
+// IQ4_XS · Q8_K, UNIT 8: word k of a super-block's 32 words of indices, word k % 4 of
+// sub-block k / 4 (low nibbles its first 16 weights, high its last 16).
+fn word8_iq4_xs(row_base: u32, u: u32, col0: u32, acc: ptr<function, array<f32, NC>>) {
+    let ob = row_base + (u >> 5u) * 136u;
+    let k = u & 31u;
+    let ib = k >> 2u;
+    let kw = k & 3u;
+    let low = (u8_at(ob + 4u + (ib >> 1u)) >> (4u * (ib & 1u))) & 15u;
+    let high = (u16_at(ob + 2u) >> (2u * ib)) & 3u;
+    let ls = i32(low | (high << 4u)) - 32;
+    let q = w[(ob >> 2u) + 2u + k];
+    let xb = xq_block(col0, (u >> 5u) * 256u + 32u * ib);
+    let s = dot4I8Packed(iq4_bytes(q & LOW_NIBBLES), xq[xb + kw])
+        + dot4I8Packed(iq4_bytes((q >> 4u) & LOW_NIBBLES), xq[xb + 4u + kw]);
+    (*acc)[0] += f16_at(ob) * xq_scale(xb) * f32(ls * s);
 }
 
 // Q8_0 · Q8_0, UNIT 8: words 2k and 2k + 1 of a block's 32 signed bytes.
@@ -91,4 +161,46 @@ fn word8_q6_k(row_base: u32, u: u32, col0: u32, acc: ptr<function, array<f32, NC
     let total = s_lo * (dot4I8Packed(lo, a) - 32 * dot4I8Packed(ONES, a))
         + s_hi * (dot4I8Packed(hi, b) - 32 * dot4I8Packed(ONES, b));
     (*acc)[0] += f16_at(ob + 208u) * xq_scale(xb) * f32(total);
+}
+
+// Q2_K and Q3_K, UNIT 16: word kw of the 32 quant bytes of half n of a super-block (bytes
+// l = 4kw.., each holding a 2-bit field j for weight 128n + 32j + l of the super-block),
+// all four fields: four runs of four weights, each in its own 32-weight block of input.
+
+// Q2_K · Q8_K: weights d · (sc & 15) · q − dmin · (sc >> 4), q 0..3.
+fn word8_q2_k(row_base: u32, u: u32, col0: u32, acc: ptr<function, array<f32, NC>>) {
+    let ob = row_base + (u >> 4u) * 84u;
+    let n = (u >> 3u) & 1u;
+    let kw = u & 7u;
+    let v = w[((ob + 16u) >> 2u) + 8u * n + kw];
+    let xb = xq_block(col0, (u >> 4u) * 256u + 128u * n);
+    var sums = 0;
+    var mins = 0;
+    for (var j = 0u; j < 4u; j++) {
+        let sc = u8_at(ob + 8u * n + 2u * j + (kw >> 2u));
+        let xv = xq[xb + 9u * j + kw];
+        sums += i32(sc & 15u) * dot4I8Packed((v >> (2u * j)) & 0x03030303u, xv);
+        mins += i32(sc >> 4u) * dot4I8Packed(ONES, xv);
+    }
+    let dm = unpack2x16float(w[(ob + 80u) >> 2u]);
+    (*acc)[0] += xq_scale(xb) * (dm.x * f32(sums) - dm.y * f32(mins));
+}
+
+// Q3_K · Q8_K: q = the 2-bit field plus 4 × the hmask bit (4n + j) of byte l, 4 above
+// the weight; signed 6-bit scales.
+fn word8_q3_k(row_base: u32, u: u32, col0: u32, acc: ptr<function, array<f32, NC>>) {
+    let ob = row_base + (u >> 4u) * 110u;
+    let n = (u >> 3u) & 1u;
+    let kw = u & 7u;
+    let v = u32_at(ob + 32u + 32u * n + 4u * kw);
+    let h = u32_at(ob + 4u * kw);
+    let xb = xq_block(col0, (u >> 4u) * 256u + 128u * n);
+    var total = 0;
+    for (var j = 0u; j < 4u; j++) {
+        let q = ((v >> (2u * j)) & 0x03030303u) | (((h >> (4u * n + j)) & ONES) << 2u);
+        let xv = xq[xb + 9u * j + kw];
+        let s = dot4I8Packed(q, xv) - 4 * dot4I8Packed(ONES, xv);
+        total += i32(q3_k_scale(ob + 96u, 8u * n + 2u * j + (kw >> 2u))) * s;
+    }
+    (*acc)[0] += f16_at(ob + 108u) * xq_scale(xb) * f32(total);
 }
