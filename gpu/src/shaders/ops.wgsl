@@ -36,49 +36,78 @@ fn flat(wid: vec3<u32>, tid: u32) -> u32 {
 
 var<workgroup> red: array<f32, WG>;
 
-// The row kernels give a whole row one workgroup, and for one token that row is all the
-// dispatch has: each thread walks it 64 elements apart, and read one at a time a
-// 4096-wide row would be 64 round trips to memory. So the walks take four steps at once:
-// elements i, i + 64, i + 128 and i + 192 of the row at `base`, read together (the same
-// values, in the same order of arithmetic, as four single steps).
-fn a4(base: u32, i: u32) -> vec4<f32> {
-    return vec4<f32>(a[base + i], a[base + i + WG], a[base + i + 2u * WG], a[base + i + 3u * WG]);
+// The row kernels (`rmsnorm`, `residual`) give a whole row one workgroup, and for one
+// token that row is all the dispatch has, so what they cost is round trips to memory:
+// their RW threads each read 16 elements of a row at once (elements i, i + RW, …, i +
+// 15·RW: one trip for a 4096-wide row) before writing any. The norm's sum of squares keeps the order of a
+// 64-thread walk (thread t adds elements t, t + 64, … in turn, then a tree), which is
+// the order the ops tests hold these kernels to: the row is read into `held` a piece at
+// a time, and the first 64 threads walk it there.
+const RW: u32 = 256u;
+const PIECE: u32 = 2048u;
+var<workgroup> held: array<f32, PIECE>;
+
+fn row_at(base: u32, i: u32) -> f32 {
+    if i < p.width {
+        return a[base + i];
+    }
+    return 0.0;
 }
 
-fn consts4(base: u32, i: u32) -> vec4<f32> {
+// Elements i, i + RW, i + 2·RW and i + 3·RW of the row at `base` (zeros past its end).
+fn row4(base: u32, i: u32) -> vec4<f32> {
     return vec4<f32>(
-        consts[base + i],
-        consts[base + i + WG],
-        consts[base + i + 2u * WG],
-        consts[base + i + 3u * WG],
+        row_at(base, i),
+        row_at(base, i + RW),
+        row_at(base, i + 2u * RW),
+        row_at(base, i + 3u * RW),
     );
 }
 
-fn put4(base: u32, i: u32, v: vec4<f32>) {
-    a[base + i] = v.x;
-    a[base + i + WG] = v.y;
-    a[base + i + 2u * WG] = v.z;
-    a[base + i + 3u * WG] = v.w;
+// The norm weights (or any constants) at `base` for the same four elements.
+fn consts_row4(base: u32, i: u32) -> vec4<f32> {
+    var v = vec4<f32>(0.0);
+    for (var k = 0u; k < 4u; k++) {
+        if i + k * RW < p.width {
+            v[k] = consts[base + i + k * RW];
+        }
+    }
+    return v;
 }
 
-// 1 / √(mean(x²) + eps) of the row of `width` at `s`, over the workgroup's 64 threads
-// (each sums the elements tid, tid + 64, … in turn; then a tree in shared memory). Every
-// thread gets it; the barrier at the end frees `red` for the next call.
+fn put_row4(base: u32, i: u32, v: vec4<f32>) {
+    for (var k = 0u; k < 4u; k++) {
+        if i + k * RW < p.width {
+            a[base + i + k * RW] = v[k];
+        }
+    }
+}
+
+// 1 / √(mean(x²) + eps) of the row of `width` at `s` (see above). Every thread gets it;
+// the barrier at the end frees `red` and `held` for the next call.
 fn row_scale(s: u32, tid: u32) -> f32 {
     var sum = 0.0;
-    var i = tid;
-    for (; i + 3u * WG < p.width; i += 4u * WG) {
-        let v = a4(s, i);
-        sum += v.x * v.x;
-        sum += v.y * v.y;
-        sum += v.z * v.z;
-        sum += v.w * v.w;
+    for (var start = 0u; start < p.width; start += PIECE) {
+        let i = start + tid;
+        let v0 = row4(s, i);
+        let v1 = row4(s, i + 4u * RW);
+        for (var k = 0u; k < 4u; k++) {
+            held[tid + k * RW] = v0[k];
+            held[tid + (4u + k) * RW] = v1[k];
+        }
+        workgroupBarrier();
+        if tid < WG {
+            let end = min(PIECE, p.width - start);
+            for (var j = tid; j < end; j += WG) {
+                let x = held[j];
+                sum += x * x;
+            }
+        }
+        workgroupBarrier();
     }
-    for (; i < p.width; i += WG) {
-        let v = a[s + i];
-        sum += v * v;
+    if tid < WG {
+        red[tid] = sum;
     }
-    red[tid] = sum;
     workgroupBarrier();
     for (var h = WG / 2u; h > 0u; h >>= 1u) {
         if tid < h {
@@ -95,7 +124,7 @@ fn row_scale(s: u32, tid: u32) -> f32 {
 // eps), times the weight at `c` when there is one. One workgroup per row. Rows from
 // `mode` on are a second set, normalized in place at `xin` by the weight at `variant`
 // (QK-norm's key heads beside its query heads, one dispatch for both).
-@compute @workgroup_size(64)
+@compute @workgroup_size(256)
 fn rmsnorm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
     let row = wid.x + wid.y * p.groups_x;
     if row >= p.n {
@@ -110,20 +139,17 @@ fn rmsnorm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
         c = p.variant;
     }
     let scale = row_scale(s, tid);
-    var i = tid;
-    for (; i + 3u * WG < p.width; i += 4u * WG) {
-        var v = a4(s, i) * scale;
-        if c != NONE {
-            v *= consts4(c, i);
+    for (var i = tid; i < p.width; i += 16u * RW) {
+        var v: array<vec4<f32>, 4>;
+        for (var q = 0u; q < 4u; q++) {
+            v[q] = row4(s, i + 4u * q * RW) * scale;
+            if c != NONE {
+                v[q] *= consts_row4(c, i + 4u * q * RW);
+            }
         }
-        put4(d, i, v);
-    }
-    for (; i < p.width; i += WG) {
-        var v = a[s + i] * scale;
-        if c != NONE {
-            v *= consts[c + i];
+        for (var q = 0u; q < 4u; q++) {
+            put_row4(d, i + 4u * q * RW, v[q]);
         }
-        a[d + i] = v;
     }
 }
 
@@ -132,8 +158,9 @@ fn rmsnorm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
 // residual stream at `dst`; then, when `mode` holds the next norm's weight, the new
 // stream normalized by it back into `src` and rounded for the next matmuls into `xin`
 // in `b1` (by `variant`). The same operations in the same order as `rmsnorm`, add,
-// `rmsnorm`, `quantize` one after another, in one dispatch instead of four.
-@compute @workgroup_size(64)
+// `rmsnorm`, `quantize` one after another, in one dispatch instead of four. Each
+// thread writes only elements it reads itself until the rounding.
+@compute @workgroup_size(256)
 fn residual(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
     let row = wid.x + wid.y * p.groups_x;
     if row >= p.n {
@@ -143,60 +170,50 @@ fn residual(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_ind
     let d = p.dst + row * p.width;
     if p.c != NONE {
         let scale = row_scale(s, tid);
-        var i = tid;
-        for (; i + 3u * WG < p.width; i += 4u * WG) {
-            put4(s, i, a4(s, i) * scale * consts4(p.c, i));
-        }
-        for (; i < p.width; i += WG) {
-            a[s + i] = a[s + i] * scale * consts[p.c + i];
+        for (var i = tid; i < p.width; i += 16u * RW) {
+            var v: array<vec4<f32>, 4>;
+            for (var q = 0u; q < 4u; q++) {
+                v[q] = row4(s, i + 4u * q * RW) * scale * consts_row4(p.c, i + 4u * q * RW);
+            }
+            for (var q = 0u; q < 4u; q++) {
+                put_row4(s, i + 4u * q * RW, v[q]);
+            }
         }
     }
-    var i = tid;
-    for (; i + 3u * WG < p.width; i += 4u * WG) {
-        put4(d, i, a4(d, i) + a4(s, i));
-    }
-    for (; i < p.width; i += WG) {
-        a[d + i] += a[s + i];
+    for (var i = tid; i < p.width; i += 16u * RW) {
+        var v: array<vec4<f32>, 4>;
+        for (var q = 0u; q < 4u; q++) {
+            v[q] = row4(d, i + 4u * q * RW) + row4(s, i + 4u * q * RW);
+        }
+        for (var q = 0u; q < 4u; q++) {
+            put_row4(d, i + 4u * q * RW, v[q]);
+        }
     }
     if p.mode == NONE {
         return;
     }
     let scale = row_scale(d, tid);
-    // The threads' elements change from strided to four in a row (as `round4` takes
-    // them), so the stream's new values must be visible across the workgroup.
+    // The threads' elements change to four in a row (as `round4` takes them), so the
+    // stream's new values must be visible across the workgroup.
     storageBarrier();
-    // Each step takes four pieces of 256 elements (a thread's four in a row of each):
-    // their reads first, so they are in flight together, then each piece's rounding,
-    // which needs the whole workgroup.
+    // Each step takes four pieces of 256 elements, one per 64 threads (four in a row
+    // each), which `round4` rounds side by side.
     let pieces = (p.width + 255u) / 256u;
     for (var first = 0u; first < pieces; first += 4u) {
-        var vs: array<vec4<f32>, 4>;
-        for (var j = 0u; j < 4u; j++) {
-            let e0 = (first + j) * 256u + 4u * tid;
-            if e0 < p.width {
-                let x = vec4<f32>(a[d + e0], a[d + e0 + 1u], a[d + e0 + 2u], a[d + e0 + 3u]);
-                let m = p.mode + e0;
-                let g = vec4<f32>(consts[m], consts[m + 1u], consts[m + 2u], consts[m + 3u]);
-                vs[j] = x * scale * g;
+        let e0 = (first + tid / WG) * 256u + 4u * (tid % WG);
+        var v = vec4<f32>(0.0);
+        if e0 < p.width {
+            let x = vec4<f32>(a[d + e0], a[d + e0 + 1u], a[d + e0 + 2u], a[d + e0 + 3u]);
+            let m = p.mode + e0;
+            let g = vec4<f32>(consts[m], consts[m + 1u], consts[m + 2u], consts[m + 3u]);
+            v = x * scale * g;
+            for (var k = 0u; k < 4u; k++) {
+                a[s + e0 + k] = v[k];
             }
         }
-        for (var j = 0u; j < 4u; j++) {
-            let e0 = (first + j) * 256u + 4u * tid;
-            if e0 < p.width {
-                for (var k = 0u; k < 4u; k++) {
-                    a[s + e0 + k] = vs[j][k];
-                }
-            }
-        }
-        for (var j = 0u; j < 4u; j++) {
-            if first + j >= pieces {
-                break;
-            }
-            let e0 = (first + j) * 256u + 4u * tid;
-            let r = round4(vs[j], tid, p.variant);
-            if e0 < p.width {
-                put_input(p.xin + row * p.width + e0, r, p.variant);
-            }
+        let r = round4(v, tid, p.variant);
+        if e0 < p.width {
+            put_input(p.xin + row * p.width + e0, r, p.variant);
         }
     }
 }
@@ -291,8 +308,8 @@ struct Rounded {
 // f32), 3 f16, 4 bf16. `v`: elements 4·tid … 4·tid + 3 of a 256-element piece of a row
 // (zeros past its end); each block's extreme is found in shared memory, so every thread
 // of the workgroup calls this together.
-var<workgroup> ext_abs: array<f32, WG>;
-var<workgroup> ext_val: array<f32, WG>;
+var<workgroup> ext_abs: array<f32, RW>;
+var<workgroup> ext_val: array<f32, RW>;
 
 fn round4(v: vec4<f32>, tid: u32, mode: u32) -> Rounded {
     var m = abs(v.x);
