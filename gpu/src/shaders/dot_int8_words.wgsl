@@ -10,31 +10,31 @@
 // Uses the helpers of `dot_int8.wgsl` (`xq_block`, `xq_scale`, `ONES`, `LOW_NIBBLES`);
 // each word's integer sums are scaled once, as the CPU scales each block's.
 
-// Q4_0 · Q8_0, UNIT 8: word k of a block's 16 quant bytes, weights 4k.. (low nibbles)
-// and 16 + 4k.. (high).
+// Word k of a 32-weight block's 16 nibble bytes `q` against the block's input at `xb`
+// (low nibbles weights 4k.., high 16 + 4k..): (Σ q·x, Σ x).
+fn nibble_word(q: u32, k: u32, xb: u32) -> vec2<i32> {
+    let lo = xq[xb + k];
+    let hi = xq[xb + 4u + k];
+    let s = dot4I8Packed(q & LOW_NIBBLES, lo) + dot4I8Packed((q >> 4u) & LOW_NIBBLES, hi);
+    return vec2<i32>(s, dot4I8Packed(ONES, lo) + dot4I8Packed(ONES, hi));
+}
+
+// Q4_0 · Q8_0, UNIT 8: the nibbles are 8 above the weight.
 fn word8_q4_0(row_base: u32, u: u32, col0: u32, acc: ptr<function, array<f32, NC>>) {
     let ob = row_base + (u >> 2u) * 18u;
     let k = u & 3u;
-    let q = u32_at(ob + 2u + 4u * k);
     let xb = xq_block(col0, (u >> 2u) * 32u);
-    let lo = xq[xb + k];
-    let hi = xq[xb + 4u + k];
-    let s = dot4I8Packed(q & LOW_NIBBLES, lo) + dot4I8Packed((q >> 4u) & LOW_NIBBLES, hi);
-    let sx = dot4I8Packed(ONES, lo) + dot4I8Packed(ONES, hi);
-    (*acc)[0] += f16_at(ob) * xq_scale(xb) * f32(s - 8 * sx);
+    let s = nibble_word(u32_at(ob + 2u + 4u * k), k, xb);
+    (*acc)[0] += f16_at(ob) * xq_scale(xb) * f32(s.x - 8 * s.y);
 }
 
-// Q4_1 · Q8_1, UNIT 8: as Q4_0, weights d·q + m.
+// Q4_1 · Q8_1, UNIT 8: weights d·q + m.
 fn word8_q4_1(row_base: u32, u: u32, col0: u32, acc: ptr<function, array<f32, NC>>) {
     let ob = row_base + (u >> 2u) * 20u;
     let k = u & 3u;
-    let q = u32_at(ob + 4u + 4u * k);
     let xb = xq_block(col0, (u >> 2u) * 32u);
-    let lo = xq[xb + k];
-    let hi = xq[xb + 4u + k];
-    let s = dot4I8Packed(q & LOW_NIBBLES, lo) + dot4I8Packed((q >> 4u) & LOW_NIBBLES, hi);
-    let sx = dot4I8Packed(ONES, lo) + dot4I8Packed(ONES, hi);
-    (*acc)[0] += xq_scale(xb) * (f16_at(ob) * f32(s) + f16_at(ob + 2u) * f32(sx));
+    let s = nibble_word(u32_at(ob + 4u + 4u * k), k, xb);
+    (*acc)[0] += xq_scale(xb) * (f16_at(ob) * f32(s.x) + f16_at(ob + 2u) * f32(s.y));
 }
 
 // The Q5_0 or Q5_1 block at `ob` whose high bits are at byte `qh` and nibbles at `qs`,
