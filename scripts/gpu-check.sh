@@ -122,7 +122,7 @@ for ty in ${types//,/ }; do
     printf "  CPU pp512 %.1f tok/s, tg128 %.1f tok/s\n", cpp, ctg;
     printf "  GPU / CPU: pp512 %.2fx, tg128 %.2fx\n", gpp / cpp, gtg / ctg;
     printf "  GPU tg128 with int8 mat-vecs / float ones: %.1f / %.1f tok/s = %.2fx\n", gtg, ftg, gtg / ftg;
-    printf "  GPU tg128 with a lane per word / per block in the int8 mat-vecs: %.1f / %.1f tok/s = %.2fx\n", gtg, btg, gtg / btg;
+    printf "  GPU tg128 as by default (int8 mat-vecs a lane per word on a hardware adapter) / a lane per block: %.1f / %.1f tok/s = %.2fx\n", gtg, btg, gtg / btg;
     printf "  GPU tg128 with stacked Q/K/V and gate/up / one dispatch per matrix: %.1f / %.1f tok/s = %.2fx\n", gtg, stg, gtg / stg;
   }'
   for kv in f16 q8_0; do
