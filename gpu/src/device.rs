@@ -146,11 +146,11 @@ pub struct GpuOptions {
     /// keeps them on the float kernels.
     pub int8: bool,
     /// Give the int8 one-token mat-vecs a lane per word of quants (`dot_int8_words.wgsl`)
-    /// rather than a lane per block (`dot_int8.wgsl`); `None`: on
-    /// hardware adapters, whose memory serves a subgroup's load in one piece only when
-    /// its lanes read neighbouring words, and off on software drivers, whose lanes are a
-    /// CPU core's vector lanes and for which decoding a block's scales per word is the
-    /// larger cost (lavapipe's Q4_K mat-vec takes twice as long with it).
+    /// rather than a lane per block (`dot_int8.wgsl`). `None`: on hardware adapters, whose
+    /// memory serves a subgroup's load in one piece only when its lanes read neighbouring
+    /// words; off on software drivers, whose lanes are a CPU core's vector lanes and for
+    /// which decoding a block's scales per word is the larger cost (lavapipe's Q4_K
+    /// mat-vec takes twice as long with it).
     pub int8_words: Option<bool>,
     /// Time every dispatch of the whole-layer submissions with timestamp queries (where
     /// the adapter has them): [`Gpu::take_profile`]. Each dispatch then runs in its own
