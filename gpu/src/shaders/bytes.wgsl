@@ -22,6 +22,19 @@ fn u32_at(o: u32) -> u32 {
     return (a >> s) | (w[(o >> 2u) + 1u] << (32u - s));
 }
 
+// The byte at o as a signed 8-bit value.
+fn i8_at(o: u32) -> i32 {
+    return bitcast<i32>(u8_at(o) << 24u) >> 24u;
+}
+
+// The scale of sub-block ib of the IQ4_XS super-block at ob: 6 bits (the low four in
+// its scale bytes, the high two in its 16-bit word), 32 above the multiplier.
+fn iq4_xs_scale(ob: u32, ib: u32) -> i32 {
+    let low = (u8_at(ob + 4u + (ib >> 1u)) >> (4u * (ib & 1u))) & 15u;
+    let high = (u16_at(ob + 2u) >> (2u * ib)) & 3u;
+    return i32(low | (high << 4u)) - 32;
+}
+
 fn u16_at(o: u32) -> u32 {
     return u32_at(o) & 0xffffu;
 }

@@ -21,18 +21,23 @@ fn xq_scale(block: u32) -> f32 {
     return bitcast<f32>(xq[block + 8u]);
 }
 
+// Word k of a 32-weight block's 16 quant bytes `q` against the block's input at `xb`
+// (low nibbles weights 4k.., high 16 + 4k..): (Σ q·x, Σ x).
+fn nibble_word(q: u32, k: u32, xb: u32) -> vec2<i32> {
+    let lo = xq[xb + k];
+    let hi = xq[xb + 4u + k];
+    let s = dot4I8Packed(q & LOW_NIBBLES, lo) + dot4I8Packed((q >> 4u) & LOW_NIBBLES, hi);
+    return vec2<i32>(s, dot4I8Packed(ONES, lo) + dot4I8Packed(ONES, hi));
+}
+
 // The nibbles of a 32-weight block's 16 quant bytes `q` (low: weights 0..15, high:
 // 16..31) against the block's input: (Σ q·x, Σ x).
 fn nibble_sums(q: vec4<u32>, xb: u32) -> vec2<i32> {
-    var s = 0;
-    var sx = 0;
+    var s = vec2<i32>(0);
     for (var k = 0u; k < 4u; k++) {
-        let lo = xq[xb + k];
-        let hi = xq[xb + 4u + k];
-        s += dot4I8Packed(q[k] & LOW_NIBBLES, lo) + dot4I8Packed((q[k] >> 4u) & LOW_NIBBLES, hi);
-        sx += dot4I8Packed(ONES, lo) + dot4I8Packed(ONES, hi);
+        s += nibble_word(q[k], k, xb);
     }
-    return vec2<i32>(s, sx);
+    return s;
 }
 
 // Q4_0 · Q8_0: the nibbles are 8 above the weight.
@@ -126,7 +131,7 @@ fn dot8_q6_k(row_base: u32, u: u32, col0: u32, acc: ptr<function, array<f32, NC>
             s += dot4I8Packed(q, xv);
             sx += dot4I8Packed(ONES, xv);
         }
-        let scale = bitcast<i32>(u8_at(sc + half) << 24u) >> 24u;
+        let scale = i8_at(sc + half);
         total += scale * (s - 32 * sx);
     }
     (*acc)[0] += f16_at(ob + 208u) * xq_scale(xb) * f32(total);
@@ -147,19 +152,24 @@ fn q5_high(qh: u32, first: u32) -> u32 {
     return ((h & 1u) | ((h & 2u) << 7u) | ((h & 4u) << 14u) | ((h & 8u) << 21u)) << 4u;
 }
 
+// Word k of the nibbles `q` of a Q5_0 or Q5_1 block with its high bits `qh` against the
+// block's input: (Σ q·x, Σ x), q 0..31.
+fn q5_word(qh: u32, q: u32, k: u32, xb: u32) -> vec2<i32> {
+    let lo = xq[xb + k];
+    let hi = xq[xb + 4u + k];
+    let s = dot4I8Packed((q & LOW_NIBBLES) | q5_high(qh, 4u * k), lo)
+        + dot4I8Packed(((q >> 4u) & LOW_NIBBLES) | q5_high(qh, 16u + 4u * k), hi);
+    return vec2<i32>(s, dot4I8Packed(ONES, lo) + dot4I8Packed(ONES, hi));
+}
+
 // The 5-bit quants (0..31) of a Q5_0 or Q5_1 block with its high bits `qh` and nibbles
 // `q` against the block's input: (Σ q·x, Σ x).
 fn q5_sums(qh: u32, q: vec4<u32>, xb: u32) -> vec2<i32> {
-    var s = 0;
-    var sx = 0;
+    var s = vec2<i32>(0);
     for (var k = 0u; k < 4u; k++) {
-        let lo = xq[xb + k];
-        let hi = xq[xb + 4u + k];
-        s += dot4I8Packed((q[k] & LOW_NIBBLES) | q5_high(qh, 4u * k), lo);
-        s += dot4I8Packed(((q[k] >> 4u) & LOW_NIBBLES) | q5_high(qh, 16u + 4u * k), hi);
-        sx += dot4I8Packed(ONES, lo) + dot4I8Packed(ONES, hi);
+        s += q5_word(qh, q[k], k, xb);
     }
-    return vec2<i32>(s, sx);
+    return s;
 }
 
 // Q5_0 · Q8_0: the quants are 16 above the weight.
@@ -192,12 +202,18 @@ fn iq4_bytes(v: u32) -> u32 {
     return r;
 }
 
+// Σ codebook(q)·x over word k of a 32-weight block's indices `q` (low nibbles weights
+// 4k.., high 16 + 4k..) against the block's input at `xb`.
+fn iq4_word(q: u32, k: u32, xb: u32) -> i32 {
+    return dot4I8Packed(iq4_bytes(q & LOW_NIBBLES), xq[xb + k])
+        + dot4I8Packed(iq4_bytes((q >> 4u) & LOW_NIBBLES), xq[xb + 4u + k]);
+}
+
 // Σ codebook(q)·x over 32 weights whose indices are the nibbles of `q` (low: the first 16).
 fn iq4_sum(q: vec4<u32>, xb: u32) -> i32 {
     var s = 0;
     for (var k = 0u; k < 4u; k++) {
-        s += dot4I8Packed(iq4_bytes(q[k] & LOW_NIBBLES), xq[xb + k]);
-        s += dot4I8Packed(iq4_bytes((q[k] >> 4u) & LOW_NIBBLES), xq[xb + 4u + k]);
+        s += iq4_word(q[k], k, xb);
     }
     return s;
 }
@@ -214,9 +230,7 @@ fn dot8_iq4_nl(row_base: u32, u: u32, col0: u32, acc: ptr<function, array<f32, N
 fn dot8_iq4_xs(row_base: u32, u: u32, col0: u32, acc: ptr<function, array<f32, NC>>) {
     let ob = row_base + (u >> 3u) * 136u;
     let ib = u & 7u;
-    let low = (u8_at(ob + 4u + (ib >> 1u)) >> (4u * (ib & 1u))) & 15u;
-    let high = (u16_at(ob + 2u) >> (2u * ib)) & 3u;
-    let ls = i32(low | (high << 4u)) - 32;
+    let ls = iq4_xs_scale(ob, ib);
     let xb = xq_block(col0, u * 32u);
     let s = iq4_sum(bytes16(ob + 8u + 16u * ib), xb);
     (*acc)[0] += f16_at(ob) * xq_scale(xb) * f32(ls * s);

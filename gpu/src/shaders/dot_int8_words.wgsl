@@ -2,22 +2,13 @@
 // unit u of a row is the u-th 32-bit word of its quants (two for Q8_0's bytes; Q2_K's and
 // Q3_K's hold four 2-bit fields), so the lanes of a subgroup, which take units one after
 // another, read one run of consecutive words of the weights and, for each nibble half or
-// field, consecutive words of the input. The per-block
-// kernels in `dot_int8.wgsl` give each lane a whole block instead, and a subgroup's load
-// then touches as many 32-byte pieces of memory as it has lanes (GPUs fetch memory for a
-// whole subgroup's load at once, and pay for every piece it touches). The price here is
+// field, consecutive words of the input. The per-block kernels in `dot_int8.wgsl` give
+// each lane a whole block instead, and a subgroup's load then touches as many 32-byte
+// pieces of memory as it has lanes (GPUs fetch memory for a whole subgroup's load at
+// once, and pay for every piece it touches). The price here is
 // that every lane decodes its block's scales, which a GPU does while waiting for memory.
-// Uses the helpers of `dot_int8.wgsl` (`xq_block`, `xq_scale`, `ONES`, `LOW_NIBBLES`);
+// Uses the helpers of `dot_int8.wgsl` (`xq_block`, `xq_scale`, the per-word sums);
 // each word's integer sums are scaled once, as the CPU scales each block's.
-
-// Word k of a 32-weight block's 16 nibble bytes `q` against the block's input at `xb`
-// (low nibbles weights 4k.., high 16 + 4k..): (Σ q·x, Σ x).
-fn nibble_word(q: u32, k: u32, xb: u32) -> vec2<i32> {
-    let lo = xq[xb + k];
-    let hi = xq[xb + 4u + k];
-    let s = dot4I8Packed(q & LOW_NIBBLES, lo) + dot4I8Packed((q >> 4u) & LOW_NIBBLES, hi);
-    return vec2<i32>(s, dot4I8Packed(ONES, lo) + dot4I8Packed(ONES, hi));
-}
 
 // Q4_0 · Q8_0, UNIT 8: the nibbles are 8 above the weight.
 fn word8_q4_0(row_base: u32, u: u32, col0: u32, acc: ptr<function, array<f32, NC>>) {
@@ -37,31 +28,21 @@ fn word8_q4_1(row_base: u32, u: u32, col0: u32, acc: ptr<function, array<f32, NC
     (*acc)[0] += xq_scale(xb) * (f16_at(ob) * f32(s.x) + f16_at(ob + 2u) * f32(s.y));
 }
 
-// The Q5_0 or Q5_1 block at `ob` whose high bits are at byte `qh` and nibbles at `qs`,
-// word k of its nibbles against the block's input: (Σ q·x, Σ x), q 0..31.
-fn q5_word(ob: u32, qh: u32, qs: u32, k: u32, xb: u32) -> vec2<i32> {
-    let h = u32_at(ob + qh);
-    let q = u32_at(ob + qs + 4u * k);
-    let lo = xq[xb + k];
-    let hi = xq[xb + 4u + k];
-    let s = dot4I8Packed((q & LOW_NIBBLES) | q5_high(h, 4u * k), lo)
-        + dot4I8Packed(((q >> 4u) & LOW_NIBBLES) | q5_high(h, 16u + 4u * k), hi);
-    return vec2<i32>(s, dot4I8Packed(ONES, lo) + dot4I8Packed(ONES, hi));
-}
-
 // Q5_0 · Q8_0, UNIT 8: quants 16 above the weight.
 fn word8_q5_0(row_base: u32, u: u32, col0: u32, acc: ptr<function, array<f32, NC>>) {
     let ob = row_base + (u >> 2u) * 22u;
+    let k = u & 3u;
     let xb = xq_block(col0, (u >> 2u) * 32u);
-    let s = q5_word(ob, 2u, 6u, u & 3u, xb);
+    let s = q5_word(u32_at(ob + 2u), u32_at(ob + 6u + 4u * k), k, xb);
     (*acc)[0] += f16_at(ob) * xq_scale(xb) * f32(s.x - 16 * s.y);
 }
 
 // Q5_1 · Q8_1, UNIT 8: weights d·q + m.
 fn word8_q5_1(row_base: u32, u: u32, col0: u32, acc: ptr<function, array<f32, NC>>) {
     let ob = row_base + (u >> 2u) * 24u;
+    let k = u & 3u;
     let xb = xq_block(col0, (u >> 2u) * 32u);
-    let s = q5_word(ob, 4u, 8u, u & 3u, xb);
+    let s = q5_word(u32_at(ob + 4u), u32_at(ob + 8u + 4u * k), k, xb);
     (*acc)[0] += xq_scale(xb) * (f16_at(ob) * f32(s.x) + f16_at(ob + 2u) * f32(s.y));
 }
 
@@ -69,10 +50,8 @@ fn word8_q5_1(row_base: u32, u: u32, col0: u32, acc: ptr<function, array<f32, NC
 fn word8_iq4_nl(row_base: u32, u: u32, col0: u32, acc: ptr<function, array<f32, NC>>) {
     let ob = row_base + (u >> 2u) * 18u;
     let k = u & 3u;
-    let q = u32_at(ob + 2u + 4u * k);
     let xb = xq_block(col0, (u >> 2u) * 32u);
-    let s = dot4I8Packed(iq4_bytes(q & LOW_NIBBLES), xq[xb + k])
-        + dot4I8Packed(iq4_bytes((q >> 4u) & LOW_NIBBLES), xq[xb + 4u + k]);
+    let s = iq4_word(u32_at(ob + 2u + 4u * k), k, xb);
     (*acc)[0] += f16_at(ob) * xq_scale(xb) * f32(s);
 }
 
@@ -83,14 +62,9 @@ fn word8_iq4_xs(row_base: u32, u: u32, col0: u32, acc: ptr<function, array<f32, 
     let k = u & 31u;
     let ib = k >> 2u;
     let kw = k & 3u;
-    let low = (u8_at(ob + 4u + (ib >> 1u)) >> (4u * (ib & 1u))) & 15u;
-    let high = (u16_at(ob + 2u) >> (2u * ib)) & 3u;
-    let ls = i32(low | (high << 4u)) - 32;
-    let q = w[(ob >> 2u) + 2u + k];
     let xb = xq_block(col0, (u >> 5u) * 256u + 32u * ib);
-    let s = dot4I8Packed(iq4_bytes(q & LOW_NIBBLES), xq[xb + kw])
-        + dot4I8Packed(iq4_bytes((q >> 4u) & LOW_NIBBLES), xq[xb + 4u + kw]);
-    (*acc)[0] += f16_at(ob) * xq_scale(xb) * f32(ls * s);
+    let s = iq4_word(w[(ob >> 2u) + 2u + k], kw, xb);
+    (*acc)[0] += f16_at(ob) * xq_scale(xb) * f32(iq4_xs_scale(ob, ib) * s);
 }
 
 // Q8_0 · Q8_0, UNIT 8: words 2k and 2k + 1 of a block's 32 signed bytes.
@@ -156,10 +130,8 @@ fn word8_q6_k(row_base: u32, u: u32, col0: u32, acc: ptr<function, array<f32, NC
     let a = xq[xb + l4];
     let b = xq[xb + 18u + l4];
     let sc = ob + 192u + 8u * n + 2u * t + (l4 >> 2u);
-    let s_lo = bitcast<i32>(u8_at(sc) << 24u) >> 24u;
-    let s_hi = bitcast<i32>(u8_at(sc + 4u) << 24u) >> 24u;
-    let total = s_lo * (dot4I8Packed(lo, a) - 32 * dot4I8Packed(ONES, a))
-        + s_hi * (dot4I8Packed(hi, b) - 32 * dot4I8Packed(ONES, b));
+    let total = i8_at(sc) * (dot4I8Packed(lo, a) - 32 * dot4I8Packed(ONES, a))
+        + i8_at(sc + 4u) * (dot4I8Packed(hi, b) - 32 * dot4I8Packed(ONES, b));
     (*acc)[0] += f16_at(ob + 208u) * xq_scale(xb) * f32(total);
 }
 

@@ -75,9 +75,7 @@ fn i8_iq4_nl(row_base: u32, h16: u32) -> I8Run {
 fn i8_iq4_xs(row_base: u32, h16: u32) -> I8Run {
     let ob = row_base + (h16 >> 4u) * 136u;
     let ib = (h16 >> 1u) & 7u;
-    let low = (u8_at(ob + 4u + (ib >> 1u)) >> (4u * (ib & 1u))) & 15u;
-    let high = (u16_at(ob + 2u) >> (2u * ib)) & 3u;
-    let dl = f16_at(ob) * (f32(low | (high << 4u)) - 32.0);
+    let dl = f16_at(ob) * f32(iq4_xs_scale(ob, ib));
     let q = iq4_run(nibbles16(bytes16(ob + 8u + 16u * ib), 4u * (h16 & 1u)));
     return I8Run(q, vec2<f32>(dl, 0.0));
 }
@@ -138,7 +136,7 @@ fn i8_q6_k(row_base: u32, h16: u32) -> I8Run {
     let l0 = e & 31u;
     let low = nibbles16(bytes16(ob + 64u * n + 32u * (k4 & 1u) + l0), 4u * (k4 >> 1u));
     let high = (bytes16(ob + 128u + 32u * n + l0) >> vec4<u32>(2u * k4)) & vec4<u32>(0x03030303u);
-    let sc = bitcast<i32>(u8_at(ob + 192u + 8u * n + 2u * k4 + (l0 >> 4u)) << 24u) >> 24u;
+    let sc = i8_at(ob + 192u + 8u * n + 2u * k4 + (l0 >> 4u));
     let a = f16_at(ob + 208u) * f32(sc);
     return I8Run(minus(low | (high << vec4<u32>(4u)), 32u), vec2<f32>(a, 0.0));
 }

@@ -104,7 +104,7 @@ fn dq_q6_k(row_base: u32, c: u32) -> W8 {
     let n = e0 >> 7u;
     let k4 = (e0 & 127u) >> 5u;
     let l0 = e0 & 31u;
-    let sc = bitcast<i32>(u8_at(ob + 192u + 8u * n + (l0 >> 4u) + 2u * k4) << 24u) >> 24u;
+    let sc = i8_at(ob + 192u + 8u * n + (l0 >> 4u) + 2u * k4);
     let dl = f16_at(ob + 208u) * f32(sc);
     let ql = u64_at(ob + 64u * n + l0 + 32u * (k4 & 1u));
     let qh = u64_at(ob + 128u + 32u * n + l0);

@@ -76,9 +76,7 @@ fn dq_iq4_xs(row_base: u32, c: u32) -> W8 {
     let ib = (c & 31u) >> 2u;
     let q = c & 3u;
     let d = f16_at(ob);
-    let low = (u8_at(ob + 4u + (ib >> 1u)) >> (4u * (ib & 1u))) & 15u;
-    let high = (u16_at(ob + 2u) >> (2u * ib)) & 3u;
-    let dl = d * (f32(low | (high << 4u)) - 32.0);
+    let dl = d * f32(iq4_xs_scale(ob, ib));
     let v = u64_at(ob + 8u + 16u * ib + 8u * (q & 1u));
     let shift = 4u * (q >> 1u);
     return W8(dl * iq4_values(fields4(v.x, shift, 15u)), dl * iq4_values(fields4(v.y, shift, 15u)));

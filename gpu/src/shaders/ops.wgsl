@@ -39,10 +39,10 @@ var<workgroup> red: array<f32, WG>;
 // The row kernels (`rmsnorm`, `residual`) give a whole row one workgroup, and for one
 // token that row is all the dispatch has, so what they cost is round trips to memory:
 // their RW threads each read 16 elements of a row at once (elements i, i + RW, …, i +
-// 15·RW: one trip for a 4096-wide row) before writing any. The norm's sum of squares keeps the order of a
-// 64-thread walk (thread t adds elements t, t + 64, … in turn, then a tree), which is
-// the order the ops tests hold these kernels to: the row is read into `held` a piece at
-// a time, and the first 64 threads walk it there.
+// 15·RW: one trip for a 4096-wide row) before writing any. The norm's sum of squares
+// keeps the order of a 64-thread walk (thread t adds elements t, t + 64, … in turn, then
+// a tree), which is the order the ops tests hold these kernels to: the row is read into
+// `held` a piece at a time, and the first 64 threads walk it there.
 const RW: u32 = 256u;
 const PIECE: u32 = 2048u;
 var<workgroup> held: array<f32, PIECE>;
@@ -120,6 +120,23 @@ fn row_scale(s: u32, tid: u32) -> f32 {
     return scale;
 }
 
+// The row at `s` times `scale` (and the weight at `c` when there is one) into `d`, which
+// may be `s`: each element (x · scale) · weight.
+fn scale_row(s: u32, d: u32, scale: f32, c: u32, tid: u32) {
+    for (var i = tid; i < p.width; i += 16u * RW) {
+        var v: array<vec4<f32>, 4>;
+        for (var q = 0u; q < 4u; q++) {
+            v[q] = row4(s, i + 4u * q * RW) * scale;
+            if c != NONE {
+                v[q] *= consts_row4(c, i + 4u * q * RW);
+            }
+        }
+        for (var q = 0u; q < 4u; q++) {
+            put_row4(d, i + 4u * q * RW, v[q]);
+        }
+    }
+}
+
 // Rows of `width` at `src` normalized into `dst` (in place when equal): x / √(mean(x²) +
 // eps), times the weight at `c` when there is one. One workgroup per row. Rows from
 // `mode` on are a second set, normalized in place at `xin` by the weight at `variant`
@@ -138,19 +155,7 @@ fn rmsnorm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
         d = s;
         c = p.variant;
     }
-    let scale = row_scale(s, tid);
-    for (var i = tid; i < p.width; i += 16u * RW) {
-        var v: array<vec4<f32>, 4>;
-        for (var q = 0u; q < 4u; q++) {
-            v[q] = row4(s, i + 4u * q * RW) * scale;
-            if c != NONE {
-                v[q] *= consts_row4(c, i + 4u * q * RW);
-            }
-        }
-        for (var q = 0u; q < 4u; q++) {
-            put_row4(d, i + 4u * q * RW, v[q]);
-        }
-    }
+    scale_row(s, d, row_scale(s, tid), c, tid);
 }
 
 // A block's end, one workgroup per row: the block's output rows at `src` (first
@@ -169,16 +174,7 @@ fn residual(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_ind
     let s = p.src + row * p.width;
     let d = p.dst + row * p.width;
     if p.c != NONE {
-        let scale = row_scale(s, tid);
-        for (var i = tid; i < p.width; i += 16u * RW) {
-            var v: array<vec4<f32>, 4>;
-            for (var q = 0u; q < 4u; q++) {
-                v[q] = row4(s, i + 4u * q * RW) * scale * consts_row4(p.c, i + 4u * q * RW);
-            }
-            for (var q = 0u; q < 4u; q++) {
-                put_row4(s, i + 4u * q * RW, v[q]);
-            }
-        }
+        scale_row(s, s, row_scale(s, tid), p.c, tid);
     }
     for (var i = tid; i < p.width; i += 16u * RW) {
         var v: array<vec4<f32>, 4>;
@@ -305,9 +301,9 @@ struct Rounded {
 // Activations rounded as the CPU quantizes them for a matmul: mode 0 as they are, 1
 // Q8_0/Q8_1 (blocks of 32: scale amax/127 stored as f16, quants rounded half to even), 2
 // Q8_K (blocks of 256: the first element of largest magnitude maps to -127, scale kept in
-// f32), 3 f16, 4 bf16. `v`: elements 4·tid … 4·tid + 3 of a 256-element piece of a row
-// (zeros past its end); each block's extreme is found in shared memory, so every thread
-// of the workgroup calls this together.
+// f32), 3 f16, 4 bf16. `v`: elements 4t … 4t + 3 (t = tid % 64) of a 256-element piece
+// of a row, each 64 threads their own piece (zeros past its end); each block's extreme is
+// found in shared memory, so every thread of the workgroup calls this together.
 var<workgroup> ext_abs: array<f32, RW>;
 var<workgroup> ext_val: array<f32, RW>;
 

@@ -96,7 +96,7 @@ fn dot_q6_k(row_base: u32, u: u32, col0: u32, acc: ptr<function, array<f32, NC>>
     let ls = 4u * (k4 >> 1u);
     let hs = 2u * k4;
     for (var half = 0u; half < 2u; half++) {
-        let scale = d * f32(bitcast<i32>(u8_at(sc + half) << 24u) >> 24u);
+        let scale = d * f32(i8_at(sc + half));
         let ql = bytes16(qlo + 16u * half);
         let qh = bytes16(qho + 16u * half);
         var part: array<f32, NC>;
