@@ -77,28 +77,52 @@ fn new_elem(src: u32, e: u32, d: u32, turn: bool) -> f32 {
     return roped(src + e - j, j, e / (p.n_kv_head * d));
 }
 
-// ---- writing: one head's row of blocks is built in `row`, then copied ----
+// ---- writing: each thread writes its unit's words straight into the cache ----
 
-// A Q8_0 head row of the widest head: 8 blocks of 34 bytes.
-var<private> row: array<u32, 68>;
+// The word being filled, how many of its bytes are, where it goes and into which cache:
+// a head's row of blocks is written a byte at a time in order, a whole word per store.
+// (Scalars, not an array of the row: a private array indexed at run time is scratch
+// memory, which a software driver sets up for every dispatch of a kernel that has one.)
+var<private> out_word: u32;
+var<private> out_fill: u32;
+var<private> out_at: u32;
+var<private> out_values: bool;
 
-fn put_byte(o: u32, v: u32) {
-    let s = (o & 3u) * 8u;
-    row[o >> 2u] = (row[o >> 2u] & ~(0xffu << s)) | ((v & 0xffu) << s);
+fn put_word(at: u32, w: u32, values: bool) {
+    if values {
+        vc[at] = w;
+    } else {
+        kc[at] = w;
+    }
 }
 
-fn put_f16(o: u32, x: f32) {
-    let bits = pack2x16float(vec2<f32>(x, 0.0)) & 0xffffu;
-    put_byte(o, bits);
-    put_byte(o + 1u, bits >> 8u);
+fn put_byte(v: u32) {
+    out_word |= (v & 0xffu) << (8u * out_fill);
+    out_fill++;
+    if out_fill == 4u {
+        put_word(out_at, out_word, out_values);
+        out_at++;
+        out_word = 0u;
+        out_fill = 0u;
+    }
+}
+
+fn put_f16(x: f32) {
+    let bits = pack2x16float(vec2<f32>(x, 0.0));
+    put_byte(bits);
+    put_byte(bits >> 8u);
 }
 
 // The `d` elements from `e0` of the new keys or values at `src` (see `new_elem`) as
-// blocks into `row`, as the CPU's cache quantizes them: Q8_0 as activations (scale
-// amax/127 stored as f16, quants rounded half to even, `quantize_activation`), Q4_0 by
-// ggml's reference (scale max/-8 where max is the first element of largest magnitude,
-// quants min(15, trunc(x/scale + 8.5))).
-fn pack_blocks(ty: u32, src: u32, e0: u32, d: u32, turn: bool) {
+// blocks from cache word `at`, as the CPU's cache quantizes them: Q8_0 as activations
+// (scale amax/127 stored as f16, quants rounded half to even, `quantize_activation`),
+// Q4_0 by ggml's reference (scale max/-8 where max is the first element of largest
+// magnitude, quants min(15, trunc(x/scale + 8.5))). The last word's spare bytes are 0.
+fn put_blocks(ty: u32, src: u32, e0: u32, d: u32, turn: bool, at: u32, values: bool) {
+    out_word = 0u;
+    out_fill = 0u;
+    out_at = at;
+    out_values = values;
     for (var b = 0u; b < d / 32u; b++) {
         let x0 = e0 + 32u * b;
         var amax = 0.0;
@@ -111,20 +135,18 @@ fn pack_blocks(ty: u32, src: u32, e0: u32, d: u32, turn: bool) {
             }
         }
         if ty == Q8_0 {
-            let o = 34u * b;
-            put_f16(o, amax / 127.0);
+            put_f16(amax / 127.0);
             var inv = 0.0;
             if amax != 0.0 {
                 inv = 127.0 / amax;
             }
             for (var j = 0u; j < 32u; j++) {
                 let v = new_elem(src, x0 + j, d, turn);
-                put_byte(o + 2u + j, bitcast<u32>(i32(round(v * inv))));
+                put_byte(bitcast<u32>(i32(round(v * inv))));
             }
         } else {
-            let o = 18u * b;
             let scale = top / -8.0;
-            put_f16(o, scale);
+            put_f16(scale);
             var inv = 0.0;
             if scale != 0.0 {
                 inv = 1.0 / scale;
@@ -132,43 +154,37 @@ fn pack_blocks(ty: u32, src: u32, e0: u32, d: u32, turn: bool) {
             for (var j = 0u; j < 16u; j++) {
                 let lo = min(15u, u32(i32(new_elem(src, x0 + j, d, turn) * inv + 8.5)));
                 let hi = min(15u, u32(i32(new_elem(src, x0 + j + 16u, d, turn) * inv + 8.5)));
-                put_byte(o + 2u + j, lo | (hi << 4u));
+                put_byte(lo | (hi << 4u));
             }
         }
     }
+    if out_fill > 0u {
+        put_word(out_at, out_word, out_values);
+    }
 }
 
-// Unit `i` of n tokens' keys (`turn`) or values (heads of `d`, `row_bytes` apart, at
-// `src` in `a`) into `row`: a pair of f16s, an f32, or a head's blocks. Returns the
-// first word in the cache and the words to copy (0 past the last unit).
-fn pack_unit(ty: u32, src: u32, d: u32, row_bytes: u32, i: u32, turn: bool) -> vec2<u32> {
+// Unit `i` of n tokens' keys (`keys`: turned by RoPE as `new_elem` turns them, into `kc`)
+// or values (into `vc`), heads of `d`, `row_bytes` apart, at `src` in `a`: a pair of
+// f16s, an f32, or a head's blocks; nothing past the last unit.
+fn put_unit(ty: u32, src: u32, d: u32, row_bytes: u32, i: u32, keys: bool) {
     let heads = p.n * p.n_kv_head;
     let first_word = p.pos * p.n_kv_head * row_bytes / 4u;
     switch ty {
         case F16: {
-            if i >= heads * d / 2u {
-                return vec2<u32>(0u);
+            if i < heads * d / 2u {
+                let x = vec2<f32>(new_elem(src, 2u * i, d, keys), new_elem(src, 2u * i + 1u, d, keys));
+                put_word(first_word + i, pack2x16float(x), !keys);
             }
-            let x = vec2<f32>(new_elem(src, 2u * i, d, turn), new_elem(src, 2u * i + 1u, d, turn));
-            row[0] = pack2x16float(x);
-            return vec2<u32>(first_word + i, 1u);
         }
         case F32: {
-            if i >= heads * d {
-                return vec2<u32>(0u);
+            if i < heads * d {
+                put_word(first_word + i, bitcast<u32>(new_elem(src, i, d, keys)), !keys);
             }
-            row[0] = bitcast<u32>(new_elem(src, i, d, turn));
-            return vec2<u32>(first_word + i, 1u);
         }
         default: {
-            if i >= heads {
-                return vec2<u32>(0u);
+            if i < heads {
+                put_blocks(ty, src, i * d, d, keys, first_word + i * row_bytes / 4u, !keys);
             }
-            for (var w = 0u; w < row_bytes / 4u; w++) {
-                row[w] = 0u;
-            }
-            pack_blocks(ty, src, i * d, d, turn);
-            return vec2<u32>(first_word + i * row_bytes / 4u, row_bytes / 4u);
         }
     }
 }
@@ -177,14 +193,8 @@ fn pack_unit(ty: u32, src: u32, d: u32, row_bytes: u32, i: u32, turn: bool) -> v
 @compute @workgroup_size(64)
 fn store(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
     let i = (wid.x + wid.y * p.groups_x) * WG + tid;
-    let k = pack_unit(K_TYPE, p.q, p.head_dim, p.k_row, i, true);
-    for (var w = 0u; w < k.y; w++) {
-        kc[k.x + w] = row[w];
-    }
-    let v = pack_unit(V_TYPE, p.out, p.head_dim_v, p.v_row, i, false);
-    for (var w = 0u; w < v.y; w++) {
-        vc[v.x + w] = row[w];
-    }
+    put_unit(K_TYPE, p.q, p.head_dim, p.k_row, i, true);
+    put_unit(V_TYPE, p.out, p.head_dim_v, p.v_row, i, false);
 }
 
 // ---- reading ----
