@@ -26,8 +26,8 @@ pub use bandwidth::Bandwidth;
 pub use device::{CallStats, Gpu, GpuMatrix, GpuOptions, KernelTime, MatmulJob};
 pub use memory::parse_bytes;
 pub use resident::{
-    cache_row_bytes, op_sources, ActRounding, AttnRope, AttnShape, Batch, Glu, NextNorm, RopePairs,
-    Split, Target, Workspace, WorkspaceSpec,
+    cache_row_bytes, op_sources, ActRounding, AttnRope, AttnShape, Batch, Glu, Join, NextNorm,
+    RopePairs, Split, Target, Workspace, WorkspaceSpec,
 };
 pub use shaders::{
     all_sources, batch_width, int8_dot, int8_word_dot, shader_source, supported, Reduction,

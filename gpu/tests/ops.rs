@@ -12,7 +12,7 @@ mod common;
 
 use common::nmse;
 use loupe_gpu::{
-    cache_row_bytes, ActRounding, AttnRope, AttnShape, Batch, Glu, Gpu, GpuOptions, NextNorm,
+    cache_row_bytes, ActRounding, AttnRope, AttnShape, Batch, Glu, Gpu, GpuOptions, Join, NextNorm,
     RopePairs, Split, Workspace, WorkspaceSpec,
 };
 use loupe_quant::{
@@ -338,7 +338,7 @@ fn the_gated_join_is_rounded_as_the_cpu_rounds_it() {
                 g,
                 0,
                 (rows as u32, cols as u32),
-                Some((u, act)),
+                Some(Join::Glu(u, act)),
                 ActRounding::Q8Blocks32,
             )
         });
@@ -820,6 +820,90 @@ fn attention_over_quantized_and_f32_caches_matches_f64() {
         check_attention(40, 24, None, types);
     }
     check_attention(300, 0, Some(3), (Q8_0, Q4_0));
+}
+
+/// One token's split attention merged by the rounding of its output (`attend_parts`, then
+/// `quantize` with the merge) gives the bits of a merge step and then the rounding: the
+/// output itself and its rounding in every mode, for heads of 64 (four to a Q8_K block)
+/// and of 256.
+#[test]
+fn a_split_merged_as_it_is_rounded_is_the_merge_step_bit_for_bit() {
+    let gpu = gpu();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(12);
+    for (n_head, hd) in [(8usize, 64usize), (2, 256)] {
+        let n_kv = n_head / 2;
+        let n = 700;
+        let shape = AttnShape {
+            k_type: GgmlType::F16,
+            v_type: GgmlType::F16,
+            n_head: n_head as u32,
+            n_kv_head: n_kv as u32,
+            head_dim: hd as u32,
+            head_dim_v: hd as u32,
+            window: 0,
+            q_scale: 1.0,
+            s_scale: 0.125,
+            cap: 0.0,
+            rope: None,
+        };
+        let mut draw =
+            |len: usize| -> Vec<f32> { (0..len).map(|_| rng.random_range(-2.0f32..2.0)).collect() };
+        let (k, v, q) = (draw(n * n_kv * hd), draw(n * n_kv * hd), draw(n_head * hd));
+        let region = (n * n_kv * hd).next_multiple_of(64) as u32;
+        let [ka, va, qa, oa, pa] = [0, 1, 2, 3, 4].map(|i| i * region);
+        let row = cache_row_bytes(GgmlType::F16, hd as u32).unwrap() as u64;
+        let bytes = (n * n_kv) as u64 * row;
+        let mut ws = workspace(&gpu, 5 * region as usize, &[0.0], vec![(bytes, bytes)]);
+        // Every position's keys and values but the last, in one batch.
+        let mut batch = Batch::new(n - 1);
+        batch.upload(ka, &k[..(n - 1) * n_kv * hd]);
+        batch.upload(va, &v[..(n - 1) * n_kv * hd]);
+        batch.store(0, ka, va, 0, (n - 1) as u32, &shape);
+        ws.run(&gpu, batch, &mut Vec::new()).unwrap();
+        let split = Split::for_keys(n as u32, pa);
+        assert!(split.parts > 2, "{split:?}");
+        let width = (n_head * hd) as u32;
+        let stale = vec![f32::NAN; width as usize];
+        for r in [
+            ActRounding::None,
+            ActRounding::Q8Blocks32,
+            ActRounding::Q8K,
+            ActRounding::F16,
+            ActRounding::Bf16,
+        ] {
+            let mut results = Vec::new();
+            for fused in [false, true] {
+                let mut batch = Batch::new(1);
+                batch.upload(ka, &k[(n - 1) * n_kv * hd..]);
+                batch.upload(va, &v[(n - 1) * n_kv * hd..]);
+                batch.upload(qa, &q);
+                // Whatever the run before left as the output is not this run's.
+                batch.upload(oa, &stale);
+                let pos = (n - 1) as u32;
+                batch.store(0, ka, va, pos, 1, &shape);
+                let join = if fused {
+                    let join = batch.attend_parts(0, qa, oa, pos, 1, &shape, split);
+                    assert!(matches!(join, Some(Join::Merge { .. })), "{join:?}");
+                    join
+                } else {
+                    batch.attend(0, qa, oa, pos, 1, &shape, split);
+                    None
+                };
+                batch.quantize(oa, 0, (1, width), join, r);
+                let out = batch.read_arena(oa, width);
+                let rounded = batch.read_input(0, width);
+                let mut back = Vec::new();
+                ws.run(&gpu, batch, &mut back).unwrap();
+                let at = |o: usize| bits(&floats(&back[o..o + 4 * width as usize]));
+                results.push((at(out), at(rounded)));
+            }
+            assert!(results[0].0 == results[1].0, "heads of {hd}, {r:?}: output");
+            assert!(
+                results[0].1 == results[1].1,
+                "heads of {hd}, {r:?}: rounded"
+            );
+        }
+    }
 }
 
 /// RoPE applied as `store` and `attend` read (a layer then has no RoPE step) gives the

@@ -19,7 +19,7 @@ use std::collections::HashMap;
 
 use anyhow::{anyhow, bail, ensure, Result};
 use loupe_gpu::{
-    cache_row_bytes, ActRounding, AttnRope, AttnShape, Batch, Glu, Gpu, GpuMatrix, NextNorm,
+    cache_row_bytes, ActRounding, AttnRope, AttnShape, Batch, Glu, Gpu, GpuMatrix, Join, NextNorm,
     Reduction, RopePairs, Split, Target, Workspace, WorkspaceSpec,
 };
 
@@ -446,8 +446,9 @@ enum Input {
     Plain,
     /// Already rounded this way into the matmul input (by the residual before).
     Rounded(ActRounding),
-    /// Gates, to be joined with the up projection at this offset by this activation.
-    Gates(u32, Glu),
+    /// To be made first as the join says (gates joined with the up projections, or
+    /// attention outputs merged from a split's partial results).
+    Joined(Join),
 }
 
 /// What recording a layer needs: the model, its uploaded matrices, the arena's layout.
@@ -492,11 +493,11 @@ impl<'r> Recorder<'r> {
         jobs: &[(&Tensor, Target, Option<u32>)],
     ) -> Result<()> {
         let mut done: Vec<ActRounding> = Vec::new();
-        let mut glu = None;
+        let mut join = None;
         match input {
             Input::Plain => {}
             Input::Rounded(r) => done.push(r),
-            Input::Gates(up, act) => glu = Some((up, act)),
+            Input::Joined(j) => join = Some(j),
         }
         let mut rest = jobs;
         while let Some(&(t, _, _)) = rest.first() {
@@ -517,9 +518,9 @@ impl<'r> Recorder<'r> {
             let r = rounding(t)?;
             let at = self.xin[&r];
             if !done.contains(&r) {
-                // The gated join, when asked for, happens with the first rounding.
+                // The join, when asked for, happens with the first rounding.
                 let shape = (rows as u32, cols as u32);
-                batch.quantize(src, at, shape, glu.take(), r);
+                batch.quantize(src, at, shape, join.take(), r);
                 done.push(r);
             }
             let outs: Vec<(Target, Option<u32>)> = stacked
@@ -645,13 +646,20 @@ impl<'r> Recorder<'r> {
         } else {
             Split::NONE
         };
-        batch.attend(i, a.q, a.att, pos as u32, bu, &shape, split);
         let att_cols = c.n_head * c.head_dim_v;
-        if let Some(block) = self.rotation.v {
+        // A split's partial results are merged as the output is rounded, unless the
+        // values' Hadamard turn must be undone between.
+        let att_input = if let Some(block) = self.rotation.v {
+            batch.attend(i, a.q, a.att, pos as u32, bu, &shape, split);
             batch.hadamard(&[(a.att, (b * att_cols / block) as u32)], block as u32);
-        }
+            Input::Plain
+        } else {
+            batch
+                .attend_parts(i, a.q, a.att, pos as u32, bu, &shape, split)
+                .map_or(Input::Plain, Input::Joined)
+        };
         let wo = [(&lw.wo, Target::Arena(a.xb2), lc.bo)];
-        self.matmuls(batch, (a.att, Input::Plain), att_cols, b, &wo)?;
+        self.matmuls(batch, (a.att, att_input), att_cols, b, &wo)?;
         // The post-norm (Gemma), the residual and the feed-forward's norm and rounding.
         let ffn_in = self.next_norm(lc.ffn_norm, &lw.w_gate)?;
         let post = lc.attn_post_norm;
@@ -670,7 +678,7 @@ impl<'r> Recorder<'r> {
         };
         // The activation's join happens as the down projection's input is rounded.
         let down = [(&lw.w_down, Target::Arena(a.xb2), None)];
-        let gates = (a.hb, Input::Gates(a.hb2, act));
+        let gates = (a.hb, Input::Joined(Join::Glu(a.hb2, act)));
         self.matmuls(batch, gates, c.hidden_dim, b, &down)?;
         let post = lc.ffn_post_norm;
         batch.residual((a.x, a.xb2), (bu, dim), post, next_norm, eps);

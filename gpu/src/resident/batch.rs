@@ -2,7 +2,7 @@
 //! parameters (a 256-byte slot each), the uploads before and the reads after.
 
 use super::{
-    cache_row_bytes, formats_code, ActRounding, AttnShape, Binds, Glu, Kernel, NextNorm, Read,
+    cache_row_bytes, formats_code, ActRounding, AttnShape, Binds, Join, Kernel, NextNorm, Read,
     RopePairs, Split, Step, Target, NONE, WG,
 };
 use crate::device::{Params, Segments, MAX_GROUPS, SLOT};
@@ -201,22 +201,41 @@ impl<'w> Batch<'w> {
     }
 
     /// `rows` rows of `cols` at `src` in the arena rounded by `r` into the matmul input
-    /// at `dst`; with `glu` (the up projection's rows and the activation), the rows at
-    /// `src` are gates, and their join act(gate) · up is what is rounded (and kept at
-    /// `src`).
+    /// at `dst`; with `join`, the rows are first made (and kept at `src`) as it says: the
+    /// gated join act(gate) · up of the gates at `src`, or the attention outputs merged
+    /// from a split's partial results.
     pub fn quantize(
         &mut self,
         src: u32,
         dst: u32,
         (rows, cols): (u32, u32),
-        glu: Option<(u32, Glu)>,
+        join: Option<Join>,
         r: ActRounding,
     ) {
         self.rounded_into(dst, rows * cols, r);
         let groups = grid(rows * cols.div_ceil(256));
-        let (up, act) = glu.map_or((NONE, 0), |(up, act)| (up, act as u32));
+        // `c`: the up projections; `xin`: the partial results; `variant`: the activation,
+        // or the split's parts and the heads' width.
+        let (up, parts, variant) = match join {
+            None => (NONE, NONE, 0),
+            Some(Join::Glu(up, act)) => (up, NONE, act as u32),
+            Some(Join::Merge { split, head_dim_v }) => {
+                let fits = head_dim_v > 0
+                    && head_dim_v.is_multiple_of(4)
+                    && head_dim_v <= 0xffff
+                    && cols.is_multiple_of(head_dim_v)
+                    && (1..=Split::MAX_PARTS).contains(&split.parts);
+                if !fits {
+                    let parts = split.parts;
+                    return self.fail(format!(
+                        "{parts} partial results of heads of {head_dim_v} merged into rows of {cols}"
+                    ));
+                }
+                (NONE, split.at, split.parts << 16 | head_dim_v)
+            }
+        };
         let f = [rows, cols, src, dst, up, r as u32, groups[0], 0];
-        let p = op_bytes_with(f, [0, act]);
+        let p = op_bytes_with(f, [parts, variant]);
         self.push(
             Step::Op {
                 kernel: Kernel::Quantize,
@@ -469,9 +488,40 @@ impl<'w> Batch<'w> {
         s: &AttnShape,
         split: Split,
     ) {
-        let Some((p, formats)) = self.attn_bytes(q, out, pos, n, s, 0, split) else {
-            return;
-        };
+        if let Some(p) = self.attend_step(layer, (q, out), (pos, n), s, split) {
+            self.merge_step(layer, n, s, split, &p);
+        }
+    }
+
+    /// As [`Batch::attend`], but a split's partial results are left for the rounding of
+    /// the output ([`Batch::quantize`]) to merge, which saves a dispatch: the [`Join`] to
+    /// round the output with, `None` where the output is whole (no split, or heads the
+    /// rounding cannot merge: then the merge step is recorded here).
+    #[allow(clippy::too_many_arguments)]
+    pub fn attend_parts(
+        &mut self,
+        layer: usize,
+        q: u32,
+        out: u32,
+        pos: u32,
+        n: u32,
+        s: &AttnShape,
+        split: Split,
+    ) -> Option<Join> {
+        let p = self.attend_step(layer, (q, out), (pos, n), s, split)?;
+        self.leave_merge(layer, n, s, split, &p)
+    }
+
+    /// The attention step; its parameters, which a merge step shares.
+    fn attend_step(
+        &mut self,
+        layer: usize,
+        (q, out): (u32, u32),
+        (pos, n): (u32, u32),
+        s: &AttnShape,
+        split: Split,
+    ) -> Option<[u8; 96]> {
+        let (p, formats) = self.attn_bytes(q, out, pos, n, s, 0, split)?;
         self.push(
             Step::Op {
                 kernel: Kernel::Attend,
@@ -481,6 +531,32 @@ impl<'w> Batch<'w> {
             },
             &p,
         );
+        Some(p)
+    }
+
+    /// What follows an attention step whose merge may be left to the rounding of its
+    /// output: the [`Join`] that merges there, or `None` after recording the merge step
+    /// (where there is a split) here.
+    fn leave_merge(
+        &mut self,
+        layer: usize,
+        n: u32,
+        s: &AttnShape,
+        split: Split,
+        p: &[u8],
+    ) -> Option<Join> {
+        if split.parts > 1 && s.head_dim_v.is_multiple_of(4) {
+            return Some(Join::Merge {
+                split,
+                head_dim_v: s.head_dim_v,
+            });
+        }
+        self.merge_step(layer, n, s, split, p);
+        None
+    }
+
+    /// The merge of a split's partial results (none without a split).
+    fn merge_step(&mut self, layer: usize, n: u32, s: &AttnShape, split: Split, p: &[u8]) {
         if split.parts > 1 {
             self.push(
                 Step::Op {
@@ -489,7 +565,7 @@ impl<'w> Batch<'w> {
                     binds: Binds::Cache(layer),
                     groups: [s.n_head, n, 1],
                 },
-                &p,
+                p,
             );
         }
     }

@@ -113,6 +113,17 @@ pub enum Glu {
     Gelu = 1,
 }
 
+/// What the rows a [`Batch::quantize`] rounds are made of first, written back where they
+/// lie before they are rounded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Join {
+    /// Gates, joined with the up projections at this offset by this activation.
+    Glu(u32, Glu),
+    /// Attention outputs (heads of `head_dim_v`) still in the partial results of a
+    /// `split` ([`Batch::attend_parts`]), merged as `merge` would merge them.
+    Merge { split: Split, head_dim_v: u32 },
+}
+
 /// What a block's last step ([`Batch::residual`]) prepares for the next block: the
 /// stream normalized by the norm weight at `weight` (in the constants), rounded by
 /// `rounding` into the matmul input at `xin`.

@@ -16,9 +16,11 @@ struct Op {
     mode: u32,  // the kernel's variant (activation, rounding format, RoPE style)
     groups_x: u32,
     eps: f32,
-    xin: u32,     // `residual`: where in `b1` the rounded copy of the new norm goes
+    xin: u32,     // `residual`: where in `b1` the rounded copy of the new norm goes;
+                  // `quantize`: a split attention's partial results in `a`, or NONE
     variant: u32, // `residual`: that copy's rounding (as `quantize`'s mode); `quantize`:
-                  // the gate's activation when `c` holds the up projection's offset
+                  // the gate's activation when `c` holds the up projection's offset, the
+                  // split's parts << 16 | the heads' width when `xin` holds the results
 }
 
 const NONE: u32 = 0xffffffffu;
@@ -368,11 +370,36 @@ fn round4(v: vec4<f32>, tid: u32, mode: u32) -> Rounded {
     return r;
 }
 
+// Elements e0 … e0 + 3 (in one head) of attention output row `row`, merged from the
+// partial results of a split at `p.xin` (see `attend` in `attention.wgsl`) as `merge`
+// merges them there: each part's values and sum scaled from its maximum to the largest.
+fn merged(row: u32, e0: u32) -> vec4<f32> {
+    let hd = p.variant & 0xffffu;
+    let parts = p.variant >> 16u;
+    let stride = 2u + hd;
+    let base = p.xin + (row * (p.width / hd) + e0 / hd) * parts * stride;
+    let d = base + 2u + e0 % hd;
+    var m = -3.0e38;
+    for (var z = 0u; z < parts; z++) {
+        m = max(m, a[base + z * stride]);
+    }
+    var l = 0.0;
+    var sum = vec4<f32>(0.0);
+    for (var z = 0u; z < parts; z++) {
+        let scale = exp(a[base + z * stride] - m);
+        l += a[base + z * stride + 1u] * scale;
+        let at = d + z * stride;
+        sum += vec4<f32>(a[at], a[at + 1u], a[at + 2u], a[at + 3u]) * scale;
+    }
+    return sum / l;
+}
+
 // Rows (n of `width`, a multiple of 32) at `src` in `a` rounded by `mode` (see `round4`)
-// into `dst` in `b1`. When `c` holds an offset, the rows are first the gated join of
-// the gates at `src` with the up projections at `c` (in `a`), by the activation in
-// `variant`, and are written back to `src` as well. A workgroup takes 256 elements of a
-// row, four per thread.
+// into `dst` in `b1`. First, and written back to `src`: when `c` holds an offset, the
+// gated join of the gates at `src` with the up projections at `c` (in `a`), by the
+// activation in `variant`; when `xin` does, the attention outputs merged from a split's
+// partial results there (`merged`). A workgroup takes 256 elements of a row, four per
+// thread.
 @compute @workgroup_size(64)
 fn quantize(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
     let chunks = (p.width + 255u) / 256u;
@@ -386,7 +413,14 @@ fn quantize(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_ind
     let s = p.src + row * p.width + e0;
     var v = vec4<f32>(0.0);
     if valid {
-        v = vec4<f32>(a[s], a[s + 1u], a[s + 2u], a[s + 3u]);
+        if p.xin != NONE {
+            v = merged(row, e0);
+            for (var k = 0u; k < 4u; k++) {
+                a[s + k] = v[k];
+            }
+        } else {
+            v = vec4<f32>(a[s], a[s + 1u], a[s + 2u], a[s + 3u]);
+        }
         if p.c != NONE {
             // The up values read before any write, so the reads are in flight together.
             let u = p.c + row * p.width + e0;
