@@ -45,6 +45,24 @@ fn floats(bytes: &[u8]) -> Vec<f32> {
         .collect()
 }
 
+/// An attention shape: keys and values of `types`, `heads` (query heads, KV heads, width
+/// of both), scores scaled by 1/8, no window, cap or RoPE; tests change what they need.
+fn attn_shape(types: (GgmlType, GgmlType), (n_head, n_kv, hd): (usize, usize, usize)) -> AttnShape {
+    AttnShape {
+        k_type: types.0,
+        v_type: types.1,
+        n_head: n_head as u32,
+        n_kv_head: n_kv as u32,
+        head_dim: hd as u32,
+        head_dim_v: hd as u32,
+        window: 0,
+        q_scale: 1.0,
+        s_scale: 0.125,
+        cap: 0.0,
+        rope: None,
+    }
+}
+
 /// Values with the spread activations have, some exactly halfway between f16 values
 /// and some zero blocks, so ties and the zero scale are exercised.
 fn activations(rng: &mut impl Rng, n: usize) -> Vec<f32> {
@@ -691,17 +709,10 @@ fn check_attention(n: usize, window: usize, last: Option<u32>, types: (GgmlType,
     let (n_head, n_kv, hd) = (4usize, 2usize, 64usize);
     let total = n + last.is_some() as usize;
     let shape = AttnShape {
-        k_type: types.0,
-        v_type: types.1,
-        n_head: n_head as u32,
-        n_kv_head: n_kv as u32,
-        head_dim: hd as u32,
-        head_dim_v: hd as u32,
         window: window as u32,
-        q_scale: 1.0,
         s_scale: 0.125 / 30.0,
         cap: 30.0,
-        rope: None,
+        ..attn_shape(types, (n_head, n_kv, hd))
     };
     let q: Vec<f32> = (0..total * n_head * hd)
         .map(|_| rng.random_range(-2.0f32..2.0))
@@ -833,19 +844,8 @@ fn a_split_merged_as_it_is_rounded_is_the_merge_step_bit_for_bit() {
     for (n_head, hd) in [(8usize, 64usize), (2, 256)] {
         let n_kv = n_head / 2;
         let n = 700;
-        let shape = AttnShape {
-            k_type: GgmlType::F16,
-            v_type: GgmlType::F16,
-            n_head: n_head as u32,
-            n_kv_head: n_kv as u32,
-            head_dim: hd as u32,
-            head_dim_v: hd as u32,
-            window: 0,
-            q_scale: 1.0,
-            s_scale: 0.125,
-            cap: 0.0,
-            rope: None,
-        };
+        let f16 = (GgmlType::F16, GgmlType::F16);
+        let shape = attn_shape(f16, (n_head, n_kv, hd));
         let mut draw =
             |len: usize| -> Vec<f32> { (0..len).map(|_| rng.random_range(-2.0f32..2.0)).collect() };
         let (k, v, q) = (draw(n * n_kv * hd), draw(n * n_kv * hd), draw(n_head * hd));
@@ -882,7 +882,7 @@ fn a_split_merged_as_it_is_rounded_is_the_merge_step_bit_for_bit() {
                 let pos = (n - 1) as u32;
                 batch.store(0, ka, va, pos, 1, &shape);
                 let join = if fused {
-                    let join = batch.attend_parts(0, qa, oa, pos, 1, &shape, split);
+                    let join = batch.attend_parts(0, (qa, oa), (pos, 1), &shape, split);
                     assert!(matches!(join, Some(Join::Merge { .. })), "{join:?}");
                     join
                 } else {
@@ -906,6 +906,93 @@ fn a_split_merged_as_it_is_rounded_is_the_merge_step_bit_for_bit() {
     }
 }
 
+/// One token's attention that writes its own key and value into an f16 or f32 cache
+/// (`store_and_attend`) gives the bits of a `store` step and then the attention: the
+/// output and the whole cache after it, for every pair of those formats, keys turned by
+/// RoPE as read (part of each head), with and without a split, and within a window.
+#[test]
+fn one_token_attention_that_stores_its_own_key_is_the_store_step_bit_for_bit() {
+    use GgmlType::*;
+    let gpu = gpu();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(13);
+    let (n_head, n_kv, hd) = (4usize, 2usize, 64usize);
+    for (types, n, window) in [
+        ((F16, F16), 300, 0),
+        ((F16, F16), 40, 0),
+        ((F32, F32), 300, 0),
+        ((F16, F32), 200, 150),
+        ((F32, F16), 40, 24),
+    ] {
+        let mut draw =
+            |len: usize| -> Vec<f32> { (0..len).map(|_| rng.random_range(-2.0f32..2.0)).collect() };
+        let (k, v, q) = (draw(n * n_kv * hd), draw(n * n_kv * hd), draw(n_head * hd));
+        let table: Vec<f32> = (0..n)
+            .flat_map(|t| {
+                (0..16).flat_map(move |i| {
+                    let a = t as f32 / 10f32.powf(i as f32 / 8.0);
+                    [a.cos(), a.sin()]
+                })
+            })
+            .collect();
+        let region = (n * n_kv * hd).next_multiple_of(64) as u32;
+        let [ka, va, qa, oa, pa, ta] = [0, 1, 2, 3, 4, 5].map(|i| i * region);
+        let shape = AttnShape {
+            window: window as u32,
+            rope: Some(AttnRope {
+                table: ta,
+                n_rot: 32,
+                pairs: RopePairs::Halves,
+            }),
+            ..attn_shape(types, (n_head, n_kv, hd))
+        };
+        let rows = |ty| (n * n_kv) as u64 * cache_row_bytes(ty, hd as u32).unwrap() as u64;
+        let (k_bytes, v_bytes) = (rows(types.0), rows(types.1));
+        let width = (n_head * hd) as u32;
+        let mut results = Vec::new();
+        for fused in [false, true] {
+            let mut ws = workspace(&gpu, 6 * region as usize, &[0.0], vec![(k_bytes, v_bytes)]);
+            // Every position but the last, stored in one batch.
+            let mut batch = Batch::new(n - 1);
+            batch.upload(ka, &k[..(n - 1) * n_kv * hd]);
+            batch.upload(va, &v[..(n - 1) * n_kv * hd]);
+            batch.upload(ta, &table);
+            batch.store(0, ka, va, 0, (n - 1) as u32, &shape);
+            ws.run(&gpu, batch, &mut Vec::new()).unwrap();
+            let pos = (n - 1) as u32;
+            let seen = if window > 0 { n.min(window) } else { n };
+            let split = Split::for_keys(seen as u32, pa);
+            let mut batch = Batch::new(1);
+            batch.upload(ka, &k[(n - 1) * n_kv * hd..]);
+            batch.upload(va, &v[(n - 1) * n_kv * hd..]);
+            batch.upload(qa, &q);
+            // The table's row for the token's position at the start of the table.
+            batch.upload(ta, &table[(n - 1) * 32..]);
+            let join = if fused {
+                batch.store_and_attend(0, (ka, va), (qa, oa), (pos, 1), &shape, split)
+            } else {
+                batch.store(0, ka, va, pos, 1, &shape);
+                batch.attend_parts(0, (qa, oa), (pos, 1), &shape, split)
+            };
+            assert_eq!(join.is_some(), split.parts > 1, "{types:?}, {n}: {split:?}");
+            batch.quantize(oa, 0, (1, width), join, ActRounding::None);
+            let out = batch.read_arena(oa, width);
+            let keys = batch.read_cache(0, false, 0, k_bytes);
+            let values = batch.read_cache(0, true, 0, v_bytes);
+            let mut back = Vec::new();
+            ws.run(&gpu, batch, &mut back).unwrap();
+            results.push((
+                back[out..out + 4 * width as usize].to_vec(),
+                back[keys..keys + k_bytes as usize].to_vec(),
+                back[values..values + v_bytes as usize].to_vec(),
+            ));
+        }
+        let (a, b) = (&results[0], &results[1]);
+        assert!(a.0 == b.0, "{types:?}, {n} positions: the output differs");
+        assert!(a.1 == b.1, "{types:?}, {n} positions: the keys differ");
+        assert!(a.2 == b.2, "{types:?}, {n} positions: the values differ");
+    }
+}
+
 /// RoPE applied as `store` and `attend` read (a layer then has no RoPE step) gives the
 /// bits the RoPE step gives: both pair layouts, all or part of each head turned, every
 /// cache format, a query scale.
@@ -922,17 +1009,8 @@ fn rope_as_the_attention_reads_is_the_rope_step_bit_for_bit() {
     ] {
         for k_type in [F16, F32, Q8_0, Q4_0] {
             let shape = AttnShape {
-                k_type,
-                v_type: F16,
-                n_head: n_head as u32,
-                n_kv_head: n_kv as u32,
-                head_dim: hd as u32,
-                head_dim_v: hd as u32,
-                window: 0,
                 q_scale: 0.3,
-                s_scale: 0.125,
-                cap: 0.0,
-                rope: None,
+                ..attn_shape((k_type, F16), (n_head, n_kv, hd))
             };
             let q = activations(&mut rng, n * n_head * hd);
             let k = activations(&mut rng, n * n_kv * hd);
@@ -981,19 +1059,7 @@ fn the_cache_is_stored_in_each_format_as_the_cpu_holds_it() {
             let region = (n * n_kv * hd).next_multiple_of(64) as u32;
             let cache = (pos + n) as u64 * per_pos;
             let mut ws = workspace(&gpu, 2 * region as usize, &[0.0], vec![(cache, cache)]);
-            let shape = AttnShape {
-                k_type: ty,
-                v_type: ty,
-                n_head: n_kv as u32,
-                n_kv_head: n_kv as u32,
-                head_dim: hd as u32,
-                head_dim_v: hd as u32,
-                window: 0,
-                q_scale: 1.0,
-                s_scale: 1.0,
-                cap: 0.0,
-                rope: None,
-            };
+            let shape = attn_shape((ty, ty), (n_kv, n_kv, hd));
             let mut batch = Batch::new(n);
             batch.upload(0, &k);
             batch.upload(region, &v);

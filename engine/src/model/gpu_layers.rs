@@ -635,7 +635,6 @@ impl<'r> Recorder<'r> {
             cap,
             rope: rope_as_read.then_some(rope),
         };
-        batch.store(i, a.k, a.v, pos as u32, bu, &shape);
         // One token (generation) has too few heads to fill a GPU: its keys are split.
         let split = if b == 1 {
             let seen = match shape.window {
@@ -650,12 +649,15 @@ impl<'r> Recorder<'r> {
         // A split's partial results are merged as the output is rounded, unless the
         // values' Hadamard turn must be undone between.
         let att_input = if let Some(block) = self.rotation.v {
+            batch.store(i, a.k, a.v, pos as u32, bu, &shape);
             batch.attend(i, a.q, a.att, pos as u32, bu, &shape, split);
             batch.hadamard(&[(a.att, (b * att_cols / block) as u32)], block as u32);
             Input::Plain
         } else {
+            // (One token's attention over an f16 or f32 cache writes its key and value.)
+            let (kv, qo, at) = ((a.k, a.v), (a.q, a.att), (pos as u32, bu));
             batch
-                .attend_parts(i, a.q, a.att, pos as u32, bu, &shape, split)
+                .store_and_attend(i, kv, qo, at, &shape, split)
                 .map_or(Input::Plain, Input::Joined)
         };
         let wo = [(&lw.wo, Target::Arena(a.xb2), lc.bo)];

@@ -442,6 +442,9 @@ impl<'w> Batch<'w> {
             v_row,
             s.rope.map_or(NONE, |r| r.table),
             s.rope.map_or(NONE, |r| (r.n_rot << 1) | r.pairs as u32),
+            // The new keys and values `attend` writes itself: see `Batch::store_and_attend`.
+            NONE,
+            NONE,
         ];
         let mut b = [0u8; 96];
         for (i, v) in f.iter().enumerate() {
@@ -488,7 +491,7 @@ impl<'w> Batch<'w> {
         s: &AttnShape,
         split: Split,
     ) {
-        if let Some(p) = self.attend_step(layer, (q, out), (pos, n), s, split) {
+        if let Some(p) = self.attend_step(layer, (q, out), (pos, n), s, split, None) {
             self.merge_step(layer, n, s, split, &p);
         }
     }
@@ -497,22 +500,43 @@ impl<'w> Batch<'w> {
     /// the output ([`Batch::quantize`]) to merge, which saves a dispatch: the [`Join`] to
     /// round the output with, `None` where the output is whole (no split, or heads the
     /// rounding cannot merge: then the merge step is recorded here).
-    #[allow(clippy::too_many_arguments)]
     pub fn attend_parts(
         &mut self,
         layer: usize,
-        q: u32,
-        out: u32,
-        pos: u32,
-        n: u32,
+        (q, out): (u32, u32),
+        (pos, n): (u32, u32),
         s: &AttnShape,
         split: Split,
     ) -> Option<Join> {
-        let p = self.attend_step(layer, (q, out), (pos, n), s, split)?;
+        let p = self.attend_step(layer, (q, out), (pos, n), s, split, None)?;
         self.leave_merge(layer, n, s, split, &p)
     }
 
-    /// The attention step; its parameters, which a merge step shares.
+    /// The keys at `k` and values at `v` of `n` tokens into cache `layer` at `pos`, then
+    /// attention of their queries at `q` into `out`: what [`Batch::store`] and then
+    /// [`Batch::attend_parts`] record (and return), in one step for one token over an f16
+    /// or f32 cache, whose attention writes the token's key and value into the cache
+    /// itself (taking them from `k` and `v` where it needs them).
+    pub fn store_and_attend(
+        &mut self,
+        layer: usize,
+        (k, v): (u32, u32),
+        (q, out): (u32, u32),
+        (pos, n): (u32, u32),
+        s: &AttnShape,
+        split: Split,
+    ) -> Option<Join> {
+        let plain = |ty: GgmlType| matches!(ty, GgmlType::F16 | GgmlType::F32);
+        if n != 1 || !plain(s.k_type) || !plain(s.v_type) {
+            self.store(layer, k, v, pos, n, s);
+            return self.attend_parts(layer, (q, out), (pos, n), s, split);
+        }
+        let p = self.attend_step(layer, (q, out), (pos, n), s, split, Some((k, v)))?;
+        self.leave_merge(layer, n, s, split, &p)
+    }
+
+    /// The attention step, `new_kv` the new keys and values it writes into the cache
+    /// itself; its parameters, which a merge step shares.
     fn attend_step(
         &mut self,
         layer: usize,
@@ -520,8 +544,14 @@ impl<'w> Batch<'w> {
         (pos, n): (u32, u32),
         s: &AttnShape,
         split: Split,
+        new_kv: Option<(u32, u32)>,
     ) -> Option<[u8; 96]> {
-        let (p, formats) = self.attn_bytes(q, out, pos, n, s, 0, split)?;
+        let (mut p, formats) = self.attn_bytes(q, out, pos, n, s, 0, split)?;
+        if let Some((k, v)) = new_kv {
+            // `new_k` and `new_v`, the last two of `Attn`'s 23 fields.
+            p[84..88].copy_from_slice(&k.to_le_bytes());
+            p[88..92].copy_from_slice(&v.to_le_bytes());
+        }
         self.push(
             Step::Op {
                 kernel: Kernel::Attend,

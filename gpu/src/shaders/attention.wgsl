@@ -26,6 +26,8 @@ struct Attn {
     v_row: u32,
     rope_table: u32, // the cos/sin table in `a` when keys and queries are turned as read
     rope: u32,       // rotated dimensions << 1 | the pairs' layout (1 NeoX halves), or NO_ROPE
+    new_k: u32,      // `attend` of one token over an f16 or f32 cache: its new keys and
+    new_v: u32,      // values in `a`, which it writes into the cache itself; else NO_ROPE
 }
 
 const WG: u32 = 64u;
@@ -204,6 +206,9 @@ fn store(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index)
 var<workgroup> qs: array<f32, MAX_HEAD>;
 var<workgroup> qd: array<f32, 8>;
 var<workgroup> scores: array<f32, TILE>;
+// The token's own key and value as the cache holds them, when `attend` writes them.
+var<workgroup> nk: array<f32, MAX_HEAD>;
+var<workgroup> nv: array<f32, MAX_HEAD>;
 
 fn k_word(o: u32) -> u32 {
     let s = (o & 3u) * 8u;
@@ -234,6 +239,17 @@ fn qs4(d: u32) -> vec4<f32> {
     return vec4<f32>(qs[d], qs[d + 1u], qs[d + 2u], qs[d + 3u]);
 }
 
+// One step of the query's dot with an f16 key (a pair of elements from `d`) or an f32
+// key (element `d`): the cache's keys and the token's own (`new_key_dot`) go through
+// the same arithmetic.
+fn dot_pair(total: f32, d: u32, k2: vec2<f32>) -> f32 {
+    return total + (qs[d] * k2.x + qs[d + 1u] * k2.y);
+}
+
+fn dot_one(total: f32, d: u32, k: f32) -> f32 {
+    return total + qs[d] * k;
+}
+
 // The dot of the query in `qs` with the key row at byte `o` of `kc`, as ggml's CPU dots
 // them: in f32 over f16 or f32 keys; over blocks, each block's integer sum times the
 // product of the two scales, added block by block.
@@ -242,13 +258,12 @@ fn key_dot(o: u32) -> f32 {
     switch K_TYPE {
         case F16: {
             for (var d = 0u; d < p.head_dim; d += 2u) {
-                let k2 = unpack2x16float(kc[(o >> 2u) + d / 2u]);
-                total += qs[d] * k2.x + qs[d + 1u] * k2.y;
+                total = dot_pair(total, d, unpack2x16float(kc[(o >> 2u) + d / 2u]));
             }
         }
         case F32: {
             for (var d = 0u; d < p.head_dim; d++) {
-                total += qs[d] * bitcast<f32>(kc[(o >> 2u) + d]);
+                total = dot_one(total, d, bitcast<f32>(kc[(o >> 2u) + d]));
             }
         }
         case Q8_0: {
@@ -277,6 +292,58 @@ fn key_dot(o: u32) -> f32 {
         }
     }
     return total;
+}
+
+// The dot of the query with the token's own key in `nk` (f16 or f32 keys), as `key_dot`
+// dots a cached one.
+fn new_key_dot() -> f32 {
+    var total = 0.0;
+    if K_TYPE == F16 {
+        for (var d = 0u; d < p.head_dim; d += 2u) {
+            total = dot_pair(total, d, vec2<f32>(nk[d], nk[d + 1u]));
+        }
+    } else {
+        for (var d = 0u; d < p.head_dim; d++) {
+            total = dot_one(total, d, nk[d]);
+        }
+    }
+    return total;
+}
+
+// A key's score from its dot: scaled, and soft-capped where the model caps.
+fn score(dot: f32) -> f32 {
+    var s = dot * p.s_scale;
+    if p.cap > 0.0 {
+        s = tanh(s) * p.cap;
+    }
+    return s;
+}
+
+// The online softmax of `attend`: the running maximum and sum (the same in every
+// thread) and this thread's four value sums.
+var<private> run_max: f32;
+var<private> run_sum: f32;
+var<private> run_acc: vec4<f32>;
+
+// One key of score `s` and (this thread's four dimensions of) value `v` taken into the
+// softmax, as ggml's CPU path takes it.
+fn soft_step(s: f32, v: vec4<f32>) {
+    var ms = 1.0;
+    var vs = 1.0;
+    if s > run_max {
+        ms = exp(run_max - s);
+        run_max = s;
+    } else {
+        vs = exp(s - run_max);
+    }
+    run_sum = run_sum * ms + vs;
+    if V_TYPE == F16 {
+        for (var r = 0u; r < 4u; r++) {
+            run_acc[r] = f16_round(f16_round(run_acc[r] * ms) + v[r] * vs);
+        }
+    } else {
+        run_acc = run_acc * ms + v * vs;
+    }
 }
 
 // Element `d` of the value row at byte `o` of `vc`.
@@ -315,6 +382,12 @@ fn value(o: u32, d: u32) -> f32 {
 // the values of eight keys before it uses them. With a split, workgroup z takes the z-th
 // chunk of the keys and leaves its maximum, sum and unnormalized values for `merge`
 // (flash decoding, as ggml's CPU path splits one query's keys across threads).
+// With `new_k` (one token over an f16 or f32 cache), the workgroups whose keys end at the
+// token's own position take its key and value from the arena, rounded as the cache holds
+// them, last (after the tiles), and the last query head of each group writes them into
+// the cache, where no workgroup of this dispatch reads them: no `store` step before.
+// (The last head, so that a driver running the heads in order would show a head that
+// read the cache there.)
 @compute @workgroup_size(64)
 fn attend(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
     let h = wid.x;
@@ -350,22 +423,25 @@ fn attend(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
         }
         workgroupBarrier();
     }
-    var m = LOW;
-    var l = 0.0;
-    var acc = vec4<f32>(0.0);
+    let fresh = p.new_k != NO_ROPE && lo <= qpos && qpos < hi;
+    if fresh {
+        take_new(kvh, h % p.group == p.group - 1u, tid);
+    }
+    run_max = LOW;
+    run_sum = 0.0;
+    run_acc = vec4<f32>(0.0);
     let k_pos = p.n_kv_head * p.k_row;
     let v_pos = p.n_kv_head * p.v_row;
-    for (var j0 = lo; j0 < hi; j0 += TILE) {
+    // The token's own key, when it is taken from the arena, comes after the tiles (it
+    // is the last key in order).
+    let end = select(hi, qpos, fresh);
+    for (var j0 = lo; j0 < end; j0 += TILE) {
         let j = j0 + tid;
-        if j < hi {
-            var s = key_dot(j * k_pos + kvh * p.k_row) * p.s_scale;
-            if p.cap > 0.0 {
-                s = tanh(s) * p.cap;
-            }
-            scores[tid] = s;
+        if j < end {
+            scores[tid] = score(key_dot(j * k_pos + kvh * p.k_row));
         }
         workgroupBarrier();
-        let count = min(TILE, hi - j0);
+        let count = min(TILE, end - j0);
         for (var g0 = 0u; g0 < count; g0 += 8u) {
             var vals: array<vec4<f32>, 8>;
             for (var i = 0u; i < 8u; i++) {
@@ -376,37 +452,28 @@ fn attend(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
                 }
             }
             for (var i = 0u; i < min(8u, count - g0); i++) {
-                let s = scores[g0 + i];
-                var ms = 1.0;
-                var vs = 1.0;
-                if s > m {
-                    ms = exp(m - s);
-                    m = s;
-                } else {
-                    vs = exp(s - m);
-                }
-                l = l * ms + vs;
-                if V_TYPE == F16 {
-                    for (var r = 0u; r < 4u; r++) {
-                        acc[r] = f16_round(f16_round(acc[r] * ms) + vals[i][r] * vs);
-                    }
-                } else {
-                    acc = acc * ms + vals[i] * vs;
-                }
+                soft_step(scores[g0 + i], vals[i]);
             }
         }
         workgroupBarrier();
     }
+    if fresh {
+        var v = vec4<f32>(0.0);
+        for (var r = 0u; r < 4u; r++) {
+            v[r] = nv[min(tid + r * WG, p.head_dim_v - 1u)];
+        }
+        soft_step(score(new_key_dot()), v);
+    }
     if p.split > 1u {
         let pb = p.part + ((t * p.n_head + h) * p.split + z) * (2u + p.head_dim_v);
         if tid == 0u {
-            a[pb] = m;
-            a[pb + 1u] = l;
+            a[pb] = run_max;
+            a[pb + 1u] = run_sum;
         }
         for (var r = 0u; r < 4u; r++) {
             let d = tid + r * WG;
             if d < p.head_dim_v {
-                a[pb + 2u + d] = acc[r];
+                a[pb + 2u + d] = run_acc[r];
             }
         }
         return;
@@ -415,7 +482,46 @@ fn attend(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
     for (var r = 0u; r < 4u; r++) {
         let d = tid + r * WG;
         if d < p.head_dim_v {
-            a[o + d] = acc[r] / l;
+            a[o + d] = run_acc[r] / run_sum;
+        }
+    }
+}
+
+// KV head `kvh` of the one token's new keys and values (at `p.new_k`, `p.new_v`) into
+// `nk` and `nv` as an f16 or f32 cache holds them (keys turned by RoPE as `store` turns
+// them), and with `write` into the cache at the token's position, as `store` writes
+// them.
+fn take_new(kvh: u32, write: bool, tid: u32) {
+    let k0 = p.new_k + kvh * p.head_dim;
+    for (var d = tid; d < p.head_dim; d += WG) {
+        let x = roped(k0, d, 0u);
+        nk[d] = select(x, f16_round(x), K_TYPE == F16);
+    }
+    let v0 = p.new_v + kvh * p.head_dim_v;
+    for (var d = tid; d < p.head_dim_v; d += WG) {
+        nv[d] = select(a[v0 + d], f16_round(a[v0 + d]), V_TYPE == F16);
+    }
+    workgroupBarrier();
+    if write {
+        let kw = (p.pos * p.n_kv_head + kvh) * p.k_row / 4u;
+        let vw = (p.pos * p.n_kv_head + kvh) * p.v_row / 4u;
+        if K_TYPE == F16 {
+            for (var i = tid; i < p.head_dim / 2u; i += WG) {
+                kc[kw + i] = pack2x16float(vec2<f32>(nk[2u * i], nk[2u * i + 1u]));
+            }
+        } else {
+            for (var d = tid; d < p.head_dim; d += WG) {
+                kc[kw + d] = bitcast<u32>(nk[d]);
+            }
+        }
+        if V_TYPE == F16 {
+            for (var i = tid; i < p.head_dim_v / 2u; i += WG) {
+                vc[vw + i] = pack2x16float(vec2<f32>(nv[2u * i], nv[2u * i + 1u]));
+            }
+        } else {
+            for (var d = tid; d < p.head_dim_v; d += WG) {
+                vc[vw + d] = bitcast<u32>(nv[d]);
+            }
         }
     }
 }
