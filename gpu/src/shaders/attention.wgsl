@@ -488,40 +488,45 @@ fn attend(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
 }
 
 // KV head `kvh` of the one token's new keys and values (at `p.new_k`, `p.new_v`) into
-// `nk` and `nv` as an f16 or f32 cache holds them (keys turned by RoPE as `store` turns
-// them), and with `write` into the cache at the token's position, as `store` writes
-// them.
+// `nk` and `nv` as an f16 or f32 cache holds them, read as `store` reads them
+// (`new_elem`: keys turned by RoPE), and with `write` into the cache at the token's
+// position, as `store` writes them.
 fn take_new(kvh: u32, write: bool, tid: u32) {
-    let k0 = p.new_k + kvh * p.head_dim;
     for (var d = tid; d < p.head_dim; d += WG) {
-        let x = roped(k0, d, 0u);
+        let x = new_elem(p.new_k, kvh * p.head_dim + d, p.head_dim, true);
         nk[d] = select(x, f16_round(x), K_TYPE == F16);
     }
-    let v0 = p.new_v + kvh * p.head_dim_v;
     for (var d = tid; d < p.head_dim_v; d += WG) {
-        nv[d] = select(a[v0 + d], f16_round(a[v0 + d]), V_TYPE == F16);
+        let x = new_elem(p.new_v, kvh * p.head_dim_v + d, p.head_dim_v, false);
+        nv[d] = select(x, f16_round(x), V_TYPE == F16);
     }
     workgroupBarrier();
     if write {
-        let kw = (p.pos * p.n_kv_head + kvh) * p.k_row / 4u;
-        let vw = (p.pos * p.n_kv_head + kvh) * p.v_row / 4u;
-        if K_TYPE == F16 {
-            for (var i = tid; i < p.head_dim / 2u; i += WG) {
-                kc[kw + i] = pack2x16float(vec2<f32>(nk[2u * i], nk[2u * i + 1u]));
-            }
-        } else {
-            for (var d = tid; d < p.head_dim; d += WG) {
-                kc[kw + d] = bitcast<u32>(nk[d]);
-            }
+        let at = p.pos * p.n_kv_head + kvh;
+        put_new(K_TYPE, p.head_dim, at * p.k_row / 4u, false, tid);
+        put_new(V_TYPE, p.head_dim_v, at * p.v_row / 4u, true, tid);
+    }
+}
+
+// Element `d` of the token's own key (or, `values`, value) as `take_new` holds it.
+fn new_at(values: bool, d: u32) -> f32 {
+    if values {
+        return nv[d];
+    }
+    return nk[d];
+}
+
+// The token's own key (or value) row of `d` elements into the cache (of `ty`, f16 or
+// f32) from word `at`, by the workgroup's threads.
+fn put_new(ty: u32, d: u32, at: u32, values: bool, tid: u32) {
+    if ty == F16 {
+        for (var i = tid; i < d / 2u; i += WG) {
+            let pair = vec2<f32>(new_at(values, 2u * i), new_at(values, 2u * i + 1u));
+            put_word(at + i, pack2x16float(pair), values);
         }
-        if V_TYPE == F16 {
-            for (var i = tid; i < p.head_dim_v / 2u; i += WG) {
-                vc[vw + i] = pack2x16float(vec2<f32>(nv[2u * i], nv[2u * i + 1u]));
-            }
-        } else {
-            for (var d = tid; d < p.head_dim_v; d += WG) {
-                vc[vw + d] = bitcast<u32>(nv[d]);
-            }
+    } else {
+        for (var e = tid; e < d; e += WG) {
+            put_word(at + e, bitcast<u32>(new_at(values, e)), values);
         }
     }
 }
