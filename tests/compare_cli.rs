@@ -219,3 +219,53 @@ fn needs_a_base_and_a_model() {
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("BASE MODEL"));
 }
+
+/// `--batch N` evaluates the scored models' chunks in pieces (1: token by token, the path
+/// generation takes) while the base takes each chunk whole: the same model then scores
+/// as far from itself as the CPU's batch and one-token paths lie apart, and the header
+/// and JSON say how it was evaluated.
+#[test]
+fn scored_models_take_the_chunks_in_smaller_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let small = dir.path().join("small.gguf").display().to_string();
+    ok(&loupe(&[
+        "synth",
+        "--shape",
+        "small",
+        "--type",
+        "Q4_K_M",
+        "--vocab-from",
+        "generated",
+        &small,
+    ]));
+    let common = ["--ctx", "64", "--chunks", "1", "--no-speed"];
+    let json = |batch: &str| -> serde_json::Value {
+        let mut args = vec!["compare", &small, &small, "--json", "--batch", batch];
+        args.extend_from_slice(&common);
+        serde_json::from_str(&ok(&loupe(&args))).unwrap()
+    };
+    // A whole chunk, as the base takes it: the same logits.
+    let whole = json("64");
+    assert_eq!(whole["models"][0]["kld_mean"], 0.0, "{whole}");
+    // In pieces of 5 (the scored rows start inside one) and one by one: every scored
+    // row, each close to the base's (a row out of place would be far: another
+    // position's distribution).
+    let kld = |v: &serde_json::Value| v["models"][0]["kld_mean"].as_f64().unwrap();
+    for batch in ["5", "1"] {
+        let v = json(batch);
+        assert_eq!(v["batch"], batch.parse::<u32>().unwrap(), "{v}");
+        assert_eq!(v["models"][0]["positions"], 31, "{v}");
+        assert!(kld(&v) < 0.002, "{v}");
+    }
+    let mut args = vec!["compare", &small, &small, "--batch", "1"];
+    args.extend_from_slice(&common);
+    let table = ok(&loupe(&args));
+    assert!(table.contains("the models' token by token"), "{table}");
+    let o = loupe(&["compare", &small, &small, "--batch", "0"]);
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("--batch 0 evaluates nothing"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}

@@ -15,12 +15,14 @@ use super::format::ProgressLine;
 use crate::compare::plot::{self, Point};
 use crate::compare::{self as cmp, Comparison, Figures, FileFacts, Progress, Speed};
 use crate::quantize::{quantize_model, FileType, QuantizeOptions};
+use loupe_engine::model::gpu::{Fit, GpuLayers};
 use loupe_engine::model::kv_cache::{KvType, KvTypes};
 use loupe_engine::model::{default_threads, Model, RunOptions};
 use loupe_engine::quality::Chunking;
 use loupe_engine::tokenizer::Tokenizer;
 use loupe_gguf::atomic::{write_atomically, Kind, Overwrite, TempFolder};
 use loupe_gguf::GgufFile;
+use loupe_gpu::GpuChoice;
 
 const DEFAULT_CTX: usize = 512;
 
@@ -47,6 +49,20 @@ pub struct CompareArgs {
     /// of a quantized cache, as llama.cpp's perplexity tool measures it with -ctk/-ctv.
     #[arg(long, value_name = "T,T,...", value_delimiter = ',')]
     pub kv_types: Vec<String>,
+    /// Score MODEL with N layers on the GPU against MODEL on the CPU, for each N
+    /// (`--gpu-layers`' values: a count, all, auto): what offloading costs, and a check
+    /// of a GPU's kernels on a real model. The other models run on the CPU.
+    #[arg(long, value_name = "N,N,...", value_delimiter = ',')]
+    pub offload: Vec<GpuLayers>,
+    /// The adapter of --offload: auto (the first hardware GPU), software (any adapter,
+    /// Mesa's lavapipe included) or an index from `loupe gpu`.
+    #[arg(long, value_name = "WHICH", env = "LOUPE_GPU", default_value = "auto")]
+    pub gpu: GpuChoice,
+    /// Most tokens the scored models evaluate in one batch [default: a whole chunk]; 1
+    /// scores them token by token, the path generation takes. The base always takes a
+    /// whole chunk.
+    #[arg(long, value_name = "N")]
+    pub batch: Option<usize>,
     /// Keep the ladder's models in DIR [default: a temporary folder, removed afterwards].
     #[arg(long, value_name = "DIR")]
     pub out_dir: Option<PathBuf>,
@@ -150,10 +166,15 @@ pub fn run(args: &CompareArgs, out: &mut impl Write) -> Result<()> {
                     .map_or_else(|| FileFacts::stem(source), str::to_string);
                 (source.clone(), label, models)
             }
-            None if !args.kv_types.is_empty() => {
+            None if !args.kv_types.is_empty() || !args.offload.is_empty() => {
+                let what = if args.kv_types.is_empty() {
+                    "--offload compares one model on the GPU and the CPU"
+                } else {
+                    "--kv-types compares one model's caches"
+                };
                 ensure!(
                     args.files.len() == 1,
-                    "--kv-types compares one model's caches: give only MODEL (got {} files)",
+                    "{what}: give only MODEL (got {} files)",
                     args.files.len()
                 );
                 let p = &files[0];
@@ -225,6 +246,29 @@ pub fn run(args: &CompareArgs, out: &mut impl Write) -> Result<()> {
         threads: threads.unwrap_or_else(default_threads),
         batch: n_ctx,
     };
+    let batch = match args.batch {
+        Some(0) => bail!("--batch 0 evaluates nothing: give 1 or more tokens"),
+        Some(b) => b.min(n_ctx),
+        None => n_ctx,
+    };
+    // The scored models' options: the base's, with --batch.
+    let scored = RunOptions { batch, ..run };
+    let offloaded = args
+        .offload
+        .iter()
+        .map(|&n| {
+            offload(
+                &base_path,
+                n,
+                args.gpu,
+                Fit {
+                    n_ctx,
+                    max_batch: batch,
+                    kv: run.kv_type,
+                },
+            )
+        })
+        .collect::<Result<Vec<_>>>()?;
     let bos = if base.tokenizer.add_bos() {
         base.tokenizer.bos()
     } else {
@@ -235,20 +279,28 @@ pub fn run(args: &CompareArgs, out: &mut impl Write) -> Result<()> {
     let mut line = ProgressLine::new();
     let mut refs: Vec<(&Model, String, RunOptions)> = others
         .iter()
-        .map(|o| (&o.model, o.label.clone(), run))
+        .chain(&offloaded)
+        .map(|o| (&o.model, o.label.clone(), scored))
         .collect();
     for t in &args.kv_types {
         let kv_type = KvTypes::same(KvType::parse(t)?);
         refs.push((
             &base.model,
             format!("KV {kv_type}"),
-            RunOptions { kv_type, ..run },
+            RunOptions { kv_type, ..scored },
         ));
     }
-    let base_label = if args.kv_types.is_empty() {
+    let mut base_notes = Vec::new();
+    if !args.offload.is_empty() {
+        base_notes.push("CPU".to_string());
+    }
+    if !args.kv_types.is_empty() {
+        base_notes.push(format!("KV {}", run.kv_type));
+    }
+    let base_label = if base_notes.is_empty() {
         base.label.clone()
     } else {
-        format!("{} (KV {})", base.label, run.kv_type)
+        format!("{} ({})", base.label, base_notes.join(", "))
     };
     let comparison = cmp::compare_runs(
         (&base.model, &base_label),
@@ -292,10 +344,11 @@ pub fn run(args: &CompareArgs, out: &mut impl Write) -> Result<()> {
     }
     let broken = not_finite(&comparison);
     if args.json {
-        let v = to_json(&comparison, &text_name, tokens.len(), secs, args, rec);
+        let mut v = to_json(&comparison, &text_name, tokens.len(), secs, args, rec);
+        v["batch"] = json!(batch);
         writeln!(out, "{v}")?;
     } else {
-        print_table(out, &comparison, &text_name, tokens.len(), secs)?;
+        print_table(out, &comparison, &text_name, tokens.len(), secs, batch)?;
         if let Some(rec) = rec {
             writeln!(
                 out,
@@ -348,6 +401,32 @@ fn not_finite(c: &Comparison) -> Option<anyhow::Error> {
             models.join(", ")
         )
     })
+}
+
+/// `path` loaded again with `n` layers on the `gpu` adapter (room left for a context of
+/// `fit`'s size when `n` is auto), labelled by where its layers went; an error when none
+/// goes to a GPU.
+fn offload(path: &Path, n: GpuLayers, gpu: GpuChoice, fit: Fit) -> Result<Loaded> {
+    ensure!(
+        n != GpuLayers::Count(0),
+        "--offload 0 puts no layer on the GPU: give a count above 0, all or auto"
+    );
+    ensure!(
+        gpu != GpuChoice::Off,
+        "--offload needs a GPU, and --gpu off (or LOUPE_GPU=off) turns it off"
+    );
+    let mut loaded = load(path, String::new())?;
+    let args = crate::cli::model_args::GpuArgs { gpu_layers: n, gpu };
+    args.offload_as(&mut loaded.model, fit, true)
+        .with_context(|| format!("--offload {n}"))?;
+    let n_layer = loaded.model.config.n_layer;
+    let g = loaded.model.gpu().context("no layer went to the GPU")?;
+    loaded.label = format!(
+        "GPU {}/{n_layer}{}",
+        g.layers,
+        if g.output { " + output" } else { "" }
+    );
+    Ok(loaded)
 }
 
 /// Quantize `source` to each of `args.types` into `dir`; the files and their labels.
@@ -425,12 +504,18 @@ fn print_table(
     text_name: &str,
     n_tokens: usize,
     secs: f64,
+    batch: usize,
 ) -> Result<()> {
     let ch = &c.chunking;
+    let pieces = match batch {
+        1 => ", the models' token by token".to_string(),
+        b if b < ch.n_ctx => format!(", the models' in batches of {b}"),
+        _ => String::new(),
+    };
     writeln!(
         out,
-        "base {} ({}): {}; text {text_name}, {n_tokens} tokens, {} chunks of {}, {} positions \
-         scored per model ({secs:.0} s)",
+        "base {} ({}): {}; text {text_name}, {n_tokens} tokens, {} chunks of {}{pieces}, {} \
+         positions scored per model ({secs:.0} s)",
         c.base.label,
         c.base.path.display(),
         c.base.file_type.as_deref().unwrap_or("?"),

@@ -5,7 +5,7 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, Result};
+use anyhow::{ensure, Context as _, Result};
 use clap::Args;
 
 use loupe_engine::model::gpu::{Fit, GpuLayers};
@@ -61,6 +61,12 @@ impl GpuArgs {
     /// a summary line after; nothing when they put none there or no adapter matches.
     /// `auto` leaves room for the whole-layer buffers of one context of `fit`'s size.
     pub fn offload(&self, model: &mut Model, fit: Fit) -> Result<()> {
+        self.offload_as(model, fit, false)
+    }
+
+    /// [`GpuArgs::offload`]; with `required`, an error wherever no layer goes to a GPU
+    /// (no adapter, one that fails, none that holds a layer) instead of the CPU alone.
+    pub fn offload_as(&self, model: &mut Model, fit: Fit, required: bool) -> Result<()> {
         let n_layer = model.config.n_layer;
         let n_gpu = match self.gpu_layers {
             GpuLayers::Count(0) => return Ok(()),
@@ -73,7 +79,7 @@ impl GpuArgs {
         let t0 = Instant::now();
         // Nobody asked for the GPU: one that fails to open or to take the weights is a
         // warning and the command runs on the CPU. An explicit request stays an error.
-        let asked = self.gpu_layers != GpuLayers::Auto || self.gpu != GpuChoice::Auto;
+        let asked = required || self.gpu_layers != GpuLayers::Auto || self.gpu != GpuChoice::Auto;
         let tolerate = |e: anyhow::Error| -> Result<()> {
             if asked {
                 return Err(e);
@@ -86,6 +92,12 @@ impl GpuArgs {
             Err(e) => return tolerate(e.into()),
         };
         let Some(gpu) = gpu else {
+            ensure!(
+                !required,
+                "no GPU adapter matches --gpu {} (`loupe gpu` lists them; a software one \
+                 needs --gpu software)",
+                self.gpu
+            );
             if asked {
                 eprintln!(
                     "note: no GPU adapter matches --gpu {} (`loupe gpu` lists them): \
@@ -113,6 +125,7 @@ impl GpuArgs {
             return tolerate(e);
         }
         let Some(g) = model.gpu() else {
+            ensure!(!required, "not one layer fits on {name}");
             eprintln!("gpu: not one layer fits on {name}: running on the CPU");
             return Ok(());
         };

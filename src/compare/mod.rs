@@ -222,7 +222,8 @@ pub fn compare(
 }
 
 /// [`compare`] with options of its own for each model (a quantized KV cache against the
-/// base's f16 one: `loupe compare MODEL --kv-types q8_0,q4_0`); `run` is the base's.
+/// base's f16 one: `loupe compare MODEL --kv-types q8_0,q4_0`, or a smaller batch); `run`
+/// is the base's, which takes each chunk in one batch.
 #[allow(clippy::too_many_arguments)]
 pub fn compare_runs(
     base: (&Model, &str),
@@ -244,13 +245,20 @@ pub fn compare_runs(
             m.config.vocab_size
         );
     }
-    for run in models.iter().map(|m| &m.2).chain([&run]) {
+    ensure!(
+        run.n_ctx >= chunking.n_ctx && run.batch >= chunking.n_ctx,
+        "the base's context ({}) and batch ({}) must hold a chunk of {}",
+        run.n_ctx,
+        run.batch,
+        chunking.n_ctx
+    );
+    for (_, label, run) in models {
         ensure!(
-            run.n_ctx >= chunking.n_ctx && run.batch >= chunking.n_ctx,
-            "the context ({}) and batch ({}) must hold a chunk of {}",
+            run.n_ctx >= chunking.n_ctx && run.batch >= 1,
+            "{label}: the context ({}) must hold a chunk of {} and the batch ({}) a token",
             run.n_ctx,
-            run.batch,
-            chunking.n_ctx
+            chunking.n_ctx,
+            run.batch
         );
     }
     let mut base_ctx = Context::new(base_model, run)?;
@@ -271,8 +279,10 @@ pub fn compare_runs(
     let total = chunking.n_chunks * (models.len() + 1);
     let mut done = 0;
     let mut chunk = Vec::with_capacity(chunking.n_ctx);
-    // The base's logits of the scored rows of one chunk: (scored, vocab).
+    // The base's logits of the scored rows of one chunk: (scored, vocab); a model's, when
+    // it takes the chunk in several batches.
     let mut base_logits: Vec<f32> = Vec::with_capacity(scored * vocab);
+    let mut pieces: Vec<f32> = Vec::new();
     for c in 0..chunking.n_chunks {
         chunking.chunk_tokens(tokens, c, bos, &mut chunk);
         base_ctx.truncate(0);
@@ -291,9 +301,9 @@ pub fn compare_runs(
         });
         // The tokens each scored row predicts.
         let next = &tokens[c * chunking.n_ctx + chunking.first + 1..][..scored];
-        for (ctx, r) in ctxs.iter_mut().zip(&mut results) {
+        for ((ctx, r), (_, _, run)) in ctxs.iter_mut().zip(&mut results).zip(models) {
             ctx.truncate(0);
-            let logits = ctx.eval(&chunk, Logits::From(chunking.first))?;
+            let logits = scored_logits(ctx, &chunk, chunking.first, run.batch, &mut pieces)?;
             for ((b, m), &t) in base_logits
                 .chunks_exact(vocab)
                 .zip(logits.chunks_exact(vocab))
@@ -343,6 +353,32 @@ pub fn compare_runs(
         results,
         chunking,
     })
+}
+
+/// The logits of rows `first..` of `chunk`, evaluated into an empty `ctx` at once, or in
+/// pieces of `batch` tokens (1: token by token, as generation evaluates them) whose
+/// scored rows are gathered in `pieces`.
+fn scored_logits<'c>(
+    ctx: &'c mut Context<'_>,
+    chunk: &[u32],
+    first: usize,
+    batch: usize,
+    pieces: &'c mut Vec<f32>,
+) -> Result<&'c [f32]> {
+    if batch >= chunk.len() {
+        return ctx.eval(chunk, Logits::From(first));
+    }
+    pieces.clear();
+    for (i, piece) in chunk.chunks(batch.max(1)).enumerate() {
+        let start = i * batch;
+        if start + piece.len() <= first {
+            ctx.eval(piece, Logits::Last)?;
+        } else {
+            let from = first.saturating_sub(start);
+            pieces.extend_from_slice(ctx.eval(piece, Logits::From(from))?);
+        }
+    }
+    Ok(pieces)
 }
 
 /// The ladder's answer: the smallest model (by file size) whose mean KLD stays under

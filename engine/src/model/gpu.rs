@@ -57,6 +57,7 @@ impl fmt::Display for GpuLayers {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             GpuLayers::Auto => write!(f, "auto"),
+            GpuLayers::Count(usize::MAX) => write!(f, "all"),
             GpuLayers::Count(n) => write!(f, "{n}"),
         }
     }
