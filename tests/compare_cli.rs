@@ -3,18 +3,13 @@
 //! terminal table). Short chunks keep it fast; the figures' agreement with llama.cpp is
 //! checked in peer/tests/compare_vs_llama.rs.
 
+mod common;
+
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
+use common::loupe;
 use loupe::store::GEMMA3_270M;
-
-fn loupe(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_loupe"))
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run loupe")
-}
 
 fn ok(o: &Output) -> String {
     assert!(
@@ -227,17 +222,7 @@ fn needs_a_base_and_a_model() {
 #[test]
 fn scored_models_take_the_chunks_in_smaller_batches() {
     let dir = tempfile::tempdir().unwrap();
-    let small = dir.path().join("small.gguf").display().to_string();
-    ok(&loupe(&[
-        "synth",
-        "--shape",
-        "small",
-        "--type",
-        "Q4_K_M",
-        "--vocab-from",
-        "generated",
-        &small,
-    ]));
+    let small = common::synth(dir.path(), "small", "Q4_K_M");
     let common = ["--ctx", "64", "--chunks", "1", "--no-speed"];
     let json = |batch: &str| -> serde_json::Value {
         let mut args = vec!["compare", &small, &small, "--json", "--batch", batch];

@@ -7,7 +7,7 @@ mod common;
 
 use std::process::{Command, Stdio};
 
-use common::loupe;
+use common::{loupe, synth};
 
 #[test]
 fn loupe_gpu_lists_the_software_adapter_and_the_default_skips_it() {
@@ -30,19 +30,8 @@ fn loupe_gpu_lists_the_software_adapter_and_the_default_skips_it() {
 #[test]
 fn offloaded_layers_continue_a_prompt_as_the_cpu_does() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("tiny.gguf");
-    let p = path.to_str().unwrap();
-    let o = loupe(&[
-        "synth",
-        "--shape",
-        "tiny",
-        "--type",
-        "Q4_K_M",
-        "--vocab-from",
-        "generated",
-        p,
-    ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let path = synth(dir.path(), "tiny", "Q4_K_M");
+    let p = path.as_str();
     let run = |extra: &[&str]| {
         let mut args = vec![
             "run",
@@ -221,19 +210,8 @@ fn bad_gpu_options_are_refused_by_name() {
 #[test]
 fn compare_offload_scores_the_gpu_against_the_cpu() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("small.gguf");
-    let p = path.to_str().unwrap();
-    let o = loupe(&[
-        "synth",
-        "--shape",
-        "small",
-        "--type",
-        "Q4_K_M",
-        "--vocab-from",
-        "generated",
-        p,
-    ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let path = synth(dir.path(), "small", "Q4_K_M");
+    let p = path.as_str();
     let compare = |extra: &[&str]| {
         let mut args = vec!["compare", p, "--ctx", "64", "--chunks", "1", "--no-speed"];
         args.extend_from_slice(extra);
@@ -250,7 +228,7 @@ fn compare_offload_scores_the_gpu_against_the_cpu() {
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(v["base"]["label"], "small (CPU)", "{v}");
+    assert_eq!(v["base"]["label"], "small-Q4_K_M (CPU)", "{v}");
     let models = v["models"].as_array().unwrap();
     let labels: Vec<&str> = models
         .iter()

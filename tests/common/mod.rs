@@ -26,6 +26,24 @@ pub fn loupe(args: &[&str]) -> Output {
         .expect("run loupe")
 }
 
+/// `loupe synth --shape SHAPE --type TYPE --vocab-from generated` into `dir`: the path of a
+/// random-weight model that needs no test model.
+pub fn synth(dir: &std::path::Path, shape: &str, ty: &str) -> String {
+    let path = dir.join(format!("{shape}-{ty}.gguf")).display().to_string();
+    let args = [
+        "synth",
+        "--shape",
+        shape,
+        "--type",
+        ty,
+        "--vocab-from",
+        "generated",
+    ];
+    let o = loupe(&[&args[..], &[path.as_str()]].concat());
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    path
+}
+
 /// `from`'s session file with its header JSON changed by `edit` and the checksum made good
 /// again, written to `to`. Layout (see `Session::save`): magic, version (u32), header
 /// length (u64), header JSON, cache length (u64), cache, SHA-256 of all before.
