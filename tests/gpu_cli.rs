@@ -263,4 +263,10 @@ fn compare_offload_scores_the_gpu_against_the_cpu() {
             "{extra:?}: {err}"
         );
     }
+    let o = loupe(&["compare", "--ladder", p, "--offload", "all"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("not a --ladder"),
+        "{err}"
+    );
 }

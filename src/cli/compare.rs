@@ -143,6 +143,10 @@ pub fn run(args: &CompareArgs, out: &mut impl Write) -> Result<()> {
                     args.files.len()
                 );
                 ensure!(!args.types.is_empty(), "--types names no recipe");
+                ensure!(
+                    args.offload.is_empty(),
+                    "--offload compares one MODEL on the GPU and the CPU, not a --ladder"
+                );
                 let dir = match &args.out_dir {
                     Some(d) => {
                         std::fs::create_dir_all(d)
