@@ -245,11 +245,11 @@ fn compare_offload_scores_the_gpu_against_the_cpu() {
     for (extra, says) in [
         (
             &["--offload", "all", "--gpu", "off"][..],
-            "--offload needs a GPU",
+            "--offload all: --gpu off (or LOUPE_GPU=off) turns the GPU off",
         ),
         (
             &["--offload", "0", "--gpu", "software"],
-            "--offload 0 puts no layer",
+            "--offload 0: 0 layers put none on the GPU",
         ),
         (
             &["--offload", "all", "--gpu", "9"],

@@ -411,14 +411,6 @@ fn not_finite(c: &Comparison) -> Option<anyhow::Error> {
 /// `fit`'s size when `n` is auto), labelled by where its layers went; an error when none
 /// goes to a GPU.
 fn offload(path: &Path, n: GpuLayers, gpu: GpuChoice, fit: Fit) -> Result<Loaded> {
-    ensure!(
-        n != GpuLayers::Count(0),
-        "--offload 0 puts no layer on the GPU: give a count above 0, all or auto"
-    );
-    ensure!(
-        gpu != GpuChoice::Off,
-        "--offload needs a GPU, and --gpu off (or LOUPE_GPU=off) turns it off"
-    );
     let mut loaded = load(path, String::new())?;
     let args = crate::cli::model_args::GpuArgs { gpu_layers: n, gpu };
     args.offload_as(&mut loaded.model, fit, true)

@@ -65,15 +65,23 @@ impl GpuArgs {
     }
 
     /// [`GpuArgs::offload`]; with `required`, an error wherever no layer goes to a GPU
-    /// (no adapter, one that fails, none that holds a layer) instead of the CPU alone.
+    /// (0 layers, `--gpu off`, no adapter, one that fails, none that holds a layer)
+    /// instead of the CPU alone.
     pub fn offload_as(&self, model: &mut Model, fit: Fit, required: bool) -> Result<()> {
         let n_layer = model.config.n_layer;
         let n_gpu = match self.gpu_layers {
-            GpuLayers::Count(0) => return Ok(()),
+            GpuLayers::Count(0) => {
+                ensure!(
+                    !required,
+                    "0 layers put none on the GPU: give more, all or auto"
+                );
+                return Ok(());
+            }
             GpuLayers::Count(n) => n,
             GpuLayers::Auto => n_layer + 1,
         };
         if self.gpu == GpuChoice::Off {
+            ensure!(!required, "--gpu off (or LOUPE_GPU=off) turns the GPU off");
             return Ok(());
         }
         let t0 = Instant::now();

@@ -369,7 +369,8 @@ fn scored_logits<'c>(
         return ctx.eval(chunk, Logits::From(first));
     }
     pieces.clear();
-    for (i, piece) in chunk.chunks(batch.max(1)).enumerate() {
+    let batch = batch.max(1);
+    for (i, piece) in chunk.chunks(batch).enumerate() {
         let start = i * batch;
         if start + piece.len() <= first {
             ctx.eval(piece, Logits::Last)?;
