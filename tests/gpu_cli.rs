@@ -27,6 +27,27 @@ fn loupe_gpu_lists_the_software_adapter_and_the_default_skips_it() {
     assert!(String::from_utf8_lossy(&o.stdout).contains("GB/s"));
 }
 
+/// Where no session runtime folder exists (root shells, containers, CI), Mesa's
+/// device-select layer used to print libwayland's complaint as an `error:` line at every
+/// command that looks for an adapter, the chat included.
+#[test]
+fn listing_adapters_without_a_runtime_folder_prints_no_wayland_error() {
+    for args in [&["gpu"][..], &["gpu", "--json"]] {
+        let o = Command::new(env!("CARGO_BIN_EXE_loupe"))
+            .args(args)
+            .env_remove("XDG_RUNTIME_DIR")
+            .env_remove("WAYLAND_DISPLAY")
+            .env_remove("NODEVICE_SELECT")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success(), "{err}");
+        assert!(String::from_utf8_lossy(&o.stdout).contains("llvmpipe"));
+        assert!(!err.contains("XDG_RUNTIME_DIR"), "{err}");
+    }
+}
+
 #[test]
 fn offloaded_layers_continue_a_prompt_as_the_cpu_does() {
     let dir = tempfile::tempdir().unwrap();

@@ -67,6 +67,30 @@ impl AdapterSummary {
     }
 }
 
+/// Keeps Mesa's Vulkan device-select layer from printing "error: XDG_RUNTIME_DIR is
+/// invalid or not set in the environment." at every adapter listing where no session
+/// runtime folder exists (root shells, `sudo`, containers, CI): the layer asks the Wayland
+/// compositor which GPU it draws on, because wgpu enables the Wayland surface extension
+/// on every instance, and libwayland says why it cannot connect on stderr. Without that
+/// folder there is no compositor to ask, so the layer is turned off (`NODEVICE_SELECT=1`,
+/// its own switch) unless the user configured it (`MESA_VK_DEVICE_SELECT`, `DRI_PRIME`,
+/// `NODEVICE_SELECT`) or names a Wayland display. Sets the process environment: call it
+/// first in `main`, before any thread exists.
+pub fn quiet_mesa_device_select() {
+    let set = |name: &str| std::env::var_os(name).is_some_and(|v| !v.is_empty());
+    let configured = ["MESA_VK_DEVICE_SELECT", "DRI_PRIME", "NODEVICE_SELECT"];
+    if set("XDG_RUNTIME_DIR")
+        || set("WAYLAND_DISPLAY")
+        || set("WAYLAND_SOCKET")
+        || configured
+            .iter()
+            .any(|name| std::env::var_os(name).is_some())
+    {
+        return;
+    }
+    std::env::set_var("NODEVICE_SELECT", "1");
+}
+
 pub(crate) fn instance() -> wgpu::Instance {
     wgpu::Instance::new(wgpu::InstanceDescriptor {
         backends: Backends::VULKAN | Backends::METAL | Backends::DX12,

@@ -21,7 +21,7 @@ mod memory;
 mod resident;
 mod shaders;
 
-pub use adapter::{adapters, AdapterSummary, GpuChoice};
+pub use adapter::{adapters, quiet_mesa_device_select, AdapterSummary, GpuChoice};
 pub use bandwidth::Bandwidth;
 pub use device::{CallStats, Gpu, GpuMatrix, GpuOptions, KernelTime, MatmulJob};
 pub use memory::parse_bytes;

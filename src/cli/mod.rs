@@ -79,6 +79,8 @@ pub enum Command {
 
 /// Parse the arguments, run the subcommand, and turn its outcome into an exit code.
 pub fn main() -> ExitCode {
+    // Before any thread: it may set an environment variable for the Vulkan loader.
+    loupe_gpu::quiet_mesa_device_select();
     // llama.cpp spells some options with one dash and several letters (-ctk); clap's
     // short options are one letter, so those words become their long names first.
     let args = std::env::args_os().map(|a| {
