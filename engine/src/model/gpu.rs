@@ -165,8 +165,8 @@ impl GpuWeights {
         for (name, t) in all() {
             if !loupe_gpu::supported(t.ty) {
                 bail!(
-                    "--gpu-layers: tensor {name} is {}, which the GPU kernels do not read \
-                     (offload fewer layers, or run on the CPU with --gpu off)",
+                    "tensor {name} is {}, which the GPU kernels do not read (offload fewer \
+                     layers)",
                     t.ty
                 );
             }
@@ -210,7 +210,7 @@ impl GpuWeights {
                     Err(e) => {
                         let names: Vec<&str> = stack.iter().map(|(n, _)| n.as_str()).collect();
                         return Err(anyhow::Error::new(e).context(format!(
-                            "uploading {} to {} (offload fewer layers with --gpu-layers N)",
+                            "uploading {} to {} (offload fewer layers)",
                             names.join(", "),
                             weights.gpu.summary().name
                         )));
