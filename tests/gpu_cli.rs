@@ -48,6 +48,37 @@ fn listing_adapters_without_a_runtime_folder_prints_no_wayland_error() {
     }
 }
 
+/// The chat's stats line says where the layers run when a GPU has some, beside the cache.
+#[test]
+fn the_chat_stats_line_says_where_the_layers_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = synth(dir.path(), "tiny", "Q4_K_M");
+    let stats = |extra: &[&str]| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_loupe"))
+            .args(["chat", &path, "--stats", "-n", "2", "--gpu", "software"])
+            .args(extra)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(b"hello\n").unwrap();
+        let o = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert!(o.status.success(), "{err}");
+        let line = err
+            .lines()
+            .find(|l| l.starts_with("[ctx "))
+            .unwrap_or_default();
+        assert!(line.contains("KV cache 2.0 MiB f16"), "{err}");
+        line.to_string()
+    };
+    assert!(stats(&["-ngl", "all"]).ends_with(" · GPU 2/2 + output]"));
+    assert!(stats(&["-ngl", "1"]).ends_with(" · KV cache 2.0 MiB f16 · GPU 1/2]"));
+    assert!(!stats(&["-ngl", "0"]).contains("GPU"));
+}
+
 #[test]
 fn offloaded_layers_continue_a_prompt_as_the_cpu_does() {
     let dir = tempfile::tempdir().unwrap();

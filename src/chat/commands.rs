@@ -145,11 +145,16 @@ pub fn context_budget(conv: &Conversation, kv: KvTypes) -> String {
     )
 }
 
-/// The per-turn stats line with the KV cache added before its closing bracket.
+/// The per-turn stats line with the KV cache, and where the layers run when a GPU has
+/// some, added before its closing bracket.
 pub fn stats_line(line: &str, session: &Session, kv: KvTypes) -> String {
     let body = line.strip_suffix(']').unwrap_or(line);
     let close = if body.len() < line.len() { "]" } else { "" };
-    format!("{body} · {}{close}", kv_cache(session, kv))
+    let gpu = session
+        .model()
+        .gpu_placement()
+        .map_or(String::new(), |p| format!(" · {p}"));
+    format!("{body} · {}{gpu}{close}", kv_cache(session, kv))
 }
 
 /// `/set KEY VALUE`: change a sampler setting, the reply limit or the context policy.

@@ -13,6 +13,7 @@ use super::commands::{self, Command};
 use super::conversation::{preview, Conversation, Event};
 use crate::report::error_text;
 use loupe_engine::generate::StopReason;
+use loupe_engine::model::kv_cache::KvTypes;
 use loupe_engine::sample::SamplerSettings;
 use loupe_gguf::atomic::Overwrite;
 
@@ -21,6 +22,8 @@ pub struct PipedOptions {
     pub multiline: bool,
     /// Print each turn's stats line on stderr.
     pub stats: bool,
+    /// The cache's types, for the stats line.
+    pub kv_type: KvTypes,
 }
 
 /// The messages in `input`: non-blank lines, or blank-line separated blocks.
@@ -153,7 +156,8 @@ fn answer(
     *out_failed |= w.is_err();
     w?;
     if opts.stats {
-        writeln!(err, "{}", stats.line())?;
+        let line = commands::stats_line(&stats.line(), &conv.session, opts.kv_type);
+        writeln!(err, "{line}")?;
     }
     if stats.stop == StopReason::ContextFull {
         writeln!(err, "loupe: the reply filled the context and was cut")?;

@@ -150,6 +150,7 @@ pub fn run(args: &ChatArgs, out: &mut impl Write) -> Result<()> {
         let opts = PipedOptions {
             multiline: args.multiline,
             stats: args.stats,
+            kv_type,
         };
         piped::run(&mut conv, io::stdin().lock(), out, &mut io::stderr(), &opts)
     }

@@ -415,13 +415,10 @@ fn offload(path: &Path, n: GpuLayers, gpu: GpuChoice, fit: Fit) -> Result<Loaded
     let args = crate::cli::model_args::GpuArgs { gpu_layers: n, gpu };
     args.offload_as(&mut loaded.model, fit, true)
         .with_context(|| format!("--offload {n}"))?;
-    let n_layer = loaded.model.config.n_layer;
-    let g = loaded.model.gpu().context("no layer went to the GPU")?;
-    loaded.label = format!(
-        "GPU {}/{n_layer}{}",
-        g.layers,
-        if g.output { " + output" } else { "" }
-    );
+    loaded.label = loaded
+        .model
+        .gpu_placement()
+        .context("no layer went to the GPU")?;
     Ok(loaded)
 }
 

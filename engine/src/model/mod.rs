@@ -119,6 +119,17 @@ impl Model {
         self.gpu.as_deref()
     }
 
+    /// Where the layers run when some are on a GPU, as the chat's stats line and
+    /// compare's rows say it ("GPU 24/24 + output", "GPU 4/24"); `None` on the CPU alone.
+    pub fn gpu_placement(&self) -> Option<String> {
+        #[cfg(feature = "gpu")]
+        if let Some(g) = self.gpu() {
+            let output = if g.output { " + output" } else { "" };
+            return Some(format!("GPU {}/{}{output}", g.layers, self.config.n_layer));
+        }
+        None
+    }
+
     /// Check that `file` is a model loupe can run, its configuration and tensors in
     /// agreement, as [`Model::load`] does, without starting anything: for the commands
     /// that read a model without running it (`inspect`, `quantize`).
