@@ -6,7 +6,7 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context as _, Result};
+use anyhow::{bail, Context as _, Result};
 
 use crate::hub::{select, split_name, HubRef, RemoteFile};
 
@@ -176,7 +176,12 @@ pub fn resolve(model: &Path) -> Result<Resolved> {
     let Some(s) = model.to_str() else {
         return Ok(Resolved::Path(model.to_path_buf()));
     };
-    if let Some(e) = find(s)? {
+    let stored = entries()?;
+    if let Some(e) = stored.iter().find(|e| e.name == s) {
+        return Ok(Resolved::Path(e.path().to_path_buf()));
+    }
+    // As ollama's names are typed: any case, `.gguf` optional, when one model answers.
+    if let [e] = loose_matches(&stored, s)[..] {
         return Ok(Resolved::Path(e.path().to_path_buf()));
     }
     if HubRef::looks_like(s) {
@@ -198,8 +203,45 @@ pub fn resolve(model: &Path) -> Result<Resolved> {
             Err(_) => Resolved::Pull(r),
         });
     }
+    // A bare name that is no file but looks like stored ones: say which, rather than
+    // "No such file".
+    let like = similar_names(&stored, s);
+    if !s.contains(['/', '\\']) && !like.is_empty() {
+        bail!(
+            "{s}: no such file, and no stored model by that name; did you mean {}? \
+             (`loupe list` shows the store)",
+            like.join(" or ")
+        );
+    }
     // Neither a store name nor a reference: a path, and opening it says what is wrong.
     Ok(Resolved::Path(model.to_path_buf()))
+}
+
+/// A name as loose matching compares it: lower case, without `.gguf`.
+fn loose(name: &str) -> String {
+    let lower = name.to_lowercase();
+    lower.strip_suffix(".gguf").unwrap_or(&lower).to_string()
+}
+
+/// The entries `s` names but for case and the `.gguf` suffix.
+fn loose_matches<'a>(stored: &'a [Entry], s: &str) -> Vec<&'a Entry> {
+    let want = loose(s);
+    stored.iter().filter(|e| loose(&e.name) == want).collect()
+}
+
+/// The stored names (at most five) that contain `s`, loosely, or that `s` names more
+/// than one of loosely.
+fn similar_names<'a>(stored: &'a [Entry], s: &str) -> Vec<&'a str> {
+    let want = loose(s);
+    if want.is_empty() {
+        return Vec::new();
+    }
+    stored
+        .iter()
+        .filter(|e| loose(&e.name).contains(&want))
+        .map(|e| e.name.as_str())
+        .take(5)
+        .collect()
 }
 
 #[cfg(test)]
@@ -233,5 +275,38 @@ mod tests {
         assert_eq!(e[2].size, 7);
         assert!(e[2].path().ends_with("m-00001-of-00002.gguf"));
         assert_eq!(entries_in(&root.join("missing")).unwrap(), []);
+    }
+
+    #[test]
+    fn names_match_loosely_and_near_misses_are_suggested() {
+        let entry = |name: &str| Entry {
+            name: name.into(),
+            parts: vec![PathBuf::from(name)],
+            size: 1,
+        };
+        let stored = [
+            entry("qwen2.5-coder-0.5b-instruct-Q4_K_M.gguf"),
+            entry("gemma-3-270m-Q4_K_M.gguf"),
+            entry("o/r/gemma-3-270m-Q8_0.gguf"),
+        ];
+        let names = |v: Vec<&Entry>| v.iter().map(|e| e.name.clone()).collect::<Vec<_>>();
+        for s in [
+            "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
+            "QWEN2.5-CODER-0.5B-INSTRUCT-Q4_K_M",
+            "qwen2.5-coder-0.5b-instruct-Q4_K_M",
+        ] {
+            assert_eq!(names(loose_matches(&stored, s)), [stored[0].name.clone()]);
+        }
+        assert!(loose_matches(&stored, "qwen2.5-coder").is_empty());
+        assert_eq!(
+            similar_names(&stored, "Qwen2.5-Coder"),
+            ["qwen2.5-coder-0.5b-instruct-Q4_K_M.gguf"]
+        );
+        assert_eq!(
+            similar_names(&stored, "gemma-3-270m"),
+            ["gemma-3-270m-Q4_K_M.gguf", "o/r/gemma-3-270m-Q8_0.gguf"]
+        );
+        assert!(similar_names(&stored, "llama").is_empty());
+        assert!(similar_names(&stored, ".gguf").is_empty());
     }
 }
