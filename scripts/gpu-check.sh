@@ -11,8 +11,9 @@
 # types; status 3 at the end when it does not), then for a synthetic
 # llama3-8b of each type: `loupe bench -p 512 -n 128` with every layer and the output on
 # the GPU and on the CPU alone, tg as a fraction of the bandwidth limit (weights read per
-# token over the copy bandwidth), the GPU/CPU ratios, and the device time per generated
-# token by kernel (each dispatch timed with timestamp queries) with the share of the
+# token over the copy bandwidth), the GPU/CPU ratios, the device time per pass of the
+# 512-token prompt and per generated token by kernel (each dispatch timed with timestamp
+# queries) with the share of the
 # device's span spent between dispatches, tg with the float mat-vecs instead of the int8
 # ones (LOUPE_GPU_INT8=off), with the int8 mat-vecs giving a lane a block rather than a word
 # (LOUPE_GPU_WORDS=off), with one dispatch per matrix instead of stacked Q/K/V and
@@ -127,8 +128,8 @@ for ty in ${types//,/ }; do
   echo "== $shape $ty: GPU (all layers and the output)"
   gpu_json=$("$loupe" bench --json --reps "$reps" -p 512 -n 128 --gpu-layers all --gpu "$gpu" "$model")
   echo "$gpu_json"
-  echo "== $shape $ty: where the GPU's time goes per generated token (LOUPE_GPU_PROFILE=1)"
-  LOUPE_GPU_PROFILE=1 "$loupe" bench --reps 1 -p 0 -n 32 --gpu-layers all --gpu "$gpu" "$model" 2>&1 \
+  echo "== $shape $ty: where the GPU's time goes per pass of a 512-token prompt and per generated token (LOUPE_GPU_PROFILE=1)"
+  LOUPE_GPU_PROFILE=1 "$loupe" bench --reps 1 -p 512 -n 32 --gpu-layers all --gpu "$gpu" "$model" 2>&1 \
     | sed -n '/on the GPU:/,/^load/p' | sed '$d'
   echo "== $shape $ty: GPU tg128 with the float mat-vecs (LOUPE_GPU_INT8=off)"
   float_json=$(LOUPE_GPU_INT8=off "$loupe" bench --json --reps "$reps" -p 0 -n 128 --gpu-layers all --gpu "$gpu" "$model")

@@ -200,6 +200,21 @@ fn offloaded_layers_continue_a_prompt_as_the_cpu_does() {
     );
     let timed = |k: &serde_json::Value| k["us_per_token"].as_f64().unwrap_or(0.0) > 0.0;
     assert!(kernels.iter().all(timed), "{profiled}");
+    // The pp test is profiled per pass: the layers' matmuls take the 8-token kernels, the
+    // output projection of the last token alone (bench asks for its logits only) one
+    // mat-vec.
+    let pp = profiled["pp8_gpu_profile"]
+        .as_array()
+        .expect("a pp profile");
+    let passes = |width: &str| -> f64 {
+        pp.iter()
+            .filter(|k| named(k).starts_with("matmul") && named(k).split(' ').nth(2) == Some(width))
+            .map(|k| k["dispatches_per_pass"].as_f64().unwrap())
+            .sum()
+    };
+    assert_eq!(passes("x1"), 1.0, "{profiled}");
+    assert!(passes("x8") >= 2.0 * 4.0, "{profiled}");
+    assert!(pp.iter().all(|k| k["ms_per_pass"].as_f64().unwrap() > 0.0));
     // The device's span per token holds every dispatch (lavapipe runs them one by one).
     let calls = &profiled["tg4_gpu_calls"];
     let span = calls["span_us"].as_f64().unwrap() * calls["calls_per_token"].as_f64().unwrap();

@@ -111,7 +111,7 @@ fn activations_are_rounded_as_the_cpu_quantizes_them() {
         let rows = 3;
         let x = activations(&mut rng, rows * cols);
         let mut ws = workspace(&gpu, rows * cols, &[0.0], Vec::new());
-        let mut batch = Batch::new(rows);
+        let mut batch = Batch::new();
         batch.upload(0, &x);
         batch.quantize(0, 0, (rows as u32, cols as u32), None, r);
         let mut back = Vec::new();
@@ -167,7 +167,7 @@ fn rmsnorm_matches_f64() {
             .collect();
         let w: Vec<f32> = (0..width).map(|_| rng.random_range(0.5f32..1.5)).collect();
         let mut ws = workspace(&gpu, 2 * rows * width, &w, Vec::new());
-        let mut batch = Batch::new(rows);
+        let mut batch = Batch::new();
         batch.upload(0, &x);
         let out = (rows * width) as u32;
         batch.rmsnorm(0, out, rows as u32, width as u32, Some(0), 1e-6);
@@ -210,7 +210,7 @@ fn qk_norm_in_one_dispatch_is_the_two_norms_bit_for_bit() {
         .collect();
     let mut ws = workspace(&gpu, 2048, &w, Vec::new());
     let mut normed = |pair: bool| {
-        let mut batch = Batch::new(1);
+        let mut batch = Batch::new();
         batch.upload(0, &x);
         let (wd, qr, kr) = (width as u32, q_rows as u32, k_rows as u32);
         if pair {
@@ -238,12 +238,11 @@ fn qk_norm_in_one_dispatch_is_the_two_norms_bit_for_bit() {
 fn after(
     gpu: &Gpu,
     (stream, branch, weights): (&[f32], &[f32], &[f32]),
-    rows: usize,
     record: impl Fn(&mut Batch<'_>, u32, u32),
 ) -> [Vec<f32>; 3] {
     let n = stream.len() as u32;
     let mut ws = workspace(gpu, 2 * stream.len(), weights, Vec::new());
-    let mut batch = Batch::new(rows);
+    let mut batch = Batch::new();
     batch.upload(0, stream);
     batch.upload(n, branch);
     record(&mut batch, 0, n);
@@ -285,10 +284,10 @@ fn the_residual_join_is_norm_add_norm_and_rounding_bit_for_bit() {
             xin: 0,
             rounding,
         };
-        let fused = after(&gpu, bufs, rows, |b, s, br| {
+        let fused = after(&gpu, bufs, |b, s, br| {
             b.residual((s, br), (r, w), Some(0), Some(next), eps)
         });
-        let steps = after(&gpu, bufs, rows, |b, s, br| {
+        let steps = after(&gpu, bufs, |b, s, br| {
             b.rmsnorm(br, br, r, w, Some(0), eps);
             b.residual((s, br), (r, w), None, None, eps);
             b.rmsnorm(s, br, r, w, Some(w), eps);
@@ -351,7 +350,7 @@ fn the_gated_join_is_rounded_as_the_cpu_rounds_it() {
     let gates = activations(&mut rng, n);
     let ups: Vec<f32> = (0..n).map(|_| rng.random_range(-2.0f32..2.0)).collect();
     for act in [Glu::Silu, Glu::Gelu] {
-        let [joined, _, rounded] = after(&gpu, (&gates, &ups, &[0.0]), rows, |b, g, u| {
+        let [joined, _, rounded] = after(&gpu, (&gates, &ups, &[0.0]), |b, g, u| {
             b.quantize(
                 g,
                 0,
@@ -416,7 +415,7 @@ fn matmuls_add_their_bias_as_a_separate_step_would() {
         let out = (b * cols) as u32;
         let products = |with: Option<u32>| {
             let mut ws = workspace(&gpu, b * (cols + rows), &bias, Vec::new());
-            let mut batch = Batch::new(b);
+            let mut batch = Batch::new();
             batch.upload(0, &x);
             batch.quantize(0, 0, (b as u32, cols as u32), None, ActRounding::None);
             let target = (loupe_gpu::Target::Arena(out), with);
@@ -510,7 +509,7 @@ fn int8_matmuls_are_the_cpu_kernels_products() {
                 let gpu = [&int8, &float, &blocks][which];
                 let (m, ws) = &mut on_gpus[which];
                 let before = ws.int8_dispatches();
-                let mut batch = Batch::new(b);
+                let mut batch = Batch::new();
                 batch.upload(0, &x);
                 let shape = (b as u32, cols as u32);
                 if residual {
@@ -676,7 +675,7 @@ fn attend_tokens(
     // Batches of tokens `from..to`: RoPE, store, attend, read back.
     let mut run = |from: usize, to: usize, split: Split| {
         let b = to - from;
-        let mut batch = Batch::new(b);
+        let mut batch = Batch::new();
         batch.upload(qa, &x.q[from * n_head * hd..to * n_head * hd]);
         batch.upload(ka, &x.k[from * n_kv * hd..to * n_kv * hd]);
         batch.upload(va, &x.v[from * n_kv * hd..to * n_kv * hd]);
@@ -855,7 +854,7 @@ fn a_split_merged_as_it_is_rounded_is_the_merge_step_bit_for_bit() {
         let bytes = (n * n_kv) as u64 * row;
         let mut ws = workspace(&gpu, 5 * region as usize, &[0.0], vec![(bytes, bytes)]);
         // Every position's keys and values but the last, in one batch.
-        let mut batch = Batch::new(n - 1);
+        let mut batch = Batch::new();
         batch.upload(ka, &k[..(n - 1) * n_kv * hd]);
         batch.upload(va, &v[..(n - 1) * n_kv * hd]);
         batch.store(0, ka, va, 0, (n - 1) as u32, &shape);
@@ -873,7 +872,7 @@ fn a_split_merged_as_it_is_rounded_is_the_merge_step_bit_for_bit() {
         ] {
             let mut results = Vec::new();
             for fused in [false, true] {
-                let mut batch = Batch::new(1);
+                let mut batch = Batch::new();
                 batch.upload(ka, &k[(n - 1) * n_kv * hd..]);
                 batch.upload(va, &v[(n - 1) * n_kv * hd..]);
                 batch.upload(qa, &q);
@@ -952,7 +951,7 @@ fn one_token_attention_that_stores_its_own_key_is_the_store_step_bit_for_bit() {
         for fused in [false, true] {
             let mut ws = workspace(&gpu, 6 * region as usize, &[0.0], vec![(k_bytes, v_bytes)]);
             // Every position but the last, stored in one batch.
-            let mut batch = Batch::new(n - 1);
+            let mut batch = Batch::new();
             batch.upload(ka, &k[..(n - 1) * n_kv * hd]);
             batch.upload(va, &v[..(n - 1) * n_kv * hd]);
             batch.upload(ta, &table);
@@ -961,7 +960,7 @@ fn one_token_attention_that_stores_its_own_key_is_the_store_step_bit_for_bit() {
             let pos = (n - 1) as u32;
             let seen = if window > 0 { n.min(window) } else { n };
             let split = Split::for_keys(seen as u32, pa);
-            let mut batch = Batch::new(1);
+            let mut batch = Batch::new();
             batch.upload(ka, &k[(n - 1) * n_kv * hd..]);
             batch.upload(va, &v[(n - 1) * n_kv * hd..]);
             batch.upload(qa, &q);
@@ -1060,7 +1059,7 @@ fn the_cache_is_stored_in_each_format_as_the_cpu_holds_it() {
             let cache = (pos + n) as u64 * per_pos;
             let mut ws = workspace(&gpu, 2 * region as usize, &[0.0], vec![(cache, cache)]);
             let shape = attn_shape((ty, ty), (n_kv, n_kv, hd));
-            let mut batch = Batch::new(n);
+            let mut batch = Batch::new();
             batch.upload(0, &k);
             batch.upload(region, &v);
             batch.store(0, 0, region, pos as u32, n as u32, &shape);
@@ -1096,7 +1095,7 @@ fn the_hadamard_turn_is_the_cpus_bit_for_bit() {
         let x = activations(&mut rng, a_len + b_len);
         let b_at = a_len.next_multiple_of(64) + 64;
         let mut ws = workspace(&gpu, b_at + b_len, &[0.0], Vec::new());
-        let mut batch = Batch::new(1);
+        let mut batch = Batch::new();
         batch.upload(0, &x[..a_len]);
         batch.upload(b_at as u32, &x[a_len..]);
         let pieces = |len: usize| (len / block) as u32;

@@ -127,7 +127,7 @@ fn one_dispatch_over_stacked_matrices_is_each_matrix_alone_in_whole_layers() {
                 // The matrices' products (each with its outputs) in one batch.
                 let mut run = |jobs: &[Job<'_>]| {
                     let before = ws.int8_dispatches();
-                    let mut batch = Batch::new(b);
+                    let mut batch = Batch::new();
                     batch.upload(0, &x);
                     batch.quantize(0, 0, (b as u32, cols as u32), None, rounding);
                     for &(m, targets) in jobs {

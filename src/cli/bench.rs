@@ -136,12 +136,14 @@ pub fn run(args: &BenchArgs, out: &mut impl Write) -> Result<()> {
             bench::DepthFill::Evaluate
         };
         bench::fill_depth(&mut ctx, depth, bos, how)?;
+        // Dispatch times (LOUPE_GPU_PROFILE=1) of each test alone: the pp test's per pass
+        // (its warm-up is a whole pass too), the tg test's per token.
+        gpu_profile(&model);
         let pp = (args.n_prompt > 0)
             .then(|| bench::pp(&mut ctx, args.n_prompt, depth, args.reps, bos))
             .transpose()?;
+        let pp_profile = per_token(gpu_profile(&model), (1 + args.reps) as f64);
         let gpu_before = gpu_stats(&model);
-        // Dispatch times (LOUPE_GPU_PROFILE=1) of the tg test alone.
-        gpu_profile(&model);
         let t_tg = Instant::now();
         let tg = (args.n_gen > 0)
             .then(|| bench::tg(&mut ctx, args.n_gen, depth, args.reps, bos))
@@ -153,14 +155,14 @@ pub fn run(args: &BenchArgs, out: &mut impl Write) -> Result<()> {
             .zip(gpu_stats(&model))
             .map(|(a, b)| GpuShare::of(b.since(&a), tg_tokens, t_tg.elapsed().as_secs_f64()));
         let profile = per_token(gpu_profile(&model), tg_tokens);
-        rows.push((depth, pp, tg, gpu_tg, profile));
+        rows.push((depth, pp, tg, gpu_tg, (pp_profile, profile)));
     }
     let peak_rss = bench::peak_rss_bytes();
     let (pp_name, tg_name) = (format!("pp{}", args.n_prompt), format!("tg{}", args.n_gen));
 
     if args.json {
         // One line per depth; the tests keep their plain names ("pp512"), the depth is a field.
-        for (depth, pp, tg, gpu_tg, profile) in &rows {
+        for (depth, pp, tg, gpu_tg, (pp_profile, profile)) in &rows {
             let mut obj = serde_json::Map::new();
             if let Some(s) = pp {
                 obj.insert(pp_name.clone(), s.to_json());
@@ -212,6 +214,19 @@ pub fn run(args: &BenchArgs, out: &mut impl Write) -> Result<()> {
                     })
                     .collect();
                 obj.insert(format!("{tg_name}_gpu_profile"), kernels.into());
+            }
+            if !pp_profile.is_empty() {
+                let kernels: Vec<_> = pp_profile
+                    .iter()
+                    .map(|k| {
+                        serde_json::json!({
+                            "kernel": k.kernel,
+                            "dispatches_per_pass": k.dispatches as f64 / (1 + args.reps) as f64,
+                            "ms_per_pass": k.seconds * 1e3,
+                        })
+                    })
+                    .collect();
+                obj.insert(format!("{pp_name}_gpu_profile"), kernels.into());
             }
             writeln!(out, "{}", serde_json::Value::Object(obj))?;
         }
@@ -274,7 +289,25 @@ pub fn run(args: &BenchArgs, out: &mut impl Write) -> Result<()> {
             }
         }
     }
-    for (depth, _, _, gpu_tg, profile) in &rows {
+    for (depth, _, _, gpu_tg, (pp_profile, profile)) in &rows {
+        if !pp_profile.is_empty() {
+            let busy: f64 = pp_profile.iter().map(|k| k.seconds * 1e3).sum();
+            writeln!(
+                out,
+                "{} on the GPU: {busy:.1} ms of dispatches per pass of {} tokens",
+                bench::test_name("pp", args.n_prompt, *depth),
+                args.n_prompt
+            )?;
+            for k in pp_profile {
+                writeln!(
+                    out,
+                    "  {:<22} {:>7.2} ms per pass over {:.0} dispatches",
+                    k.kernel,
+                    k.seconds * 1e3,
+                    k.dispatches as f64 / (1 + args.reps) as f64
+                )?;
+            }
+        }
         if let Some(g) = gpu_tg {
             writeln!(
                 out,

@@ -378,7 +378,7 @@ impl LayerRunner {
             types: self.types,
             rotation: cache.rotation,
         };
-        let mut batch = Batch::new(b);
+        let mut batch = Batch::new();
         batch.upload(a.x, x);
         for (at, table) in a.rope.iter().zip(&self.tables).take(tables) {
             batch.upload(*at, table);

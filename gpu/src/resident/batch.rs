@@ -11,13 +11,13 @@ use crate::{GpuError, GpuMatrix};
 use loupe_quant::GgmlType;
 
 /// The steps of one submission, recorded in order.
+#[derive(Default)]
 pub struct Batch<'w> {
     pub(super) steps: Vec<Step<'w>>,
     pub(super) params: Vec<u8>,
     pub(super) uploads: Vec<(u64, &'w [f32])>,
     pub(super) reads: Vec<Read>,
     pub(super) read_bytes: u64,
-    nc: u32,
     /// The matmul input's regions as the last rounding wrote them (start, elements, how):
     /// where the packed int8 copy the int8 kernels read is current.
     rounded: Vec<(u32, u32, ActRounding)>,
@@ -45,19 +45,9 @@ fn op_bytes_with(f: [u32; 8], more: [u32; 2]) -> [u8; 40] {
 }
 
 impl<'w> Batch<'w> {
-    /// An empty recording whose matmuls carry `b` activation rows.
-    pub fn new(b: usize) -> Batch<'w> {
-        let nc = shaders::batch_width(b);
-        Batch {
-            steps: Vec::new(),
-            params: Vec::new(),
-            uploads: Vec::new(),
-            reads: Vec::new(),
-            read_bytes: 0,
-            nc,
-            rounded: Vec::new(),
-            error: None,
-        }
+    /// An empty recording.
+    pub fn new() -> Batch<'w> {
+        Batch::default()
     }
 
     fn push(&mut self, step: Step<'w>, params: &[u8]) {
@@ -296,9 +286,12 @@ impl<'w> Batch<'w> {
         let Some((target, out_len, seg)) = self.segments(w, b, outs) else {
             return;
         };
-        let rows_per_group = shaders::rows_per_group(self.nc, red);
+        // The kernel for this product's rows, not the batch's: the output projection of a
+        // prompt's last token is one row, a mat-vec's work, where a tile would compute 32.
+        let nc = shaders::batch_width(b as usize);
+        let rows_per_group = shaders::rows_per_group(nc, red);
         // The packed copy is found by 32-element blocks of the input's offset.
-        let int8 = shaders::has_int8(w.ty, self.nc, red)
+        let int8 = shaders::has_int8(w.ty, nc, red)
             && x.is_multiple_of(32)
             && ActRounding::for_weights(w.ty)
                 .is_some_and(|r| self.rounded_as(x, b * w.cols as u32, r));
@@ -319,11 +312,11 @@ impl<'w> Batch<'w> {
             self.push(
                 Step::Matmul {
                     part,
-                    pipeline: (w.ty, self.nc),
+                    pipeline: (w.ty, nc),
                     int8,
                     target,
                     out_len,
-                    groups: [gx, groups.div_ceil(gx), b.div_ceil(self.nc)],
+                    groups: [gx, groups.div_ceil(gx), b.div_ceil(nc)],
                 },
                 &p.bytes(),
             );
