@@ -203,30 +203,14 @@ pub fn run(args: &BenchArgs, out: &mut impl Write) -> Result<()> {
             }
             obj.insert("gpu_matmuls_only".into(), gpu_note.clone().into());
             if !profile.is_empty() {
-                let kernels: Vec<_> = profile
-                    .iter()
-                    .map(|k| {
-                        serde_json::json!({
-                            "kernel": k.kernel,
-                            "dispatches_per_token": k.dispatches as f64 / tg_tokens_of(args.reps, args.n_gen),
-                            "us_per_token": k.seconds * 1e6,
-                        })
-                    })
-                    .collect();
-                obj.insert(format!("{tg_name}_gpu_profile"), kernels.into());
+                let per = ("dispatches_per_token", tg_tokens_of(args.reps, args.n_gen));
+                let kernels = profile_json(profile, per, ("us_per_token", 1e6));
+                obj.insert(format!("{tg_name}_gpu_profile"), kernels);
             }
             if !pp_profile.is_empty() {
-                let kernels: Vec<_> = pp_profile
-                    .iter()
-                    .map(|k| {
-                        serde_json::json!({
-                            "kernel": k.kernel,
-                            "dispatches_per_pass": k.dispatches as f64 / (1 + args.reps) as f64,
-                            "ms_per_pass": k.seconds * 1e3,
-                        })
-                    })
-                    .collect();
-                obj.insert(format!("{pp_name}_gpu_profile"), kernels.into());
+                let per = ("dispatches_per_pass", (1 + args.reps) as f64);
+                let kernels = profile_json(pp_profile, per, ("ms_per_pass", 1e3));
+                obj.insert(format!("{pp_name}_gpu_profile"), kernels);
             }
             writeln!(out, "{}", serde_json::Value::Object(obj))?;
         }
@@ -429,6 +413,26 @@ fn gpu_profile(model: &Model) -> Vec<loupe_gpu::KernelTime> {
         .gpu()
         .map(|g| g.gpu().take_profile())
         .unwrap_or_default()
+}
+
+/// A profile as `--json` gives it: each kernel with its dispatches per unit (`per`: the
+/// key and the units they are divided by) and its time (already per unit) in the unit
+/// `time` names (the key and the factor from seconds).
+fn profile_json(
+    times: &[loupe_gpu::KernelTime],
+    (count_key, units): (&str, f64),
+    (time_key, scale): (&str, f64),
+) -> serde_json::Value {
+    times
+        .iter()
+        .map(|k| {
+            let mut o = serde_json::Map::new();
+            o.insert("kernel".into(), k.kernel.clone().into());
+            o.insert(count_key.into(), (k.dispatches as f64 / units).into());
+            o.insert(time_key.into(), (k.seconds * scale).into());
+            serde_json::Value::Object(o)
+        })
+        .collect()
 }
 
 /// `times` with seconds per token (dispatch counts stay totals).
