@@ -150,11 +150,6 @@ fn collect(
     Ok(())
 }
 
-/// The store entry named `name` (as `loupe list` shows it), if any.
-pub fn find(name: &str) -> Result<Option<Entry>> {
-    Ok(entries()?.into_iter().find(|e| e.name == name))
-}
-
 /// What a MODEL argument names.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Resolved {
@@ -165,10 +160,12 @@ pub enum Resolved {
 }
 
 /// The one place a MODEL argument is resolved, in this order: an existing path; a store
-/// name (`loupe list`); a hub reference whose file is in the store (chosen from the stored
+/// name (`loupe list`), exactly, else in any case and without `.gguf` when one model
+/// answers; a hub reference whose file is in the store (chosen from the stored
 /// files by the same rules as from the hub's list, so no network is needed); a hub
-/// reference to pull. Anything else is taken as a path (a missing one is reported by the
-/// open that follows, naming it).
+/// reference to pull. A bare name that is part of stored names is an error suggesting
+/// them; anything else is taken as a path (a missing one is reported by the open that
+/// follows, naming it).
 pub fn resolve(model: &Path) -> Result<Resolved> {
     if fs::symlink_metadata(model).is_ok() {
         return Ok(Resolved::Path(model.to_path_buf()));
@@ -205,8 +202,12 @@ pub fn resolve(model: &Path) -> Result<Resolved> {
     }
     // A bare name that is no file but looks like stored ones: say which, rather than
     // "No such file".
-    let like = similar_names(&stored, s);
-    if !s.contains(['/', '\\']) && !like.is_empty() {
+    let like = if s.contains(['/', '\\']) {
+        Vec::new()
+    } else {
+        similar_names(&stored, s)
+    };
+    if !like.is_empty() {
         bail!(
             "{s}: no such file, and no stored model by that name; did you mean {}? \
              (`loupe list` shows the store)",
@@ -229,8 +230,7 @@ fn loose_matches<'a>(stored: &'a [Entry], s: &str) -> Vec<&'a Entry> {
     stored.iter().filter(|e| loose(&e.name) == want).collect()
 }
 
-/// The stored names (at most five) that contain `s`, loosely, or that `s` names more
-/// than one of loosely.
+/// The stored names (at most five) that contain `s`, both compared loosely.
 fn similar_names<'a>(stored: &'a [Entry], s: &str) -> Vec<&'a str> {
     let want = loose(s);
     if want.is_empty() {

@@ -142,7 +142,7 @@ pub fn run(args: &BenchArgs, out: &mut impl Write) -> Result<()> {
         let pp = (args.n_prompt > 0)
             .then(|| bench::pp(&mut ctx, args.n_prompt, depth, args.reps, bos))
             .transpose()?;
-        let pp_profile = per_token(gpu_profile(&model), (1 + args.reps) as f64);
+        let pp_profile = per_unit(gpu_profile(&model), pp_passes_of(args.reps));
         let gpu_before = gpu_stats(&model);
         let t_tg = Instant::now();
         let tg = (args.n_gen > 0)
@@ -154,7 +154,7 @@ pub fn run(args: &BenchArgs, out: &mut impl Write) -> Result<()> {
             .and(gpu_before)
             .zip(gpu_stats(&model))
             .map(|(a, b)| GpuShare::of(b.since(&a), tg_tokens, t_tg.elapsed().as_secs_f64()));
-        let profile = per_token(gpu_profile(&model), tg_tokens);
+        let profile = per_unit(gpu_profile(&model), tg_tokens);
         rows.push((depth, pp, tg, gpu_tg, (pp_profile, profile)));
     }
     let peak_rss = bench::peak_rss_bytes();
@@ -208,7 +208,7 @@ pub fn run(args: &BenchArgs, out: &mut impl Write) -> Result<()> {
                 obj.insert(format!("{tg_name}_gpu_profile"), kernels);
             }
             if !pp_profile.is_empty() {
-                let per = ("dispatches_per_pass", (1 + args.reps) as f64);
+                let per = ("dispatches_per_pass", pp_passes_of(args.reps));
                 let kernels = profile_json(pp_profile, per, ("ms_per_pass", 1e3));
                 obj.insert(format!("{pp_name}_gpu_profile"), kernels);
             }
@@ -288,7 +288,7 @@ pub fn run(args: &BenchArgs, out: &mut impl Write) -> Result<()> {
                     "  {:<22} {:>7.2} ms per pass over {:.0} dispatches",
                     k.kernel,
                     k.seconds * 1e3,
-                    k.dispatches as f64 / (1 + args.reps) as f64
+                    k.dispatches as f64 / pp_passes_of(args.reps)
                 )?;
             }
         }
@@ -402,6 +402,11 @@ impl GpuShare {
     }
 }
 
+/// Passes a pp test makes over its prompt: one warm-up, then reps.
+fn pp_passes_of(reps: usize) -> f64 {
+    (1 + reps) as f64
+}
+
 /// Tokens a tg test evaluates: one warm-up, then reps × n_gen.
 fn tg_tokens_of(reps: usize, n_gen: usize) -> f64 {
     (1 + reps * n_gen) as f64
@@ -435,9 +440,9 @@ fn profile_json(
         .collect()
 }
 
-/// `times` with seconds per token (dispatch counts stay totals).
-fn per_token(mut times: Vec<loupe_gpu::KernelTime>, tokens: f64) -> Vec<loupe_gpu::KernelTime> {
-    times.iter_mut().for_each(|k| k.seconds /= tokens);
+/// `times` with seconds per unit (token or pass; dispatch counts stay totals).
+fn per_unit(mut times: Vec<loupe_gpu::KernelTime>, units: f64) -> Vec<loupe_gpu::KernelTime> {
+    times.iter_mut().for_each(|k| k.seconds /= units);
     times
 }
 
