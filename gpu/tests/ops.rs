@@ -633,6 +633,8 @@ struct AttnInputs<'a> {
     v: &'a [f32],
     table: &'a [f32],
     n: usize,
+    /// Tokens per batch of the first `n` (`n`: one batch, a prompt).
+    batch: usize,
     /// One more token attended alone, its keys split in this many parts.
     last: Option<u32>,
 }
@@ -642,7 +644,7 @@ fn bits(x: &[f32]) -> Vec<u32> {
 }
 
 /// Every token's attention output and the cache's keys after them: the first `n`
-/// tokens in one batch, then the last alone; RoPE (`rope`, its table placed by this
+/// tokens in batches of `batch`, then the last alone; RoPE (`rope`, its table placed by this
 /// function) as a step before `store` and `attend`, or with `fused` as they read.
 fn attend_tokens(
     gpu: &Gpu,
@@ -693,7 +695,10 @@ fn attend_tokens(
             .copy_from_slice(&floats(&back[at..at + 4 * b * n_head * hd]));
         back[keys..keys + key_bytes as usize].to_vec()
     };
-    let mut keys = run(0, x.n, Split::NONE);
+    let mut keys = Vec::new();
+    for from in (0..x.n).step_by(x.batch) {
+        keys = run(from, x.n.min(from + x.batch), Split::NONE);
+    }
     if let Some(parts) = x.last {
         let split = Split::for_keys(total as u32, pa);
         assert_eq!(split.parts, parts, "{split:?}");
@@ -736,6 +741,7 @@ fn check_attention(n: usize, window: usize, last: Option<u32>, types: (GgmlType,
         v: &v,
         table: &table,
         n,
+        batch: n,
         last,
     };
     let rope = AttnRope {
@@ -1026,6 +1032,7 @@ fn rope_as_the_attention_reads_is_the_rope_step_bit_for_bit() {
                 v: &v,
                 table: &table,
                 n,
+                batch: n,
                 last: None,
             };
             let rope = AttnRope {
@@ -1038,6 +1045,75 @@ fn rope_as_the_attention_reads_is_the_rope_step_bit_for_bit() {
             let what = format!("{pairs:?}, {n_rot} of {hd} turned, {k_type} keys");
             assert!(bits(&fused) == bits(&got), "{what}: outputs differ");
             assert!(fused_keys == keys, "{what}: cached keys differ");
+        }
+    }
+}
+
+/// A prompt's attention (`attend_rows`: a workgroup per QB queries) gives the bits its
+/// tokens give attended one at a time (`attend`: a workgroup per query): every cache
+/// format, heads of 64 and 256, grouped heads, a window, a soft-cap, RoPE as read, a
+/// last workgroup with fewer queries, and prompts that run over a tile of keys and start
+/// after cached positions.
+#[test]
+fn a_prompt_attended_at_once_is_its_tokens_attended_one_by_one_bit_for_bit() {
+    use GgmlType::*;
+    let gpu = gpu();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(13);
+    let cases = [
+        ((F16, F16), (4, 2, 64), 0, 75),
+        ((F16, F16), (2, 1, 256), 20, 29),
+        ((F32, F32), (4, 4, 64), 11, 37),
+        ((Q8_0, Q8_0), (4, 2, 64), 0, 70),
+        ((Q4_0, Q4_0), (2, 1, 256), 0, 21),
+        ((Q8_0, F16), (3, 1, 128), 9, 30),
+        ((F16, Q4_0), (4, 2, 64), 0, 19),
+    ];
+    for (types, heads, window, n) in cases {
+        let (n_head, n_kv, hd) = heads;
+        let shape = AttnShape {
+            window,
+            q_scale: 0.7,
+            s_scale: 0.125 / 20.0,
+            cap: 20.0,
+            ..attn_shape(types, heads)
+        };
+        let q = activations(&mut rng, n * n_head * hd);
+        let k = activations(&mut rng, n * n_kv * hd);
+        let v = activations(&mut rng, n * n_kv * hd);
+        let table: Vec<f32> = (0..n * hd / 2)
+            .flat_map(|i| {
+                let a = i as f32 * 0.21;
+                [a.cos(), a.sin()]
+            })
+            .collect();
+        let rope = AttnRope {
+            table: 0,
+            n_rot: hd as u32,
+            pairs: RopePairs::Halves,
+        };
+        let what = format!("{types:?}, heads {heads:?}, window {window}, {n} tokens");
+        let inputs = |batch| AttnInputs {
+            q: &q,
+            k: &k,
+            v: &v,
+            table: &table,
+            n,
+            batch,
+            last: None,
+        };
+        let (alone, alone_keys) = attend_tokens(&gpu, shape, &inputs(1), rope, true);
+        // Seven tokens first, so that the prompt's queries start after cached positions.
+        for batch in [n, 7] {
+            let (got, keys) = attend_tokens(&gpu, shape, &inputs(batch), rope, true);
+            assert!(keys == alone_keys, "{what}: cached keys differ");
+            let differ = bits(&got)
+                .iter()
+                .zip(bits(&alone))
+                .position(|(a, b)| *a != b);
+            assert!(
+                differ.is_none(),
+                "{what}, batches of {batch}: element {differ:?} differs"
+            );
         }
     }
 }

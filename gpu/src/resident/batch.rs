@@ -3,7 +3,7 @@
 
 use super::{
     cache_row_bytes, formats_code, ActRounding, AttnShape, Binds, Join, Kernel, NextNorm, Read,
-    RopePairs, Split, Step, Target, NONE, WG,
+    RopePairs, Split, Step, Target, NONE, ROW_QUERIES, WG,
 };
 use crate::device::{Params, Segments, MAX_GROUPS, SLOT};
 use crate::shaders::{self, Reduction};
@@ -545,12 +545,18 @@ impl<'w> Batch<'w> {
             p[84..88].copy_from_slice(&k.to_le_bytes());
             p[88..92].copy_from_slice(&v.to_le_bytes());
         }
+        // A prompt's queries (whole, none writing its own key) go QB to a workgroup.
+        let rows = n > 1 && split.parts <= 1 && new_kv.is_none();
+        let (kernel, groups) = match rows {
+            true => (Kernel::AttendRows, [s.n_head, n.div_ceil(ROW_QUERIES), 1]),
+            false => (Kernel::Attend, [s.n_head, n, split.parts.max(1)]),
+        };
         self.push(
             Step::Op {
-                kernel: Kernel::Attend,
+                kernel,
                 formats,
                 binds: Binds::Cache(layer),
-                groups: [s.n_head, n, split.parts.max(1)],
+                groups,
             },
             &p,
         );

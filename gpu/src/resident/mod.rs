@@ -28,12 +28,17 @@ fn ops_source() -> String {
     format!("{OPS}\n{ROPE}")
 }
 
+/// Queries a workgroup of the prompt attention kernel (`attend_rows`) takes: each key's
+/// row and value is read once for this many of a head's queries.
+const ROW_QUERIES: u32 = 8;
+
 /// The attention kernels' WGSL for a cache whose keys and values are in the formats
 /// `formats` (see [`formats_code`]): the formats are constants, so each pair's pipeline
 /// carries only its own reads and writes.
 fn attention_source(formats: u32) -> String {
     format!(
-        "const K_TYPE: u32 = {}u;\nconst V_TYPE: u32 = {}u;\n{ATTENTION}\n{ROPE}",
+        "const K_TYPE: u32 = {}u;\nconst V_TYPE: u32 = {}u;\nconst QB: u32 = {ROW_QUERIES}u;\n\
+         {ATTENTION}\n{ROPE}",
         formats >> 2,
         formats & 3
     )
@@ -267,18 +272,20 @@ enum Kernel {
     Quantize,
     Store,
     Attend,
+    AttendRows,
     Merge,
     Hadamard,
 }
 
 impl Kernel {
-    const ALL: [Kernel; 8] = [
+    const ALL: [Kernel; 9] = [
         Kernel::RmsNorm,
         Kernel::Residual,
         Kernel::Rope,
         Kernel::Quantize,
         Kernel::Store,
         Kernel::Attend,
+        Kernel::AttendRows,
         Kernel::Merge,
         Kernel::Hadamard,
     ];
@@ -292,6 +299,7 @@ impl Kernel {
             Kernel::Quantize => ("quantize", false),
             Kernel::Store => ("store", true),
             Kernel::Attend => ("attend", true),
+            Kernel::AttendRows => ("attend_rows", true),
             Kernel::Merge => ("merge", true),
             Kernel::Hadamard => ("hadamard", false),
         }

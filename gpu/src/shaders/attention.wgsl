@@ -2,7 +2,9 @@
 // position's heads in turn, each head's row in the cache's format, as the CPU's cache
 // stores a row, padded to whole words (`k_row`, `v_row` bytes): keys in `kc`, values in
 // `vc`. The formats are the constants K_TYPE and V_TYPE the host puts before this source
-// (one pipeline per pair): 0 f16, 1 f32, 2 Q8_0 blocks, 3 Q4_0 blocks.
+// (one pipeline per pair): 0 f16, 1 f32, 2 Q8_0 blocks, 3 Q4_0 blocks. One token
+// attends in `attend` (a workgroup per query head, its keys split among several where
+// they are many), a prompt's tokens in `attend_rows` (a workgroup per QB of them).
 
 struct Attn {
     q: u32,          // the queries in `a`: (n, n_head * head_dim); the new keys for `store`
@@ -33,6 +35,9 @@ struct Attn {
 const WG: u32 = 64u;
 // Keys scored per step: one per thread.
 const TILE: u32 = 64u;
+// Threads per query in `attend_rows`, whose workgroups take QB queries (consecutive
+// tokens of one head; the host puts QB before this source).
+const TPQ: u32 = WG / QB;
 // Widest head the kernel holds (four value dimensions per thread).
 const MAX_HEAD: u32 = 256u;
 // Below every score: exp of it minus a real score is 0.
@@ -201,11 +206,13 @@ fn store(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index)
 
 // ---- reading ----
 
-// The query of the head being attended, as the key dot takes it (f16-rounded, as is, or
-// Q8_0 quants as integers with their block scales in `qd`).
-var<workgroup> qs: array<f32, MAX_HEAD>;
-var<workgroup> qd: array<f32, 8>;
-var<workgroup> scores: array<f32, TILE>;
+// The queries being attended, as the key dot takes them (f16-rounded, as is, or Q8_0
+// quants as integers with their block scales in `qd`): `attend` holds one, `attend_rows`
+// up to QB, query i from `i * MAX_HEAD` (its scales from `8 * i`).
+var<workgroup> qs: array<f32, QB * MAX_HEAD>;
+var<workgroup> qd: array<f32, QB * 8>;
+// The scores of a tile of keys, query i's from `i * TILE`.
+var<workgroup> scores: array<f32, QB * TILE>;
 // The token's own key and value as the cache holds them, when `attend` writes them.
 var<workgroup> nk: array<f32, MAX_HEAD>;
 var<workgroup> nv: array<f32, MAX_HEAD>;
@@ -235,8 +242,9 @@ fn nibbles4(v: u32, shift: u32) -> vec4<f32> {
     return vec4<f32>((vec4<u32>(v) >> (vec4<u32>(0u, 8u, 16u, 24u) + shift)) & vec4<u32>(15u)) - 8.0;
 }
 
-fn qs4(d: u32) -> vec4<f32> {
-    return vec4<f32>(qs[d], qs[d + 1u], qs[d + 2u], qs[d + 3u]);
+// Elements `d`.. of the query whose elements start at `qi` in `qs`.
+fn qs4(qi: u32, d: u32) -> vec4<f32> {
+    return vec4<f32>(qs[qi + d], qs[qi + d + 1u], qs[qi + d + 2u], qs[qi + d + 3u]);
 }
 
 // One step of the query's dot with an f16 key (a pair of elements from `d`) or an f32
@@ -250,20 +258,21 @@ fn dot_one(total: f32, d: u32, k: f32) -> f32 {
     return total + qs[d] * k;
 }
 
-// The dot of the query in `qs` with the key row at byte `o` of `kc`, as ggml's CPU dots
+// The dot of query `i` in `qs` with the key row at byte `o` of `kc`, as ggml's CPU dots
 // them: in f32 over f16 or f32 keys; over blocks, each block's integer sum times the
 // product of the two scales, added block by block.
-fn key_dot(o: u32) -> f32 {
+fn key_dot(o: u32, i: u32) -> f32 {
     var total = 0.0;
+    let qi = i * MAX_HEAD;
     switch K_TYPE {
         case F16: {
             for (var d = 0u; d < p.head_dim; d += 2u) {
-                total = dot_pair(total, d, unpack2x16float(kc[(o >> 2u) + d / 2u]));
+                total = dot_pair(total, qi + d, unpack2x16float(kc[(o >> 2u) + d / 2u]));
             }
         }
         case F32: {
             for (var d = 0u; d < p.head_dim; d++) {
-                total = dot_one(total, d, bitcast<f32>(kc[(o >> 2u) + d]));
+                total = dot_one(total, qi + d, bitcast<f32>(kc[(o >> 2u) + d]));
             }
         }
         case Q8_0: {
@@ -272,9 +281,9 @@ fn key_dot(o: u32) -> f32 {
                 let dk = unpack2x16float(k_word(ob) & 0xffffu).x;
                 var sum = 0.0;
                 for (var w = 0u; w < 8u; w++) {
-                    sum += dot(signed4(k_word(ob + 2u + 4u * w)), qs4(32u * b + 4u * w));
+                    sum += dot(signed4(k_word(ob + 2u + 4u * w)), qs4(qi, 32u * b + 4u * w));
                 }
-                total += sum * (dk * qd[b]);
+                total += sum * (dk * qd[8u * i + b]);
             }
         }
         default: {
@@ -284,10 +293,10 @@ fn key_dot(o: u32) -> f32 {
                 var sum = 0.0;
                 for (var w = 0u; w < 4u; w++) {
                     let q = k_word(ob + 2u + 4u * w);
-                    sum += dot(nibbles4(q, 0u), qs4(32u * b + 4u * w));
-                    sum += dot(nibbles4(q, 4u), qs4(32u * b + 16u + 4u * w));
+                    sum += dot(nibbles4(q, 0u), qs4(qi, 32u * b + 4u * w));
+                    sum += dot(nibbles4(q, 4u), qs4(qi, 32u * b + 16u + 4u * w));
                 }
-                total += sum * (dk * qd[b]);
+                total += sum * (dk * qd[8u * i + b]);
             }
         }
     }
@@ -372,6 +381,40 @@ fn value(o: u32, d: u32) -> f32 {
     }
 }
 
+// Query head `h` of the `nq` tokens from `t0` into `qs` as the key dot takes them:
+// turned by RoPE where `p.rope` asks, scaled, then rounded to f16 for f16 keys or cut
+// into Q8_0 blocks for block keys, as the CPU quantizes activations (`pack_blocks`).
+fn take_queries(h: u32, t0: u32, nq: u32, tid: u32) {
+    for (var e = tid; e < nq * p.head_dim; e += WG) {
+        let i = e / p.head_dim;
+        let d = e % p.head_dim;
+        let t = t0 + i;
+        let x = roped(p.q + t * p.n_head * p.head_dim + h * p.head_dim, d, t) * p.q_scale;
+        qs[i * MAX_HEAD + d] = select(x, f16_round(x), K_TYPE == F16);
+    }
+    workgroupBarrier();
+    if K_TYPE >= Q8_0 {
+        // Each block's scale, and the inverse it divides by in `scores` for a moment.
+        let nb = p.head_dim / 32u;
+        if tid < nq * nb {
+            let q0 = (tid / nb) * MAX_HEAD + 32u * (tid % nb);
+            var amax = 0.0;
+            for (var j = 0u; j < 32u; j++) {
+                amax = max(amax, abs(qs[q0 + j]));
+            }
+            qd[8u * (tid / nb) + tid % nb] = f16_round(amax / 127.0);
+            scores[tid] = select(0.0, 127.0 / amax, amax != 0.0);
+        }
+        workgroupBarrier();
+        for (var e = tid; e < nq * p.head_dim; e += WG) {
+            let i = e / p.head_dim;
+            let d = e % p.head_dim;
+            qs[i * MAX_HEAD + d] = round(qs[i * MAX_HEAD + d] * scores[i * nb + d / 32u]);
+        }
+        workgroupBarrier();
+    }
+}
+
 // Query head `wid.x` of token `wid.y` over the cached positions it sees (causal, and
 // within the window), as ggml's CPU flash attention computes one query: the query
 // converted to the keys' dot format (f16 for f16 keys, Q8_0 for block keys), each
@@ -395,34 +438,10 @@ fn attend(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
     let z = wid.z;
     let kvh = h / p.group;
     let qpos = p.pos + t;
-    var first = 0u;
-    if p.window > 0u && qpos + 1u > p.window {
-        first = qpos + 1u - p.window;
-    }
+    let first = window_start(qpos);
     let lo = first + z * p.chunk;
     let hi = min(first + (z + 1u) * p.chunk, qpos + 1u);
-    let q0 = p.q + t * p.n_head * p.head_dim + h * p.head_dim;
-    for (var d = tid; d < p.head_dim; d += WG) {
-        let x = roped(q0, d, t) * p.q_scale;
-        qs[d] = select(x, f16_round(x), K_TYPE == F16);
-    }
-    workgroupBarrier();
-    if K_TYPE >= Q8_0 {
-        // Q8_0 blocks of the query, as the CPU quantizes activations (see `pack_blocks`).
-        if tid < p.head_dim / 32u {
-            var amax = 0.0;
-            for (var j = 0u; j < 32u; j++) {
-                amax = max(amax, abs(qs[32u * tid + j]));
-            }
-            qd[tid] = f16_round(amax / 127.0);
-            scores[tid] = select(0.0, 127.0 / amax, amax != 0.0);
-        }
-        workgroupBarrier();
-        for (var d = tid; d < p.head_dim; d += WG) {
-            qs[d] = round(qs[d] * scores[d / 32u]);
-        }
-        workgroupBarrier();
-    }
+    take_queries(h, t, 1u, tid);
     let fresh = p.new_k != NO_ROPE && lo <= qpos && qpos < hi;
     if fresh {
         take_new(kvh, h % p.group == p.group - 1u, tid);
@@ -438,7 +457,7 @@ fn attend(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
     for (var j0 = lo; j0 < end; j0 += TILE) {
         let j = j0 + tid;
         if j < end {
-            scores[tid] = score(key_dot(j * k_pos + kvh * p.k_row));
+            scores[tid] = score(key_dot(j * k_pos + kvh * p.k_row, 0u));
         }
         workgroupBarrier();
         let count = min(TILE, end - j0);
@@ -483,6 +502,90 @@ fn attend(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
         let d = tid + r * WG;
         if d < p.head_dim_v {
             a[o + d] = run_acc[r] / run_sum;
+        }
+    }
+}
+
+// The most value dimensions one thread of `attend_rows` holds.
+const DPT: u32 = MAX_HEAD / TPQ;
+
+// The first position query position `qpos` sees: the window's start, else 0.
+fn window_start(qpos: u32) -> u32 {
+    if p.window > 0u && qpos + 1u > p.window {
+        return qpos + 1u - p.window;
+    }
+    return 0u;
+}
+
+// Query head `wid.x` of the QB tokens from `QB * wid.y` (a prompt's), each over the
+// positions it sees, with the arithmetic of `attend` key by key: the same score of each
+// key, the same online softmax step in the same order. What changes is who does it: the
+// workgroup scores a tile of keys once for all its queries (a key's row is read once,
+// not once per query), and TPQ threads take each query, each holding every TPQ-th value
+// dimension, so a key's value is read once per workgroup and its weight's exponential
+// once per thread, where `attend` spent a workgroup on one query.
+@compute @workgroup_size(64)
+fn attend_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
+    let h = wid.x;
+    let t0 = wid.y * QB;
+    let nq = min(QB, p.n - t0);
+    let kvh = h / p.group;
+    take_queries(h, t0, nq, tid);
+    // This thread's query and its share of the value dimensions.
+    let i = tid / TPQ;
+    let lane = tid % TPQ;
+    let qpos = p.pos + t0 + i;
+    let first = window_start(qpos);
+    let end = p.pos + t0 + nq;
+    var m = LOW;
+    var l = 0.0;
+    var acc: array<f32, DPT>;
+    let k_pos = p.n_kv_head * p.k_row;
+    let v_pos = p.n_kv_head * p.v_row;
+    for (var j0 = window_start(p.pos + t0); j0 < end; j0 += TILE) {
+        let j = j0 + tid;
+        if j < end {
+            let o = j * k_pos + kvh * p.k_row;
+            for (var qi = 0u; qi < nq; qi++) {
+                scores[qi * TILE + tid] = score(key_dot(o, qi));
+            }
+        }
+        workgroupBarrier();
+        if i < nq {
+            for (var jj = max(j0, first); jj < min(j0 + TILE, qpos + 1u); jj++) {
+                let s = scores[i * TILE + jj - j0];
+                var ms = 1.0;
+                var vs = 1.0;
+                if s > m {
+                    ms = exp(m - s);
+                    m = s;
+                } else {
+                    vs = exp(s - m);
+                }
+                l = l * ms + vs;
+                let v0 = jj * v_pos + kvh * p.v_row;
+                for (var r = 0u; r < DPT; r++) {
+                    let d = lane + r * TPQ;
+                    if d >= p.head_dim_v {
+                        break;
+                    }
+                    if V_TYPE == F16 {
+                        acc[r] = f16_round(f16_round(acc[r] * ms) + value(v0, d) * vs);
+                    } else {
+                        acc[r] = acc[r] * ms + value(v0, d) * vs;
+                    }
+                }
+            }
+        }
+        workgroupBarrier();
+    }
+    if i < nq {
+        let o = p.out + (t0 + i) * p.n_head * p.head_dim_v + h * p.head_dim_v;
+        for (var r = 0u; r < DPT; r++) {
+            let d = lane + r * TPQ;
+            if d < p.head_dim_v {
+                a[o + d] = acc[r] / l;
+            }
         }
     }
 }
