@@ -329,10 +329,12 @@ fn score(dot: f32) -> f32 {
 }
 
 // The online softmax of `attend`: the running maximum and sum (the same in every
-// thread) and this thread's four value sums.
+// thread) and this thread's value sums, of dimensions `tid + r * WG` for r below
+// `run_dims` (up to four; a head narrower than 256 leaves the others out).
 var<private> run_max: f32;
 var<private> run_sum: f32;
 var<private> run_acc: vec4<f32>;
+var<private> run_dims: u32;
 
 // One key of score `s` and (this thread's four dimensions of) value `v` taken into the
 // softmax, as ggml's CPU path takes it.
@@ -346,12 +348,12 @@ fn soft_step(s: f32, v: vec4<f32>) {
         vs = exp(s - run_max);
     }
     run_sum = run_sum * ms + vs;
-    if V_TYPE == F16 {
-        for (var r = 0u; r < 4u; r++) {
+    for (var r = 0u; r < run_dims; r++) {
+        if V_TYPE == F16 {
             run_acc[r] = f16_round(f16_round(run_acc[r] * ms) + v[r] * vs);
+        } else {
+            run_acc[r] = run_acc[r] * ms + v[r] * vs;
         }
-    } else {
-        run_acc = run_acc * ms + v * vs;
     }
 }
 
@@ -449,6 +451,7 @@ fn attend(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
     run_max = LOW;
     run_sum = 0.0;
     run_acc = vec4<f32>(0.0);
+    run_dims = min(4u, (p.head_dim_v + WG - 1u) / WG);
     let k_pos = p.n_kv_head * p.k_row;
     let v_pos = p.n_kv_head * p.v_row;
     // The token's own key, when it is taken from the arena, comes after the tiles (it
@@ -465,7 +468,7 @@ fn attend(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
             var vals: array<vec4<f32>, 8>;
             for (var i = 0u; i < 8u; i++) {
                 let v0 = (j0 + g0 + min(i, count - 1u - g0)) * v_pos + kvh * p.v_row;
-                for (var r = 0u; r < 4u; r++) {
+                for (var r = 0u; r < run_dims; r++) {
                     let d = min(tid + r * WG, p.head_dim_v - 1u);
                     vals[i][r] = value(v0, d);
                 }
@@ -478,7 +481,7 @@ fn attend(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
     }
     if fresh {
         var v = vec4<f32>(0.0);
-        for (var r = 0u; r < 4u; r++) {
+        for (var r = 0u; r < run_dims; r++) {
             v[r] = nv[min(tid + r * WG, p.head_dim_v - 1u)];
         }
         soft_step(score(new_key_dot()), v);
