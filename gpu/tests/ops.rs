@@ -700,7 +700,7 @@ fn attend_tokens(
         keys = run(from, x.n.min(from + x.batch), Split::NONE);
     }
     if let Some(parts) = x.last {
-        let split = Split::for_keys(total as u32, pa);
+        let split = Split::for_keys(total as u32, shape.n_head / shape.n_kv_head, pa);
         assert_eq!(split.parts, parts, "{split:?}");
         keys = run(x.n, total, split);
     }
@@ -820,7 +820,7 @@ fn attention_over_the_device_cache_matches_f64() {
 
 #[test]
 fn one_token_attention_split_across_workgroups_matches_f64() {
-    check_attention(600, 0, Some(5), (GgmlType::F16, GgmlType::F16));
+    check_attention(600, 0, Some(10), (GgmlType::F16, GgmlType::F16));
 }
 
 #[test]
@@ -835,7 +835,7 @@ fn attention_over_quantized_and_f32_caches_matches_f64() {
     ] {
         check_attention(40, 24, None, types);
     }
-    check_attention(300, 0, Some(3), (Q8_0, Q4_0));
+    check_attention(300, 0, Some(5), (Q8_0, Q4_0));
 }
 
 /// One token's split attention merged by the rounding of its output (`attend_parts`, then
@@ -865,7 +865,7 @@ fn a_split_merged_as_it_is_rounded_is_the_merge_step_bit_for_bit() {
         batch.upload(va, &v[..(n - 1) * n_kv * hd]);
         batch.store(0, ka, va, 0, (n - 1) as u32, &shape);
         ws.run(&gpu, batch, &mut Vec::new()).unwrap();
-        let split = Split::for_keys(n as u32, pa);
+        let split = Split::for_keys(n as u32, shape.n_head / shape.n_kv_head, pa);
         assert!(split.parts > 2, "{split:?}");
         let width = (n_head * hd) as u32;
         let stale = vec![f32::NAN; width as usize];
@@ -965,7 +965,7 @@ fn one_token_attention_that_stores_its_own_key_is_the_store_step_bit_for_bit() {
             ws.run(&gpu, batch, &mut Vec::new()).unwrap();
             let pos = (n - 1) as u32;
             let seen = if window > 0 { n.min(window) } else { n };
-            let split = Split::for_keys(seen as u32, pa);
+            let split = Split::for_keys(seen as u32, shape.n_head / shape.n_kv_head, pa);
             let mut batch = Batch::new();
             batch.upload(ka, &k[(n - 1) * n_kv * hd..]);
             batch.upload(va, &v[(n - 1) * n_kv * hd..]);
@@ -1049,11 +1049,12 @@ fn rope_as_the_attention_reads_is_the_rope_step_bit_for_bit() {
     }
 }
 
-/// A prompt's attention (`attend_rows`: a workgroup per QB queries) gives the bits its
-/// tokens give attended one at a time (`attend`: a workgroup per query): every cache
-/// format, heads of 64 and 256, grouped heads, a window, a soft-cap, RoPE as read, a
-/// last workgroup with fewer queries, and prompts that run over a tile of keys and start
-/// after cached positions.
+/// A prompt's attention (a workgroup per eight tokens of a head) gives the bits its
+/// tokens give attended one at a time (a workgroup per query heads of a group, eight at
+/// most): every cache format, heads of 64 and 256, groups of 1 to 10 heads (a group of
+/// 3 or 7 leaves a slot empty, one of 10 takes two workgroups), a window, a soft-cap,
+/// RoPE as read, a last workgroup with fewer tokens, and prompts that run over a tile
+/// of keys and start after cached positions.
 #[test]
 fn a_prompt_attended_at_once_is_its_tokens_attended_one_by_one_bit_for_bit() {
     use GgmlType::*;
@@ -1067,6 +1068,8 @@ fn a_prompt_attended_at_once_is_its_tokens_attended_one_by_one_bit_for_bit() {
         ((Q4_0, Q4_0), (2, 1, 256), 0, 21),
         ((Q8_0, F16), (3, 1, 128), 9, 30),
         ((F16, Q4_0), (4, 2, 64), 0, 19),
+        ((F16, F16), (10, 1, 64), 0, 20),
+        ((F32, Q8_0), (7, 1, 64), 5, 12),
     ];
     for (types, heads, window, n) in cases {
         let (n_head, n_kv, hd) = heads;

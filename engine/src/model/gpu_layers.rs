@@ -84,7 +84,11 @@ impl Arena {
             hb: take(rows * c.hidden_dim),
             hb2: take(rows * c.hidden_dim),
             rope: [take(rows * c.n_rot), take(rows * c.n_rot)],
-            part: take(c.n_head * Split::MAX_PARTS as usize * (2 + c.head_dim_v)),
+            part: take(
+                c.n_head
+                    * Split::max_parts((c.n_head / c.n_kv_head) as u32) as usize
+                    * (2 + c.head_dim_v),
+            ),
             len: 0,
         };
         arena.len = at;
@@ -641,7 +645,7 @@ impl<'r> Recorder<'r> {
                 0 => pos + 1,
                 w => (pos + 1).min(w as usize),
             };
-            Split::for_keys(seen as u32, a.part)
+            Split::for_keys(seen as u32, shape.n_head / shape.n_kv_head, a.part)
         } else {
             Split::NONE
         };

@@ -438,6 +438,8 @@ impl<'w> Batch<'w> {
             // The new keys and values `attend` writes itself: see `Batch::store_and_attend`.
             NONE,
             NONE,
+            // Queries per workgroup, set by `attend_step`.
+            0,
         ];
         let mut b = [0u8; 96];
         for (i, v) in f.iter().enumerate() {
@@ -541,22 +543,30 @@ impl<'w> Batch<'w> {
     ) -> Option<[u8; 96]> {
         let (mut p, formats) = self.attn_bytes(q, out, pos, n, s, 0, split)?;
         if let Some((k, v)) = new_kv {
-            // `new_k` and `new_v`, the last two of `Attn`'s 23 fields.
+            // `new_k` and `new_v`, fields 22 and 23 of `Attn`'s 24.
             p[84..88].copy_from_slice(&k.to_le_bytes());
             p[88..92].copy_from_slice(&v.to_le_bytes());
         }
-        // A prompt's queries (whole, none writing its own key) go QB to a workgroup.
-        let rows = n > 1 && split.parts <= 1 && new_kv.is_none();
-        let (kernel, groups) = match rows {
-            true => (Kernel::AttendRows, [s.n_head, n.div_ceil(ROW_QUERIES), 1]),
-            false => (Kernel::Attend, [s.n_head, n, split.parts.max(1)]),
+        // A workgroup takes a prompt's tokens ROW_QUERIES at a time for one head, or one
+        // token's query heads of a group together (as many as ROW_QUERIES).
+        let group = s.n_head / s.n_kv_head.max(1);
+        let prompt = n > 1 && split.parts <= 1 && new_kv.is_none();
+        let (heads, tokens) = match prompt {
+            true => (1, ROW_QUERIES),
+            false => (group.clamp(1, ROW_QUERIES), 1),
         };
+        // `slots`, the last of `Attn`'s 24 fields.
+        p[92..96].copy_from_slice(&(heads | tokens << 16).to_le_bytes());
         self.push(
             Step::Op {
-                kernel,
+                kernel: Kernel::Attend,
                 formats,
                 binds: Binds::Cache(layer),
-                groups,
+                groups: [
+                    s.n_kv_head * group.div_ceil(heads),
+                    n.div_ceil(tokens),
+                    split.parts.max(1),
+                ],
             },
             &p,
         );

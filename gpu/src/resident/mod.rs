@@ -28,8 +28,9 @@ fn ops_source() -> String {
     format!("{OPS}\n{ROPE}")
 }
 
-/// Queries a workgroup of the prompt attention kernel (`attend_rows`) takes: each key's
-/// row and value is read once for this many of a head's queries.
+/// The most queries a workgroup of the attention kernel takes (a prompt's tokens of one
+/// head, or one token's query heads of a group): each key's row and value is read once
+/// for all of them.
 const ROW_QUERIES: u32 = 8;
 
 /// The attention kernels' WGSL for a cache whose keys and values are in the formats
@@ -237,14 +238,23 @@ impl Split {
         chunk: 1 << 30,
         at: 0,
     };
-    /// The most chunks a query's keys are cut into.
-    pub const MAX_PARTS: u32 = 32;
+    /// The most chunks a query's keys are cut into, whatever the heads.
+    pub const MAX_PARTS: u32 = 32 * ROW_QUERIES;
 
-    /// Chunks for one query over `keys` positions (whole tiles of 64 keys, at least 128
-    /// per chunk), partial results at `at`.
-    pub fn for_keys(keys: u32, at: u32) -> Split {
-        let parts = keys.div_ceil(128).clamp(1, Split::MAX_PARTS);
-        if parts == 1 {
+    /// The most chunks a query's keys are cut into where `group` query heads share a KV
+    /// head: 32 for each head an attention workgroup takes (the workgroups of a grouped
+    /// model's token are fewer, so its keys are cut finer to keep as many at work).
+    pub fn max_parts(group: u32) -> u32 {
+        32 * group.clamp(1, ROW_QUERIES)
+    }
+
+    /// Chunks for one query over `keys` positions where `group` query heads share a KV
+    /// head: whole tiles of 64 keys, about 128 keys a chunk times the heads of a workgroup
+    /// ([`Split::max_parts`] at most), and at least a tile; partial results at `at`.
+    pub fn for_keys(keys: u32, group: u32, at: u32) -> Split {
+        let heads = group.clamp(1, ROW_QUERIES);
+        let parts = (keys.div_ceil(128).min(32) * heads).min(keys.div_ceil(64));
+        if parts <= 1 {
             return Split::NONE;
         }
         let chunk = keys.div_ceil(parts).next_multiple_of(64);
@@ -272,20 +282,18 @@ enum Kernel {
     Quantize,
     Store,
     Attend,
-    AttendRows,
     Merge,
     Hadamard,
 }
 
 impl Kernel {
-    const ALL: [Kernel; 9] = [
+    const ALL: [Kernel; 8] = [
         Kernel::RmsNorm,
         Kernel::Residual,
         Kernel::Rope,
         Kernel::Quantize,
         Kernel::Store,
         Kernel::Attend,
-        Kernel::AttendRows,
         Kernel::Merge,
         Kernel::Hadamard,
     ];
@@ -299,7 +307,6 @@ impl Kernel {
             Kernel::Quantize => ("quantize", false),
             Kernel::Store => ("store", true),
             Kernel::Attend => ("attend", true),
-            Kernel::AttendRows => ("attend_rows", true),
             Kernel::Merge => ("merge", true),
             Kernel::Hadamard => ("hadamard", false),
         }
@@ -389,6 +396,37 @@ impl Read {
             | Read::Input { bytes, .. }
             | Read::Logits { bytes, .. }
             | Read::Cache { bytes, .. } => bytes,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Split;
+
+    /// (keys, group) → (parts, chunk): about 128 keys a chunk per head a workgroup takes,
+    /// at least a tile of 64, 32 parts per such head at most.
+    #[test]
+    fn keys_are_cut_finer_for_grouped_heads() {
+        let cut = |keys, group| {
+            let s = Split::for_keys(keys, group, 0);
+            (s.parts, s.chunk)
+        };
+        assert_eq!(cut(64, 4), (1, 1 << 30));
+        assert_eq!(cut(128, 1), (1, 1 << 30));
+        assert_eq!(cut(129, 1), (2, 128));
+        assert_eq!(cut(601, 2), (10, 64));
+        assert_eq!(cut(16384, 1), (32, 512));
+        assert_eq!(cut(16384, 4), (128, 128));
+        assert_eq!(cut(65536, 16), (256, 256));
+        for group in 1..=16 {
+            for keys in [1, 65, 300, 4097, 100_000] {
+                let s = Split::for_keys(keys, group, 0);
+                assert!(s.parts <= Split::max_parts(group) && s.parts <= Split::MAX_PARTS);
+                assert!(
+                    s.parts == 1 || (s.parts - 1) * s.chunk < keys && keys <= s.parts * s.chunk
+                );
+            }
         }
     }
 }

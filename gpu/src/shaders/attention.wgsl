@@ -2,9 +2,7 @@
 // position's heads in turn, each head's row in the cache's format, as the CPU's cache
 // stores a row, padded to whole words (`k_row`, `v_row` bytes): keys in `kc`, values in
 // `vc`. The formats are the constants K_TYPE and V_TYPE the host puts before this source
-// (one pipeline per pair): 0 f16, 1 f32, 2 Q8_0 blocks, 3 Q4_0 blocks. One token
-// attends in `attend` (a workgroup per query head, its keys split among several where
-// they are many), a prompt's tokens in `attend_rows` (a workgroup per QB of them).
+// (one pipeline per pair): 0 f16, 1 f32, 2 Q8_0 blocks, 3 Q4_0 blocks.
 
 struct Attn {
     q: u32,          // the queries in `a`: (n, n_head * head_dim); the new keys for `store`
@@ -30,15 +28,14 @@ struct Attn {
     rope: u32,       // rotated dimensions << 1 | the pairs' layout (1 NeoX halves), or NO_ROPE
     new_k: u32,      // `attend` of one token over an f16 or f32 cache: its new keys and
     new_v: u32,      // values in `a`, which it writes into the cache itself; else NO_ROPE
+    slots: u32,      // `attend`'s query heads per workgroup | its tokens per workgroup << 16
 }
 
 const WG: u32 = 64u;
 // Keys scored per step: one per thread.
 const TILE: u32 = 64u;
-// Threads per query in `attend_rows`, whose workgroups take QB queries (consecutive
-// tokens of one head; the host puts QB before this source).
-const TPQ: u32 = WG / QB;
-// Widest head the kernel holds (four value dimensions per thread).
+// Widest head the kernel holds. (QB, the most queries an `attend` workgroup takes, the
+// host puts before this source.)
 const MAX_HEAD: u32 = 256u;
 // Below every score: exp of it minus a real score is 0.
 const LOW: f32 = -3.0e38;
@@ -207,8 +204,8 @@ fn store(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index)
 // ---- reading ----
 
 // The queries being attended, as the key dot takes them (f16-rounded, as is, or Q8_0
-// quants as integers with their block scales in `qd`): `attend` holds one, `attend_rows`
-// up to QB, query i from `i * MAX_HEAD` (its scales from `8 * i`).
+// quants as integers with their block scales in `qd`): up to QB, query i from
+// `i * MAX_HEAD` (its scales from `8 * i`).
 var<workgroup> qs: array<f32, QB * MAX_HEAD>;
 var<workgroup> qd: array<f32, QB * 8>;
 // The scores of a tile of keys, query i's from `i * TILE`.
@@ -303,17 +300,18 @@ fn key_dot(o: u32, i: u32) -> f32 {
     return total;
 }
 
-// The dot of the query with the token's own key in `nk` (f16 or f32 keys), as `key_dot`
+// The dot of query `i` with the token's own key in `nk` (f16 or f32 keys), as `key_dot`
 // dots a cached one.
-fn new_key_dot() -> f32 {
+fn new_key_dot(i: u32) -> f32 {
     var total = 0.0;
+    let qi = i * MAX_HEAD;
     if K_TYPE == F16 {
         for (var d = 0u; d < p.head_dim; d += 2u) {
-            total = dot_pair(total, d, vec2<f32>(nk[d], nk[d + 1u]));
+            total = dot_pair(total, qi + d, vec2<f32>(nk[d], nk[d + 1u]));
         }
     } else {
         for (var d = 0u; d < p.head_dim; d++) {
-            total = dot_one(total, d, nk[d]);
+            total = dot_one(total, qi + d, nk[d]);
         }
     }
     return total;
@@ -326,35 +324,6 @@ fn score(dot: f32) -> f32 {
         s = tanh(s) * p.cap;
     }
     return s;
-}
-
-// The online softmax of `attend`: the running maximum and sum (the same in every
-// thread) and this thread's value sums, of dimensions `tid + r * WG` for r below
-// `run_dims` (up to four; a head narrower than 256 leaves the others out).
-var<private> run_max: f32;
-var<private> run_sum: f32;
-var<private> run_acc: vec4<f32>;
-var<private> run_dims: u32;
-
-// One key of score `s` and (this thread's four dimensions of) value `v` taken into the
-// softmax, as ggml's CPU path takes it.
-fn soft_step(s: f32, v: vec4<f32>) {
-    var ms = 1.0;
-    var vs = 1.0;
-    if s > run_max {
-        ms = exp(run_max - s);
-        run_max = s;
-    } else {
-        vs = exp(s - run_max);
-    }
-    run_sum = run_sum * ms + vs;
-    for (var r = 0u; r < run_dims; r++) {
-        if V_TYPE == F16 {
-            run_acc[r] = f16_round(f16_round(run_acc[r] * ms) + v[r] * vs);
-        } else {
-            run_acc[r] = run_acc[r] * ms + v[r] * vs;
-        }
-    }
 }
 
 // Element `d` of the value row at byte `o` of `vc`.
@@ -383,22 +352,41 @@ fn value(o: u32, d: u32) -> f32 {
     }
 }
 
-// Query head `h` of the `nq` tokens from `t0` into `qs` as the key dot takes them:
-// turned by RoPE where `p.rope` asks, scaled, then rounded to f16 for f16 keys or cut
-// into Q8_0 blocks for block keys, as the CPU quantizes activations (`pack_blocks`).
-fn take_queries(h: u32, t0: u32, nq: u32, tid: u32) {
-    for (var e = tid; e < nq * p.head_dim; e += WG) {
-        let i = e / p.head_dim;
+// The queries of a workgroup of `attend`: `nt` tokens from `t0` by `nh` heads from `h0`,
+// query slot s holding head `h0 + s % hs` of token `t0 + s / hs` (`hs`: the heads' slots,
+// `nh` rounded up to a power of two; a slot past either count holds nothing).
+struct Queries {
+    t0: u32,
+    nt: u32,
+    h0: u32,
+    nh: u32,
+    hs: u32,
+}
+
+fn holds(w: Queries, s: u32) -> bool {
+    return s % w.hs < w.nh && s / w.hs < w.nt;
+}
+
+// The queries of `w` into `qs` as the key dot takes them: turned by RoPE where `p.rope`
+// asks, scaled, then rounded to f16 for f16 keys or cut into Q8_0 blocks for block keys,
+// as the CPU quantizes activations (`pack_blocks`).
+fn take_queries(w: Queries, tid: u32) {
+    let slots = w.hs * w.nt;
+    for (var e = tid; e < slots * p.head_dim; e += WG) {
+        let s = e / p.head_dim;
         let d = e % p.head_dim;
-        let t = t0 + i;
-        let x = roped(p.q + t * p.n_head * p.head_dim + h * p.head_dim, d, t) * p.q_scale;
-        qs[i * MAX_HEAD + d] = select(x, f16_round(x), K_TYPE == F16);
+        let t = w.t0 + s / w.hs;
+        let h = w.h0 + s % w.hs;
+        if holds(w, s) {
+            let x = roped(p.q + t * p.n_head * p.head_dim + h * p.head_dim, d, t) * p.q_scale;
+            qs[s * MAX_HEAD + d] = select(x, f16_round(x), K_TYPE == F16);
+        }
     }
     workgroupBarrier();
     if K_TYPE >= Q8_0 {
         // Each block's scale, and the inverse it divides by in `scores` for a moment.
         let nb = p.head_dim / 32u;
-        if tid < nq * nb {
+        if tid < slots * nb && holds(w, tid / nb) {
             let q0 = (tid / nb) * MAX_HEAD + 32u * (tid % nb);
             var amax = 0.0;
             for (var j = 0u; j < 32u; j++) {
@@ -408,109 +396,16 @@ fn take_queries(h: u32, t0: u32, nq: u32, tid: u32) {
             scores[tid] = select(0.0, 127.0 / amax, amax != 0.0);
         }
         workgroupBarrier();
-        for (var e = tid; e < nq * p.head_dim; e += WG) {
-            let i = e / p.head_dim;
+        for (var e = tid; e < slots * p.head_dim; e += WG) {
+            let s = e / p.head_dim;
             let d = e % p.head_dim;
-            qs[i * MAX_HEAD + d] = round(qs[i * MAX_HEAD + d] * scores[i * nb + d / 32u]);
+            if holds(w, s) {
+                qs[s * MAX_HEAD + d] = round(qs[s * MAX_HEAD + d] * scores[s * nb + d / 32u]);
+            }
         }
         workgroupBarrier();
     }
 }
-
-// Query head `wid.x` of token `wid.y` over the cached positions it sees (causal, and
-// within the window), as ggml's CPU flash attention computes one query: the query
-// converted to the keys' dot format (f16 for f16 keys, Q8_0 for block keys), each
-// score a dot in f32, then an online softmax key by key whose value accumulator is
-// rounded to f16 at every step over f16 values and kept in f32 over the others. The
-// threads score a tile of keys (one each), then each walks the tile in order for its
-// value dimensions (the running maximum and sum are the same in every thread), loading
-// the values of eight keys before it uses them. With a split, workgroup z takes the z-th
-// chunk of the keys and leaves its maximum, sum and unnormalized values for `merge`
-// (flash decoding, as ggml's CPU path splits one query's keys across threads).
-// With `new_k` (one token over an f16 or f32 cache), the workgroups whose keys end at the
-// token's own position take its key and value from the arena, rounded as the cache holds
-// them, last (after the tiles), and the last query head of each group writes them into
-// the cache, where no workgroup of this dispatch reads them: no `store` step before.
-// (The last head, so that a driver running the heads in order would show a head that
-// read the cache there.)
-@compute @workgroup_size(64)
-fn attend(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
-    let h = wid.x;
-    let t = wid.y;
-    let z = wid.z;
-    let kvh = h / p.group;
-    let qpos = p.pos + t;
-    let first = window_start(qpos);
-    let lo = first + z * p.chunk;
-    let hi = min(first + (z + 1u) * p.chunk, qpos + 1u);
-    take_queries(h, t, 1u, tid);
-    let fresh = p.new_k != NO_ROPE && lo <= qpos && qpos < hi;
-    if fresh {
-        take_new(kvh, h % p.group == p.group - 1u, tid);
-    }
-    run_max = LOW;
-    run_sum = 0.0;
-    run_acc = vec4<f32>(0.0);
-    run_dims = min(4u, (p.head_dim_v + WG - 1u) / WG);
-    let k_pos = p.n_kv_head * p.k_row;
-    let v_pos = p.n_kv_head * p.v_row;
-    // The token's own key, when it is taken from the arena, comes after the tiles (it
-    // is the last key in order).
-    let end = select(hi, qpos, fresh);
-    for (var j0 = lo; j0 < end; j0 += TILE) {
-        let j = j0 + tid;
-        if j < end {
-            scores[tid] = score(key_dot(j * k_pos + kvh * p.k_row, 0u));
-        }
-        workgroupBarrier();
-        let count = min(TILE, end - j0);
-        for (var g0 = 0u; g0 < count; g0 += 8u) {
-            var vals: array<vec4<f32>, 8>;
-            for (var i = 0u; i < 8u; i++) {
-                let v0 = (j0 + g0 + min(i, count - 1u - g0)) * v_pos + kvh * p.v_row;
-                for (var r = 0u; r < run_dims; r++) {
-                    let d = min(tid + r * WG, p.head_dim_v - 1u);
-                    vals[i][r] = value(v0, d);
-                }
-            }
-            for (var i = 0u; i < min(8u, count - g0); i++) {
-                soft_step(scores[g0 + i], vals[i]);
-            }
-        }
-        workgroupBarrier();
-    }
-    if fresh {
-        var v = vec4<f32>(0.0);
-        for (var r = 0u; r < run_dims; r++) {
-            v[r] = nv[min(tid + r * WG, p.head_dim_v - 1u)];
-        }
-        soft_step(score(new_key_dot()), v);
-    }
-    if p.split > 1u {
-        let pb = p.part + ((t * p.n_head + h) * p.split + z) * (2u + p.head_dim_v);
-        if tid == 0u {
-            a[pb] = run_max;
-            a[pb + 1u] = run_sum;
-        }
-        for (var r = 0u; r < 4u; r++) {
-            let d = tid + r * WG;
-            if d < p.head_dim_v {
-                a[pb + 2u + d] = run_acc[r];
-            }
-        }
-        return;
-    }
-    let o = p.out + t * p.n_head * p.head_dim_v + h * p.head_dim_v;
-    for (var r = 0u; r < 4u; r++) {
-        let d = tid + r * WG;
-        if d < p.head_dim_v {
-            a[o + d] = run_acc[r] / run_sum;
-        }
-    }
-}
-
-// The most value dimensions one thread of `attend_rows` holds.
-const DPT: u32 = MAX_HEAD / TPQ;
 
 // The first position query position `qpos` sees: the window's start, else 0.
 fn window_start(qpos: u32) -> u32 {
@@ -520,75 +415,164 @@ fn window_start(qpos: u32) -> u32 {
     return 0u;
 }
 
-// Query head `wid.x` of the QB tokens from `QB * wid.y` (a prompt's), each over the
-// positions it sees, with the arithmetic of `attend` key by key: the same score of each
-// key, the same online softmax step in the same order. What changes is who does it: the
-// workgroup scores a tile of keys once for all its queries (a key's row is read once,
-// not once per query), and TPQ threads take each query, each holding every TPQ-th value
-// dimension, so a key's value is read once per workgroup and its weight's exponential
-// once per thread, where `attend` spent a workgroup on one query.
-@compute @workgroup_size(64)
-fn attend_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
-    let h = wid.x;
-    let t0 = wid.y * QB;
-    let nq = min(QB, p.n - t0);
-    let kvh = h / p.group;
-    take_queries(h, t0, nq, tid);
-    // This thread's query and its share of the value dimensions.
-    let i = tid / TPQ;
-    let lane = tid % TPQ;
-    let qpos = p.pos + t0 + i;
+// The positions query position `qpos` takes in chunk `z` of a split: [x, y).
+fn key_range(qpos: u32, z: u32) -> vec2<u32> {
     let first = window_start(qpos);
-    let end = p.pos + t0 + nq;
+    return vec2<u32>(first + z * p.chunk, min(first + (z + 1u) * p.chunk, qpos + 1u));
+}
+
+// The most value dimensions one thread holds (a query's slot has at least TPQ_MIN
+// threads).
+const TPQ_MIN: u32 = WG / QB;
+const DPT: u32 = MAX_HEAD / TPQ_MIN;
+
+// Queries over the cached positions each sees (causal, and within the window), as ggml's
+// CPU flash attention computes one query: the query converted to the keys' dot format
+// (f16 for f16 keys, Q8_0 for block keys), each score a dot in f32, then an online
+// softmax key by key whose value sums are rounded to f16 at every step over f16 values
+// and kept in f32 over the others.
+//
+// A workgroup takes up to QB queries that share a KV head (`p.slots`: heads per
+// workgroup, and tokens per workgroup << 16): a prompt's tokens eight at a time for one
+// head, or one token's query heads of a group together. It scores a tile of keys once
+// for all its queries (a thread a key), then the WG / (its slots) threads of each query
+// walk the tile in order, each with every such-th value dimension: a key's row and
+// value are read once for all the workgroup's queries.
+//
+// With a split (one token), workgroup z takes the z-th chunk of the keys and leaves its
+// maximum, sum and unnormalized values for the merge (flash decoding, as ggml's CPU path
+// splits one query's keys across threads). With `new_k` (one token over an f16 or f32
+// cache), the workgroups whose keys end at the token's own position take its key and
+// value from the arena, rounded as the cache holds them, last (after the tiles), and
+// those holding the last query head of a group write them into the cache, where no
+// workgroup of this dispatch reads them: no `store` step before. (The last head, so that
+// a driver running the heads in order would show a head that read the cache there.)
+@compute @workgroup_size(64)
+fn attend(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
+    let qh = p.slots & 0xffffu;
+    let qt = p.slots >> 16u;
+    var hs = 1u;
+    while hs < qh {
+        hs *= 2u;
+    }
+    let blocks = (p.group + qh - 1u) / qh;
+    let kvh = wid.x / blocks;
+    let h0 = kvh * p.group + (wid.x % blocks) * qh;
+    let t0 = wid.y * qt;
+    let w = Queries(t0, min(qt, p.n - t0), h0, min(qh, (kvh + 1u) * p.group - h0), hs);
+    let z = wid.z;
+    take_queries(w, tid);
+    let slots = hs * w.nt;
+    // Where the workgroup's keys start and end: its first token's start, its last
+    // token's end (each token's range is the same or further on than the one before).
+    let lo = key_range(p.pos + t0, z).x;
+    var hi = key_range(p.pos + t0 + w.nt - 1u, z).y;
+    // One token's own key, when taken from the arena, comes after the tiles.
+    let qlast = p.pos + t0 + w.nt - 1u;
+    let fresh = p.new_k != NO_ROPE && lo <= qlast && qlast < hi;
+    if fresh {
+        take_new(kvh, h0 + w.nh == (kvh + 1u) * p.group, tid);
+        hi = qlast;
+    }
+    // This thread's query and value dimensions, and the keys it takes.
+    let tpq = WG / slots;
+    let s = tid / tpq;
+    let lane = tid % tpq;
+    let mine = s < slots && holds(w, s);
+    let qpos = p.pos + t0 + s / hs;
+    let range = key_range(qpos, z);
+    let end = select(range.y, qpos, fresh);
     var m = LOW;
     var l = 0.0;
     var acc: array<f32, DPT>;
     let k_pos = p.n_kv_head * p.k_row;
     let v_pos = p.n_kv_head * p.v_row;
-    for (var j0 = window_start(p.pos + t0); j0 < end; j0 += TILE) {
+    for (var j0 = lo; j0 < hi; j0 += TILE) {
         let j = j0 + tid;
-        if j < end {
+        if j < hi {
             let o = j * k_pos + kvh * p.k_row;
-            for (var qi = 0u; qi < nq; qi++) {
-                scores[qi * TILE + tid] = score(key_dot(o, qi));
+            for (var qi = 0u; qi < slots; qi++) {
+                if holds(w, qi) {
+                    scores[qi * TILE + tid] = score(key_dot(o, qi));
+                }
             }
         }
         workgroupBarrier();
-        if i < nq {
-            for (var jj = max(j0, first); jj < min(j0 + TILE, qpos + 1u); jj++) {
-                let s = scores[i * TILE + jj - j0];
-                var ms = 1.0;
-                var vs = 1.0;
-                if s > m {
-                    ms = exp(m - s);
-                    m = s;
-                } else {
-                    vs = exp(s - m);
-                }
-                l = l * ms + vs;
-                let v0 = jj * v_pos + kvh * p.v_row;
-                for (var r = 0u; r < DPT; r++) {
-                    let d = lane + r * TPQ;
-                    if d >= p.head_dim_v {
-                        break;
-                    }
-                    if V_TYPE == F16 {
-                        acc[r] = f16_round(f16_round(acc[r] * ms) + value(v0, d) * vs);
-                    } else {
-                        acc[r] = acc[r] * ms + value(v0, d) * vs;
-                    }
-                }
+        if mine {
+            for (var jj = max(j0, range.x); jj < min(j0 + TILE, end); jj++) {
+                soft_step(&m, &l, &acc, scores[s * TILE + jj - j0], jj * v_pos + kvh * p.v_row, lane, tpq, false);
             }
         }
         workgroupBarrier();
     }
-    if i < nq {
-        let o = p.out + (t0 + i) * p.n_head * p.head_dim_v + h * p.head_dim_v;
+    if fresh && mine {
+        soft_step(&m, &l, &acc, score(new_key_dot(s)), 0u, lane, tpq, true);
+    }
+    if !mine {
+        return;
+    }
+    let h = h0 + s % hs;
+    let t = t0 + s / hs;
+    if p.split > 1u {
+        let pb = p.part + ((t * p.n_head + h) * p.split + z) * (2u + p.head_dim_v);
+        if lane == 0u {
+            a[pb] = m;
+            a[pb + 1u] = l;
+        }
         for (var r = 0u; r < DPT; r++) {
-            let d = lane + r * TPQ;
+            let d = lane + r * tpq;
             if d < p.head_dim_v {
-                a[o + d] = acc[r] / l;
+                a[pb + 2u + d] = acc[r];
             }
+        }
+        return;
+    }
+    let o = p.out + t * p.n_head * p.head_dim_v + h * p.head_dim_v;
+    for (var r = 0u; r < DPT; r++) {
+        let d = lane + r * tpq;
+        if d < p.head_dim_v {
+            a[o + d] = acc[r] / l;
+        }
+    }
+}
+
+// One key of score `sc` taken into a query's online softmax (maximum `m`, sum `l`), as
+// ggml's CPU path takes it: this thread's value dimensions `lane + r * tpq` of the value
+// row at byte `v0` of `vc`, or with `own` of the token's own value in `nv`.
+fn soft_step(
+    m: ptr<function, f32>,
+    l: ptr<function, f32>,
+    acc: ptr<function, array<f32, DPT>>,
+    sc: f32,
+    v0: u32,
+    lane: u32,
+    tpq: u32,
+    own: bool,
+) {
+    var ms = 1.0;
+    var vs = 1.0;
+    if sc > *m {
+        ms = exp(*m - sc);
+        *m = sc;
+    } else {
+        vs = exp(sc - *m);
+    }
+    *l = *l * ms + vs;
+    for (var r = 0u; r < DPT; r++) {
+        let d = lane + r * tpq;
+        if d >= p.head_dim_v {
+            break;
+        }
+        var v: f32;
+        if own {
+            v = nv[d];
+        } else {
+            v = value(v0, d);
+        }
+        if V_TYPE == F16 {
+            (*acc)[r] = f16_round(f16_round((*acc)[r] * ms) + v * vs);
+        } else {
+            (*acc)[r] = (*acc)[r] * ms + v * vs;
         }
     }
 }
