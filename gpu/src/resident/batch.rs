@@ -2,8 +2,8 @@
 //! parameters (a 256-byte slot each), the uploads before and the reads after.
 
 use super::{
-    cache_row_bytes, formats_code, ActRounding, AttnShape, Binds, Join, Kernel, NextNorm, Read,
-    RopePairs, Split, Step, Target, NONE, ROW_QUERIES, WG,
+    cache_row_bytes, formats_code, token_heads, ActRounding, AttnShape, Binds, Join, Kernel,
+    NextNorm, Read, RopePairs, Split, Step, Target, NONE, ROW_QUERIES, WG,
 };
 use crate::device::{Params, Segments, MAX_GROUPS, SLOT};
 use crate::shaders::{self, Reduction};
@@ -553,7 +553,7 @@ impl<'w> Batch<'w> {
         let prompt = n > 1 && split.parts <= 1 && new_kv.is_none();
         let (heads, tokens) = match prompt {
             true => (1, ROW_QUERIES),
-            false => (group.clamp(1, ROW_QUERIES), 1),
+            false => (token_heads(group), 1),
         };
         // `slots`, the last of `Attn`'s 24 fields.
         p[92..96].copy_from_slice(&(heads | tokens << 16).to_le_bytes());

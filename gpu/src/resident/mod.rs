@@ -33,6 +33,12 @@ fn ops_source() -> String {
 /// for all of them.
 const ROW_QUERIES: u32 = 8;
 
+/// The query heads one attention workgroup takes of one token's `group` heads that share a
+/// KV head (a group wider than [`ROW_QUERIES`] takes several workgroups).
+fn token_heads(group: u32) -> u32 {
+    group.clamp(1, ROW_QUERIES)
+}
+
 /// The attention kernels' WGSL for a cache whose keys and values are in the formats
 /// `formats` (see [`formats_code`]): the formats are constants, so each pair's pipeline
 /// carries only its own reads and writes.
@@ -245,15 +251,14 @@ impl Split {
     /// head: 32 for each head an attention workgroup takes (the workgroups of a grouped
     /// model's token are fewer, so its keys are cut finer to keep as many at work).
     pub fn max_parts(group: u32) -> u32 {
-        32 * group.clamp(1, ROW_QUERIES)
+        32 * token_heads(group)
     }
 
     /// Chunks for one query over `keys` positions where `group` query heads share a KV
     /// head: whole tiles of 64 keys, about 128 keys a chunk times the heads of a workgroup
     /// ([`Split::max_parts`] at most), and at least a tile; partial results at `at`.
     pub fn for_keys(keys: u32, group: u32, at: u32) -> Split {
-        let heads = group.clamp(1, ROW_QUERIES);
-        let parts = (keys.div_ceil(128).min(32) * heads).min(keys.div_ceil(64));
+        let parts = (keys.div_ceil(128).min(32) * token_heads(group)).min(keys.div_ceil(64));
         if parts <= 1 {
             return Split::NONE;
         }

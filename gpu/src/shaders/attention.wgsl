@@ -465,10 +465,10 @@ fn attend(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
     let slots = hs * w.nt;
     // Where the workgroup's keys start and end: its first token's start, its last
     // token's end (each token's range is the same or further on than the one before).
-    let lo = key_range(p.pos + t0, z).x;
-    var hi = key_range(p.pos + t0 + w.nt - 1u, z).y;
-    // One token's own key, when taken from the arena, comes after the tiles.
     let qlast = p.pos + t0 + w.nt - 1u;
+    let lo = key_range(p.pos + t0, z).x;
+    var hi = key_range(qlast, z).y;
+    // One token's own key, when taken from the arena, comes after the tiles.
     let fresh = p.new_k != NO_ROPE && lo <= qlast && qlast < hi;
     if fresh {
         take_new(kvh, h0 + w.nh == (kvh + 1u) * p.group, tid);
