@@ -33,8 +33,9 @@ pub const BATCH_WIDTHS: [u32; 3] = [1, 4, 8];
 /// rows by these); batches wider than the widest of [`BATCH_WIDTHS`] take that kernel.
 pub const TILE_WIDTH: u32 = 32;
 
-/// Weight rows one tiled-matmul workgroup computes (`TM` in `matmul_tiled.wgsl`).
-pub const TILE_ROWS: u32 = 64;
+/// Weight rows one tiled-matmul workgroup computes (`TM` in `matmul_tiled.wgsl` and
+/// `matmul_tiled_int8.wgsl`).
+pub const TILE_ROWS: u32 = 128;
 
 /// The activation rows per workgroup of the kernel a batch of `b` rows takes: the
 /// narrowest mat-vec width that holds it, else the tiled matmul's.

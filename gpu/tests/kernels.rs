@@ -174,9 +174,10 @@ fn every_format_matches_the_cpu_for_a_batch() {
 
 #[test]
 fn every_format_matches_the_cpu_for_a_prompt_batch() {
-    // Batches wider than the mat-vec widths take the tiled matmul (tiles of 64 weight rows
-    // by 32 activation rows): 70 rows and 40 activation rows leave partial tiles both ways,
-    // and the float formats' 200 columns a partial step of 32.
+    // Batches wider than the mat-vec widths take the tiled matmul (tiles of 128 weight rows
+    // by 32 activation rows): 70 rows and 40 activation rows leave partial tiles both ways
+    // (130 rows: a whole tile and a partial one), and the float formats' 200 columns a
+    // partial step of 16.
     assert_eq!(loupe_gpu::batch_width(40), loupe_gpu::TILE_WIDTH);
     for (i, &ty) in SHADER_TYPES.iter().enumerate() {
         let cols = match ty.block_elems() {

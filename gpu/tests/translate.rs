@@ -64,3 +64,35 @@ fn every_shader_translates_to_hlsl() {
         );
     }
 }
+
+/// Every shader's shared memory and workgroup fit what the device asks wgpu for (its
+/// downlevel defaults: 16352 bytes, 256 threads), the least a Vulkan, Metal or DirectX 12
+/// adapter has. wgpu does not check the memory at pipeline creation, so a kernel over it
+/// would fail, or worse, only on the adapters with less.
+#[test]
+fn every_shader_fits_the_workgroup_limits() {
+    let limits = wgpu::Limits::downlevel_defaults();
+    let mut largest = (0, String::new());
+    for (name, source) in shaders() {
+        let (module, _) = validated(&name, &source);
+        let bytes: u32 = module
+            .global_variables
+            .iter()
+            .filter(|(_, v)| v.space == naga::AddressSpace::WorkGroup)
+            .map(|(_, v)| module.types[v.ty].inner.size(module.to_ctx()))
+            .sum();
+        assert!(
+            bytes <= limits.max_compute_workgroup_storage_size,
+            "{name}: {bytes} bytes of workgroup memory"
+        );
+        for entry in &module.entry_points {
+            let threads: u32 = entry.workgroup_size.iter().product();
+            assert!(
+                threads <= limits.max_compute_invocations_per_workgroup,
+                "{name}: {threads} threads a workgroup"
+            );
+        }
+        largest = largest.max((bytes, name));
+    }
+    eprintln!("most workgroup memory: {} bytes ({})", largest.0, largest.1);
+}

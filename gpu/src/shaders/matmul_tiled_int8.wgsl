@@ -6,21 +6,45 @@
 // 32-element input block at a time. Its threads turn the tile's weights into signed
 // bytes with one affine map per run of 16 (`DEQUANT8`: w = a·q + b, see
 // `int8_runs.wgsl`) and copy the NC rows' packed input words with their scales and
-// per-run sums into shared memory; then each thread's 4 × 4 outputs take, per run,
-// four `dot4I8Packed` and x's scale · (a · Σq·x + b · Σx).
+// per-run sums into shared memory; then each thread's 8 × 4 outputs take, per run,
+// four `dot4I8Packed` and x's scale · (a · Σq·x + b · Σx). The outputs and a step's
+// inputs live in named vectors rather than indexed arrays, which a driver may keep in
+// memory instead of registers (lavapipe did: the kernel ran three times slower), and a
+// thread reads a run's four words as one vector.
 
-const TM: u32 = 64u;
+const TM: u32 = 128u;
 const WG: u32 = 128u;
 const TX: u32 = 16u;
 const TY: u32 = WG / TX;
 
-// Word k of a block's two runs (k / 4 the run), column-major so that a step's threads
-// read consecutive words; the runs' maps; the input rows' words, and per run its scale
-// and the sum of its bytes.
-var<workgroup> wt: array<u32, 8u * TM>;
+// Per run (a block's two halves, h) and weight row m, its 16 quants as four words and
+// its map; per run and input row n, its four words and its scale with the sum of its
+// bytes.
+var<workgroup> wt: array<vec4<u32>, 2u * TM>;
 var<workgroup> wab: array<vec2<f32>, 2u * TM>;
-var<workgroup> xt: array<u32, 8u * NC>;
+var<workgroup> xt: array<vec4<u32>, 2u * NC>;
 var<workgroup> xs: array<vec2<f32>, 2u * NC>;
+
+// The integer dot of two runs' sixteen signed bytes.
+fn dot16(a: vec4<u32>, v: vec4<u32>) -> i32 {
+    return dot4I8Packed(a.x, v.x) + dot4I8Packed(a.y, v.y) + dot4I8Packed(a.z, v.z) + dot4I8Packed(a.w, v.w);
+}
+
+// One weight run against the four input runs of a thread's tokens, scaled:
+// x's scale · (a · Σq·x + b · Σx) for each token.
+fn run4(
+    a: vec4<u32>,
+    ab: vec2<f32>,
+    v0: vec4<u32>,
+    v1: vec4<u32>,
+    v2: vec4<u32>,
+    v3: vec4<u32>,
+    sc: vec4<f32>,
+    sums: vec4<f32>,
+) -> vec4<f32> {
+    let s = vec4<f32>(f32(dot16(a, v0)), f32(dot16(a, v1)), f32(dot16(a, v2)), f32(dot16(a, v3)));
+    return sc * (ab.x * s + ab.y * sums);
+}
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
@@ -32,19 +56,26 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let col0 = wid.z * NC;
     let tx = tid % TX;
     let ty = tid / TX;
-    var acc: array<array<f32, 4>, 4>;
+    // acc_i holds weight row tx + TX·i against tokens ty + TY·j, j = 0..4.
+    var acc0 = vec4<f32>(0.0);
+    var acc1 = vec4<f32>(0.0);
+    var acc2 = vec4<f32>(0.0);
+    var acc3 = vec4<f32>(0.0);
+    var acc4 = vec4<f32>(0.0);
+    var acc5 = vec4<f32>(0.0);
+    var acc6 = vec4<f32>(0.0);
+    var acc7 = vec4<f32>(0.0);
     for (var k0 = 0u; k0 < p.cols; k0 += 32u) {
-        // One run of one weight row per thread (2 · TM = WG), zero past the rows.
-        {
-            let m = tid % TM;
-            let h = tid / TM;
+        // Two runs of weight rows per thread (2 · TM = 2 · WG), zero past the rows.
+        for (var r = 0u; r < 2u; r++) {
+            let t = tid + r * WG;
+            let m = t % TM;
+            let h = t / TM;
             var run = I8Run(vec4<u32>(0u), vec2<f32>(0.0));
             if row0 + m < p.rows {
                 run = DEQUANT8((row0 + m) * p.row_bytes, k0 / 16u + h);
             }
-            for (var k = 0u; k < 4u; k++) {
-                wt[(4u * h + k) * TM + m] = run.q[k];
-            }
+            wt[h * TM + m] = run.q;
             wab[h * TM + m] = run.ab;
         }
         // One run of one input row per thread of the first 2 · NC, zero past the batch.
@@ -58,38 +89,35 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
                 v = vec4<u32>(xq[xb + 4u * h], xq[xb + 4u * h + 1u], xq[xb + 4u * h + 2u], xq[xb + 4u * h + 3u]);
                 scale = xq_scale(xb);
             }
-            var sum = 0;
-            for (var k = 0u; k < 4u; k++) {
-                xt[(4u * h + k) * NC + n] = v[k];
-                sum += dot4I8Packed(ONES, v[k]);
-            }
-            xs[h * NC + n] = vec2<f32>(scale, f32(sum));
+            xt[h * NC + n] = v;
+            xs[h * NC + n] = vec2<f32>(scale, f32(dot16(vec4<u32>(ONES), v)));
         }
         workgroupBarrier();
         for (var h = 0u; h < 2u; h++) {
-            var a: array<vec4<u32>, 4>;
-            var v: array<vec4<u32>, 4>;
-            for (var i = 0u; i < 4u; i++) {
-                for (var k = 0u; k < 4u; k++) {
-                    a[i][k] = wt[(4u * h + k) * TM + tx + TX * i];
-                    v[i][k] = xt[(4u * h + k) * NC + ty + TY * i];
-                }
-            }
-            for (var i = 0u; i < 4u; i++) {
-                let ab = wab[h * TM + tx + TX * i];
-                for (var j = 0u; j < 4u; j++) {
-                    var s = 0;
-                    for (var k = 0u; k < 4u; k++) {
-                        s += dot4I8Packed(a[i][k], v[j][k]);
-                    }
-                    let x = xs[h * NC + ty + TY * j];
-                    acc[i][j] += x.x * (ab.x * f32(s) + ab.y * x.y);
-                }
-            }
+            let x0 = xs[h * NC + ty];
+            let x1 = xs[h * NC + ty + TY];
+            let x2 = xs[h * NC + ty + 2u * TY];
+            let x3 = xs[h * NC + ty + 3u * TY];
+            let sc = vec4<f32>(x0.x, x1.x, x2.x, x3.x);
+            let sums = vec4<f32>(x0.y, x1.y, x2.y, x3.y);
+            let v0 = xt[h * NC + ty];
+            let v1 = xt[h * NC + ty + TY];
+            let v2 = xt[h * NC + ty + 2u * TY];
+            let v3 = xt[h * NC + ty + 3u * TY];
+            let r = h * TM + tx;
+            acc0 += run4(wt[r], wab[r], v0, v1, v2, v3, sc, sums);
+            acc1 += run4(wt[r + TX], wab[r + TX], v0, v1, v2, v3, sc, sums);
+            acc2 += run4(wt[r + 2u * TX], wab[r + 2u * TX], v0, v1, v2, v3, sc, sums);
+            acc3 += run4(wt[r + 3u * TX], wab[r + 3u * TX], v0, v1, v2, v3, sc, sums);
+            acc4 += run4(wt[r + 4u * TX], wab[r + 4u * TX], v0, v1, v2, v3, sc, sums);
+            acc5 += run4(wt[r + 5u * TX], wab[r + 5u * TX], v0, v1, v2, v3, sc, sums);
+            acc6 += run4(wt[r + 6u * TX], wab[r + 6u * TX], v0, v1, v2, v3, sc, sums);
+            acc7 += run4(wt[r + 7u * TX], wab[r + 7u * TX], v0, v1, v2, v3, sc, sums);
         }
         workgroupBarrier();
     }
-    for (var i = 0u; i < 4u; i++) {
+    let acc = array<vec4<f32>, 8>(acc0, acc1, acc2, acc3, acc4, acc5, acc6, acc7);
+    for (var i = 0u; i < 8u; i++) {
         let row = row0 + tx + TX * i;
         for (var j = 0u; j < 4u; j++) {
             let n = col0 + ty + TY * j;
