@@ -352,6 +352,32 @@ fn value(o: u32, d: u32) -> f32 {
     }
 }
 
+// Elements `d` … `d + 3` of the value row at byte `o` of `vc` (`d` a multiple of four;
+// those past the row are whatever the bytes there make, and go unused).
+fn value4(o: u32, d: u32) -> vec4<f32> {
+    switch V_TYPE {
+        case F16: {
+            let w = (o >> 2u) + d / 2u;
+            return vec4<f32>(unpack2x16float(vc[w]), unpack2x16float(vc[w + 1u]));
+        }
+        case F32: {
+            let w = (o >> 2u) + d;
+            return bitcast<vec4<f32>>(vec4<u32>(vc[w], vc[w + 1u], vc[w + 2u], vc[w + 3u]));
+        }
+        default: {
+            return vec4<f32>(value(o, d), value(o, d + 1u), value(o, d + 2u), value(o, d + 3u));
+        }
+    }
+}
+
+// Four elements rounded to f16 (two to a conversion).
+fn f16_round4(x: vec4<f32>) -> vec4<f32> {
+    return vec4<f32>(
+        unpack2x16float(pack2x16float(x.xy)),
+        unpack2x16float(pack2x16float(x.zw)),
+    );
+}
+
 // The queries of a workgroup of `attend`: `nt` tokens from `t0` by `nh` heads from `h0`,
 // query slot s holding head `h0 + s % hs` of token `t0 + s / hs` (`hs`: the heads' slots,
 // `nh` rounded up to a power of two; a slot past either count holds nothing).
@@ -421,10 +447,11 @@ fn key_range(qpos: u32, z: u32) -> vec2<u32> {
     return vec2<u32>(first + z * p.chunk, min(first + (z + 1u) * p.chunk, qpos + 1u));
 }
 
-// The most value dimensions one thread holds (a query's slot has at least TPQ_MIN
-// threads).
+// The most value dimensions one thread holds, as vectors of four (a query's slot has at
+// least TPQ_MIN threads); thread `lane` of a query's `tpq` holds dimensions 4 · (lane +
+// r · tpq) onward.
 const TPQ_MIN: u32 = WG / QB;
-const DPT: u32 = MAX_HEAD / TPQ_MIN;
+const DPT4: u32 = MAX_HEAD / TPQ_MIN / 4u;
 
 // Queries over the cached positions each sees (causal, and within the window), as ggml's
 // CPU flash attention computes one query: the query converted to the keys' dot format
@@ -484,7 +511,7 @@ fn attend(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
     let end = select(range.y, qpos, fresh);
     var m = LOW;
     var l = 0.0;
-    var acc: array<f32, DPT>;
+    var acc: array<vec4<f32>, DPT4>;
     let k_pos = p.n_kv_head * p.k_row;
     let v_pos = p.n_kv_head * p.v_row;
     for (var j0 = lo; j0 < hi; j0 += TILE) {
@@ -519,19 +546,23 @@ fn attend(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
             a[pb] = m;
             a[pb + 1u] = l;
         }
-        for (var r = 0u; r < DPT; r++) {
-            let d = lane + r * tpq;
-            if d < p.head_dim_v {
-                a[pb + 2u + d] = acc[r];
+        for (var r = 0u; r < DPT4; r++) {
+            let d = 4u * (lane + r * tpq);
+            for (var e = 0u; e < 4u; e++) {
+                if d + e < p.head_dim_v {
+                    a[pb + 2u + d + e] = acc[r][e];
+                }
             }
         }
         return;
     }
     let o = p.out + t * p.n_head * p.head_dim_v + h * p.head_dim_v;
-    for (var r = 0u; r < DPT; r++) {
-        let d = lane + r * tpq;
-        if d < p.head_dim_v {
-            a[o + d] = acc[r] / l;
+    for (var r = 0u; r < DPT4; r++) {
+        let d = 4u * (lane + r * tpq);
+        for (var e = 0u; e < 4u; e++) {
+            if d + e < p.head_dim_v {
+                a[o + d + e] = acc[r][e] / l;
+            }
         }
     }
 }
@@ -542,7 +573,7 @@ fn attend(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
 fn soft_step(
     m: ptr<function, f32>,
     l: ptr<function, f32>,
-    acc: ptr<function, array<f32, DPT>>,
+    acc: ptr<function, array<vec4<f32>, DPT4>>,
     sc: f32,
     v0: u32,
     lane: u32,
@@ -558,19 +589,19 @@ fn soft_step(
         vs = exp(sc - *m);
     }
     *l = *l * ms + vs;
-    for (var r = 0u; r < DPT; r++) {
-        let d = lane + r * tpq;
+    for (var r = 0u; r < DPT4; r++) {
+        let d = 4u * (lane + r * tpq);
         if d >= p.head_dim_v {
             break;
         }
-        var v: f32;
+        var v: vec4<f32>;
         if own {
-            v = nv[d];
+            v = vec4<f32>(nv[d], nv[d + 1u], nv[d + 2u], nv[d + 3u]);
         } else {
-            v = value(v0, d);
+            v = value4(v0, d);
         }
         if V_TYPE == F16 {
-            (*acc)[r] = f16_round(f16_round((*acc)[r] * ms) + v * vs);
+            (*acc)[r] = f16_round4(f16_round4((*acc)[r] * ms) + v * vs);
         } else {
             (*acc)[r] = (*acc)[r] * ms + v * vs;
         }
