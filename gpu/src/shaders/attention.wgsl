@@ -204,10 +204,13 @@ fn store(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index)
 // ---- reading ----
 
 // The queries being attended, as the key dot takes them (f16-rounded, as is, or Q8_0
-// quants as integers with their block scales in `qd`): up to QB, query i from
-// `i * MAX_HEAD` (its scales from `8 * i`).
-var<workgroup> qs: array<f32, QB * MAX_HEAD>;
-var<workgroup> qd: array<f32, QB * 8>;
+// quants as integers with their block scales in `qd`): up to QB (eight), held
+// dimension-major so that one vector read gives a dimension of four queries, and a key's
+// dot with every query takes one pass over the key: element d of query slot s at
+// `qs[d * 2 + s / 4][s % 4]`, the scale of its block b at `qd[b * 2 + s / 4][s % 4]`.
+const_assert QB == 8u;
+var<workgroup> qs: array<vec4<f32>, MAX_HEAD * 2u>;
+var<workgroup> qd: array<vec4<f32>, 16u>;
 // The scores of a tile of keys, query i's from `i * TILE`.
 var<workgroup> scores: array<f32, QB * TILE>;
 // The token's own key and value as the cache holds them, when `attend` writes them.
@@ -239,79 +242,103 @@ fn nibbles4(v: u32, shift: u32) -> vec4<f32> {
     return vec4<f32>((vec4<u32>(v) >> (vec4<u32>(0u, 8u, 16u, 24u) + shift)) & vec4<u32>(15u)) - 8.0;
 }
 
-// Elements `d`.. of the query whose elements start at `qi` in `qs`.
-fn qs4(qi: u32, d: u32) -> vec4<f32> {
-    return vec4<f32>(qs[qi + d], qs[qi + d + 1u], qs[qi + d + 2u], qs[qi + d + 3u]);
+fn q_at(slot: u32, d: u32) -> f32 {
+    return qs[d * 2u + slot / 4u][slot % 4u];
 }
 
-// One step of the query's dot with an f16 key (a pair of elements from `d`) or an f32
-// key (element `d`): the cache's keys and the token's own (`new_key_dot`) go through
-// the same arithmetic.
-fn dot_pair(total: f32, d: u32, k2: vec2<f32>) -> f32 {
-    return total + (qs[d] * k2.x + qs[d + 1u] * k2.y);
+// A key's dots with the workgroup's query slots 0-3 (`lo`) and 4-7 (`hi`, computed only
+// where `both`).
+struct KeyDots {
+    lo: vec4<f32>,
+    hi: vec4<f32>,
 }
 
-fn dot_one(total: f32, d: u32, k: f32) -> f32 {
-    return total + qs[d] * k;
+// Element e of a key (`k`) times element e of each query, added to `dots`: with `pair`,
+// elements e and e + 1 (k.x, k.y) as one step.
+fn dot_step(dots: ptr<function, KeyDots>, e: u32, k: vec2<f32>, pair: bool, both: bool) {
+    if pair {
+        (*dots).lo = (*dots).lo + (qs[e * 2u] * k.x + qs[e * 2u + 2u] * k.y);
+        if both {
+            (*dots).hi = (*dots).hi + (qs[e * 2u + 1u] * k.x + qs[e * 2u + 3u] * k.y);
+        }
+    } else {
+        (*dots).lo = (*dots).lo + qs[e * 2u] * k.x;
+        if both {
+            (*dots).hi = (*dots).hi + qs[e * 2u + 1u] * k.x;
+        }
+    }
 }
 
-// The dot of query `i` in `qs` with the key row at byte `o` of `kc`, as ggml's CPU dots
-// them: in f32 over f16 or f32 keys; over blocks, each block's integer sum times the
-// product of the two scales, added block by block.
-fn key_dot(o: u32, i: u32) -> f32 {
-    var total = 0.0;
-    let qi = i * MAX_HEAD;
+// Four block-key elements `k` (integers) times elements e … e + 3 of each query, summed:
+// integer products and sums far below 2^24, exact in f32 in any order.
+fn block_step(sums: ptr<function, KeyDots>, e: u32, k: vec4<f32>, both: bool) {
+    (*sums).lo += qs[e * 2u] * k.x + qs[e * 2u + 2u] * k.y + qs[e * 2u + 4u] * k.z + qs[e * 2u + 6u] * k.w;
+    if both {
+        (*sums).hi += qs[e * 2u + 1u] * k.x + qs[e * 2u + 3u] * k.y + qs[e * 2u + 5u] * k.z + qs[e * 2u + 7u] * k.w;
+    }
+}
+
+// The dots of the workgroup's queries with the key row at byte `o` of `kc`, as ggml's CPU
+// dots each: in f32 over f16 or f32 keys, a pair or an element a step in order; over
+// blocks, each block's integer sum times the product of the two scales, added block by
+// block.
+fn key_dots(o: u32, both: bool) -> KeyDots {
+    var dots = KeyDots(vec4<f32>(0.0), vec4<f32>(0.0));
     switch K_TYPE {
         case F16: {
             for (var d = 0u; d < p.head_dim; d += 2u) {
-                total = dot_pair(total, qi + d, unpack2x16float(kc[(o >> 2u) + d / 2u]));
+                dot_step(&dots, d, unpack2x16float(kc[(o >> 2u) + d / 2u]), true, both);
             }
         }
         case F32: {
             for (var d = 0u; d < p.head_dim; d++) {
-                total = dot_one(total, qi + d, bitcast<f32>(kc[(o >> 2u) + d]));
-            }
-        }
-        case Q8_0: {
-            for (var b = 0u; b < p.head_dim / 32u; b++) {
-                let ob = o + 34u * b;
-                let dk = unpack2x16float(k_word(ob) & 0xffffu).x;
-                var sum = 0.0;
-                for (var w = 0u; w < 8u; w++) {
-                    sum += dot(signed4(k_word(ob + 2u + 4u * w)), qs4(qi, 32u * b + 4u * w));
-                }
-                total += sum * (dk * qd[8u * i + b]);
+                dot_step(&dots, d, vec2<f32>(bitcast<f32>(kc[(o >> 2u) + d]), 0.0), false, both);
             }
         }
         default: {
+            let q8 = K_TYPE == Q8_0;
+            let block_bytes = select(18u, 34u, q8);
             for (var b = 0u; b < p.head_dim / 32u; b++) {
-                let ob = o + 18u * b;
+                let ob = o + block_bytes * b;
                 let dk = unpack2x16float(k_word(ob) & 0xffffu).x;
-                var sum = 0.0;
-                for (var w = 0u; w < 4u; w++) {
-                    let q = k_word(ob + 2u + 4u * w);
-                    sum += dot(nibbles4(q, 0u), qs4(qi, 32u * b + 4u * w));
-                    sum += dot(nibbles4(q, 4u), qs4(qi, 32u * b + 16u + 4u * w));
+                var sums = KeyDots(vec4<f32>(0.0), vec4<f32>(0.0));
+                if q8 {
+                    for (var w = 0u; w < 8u; w++) {
+                        block_step(&sums, 32u * b + 4u * w, signed4(k_word(ob + 2u + 4u * w)), both);
+                    }
+                } else {
+                    for (var w = 0u; w < 4u; w++) {
+                        let q = k_word(ob + 2u + 4u * w);
+                        block_step(&sums, 32u * b + 4u * w, nibbles4(q, 0u), both);
+                        block_step(&sums, 32u * b + 16u + 4u * w, nibbles4(q, 4u), both);
+                    }
                 }
-                total += sum * (dk * qd[8u * i + b]);
+                dots.lo += sums.lo * (dk * qd[b * 2u]);
+                if both {
+                    dots.hi += sums.hi * (dk * qd[b * 2u + 1u]);
+                }
             }
         }
     }
-    return total;
+    return dots;
 }
 
-// The dot of query `i` with the token's own key in `nk` (f16 or f32 keys), as `key_dot`
-// dots a cached one.
+// Query slot `s`'s dot from `dots`.
+fn slot_dot(dots: KeyDots, s: u32) -> f32 {
+    return select(dots.hi[s % 4u], dots.lo[s % 4u], s < 4u);
+}
+
+// The dot of query slot `i` with the token's own key in `nk` (f16 or f32 keys), as
+// `key_dots` dots a cached one.
 fn new_key_dot(i: u32) -> f32 {
     var total = 0.0;
-    let qi = i * MAX_HEAD;
     if K_TYPE == F16 {
         for (var d = 0u; d < p.head_dim; d += 2u) {
-            total = dot_pair(total, qi + d, vec2<f32>(nk[d], nk[d + 1u]));
+            total = total + (q_at(i, d) * nk[d] + q_at(i, d + 1u) * nk[d + 1u]);
         }
     } else {
         for (var d = 0u; d < p.head_dim; d++) {
-            total = dot_one(total, qi + d, nk[d]);
+            total = total + q_at(i, d) * nk[d];
         }
     }
     return total;
@@ -405,7 +432,7 @@ fn take_queries(w: Queries, tid: u32) {
         let h = w.h0 + s % w.hs;
         if holds(w, s) {
             let x = roped(p.q + t * p.n_head * p.head_dim + h * p.head_dim, d, t) * p.q_scale;
-            qs[s * MAX_HEAD + d] = select(x, f16_round(x), K_TYPE == F16);
+            qs[d * 2u + s / 4u][s % 4u] = select(x, f16_round(x), K_TYPE == F16);
         }
     }
     workgroupBarrier();
@@ -413,12 +440,13 @@ fn take_queries(w: Queries, tid: u32) {
         // Each block's scale, and the inverse it divides by in `scores` for a moment.
         let nb = p.head_dim / 32u;
         if tid < slots * nb && holds(w, tid / nb) {
-            let q0 = (tid / nb) * MAX_HEAD + 32u * (tid % nb);
+            let slot = tid / nb;
+            let b = tid % nb;
             var amax = 0.0;
             for (var j = 0u; j < 32u; j++) {
-                amax = max(amax, abs(qs[q0 + j]));
+                amax = max(amax, abs(q_at(slot, 32u * b + j)));
             }
-            qd[8u * (tid / nb) + tid % nb] = f16_round(amax / 127.0);
+            qd[b * 2u + slot / 4u][slot % 4u] = f16_round(amax / 127.0);
             scores[tid] = select(0.0, 127.0 / amax, amax != 0.0);
         }
         workgroupBarrier();
@@ -426,7 +454,7 @@ fn take_queries(w: Queries, tid: u32) {
             let s = e / p.head_dim;
             let d = e % p.head_dim;
             if holds(w, s) {
-                qs[s * MAX_HEAD + d] = round(qs[s * MAX_HEAD + d] * scores[s * nb + d / 32u]);
+                qs[d * 2u + s / 4u][s % 4u] = round(q_at(s, d) * scores[s * nb + d / 32u]);
             }
         }
         workgroupBarrier();
@@ -517,10 +545,10 @@ fn attend(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
     for (var j0 = lo; j0 < hi; j0 += TILE) {
         let j = j0 + tid;
         if j < hi {
-            let o = j * k_pos + kvh * p.k_row;
+            let dots = key_dots(j * k_pos + kvh * p.k_row, slots > 4u);
             for (var qi = 0u; qi < slots; qi++) {
                 if holds(w, qi) {
-                    scores[qi * TILE + tid] = score(key_dot(o, qi));
+                    scores[qi * TILE + tid] = score(slot_dot(dots, qi));
                 }
             }
         }
