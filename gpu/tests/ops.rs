@@ -160,8 +160,9 @@ fn rmsnorm_matches_f64() {
     let gpu = gpu();
     let software = !gpu.summary().is_hardware();
     let mut rng = rand::rngs::StdRng::seed_from_u64(8);
-    // One piece of a row in shared memory, and a row of three (the last one short).
-    for (rows, width) in [(5, 640), (3, 4160)] {
+    // One piece of a row in shared memory, and a row of three (the last one short); with
+    // 20 rows, the kernel for many rows (64 threads a row), whose pieces are 512 wide.
+    for (rows, width) in [(5, 640), (3, 4160), (20, 640), (20, 1100)] {
         let x: Vec<f32> = (0..rows * width)
             .map(|_| rng.random_range(-50.0f32..50.0))
             .collect();
@@ -266,76 +267,78 @@ fn the_residual_join_is_norm_add_norm_and_rounding_bit_for_bit() {
         (GgmlType::Q8_K, ActRounding::Q8K, 2304),
         (GgmlType::Q8_0, ActRounding::Q8Blocks32, 896),
     ] {
-        let rows = 3;
-        let mut values = |lo: f32, hi: f32, n: usize| -> Vec<f32> {
-            (0..n).map(|_| rng.random_range(lo..hi)).collect()
-        };
-        let (stream, branch) = (
-            values(-20.0, 20.0, rows * width),
-            values(-3.0, 3.0, rows * width),
-        );
-        let weights = values(0.5, 1.5, 2 * width);
-        let (r, w, eps) = (rows as u32, width as u32, 1e-6);
-        let bufs = (&stream[..], &branch[..], &weights[..]);
-        // Post-norm, add, next norm and rounding in one dispatch, and the four steps one
-        // by one (the add alone is the join with neither norm).
-        let next = NextNorm {
-            weight: w,
-            xin: 0,
-            rounding,
-        };
-        let fused = after(&gpu, bufs, |b, s, br| {
-            b.residual((s, br), (r, w), Some(0), Some(next), eps)
-        });
-        let steps = after(&gpu, bufs, |b, s, br| {
-            b.rmsnorm(br, br, r, w, Some(0), eps);
-            b.residual((s, br), (r, w), None, None, eps);
-            b.rmsnorm(s, br, r, w, Some(w), eps);
-            b.quantize(br, 0, (r, w), None, rounding);
-        });
-        assert!(
-            fused == steps,
-            "{rounding:?}: the join differs from its steps"
-        );
-        let [got_x, got_norm, got_in] = fused;
-        // The rounded copy is the CPU's rounding of the normalized rows, bit for bit.
-        let want_in: Vec<f32> = got_norm
-            .chunks_exact(width)
-            .flat_map(|row| cpu_rounding(ty, row))
-            .collect();
-        assert!(
-            got_in == want_in,
-            "{rounding:?}: the rounded copy is not the CPU's"
-        );
-        // And the join itself against f64.
-        let norm = |row: &[f64], wt: &[f32]| -> Vec<f64> {
-            let ms = row.iter().map(|v| v * v).sum::<f64>() / row.len() as f64;
-            let scale = 1.0 / (ms + eps as f64).sqrt();
-            row.iter()
-                .zip(wt)
-                .map(|(v, &g)| v * scale * g as f64)
-                .collect()
-        };
-        for t in 0..rows {
-            let span = t * width..(t + 1) * width;
-            let br: Vec<f64> = branch[span.clone()].iter().map(|&v| v as f64).collect();
-            let post = norm(&br, &weights[..width]);
-            let x: Vec<f64> = stream[span]
-                .iter()
-                .zip(&post)
-                .map(|(&s, p)| s as f64 + p)
+        // A few rows, and enough for the kernel for many rows (64 threads a row).
+        for rows in [3, 17] {
+            let mut values = |lo: f32, hi: f32, n: usize| -> Vec<f32> {
+                (0..n).map(|_| rng.random_range(lo..hi)).collect()
+            };
+            let (stream, branch) = (
+                values(-20.0, 20.0, rows * width),
+                values(-3.0, 3.0, rows * width),
+            );
+            let weights = values(0.5, 1.5, 2 * width);
+            let (r, w, eps) = (rows as u32, width as u32, 1e-6);
+            let bufs = (&stream[..], &branch[..], &weights[..]);
+            // Post-norm, add, next norm and rounding in one dispatch, and the four steps one
+            // by one (the add alone is the join with neither norm).
+            let next = NextNorm {
+                weight: w,
+                xin: 0,
+                rounding,
+            };
+            let fused = after(&gpu, bufs, |b, s, br| {
+                b.residual((s, br), (r, w), Some(0), Some(next), eps)
+            });
+            let steps = after(&gpu, bufs, |b, s, br| {
+                b.rmsnorm(br, br, r, w, Some(0), eps);
+                b.residual((s, br), (r, w), None, None, eps);
+                b.rmsnorm(s, br, r, w, Some(w), eps);
+                b.quantize(br, 0, (r, w), None, rounding);
+            });
+            assert!(
+                fused == steps,
+                "{rounding:?}: the join differs from its steps"
+            );
+            let [got_x, got_norm, got_in] = fused;
+            // The rounded copy is the CPU's rounding of the normalized rows, bit for bit.
+            let want_in: Vec<f32> = got_norm
+                .chunks_exact(width)
+                .flat_map(|row| cpu_rounding(ty, row))
                 .collect();
-            let next = norm(&x, &weights[width..]);
-            for i in 0..width {
-                let (gx, gn) = (got_x[t * width + i] as f64, got_norm[t * width + i] as f64);
-                assert!(
-                    (gx - x[i]).abs() <= 1e-5 * x[i].abs().max(1.0),
-                    "stream {t}[{i}]"
-                );
-                assert!(
-                    (gn - next[i]).abs() <= 1e-5 * next[i].abs().max(1.0),
-                    "norm {t}[{i}]"
-                );
+            assert!(
+                got_in == want_in,
+                "{rounding:?}: the rounded copy is not the CPU's"
+            );
+            // And the join itself against f64.
+            let norm = |row: &[f64], wt: &[f32]| -> Vec<f64> {
+                let ms = row.iter().map(|v| v * v).sum::<f64>() / row.len() as f64;
+                let scale = 1.0 / (ms + eps as f64).sqrt();
+                row.iter()
+                    .zip(wt)
+                    .map(|(v, &g)| v * scale * g as f64)
+                    .collect()
+            };
+            for t in 0..rows {
+                let span = t * width..(t + 1) * width;
+                let br: Vec<f64> = branch[span.clone()].iter().map(|&v| v as f64).collect();
+                let post = norm(&br, &weights[..width]);
+                let x: Vec<f64> = stream[span]
+                    .iter()
+                    .zip(&post)
+                    .map(|(&s, p)| s as f64 + p)
+                    .collect();
+                let next = norm(&x, &weights[width..]);
+                for i in 0..width {
+                    let (gx, gn) = (got_x[t * width + i] as f64, got_norm[t * width + i] as f64);
+                    assert!(
+                        (gx - x[i]).abs() <= 1e-5 * x[i].abs().max(1.0),
+                        "stream {t}[{i}]"
+                    );
+                    assert!(
+                        (gn - next[i]).abs() <= 1e-5 * next[i].abs().max(1.0),
+                        "norm {t}[{i}]"
+                    );
+                }
             }
         }
     }

@@ -75,7 +75,7 @@ impl<'w> Batch<'w> {
     /// An op with one workgroup per row, over `rows` rows; `f` gets the grid's x width.
     fn per_row(&mut self, kernel: Kernel, rows: u32, f: impl Fn(u32) -> [u8; 40]) {
         // A workgroup's worth of threads per row is a grid of `rows` workgroups.
-        self.flat(kernel, Binds::Plain, rows * WG, f);
+        self.flat(kernel.for_rows(rows), Binds::Plain, rows * WG, f);
     }
 
     /// Notes that `len` elements of the matmul input from `at` were rounded by `r`.

@@ -23,9 +23,16 @@ const OPS: &str = include_str!("../shaders/ops.wgsl");
 const ATTENTION: &str = include_str!("../shaders/attention.wgsl");
 const ROPE: &str = include_str!("../shaders/rope.wgsl");
 
-/// The layer ops' WGSL.
-fn ops_source() -> String {
-    format!("{OPS}\n{ROPE}")
+/// Threads a row kernel (`rmsnorm`, `residual`) gives each row: for a few rows, 256, so
+/// that each thread's reads of a row go out at once; for [`MANY_ROWS`] or more, which
+/// keep the device busy by themselves, 64, so that fewer threads wait at each barrier.
+const FEW_ROWS_THREADS: u32 = 256;
+const MANY_ROWS_THREADS: u32 = 64;
+const MANY_ROWS: u32 = 16;
+
+/// The layer ops' WGSL, with `row_threads` threads a row in the row kernels.
+fn ops_source(row_threads: u32) -> String {
+    format!("const RW: u32 = {row_threads}u;\n{OPS}\n{ROPE}")
 }
 
 /// The most queries a workgroup of the attention kernel takes (a prompt's tokens of one
@@ -54,7 +61,10 @@ fn attention_source(formats: u32) -> String {
 /// The WGSL of the non-matmul kernels (for the translation tests): (name, source), the
 /// attention kernels for every pair of cache formats.
 pub fn op_sources() -> Vec<(String, String)> {
-    let mut all = vec![("ops".to_string(), ops_source())];
+    let mut all = vec![
+        ("ops".to_string(), ops_source(FEW_ROWS_THREADS)),
+        ("ops, many rows".to_string(), ops_source(MANY_ROWS_THREADS)),
+    ];
     for formats in 0..16 {
         all.push((format!("attention {formats}"), attention_source(formats)));
     }
@@ -283,6 +293,9 @@ pub enum Target {
 enum Kernel {
     RmsNorm,
     Residual,
+    /// The row kernels for [`MANY_ROWS`] or more.
+    RmsNormRows,
+    ResidualRows,
     Rope,
     Quantize,
     Store,
@@ -292,9 +305,11 @@ enum Kernel {
 }
 
 impl Kernel {
-    const ALL: [Kernel; 8] = [
+    const ALL: [Kernel; 10] = [
         Kernel::RmsNorm,
         Kernel::Residual,
+        Kernel::RmsNormRows,
+        Kernel::ResidualRows,
         Kernel::Rope,
         Kernel::Quantize,
         Kernel::Store,
@@ -306,8 +321,8 @@ impl Kernel {
     /// The kernel's entry point, and whether it lives in `attention.wgsl` (else `ops.wgsl`).
     fn entry(self) -> (&'static str, bool) {
         match self {
-            Kernel::RmsNorm => ("rmsnorm", false),
-            Kernel::Residual => ("residual", false),
+            Kernel::RmsNorm | Kernel::RmsNormRows => ("rmsnorm", false),
+            Kernel::Residual | Kernel::ResidualRows => ("residual", false),
             Kernel::Rope => ("rope", false),
             Kernel::Quantize => ("quantize", false),
             Kernel::Store => ("store", true),
@@ -319,9 +334,19 @@ impl Kernel {
 
     /// The WGSL the kernel is built from, for a cache of `formats`.
     fn source(self, formats: u32) -> String {
-        match self.entry() {
-            (_, true) => attention_source(formats),
-            (_, false) => ops_source(),
+        match (self, self.entry()) {
+            (_, (_, true)) => attention_source(formats),
+            (Kernel::RmsNormRows | Kernel::ResidualRows, _) => ops_source(MANY_ROWS_THREADS),
+            _ => ops_source(FEW_ROWS_THREADS),
+        }
+    }
+
+    /// The kernel that runs this row kernel over `rows` rows.
+    fn for_rows(self, rows: u32) -> Kernel {
+        match self {
+            Kernel::RmsNorm if rows >= MANY_ROWS => Kernel::RmsNormRows,
+            Kernel::Residual if rows >= MANY_ROWS => Kernel::ResidualRows,
+            k => k,
         }
     }
 }

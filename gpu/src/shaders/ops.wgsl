@@ -38,15 +38,16 @@ fn flat(wid: vec3<u32>, tid: u32) -> u32 {
 
 var<workgroup> red: array<f32, WG>;
 
-// The row kernels (`rmsnorm`, `residual`) give a whole row one workgroup, and for one
-// token that row is all the dispatch has, so what they cost is round trips to memory:
-// their RW threads each read 16 elements of a row at once (elements i, i + RW, …, i +
-// 15·RW: one trip for a 4096-wide row) before writing any. The norm's sum of squares
-// keeps the order of a 64-thread walk (thread t adds elements t, t + 64, … in turn, then
-// a tree), which is the order the ops tests hold these kernels to: the row is read into
-// `held` a piece at a time, and the first 64 threads walk it there.
-const RW: u32 = 256u;
-const PIECE: u32 = 2048u;
+// The row kernels (`rmsnorm`, `residual`) give a whole row one workgroup of RW threads
+// (the host puts RW before this source). For one token that row is all the dispatch has,
+// so what they cost is round trips to memory: RW is 256 there, and each thread reads 16
+// elements of a row at once (elements i, i + RW, …, i + 15·RW: one trip for a 4096-wide
+// row) before writing any. Many rows fill the device by themselves, and there RW is 64:
+// fewer threads a row to wait at each barrier. The norm's sum of squares keeps the order
+// of a 64-thread walk (thread t adds elements t, t + 64, … in turn, then a tree), which
+// is the order the ops tests hold these kernels to: the row is read into `held` a piece
+// at a time, and the first 64 threads walk it there.
+const PIECE: u32 = 8u * RW;
 var<workgroup> held: array<f32, PIECE>;
 
 fn row_at(base: u32, i: u32) -> f32 {
@@ -143,7 +144,7 @@ fn scale_row(s: u32, d: u32, scale: f32, c: u32, tid: u32) {
 // eps), times the weight at `c` when there is one. One workgroup per row. Rows from
 // `mode` on are a second set, normalized in place at `xin` by the weight at `variant`
 // (QK-norm's key heads beside its query heads, one dispatch for both).
-@compute @workgroup_size(256)
+@compute @workgroup_size(RW)
 fn rmsnorm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
     let row = wid.x + wid.y * p.groups_x;
     if row >= p.n {
@@ -167,7 +168,7 @@ fn rmsnorm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
 // in `b1` (by `variant`). The same operations in the same order as `rmsnorm`, add,
 // `rmsnorm`, `quantize` one after another, in one dispatch instead of four. Each
 // thread writes only elements it reads itself until the rounding.
-@compute @workgroup_size(256)
+@compute @workgroup_size(RW)
 fn residual(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
     let row = wid.x + wid.y * p.groups_x;
     if row >= p.n {
@@ -194,10 +195,10 @@ fn residual(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_ind
     // The threads' elements change to four in a row (as `round4` takes them), so the
     // stream's new values must be visible across the workgroup.
     storageBarrier();
-    // Each step takes four pieces of 256 elements, one per 64 threads (four in a row
+    // Each step takes RW / 64 pieces of 256 elements, one per 64 threads (four in a row
     // each), which `round4` rounds side by side.
     let pieces = (p.width + 255u) / 256u;
-    for (var first = 0u; first < pieces; first += 4u) {
+    for (var first = 0u; first < pieces; first += RW / WG) {
         let e0 = (first + tid / WG) * 256u + 4u * (tid % WG);
         var v = vec4<f32>(0.0);
         if e0 < p.width {
