@@ -18,6 +18,7 @@ const MATMUL_TILED_INT8: &str = include_str!("shaders/matmul_tiled_int8.wgsl");
 const MATMUL_SUBGROUP: &str = include_str!("shaders/matmul_subgroup.wgsl");
 const MATMUL_SHARED: &str = include_str!("shaders/matmul_shared.wgsl");
 const MATMUL_TILED: &str = include_str!("shaders/matmul_tiled.wgsl");
+const TILED_TILE: &str = include_str!("shaders/tiled_tile.wgsl");
 const BYTES: &str = include_str!("shaders/bytes.wgsl");
 const FLOAT: &str = include_str!("shaders/float.wgsl");
 const LEGACY: &str = include_str!("shaders/legacy.wgsl");
@@ -163,7 +164,7 @@ pub fn int8_source(ty: GgmlType, nc: u32, red: Reduction, words: bool) -> Option
     match (nc, red) {
         // Each format's runs (`int8_runs.wgsl`) are named as its dot, `i8_` for `dot8_`.
         (TILE_WIDTH, _) => Some(format!(
-            "const NC: u32 = {nc}u;\n{common}\n{INT8_RUNS}\n{}",
+            "const NC: u32 = {nc}u;\n{common}\n{INT8_RUNS}\n{TILED_TILE}\n{}",
             MATMUL_TILED_INT8.replace("DEQUANT8", &dot.replace("dot8_", "i8_"))
         )),
         (1, Reduction::Subgroup { rows }) => {
@@ -197,7 +198,7 @@ pub fn shader_source(ty: GgmlType, nc: u32, red: Reduction) -> Option<String> {
     if nc == TILE_WIDTH {
         return Some(
             format!(
-                "const NC: u32 = {nc}u;\n{BINDINGS}\n{INPUT_F32}\n{}\n{BYTES}\n{file}\n",
+                "const NC: u32 = {nc}u;\n{BINDINGS}\n{INPUT_F32}\n{TILED_TILE}\n{}\n{BYTES}\n{file}\n",
                 MATMUL_TILED
             )
             .replace("DEQUANT", name),

@@ -4,17 +4,13 @@
 // A workgroup owns a tile of TM weight rows by NC activation rows. It walks the columns
 // TK at a time: its threads dequantize the tile's TM × TK weights once (`DEQUANT`, eight
 // at a time, the format's own function) and load the NC × TK activations, both into shared
-// memory; then each thread adds the products for its 8 × 4 outputs from there (held in
-// named vectors: see `matmul_tiled_int8.wgsl`). So a weight is dequantized once per NC
-// activation rows (the mat-vec kernels: once per row or per eight), and the activations
-// are read once per TM rows. TK keeps the tiles within 16 KiB of shared memory.
+// memory; then each thread adds the products for its 8 × 4 outputs from there. So a
+// weight is dequantized once per NC activation rows (the mat-vec kernels: once per row
+// or per eight), and the activations are read once per TM rows. TK keeps the tiles
+// within 16 KiB of shared memory.
 
-const TM: u32 = 128u;
+// The tile's shape (TM, WG, TX, TY) and the outputs' type are `tiled_tile.wgsl`'s.
 const TK: u32 = 16u;
-const WG: u32 = 128u;
-// Threads across the tile's weight rows; the rest go across its activation rows.
-const TX: u32 = 16u;
-const TY: u32 = WG / TX;
 
 // Column-major by k, so the threads of a step read consecutive words.
 var<workgroup> wt: array<f32, TK * TM>;
@@ -31,15 +27,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let chunks = p.cols / 8u;
     let tx = tid % TX;
     let ty = tid / TX;
-    // acc_i holds weight row tx + TX·i against tokens ty + TY·j, j = 0..4.
-    var acc0 = vec4<f32>(0.0);
-    var acc1 = vec4<f32>(0.0);
-    var acc2 = vec4<f32>(0.0);
-    var acc3 = vec4<f32>(0.0);
-    var acc4 = vec4<f32>(0.0);
-    var acc5 = vec4<f32>(0.0);
-    var acc6 = vec4<f32>(0.0);
-    var acc7 = vec4<f32>(0.0);
+    var acc: Outputs;
     for (var k0 = 0u; k0 < p.cols; k0 += TK) {
         // TM rows × TK/8 chunks of weights, zero past the matrix's rows or columns.
         for (var r = 0u; r < TM * (TK / 8u) / WG; r++) {
@@ -74,25 +62,16 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
             let xk = k * NC + ty;
             let v = vec4<f32>(xt[xk], xt[xk + TY], xt[xk + 2u * TY], xt[xk + 3u * TY]);
             let wk = k * TM + tx;
-            acc0 = fma(vec4<f32>(wt[wk]), v, acc0);
-            acc1 = fma(vec4<f32>(wt[wk + TX]), v, acc1);
-            acc2 = fma(vec4<f32>(wt[wk + 2u * TX]), v, acc2);
-            acc3 = fma(vec4<f32>(wt[wk + 3u * TX]), v, acc3);
-            acc4 = fma(vec4<f32>(wt[wk + 4u * TX]), v, acc4);
-            acc5 = fma(vec4<f32>(wt[wk + 5u * TX]), v, acc5);
-            acc6 = fma(vec4<f32>(wt[wk + 6u * TX]), v, acc6);
-            acc7 = fma(vec4<f32>(wt[wk + 7u * TX]), v, acc7);
+            acc.r0 = fma(vec4<f32>(wt[wk]), v, acc.r0);
+            acc.r1 = fma(vec4<f32>(wt[wk + TX]), v, acc.r1);
+            acc.r2 = fma(vec4<f32>(wt[wk + 2u * TX]), v, acc.r2);
+            acc.r3 = fma(vec4<f32>(wt[wk + 3u * TX]), v, acc.r3);
+            acc.r4 = fma(vec4<f32>(wt[wk + 4u * TX]), v, acc.r4);
+            acc.r5 = fma(vec4<f32>(wt[wk + 5u * TX]), v, acc.r5);
+            acc.r6 = fma(vec4<f32>(wt[wk + 6u * TX]), v, acc.r6);
+            acc.r7 = fma(vec4<f32>(wt[wk + 7u * TX]), v, acc.r7);
         }
         workgroupBarrier();
     }
-    let acc = array<vec4<f32>, 8>(acc0, acc1, acc2, acc3, acc4, acc5, acc6, acc7);
-    for (var i = 0u; i < 8u; i++) {
-        let row = row0 + tx + TX * i;
-        for (var j = 0u; j < 4u; j++) {
-            let n = col0 + ty + TY * j;
-            if row < p.rows && n < p.b {
-                put(row, n, acc[i][j]);
-            }
-        }
-    }
+    put_outputs(acc, row0, col0, tx, ty);
 }

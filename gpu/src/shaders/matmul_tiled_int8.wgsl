@@ -7,15 +7,9 @@
 // bytes with one affine map per run of 16 (`DEQUANT8`: w = a·q + b, see
 // `int8_runs.wgsl`) and copy the NC rows' packed input words with their scales and
 // per-run sums into shared memory; then each thread's 8 × 4 outputs take, per run,
-// four `dot4I8Packed` and x's scale · (a · Σq·x + b · Σx). The outputs and a step's
-// inputs live in named vectors rather than indexed arrays, which a driver may keep in
-// memory instead of registers (lavapipe did: the kernel ran three times slower), and a
-// thread reads a run's four words as one vector.
-
-const TM: u32 = 128u;
-const WG: u32 = 128u;
-const TX: u32 = 16u;
-const TY: u32 = WG / TX;
+// four `dot4I8Packed` and x's scale · (a · Σq·x + b · Σx). A step's inputs live in
+// named vectors, as the outputs do (see `tiled_tile.wgsl`, which gives the tile's shape),
+// and a thread reads a run's four words as one vector.
 
 // Per run (a block's two halves, h) and weight row m, its 16 quants as four words and
 // its map; per run and input row n, its four words and its scale with the sum of its
@@ -56,15 +50,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let col0 = wid.z * NC;
     let tx = tid % TX;
     let ty = tid / TX;
-    // acc_i holds weight row tx + TX·i against tokens ty + TY·j, j = 0..4.
-    var acc0 = vec4<f32>(0.0);
-    var acc1 = vec4<f32>(0.0);
-    var acc2 = vec4<f32>(0.0);
-    var acc3 = vec4<f32>(0.0);
-    var acc4 = vec4<f32>(0.0);
-    var acc5 = vec4<f32>(0.0);
-    var acc6 = vec4<f32>(0.0);
-    var acc7 = vec4<f32>(0.0);
+    var acc: Outputs;
     for (var k0 = 0u; k0 < p.cols; k0 += 32u) {
         // Two runs of weight rows per thread (2 · TM = 2 · WG), zero past the rows.
         for (var r = 0u; r < 2u; r++) {
@@ -105,25 +91,16 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
             let v2 = xt[h * NC + ty + 2u * TY];
             let v3 = xt[h * NC + ty + 3u * TY];
             let r = h * TM + tx;
-            acc0 += run4(wt[r], wab[r], v0, v1, v2, v3, sc, sums);
-            acc1 += run4(wt[r + TX], wab[r + TX], v0, v1, v2, v3, sc, sums);
-            acc2 += run4(wt[r + 2u * TX], wab[r + 2u * TX], v0, v1, v2, v3, sc, sums);
-            acc3 += run4(wt[r + 3u * TX], wab[r + 3u * TX], v0, v1, v2, v3, sc, sums);
-            acc4 += run4(wt[r + 4u * TX], wab[r + 4u * TX], v0, v1, v2, v3, sc, sums);
-            acc5 += run4(wt[r + 5u * TX], wab[r + 5u * TX], v0, v1, v2, v3, sc, sums);
-            acc6 += run4(wt[r + 6u * TX], wab[r + 6u * TX], v0, v1, v2, v3, sc, sums);
-            acc7 += run4(wt[r + 7u * TX], wab[r + 7u * TX], v0, v1, v2, v3, sc, sums);
+            acc.r0 += run4(wt[r], wab[r], v0, v1, v2, v3, sc, sums);
+            acc.r1 += run4(wt[r + TX], wab[r + TX], v0, v1, v2, v3, sc, sums);
+            acc.r2 += run4(wt[r + 2u * TX], wab[r + 2u * TX], v0, v1, v2, v3, sc, sums);
+            acc.r3 += run4(wt[r + 3u * TX], wab[r + 3u * TX], v0, v1, v2, v3, sc, sums);
+            acc.r4 += run4(wt[r + 4u * TX], wab[r + 4u * TX], v0, v1, v2, v3, sc, sums);
+            acc.r5 += run4(wt[r + 5u * TX], wab[r + 5u * TX], v0, v1, v2, v3, sc, sums);
+            acc.r6 += run4(wt[r + 6u * TX], wab[r + 6u * TX], v0, v1, v2, v3, sc, sums);
+            acc.r7 += run4(wt[r + 7u * TX], wab[r + 7u * TX], v0, v1, v2, v3, sc, sums);
         }
         workgroupBarrier();
     }
-    let acc = array<vec4<f32>, 8>(acc0, acc1, acc2, acc3, acc4, acc5, acc6, acc7);
-    for (var i = 0u; i < 8u; i++) {
-        let row = row0 + tx + TX * i;
-        for (var j = 0u; j < 4u; j++) {
-            let n = col0 + ty + TY * j;
-            if row < p.rows && n < p.b {
-                put(row, n, acc[i][j]);
-            }
-        }
-    }
+    put_outputs(acc, row0, col0, tx, ty);
 }
