@@ -34,8 +34,8 @@ pub const BATCH_WIDTHS: [u32; 3] = [1, 4, 8];
 /// rows by these); batches wider than the widest of [`BATCH_WIDTHS`] take that kernel.
 pub const TILE_WIDTH: u32 = 32;
 
-/// Weight rows one tiled-matmul workgroup computes (`TM` in `matmul_tiled.wgsl` and
-/// `matmul_tiled_int8.wgsl`).
+/// Weight rows one tiled-matmul workgroup computes (`TM`, put before the tiled kernels'
+/// source; `tiled_tile.wgsl` gives each thread 8 of them, so 8 × 16 threads across).
 pub const TILE_ROWS: u32 = 128;
 
 /// The activation rows per workgroup of the kernel a batch of `b` rows takes: the
@@ -164,7 +164,8 @@ pub fn int8_source(ty: GgmlType, nc: u32, red: Reduction, words: bool) -> Option
     match (nc, red) {
         // Each format's runs (`int8_runs.wgsl`) are named as its dot, `i8_` for `dot8_`.
         (TILE_WIDTH, _) => Some(format!(
-            "const NC: u32 = {nc}u;\n{common}\n{INT8_RUNS}\n{TILED_TILE}\n{}",
+            "const NC: u32 = {nc}u;\nconst TM: u32 = {TILE_ROWS}u;\n{common}\n{INT8_RUNS}\n\
+             {TILED_TILE}\n{}",
             MATMUL_TILED_INT8.replace("DEQUANT8", &dot.replace("dot8_", "i8_"))
         )),
         (1, Reduction::Subgroup { rows }) => {
@@ -198,7 +199,8 @@ pub fn shader_source(ty: GgmlType, nc: u32, red: Reduction) -> Option<String> {
     if nc == TILE_WIDTH {
         return Some(
             format!(
-                "const NC: u32 = {nc}u;\n{BINDINGS}\n{INPUT_F32}\n{TILED_TILE}\n{}\n{BYTES}\n{file}\n",
+                "const NC: u32 = {nc}u;\nconst TM: u32 = {TILE_ROWS}u;\n{BINDINGS}\n{INPUT_F32}\n\
+                 {TILED_TILE}\n{}\n{BYTES}\n{file}\n",
                 MATMUL_TILED
             )
             .replace("DEQUANT", name),

@@ -334,9 +334,9 @@ impl Kernel {
 
     /// The WGSL the kernel is built from, for a cache of `formats`.
     fn source(self, formats: u32) -> String {
-        match (self, self.entry()) {
-            (_, (_, true)) => attention_source(formats),
-            (Kernel::RmsNormRows | Kernel::ResidualRows, _) => ops_source(MANY_ROWS_THREADS),
+        match self {
+            _ if self.entry().1 => attention_source(formats),
+            Kernel::RmsNormRows | Kernel::ResidualRows => ops_source(MANY_ROWS_THREADS),
             _ => ops_source(FEW_ROWS_THREADS),
         }
     }

@@ -328,20 +328,20 @@ fn slot_dot(dots: KeyDots, s: u32) -> f32 {
     return select(dots.hi[s % 4u], dots.lo[s % 4u], s < 4u);
 }
 
-// The dot of query slot `i` with the token's own key in `nk` (f16 or f32 keys), as
-// `key_dots` dots a cached one.
-fn new_key_dot(i: u32) -> f32 {
-    var total = 0.0;
+// The dots of the workgroup's queries with the token's own key in `nk` (f16 or f32 keys),
+// through the same steps as `key_dots` takes a cached one.
+fn new_key_dots(both: bool) -> KeyDots {
+    var dots = KeyDots(vec4<f32>(0.0), vec4<f32>(0.0));
     if K_TYPE == F16 {
         for (var d = 0u; d < p.head_dim; d += 2u) {
-            total = total + (q_at(i, d) * nk[d] + q_at(i, d + 1u) * nk[d + 1u]);
+            dot_step(&dots, d, vec2<f32>(nk[d], nk[d + 1u]), true, both);
         }
     } else {
         for (var d = 0u; d < p.head_dim; d++) {
-            total = total + q_at(i, d) * nk[d];
+            dot_step(&dots, d, vec2<f32>(nk[d], 0.0), false, both);
         }
     }
-    return total;
+    return dots;
 }
 
 // A key's score from its dot: scaled, and soft-capped where the model caps.
@@ -561,7 +561,7 @@ fn attend(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
         workgroupBarrier();
     }
     if fresh && mine {
-        soft_step(&m, &l, &acc, score(new_key_dot(s)), 0u, lane, tpq, true);
+        soft_step(&m, &l, &acc, score(slot_dot(new_key_dots(slots > 4u), s)), 0u, lane, tpq, true);
     }
     if !mine {
         return;

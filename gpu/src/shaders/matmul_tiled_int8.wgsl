@@ -52,8 +52,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let ty = tid / TX;
     var acc: Outputs;
     for (var k0 = 0u; k0 < p.cols; k0 += 32u) {
-        // Two runs of weight rows per thread (2 · TM = 2 · WG), zero past the rows.
-        for (var r = 0u; r < 2u; r++) {
+        // The 2 · TM runs of weight rows, 2 · TM / WG a thread, zero past the rows.
+        for (var r = 0u; r < 2u * TM / WG; r++) {
             let t = tid + r * WG;
             let m = t % TM;
             let h = t / TM;

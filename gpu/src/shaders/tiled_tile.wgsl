@@ -1,9 +1,9 @@
 // What the two tiled matmuls (`matmul_tiled.wgsl`, `matmul_tiled_int8.wgsl`) share: the
 // tile's shape and each thread's outputs.
 
-// Weight rows of a workgroup's tile (its activation rows: NC), and its threads: TX across
-// the weight rows, TY across the activation rows.
-const TM: u32 = 128u;
+// A workgroup's tile is TM weight rows by NC activation rows (the host puts both before
+// this source: `TILE_ROWS`, `TILE_WIDTH`); its threads, TX across the weight rows and TY
+// across the activation rows.
 const WG: u32 = 128u;
 const TX: u32 = 16u;
 const TY: u32 = WG / TX;
