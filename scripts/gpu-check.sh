@@ -16,7 +16,8 @@
 # queries) with the share of the
 # device's span spent between dispatches, tg with the float mat-vecs instead of the int8
 # ones (LOUPE_GPU_INT8=off), with the int8 mat-vecs giving a lane a block rather than a word
-# (LOUPE_GPU_WORDS=off), with one dispatch per matrix instead of stacked Q/K/V and
+# (LOUPE_GPU_WORDS=off), with a subgroup per row of the mat-vecs rather than a workgroup
+# (LOUPE_GPU_SPLIT=off), with one dispatch per matrix instead of stacked Q/K/V and
 # gate/up (LOUPE_GPU_STACK=off), and tg at depth 0 and --depth (default 4096, a synthetic
 # cache) over an f16 and a q8_0 KV cache with every layer on the GPU. The synthetic models are
 # kept in DIR (default /tmp/loupe-gpu-check) for a rerun. `--gpu software --shape tiny` runs the
@@ -137,6 +138,9 @@ for ty in ${types//,/ }; do
   echo "== $shape $ty: GPU tg128 with a lane per block in the int8 mat-vecs (LOUPE_GPU_WORDS=off)"
   blocks_json=$(LOUPE_GPU_WORDS=off "$loupe" bench --json --reps "$reps" -p 0 -n 128 --gpu-layers all --gpu "$gpu" "$model")
   echo "$blocks_json"
+  echo "== $shape $ty: GPU tg128 with a subgroup per row in the mat-vecs (LOUPE_GPU_SPLIT=off)"
+  rows_json=$(LOUPE_GPU_SPLIT=off "$loupe" bench --json --reps "$reps" -p 0 -n 128 --gpu-layers all --gpu "$gpu" "$model")
+  echo "$rows_json"
   echo "== $shape $ty: GPU tg128 with one dispatch per matrix (LOUPE_GPU_STACK=off)"
   single_json=$(LOUPE_GPU_STACK=off "$loupe" bench --json --reps "$reps" -p 0 -n 128 --gpu-layers all --gpu "$gpu" "$model")
   echo "$single_json"
@@ -149,7 +153,8 @@ for ty in ${types//,/ }; do
   f_tg=$(echo "$float_json" | median tg128)
   s_tg=$(echo "$single_json" | median tg128)
   b_tg=$(echo "$blocks_json" | median tg128)
-  awk -v ty="$ty" -v shape="$shape" -v wb="$wb" -v gbps="$gbps" -v gpp="$g_pp" -v gtg="$g_tg" -v cpp="$c_pp" -v ctg="$c_tg" -v ftg="$f_tg" -v stg="$s_tg" -v btg="$b_tg" 'BEGIN {
+  r_tg=$(echo "$rows_json" | median tg128)
+  awk -v ty="$ty" -v shape="$shape" -v wb="$wb" -v gbps="$gbps" -v gpp="$g_pp" -v gtg="$g_tg" -v cpp="$c_pp" -v ctg="$c_tg" -v ftg="$f_tg" -v stg="$s_tg" -v btg="$b_tg" -v rtg="$r_tg" 'BEGIN {
     limit = gbps * 1e9 / wb;
     printf "%s %s: weights %.2f GiB read per token\n", shape, ty, wb / 2^30;
     printf "  GPU pp512 %.1f tok/s, tg128 %.1f tok/s = %.1f%% of the bandwidth limit (%.0f tok/s)\n", gpp, gtg, 100 * gtg / limit, limit;
@@ -157,6 +162,7 @@ for ty in ${types//,/ }; do
     printf "  GPU / CPU: pp512 %.2fx, tg128 %.2fx\n", gpp / cpp, gtg / ctg;
     printf "  GPU tg128 with int8 mat-vecs / float ones: %.1f / %.1f tok/s = %.2fx\n", gtg, ftg, gtg / ftg;
     printf "  GPU tg128 as by default (int8 mat-vecs a lane per word on a hardware adapter) / a lane per block: %.1f / %.1f tok/s = %.2fx\n", gtg, btg, gtg / btg;
+    printf "  GPU tg128 as by default (a workgroup per mat-vec row on a hardware adapter) / a subgroup per row: %.1f / %.1f tok/s = %.2fx\n", gtg, rtg, gtg / rtg;
     printf "  GPU tg128 with stacked Q/K/V and gate/up / one dispatch per matrix: %.1f / %.1f tok/s = %.2fx\n", gtg, stg, gtg / stg;
   }'
   for kv in f16 q8_0; do

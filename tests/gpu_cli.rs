@@ -140,9 +140,15 @@ fn offloaded_layers_continue_a_prompt_as_the_cpu_does() {
     let (half, half_err) = run(&["--gpu-layers", "1", "--gpu", "software"]);
     assert!(half_err.contains("gpu: 1/"), "{half_err}");
     assert_eq!(half, cpu);
-    // Each matrix in its own dispatch (LOUPE_GPU_STACK=off), and the int8 mat-vecs with
-    // a lane per word as hardware adapters take them (LOUPE_GPU_WORDS=on): the same text.
-    for (var, value) in [("LOUPE_GPU_STACK", "off"), ("LOUPE_GPU_WORDS", "on")] {
+    // Each matrix in its own dispatch (LOUPE_GPU_STACK=off), the int8 mat-vecs with a
+    // lane per word and the mat-vecs with a workgroup per row as hardware adapters take
+    // them (LOUPE_GPU_WORDS=on, LOUPE_GPU_SPLIT=on): the same text.
+    let switches = [
+        ("LOUPE_GPU_STACK", "off"),
+        ("LOUPE_GPU_WORDS", "on"),
+        ("LOUPE_GPU_SPLIT", "on"),
+    ];
+    for (var, value) in switches {
         let o = Command::new(env!("CARGO_BIN_EXE_loupe"))
             .args(["run", p, "-p", "the model said", "-n", "12", "--ignore-eos"])
             .args(["--temp", "0", "-ngl", "all", "--gpu", "software"])

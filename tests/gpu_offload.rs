@@ -46,15 +46,16 @@ fn gpu() -> Gpu {
     gpu_with(None)
 }
 
-/// The adapter with the int8 mat-vecs' lane per word forced on or off (`None`: as the
-/// environment and the adapter have it).
-fn gpu_with(int8_words: Option<bool>) -> Gpu {
+/// The adapter with the int8 mat-vecs' lane per word and the mat-vecs' workgroup per row
+/// forced on or off together (`None`: as the environment and the adapter have them).
+fn gpu_with(hardware_kernels: Option<bool>) -> Gpu {
     let choice: GpuChoice = std::env::var("LOUPE_GPU")
         .unwrap_or_else(|_| "software".into())
         .parse()
         .unwrap();
     let mut options = GpuOptions::from_env().unwrap();
-    options.int8_words = int8_words.or(options.int8_words);
+    options.int8_words = hardware_kernels.or(options.int8_words);
+    options.split_rows = hardware_kernels.or(options.split_rows);
     Gpu::open_with(choice, options).unwrap().unwrap_or_else(|| {
         panic!(
             "no Vulkan adapter for {choice}: install Mesa's software driver \
@@ -176,12 +177,12 @@ fn offloaded_on(gpu: Gpu, m: KnownModel, n_gpu: usize, kv: KvTypes) {
     assert!(agree.mean_kld() <= 0.01, "mean KLD {}", agree.mean_kld());
 }
 
-/// With the int8 mat-vecs a hardware adapter takes by default, a lane per word, which
-/// software drivers take only when told.
+/// With the mat-vecs a hardware adapter takes by default, a workgroup per row and the
+/// int8 ones a lane per word, which software drivers take only when told.
 #[test]
 fn qwen_fully_offloaded() {
     let gpu = gpu_with(Some(true));
-    assert!(gpu.int8_words());
+    assert!(gpu.int8_words() && gpu.reduction() == loupe_gpu::Reduction::SplitRow);
     offloaded_on(gpu, QWEN25_CODER_05B, usize::MAX, KvTypes::F16);
 }
 

@@ -145,13 +145,20 @@ pub struct GpuOptions {
     /// in whole layers dot the packed int8 copy of their input with `dot4I8Packed`; false
     /// keeps them on the float kernels.
     pub int8: bool,
-    /// Give the int8 one-token mat-vecs a lane per word of quants (`dot_int8_words.wgsl`)
-    /// rather than a lane per block (`dot_int8.wgsl`). `None`: on hardware adapters, whose
+    /// Give the int8 one-token mat-vecs a lane per word of quants, or per run of four
+    /// words for Q4_K, Q5_K and Q6_K (`dot_int8_words.wgsl`), rather than a lane per block
+    /// (`dot_int8.wgsl`). `None`: on hardware adapters, whose
     /// memory serves a subgroup's load in one piece only when its lanes read neighbouring
     /// words; off on software drivers, whose lanes are a CPU core's vector lanes and for
     /// which decoding a block's scales per word is the larger cost (lavapipe's Q4_K
     /// mat-vec takes twice as long with it).
     pub int8_words: Option<bool>,
+    /// Put all the subgroups of a mat-vec workgroup on one row ([`Reduction::SplitRow`])
+    /// rather than a subgroup on each of its rows. `None`: on hardware adapters, where a
+    /// subgroup per row leaves the device too few reads in flight on matrices of a few
+    /// thousand rows (each subgroup waits for one read before the next); off on software
+    /// drivers, where a workgroup's subgroups run one after another on a core anyway.
+    pub split_rows: Option<bool>,
     /// Time every dispatch of the whole-layer submissions with timestamp queries (where
     /// the adapter has them): [`Gpu::take_profile`]. Each dispatch then runs in its own
     /// pass, so the run itself is slower.
@@ -171,6 +178,7 @@ impl Default for GpuOptions {
             subgroups: true,
             int8: true,
             int8_words: None,
+            split_rows: None,
             profile: false,
             memory_budget: None,
             part_bytes: None,
@@ -181,12 +189,19 @@ impl Default for GpuOptions {
 impl GpuOptions {
     /// The defaults, with `LOUPE_GPU_SUBGROUPS=off` forcing the shared-memory kernels,
     /// `LOUPE_GPU_INT8=off` the float matmuls, `LOUPE_GPU_WORDS=on|off` the int8 mat-vecs
-    /// with a lane per word or per block, `LOUPE_GPU_PROFILE=1` timing each dispatch
+    /// with a lane per word or per block, `LOUPE_GPU_SPLIT=on|off` the mat-vecs with a
+    /// workgroup or a subgroup per row, `LOUPE_GPU_PROFILE=1` timing each dispatch
     /// and `LOUPE_GPU_MEMORY=SIZE` the budget ([`parse_bytes`]: `6G`, `512MiB`); an error
     /// for a budget that is not a size.
     pub fn from_env() -> Result<GpuOptions> {
         let off = |name| std::env::var(name).is_ok_and(|v| v == "off" || v == "0");
         let on = |name| std::env::var(name).is_ok_and(|v| v == "on" || v == "1");
+        // `on` or `off` where the variable says so, `None` (the adapter decides) otherwise.
+        let switch = |name| match (on(name), off(name)) {
+            (true, _) => Some(true),
+            (_, true) => Some(false),
+            _ => None,
+        };
         let profile = std::env::var("LOUPE_GPU_PROFILE").is_ok_and(|v| v == "1" || v == "on");
         let memory_budget = match std::env::var("LOUPE_GPU_MEMORY") {
             Ok(v) => Some(parse_bytes(&v).ok_or(GpuError::BadBudget(v))?),
@@ -195,11 +210,8 @@ impl GpuOptions {
         Ok(GpuOptions {
             subgroups: !off("LOUPE_GPU_SUBGROUPS"),
             int8: !off("LOUPE_GPU_INT8"),
-            int8_words: match (on("LOUPE_GPU_WORDS"), off("LOUPE_GPU_WORDS")) {
-                (true, _) => Some(true),
-                (_, true) => Some(false),
-                _ => None,
-            },
+            int8_words: switch("LOUPE_GPU_WORDS"),
+            split_rows: switch("LOUPE_GPU_SPLIT"),
             profile,
             memory_budget,
             part_bytes: None,
@@ -325,7 +337,9 @@ impl Gpu {
         };
         let subgroups = options.subgroups && summary.subgroups;
         let int8_words = options.int8_words.unwrap_or(summary.is_hardware());
-        let reduction = if subgroups {
+        let reduction = if subgroups && options.split_rows.unwrap_or(summary.is_hardware()) {
+            Reduction::SplitRow
+        } else if subgroups {
             // Rows enough for the smallest subgroups the driver may pick to each take one.
             let min = adapter.get_info().subgroup_min_size.clamp(1, 64);
             Reduction::Subgroup { rows: 64 / min }

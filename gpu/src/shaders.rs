@@ -1,5 +1,6 @@
-//! The WGSL sources: three matmul skeletons (`matmul_subgroup.wgsl` for one token and small
-//! batches, `matmul_shared.wgsl` for those on adapters without subgroup operations, and
+//! The WGSL sources: four matmul skeletons (`matmul_subgroup.wgsl` for one token and small
+//! batches, `matmul_split.wgsl` for the same with a workgroup per row, `matmul_shared.wgsl`
+//! for those on adapters without subgroup operations, and
 //! `matmul_tiled.wgsl` for prompt batches on every adapter), each specialized per weight
 //! format by naming that format's dequantize function, and per number of activation rows
 //! a workgroup carries. The float kernels read their input as f32s (`input_f32.wgsl`); for
@@ -16,6 +17,7 @@ const DOT_INT8_WORDS: &str = include_str!("shaders/dot_int8_words.wgsl");
 const INT8_RUNS: &str = include_str!("shaders/int8_runs.wgsl");
 const MATMUL_TILED_INT8: &str = include_str!("shaders/matmul_tiled_int8.wgsl");
 const MATMUL_SUBGROUP: &str = include_str!("shaders/matmul_subgroup.wgsl");
+const MATMUL_SPLIT: &str = include_str!("shaders/matmul_split.wgsl");
 const MATMUL_SHARED: &str = include_str!("shaders/matmul_shared.wgsl");
 const MATMUL_TILED: &str = include_str!("shaders/matmul_tiled.wgsl");
 const TILED_TILE: &str = include_str!("shaders/tiled_tile.wgsl");
@@ -52,7 +54,7 @@ pub fn rows_per_group(nc: u32, red: Reduction) -> u32 {
     match red {
         _ if nc == TILE_WIDTH => TILE_ROWS,
         Reduction::Subgroup { rows } => rows,
-        Reduction::Shared => 1,
+        Reduction::SplitRow | Reduction::Shared => 1,
     }
 }
 
@@ -139,9 +141,9 @@ pub fn int8_word_dot(ty: GgmlType) -> Option<(&'static str, u32)> {
         IQ4_NL => ("word8_iq4_nl", 8),
         Q2_K => ("word8_q2_k", 16),
         Q3_K => ("word8_q3_k", 16),
-        Q4_K => ("word8_q4_k", 8),
-        Q5_K => ("word8_q5_k", 8),
-        Q6_K => ("word8_q6_k", 8),
+        Q4_K => ("word8_q4_k", 32),
+        Q5_K => ("word8_q5_k", 32),
+        Q6_K => ("word8_q6_k", 32),
         IQ4_XS => ("word8_iq4_xs", 8),
         _ => return None,
     })
@@ -149,8 +151,7 @@ pub fn int8_word_dot(ty: GgmlType) -> Option<(&'static str, u32)> {
 
 /// Whether [`int8_source`] has a kernel for `ty` at width `nc` under `red`.
 pub fn has_int8(ty: GgmlType, nc: u32, red: Reduction) -> bool {
-    int8_dot(ty).is_some()
-        && (nc == TILE_WIDTH || (nc == 1 && matches!(red, Reduction::Subgroup { .. })))
+    int8_dot(ty).is_some() && (nc == TILE_WIDTH || (nc == 1 && red.subgroups()))
 }
 
 /// The kernel for `ty` over the packed int8 input at width `nc`: the one-token mat-vec
@@ -168,14 +169,13 @@ pub fn int8_source(ty: GgmlType, nc: u32, red: Reduction, words: bool) -> Option
              {TILED_TILE}\n{}",
             MATMUL_TILED_INT8.replace("DEQUANT8", &dot.replace("dot8_", "i8_"))
         )),
-        (1, Reduction::Subgroup { rows }) => {
+        (1, _) if red.subgroups() => {
             if let Some(word) = int8_word_dot(ty).filter(|_| words) {
                 (dot, unit) = word;
             }
             Some(format!(
-                "const ROWS: u32 = {rows}u;\nconst UNIT: u32 = {unit}u;\nconst NC: u32 = 1u;\n\
-             {common}\n{}",
-                MATMUL_SUBGROUP.replace("DOT", dot)
+                "const UNIT: u32 = {unit}u;\nconst NC: u32 = 1u;\n{common}\n{}",
+                subgroup_skeleton(red, dot)
             ))
         }
         _ => None,
@@ -185,11 +185,37 @@ pub fn int8_source(ty: GgmlType, nc: u32, red: Reduction, words: bool) -> Option
 /// How a matmul kernel adds up the partial sums of a row.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Reduction {
-    /// The lanes of a subgroup, with `subgroupAdd`; each workgroup owns `rows` rows.
+    /// The lanes of a subgroup, with `subgroupAdd`; each workgroup owns `rows` rows, a
+    /// subgroup each (`matmul_subgroup.wgsl`).
     Subgroup { rows: u32 },
+    /// The 64 threads of a workgroup on one row, each subgroup's lanes with `subgroupAdd`
+    /// and the subgroups' sums in shared memory (`matmul_split.wgsl`): more reads in
+    /// flight per row, for GPUs whose memory needs them.
+    SplitRow,
     /// The 64 threads of a workgroup (one row), in shared memory with barriers: for
     /// adapters without subgroup operations.
     Shared,
+}
+
+impl Reduction {
+    /// Whether the kernels use subgroup operations (and so have the one-token dots).
+    pub fn subgroups(self) -> bool {
+        !matches!(self, Reduction::Shared)
+    }
+}
+
+/// The subgroup mat-vec skeleton `red` names with `dot` as its unit's dot, its constants
+/// but UNIT and NC put before it.
+fn subgroup_skeleton(red: Reduction, dot: &str) -> String {
+    match red {
+        Reduction::Subgroup { rows } => {
+            format!(
+                "const ROWS: u32 = {rows}u;\n{}",
+                MATMUL_SUBGROUP.replace("DOT", dot)
+            )
+        }
+        _ => MATMUL_SPLIT.replace("DOT", dot),
+    }
 }
 
 /// The matmul shader for `ty` with `nc` activation rows per workgroup (the tiled matmul
@@ -207,7 +233,7 @@ pub fn shader_source(ty: GgmlType, nc: u32, red: Reduction) -> Option<String> {
         );
     }
     let source = match red {
-        Reduction::Subgroup { rows } => {
+        Reduction::Subgroup { .. } | Reduction::SplitRow => {
             // The wide kernels serve one activation row (generation); batches keep the
             // chunked one, which dequantizes eight weights once for all its rows.
             let (dot, unit, wide) = match wide_fn(ty).filter(|_| nc == 1) {
@@ -217,9 +243,9 @@ pub fn shader_source(ty: GgmlType, nc: u32, red: Reduction) -> Option<String> {
                 None => ("chunk_dot", 8, String::new()),
             };
             format!(
-                "const ROWS: u32 = {rows}u;\nconst UNIT: u32 = {unit}u;\nconst NC: u32 = {nc}u;\n\
+                "const UNIT: u32 = {unit}u;\nconst NC: u32 = {nc}u;\n\
                  {BINDINGS}\n{INPUT_F32}\n{}\n{BYTES}\n{file}\n{wide}\n",
-                MATMUL_SUBGROUP.replace("DOT", dot)
+                subgroup_skeleton(red, dot)
             )
         }
         Reduction::Shared => format!(
@@ -229,6 +255,13 @@ pub fn shader_source(ty: GgmlType, nc: u32, red: Reduction) -> Option<String> {
     Some(source.replace("DEQUANT", name))
 }
 
+/// One of each kind of [`Reduction`], for [`all_sources`].
+const REDUCTIONS: [Reduction; 3] = [
+    Reduction::Subgroup { rows: 8 },
+    Reduction::SplitRow,
+    Reduction::Shared,
+];
+
 /// (name, WGSL) of every shader the crate can build: each format's mat-vec at each batch
 /// width with both reductions and its tiled matmul, the layer ops, attention and the copy
 /// kernel. For the translation tests.
@@ -237,19 +270,24 @@ pub fn all_sources() -> Vec<(String, String)> {
     all.extend(crate::resident::op_sources());
     for ty in SHADER_TYPES {
         for nc in BATCH_WIDTHS {
-            for red in [Reduction::Subgroup { rows: 8 }, Reduction::Shared] {
+            for red in REDUCTIONS {
                 let source = shader_source(ty, nc, red).expect("every listed type has a shader");
                 all.push((format!("{ty} x{nc} {red:?}"), source));
             }
         }
         let tiled = shader_source(ty, TILE_WIDTH, Reduction::Shared).expect("listed type");
         all.push((format!("{ty} tiled"), tiled));
-        if let Some(int8) = int8_source(ty, 1, Reduction::Subgroup { rows: 8 }, false) {
-            all.push((format!("{ty} x1 int8"), int8));
-        }
-        if int8_word_dot(ty).is_some() {
-            let words = int8_source(ty, 1, Reduction::Subgroup { rows: 8 }, true);
-            all.push((format!("{ty} x1 int8 words"), words.expect("quantized")));
+        for red in REDUCTIONS.into_iter().filter(|r| r.subgroups()) {
+            if let Some(int8) = int8_source(ty, 1, red, false) {
+                all.push((format!("{ty} x1 int8 {red:?}"), int8));
+            }
+            if int8_word_dot(ty).is_some() {
+                let words = int8_source(ty, 1, red, true);
+                all.push((
+                    format!("{ty} x1 int8 words {red:?}"),
+                    words.expect("quantized"),
+                ));
+            }
         }
         if let Some(int8) = int8_source(ty, TILE_WIDTH, Reduction::Shared, false) {
             all.push((format!("{ty} tiled int8"), int8));

@@ -30,9 +30,26 @@ fn gpu_fallback() -> &'static Gpu {
     })
 }
 
-/// Both, to run every check on each.
-fn devices() -> [&'static Gpu; 2] {
-    [gpu(), gpu_fallback()]
+/// The same adapter with the mat-vecs' reduction that the default does not take: all of
+/// a workgroup's subgroups on one row where the adapter's default is a subgroup a row
+/// (software drivers), or the other way round.
+fn gpu_other_rows() -> &'static Gpu {
+    static GPU: OnceLock<Gpu> = OnceLock::new();
+    GPU.get_or_init(|| {
+        let split = gpu().reduction() != Reduction::SplitRow;
+        let g = open(GpuOptions {
+            split_rows: Some(split),
+            ..Default::default()
+        });
+        let red = g.reduction();
+        assert!(!red.subgroups() || (red == Reduction::SplitRow) == split);
+        g
+    })
+}
+
+/// All three, to run every check on each.
+fn devices() -> [&'static Gpu; 3] {
+    [gpu(), gpu_other_rows(), gpu_fallback()]
 }
 
 fn open(options: GpuOptions) -> Gpu {

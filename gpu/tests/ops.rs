@@ -462,19 +462,25 @@ fn cpu_products(ty: GgmlType, w: &[u8], cols: usize, x: &[f32]) -> Vec<f64> {
 fn int8_matmuls_are_the_cpu_kernels_products() {
     let float = common::open(GpuOptions {
         int8: false,
+        split_rows: Some(false),
         ..Default::default()
     });
-    // The one-token int8 mat-vecs with a lane per word and with a lane per block,
-    // whichever the adapter takes by default.
+    // The one-token int8 mat-vecs as hardware adapters take them (a lane per word, a
+    // workgroup per row) and as software drivers do (a lane per block, a subgroup per
+    // row), whichever the adapter takes by default.
     let int8 = common::open(GpuOptions {
         int8_words: Some(true),
+        split_rows: Some(true),
         ..Default::default()
     });
     let blocks = common::open(GpuOptions {
         int8_words: Some(false),
+        split_rows: Some(false),
         ..Default::default()
     });
     assert!(int8.int8() && !float.int8() && int8.int8_words() && !blocks.int8_words());
+    let split = int8.reduction() == loupe_gpu::Reduction::SplitRow;
+    assert!(split != matches!(blocks.reduction(), loupe_gpu::Reduction::SplitRow));
     let mut rng = rand::rngs::StdRng::seed_from_u64(13);
     for ty in loupe_gpu::SHADER_TYPES {
         if loupe_gpu::int8_dot(ty).is_none() {
@@ -491,7 +497,7 @@ fn int8_matmuls_are_the_cpu_kernels_products() {
         let rounding = ActRounding::for_weights(ty).unwrap();
         // One token (the mat-vec, where the adapter has subgroups) and a prompt batch of
         // 40 (the tiled matmul, two workgroups of tokens, one short).
-        let one_token = matches!(int8.reduction(), loupe_gpu::Reduction::Subgroup { .. });
+        let one_token = int8.reduction().subgroups();
         for b in [1, 40].into_iter().filter(|&b| b > 1 || one_token) {
             let x = activations(&mut rng, b * cols);
             // The input at an offset into the matmul input, rounded by `quantize` or by
@@ -565,8 +571,11 @@ fn int8_matmuls_are_the_cpu_kernels_products() {
                 "{ty} b={b}: int8 a lane per block, {e_blocks:e}"
             );
             assert!(e_float <= 5e-4, "{ty} b={b}: float kernel");
-            // An input the int8 kernels have no packed copy of takes the float kernels.
-            let (unrounded, n) = products(0, ActRounding::None, false);
+            // An input the int8 kernels have no packed copy of takes the float kernels
+            // (the same bits on the device that sums rows as the float one does).
+            let (_, n) = products(0, ActRounding::None, false);
+            assert_eq!(n, 0, "{ty} b={b}: an unrounded input took an int8 kernel");
+            let (unrounded, n) = products(2, ActRounding::None, false);
             assert_eq!(n, 0, "{ty} b={b}: an unrounded input took an int8 kernel");
             assert_eq!(
                 bits(&unrounded),

@@ -61,24 +61,26 @@ fn dot8_q8_0(row_base: u32, u: u32, col0: u32, acc: ptr<function, array<f32, NC>
     (*acc)[0] += f16_at(ob) * xq_scale(xb) * f32(s);
 }
 
-// Q4_K and Q5_K · Q8_K, a unit being the 64-weight group g of a super-block of
-// `block_bytes` whose quants start at byte `qs` (Q5_K's fifth bits at byte 16: bit 2g for
-// the low nibbles, 2g + 1 for the high): sub-blocks 2g (low nibbles) and 2g + 1 (high
-// nibbles), each d · scale · Σ q·x − dmin · min · Σ x.
-fn k4_group(row_base: u32, u: u32, col0: u32, block_bytes: u32, qs: u32, five: bool) -> f32 {
-    let ob = row_base + (u >> 2u) * block_bytes;
-    let g = u & 3u;
+// Q4_K and Q5_K · Q8_K: the n words from k0 of the 64-weight group g of the super-block at ob
+// (`block_bytes` long; quants from byte `qs`, Q5_K's fifth bits at byte 16: bit 2g for
+// the low nibbles, 2g + 1 for the high), `sb` its index in the row: low nibbles weights
+// 4k.. of sub-block 2g, high nibbles the same of 2g + 1, each d · scale · Σ q·x − dmin ·
+// min · Σ x. A unit is a whole group here (words 0..8), a run of four words in
+// `dot_int8_words.wgsl`.
+fn k4_words(ob: u32, sb: u32, g: u32, k0: u32, n: u32, col0: u32, qs: u32, five: bool) -> f32 {
     let dm = unpack2x16float(w[ob >> 2u]);
     let s0 = vec2<i32>(k4_scale_min(ob + 4u, 2u * g));
     let s1 = vec2<i32>(k4_scale_min(ob + 4u, 2u * g + 1u));
     let qi = (ob + qs + 32u * g) >> 2u;
-    let xb0 = xq_block(col0, u * 64u);
+    let xb0 = xq_block(col0, sb * 256u + 64u * g);
     let xb1 = xb0 + 9u;
     var q0 = 0;
     var q1 = 0;
     var x0 = 0;
     var x1 = 0;
-    for (var k = 0u; k < 8u; k++) {
+    // A constant count (once inlined), so that compilers unroll the loop.
+    for (var i = 0u; i < n; i++) {
+        let k = k0 + i;
         let v = w[qi + k];
         var lo = v & LOW_NIBBLES;
         var hi = (v >> 4u) & LOW_NIBBLES;
@@ -97,6 +99,12 @@ fn k4_group(row_base: u32, u: u32, col0: u32, block_bytes: u32, qs: u32, five: b
     let sums = s0.x * q0 + s1.x * q1;
     let mins = s0.y * x0 + s1.y * x1;
     return xq_scale(xb0) * (dm.x * f32(sums) - dm.y * f32(mins));
+}
+
+// A unit being the 64-weight group u % 4 of super-block u / 4.
+fn k4_group(row_base: u32, u: u32, col0: u32, block_bytes: u32, qs: u32, five: bool) -> f32 {
+    let sb = u >> 2u;
+    return k4_words(row_base + sb * block_bytes, sb, u & 3u, 0u, 8u, col0, qs, five);
 }
 
 fn dot8_q4_k(row_base: u32, u: u32, col0: u32, acc: ptr<function, array<f32, NC>>) {

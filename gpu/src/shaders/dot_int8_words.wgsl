@@ -1,14 +1,16 @@
-// The one-token mat-vec's dots over the packed int8 input with a lane per word of quants:
-// unit u of a row is the u-th 32-bit word of its quants (two for Q8_0's bytes; Q2_K's and
-// Q3_K's hold four 2-bit fields), so the lanes of a subgroup, which take units one after
-// another, read one run of consecutive words of the weights and, for each nibble half or
-// field, consecutive words of the input. The per-block kernels in `dot_int8.wgsl` give
-// each lane a whole block instead, and a subgroup's load then touches as many 32-byte
-// pieces of memory as it has lanes (GPUs fetch memory for a whole subgroup's load at
-// once, and pay for every piece it touches). The price here is
-// that every lane decodes its block's scales, which a GPU does while waiting for memory.
+// The one-token mat-vec's dots over the packed int8 input with a lane per word of quants,
+// or per run of four words for Q4_K, Q5_K and Q6_K: unit u of a row is the u-th 32-bit
+// word (or run) of its quants (two words for Q8_0's bytes; Q2_K's and Q3_K's words hold
+// four 2-bit fields), so the lanes of a subgroup, which take units one after another,
+// read neighbouring words of the weights and, for each nibble half or field, of the
+// input. The per-block kernels in `dot_int8.wgsl` give each lane a whole block (or a
+// 64-weight group) instead, and a subgroup's load then touches as many 32-byte pieces of
+// memory as it has lanes (GPUs fetch memory for a whole subgroup's load at once, and pay
+// for every piece it touches). The price is that every lane decodes its block's scales
+// for its word or run alone: a few dozen instructions, which for a single word of a
+// K-quant outweigh what the GPU needs to read the word (hence the runs there).
 // Uses the helpers of `dot_int8.wgsl` (`xq_block`, `xq_scale`, the per-word sums);
-// each word's integer sums are scaled once, as the CPU scales each block's.
+// each unit's integer sums are scaled once, as the CPU scales each block's.
 
 // Q4_0 · Q8_0, UNIT 8: the nibbles are 8 above the weight.
 fn word8_q4_0(row_base: u32, u: u32, col0: u32, acc: ptr<function, array<f32, NC>>) {
@@ -77,61 +79,54 @@ fn word8_q8_0(row_base: u32, u: u32, col0: u32, acc: ptr<function, array<f32, NC
     (*acc)[0] += f16_at(ob) * xq_scale(xb) * f32(s);
 }
 
-// Q4_K and Q5_K · Q8_K, UNIT 8: word k of a super-block's 32 words of nibbles (at byte
-// `qs`), in 64-weight group g = k / 8: low nibbles weights 4(k % 8).. of sub-block 2g,
-// high nibbles the same of 2g + 1 (Q5_K's fifth bits in word k % 8 of its 32 high-bit
-// bytes at byte 16: bit 2g for the low nibbles, 2g + 1 for the high).
-fn k4_word(row_base: u32, u: u32, col0: u32, block_bytes: u32, qs: u32, five: bool) -> f32 {
-    let ob = row_base + (u >> 5u) * block_bytes;
-    let k = u & 31u;
-    let g = k >> 3u;
-    let kw = k & 7u;
-    let dm = unpack2x16float(w[ob >> 2u]);
-    let s0 = vec2<i32>(k4_scale_min(ob + 4u, 2u * g));
-    let s1 = vec2<i32>(k4_scale_min(ob + 4u, 2u * g + 1u));
-    let v = w[((ob + qs) >> 2u) + k];
-    var lo = v & LOW_NIBBLES;
-    var hi = (v >> 4u) & LOW_NIBBLES;
-    if five {
-        let h = w[((ob + 16u) >> 2u) + kw];
-        lo |= ((h >> (2u * g)) & ONES) << 4u;
-        hi |= ((h >> (2u * g + 1u)) & ONES) << 4u;
-    }
-    let xb0 = xq_block(col0, (u >> 5u) * 256u + 64u * g);
-    let a = xq[xb0 + kw];
-    let b = xq[xb0 + 9u + kw];
-    let sums = s0.x * dot4I8Packed(lo, a) + s1.x * dot4I8Packed(hi, b);
-    let mins = s0.y * dot4I8Packed(ONES, a) + s1.y * dot4I8Packed(ONES, b);
-    return xq_scale(xb0) * (dm.x * f32(sums) - dm.y * f32(mins));
+// The K-quants with a lane per run of four words (UNIT 32): a lane's per-word share of
+// decoding a super-block's scales would cost a GPU more time than reading its word, and
+// the run's 16 bytes still lie next to its neighbours' (eight lanes read a super-block's
+// quants whole).
+
+// Q4_K and Q5_K · Q8_K: run j of a super-block's eight (at byte `qs`), words 4(j % 2)..
+// of its 64-weight group j / 2 (see `k4_words`).
+fn k4_word_run(row_base: u32, u: u32, col0: u32, block_bytes: u32, qs: u32, five: bool) -> f32 {
+    let sb = u >> 3u;
+    let j = u & 7u;
+    let k0 = 4u * (j & 1u);
+    return k4_words(row_base + sb * block_bytes, sb, j >> 1u, k0, 4u, col0, qs, five);
 }
 
 fn word8_q4_k(row_base: u32, u: u32, col0: u32, acc: ptr<function, array<f32, NC>>) {
-    (*acc)[0] += k4_word(row_base, u, col0, 144u, 16u, false);
+    (*acc)[0] += k4_word_run(row_base, u, col0, 144u, 16u, false);
 }
 
 fn word8_q5_k(row_base: u32, u: u32, col0: u32, acc: ptr<function, array<f32, NC>>) {
-    (*acc)[0] += k4_word(row_base, u, col0, 176u, 48u, true);
+    (*acc)[0] += k4_word_run(row_base, u, col0, 176u, 48u, true);
 }
 
-// Q6_K · Q8_K, UNIT 8: word l4 of the t-th 32 bytes of half n's low bits (64n + 32t):
-// low nibbles weights 4·l4.. of quarter t of the half, high nibbles the same of quarter
-// t + 2; their top two bits in word l4 of the half's 32 high-bit bytes (bits 2q for
-// quarter q), their signed scales in byte 2q + l4 / 4 of the half's eight.
+// Q6_K · Q8_K: run r of the t-th 32 bytes of half n's low bits (64n + 32t), words l4 =
+// 4r..4r + 3: low nibbles weights 4·l4.. of quarter t of the half, high nibbles the same
+// of quarter t + 2; their top two bits in word l4 of the half's 32 high-bit bytes (bits
+// 2q for quarter q), their signed scales bytes 2t + r and 2t + r + 4 of the half's eight
+// (one 16-weight run of each quarter).
 fn word8_q6_k(row_base: u32, u: u32, col0: u32, acc: ptr<function, array<f32, NC>>) {
-    let ob = row_base + (u >> 5u) * 210u;
-    let n = (u >> 4u) & 1u;
-    let t = (u >> 3u) & 1u;
-    let l4 = u & 7u;
-    let ql = u32_at(ob + 64u * n + 32u * t + 4u * l4);
-    let qh = u32_at(ob + 128u + 32u * n + 4u * l4);
-    let lo = (ql & LOW_NIBBLES) | (((qh >> (2u * t)) & 0x03030303u) << 4u);
-    let hi = ((ql >> 4u) & LOW_NIBBLES) | (((qh >> (2u * t + 4u)) & 0x03030303u) << 4u);
-    let xb = xq_block(col0, (u >> 5u) * 256u + 128u * n + 32u * t);
-    let a = xq[xb + l4];
-    let b = xq[xb + 18u + l4];
-    let sc = ob + 192u + 8u * n + 2u * t + (l4 >> 2u);
-    let total = i8_at(sc) * (dot4I8Packed(lo, a) - 32 * dot4I8Packed(ONES, a))
-        + i8_at(sc + 4u) * (dot4I8Packed(hi, b) - 32 * dot4I8Packed(ONES, b));
+    let ob = row_base + (u >> 3u) * 210u;
+    let n = (u >> 2u) & 1u;
+    let t = (u >> 1u) & 1u;
+    let r = u & 1u;
+    let xb = xq_block(col0, (u >> 3u) * 256u + 128u * n + 32u * t);
+    var s_lo = 0;
+    var s_hi = 0;
+    for (var i = 0u; i < 4u; i++) {
+        let l4 = 4u * r + i;
+        let ql = u32_at(ob + 64u * n + 32u * t + 4u * l4);
+        let qh = u32_at(ob + 128u + 32u * n + 4u * l4);
+        let lo = (ql & LOW_NIBBLES) | (((qh >> (2u * t)) & 0x03030303u) << 4u);
+        let hi = ((ql >> 4u) & LOW_NIBBLES) | (((qh >> (2u * t + 4u)) & 0x03030303u) << 4u);
+        let a = xq[xb + l4];
+        let b = xq[xb + 18u + l4];
+        s_lo += dot4I8Packed(lo, a) - 32 * dot4I8Packed(ONES, a);
+        s_hi += dot4I8Packed(hi, b) - 32 * dot4I8Packed(ONES, b);
+    }
+    let sc = ob + 192u + 8u * n + 2u * t + r;
+    let total = i8_at(sc) * s_lo + i8_at(sc + 4u) * s_hi;
     (*acc)[0] += f16_at(ob + 208u) * xq_scale(xb) * f32(total);
 }
 
