@@ -13,7 +13,8 @@
 # the GPU and on the CPU alone, tg as a fraction of the bandwidth limit (weights read per
 # token over the copy bandwidth), the GPU/CPU ratios, the device time per pass of the
 # 512-token prompt and per generated token by kernel (each dispatch timed with timestamp
-# queries) with the share of the
+# queries; each matmul's weights read per second of its time, for each variant below too)
+# with the share of the
 # device's span spent between dispatches, tg with the float mat-vecs instead of the int8
 # ones (LOUPE_GPU_INT8=off), with the int8 mat-vecs giving a lane a block rather than a word
 # (LOUPE_GPU_WORDS=off), with a subgroup per row of the mat-vecs rather than a workgroup
@@ -61,6 +62,13 @@ mkdir -p "$dir"
 field() { sed -n "s/.*\"$1\":\"\{0,1\}\([^,\"}]*\).*/\1/p" | head -1; }
 # The median of a test ("tg128") in bench's JSON line.
 median() { sed -n "s/.*\"$1\":{\"max\":[^,]*,\"median\":\([^,}]*\).*/\1/p;s/.*\"$1\":{\"median\":\([^,}]*\).*/\1/p" | head -1; }
+# The matmuls' lines (device time and weight rate) and the dispatch total of a profiled
+# tg16 of $model with the environment settings given, to see which kernels a variant
+# changes.
+tg_profile() {
+  env "$@" LOUPE_GPU_PROFILE=1 "$loupe" bench --reps 1 -p 0 -n 16 --gpu-layers all --gpu "$gpu" "$model" 2>&1 \
+    | grep -E '^  (matmul|all dispatches)' || true
+}
 
 echo "== loupe $("$loupe" --version | awk '{print $2}') on $(uname -srm), $(nproc) CPUs"
 echo "== adapters"
@@ -135,15 +143,19 @@ for ty in ${types//,/ }; do
   echo "== $shape $ty: GPU tg128 with the float mat-vecs (LOUPE_GPU_INT8=off)"
   float_json=$(LOUPE_GPU_INT8=off "$loupe" bench --json --reps "$reps" -p 0 -n 128 --gpu-layers all --gpu "$gpu" "$model")
   echo "$float_json"
+  tg_profile LOUPE_GPU_INT8=off
   echo "== $shape $ty: GPU tg128 with a lane per block in the int8 mat-vecs (LOUPE_GPU_WORDS=off)"
   blocks_json=$(LOUPE_GPU_WORDS=off "$loupe" bench --json --reps "$reps" -p 0 -n 128 --gpu-layers all --gpu "$gpu" "$model")
   echo "$blocks_json"
+  tg_profile LOUPE_GPU_WORDS=off
   echo "== $shape $ty: GPU tg128 with a subgroup per row in the mat-vecs (LOUPE_GPU_SPLIT=off)"
   rows_json=$(LOUPE_GPU_SPLIT=off "$loupe" bench --json --reps "$reps" -p 0 -n 128 --gpu-layers all --gpu "$gpu" "$model")
   echo "$rows_json"
+  tg_profile LOUPE_GPU_SPLIT=off
   echo "== $shape $ty: GPU tg128 with one dispatch per matrix (LOUPE_GPU_STACK=off)"
   single_json=$(LOUPE_GPU_STACK=off "$loupe" bench --json --reps "$reps" -p 0 -n 128 --gpu-layers all --gpu "$gpu" "$model")
   echo "$single_json"
+  tg_profile LOUPE_GPU_STACK=off
   echo "== $shape $ty: CPU alone"
   cpu_json=$("$loupe" bench --json --reps "$reps" -p 512 -n 128 --gpu off "$model")
   echo "$cpu_json"

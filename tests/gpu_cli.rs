@@ -206,6 +206,26 @@ fn offloaded_layers_continue_a_prompt_as_the_cpu_does() {
     );
     let timed = |k: &serde_json::Value| k["us_per_token"].as_f64().unwrap_or(0.0) > 0.0;
     assert!(kernels.iter().all(timed), "{profiled}");
+    // Each matmul says how fast it read its weights; over a token they read every matrix
+    // once: what bench counts as the weights per token, less the norms' vectors.
+    let matmul_bytes: f64 = kernels
+        .iter()
+        .filter(|k| named(k).starts_with("matmul"))
+        .map(|k| {
+            let rate = k["weight_gb_per_s"].as_f64().expect("a matmul's rate");
+            rate * 1e9 * k["us_per_token"].as_f64().unwrap() * 1e-6
+        })
+        .sum();
+    let per_token = profiled["weight_bytes_per_token"].as_f64().unwrap();
+    assert!(
+        matmul_bytes <= per_token && matmul_bytes >= 0.9 * per_token,
+        "matmuls read {matmul_bytes} bytes per token of {per_token}: {profiled}"
+    );
+    let mut others = kernels.iter().filter(|k| !named(k).starts_with("matmul"));
+    assert!(
+        others.all(|k| k.get("weight_gb_per_s").is_none()),
+        "{profiled}"
+    );
     // The pp test is profiled per pass: the layers' matmuls take the 8-token kernels, the
     // output projection of the last token alone (bench asks for its logits only) one
     // mat-vec.

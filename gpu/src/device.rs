@@ -321,6 +321,16 @@ pub struct KernelTime {
     pub kernel: String,
     pub dispatches: u64,
     pub seconds: f64,
+    /// The bytes of weights its dispatches read (matmuls; 0 for the other kernels).
+    pub weight_bytes: f64,
+}
+
+impl KernelTime {
+    /// The weights it read per second of its own time (bytes/s); `None` for a kernel
+    /// that reads none.
+    pub fn weight_rate(&self) -> Option<f64> {
+        (self.weight_bytes > 0.0 && self.seconds > 0.0).then(|| self.weight_bytes / self.seconds)
+    }
 }
 
 impl Gpu {
@@ -496,7 +506,7 @@ impl Gpu {
         all
     }
 
-    pub(crate) fn add_profile(&self, kernel: &str, seconds: f64) {
+    pub(crate) fn add_profile(&self, kernel: &str, seconds: f64, weight_bytes: u64) {
         let mut p = self.profile.lock().unwrap_or_else(|e| e.into_inner());
         let t = p.entry(kernel.to_string()).or_insert_with(|| KernelTime {
             kernel: kernel.to_string(),
@@ -504,6 +514,7 @@ impl Gpu {
         });
         t.dispatches += 1;
         t.seconds += seconds;
+        t.weight_bytes += weight_bytes as f64;
     }
 
     /// Adds one submission's times to [`Gpu::call_stats`].

@@ -308,9 +308,14 @@ pub fn run(args: &BenchArgs, out: &mut impl Write) -> Result<()> {
         }
         let tokens = tg_tokens_of(args.reps, args.n_gen);
         for k in profile {
+            // A matmul's weights read per second of its own time: against the copy
+            // bandwidth, how far its kernel is from the memory's limit.
+            let rate = k
+                .weight_rate()
+                .map_or(String::new(), |r| format!(", weights at {}", gb_per_s(r)));
             writeln!(
                 out,
-                "  {:<22} {:>7.1} µs per token over {:.0} dispatches",
+                "  {:<22} {:>7.1} µs per token over {:.0} dispatches{rate}",
                 k.kernel,
                 k.seconds * 1e6,
                 k.dispatches as f64 / tokens
@@ -435,14 +440,35 @@ fn profile_json(
             o.insert("kernel".into(), k.kernel.clone().into());
             o.insert(count_key.into(), (k.dispatches as f64 / units).into());
             o.insert(time_key.into(), (k.seconds * scale).into());
+            if let Some(r) = k.weight_rate() {
+                o.insert("weight_gb_per_s".into(), (r / 1e9).into());
+            }
             serde_json::Value::Object(o)
         })
         .collect()
 }
 
-/// `times` with seconds per unit (token or pass; dispatch counts stay totals).
+/// A rate in bytes per second as GB/s with three figures or more (a software driver's
+/// are below one).
+fn gb_per_s(rate: f64) -> String {
+    let gb = rate / 1e9;
+    let decimals = if gb >= 100.0 {
+        0
+    } else if gb >= 1.0 {
+        1
+    } else {
+        3
+    };
+    format!("{gb:.decimals$} GB/s")
+}
+
+/// `times` with seconds and weight bytes per unit (token or pass; dispatch counts stay
+/// totals).
 fn per_unit(mut times: Vec<loupe_gpu::KernelTime>, units: f64) -> Vec<loupe_gpu::KernelTime> {
-    times.iter_mut().for_each(|k| k.seconds /= units);
+    for k in &mut times {
+        k.seconds /= units;
+        k.weight_bytes /= units;
+    }
     times
 }
 

@@ -317,6 +317,7 @@ impl<'w> Batch<'w> {
                     target,
                     out_len,
                     groups: [gx, groups.div_ceil(gx), b.div_ceil(nc)],
+                    weight_bytes: (part.rows * w.row_bytes) as u64,
                 },
                 &p.bytes(),
             );

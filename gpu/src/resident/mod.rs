@@ -375,6 +375,8 @@ enum Step<'w> {
         target: Target,
         out_len: u64,
         groups: [u32; 3],
+        /// The bytes of weights the part holds (for the profile's rates).
+        weight_bytes: u64,
     },
 }
 
@@ -392,6 +394,14 @@ impl Step<'_> {
                 let kind = if int8 && *packed { " int8" } else { "" };
                 format!("matmul {} x{}{kind}", pipeline.0, pipeline.1)
             }
+        }
+    }
+
+    /// The weight bytes a matmul step reads; 0 for the others.
+    fn weight_bytes(&self) -> u64 {
+        match self {
+            Step::Op { .. } => 0,
+            Step::Matmul { weight_bytes, .. } => *weight_bytes,
         }
     }
 }

@@ -404,6 +404,7 @@ impl Workspace {
                 target,
                 out_len,
                 groups,
+                ..
             } => {
                 let int8 = *int8 && self.int8;
                 self.int8_dispatches += int8 as u64;
@@ -573,6 +574,7 @@ impl Workspace {
                 gpu.add_profile(
                     &step.name(self.int8),
                     end.saturating_sub(start) as f64 * s_per_tick,
+                    step.weight_bytes(),
                 );
                 first = first.min(start);
                 last = last.max(end);
