@@ -263,7 +263,7 @@ const REDUCTIONS: [Reduction; 3] = [
 ];
 
 /// (name, WGSL) of every shader the crate can build: each format's mat-vec at each batch
-/// width with both reductions and its tiled matmul, the layer ops, attention and the copy
+/// width with each reduction and its tiled matmul, the layer ops, attention and the copy
 /// kernel. For the translation tests.
 pub fn all_sources() -> Vec<(String, String)> {
     let mut all = vec![("copy".to_string(), COPY.to_string())];
