@@ -3,9 +3,9 @@
 // time (`DOT`, as in `matmul_subgroup.wgsl`), each subgroup adds its lanes with one
 // subgroupAdd per activation row, and the first thread adds the subgroups' sums, in
 // subgroup order, through shared memory. A GPU keeps its memory busy only with many reads
-// in flight; with a subgroup per row, a matrix of 4096 rows (an 8B model's K, V, output
-// and down projections) has too few subgroups on the device, each waiting for one read
-// before the next, to do that.
+// in flight; with a subgroup per row, a matrix of a few thousand rows (an 8B model's
+// stacked Q/K/V, attention output and down projections) has too few subgroups on the
+// device, each waiting for one read before the next, to do that.
 
 const WG: u32 = 64u;
 var<workgroup> partial: array<f32, WG * NC>;
