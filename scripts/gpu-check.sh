@@ -3,7 +3,7 @@
 # alone: nothing installed and no model needed (the models are synthesized).
 #
 #   scripts/gpu-check.sh [--reps N] [--types Q4_K_M,Q4_0] [--shape llama3-8b] [--dir DIR]
-#                        [--vocab-from MODEL] [--gpu WHICH] [--depth N] [LOUPE]
+#                        [--vocab-from MODEL] [--gpu WHICH] [--depth N] [--peer PEER] [LOUPE]
 #
 # Prints the adapters and the chosen adapter's copy bandwidth, checks that the GPU agrees
 # with the CPU (a synthetic small model of each type scored against the CPU path by
@@ -20,9 +20,12 @@
 # (LOUPE_GPU_WORDS=off), with a subgroup per row of the mat-vecs rather than a workgroup
 # (LOUPE_GPU_SPLIT=off), with one dispatch per matrix instead of stacked Q/K/V and
 # gate/up (LOUPE_GPU_STACK=off), and tg at depth 0 and --depth (default 4096, a synthetic
-# cache) over an f16 and a q8_0 KV cache with every layer on the GPU. The synthetic models are
-# kept in DIR (default /tmp/loupe-gpu-check) for a rerun. `--gpu software --shape tiny` runs the
-# script's plumbing on a software driver (a functional check, never a speed).
+# cache) over an f16 and a q8_0 KV cache with every layer on the GPU. With `--peer PEER` (the
+# peer from scripts/build-peer-vulkan.sh) llama.cpp's Vulkan backend runs the same
+# benchmarks on the same GPU and models, and loupe's figures are also given as ratios to
+# it. The synthetic models are kept in DIR (default /tmp/loupe-gpu-check) for a rerun.
+# `--gpu software --shape tiny` runs the script's plumbing on a software driver (a
+# functional check, never a speed).
 #
 # Needs a Vulkan driver (the GPU vendor's, with the Vulkan loader libvulkan.so.1); on
 # macOS, Metal. Without one it says so and exits with status 2.
@@ -36,6 +39,7 @@ shape=llama3-8b
 gpu=auto
 depth=4096
 loupe=
+peer=
 while [ $# -gt 0 ]; do
   case "$1" in
     --reps) reps=$2; shift 2 ;;
@@ -45,7 +49,8 @@ while [ $# -gt 0 ]; do
     --shape) shape=$2; shift 2 ;;
     --gpu) gpu=$2; shift 2 ;;
     --depth) depth=$2; shift 2 ;;
-    -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
+    --peer) peer=$2; shift 2 ;;
+    -h|--help) sed -n '2,31p' "$0"; exit 0 ;;
     *) loupe=$1; shift ;;
   esac
 done
@@ -57,6 +62,12 @@ if [ -z "$loupe" ]; then
 fi
 [ -n "$loupe" ] && [ -x "$loupe" ] || { echo "gpu-check: no loupe binary (give its path)" >&2; exit 1; }
 mkdir -p "$dir"
+if [ -n "$peer" ]; then
+  [ -x "$peer" ] || { echo "gpu-check: --peer $peer is not an executable" >&2; exit 1; }
+  # llama.cpp's Vulkan backend skips software drivers unless picked by index; on a machine
+  # whose only Vulkan device is lavapipe, that is index 0.
+  [ "$gpu" = software ] && export GGML_VK_VISIBLE_DEVICES=${GGML_VK_VISIBLE_DEVICES:-0}
+fi
 
 # A field of a one-line JSON object: number, string or bool (no jq on a bare machine).
 field() { sed -n "s/.*\"$1\":\"\{0,1\}\([^,\"}]*\).*/\1/p" | head -1; }
@@ -73,6 +84,10 @@ tg_profile() {
 echo "== loupe $("$loupe" --version | awk '{print $2}') on $(uname -srm), $(nproc) CPUs"
 echo "== adapters"
 "$loupe" gpu
+if [ -n "$peer" ]; then
+  echo "== llama.cpp's GPUs (peer)"
+  "$peer" gpu || { echo "gpu-check: the peer did not start (it links libvulkan.so.1 and libstdc++)" >&2; exit 1; }
+fi
 if [ "$gpu" = auto ] && ! "$loupe" gpu --json | grep -q '"kind":"\(discrete\|integrated\)"'; then
   if ! { ldconfig -p 2>/dev/null | grep -q 'libvulkan\.so\.1'; } && [ "$(uname)" = Linux ]; then
     echo "gpu-check: no Vulkan loader (libvulkan.so.1): install the GPU driver's Vulkan support (Debian: libvulkan1 and the vendor's driver)" >&2
@@ -137,6 +152,12 @@ for ty in ${types//,/ }; do
   echo "== $shape $ty: GPU (all layers and the output)"
   gpu_json=$("$loupe" bench --json --reps "$reps" -p 512 -n 128 --gpu-layers all --gpu "$gpu" "$model")
   echo "$gpu_json"
+  peer_json=
+  if [ -n "$peer" ]; then
+    echo "== $shape $ty: llama.cpp's Vulkan backend (peer, all layers and the output, flash attention)"
+    peer_json=$("$peer" bench --json --reps "$reps" -p 512 -n 128 --gpu-layers all "$model")
+    echo "$peer_json"
+  fi
   echo "== $shape $ty: where the GPU's time goes per pass of a 512-token prompt and per generated token (LOUPE_GPU_PROFILE=1)"
   LOUPE_GPU_PROFILE=1 "$loupe" bench --reps 1 -p 512 -n 32 --gpu-layers all --gpu "$gpu" "$model" 2>&1 \
     | sed -n '/on the GPU:/,/^load/p' | sed '$d'
@@ -177,10 +198,23 @@ for ty in ${types//,/ }; do
     printf "  GPU tg128 as by default (a workgroup per mat-vec row on a hardware adapter) / a subgroup per row: %.1f / %.1f tok/s = %.2fx\n", gtg, rtg, gtg / rtg;
     printf "  GPU tg128 with stacked Q/K/V and gate/up / one dispatch per matrix: %.1f / %.1f tok/s = %.2fx\n", gtg, stg, gtg / stg;
   }'
+  if [ -n "$peer_json" ]; then
+    l_pp=$(echo "$peer_json" | median pp512); l_tg=$(echo "$peer_json" | median tg128)
+    awk -v wb="$wb" -v gbps="$gbps" -v gpp="$g_pp" -v gtg="$g_tg" -v lpp="$l_pp" -v ltg="$l_tg" 'BEGIN {
+      limit = gbps * 1e9 / wb;
+      printf "  llama.cpp Vulkan pp512 %.1f tok/s, tg128 %.1f tok/s = %.1f%% of the bandwidth limit\n", lpp, ltg, 100 * ltg / limit;
+      printf "  loupe GPU / llama.cpp Vulkan: pp512 %.2fx, tg128 %.2fx\n", gpp / lpp, gtg / ltg;
+    }'
+  fi
   for kv in f16 q8_0; do
     echo "== $shape $ty: GPU tg32 at depth 0 and $depth, $kv KV cache"
     "$loupe" bench --reps "$reps" -p 0 -n 32 -d "0,$depth" --synthetic-depth --kv-type "$kv" \
       --gpu-layers all --gpu "$gpu" "$model" 2>&1 | grep -E '^ *tg|^gpu:' || true
+    if [ -n "$peer" ]; then
+      echo "   llama.cpp's Vulkan backend, the same synthetic cache:"
+      "$peer" bench --reps "$reps" -p 0 -n 32 -d "0,$depth" --synthetic-depth --kv-type "$kv" \
+        --gpu-layers all "$model" 2>&1 | grep -E '^ *tg' || true
+    fi
   done
 done
 if [ "$disagree" != 0 ]; then

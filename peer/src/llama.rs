@@ -1,7 +1,8 @@
-//! A llama.cpp model and one context on the CPU: tokenize, logits, greedy, perplexity.
+//! A llama.cpp model and one context: tokenize, logits, greedy, perplexity.
 //!
-//! One [`Llama`] owns a `llama_model` (memory-mapped, no GPU layers) and a single-sequence
-//! `llama_context`; dropping it frees both. It holds raw pointers, so it is neither `Send`
+//! One [`Llama`] owns a `llama_model` (memory-mapped; on the CPU unless
+//! [`ContextOptions::gpu_layers`] asks for a GPU, which needs the `vulkan` feature) and a
+//! single-sequence `llama_context`; dropping it frees both. It holds raw pointers, so it is neither `Send`
 //! nor `Sync`: llama.cpp contexts are not thread-safe.
 
 use std::ffi::CString;
@@ -44,6 +45,71 @@ pub struct ContextOptions {
     /// attention.
     pub type_k: Option<sys::ggml_type>,
     pub type_v: Option<sys::ggml_type>,
+    /// llama.cpp's `n_gpu_layers` (`-ngl`): the last N layers (N above the layer count
+    /// takes the output too) on the GPU, negative for all of them; 0, the default, keeps
+    /// everything on the CPU. Above 0 it needs a peer built with a GPU backend.
+    pub gpu_layers: i32,
+}
+
+/// Whether this peer was built with a GPU backend (its `vulkan` feature). Not llama.cpp's
+/// `llama_supports_gpu_offload`, which also says no when the backend found no device.
+pub fn gpu_backend_built() -> bool {
+    cfg!(feature = "vulkan")
+}
+
+/// Why llama.cpp cannot offload here, or `None` when it sees a GPU.
+pub fn no_gpu_reason() -> Option<&'static str> {
+    if !gpu_backend_built() {
+        Some("this peer was built without a GPU backend (scripts/build-peer-vulkan.sh builds one)")
+    } else if gpu_devices().is_empty() {
+        Some("llama.cpp's GPU backend found no GPU (it takes a software driver such as lavapipe only when picked: GGML_VK_VISIBLE_DEVICES=0)")
+    } else {
+        None
+    }
+}
+
+/// The GPUs llama.cpp's backends see, as "name: description (free/total MiB)"; empty in a
+/// peer built without a GPU backend. `GGML_VK_VISIBLE_DEVICES` picks Vulkan devices by
+/// index, which is how a software driver (lavapipe), skipped by default, is chosen.
+pub fn gpu_devices() -> Vec<String> {
+    crate::init();
+    /// A device's name or description; its strings live as long as the process.
+    fn text(p: *const std::ffi::c_char) -> String {
+        if p.is_null() {
+            return String::new();
+        }
+        // SAFETY: non-null, and ggml's device strings are NUL-terminated statics.
+        unsafe { std::ffi::CStr::from_ptr(p) }
+            .to_string_lossy()
+            .into_owned()
+    }
+    // SAFETY: the registry is filled by llama_backend_init (in init).
+    let count = unsafe { sys::ggml_backend_dev_count() };
+    let mut found = Vec::new();
+    for i in 0..count {
+        let (mut free, mut total) = (0usize, 0usize);
+        // SAFETY: every index below the count names a live, registered device; the memory
+        // query writes the two counts it is given.
+        let (kind, name, desc) = unsafe {
+            let dev = sys::ggml_backend_dev_get(i);
+            sys::ggml_backend_dev_memory(dev, &mut free, &mut total);
+            (
+                sys::ggml_backend_dev_type(dev),
+                sys::ggml_backend_dev_name(dev),
+                sys::ggml_backend_dev_description(dev),
+            )
+        };
+        if kind == sys::GGML_BACKEND_DEVICE_TYPE_GPU || kind == sys::GGML_BACKEND_DEVICE_TYPE_IGPU {
+            found.push(format!(
+                "{}: {} ({} of {} MiB free)",
+                text(name),
+                text(desc),
+                free >> 20,
+                total >> 20
+            ));
+        }
+    }
+    found
 }
 
 /// A KV cache type by llama.cpp's name (f16, f32, q8_0, q4_0: the ones loupe has).
@@ -150,9 +216,14 @@ impl Llama {
                 .with_context(|| format!("path {} is not UTF-8", path.display()))?,
         )?;
 
+        if opts.gpu_layers != 0 {
+            if let Some(why) = no_gpu_reason() {
+                bail!("cannot put layers on a GPU: {why}");
+            }
+        }
         // SAFETY: returns a plain struct of defaults.
         let mut mp = unsafe { sys::llama_model_default_params() };
-        mp.n_gpu_layers = 0;
+        mp.n_gpu_layers = opts.gpu_layers;
         mp.load_mode = sys::LLAMA_LOAD_MODE_MMAP;
         // SAFETY: c_path is a valid NUL-terminated string and mp a fully initialized
         // params struct; llama.cpp returns null on failure.

@@ -46,6 +46,34 @@ fn bench_measures_each_depth_with_the_kv_types_asked_for() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("q5_1"));
 }
 
+/// `--gpu-layers` (`-ngl`) offloads where llama.cpp sees a GPU (a peer built with
+/// `--features vulkan`) and otherwise fails saying why: built without a GPU backend, or a
+/// backend that found none.
+#[test]
+fn bench_gpu_layers_offload_or_say_why() {
+    let o = Command::new(env!("CARGO_BIN_EXE_peer"))
+        .args(["-t", "1", "bench"])
+        .arg(model_path(GEMMA))
+        .args(["-p", "8", "-n", "2", "--reps", "1", "--json", "-ngl", "all"])
+        .output()
+        .expect("run peer");
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    match peer::llama::no_gpu_reason() {
+        Some(why) => {
+            assert!(!o.status.success(), "offloaded with no GPU: {stderr}");
+            assert!(stderr.contains(why), "{stderr}");
+        }
+        None => {
+            assert!(o.status.success(), "{stderr}");
+            let j: serde_json::Value =
+                serde_json::from_str(String::from_utf8(o.stdout).unwrap().trim()).unwrap();
+            assert_eq!(j["gpu_layers"], -1, "{j}");
+            assert!(!j["gpu"].as_str().unwrap().is_empty(), "{j}");
+            assert!(j["tg2"]["median"].as_f64().unwrap() > 0.0, "{j}");
+        }
+    }
+}
+
 /// `bench --synthetic-depth` in both engines times attention over the same cache: llama.cpp
 /// loaded with the peer's made-up state and loupe filled by `Context::fill_synthetic` give
 /// next-token distributions after it as close as after a real prefix of the same length
@@ -70,6 +98,7 @@ fn a_synthetic_depth_is_the_same_cache_in_both_engines() {
         flash_attn: Some(true),
         type_k: None,
         type_v: None,
+        ..Default::default()
     };
     let mut llama = Llama::load_with(&path, params, opts).unwrap();
     let tokens = llama

@@ -95,6 +95,7 @@ fn quantized_kv_caches_cost_what_they_cost_in_llama_cpp() {
                 flash_attn: Some(true),
                 type_k: Some(ty),
                 type_v: Some(ty),
+                ..Default::default()
             };
             Llama::load_with(&path, params, opts).unwrap()
         };

@@ -38,6 +38,7 @@ fn llama(path: &std::path::Path, t: KvType) -> Llama {
         flash_attn: Some(true),
         type_k: Some(ty),
         type_v: Some(ty),
+        ..Default::default()
     };
     Llama::load_with(path, params, opts).unwrap()
 }

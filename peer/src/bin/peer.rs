@@ -59,10 +59,17 @@ enum Cmd {
         /// same numbers) instead of evaluating a prompt of that length.
         #[arg(long)]
         synthetic_depth: bool,
+        /// Layers on the GPU (llama.cpp's -ngl): N takes the last N layers (above the layer
+        /// count, the output too), `all` every layer and the output. Needs a peer built
+        /// with `--features vulkan`.
+        #[arg(long = "gpu-layers", value_name = "N|all", default_value = "0", value_parser = parse_gpu_layers)]
+        gpu_layers: i32,
         /// One line of JSON per depth instead of a table.
         #[arg(long)]
         json: bool,
     },
+    /// The GPUs llama.cpp sees (none in a peer built without `--features vulkan`).
+    Gpu,
     /// Token ids and pieces of a text.
     Tokenize {
         model: PathBuf,
@@ -119,6 +126,7 @@ fn main() {
     let args = std::env::args_os().map(|a| match a.to_str() {
         Some("-ctk") => "--cache-type-k".into(),
         Some("-ctv") => "--cache-type-v".into(),
+        Some("-ngl") => "--gpu-layers".into(),
         _ => a,
     });
     let cli = Cli::parse_from(args);
@@ -148,6 +156,7 @@ fn run(cli: Cli) -> Result<()> {
             cache_type_k,
             cache_type_v,
             synthetic_depth,
+            gpu_layers,
             json,
         } => {
             ensure!(reps > 0, "--reps must be at least 1");
@@ -160,6 +169,7 @@ fn run(cli: Cli) -> Result<()> {
                 flash_attn: Some(true),
                 type_k: Some(kv_type(&k_name)?),
                 type_v: Some(kv_type(&v_name)?),
+                gpu_layers,
             };
             // One context for every depth, as loupe's bench sizes it: the deepest depth
             // plus the longer test; the depth is decoded in batches of at least 512.
@@ -207,6 +217,10 @@ fn run(cli: Cli) -> Result<()> {
                     obj.insert("flash_attn".into(), true.into());
                     obj.insert("n_ctx".into(), llama.n_ctx().into());
                     obj.insert("threads".into(), threads.into());
+                    obj.insert("gpu_layers".into(), gpu_layers.into());
+                    if gpu_layers != 0 {
+                        obj.insert("gpu".into(), peer::llama::gpu_devices().join("; ").into());
+                    }
                     obj.insert("model".into(), model.display().to_string().into());
                     writeln!(out, "{}", serde_json::Value::Object(obj))?;
                 }
@@ -220,6 +234,18 @@ fn run(cli: Cli) -> Result<()> {
                     threads,
                     reps
                 )?;
+                if gpu_layers != 0 {
+                    let layers = if gpu_layers < 0 {
+                        "all".to_string()
+                    } else {
+                        gpu_layers.to_string()
+                    };
+                    writeln!(
+                        out,
+                        "GPU layers {layers} on {}",
+                        peer::llama::gpu_devices().join("; ")
+                    )?;
+                }
                 let width = bench::test_name("pp", n_prompt.max(n_gen), max_depth)
                     .len()
                     .max(8);
@@ -248,6 +274,14 @@ fn run(cli: Cli) -> Result<()> {
                         "depths filled with synthetic keys and values (--synthetic-depth), not evaluated"
                     )?;
                 }
+            }
+        }
+        Cmd::Gpu => {
+            if let Some(why) = peer::llama::no_gpu_reason() {
+                writeln!(out, "no GPU for llama.cpp: {why}")?;
+            }
+            for d in peer::llama::gpu_devices() {
+                writeln!(out, "{d}")?;
             }
         }
         Cmd::Tokenize {
@@ -361,6 +395,17 @@ fn warn_if_busy() {
              share the cores and the numbers will be low and noisy"
         );
     }
+}
+
+/// `--gpu-layers`: a count, or `all` (llama.cpp's negative count).
+fn parse_gpu_layers(s: &str) -> Result<i32, String> {
+    if s.eq_ignore_ascii_case("all") {
+        return Ok(-1);
+    }
+    s.parse::<i32>()
+        .ok()
+        .filter(|n| *n >= 0)
+        .ok_or_else(|| format!("{s:?} is not a layer count (a whole number or `all`)"))
 }
 
 fn small_params(threads: i32) -> Params {
