@@ -46,8 +46,9 @@ pub struct ContextOptions {
     pub type_k: Option<sys::ggml_type>,
     pub type_v: Option<sys::ggml_type>,
     /// llama.cpp's `n_gpu_layers` (`-ngl`): the last N layers (N above the layer count
-    /// takes the output too) on the GPU, negative for all of them; 0, the default, keeps
-    /// everything on the CPU. Above 0 it needs a peer built with a GPU backend.
+    /// takes the output too) on the first GPU llama.cpp lists, negative for all of them; 0,
+    /// the default, keeps everything on the CPU. Other than 0 it needs a peer built with a
+    /// GPU backend.
     pub gpu_layers: i32,
 }
 
@@ -224,6 +225,12 @@ impl Llama {
         // SAFETY: returns a plain struct of defaults.
         let mut mp = unsafe { sys::llama_model_default_params() };
         mp.n_gpu_layers = opts.gpu_layers;
+        // One GPU, the first llama.cpp lists (as loupe uses one adapter): llama-bench's
+        // `-sm none`, so a machine with several GPUs does not split the layers over them.
+        // With no layers offloaded, no GPU at all: llama.cpp would otherwise still send a
+        // prompt's large matmuls to it.
+        mp.split_mode = sys::LLAMA_SPLIT_MODE_NONE;
+        mp.main_gpu = if opts.gpu_layers == 0 { -1 } else { 0 };
         mp.load_mode = sys::LLAMA_LOAD_MODE_MMAP;
         // SAFETY: c_path is a valid NUL-terminated string and mp a fully initialized
         // params struct; llama.cpp returns null on failure.
