@@ -2,8 +2,8 @@
 //!
 //! One [`Llama`] owns a `llama_model` (memory-mapped; on the CPU unless
 //! [`ContextOptions::gpu_layers`] asks for a GPU, which needs the `vulkan` feature) and a
-//! single-sequence `llama_context`; dropping it frees both. It holds raw pointers, so it is neither `Send`
-//! nor `Sync`: llama.cpp contexts are not thread-safe.
+//! single-sequence `llama_context`; dropping it frees both. It holds raw pointers, so it is
+//! neither `Send` nor `Sync`: llama.cpp contexts are not thread-safe.
 
 use std::ffi::CString;
 use std::path::Path;
@@ -69,8 +69,8 @@ pub fn no_gpu_reason() -> Option<&'static str> {
     }
 }
 
-/// The GPUs llama.cpp's backends see, as "name: description (free/total MiB)"; empty in a
-/// peer built without a GPU backend. `GGML_VK_VISIBLE_DEVICES` picks Vulkan devices by
+/// The GPUs llama.cpp's backends see, in their order, as "name: description (F of T MiB
+/// free)"; empty in a peer built without a GPU backend. Offloading uses the first. `GGML_VK_VISIBLE_DEVICES` picks Vulkan devices by
 /// index, which is how a software driver (lavapipe), skipped by default, is chosen.
 pub fn gpu_devices() -> Vec<String> {
     crate::init();

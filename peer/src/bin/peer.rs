@@ -219,7 +219,7 @@ fn run(cli: Cli) -> Result<()> {
                     obj.insert("threads".into(), threads.into());
                     obj.insert("gpu_layers".into(), gpu_layers.into());
                     if gpu_layers != 0 {
-                        obj.insert("gpu".into(), peer::llama::gpu_devices().join("; ").into());
+                        obj.insert("gpu".into(), offload_gpu().into());
                     }
                     obj.insert("model".into(), model.display().to_string().into());
                     writeln!(out, "{}", serde_json::Value::Object(obj))?;
@@ -240,11 +240,7 @@ fn run(cli: Cli) -> Result<()> {
                     } else {
                         gpu_layers.to_string()
                     };
-                    writeln!(
-                        out,
-                        "GPU layers {layers} on {}",
-                        peer::llama::gpu_devices().join("; ")
-                    )?;
+                    writeln!(out, "GPU layers {layers} on {}", offload_gpu())?;
                 }
                 let width = bench::test_name("pp", n_prompt.max(n_gen), max_depth)
                     .len()
@@ -395,6 +391,14 @@ fn warn_if_busy() {
              share the cores and the numbers will be low and noisy"
         );
     }
+}
+
+/// The GPU that offloaded layers go to: the first llama.cpp lists.
+fn offload_gpu() -> String {
+    peer::llama::gpu_devices()
+        .into_iter()
+        .next()
+        .unwrap_or_default()
 }
 
 /// `--gpu-layers`: a count, or `all` (llama.cpp's negative count).
