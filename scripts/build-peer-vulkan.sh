@@ -13,8 +13,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# What every peer build needs (a C++ compiler, cmake, libclang) comes from install-deps.sh;
+# here only what the Vulkan backend adds, and the tools to fetch the headers.
+scripts/install-deps.sh
 need=()
-for p in libvulkan-dev glslc spirv-headers cmake libclang-dev curl xz-utils; do
+for p in libvulkan-dev glslc spirv-headers curl xz-utils; do
   dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
 done
 if [ ${#need[@]} -gt 0 ]; then

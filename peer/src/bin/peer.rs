@@ -201,6 +201,8 @@ fn run(cli: Cli) -> Result<()> {
                     .transpose()?;
                 rows.push((depth, pp, tg));
             }
+            // The GPU the layers went to, asked once for every row.
+            let gpu = (gpu_layers != 0).then(offload_gpu);
             if json {
                 for (depth, pp, tg) in &rows {
                     let mut obj = serde_json::Map::new();
@@ -218,8 +220,8 @@ fn run(cli: Cli) -> Result<()> {
                     obj.insert("n_ctx".into(), llama.n_ctx().into());
                     obj.insert("threads".into(), threads.into());
                     obj.insert("gpu_layers".into(), gpu_layers.into());
-                    if gpu_layers != 0 {
-                        obj.insert("gpu".into(), offload_gpu().into());
+                    if let Some(gpu) = &gpu {
+                        obj.insert("gpu".into(), gpu.clone().into());
                     }
                     obj.insert("model".into(), model.display().to_string().into());
                     writeln!(out, "{}", serde_json::Value::Object(obj))?;
@@ -234,13 +236,13 @@ fn run(cli: Cli) -> Result<()> {
                     threads,
                     reps
                 )?;
-                if gpu_layers != 0 {
+                if let Some(gpu) = &gpu {
                     let layers = if gpu_layers < 0 {
                         "all".to_string()
                     } else {
                         gpu_layers.to_string()
                     };
-                    writeln!(out, "GPU layers {layers} on {}", offload_gpu())?;
+                    writeln!(out, "GPU layers {layers} on {gpu}")?;
                 }
                 let width = bench::test_name("pp", n_prompt.max(n_gen), max_depth)
                     .len()
